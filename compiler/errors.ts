@@ -1,0 +1,44 @@
+/**
+ * Errors are part of the interface: every failure a user can cause names the file (or argument),
+ * the field, the value, and the fix, on one line. The CLI prints `message` alone (the stack only
+ * with --verbose) and exits non-zero.
+ */
+export class MistralCompileError extends Error {
+  /** The file or command-line argument the problem was found in. */
+  readonly where: string;
+  /** The field inside it, when there is one (a JSON key, a tensor name). */
+  readonly field: string | undefined;
+  /** What would be valid, or what to do. */
+  readonly fix: string;
+
+  constructor(where: string, field: string | undefined, problem: string, fix: string) {
+    const location = field === undefined ? where : `${where}: ${field}`;
+    super(`${location}: ${problem}; ${fix}`.replace(/\s*\n\s*/g, ' '));
+    this.name = new.target.name;
+    this.where = where;
+    this.field = field;
+    this.fix = fix;
+  }
+}
+
+/** params.json (or a model directory) is malformed, inconsistent or describes an unsupported model. */
+export class ConfigError extends MistralCompileError {}
+
+/** The requested plan options cannot be satisfied for this model (e.g. TP size that does not shard). */
+export class PlanError extends MistralCompileError {}
+
+/** Renders a user-supplied value for an error message: bounded length, control characters escaped. */
+export function showValue(value: unknown): string {
+  let text: string;
+  if (typeof value === 'string') text = JSON.stringify(value);
+  else if (typeof value === 'number' || typeof value === 'boolean' || value === null) text = String(value);
+  else if (value === undefined) text = 'missing';
+  else {
+    try {
+      text = JSON.stringify(value) ?? String(value);
+    } catch {
+      text = Object.prototype.toString.call(value);
+    }
+  }
+  return text.length > 60 ? `${text.slice(0, 57)}...` : text;
+}

@@ -1,0 +1,129 @@
+import { mkdtempSync, mkdirSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { loadModelConfig } from '../../compiler/config/load.js';
+import { normalizeParams } from '../../compiler/config/normalize.js';
+import { ConfigError } from '../../compiler/errors.js';
+
+const good = {
+  dim: 64, n_layers: 2, head_dim: 16, hidden_dim: 128, n_heads: 4, n_kv_heads: 2, norm_eps: 1e-5, vocab_size: 512, rope_theta: 1e6,
+};
+
+/** A bad config, the field the error must name, and words the message must contain. */
+const BAD: Array<[string, Record<string, unknown>, string, RegExp]> = [
+  ['missing dim', { dim: undefined }, 'dim', /required field is missing/],
+  ['dim as a string', { dim: '64' }, 'dim', /must be an integer.*got "64"/],
+  ['negative n_layers', { n_layers: -1 }, 'n_layers', /out of range/],
+  ['zero heads', { n_heads: 0 }, 'n_heads', /out of range/],
+  ['fractional hidden_dim', { hidden_dim: 127.5 }, 'hidden_dim', /must be an integer/],
+  ['huge vocab', { vocab_size: 1e12 }, 'vocab_size', /out of range/],
+  ['kv heads not dividing heads', { n_kv_heads: 3 }, 'n_kv_heads', /must divide n_heads \(4\)/],
+  ['more kv heads than heads', { n_kv_heads: 8 }, 'n_kv_heads', /must divide n_heads/],
+  ['odd head_dim', { head_dim: 15 }, 'head_dim', /must be even/],
+  ['head_dim absent and dim not divisible', { head_dim: undefined, dim: 66 }, 'head_dim', /not divisible by n_heads/],
+  ['norm_eps zero', { norm_eps: 0 }, 'norm_eps', /greater than 0/],
+  ['norm_eps as "NaN" string', { norm_eps: 'NaN' }, 'norm_eps', /greater than 0/],
+  ['rope_theta negative', { rope_theta: -5 }, 'rope_theta', /greater than 0/],
+  ['window zero', { sliding_window: 0 }, 'sliding_window', /out of range/],
+  ['window as string', { sliding_window: '4096' }, 'sliding_window', /must be an integer/],
+  ['window list not dividing layers', { n_layers: 4, sliding_window: [4, null, 8] }, 'sliding_window', /does not repeat evenly over n_layers \(4\)/],
+  ['window list entry bad', { sliding_window: [4, 'x'] }, 'sliding_window[1]', /must be an integer/],
+  ['both window spellings', { sliding_window: 4, _sliding_window: 4 }, '_sliding_window', /older spelling/],
+  ['top-k above experts', { moe: { num_experts: 2, num_experts_per_tok: 3 } }, 'moe.num_experts_per_tok', /cannot exceed moe.num_experts \(2\)/],
+  ['moe not an object', { moe: 8 }, 'moe', /must be an object/],
+  ['moe missing experts', { moe: { num_experts_per_tok: 2 } }, 'moe.num_experts', /required/],
+  ['mamba', { model_type: 'mamba' }, 'model_type', /not supported: a Mamba model/],
+  ['vision encoder', { vision_encoder: { hidden_size: 1024 } }, 'vision_encoder', /not supported/],
+  ['lora', { lora: { rank: 16 } }, 'lora', /not supported/],
+  ['quantized', { quantization: { qformat_weight: 'fp8_e4m3' } }, 'quantization', /not supported/],
+  ['yarn', { yarn: { factor: 4 } }, 'yarn', /not supported/],
+  ['tied_embeddings not bool', { tied_embeddings: 'yes' }, 'tied_embeddings', /true or false/],
+  ['injection attempt in a number field', { dim: '64; system("rm -rf /")' }, 'dim', /must be an integer/],
+];
+
+describe('params.json validation', () => {
+  for (const [what, change, field, message] of BAD) {
+    it(`rejects ${what}, naming ${field}`, () => {
+      const raw: Record<string, unknown> = { ...good, ...change };
+      for (const k of Object.keys(raw)) if (raw[k] === undefined) delete raw[k];
+      let error: unknown;
+      try {
+        normalizeParams(raw, '/models/x/params.json');
+      } catch (e) {
+        error = e;
+      }
+      expect(error).toBeInstanceOf(ConfigError);
+      const e = error as ConfigError;
+      expect(e.field).toBe(field);
+      expect(e.message).toMatch(message);
+      expect(e.message.startsWith(`/models/x/params.json: ${field}: `)).toBe(true);
+      expect(e.message).not.toContain('\n');
+    });
+  }
+
+  it('rejects a LoRA adapter file that is not a model', () => {
+    expect(() => normalizeParams({ lora: { rank: 8 } }, 'adapter.json')).toThrow(/LoRA adapter config, not a model/);
+  });
+
+  it('rejects a top level that is not an object', () => {
+    for (const raw of [[], 'x', 3, null]) expect(() => normalizeParams(raw, 'p.json')).toThrow(ConfigError);
+  });
+});
+
+describe('params.json normalization', () => {
+  it('defaults head_dim to dim / n_heads and says so', () => {
+    const m = normalizeParams({ ...good, head_dim: undefined }, 'p.json');
+    expect(m.head_dim).toBe(16);
+    expect(m.notes.join()).toMatch(/head_dim absent/);
+  });
+
+  it('keeps a head_dim that differs from dim / n_heads (Mistral NeMo)', () => {
+    expect(normalizeParams({ ...good, head_dim: 24 }, 'p.json').head_dim).toBe(24);
+  });
+
+  it('defaults rope_theta to 1e4 when a window marks an early model, else 1e6', () => {
+    const { rope_theta: _, ...noTheta } = good;
+    expect(normalizeParams({ ...noTheta, sliding_window: 8 }, 'p.json').rope_theta).toBe(1e4);
+    expect(normalizeParams(noTheta, 'p.json').rope_theta).toBe(1e6);
+  });
+
+  it('expands a per-layer window list as a repeating pattern with null meaning full attention', () => {
+    const m = normalizeParams({ ...good, n_layers: 6, sliding_window: [null, 4, 4] }, 'p.json');
+    expect(m.sliding_window).toEqual([null, 4, 4, null, 4, 4]);
+  });
+
+  it('accepts the older _sliding_window spelling', () => {
+    expect(normalizeParams({ ...good, _sliding_window: 4 }, 'p.json').sliding_window).toEqual([4, 4]);
+  });
+
+  it('reports unknown keys instead of failing', () => {
+    const m = normalizeParams({ ...good, some_future_key: 1 }, 'p.json');
+    expect(m.notes.join()).toMatch(/ignored keys: "some_future_key"/);
+  });
+
+  it('derives a file-name-safe name from the model directory', () => {
+    expect(normalizeParams(good, '/x/My Model "v2"/params.json').name).toBe('my-model-v2');
+  });
+});
+
+describe('reading params.json from disk', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'mc-config-'));
+
+  it('accepts a model directory', () => {
+    mkdirSync(join(dir, 'model-a'));
+    writeFileSync(join(dir, 'model-a', 'params.json'), JSON.stringify(good));
+    expect(loadModelConfig(join(dir, 'model-a')).name).toBe('model-a');
+  });
+
+  it('names the file when the JSON is malformed', () => {
+    writeFileSync(join(dir, 'bad.json'), '{"dim": 64,');
+    expect(() => loadModelConfig(join(dir, 'bad.json'))).toThrow(/bad\.json: is not valid JSON/);
+  });
+
+  it('says so when the path does not exist or the directory has no params.json', () => {
+    expect(() => loadModelConfig(join(dir, 'nope.json'))).toThrow(/no such file or directory/);
+    mkdirSync(join(dir, 'empty'));
+    expect(() => loadModelConfig(join(dir, 'empty'))).toThrow(/has no params\.json/);
+  });
+});
