@@ -1,6 +1,6 @@
 /**
- * mistral-compile as a library. The compiler stages in order: read and validate a params.json,
- * plan the fused kernels and the tensor-parallel sharding.
+ * mistral-compile as a library: read and validate a params.json, plan the fused kernels and the
+ * tensor-parallel sharding, render and build a model's library, and run it.
  */
 export { ConfigError, MistralCompileError, PlanError } from './compiler/errors.js';
 export type { ModelConfig, MoeConfig } from './compiler/config/model.js';
@@ -12,3 +12,13 @@ export { shippedModelConfigs } from './compiler/config/shipped.js';
 export { buildPlan, specializationKey } from './compiler/plan/build-plan.js';
 export { planStats, type PlanStats } from './compiler/plan/stats.js';
 export type { Plan, PlanOptions, KernelNode, LayerPlan, WeightEntry, ShardSlice, Dtype, Target, TpSize } from './compiler/plan/types.js';
+
+// Running compiled models.
+export { loadModel, type LoadedModel, type LoadOptions, type GenerateOptions, type LoadProgress } from './runtime/model.js';
+export { RuntimeError } from './runtime/errors.js';
+export { BuildError } from './compiler/build/errors.js';
+export { buildPlanLibrary, type BuildOptions, type BuildResult } from './compiler/build/build.js';
+export { renderCpuSources, type RenderedSources, type SourceFile } from './compiler/emit/render.js';
+export { writeRandomWeights } from './compiler/weights/random.js';
+export { writeGgufFromCheckpoint } from './compiler/weights/gguf.js';
+export { WeightsError } from './compiler/weights/errors.js';

@@ -10,6 +10,8 @@ export class MistralCompileError extends Error {
   readonly field: string | undefined;
   /** What would be valid, or what to do. */
   readonly fix: string;
+  /** Long output behind the one line (a compiler's messages), printed with --verbose. */
+  details: string | undefined;
 
   constructor(where: string, field: string | undefined, problem: string, fix: string) {
     const location = field === undefined ? where : `${where}: ${field}`;

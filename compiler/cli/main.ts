@@ -1,8 +1,16 @@
 import { MistralCompileError } from '../errors.js';
+import { buildCommand } from './commands/build.js';
+import { generateCommand } from './commands/generate.js';
+import { logitsCommand } from './commands/logits.js';
 import { planCommand } from './commands/plan.js';
+import { randomWeightsCommand } from './commands/random-weights.js';
 
 const COMMANDS: Record<string, { run: (argv: string[]) => Promise<number>; summary: string }> = {
   plan: { run: planCommand, summary: 'validate a params.json and print its fusion and sharding plan' },
+  build: { run: buildCommand, summary: 'render and compile the model\'s kernels into a shared library' },
+  'random-weights': { run: randomWeightsCommand, summary: 'write seeded random weights in the official checkpoint layout' },
+  logits: { run: logitsCommand, summary: 'write the logits of every position of a token sequence' },
+  generate: { run: generateCommand, summary: 'generate tokens and report prefill/decode speed' },
 };
 
 const HELP = `usage: mistral-compile <command> [options]
@@ -30,7 +38,7 @@ export async function main(argv: string[]): Promise<number> {
   } catch (err) {
     if (err instanceof MistralCompileError) {
       console.error(`mistral-compile: error: ${err.message}`);
-      if (verbose) console.error(err.stack);
+      if (verbose) console.error(err.details ?? '', err.stack);
       return 1;
     }
     console.error(`mistral-compile: internal error: ${err instanceof Error ? err.message : String(err)} (please report it; --verbose shows the stack)`);

@@ -1,0 +1,98 @@
+import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { execa } from 'execa';
+import { hashFiles, type RenderedSources } from '../emit/render.js';
+import type { Plan } from '../plan/types.js';
+import { cacheEntry, commitStaging, defaultCacheRoot, isComplete, stagingDir, writeSources } from './cache.js';
+import { BuildError } from './errors.js';
+import { BACKENDS } from './backends.js';
+import { missingCompiler, toolchainIdentity } from './toolchain.js';
+
+export interface BuildOptions {
+  /** Cache root (default $MISTRAL_COMPILE_CACHE or ~/.cache/mistral-compile). */
+  cacheDir?: string;
+  /** Also copy the sources and the library here, for inspection or shipping. */
+  outDir?: string;
+  /** Called with short progress lines ("compiling …"). */
+  onProgress?: (event: BuildProgress) => void;
+}
+
+export type BuildProgress =
+  | { stage: 'render'; key: string }
+  | { stage: 'cached'; key: string; library: string }
+  | { stage: 'compile'; key: string; compiler: string; files: number }
+  | { stage: 'done'; key: string; library: string; seconds: number };
+
+export interface BuildResult {
+  key: string;
+  hash: string;
+  library: string;
+  sourceDir: string;
+  cached: boolean;
+  sources: RenderedSources;
+}
+
+/** Renders the plan's sources and compiles them into a shared library, reusing the cache. */
+export async function buildPlanLibrary(plan: Plan, options: BuildOptions = {}): Promise<BuildResult> {
+  const backend = BACKENDS[plan.options.target];
+  if (backend === undefined) {
+    throw new BuildError('--target', undefined, `target ${plan.options.target} is not built by this version`, `use --target ${Object.keys(BACKENDS).join(' or ')}`);
+  }
+  if (plan.options.tp !== 1) {
+    throw new BuildError('--tp', undefined, `tensor-parallel runs (--tp ${plan.options.tp}) are planned but not yet executable`, 'build with --tp 1');
+  }
+  const started = performance.now();
+  options.onProgress?.({ stage: 'render', key: plan.key });
+  const sources = backend.render(plan);
+  const compiler = backend.compiler();
+  const flags = backend.flags(plan);
+  const identity = await toolchainIdentity(compiler);
+  const hash = hashFiles(sources.files, `${compiler}\0${flags.join(' ')}\0${identity}`);
+  const entry = cacheEntry(options.cacheDir ?? defaultCacheRoot(), plan.key, hash);
+  let cached = true;
+  if (!isComplete(entry, hash)) {
+    cached = false;
+    const staging = stagingDir(entry);
+    writeSources(staging, sources.files);
+    options.onProgress?.({ stage: 'compile', key: plan.key, compiler, files: sources.files.length });
+    const library = join(staging, entry.library.slice(entry.dir.length + 1));
+    await compile(compiler, [...flags, backend.entry, '-o', library], staging, backend.entry);
+    writeFileSync(join(staging, 'build.json'), JSON.stringify({ key: plan.key, hash, compiler, flags, toolchain: identity.split('\n')[0] }, null, 2) + '\n');
+    commitStaging(staging, entry, hash);
+  } else {
+    options.onProgress?.({ stage: 'cached', key: plan.key, library: entry.library });
+  }
+  if (options.outDir !== undefined) exportBuild(options.outDir, sources, entry.library);
+  options.onProgress?.({ stage: 'done', key: plan.key, library: entry.library, seconds: (performance.now() - started) / 1000 });
+  return { key: plan.key, hash, library: entry.library, sourceDir: entry.dir, cached, sources };
+}
+
+async function compile(compiler: string, args: string[], cwd: string, entry: string): Promise<void> {
+  let result;
+  try {
+    result = await execa(compiler, args, { cwd, reject: false, all: true });
+  } catch (err) {
+    throw missingCompiler(compiler, err);
+  }
+  if ((result as { code?: string }).code === 'ENOENT' || result.failed && result.exitCode === undefined) {
+    throw missingCompiler(compiler, result);
+  }
+  if (result.exitCode !== 0) {
+    const output = String(result.all ?? '');
+    const first = output.split('\n').find((l) => /error/.test(l)) ?? output.split('\n')[0] ?? '';
+    const error = new BuildError(join(cwd, entry), undefined, `${compiler} failed (exit ${result.exitCode}): ${first.trim()}`,
+      '--verbose prints the whole compiler output; the sources are kept in that directory');
+    error.details = output;
+    throw error;
+  }
+}
+
+function exportBuild(outDir: string, sources: RenderedSources, library: string): void {
+  try {
+    mkdirSync(outDir, { recursive: true });
+    writeSources(outDir, sources.files);
+    copyFileSync(library, join(outDir, library.split('/').pop()!));
+  } catch (err) {
+    throw new BuildError(outDir, undefined, `cannot write the build output (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`, 'choose a writable --out directory');
+  }
+}

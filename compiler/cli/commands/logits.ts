@@ -1,0 +1,44 @@
+import { writeFile } from 'node:fs/promises';
+import { loadModel } from '../../../runtime/model.js';
+import { BuildError } from '../../build/errors.js';
+import { parseCommand, UsageError } from '../args.js';
+import { Progress } from '../progress.js';
+import { parseTokenList } from '../tokens.js';
+import { loadOptions, MODEL_OPTIONS, MODEL_OPTIONS_HELP, modelDir } from './model-options.js';
+
+export const LOGITS_HELP = `usage: mistral-compile logits --model DIR --tokens 1,2,3 --out FILE [options]
+
+Compiles the model if needed, runs the tokens as one sequence and writes the logits of every
+position to FILE as float32 little-endian, shape [n_tokens, vocab_size].
+
+options:
+  --out FILE        where to write the logits (required)
+${MODEL_OPTIONS_HELP}`;
+
+export async function logitsCommand(argv: string[]): Promise<number> {
+  const { values } = parseCommand('logits', argv, { ...MODEL_OPTIONS, out: { type: 'string' } });
+  if (values.help) return console.log(LOGITS_HELP), 0;
+  if (typeof values.out !== 'string') throw new UsageError('--out', undefined, 'is required', 'pass the file to write the logits to');
+  const tokens = parseTokenList(values.tokens as string | undefined);
+  const progress = new Progress(Boolean(values.json));
+  const model = await loadModel(modelDir(values), { ...loadOptions(values), onProgress: progress.onLoad });
+  try {
+    const started = performance.now();
+    const rows = await model.logits(tokens);
+    const seconds = (performance.now() - started) / 1000;
+    const vocab = model.config.vocab_size;
+    const out = new Float32Array(rows.length * vocab);
+    rows.forEach((row, i) => out.set(row, i * vocab));
+    try {
+      // Float32Array is little-endian on every platform Node runs on here (x86-64, arm64).
+      await writeFile(values.out, new Uint8Array(out.buffer));
+    } catch (err) {
+      throw new BuildError(values.out, undefined, `cannot write the logits (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`, 'choose a writable --out path');
+    }
+    if (values.json) console.log(JSON.stringify({ out: values.out, shape: [rows.length, vocab], dtype: 'float32', seconds }));
+    else progress.line(`wrote logits [${rows.length}, ${vocab}] float32 to ${values.out} (${(rows.length / seconds).toFixed(1)} tokens/s)`);
+  } finally {
+    model.close();
+  }
+  return 0;
+}

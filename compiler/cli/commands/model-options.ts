@@ -1,0 +1,34 @@
+import type { LoadOptions } from '../../../runtime/model.js';
+import { TARGETS, TP_SIZES, type TpSize } from '../../plan/types.js';
+import { choiceArg, intArg, UsageError } from '../args.js';
+
+/** Options shared by the commands that load a model (logits, generate). */
+export const MODEL_OPTIONS = {
+  model: { type: 'string' }, tokens: { type: 'string' }, target: { type: 'string' }, tp: { type: 'string' },
+  'max-seq-len': { type: 'string' }, 'max-tokens-per-call': { type: 'string' }, threads: { type: 'string' }, cache: { type: 'string' }, json: { type: 'boolean' },
+} as const;
+
+export const MODEL_OPTIONS_HELP = `  --model DIR       model directory: params.json + consolidated.safetensors (required)
+  --tokens 1,2,3    prompt token ids (required)
+  --target T        cpu (default)
+  --tp N            tensor-parallel ranks (default 1)
+  --max-seq-len N   context to allocate (default: params.json's, else 32768)
+  --threads N       CPU threads (default: all cores)
+  --cache DIR       build cache (default $MISTRAL_COMPILE_CACHE or ~/.cache/mistral-compile)
+  --json            machine-readable output, no progress`;
+
+export function modelDir(values: Record<string, unknown>): string {
+  if (typeof values.model !== 'string') throw new UsageError('--model', undefined, 'is required', 'pass a directory with params.json and consolidated.safetensors (make one with mistral-compile random-weights)');
+  return values.model;
+}
+
+export function loadOptions(values: Record<string, string | boolean | undefined>): LoadOptions {
+  return {
+    target: choiceArg('--target', values.target as string | undefined, TARGETS, 'cpu'),
+    tp: Number(choiceArg('--tp', values.tp as string | undefined, TP_SIZES.map(String), '1')) as TpSize,
+    maxSeqLen: values['max-seq-len'] === undefined ? undefined : intArg('--max-seq-len', values['max-seq-len'] as string, 0, 1, 1 << 24),
+    maxTokens: intArg('--max-tokens-per-call', values['max-tokens-per-call'] as string | undefined, 512, 1, 65536),
+    threads: values.threads === undefined ? undefined : intArg('--threads', values.threads as string, 0, 1, 1024),
+    cacheDir: values.cache as string | undefined,
+  };
+}

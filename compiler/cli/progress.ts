@@ -1,0 +1,56 @@
+import type { LoadProgress } from '../../runtime/model.js';
+import { formatBytes } from './format.js';
+
+/**
+ * Progress of long work (compiling kernels, loading weights, writing weights) on stderr, so that
+ * stdout stays clean for results. Silent with --json.
+ */
+export class Progress {
+  private readonly tty = Boolean(process.stderr.isTTY);
+  private lastWrite = 0;
+  private open = false;
+
+  constructor(private readonly quiet: boolean) {}
+
+  /** A finished step: its own line. */
+  line(text: string): void {
+    if (this.quiet) return;
+    this.clear();
+    process.stderr.write(`${text}\n`);
+  }
+
+  /** A step under way: rewritten in place on a terminal, throttled to a few lines elsewhere. */
+  update(text: string, fraction: number): void {
+    if (this.quiet) return;
+    const now = performance.now();
+    if (this.tty) {
+      if (now - this.lastWrite < 50 && fraction < 1) return;
+      process.stderr.write(`\r\x1b[K${text} ${(fraction * 100).toFixed(0)}%`);
+      this.open = true;
+    } else if (now - this.lastWrite > 2000 || fraction >= 1) {
+      process.stderr.write(`${text} ${(fraction * 100).toFixed(0)}%\n`);
+    } else return;
+    this.lastWrite = now;
+  }
+
+  clear(): void {
+    if (this.open) process.stderr.write('\r\x1b[K');
+    this.open = false;
+  }
+
+  /** The loader's and builder's events as lines. */
+  onLoad = (e: LoadProgress): void => {
+    switch (e.stage) {
+      case 'render':
+        return this.line(`rendering ${e.key}`);
+      case 'compile':
+        return this.line(`compiling ${e.key}: ${e.files} files with ${e.compiler}`);
+      case 'cached':
+        return this.line(`cached ${e.key}`);
+      case 'done':
+        return this.line(`built ${e.key} in ${e.seconds.toFixed(2)} s: ${e.library}`);
+      case 'weights':
+        return this.line(`mapped ${formatBytes(e.bytes)} of weights in ${e.seconds.toFixed(2)} s: ${e.path}`);
+    }
+  };
+}

@@ -1,0 +1,56 @@
+#pragma once
+#include <napi.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "mc_abi.h"
+
+/** The entry points of one dlopen'ed model library, checked against mc_abi.h. */
+struct Library {
+  explicit Library(const std::string& path);  // throws std::runtime_error naming the path
+
+  std::string path;
+  mc_abi_version_fn abiVersion;
+  mc_specialization_fn specialization;
+  mc_weight_count_fn weightCount;
+  mc_weight_name_fn weightName;
+  mc_max_tokens_fn maxTokens;
+  mc_max_seq_len_fn maxSeqLen;
+  mc_vocab_local_fn vocabLocal;
+  mc_state_bytes_fn stateBytes;
+  mc_create_fn create;
+  mc_forward_fn forward;
+  mc_destroy_fn destroy;
+
+  /** The compile-time constants, read once at load. */
+  std::string specializationKey;
+  std::vector<std::string> weightNames;
+  int32_t maxTokensValue, maxSeqLenValue, vocabLocalValue;
+  int64_t stateBytesValue;
+};
+
+/**
+ * JS class CompiledLibrary(path): .path, .specialization, .weightCount, .weightNames, .maxTokens,
+ * .maxSeqLen, .vocabLocal, .stateBytes. There is no close(): a library is never dlclose'd.
+ */
+class CompiledLibrary : public Napi::ObjectWrap<CompiledLibrary> {
+ public:
+  static Napi::Function define(Napi::Env env);
+  explicit CompiledLibrary(const Napi::CallbackInfo& info);
+
+  std::shared_ptr<const Library> library() const { return library_; }
+
+ private:
+  Napi::Value path(const Napi::CallbackInfo& info);
+  Napi::Value specialization(const Napi::CallbackInfo& info);
+  Napi::Value weightCount(const Napi::CallbackInfo& info);
+  Napi::Value weightNames(const Napi::CallbackInfo& info);
+  Napi::Value maxTokens(const Napi::CallbackInfo& info);
+  Napi::Value maxSeqLen(const Napi::CallbackInfo& info);
+  Napi::Value vocabLocal(const Napi::CallbackInfo& info);
+  Napi::Value stateBytes(const Napi::CallbackInfo& info);
+
+  std::shared_ptr<const Library> library_;
+};

@@ -1,0 +1,32 @@
+#include "model_handle.hpp"
+
+#include <stdexcept>
+
+namespace {
+// A one-line message; the ABI asks libraries to NUL-terminate within errlen, we enforce it anyway.
+constexpr size_t kErrLen = 1024;
+}  // namespace
+
+ModelHandle::ModelHandle(std::shared_ptr<const Library> library, std::shared_ptr<const Mapping> mapping,
+                         std::vector<mc_weight> weights, int32_t rank)
+    : library_(std::move(library)), mapping_(std::move(mapping)), weights_(std::move(weights)) {
+  char err[kErrLen] = {0};
+  model_ = library_->create(weights_.data(), static_cast<int32_t>(weights_.size()), rank, err, kErrLen);
+  err[kErrLen - 1] = '\0';
+  if (model_ == nullptr)
+    throw std::runtime_error(library_->path + ": mc_create failed: " +
+                             (err[0] != '\0' ? std::string(err) : std::string("no message")));
+}
+
+ModelHandle::~ModelHandle() {
+  if (model_ != nullptr) library_->destroy(model_);
+}
+
+std::string ModelHandle::forward(const int32_t* tokens, int32_t nTokens, int32_t startPos, float* logits,
+                                 bool allLogits) {
+  char err[kErrLen] = {0};
+  int32_t rc = library_->forward(model_, tokens, nTokens, startPos, logits, allLogits ? 1 : 0, err, kErrLen);
+  err[kErrLen - 1] = '\0';
+  if (rc == 0) return "";
+  return err[0] != '\0' ? std::string(err) : "mc_forward returned " + std::to_string(rc) + " without a message";
+}

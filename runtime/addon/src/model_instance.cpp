@@ -1,0 +1,131 @@
+#include "model_instance.hpp"
+
+#include <cmath>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "addon_data.hpp"
+#include "compiled_library.hpp"
+#include "js_args.hpp"
+#include "mapped_file.hpp"
+
+namespace {
+
+constexpr int64_t kInt64Max = std::numeric_limits<int64_t>::max();
+// Node 20 caps one ArrayBuffer at 4 GiB (FACTS.md).
+constexpr uint64_t kMaxOutputBytes = uint64_t{1} << 32;
+
+/** weights[i] as an mc_weight pointing into the mapping, after checking it lies inside the file. */
+mc_weight toWeight(const Napi::Value& value, size_t i, const Library& library, const Mapping& mapping) {
+  Napi::Env env = value.Env();
+  std::string what = "weights[" + std::to_string(i) + "] (" + library.weightNames[i] + ")";
+  if (!value.IsObject()) throw Napi::TypeError::New(env, what + " must be an object");
+  Napi::Object w = value.As<Napi::Object>();
+  int64_t offset = toInt64(w.Get("offset"), what + ".offset", 0, kInt64Max);
+  int64_t bytes = toInt64(w.Get("bytes"), what + ".bytes", 1, kInt64Max);
+  int64_t rows = toInt64(w.Get("rows"), what + ".rows", 1, kInt64Max);
+  int64_t cols = toInt64(w.Get("cols"), what + ".cols", 1, kInt64Max);
+  int64_t rowStride = toInt64(w.Get("rowStride"), what + ".rowStride", cols, kInt64Max);
+  uint64_t size = mapping.size;
+  // Written as two comparisons so that offset + bytes cannot overflow.
+  if (static_cast<uint64_t>(bytes) > size || static_cast<uint64_t>(offset) > size - static_cast<uint64_t>(bytes))
+    throw Napi::RangeError::New(env, what + ": bytes [" + std::to_string(offset) + ", " +
+                                         std::to_string(static_cast<uint64_t>(offset) + static_cast<uint64_t>(bytes)) +
+                                         ") lie outside " + mapping.path + " (" + std::to_string(size) + " bytes)");
+  return mc_weight{mapping.data + offset, rowStride, rows, cols};
+}
+
+}  // namespace
+
+Napi::Function ModelInstance::define(Napi::Env env) {
+  return DefineClass(env, "ModelInstance",
+                     {
+                         InstanceMethod<&ModelInstance::forward>("forward"),
+                         InstanceMethod<&ModelInstance::forwardSync>("forwardSync"),
+                         InstanceMethod<&ModelInstance::close>("close"),
+                         InstanceAccessor<&ModelInstance::closed>("closed"),
+                     });
+}
+
+ModelInstance::ModelInstance(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ModelInstance>(info) {
+  Napi::Env env = info.Env();
+  AddonData& data = addonData(env);
+  auto library = unwrapAs<CompiledLibrary>(info[0], data.compiledLibrary, "ModelInstance: library")->library();
+  auto mapping = unwrapAs<MappedFile>(info[1], data.mappedFile, "ModelInstance: mappedFile")->mapping(env);
+  if (!info[2].IsArray()) throw Napi::TypeError::New(env, "ModelInstance: weights must be an array");
+  Napi::Array list = info[2].As<Napi::Array>();
+  if (list.Length() != library->weightNames.size())
+    throw Napi::RangeError::New(env, "ModelInstance: " + library->path + " expects " +
+                                         std::to_string(library->weightNames.size()) + " weights, got " +
+                                         std::to_string(list.Length()));
+  std::vector<mc_weight> weights;
+  weights.reserve(list.Length());
+  for (uint32_t i = 0; i < list.Length(); ++i) weights.push_back(toWeight(list.Get(i), i, *library, *mapping));
+  int32_t rank = static_cast<int32_t>(toInt64(info[3], "ModelInstance: rank", 0, INT32_MAX));
+  try {
+    handle_ = std::make_shared<ModelHandle>(std::move(library), std::move(mapping), std::move(weights), rank);
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(env, e.what());
+  }
+}
+
+ForwardArgs ModelInstance::prepareForward(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!handle_) throw Napi::Error::New(env, "model is closed");
+  if (busy_) throw Napi::Error::New(env, "model is busy: await the previous call");
+  const Library& library = handle_->library();
+  if (!info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
+    throw Napi::TypeError::New(env, "forward: tokens must be an Int32Array");
+  Napi::Int32Array tokens = info[0].As<Napi::Int32Array>();
+  size_t n = tokens.ElementLength();
+  if (n < 1 || n > static_cast<size_t>(library.maxTokensValue))
+    throw Napi::RangeError::New(env, "forward: " + std::to_string(n) + " tokens; this model takes 1 to " +
+                                         std::to_string(library.maxTokensValue) + " per call");
+  // The library checks startPos against its context; here only that startPos + n fits an int32.
+  int64_t startPos = toInt64(info[1], "forward: startPos", 0, INT32_MAX - static_cast<int64_t>(n));
+  if (!info[2].IsBoolean()) throw Napi::TypeError::New(env, "forward: allLogits must be a boolean");
+  bool allLogits = info[2].As<Napi::Boolean>().Value();
+
+  size_t rows = allLogits ? n : 1;
+  uint64_t count = static_cast<uint64_t>(rows) * static_cast<uint64_t>(library.vocabLocalValue);
+  if (count * sizeof(float) > kMaxOutputBytes)
+    throw Napi::RangeError::New(env, "forward: logits of " + std::to_string(rows) + " tokens × " +
+                                         std::to_string(library.vocabLocalValue) +
+                                         " exceed Node's 4 GiB ArrayBuffer limit; pass fewer tokens");
+  Napi::Float32Array logits = Napi::Float32Array::New(env, count);
+  // NaN, so that a logit the library forgot to write cannot pass for a real 0.
+  std::fill(logits.Data(), logits.Data() + count, std::numeric_limits<float>::quiet_NaN());
+  return ForwardArgs{std::vector<int32_t>(tokens.Data(), tokens.Data() + n), static_cast<int32_t>(startPos), allLogits,
+                     logits};
+}
+
+Napi::Value ModelInstance::forward(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Promise::Deferred deferred = Napi::Promise::Deferred::New(env);
+  // Like an async function: every failure, even a bad argument, is a rejection, never a throw.
+  try {
+    ForwardArgs args = prepareForward(info);
+    auto* worker = new ForwardWorker(env, this, Value(), handle_, std::move(args), deferred);
+    worker->Queue();
+    busy_ = true;
+  } catch (const Napi::Error& e) {
+    deferred.Reject(e.Value());
+  }
+  return deferred.Promise();
+}
+
+Napi::Value ModelInstance::forwardSync(const Napi::CallbackInfo& info) {
+  ForwardArgs args = prepareForward(info);
+  std::string error = handle_->forward(args.tokens.data(), static_cast<int32_t>(args.tokens.size()), args.startPos,
+                                       args.logits.Data(), args.allLogits);
+  if (!error.empty()) throw Napi::Error::New(info.Env(), error);
+  return args.logits;
+}
+
+void ModelInstance::close(const Napi::CallbackInfo&) {
+  // A forward in flight holds its own share of the handle: mc_destroy then runs when it settles.
+  handle_.reset();
+}
+
+Napi::Value ModelInstance::closed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), !handle_); }

@@ -1,0 +1,180 @@
+import { statSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
+import { join } from 'node:path';
+import { buildPlanLibrary, type BuildProgress } from '../compiler/build/build.js';
+import { loadModelConfig } from '../compiler/config/load.js';
+import type { ModelConfig } from '../compiler/config/model.js';
+import { buildPlan } from '../compiler/plan/build-plan.js';
+import type { Plan, Target, TpSize } from '../compiler/plan/types.js';
+import { WeightsError } from '../compiler/weights/errors.js';
+import { readSafetensorsHeader } from '../compiler/weights/safetensors.js';
+import { checkCheckpointMatchesPlan, checkpointDtype, rankWeightViews } from './checkpoint.js';
+import { RuntimeError } from './errors.js';
+import type { NativeModelInstance } from './native.js';
+import { loadNativeAddon } from './native-loader.js';
+import { sampleToken, seededUniform } from './sampling.js';
+
+export interface LoadOptions {
+  target?: Target;
+  tp?: TpSize;
+  /** Context to allocate the KV cache for (default: params.json's max_seq_len, else 32768). */
+  maxSeqLen?: number;
+  /** Prefill chunk: most tokens per native call (default 512). */
+  maxTokens?: number;
+  /** OpenMP threads (default: all cores). Takes effect for the first library loaded in a process. */
+  threads?: number;
+  /** Build cache directory. */
+  cacheDir?: string;
+  onProgress?: (event: LoadProgress) => void;
+}
+
+export type LoadProgress = BuildProgress | { stage: 'weights'; path: string; bytes: number; seconds: number };
+
+export interface GenerateOptions {
+  maxTokens: number;
+  /** 0 (the default) is greedy. */
+  temperature?: number;
+  /** Nucleus sampling mass (default 1). */
+  topP?: number;
+  seed?: number;
+  /** Token ids that end generation; the stop token is not yielded. */
+  stop?: readonly number[];
+}
+
+export interface LoadedModel {
+  readonly config: ModelConfig;
+  readonly plan: Plan;
+  readonly library: string;
+  /** Logits of every position of `tokens` as a new sequence: one Float32Array [vocab_size] per token. */
+  logits(tokens: readonly number[]): Promise<Float32Array[]>;
+  /**
+   * Continues the current sequence (or starts one at startPos 0): runs `tokens` at startPos..,
+   * returns the logits of every token (allLogits) or of the last one.
+   */
+  forward(tokens: readonly number[], startPos: number, allLogits?: boolean): Promise<Float32Array[]>;
+  /** Streams new token ids after `prompt` (a new sequence). */
+  generate(prompt: readonly number[], options: GenerateOptions): AsyncGenerator<number, void, void>;
+  close(): void;
+}
+
+/** Compiles (or reuses) the model's library and loads its weights from DIR/consolidated.safetensors. */
+export async function loadModel(dir: string, options: LoadOptions = {}): Promise<LoadedModel> {
+  if (process.env.OMP_NUM_THREADS === undefined) {
+    // Read by OpenMP when the first compiled library loads; later changes have no effect.
+    process.env.OMP_NUM_THREADS = String(options.threads ?? availableParallelism());
+  }
+  const config = loadModelConfig(dir, { maxSeqLen: options.maxSeqLen });
+  const weightsPath = join(dir, 'consolidated.safetensors');
+  const header = await readSafetensorsHeader(weightsPath);
+  const plan = buildPlan(config, { target: options.target ?? 'cpu', tp: options.tp ?? 1, dtype: checkpointDtype(header), maxTokens: options.maxTokens ?? 512 });
+  checkCheckpointMatchesPlan(header, plan);
+  const built = await buildPlanLibrary(plan, { cacheDir: options.cacheDir, onProgress: options.onProgress });
+
+  const started = performance.now();
+  const addon = loadNativeAddon();
+  const file = new addon.MappedFile(weightsPath);
+  try {
+    const now = statSync(weightsPath);
+    if (file.size !== header.fileSize || file.identity.ino !== now.ino || now.size !== header.fileSize) {
+      throw new WeightsError(weightsPath, undefined, 'changed while it was being loaded', 'load it again once it is no longer being written');
+    }
+    const library = new addon.CompiledLibrary(built.library);
+    const instance = new addon.ModelInstance(library, file, rankWeightViews(header, plan, 0), 0);
+    options.onProgress?.({ stage: 'weights', path: weightsPath, bytes: header.fileSize, seconds: (performance.now() - started) / 1000 });
+    return new Model(config, plan, built.library, instance);
+  } finally {
+    file.close(); // the instance keeps its own hold on the mapping
+  }
+}
+
+class Model implements LoadedModel {
+  private nextPos = 0;
+  private queue: Promise<unknown> = Promise.resolve();
+  private closed = false;
+
+  constructor(readonly config: ModelConfig, readonly plan: Plan, readonly library: string, private readonly native: NativeModelInstance) {}
+
+  logits(tokens: readonly number[]): Promise<Float32Array[]> {
+    return this.forward(tokens, 0, true);
+  }
+
+  forward(tokens: readonly number[], startPos: number, allLogits = true): Promise<Float32Array[]> {
+    return this.serialized(() => this.run(tokens, startPos, allLogits));
+  }
+
+  async *generate(prompt: readonly number[], options: GenerateOptions): AsyncGenerator<number, void, void> {
+    const temperature = options.temperature ?? 0;
+    const topP = options.topP ?? 1;
+    if (!(temperature >= 0) || !Number.isFinite(temperature)) throw new RuntimeError('generate', 'temperature', `must be a finite number >= 0 (got ${temperature})`, 'pass 0 for greedy decoding, or e.g. 0.7');
+    if (!(topP > 0 && topP <= 1)) throw new RuntimeError('generate', 'topP', `must be in (0, 1] (got ${topP})`, 'pass e.g. 0.9, or 1 to disable');
+    if (!Number.isSafeInteger(options.maxTokens) || options.maxTokens < 0) throw new RuntimeError('generate', 'maxTokens', `must be a non-negative integer (got ${options.maxTokens})`, 'pass the number of tokens to generate');
+    const stop = new Set(options.stop ?? []);
+    const uniform = seededUniform(options.seed ?? 0);
+    let [last] = await this.forward(prompt, 0, false);
+    let pos = prompt.length;
+    for (let i = 0; i < options.maxTokens; i++) {
+      const token = sampleToken(last!, { temperature, topP }, uniform);
+      if (stop.has(token)) return;
+      yield token;
+      if (i + 1 === options.maxTokens || !this.fits(pos + 1)) return;
+      [last] = await this.forward([token], pos, false);
+      pos += 1;
+    }
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    // Closing waits for nothing: the addon defers the free until an in-flight forward settles.
+    this.native.close();
+  }
+
+  /** Whether a sequence of `length` tokens fits the context (always, when every layer is a ring). */
+  private fits(length: number): boolean {
+    return this.plan.kv_cache.layers.every((l) => l.kind === 'rolling') || length <= this.config.max_seq_len;
+  }
+
+  /** One call at a time per model: concurrent callers wait their turn instead of corrupting the cache. */
+  private serialized<T>(work: () => Promise<T>): Promise<T> {
+    const result = this.queue.then(work, work);
+    this.queue = result.catch(() => undefined);
+    return result;
+  }
+
+  private async run(tokens: readonly number[], startPos: number, allLogits: boolean): Promise<Float32Array[]> {
+    if (this.closed) throw new RuntimeError('model', undefined, 'is closed', 'load it again with loadModel()');
+    this.checkTokens(tokens);
+    if (!Number.isSafeInteger(startPos) || startPos < 0 || (startPos !== 0 && startPos !== this.nextPos)) {
+      throw new RuntimeError('forward', 'startPos', `${startPos} does not continue the sequence (next position ${this.nextPos})`, `pass ${this.nextPos}, or 0 to start a new sequence`);
+    }
+    if (!this.fits(startPos + tokens.length)) {
+      throw new RuntimeError('tokens', undefined, `${startPos + tokens.length} positions exceed the context of ${this.config.max_seq_len} (max_seq_len)`,
+        'shorten the prompt, or load with a larger maxSeqLen (--max-seq-len)');
+    }
+    const vocab = this.config.vocab_size;
+    const chunk = this.plan.options.maxTokens;
+    const rows: Float32Array[] = [];
+    for (let begin = 0; begin < tokens.length; begin += chunk) {
+      const part = Int32Array.from(tokens.slice(begin, begin + chunk));
+      const lastChunk = begin + chunk >= tokens.length;
+      const wantAll = allLogits;
+      const out = await this.native.forward(part, startPos + begin, wantAll);
+      this.nextPos = startPos + begin + part.length;
+      if (wantAll) for (let t = 0; t < part.length; t++) rows.push(out.subarray(t * vocab, (t + 1) * vocab));
+      else if (lastChunk) rows.push(out);
+    }
+    return rows;
+  }
+
+  private checkTokens(tokens: readonly number[]): void {
+    if (!Array.isArray(tokens) && !ArrayBuffer.isView(tokens)) throw new RuntimeError('tokens', undefined, 'must be an array of token ids', 'pass e.g. [1, 2, 3]');
+    if (tokens.length === 0) throw new RuntimeError('tokens', undefined, 'is empty', 'pass at least one token id (e.g. the BOS id 1)');
+    const vocab = this.config.vocab_size;
+    for (let i = 0; i < tokens.length; i++) {
+      const t = tokens[i];
+      if (typeof t !== 'number' || !Number.isInteger(t) || t < 0 || t >= vocab) {
+        throw new RuntimeError('tokens', `[${i}]`, `token id ${String(t)} is out of range`, `ids must be integers from 0 to ${vocab - 1} (vocab_size ${vocab})`);
+      }
+    }
+  }
+}

@@ -1,0 +1,93 @@
+/**
+ * The one declaration of what the native addon (runtime/addon, mc_runtime.node) exports. Every
+ * use of the addon goes through these types, so a change on one side fails `tsc`, not a run.
+ * Keep in step with runtime/addon/src/*.cpp (each class's define()).
+ */
+
+/** Which file is mapped: fstat of the open descriptor, comparable with fs.statSync(path). */
+export interface FileIdentity {
+  dev: number;
+  ino: number;
+  mtimeMs: number;
+  size: number;
+}
+
+/** A whole file mapped read-only (mmap PROT_READ, MAP_PRIVATE). */
+export interface NativeMappedFile {
+  readonly path: string;
+  /** Bytes in the file. */
+  readonly size: number;
+  readonly identity: FileIdentity;
+  readonly closed: boolean;
+  /** A copy of the first min(maxBytes, size) bytes (for the safetensors header parser). Throws once closed. */
+  readHeader(maxBytes: number): Buffer;
+  /**
+   * Drops this object's hold on the mapping (idempotent). Models created over the file keep it
+   * mapped until they are closed too.
+   */
+  close(): void;
+}
+
+/** A compiled model library, dlopen'ed for good (never unloaded; see FACTS.md). */
+export interface NativeCompiledLibrary {
+  readonly path: string;
+  /** mc_specialization(): the specialization key and source hash. */
+  readonly specialization: string;
+  readonly weightCount: number;
+  /** Checkpoint tensor names, in the order ModelInstance expects its weights. */
+  readonly weightNames: readonly string[];
+  /** Most tokens per forward call. */
+  readonly maxTokens: number;
+  readonly maxSeqLen: number;
+  /** Length of one logits row on one rank. */
+  readonly vocabLocal: number;
+  /** Bytes of KV cache and activations one instance allocates. */
+  readonly stateBytes: number;
+}
+
+/** One rank's slice of one checkpoint tensor, located in the mapped file (becomes an mc_weight). */
+export interface NativeWeight {
+  /** Byte offset of the slice's first element from the start of the file (not of the data section). */
+  offset: number | bigint;
+  /** Elements between consecutive rows of the full tensor (shape[1]; 1 for vectors). */
+  rowStride: number | bigint;
+  rows: number | bigint;
+  cols: number | bigint;
+  /** Bytes from offset to the end of the slice's last row; [offset, offset + bytes) must lie in the file. */
+  bytes: number | bigint;
+}
+
+/** One model (its KV cache) on one tensor-parallel rank. */
+export interface NativeModelInstance {
+  readonly closed: boolean;
+  /**
+   * Runs tokens at positions startPos.. off the JS thread. Resolves to logits [tokens.length,
+   * vocabLocal] (allLogits) or [vocabLocal] (the last token's). Every failure is a rejection:
+   * "model is closed", "model is busy: await the previous call" (one forward at a time), a bad
+   * argument, or the library's own message (the model's state is then unchanged).
+   */
+  forward(tokens: Int32Array, startPos: number, allLogits: boolean): Promise<Float32Array>;
+  /** The same on the JS thread; throws instead of rejecting. For tests and benchmarks. */
+  forwardSync(tokens: Int32Array, startPos: number, allLogits: boolean): Float32Array;
+  /** Frees the model (idempotent). With a forward in flight, that forward settles first. */
+  close(): void;
+}
+
+export interface NativeAddon {
+  /** The MC_ABI_VERSION this addon was built against (runtime/abi/mc_abi.h). */
+  readonly abiVersion: number;
+  /** Maps `path`; throws naming it when it is missing, not a regular file, or empty. */
+  MappedFile: new (path: string) => NativeMappedFile;
+  /** Loads `path`; throws naming it and the missing symbol or the ABI version that differs. */
+  CompiledLibrary: new (path: string) => NativeCompiledLibrary;
+  /**
+   * Creates a model over `weights` (one per library.weightNames, in order) for TP rank `rank`.
+   * Throws naming the weight whose bytes lie outside the file, or with mc_create's message.
+   */
+  ModelInstance: new (
+    library: NativeCompiledLibrary,
+    mappedFile: NativeMappedFile,
+    weights: readonly NativeWeight[],
+    rank: number,
+  ) => NativeModelInstance;
+}

@@ -1,0 +1,91 @@
+import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { buildPlanLibrary } from '../../compiler/build/build.js';
+import { BuildError } from '../../compiler/build/errors.js';
+import { loadModelConfig } from '../../compiler/config/load.js';
+import { buildPlan } from '../../compiler/plan/build-plan.js';
+
+const plan = buildPlan(loadModelConfig(join(import.meta.dirname, '../../configs/models/tiny-dense')), { dtype: 'f32', maxTokens: 16 });
+let work: string;
+const savedCxx = process.env.CXX;
+
+/** A compiler wrapper that records each compile (not --version) and hands over to g++. */
+function countingCompiler(log: string): string {
+  const path = join(work, `cxx-${Math.random().toString(36).slice(2)}.sh`);
+  writeFileSync(path, `#!/bin/sh\n[ "$1" = "--version" ] || echo compile >> "${log}"\nexec g++ "$@"\n`);
+  chmodSync(path, 0o755);
+  return path;
+}
+
+beforeAll(() => {
+  work = mkdtempSync(join(tmpdir(), 'mc-build-'));
+});
+afterEach(() => {
+  if (savedCxx === undefined) delete process.env.CXX;
+  else process.env.CXX = savedCxx;
+});
+
+describe('the build cache', () => {
+  it('compiles once, then reuses the library for unchanged sources without running the compiler', async () => {
+    const cacheDir = join(work, 'cache-a');
+    const log = join(work, 'log-a');
+    process.env.CXX = countingCompiler(log);
+    const first = await buildPlanLibrary(plan, { cacheDir });
+    const second = await buildPlanLibrary(plan, { cacheDir });
+    expect(first.cached).toBe(false);
+    expect(second.cached).toBe(true);
+    expect(second.library).toBe(first.library);
+    expect(readFileSync(log, 'utf8').trim().split('\n')).toHaveLength(1);
+    expect(existsSync(first.library)).toBe(true);
+    expect(first.library).toContain(`lib${plan.key}.${first.hash.slice(0, 16)}.so`);
+  });
+
+  it('does not trust an entry an interrupted build left behind', async () => {
+    const cacheDir = join(work, 'cache-b');
+    const built = await buildPlanLibrary(plan, { cacheDir });
+    // Interrupted before the manifest was written: library present, build.json missing.
+    rmSync(join(built.sourceDir, 'build.json'));
+    const log = join(work, 'log-b');
+    process.env.CXX = countingCompiler(log);
+    const again = await buildPlanLibrary(plan, { cacheDir });
+    expect(again.cached).toBe(false);
+    expect(readFileSync(log, 'utf8').trim().split('\n')).toHaveLength(1);
+    // A manifest for other sources is not trusted either.
+    writeFileSync(join(again.sourceDir, 'build.json'), JSON.stringify({ hash: 'something else' }));
+    expect((await buildPlanLibrary(plan, { cacheDir })).cached).toBe(false);
+  });
+
+  it('leaves no finished-looking entry when the compiler fails', async () => {
+    const cacheDir = join(work, 'cache-c');
+    const failing = join(work, 'failing-cxx.sh');
+    writeFileSync(failing, '#!/bin/sh\n[ "$1" = "--version" ] && { echo "fake 1.0"; exit 0; }\necho "model.cpp:12:3: error: expected \';\' before \'}\' token" >&2\nexit 1\n');
+    chmodSync(failing, 0o755);
+    process.env.CXX = failing;
+    const error = await buildPlanLibrary(plan, { cacheDir }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(BuildError);
+    expect((error as Error).message).toMatch(/model\.cpp: .*failed \(exit 1\): model\.cpp:12:3: error: expected ';' before '}' token/);
+    expect((error as BuildError).details).toContain('error: expected');
+    const entries = readdirSync(join(cacheDir, plan.key));
+    expect(entries.every((e) => e.includes('.partial-'))).toBe(true);
+  });
+
+  it('names a compiler that is not installed and says how to fix it', async () => {
+    process.env.CXX = '/nonexistent/bin/g++';
+    await expect(buildPlanLibrary(plan, { cacheDir: join(work, 'cache-d') })).rejects.toThrow(/^\/nonexistent\/bin\/g\+\+: compiler not found on PATH; install g\+\+/);
+  });
+
+  it('explains an output or cache directory it cannot write', async () => {
+    const file = join(work, 'a-file');
+    writeFileSync(file, 'not a directory');
+    await expect(buildPlanLibrary(plan, { cacheDir: join(file, 'cache') })).rejects.toThrow(/cannot create the build directory \(ENOTDIR\); make it writable, or choose another/);
+    await expect(buildPlanLibrary(plan, { cacheDir: join(work, 'cache-e'), outDir: join(file, 'out') })).rejects.toThrow(/a-file\/out: cannot write the build output \(ENOTDIR\)/);
+  });
+
+  it('writes the sources and the library to --out for inspection', async () => {
+    const outDir = join(work, 'out');
+    const built = await buildPlanLibrary(plan, { cacheDir: join(work, 'cache-a'), outDir });
+    expect(readdirSync(outDir).sort()).toEqual(['kernels', 'mc_abi.h', 'mc_cpu.hpp', 'model.cpp', 'model.ts', built.library.split('/').pop()!].sort());
+  });
+});

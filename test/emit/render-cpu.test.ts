@@ -1,0 +1,99 @@
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { loadModelConfig } from '../../compiler/config/load.js';
+import { renderCpuSources } from '../../compiler/emit/render.js';
+import { cxxComment, cxxFloat, cxxInt, cxxName, UnsafeValueError } from '../../compiler/emit/safe.js';
+import { buildPlan } from '../../compiler/plan/build-plan.js';
+import type { Plan } from '../../compiler/plan/types.js';
+
+const MODELS = join(import.meta.dirname, '../../configs/models');
+const plan = (name: string, dtype: Plan['options']['dtype'] = 'bf16') => buildPlan(loadModelConfig(join(MODELS, name)), { dtype, maxTokens: 64 });
+const file = (p: Plan, path: string) => renderCpuSources(p).files.find((f) => f.path === path)!.content;
+
+describe('CPU source rendering', () => {
+  it('renders one header per fused kernel of the plan, named after it, plus the driver and shared headers', () => {
+    const paths = renderCpuSources(plan('tiny-moe')).files.map((f) => f.path);
+    expect(paths).toEqual([
+      'kernels/attention_gqa_window.hpp', 'kernels/embedding_lookup.hpp', 'kernels/moe_group_by_expert.hpp', 'kernels/moe_w13_swiglu.hpp',
+      'kernels/moe_w2_combine_residual.hpp', 'kernels/rmsnorm_moe_gate_topk_softmax.hpp', 'kernels/rmsnorm_output.hpp',
+      'kernels/rmsnorm_qkv_rope_cache.hpp', 'kernels/wo_residual.hpp', 'mc_abi.h', 'mc_cpu.hpp', 'model.cpp', 'model.ts',
+    ]);
+  });
+
+  it('gives byte-identical sources and hash for the same plan', () => {
+    const a = renderCpuSources(plan('ministral-8b'));
+    const b = renderCpuSources(plan('ministral-8b'));
+    expect(a.hash).toBe(b.hash);
+    expect(a.files).toEqual(b.files);
+  });
+
+  it('changes the hash when the model changes', () => {
+    expect(renderCpuSources(plan('tiny-dense')).hash).not.toBe(renderCpuSources(plan('tiny-dense', 'f32')).hash);
+  });
+
+  it('bakes the model\'s shapes in as named compile-time constants', () => {
+    const p = plan('tiny-dense');
+    const attention = file(p, 'kernels/attention_gqa_window.hpp');
+    expect(attention).toContain('constexpr int HEAD_DIM = 24;');
+    expect(attention).toContain('constexpr int GROUP = 2;');
+    const model = file(p, 'model.cpp');
+    expect(model).toContain('using W = mc::bf16;');
+    expect(model).toContain('constexpr double ROPE_THETA = 10000.0;');
+    // window 8 with a 64-token chunk: a ring of 8 + 64 - 1 slots per layer.
+    expect(model).toContain('attention_gqa_window::run<8, 71>');
+  });
+
+  it('renders each layer of a per-layer window list with its own window', () => {
+    const model = file(plan('tiny-window-list'), 'model.cpp');
+    expect(model.match(/attention_gqa_window::run<0, 128>/g)).toHaveLength(2);
+    expect(model.match(/attention_gqa_window::run<6, 69>/g)).toHaveLength(2);
+  });
+
+  it('names the config and options but no machine-specific path or time', () => {
+    const model = file(plan('tiny-moe'), 'model.cpp');
+    expect(model).toMatch(/^\/\/ tiny-moe\.cpu\.bf16\.tp1: tiny-moe, target cpu, dtype bf16/);
+    for (const f of renderCpuSources(plan('tiny-moe')).files) {
+      expect(f.content).not.toMatch(/\/work\/|\/home\/|\/tmp\/|\/root\//);
+      expect(f.content).not.toMatch(/20\d\d-\d\d-\d\d/);
+    }
+  });
+
+  it('refuses to render a plan whose constant is not a number (no text from a config reaches C++)', () => {
+    const p = plan('tiny-dense');
+    const tampered = structuredClone(p);
+    (tampered.layers[0]!.kernels[0]!.constants as Record<string, unknown>).dim = '64; system("id")';
+    expect(() => renderCpuSources(tampered)).toThrow(UnsafeValueError);
+    const named = structuredClone(p);
+    (named as { key: string }).key = 'x"; system("id"); "';
+    expect(() => renderCpuSources(named)).toThrow(UnsafeValueError);
+  });
+});
+
+describe('the value guards of generated code', () => {
+  it('print integers and finite numbers as C++ literals', () => {
+    expect(cxxInt(4096)).toBe('4096');
+    expect(cxxFloat(1e-5)).toBe('0.00001');
+    expect(cxxFloat(1000000)).toBe('1000000.0');
+    expect(cxxFloat(1e100)).toBe('1e+100');
+  });
+
+  it('refuse everything else', () => {
+    for (const v of ['1', 1.5, NaN, Infinity, 2 ** 60, null, undefined, {}]) expect(() => cxxInt(v)).toThrow(UnsafeValueError);
+    for (const v of ['1', NaN, -Infinity, null]) expect(() => cxxFloat(v)).toThrow(UnsafeValueError);
+    for (const v of ['a"b', 'a b', 'x\ny', '', 'a;b', 7]) expect(() => cxxName(v)).toThrow(UnsafeValueError);
+    for (const v of ['a */ b', 'a\nb', 'trailing\\']) expect(() => cxxComment(v)).toThrow(UnsafeValueError);
+  });
+});
+
+describe('the typed module of a compiled model', () => {
+  it('types the constants as literals, so code written for one model is checked against its shapes', async () => {
+    const { Project } = await import('ts-morph');
+    const source = renderCpuSources(plan('tiny-moe')).files.find((f) => f.path === 'model.ts')!.content;
+    const project = new Project({ useInMemoryFileSystem: true, compilerOptions: { strict: true, noEmit: true } });
+    project.createSourceFile('model.ts', source);
+    project.createSourceFile('use.ts', `import { constants } from './model';\nconst v: 1024 = constants.vocab_size;\nconst e: 8 = constants.num_experts;\nexport { v, e };\n`);
+    expect(project.getPreEmitDiagnostics().map((d) => d.getMessageText())).toEqual([]);
+    project.createSourceFile('wrong.ts', `import { constants } from './model';\nexport const v: 32000 = constants.vocab_size;\n`);
+    expect(project.getPreEmitDiagnostics().length).toBeGreaterThan(0);
+  });
+});
