@@ -10,7 +10,7 @@ import { WeightsError } from '../compiler/weights/errors.js';
 import { readSafetensorsHeader } from '../compiler/weights/safetensors.js';
 import { checkCheckpointMatchesPlan, checkpointDtype, rankWeightViews } from './checkpoint.js';
 import { RuntimeError } from './errors.js';
-import type { NativeModelInstance } from './native.js';
+import type { NativeTpGroup } from './native.js';
 import { loadNativeAddon } from './native-loader.js';
 import { sampleToken, seededUniform } from './sampling.js';
 
@@ -28,7 +28,7 @@ export interface LoadOptions {
   onProgress?: (event: LoadProgress) => void;
 }
 
-export type LoadProgress = BuildProgress | { stage: 'weights'; path: string; bytes: number; seconds: number };
+export type LoadProgress = BuildProgress | { stage: 'weights'; path: string; bytes: number; seconds: number; rankSeconds: number[] };
 
 export interface GenerateOptions {
   maxTokens: number;
@@ -59,9 +59,10 @@ export interface LoadedModel {
 
 /** Compiles (or reuses) the model's library and loads its weights from DIR/consolidated.safetensors. */
 export async function loadModel(dir: string, options: LoadOptions = {}): Promise<LoadedModel> {
+  const threads = options.threads ?? availableParallelism();
   if (process.env.OMP_NUM_THREADS === undefined) {
     // Read by OpenMP when the first compiled library loads; later changes have no effect.
-    process.env.OMP_NUM_THREADS = String(options.threads ?? availableParallelism());
+    process.env.OMP_NUM_THREADS = String(threads);
   }
   const config = loadModelConfig(dir, { maxSeqLen: options.maxSeqLen });
   const weightsPath = join(dir, 'consolidated.safetensors');
@@ -79,9 +80,18 @@ export async function loadModel(dir: string, options: LoadOptions = {}): Promise
       throw new WeightsError(weightsPath, undefined, 'changed while it was being loaded', 'load it again once it is no longer being written');
     }
     const library = new addon.CompiledLibrary(built.library);
-    const instance = new addon.ModelInstance(library, file, rankWeightViews(header, plan, 0), 0);
-    options.onProgress?.({ stage: 'weights', path: weightsPath, bytes: header.fileSize, seconds: (performance.now() - started) / 1000 });
-    return new Model(config, plan, built.library, instance);
+    // Every rank maps its slices straight from the one mapping of the full checkpoint: no copies.
+    const rankSeconds: number[] = [];
+    const instances = Array.from({ length: plan.options.tp }, (_, rank) => {
+      const t = performance.now();
+      const instance = new addon.ModelInstance(library, file, rankWeightViews(header, plan, rank), rank);
+      rankSeconds.push((performance.now() - t) / 1000);
+      return instance;
+    });
+    // Ranks share the cores: each gets its part, so that TP does not oversubscribe them.
+    const group = new addon.TpGroup(instances, config.vocab_size, plan.options.tp === 1 ? 0 : Math.max(1, Math.floor(threads / plan.options.tp)));
+    options.onProgress?.({ stage: 'weights', path: weightsPath, bytes: header.fileSize, seconds: (performance.now() - started) / 1000, rankSeconds });
+    return new Model(config, plan, built.library, group);
   } finally {
     file.close(); // the instance keeps its own hold on the mapping
   }
@@ -89,10 +99,12 @@ export async function loadModel(dir: string, options: LoadOptions = {}): Promise
 
 class Model implements LoadedModel {
   private nextPos = 0;
+  /** Counts calls that changed the KV cache, so a generation can tell whether its sequence is still there. */
+  private version = 0;
   private queue: Promise<unknown> = Promise.resolve();
   private closed = false;
 
-  constructor(readonly config: ModelConfig, readonly plan: Plan, readonly library: string, private readonly native: NativeModelInstance) {}
+  constructor(readonly config: ModelConfig, readonly plan: Plan, readonly library: string, private readonly native: NativeTpGroup) {}
 
   logits(tokens: readonly number[]): Promise<Float32Array[]> {
     return this.forward(tokens, 0, true);
@@ -110,15 +122,20 @@ class Model implements LoadedModel {
     if (!Number.isSafeInteger(options.maxTokens) || options.maxTokens < 0) throw new RuntimeError('generate', 'maxTokens', `must be a non-negative integer (got ${options.maxTokens})`, 'pass the number of tokens to generate');
     const stop = new Set(options.stop ?? []);
     const uniform = seededUniform(options.seed ?? 0);
+    // The tokens this generation has put into the KV cache. If another call runs on the model
+    // between two steps, it replaces the cache's sequence: the next step then replays these.
+    const sequence = [...prompt];
     let [last] = await this.forward(prompt, 0, false);
-    let pos = prompt.length;
+    let mine = this.version;
     for (let i = 0; i < options.maxTokens; i++) {
       const token = sampleToken(last!, { temperature, topP }, uniform);
       if (stop.has(token)) return;
       yield token;
-      if (i + 1 === options.maxTokens || !this.fits(pos + 1)) return;
-      [last] = await this.forward([token], pos, false);
-      pos += 1;
+      if (i + 1 === options.maxTokens || !this.fits(sequence.length + 1)) return;
+      const pos = sequence.length;
+      sequence.push(token);
+      [last] = await this.serialized(() => (this.version === mine ? this.run([token], pos, false) : this.run(sequence, 0, false)));
+      mine = this.version;
     }
   }
 
@@ -151,6 +168,7 @@ class Model implements LoadedModel {
       throw new RuntimeError('tokens', undefined, `${startPos + tokens.length} positions exceed the context of ${this.config.max_seq_len} (max_seq_len)`,
         'shorten the prompt, or load with a larger maxSeqLen (--max-seq-len)');
     }
+    this.version += 1;
     const vocab = this.config.vocab_size;
     const chunk = this.plan.options.maxTokens;
     const rows: Float32Array[] = [];

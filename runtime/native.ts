@@ -73,6 +73,17 @@ export interface NativeModelInstance {
   close(): void;
 }
 
+/**
+ * The ranks of one tensor-parallel model, run together (one thread each, meeting in all-reduces)
+ * with their vocabulary slices of the logits gathered into full rows.
+ */
+export interface NativeTpGroup {
+  readonly closed: boolean;
+  /** Resolves to logits [tokens.length, vocabSize] (allLogits) or [vocabSize]. Same rejections as ModelInstance.forward. */
+  forward(tokens: Int32Array, startPos: number, allLogits: boolean): Promise<Float32Array>;
+  close(): void;
+}
+
 export interface NativeAddon {
   /** The MC_ABI_VERSION this addon was built against (runtime/abi/mc_abi.h). */
   readonly abiVersion: number;
@@ -90,4 +101,9 @@ export interface NativeAddon {
     weights: readonly NativeWeight[],
     rank: number,
   ) => NativeModelInstance;
+  /**
+   * Takes over `instances` (rank i = instances[i], all from one library built for TP =
+   * instances.length) and gives each a communicator; threadsPerRank OpenMP threads each (0 = as is).
+   */
+  TpGroup: new (instances: readonly NativeModelInstance[], vocabSize: number, threadsPerRank: number) => NativeTpGroup;
 }

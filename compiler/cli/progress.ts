@@ -50,7 +50,8 @@ export class Progress {
       case 'done':
         return this.line(`built ${e.key} in ${e.seconds.toFixed(2)} s: ${e.library}`);
       case 'weights':
-        return this.line(`mapped ${formatBytes(e.bytes)} of weights in ${e.seconds.toFixed(2)} s: ${e.path}`);
+        return this.line(`mapped ${formatBytes(e.bytes)} of weights in ${e.seconds.toFixed(2)} s` +
+          (e.rankSeconds.length > 1 ? ` (ranks: ${e.rankSeconds.map((s) => s.toFixed(2)).join(', ')} s)` : '') + `: ${e.path}`);
     }
   };
 }

@@ -96,14 +96,22 @@ export function renderCpuSources(plan: Plan): RenderedSources {
     const cols = w.shape.length === 1 ? 1 : slice.axis === 1 ? slice.length : w.shape[1]!;
     return { name: w.name, rows, cols };
   });
+  // Where the plan puts a collective (only at TP > 1); the driver renders exactly those.
+  const reduced = (kernel: string) => [...plan.prologue, ...plan.layers[0]!.kernels].some((k) => k.kernel === kernel && k.collective === 'all_reduce_sum');
+  const collectives = {
+    embedding: reduced('embedding_lookup'),
+    wo: reduced('wo_residual'),
+    ffn: reduced('w2_residual') || reduced('moe_w2_combine_residual'),
+  };
   const context = {
     key: plan.key,
+    collectives,
     model,
     moe: model.moe,
     dtype: plan.options.dtype,
     tp: plan.options.tp,
     shape: plan.rank_shape,
-    group_size: model.n_heads / model.n_kv_heads,
+    group_size: plan.rank_shape.n_heads / plan.rank_shape.n_kv_heads,
     max_tokens: plan.options.maxTokens,
     max_kv_slots: Math.max(...layers.map((l) => l.kv_slots)),
     all_rolling: plan.kv_cache.layers.every((l) => l.kind === 'rolling'),

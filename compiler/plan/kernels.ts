@@ -40,13 +40,15 @@ export function layerKernels(model: ModelConfig, shape: Shape, tp: TpSize, layer
     },
     {
       kernel: 'attention_gqa_window',
-      fuses: [`grouped-query attention: each KV head read once for its ${model.n_heads / model.n_kv_heads} query heads`, window === null ? 'causal mask' : `causal mask with sliding window ${window}`, 'online softmax'],
+      fuses: [`grouped-query attention: each KV head read once for its ${shape.n_heads / shape.n_kv_heads} query heads`, window === null ? 'causal mask' : `causal mask with sliding window ${window}`, 'online softmax'],
       weights: [],
       reads: ['q', `kv_cache.${layer}`, 'positions'],
       writes: ['attn_out'],
       constants: {
         head_dim: model.head_dim, n_heads_local: shape.n_heads, n_kv_heads_local: shape.n_kv_heads,
-        group_size: model.n_heads / model.n_kv_heads, window: window ?? 0, kv_cache_length: kvLength,
+        // Query heads of this rank per KV head of this rank: the model's group, or fewer when
+        // KV heads are replicated (n_kv_heads < TP) and a rank holds part of one group.
+        group_size: shape.n_heads / shape.n_kv_heads, window: window ?? 0, kv_cache_length: kvLength,
       },
       collective: null,
     },

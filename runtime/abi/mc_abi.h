@@ -60,6 +60,23 @@ typedef int32_t (*mc_forward_fn)(mc_model* model, const int32_t* tokens, int32_t
 
 typedef void (*mc_destroy_fn)(mc_model* model);
 
+/**
+ * Tensor parallelism (optional symbol mc_set_comm; libraries built for TP > 1 export it and refuse
+ * to run until it is called). The ranks of one model run mc_forward concurrently, one thread each,
+ * and meet in all_reduce_sum at the points the plan puts a collective.
+ */
+typedef struct mc_comm {
+  void* ctx;
+  int32_t world;
+  /** OpenMP threads this rank may use (so that TP does not oversubscribe the cores); 0 = leave as is. */
+  int32_t threads;
+  /** Sums data[0..n) over all ranks, in place on every rank. Every rank calls it with the same n. */
+  void (*all_reduce_sum)(void* ctx, int32_t rank, float* data, int64_t n);
+} mc_comm;
+
+/** Attaches the communicator (copied; ctx must outlive the model). Returns 0, or non-zero on a mismatch of world size. */
+typedef int32_t (*mc_set_comm_fn)(mc_model* model, const mc_comm* comm);
+
 #ifdef __cplusplus
 }
 #endif

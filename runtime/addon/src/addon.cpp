@@ -6,6 +6,7 @@
 #include "compiled_library.hpp"
 #include "mapped_file.hpp"
 #include "model_instance.hpp"
+#include "tp_group.hpp"
 
 namespace {
 
@@ -21,6 +22,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   exports.Set("MappedFile", mappedFile);
   exports.Set("CompiledLibrary", compiledLibrary);
   exports.Set("ModelInstance", modelInstance);
+  exports.Set("TpGroup", TpGroup::define(env));
   exports.Set("abiVersion", Napi::Number::New(env, MC_ABI_VERSION));
   return exports;
 }

@@ -56,6 +56,7 @@ Library::Library(const std::string& p) : path(p) {
   create = symbol<mc_create_fn>(handle, path, "mc_create");
   forward = symbol<mc_forward_fn>(handle, path, "mc_forward");
   destroy = symbol<mc_destroy_fn>(handle, path, "mc_destroy");
+  setComm = reinterpret_cast<mc_set_comm_fn>(dlsym(handle, "mc_set_comm"));  // optional
 
   const char* key = specialization();
   specializationKey = key != nullptr ? key : "";

@@ -23,6 +23,8 @@ struct Library {
   mc_create_fn create;
   mc_forward_fn forward;
   mc_destroy_fn destroy;
+  /** Optional: present in libraries built for tensor parallelism (TP > 1). */
+  mc_set_comm_fn setComm = nullptr;
 
   /** The compile-time constants, read once at load. */
   std::string specializationKey;

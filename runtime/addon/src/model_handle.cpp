@@ -30,3 +30,11 @@ std::string ModelHandle::forward(const int32_t* tokens, int32_t nTokens, int32_t
   if (rc == 0) return "";
   return err[0] != '\0' ? std::string(err) : "mc_forward returned " + std::to_string(rc) + " without a message";
 }
+
+void ModelHandle::setComm(const mc_comm& comm) {
+  if (library_->setComm == nullptr)
+    throw std::runtime_error(library_->path + ": not built for tensor parallelism (no mc_set_comm)");
+  if (library_->setComm(model_, &comm) != 0)
+    throw std::runtime_error(library_->path + ": refused a communicator of " + std::to_string(comm.world) +
+                             " ranks; it was built for another --tp");
+}

@@ -24,6 +24,9 @@ class ModelHandle {
 
   const Library& library() const { return *library_; }
 
+  /** Attaches a communicator for tensor parallelism; throws if the library cannot take one. */
+  void setComm(const mc_comm& comm);
+
   /** Runs mc_forward; returns "" on success, else the library's message. Safe off the JS thread. */
   std::string forward(const int32_t* tokens, int32_t nTokens, int32_t startPos, float* logits, bool allLogits);
 

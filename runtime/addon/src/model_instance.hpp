@@ -16,6 +16,9 @@ class ModelInstance : public Napi::ObjectWrap<ModelInstance> {
   static Napi::Function define(Napi::Env env);
   explicit ModelInstance(const Napi::CallbackInfo& info);
 
+  /** The model, for a TpGroup that takes this instance over (null once closed). */
+  std::shared_ptr<ModelHandle> handle() const { return handle_; }
+
   /** Called by ForwardWorker on the JS thread when its forward has finished, either way. */
   void forwardFinished() { busy_ = false; }
 

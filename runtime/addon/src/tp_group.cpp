@@ -1,0 +1,146 @@
+#include "tp_group.hpp"
+
+#include <limits>
+#include <string>
+#include <thread>
+
+#include "addon_data.hpp"
+#include "js_args.hpp"
+#include "model_instance.hpp"
+
+std::string TpState::forward(const int32_t* tokens, int32_t n, int32_t startPos, bool allLogits, float* out) {
+  const size_t world = ranks.size();
+  const int64_t rows = allLogits ? n : 1;
+  std::vector<std::vector<float>> slices(world, std::vector<float>(static_cast<size_t>(rows * vocabLocal)));
+  std::vector<std::string> errors(world);
+  std::vector<std::thread> threads;
+  for (size_t r = 1; r < world; ++r)
+    threads.emplace_back([&, r] { errors[r] = ranks[r]->forward(tokens, n, startPos, slices[r].data(), allLogits); });
+  errors[0] = ranks[0]->forward(tokens, n, startPos, slices[0].data(), allLogits);
+  for (auto& t : threads) t.join();
+  for (size_t r = 0; r < world; ++r)
+    if (!errors[r].empty()) return errors[r];  // every rank checks the same arguments before any collective
+  for (size_t r = 0; r < world; ++r)
+    for (int64_t row = 0; row < rows; ++row)
+      std::copy(slices[r].begin() + row * vocabLocal, slices[r].begin() + (row + 1) * vocabLocal,
+                out + row * vocabSize + vocabStart[r]);
+  return "";
+}
+
+/** Runs one group forward off the JS thread. */
+class TpForwardWorker : public Napi::AsyncWorker {
+ public:
+  TpForwardWorker(Napi::Env env, TpGroup* owner, Napi::Object ownerObject, std::shared_ptr<TpState> state,
+                  std::vector<int32_t> tokens, int32_t startPos, bool allLogits, Napi::Float32Array out,
+                  Napi::Promise::Deferred deferred)
+      : Napi::AsyncWorker(env, "mistral-compile:tp-forward"),
+        owner_(owner),
+        ownerRef_(Napi::Persistent(ownerObject)),
+        state_(std::move(state)),
+        tokens_(std::move(tokens)),
+        startPos_(startPos),
+        allLogits_(allLogits),
+        outRef_(Napi::Persistent(static_cast<Napi::Object>(out))),
+        outData_(out.Data()),
+        deferred_(deferred) {}
+
+  void Execute() override {
+    std::string error = state_->forward(tokens_.data(), static_cast<int32_t>(tokens_.size()), startPos_, allLogits_, outData_);
+    if (!error.empty()) SetError(error);
+  }
+  void OnOK() override {
+    owner_->busy_ = false;
+    deferred_.Resolve(outRef_.Value());
+  }
+  void OnError(const Napi::Error& error) override {
+    owner_->busy_ = false;
+    deferred_.Reject(error.Value());
+  }
+
+ private:
+  TpGroup* owner_;
+  Napi::ObjectReference ownerRef_;
+  std::shared_ptr<TpState> state_;  // keeps every rank alive past a close() during this forward
+  std::vector<int32_t> tokens_;
+  int32_t startPos_;
+  bool allLogits_;
+  Napi::ObjectReference outRef_;
+  float* outData_;
+  Napi::Promise::Deferred deferred_;
+};
+
+Napi::Function TpGroup::define(Napi::Env env) {
+  return DefineClass(env, "TpGroup",
+                     {
+                         InstanceMethod<&TpGroup::forward>("forward"),
+                         InstanceMethod<&TpGroup::close>("close"),
+                         InstanceAccessor<&TpGroup::closed>("closed"),
+                     });
+}
+
+TpGroup::TpGroup(const Napi::CallbackInfo& info) : Napi::ObjectWrap<TpGroup>(info) {
+  Napi::Env env = info.Env();
+  AddonData& data = addonData(env);
+  if (!info[0].IsArray()) throw Napi::TypeError::New(env, "TpGroup: instances must be an array");
+  Napi::Array list = info[0].As<Napi::Array>();
+  if (list.Length() < 1) throw Napi::RangeError::New(env, "TpGroup: needs at least one instance");
+  auto state = std::make_shared<TpState>();
+  state->vocabSize = static_cast<int32_t>(toInt64(info[1], "TpGroup: vocabSize", 1, INT32_MAX));
+  int32_t threads = static_cast<int32_t>(toInt64(info[2], "TpGroup: threadsPerRank", 0, 4096));
+  for (uint32_t i = 0; i < list.Length(); ++i) {
+    ModelInstance* instance = unwrapAs<ModelInstance>(list.Get(i), data.modelInstance, "TpGroup: instances[" + std::to_string(i) + "]");
+    std::shared_ptr<ModelHandle> handle = instance->handle();
+    if (!handle) throw Napi::Error::New(env, "TpGroup: instances[" + std::to_string(i) + "] is closed");
+    state->ranks.push_back(handle);
+  }
+  state->vocabLocal = state->ranks[0]->library().vocabLocalValue;
+  const int32_t world = static_cast<int32_t>(state->ranks.size());
+  if (static_cast<int64_t>(state->vocabLocal) * world != state->vocabSize)
+    throw Napi::RangeError::New(env, "TpGroup: " + std::to_string(world) + " ranks × vocab_local " +
+                                         std::to_string(state->vocabLocal) + " ≠ vocab_size " + std::to_string(state->vocabSize));
+  for (int32_t r = 0; r < world; ++r) state->vocabStart.push_back(r * state->vocabLocal);
+  state->communicator = std::make_unique<Communicator>(world, threads);
+  try {
+    if (world > 1)
+      for (auto& rank : state->ranks) rank->setComm(state->communicator->comm());
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(env, e.what());
+  }
+  state_ = std::move(state);
+}
+
+Napi::Value TpGroup::forward(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Promise::Deferred deferred = Napi::Promise::Deferred::New(env);
+  try {
+    if (!state_) throw Napi::Error::New(env, "model is closed");
+    if (busy_) throw Napi::Error::New(env, "model is busy: await the previous call");
+    const Library& library = state_->ranks[0]->library();
+    if (!info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
+      throw Napi::TypeError::New(env, "forward: tokens must be an Int32Array");
+    Napi::Int32Array tokens = info[0].As<Napi::Int32Array>();
+    size_t n = tokens.ElementLength();
+    if (n < 1 || n > static_cast<size_t>(library.maxTokensValue))
+      throw Napi::RangeError::New(env, "forward: " + std::to_string(n) + " tokens; this model takes 1 to " +
+                                           std::to_string(library.maxTokensValue) + " per call");
+    int64_t startPos = toInt64(info[1], "forward: startPos", 0, INT32_MAX - static_cast<int64_t>(n));
+    if (!info[2].IsBoolean()) throw Napi::TypeError::New(env, "forward: allLogits must be a boolean");
+    bool allLogits = info[2].As<Napi::Boolean>().Value();
+    uint64_t count = static_cast<uint64_t>(allLogits ? n : 1) * static_cast<uint64_t>(state_->vocabSize);
+    if (count * sizeof(float) > (uint64_t{1} << 32))
+      throw Napi::RangeError::New(env, "forward: the logits exceed Node's 4 GiB ArrayBuffer limit; pass fewer tokens");
+    Napi::Float32Array out = Napi::Float32Array::New(env, count);
+    std::fill(out.Data(), out.Data() + count, std::numeric_limits<float>::quiet_NaN());
+    auto* worker = new TpForwardWorker(env, this, Value(), state_, std::vector<int32_t>(tokens.Data(), tokens.Data() + n),
+                                       static_cast<int32_t>(startPos), allLogits, out, deferred);
+    worker->Queue();
+    busy_ = true;
+  } catch (const Napi::Error& e) {
+    deferred.Reject(e.Value());
+  }
+  return deferred.Promise();
+}
+
+void TpGroup::close(const Napi::CallbackInfo&) { state_.reset(); }
+
+Napi::Value TpGroup::closed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), !state_); }
