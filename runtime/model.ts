@@ -120,8 +120,10 @@ class Model implements LoadedModel {
     if (!(temperature >= 0) || !Number.isFinite(temperature)) throw new RuntimeError('generate', 'temperature', `must be a finite number >= 0 (got ${temperature})`, 'pass 0 for greedy decoding, or e.g. 0.7');
     if (!(topP > 0 && topP <= 1)) throw new RuntimeError('generate', 'topP', `must be in (0, 1] (got ${topP})`, 'pass e.g. 0.9, or 1 to disable');
     if (!Number.isSafeInteger(options.maxTokens) || options.maxTokens < 0) throw new RuntimeError('generate', 'maxTokens', `must be a non-negative integer (got ${options.maxTokens})`, 'pass the number of tokens to generate');
+    const seed = options.seed ?? 0;
+    if (!Number.isSafeInteger(seed) || seed < 0 || seed > 2 ** 31 - 1) throw new RuntimeError('generate', 'seed', `must be an integer from 0 to 2147483647 (got ${seed})`, 'pass e.g. 1');
     const stop = new Set(options.stop ?? []);
-    const uniform = seededUniform(options.seed ?? 0);
+    const uniform = seededUniform(seed);
     // The tokens this generation has put into the KV cache. If another call runs on the model
     // between two steps, it replaces the cache's sequence: the next step then replays these.
     const sequence = [...prompt];
@@ -191,7 +193,8 @@ class Model implements LoadedModel {
     for (let i = 0; i < tokens.length; i++) {
       const t = tokens[i];
       if (typeof t !== 'number' || !Number.isInteger(t) || t < 0 || t >= vocab) {
-        throw new RuntimeError('tokens', `[${i}]`, `token id ${String(t)} is out of range`, `ids must be integers from 0 to ${vocab - 1} (vocab_size ${vocab})`);
+        const problem = typeof t === 'number' && Number.isInteger(t) ? 'is out of range' : 'is not an integer';
+        throw new RuntimeError('tokens', `[${i}]`, `token id ${String(t)} ${problem}`, `ids must be integers from 0 to ${vocab - 1} (vocab_size ${vocab})`);
       }
     }
   }

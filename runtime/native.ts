@@ -102,7 +102,7 @@ export interface NativeAddon {
     rank: number,
   ) => NativeModelInstance;
   /**
-   * Takes over `instances` (rank i = instances[i], all from one library built for TP =
+   * Takes over `instances` (they are closed from then on; rank i = instances[i], all from one library built for TP =
    * instances.length) and gives each a communicator; threadsPerRank OpenMP threads each (0 = as is).
    */
   TpGroup: new (instances: readonly NativeModelInstance[], vocabSize: number, threadsPerRank: number) => NativeTpGroup;

@@ -58,7 +58,8 @@ export async function llamaCppLogits(ggufPath: string, tokens: number[], options
   const model = await llama.loadModel({ modelPath: ggufPath, gpuLayers: 0 });
   try {
     const context = await model.createContext({
-      contextSize: Math.max(tokens.length, 16),
+      // One slot more than the tokens: a context filled exactly gave a wrong last row (~0.5 relative L2).
+      contextSize: Math.max(tokens.length + 1, 16),
       batchSize: tokens.length,
       sequences: 1,
       flashAttention: false,

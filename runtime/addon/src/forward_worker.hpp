@@ -17,6 +17,13 @@ struct ForwardArgs {
   Napi::Float32Array logits;  // [n_tokens, vocab_local] or [vocab_local], NaN-filled
 };
 
+/**
+ * Checks forward(tokens: Int32Array, startPos, allLogits)'s arguments against `library` and
+ * allocates the NaN-filled output of rows × rowLength floats (rows = tokens, or 1). Throws a
+ * Napi::Error naming the argument.
+ */
+ForwardArgs parseForwardArgs(const Napi::CallbackInfo& info, const Library& library, int64_t rowLength);
+
 /** Runs one mc_forward on a libuv worker thread and settles the promise back on the JS thread. */
 class ForwardWorker : public Napi::AsyncWorker {
  public:

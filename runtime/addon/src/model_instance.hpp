@@ -16,8 +16,8 @@ class ModelInstance : public Napi::ObjectWrap<ModelInstance> {
   static Napi::Function define(Napi::Env env);
   explicit ModelInstance(const Napi::CallbackInfo& info);
 
-  /** The model, for a TpGroup that takes this instance over (null once closed). */
-  std::shared_ptr<ModelHandle> handle() const { return handle_; }
+  /** Hands the model to a TpGroup: this instance is closed from then on (null if already closed or busy). */
+  std::shared_ptr<ModelHandle> takeHandle() { return busy_ ? nullptr : std::move(handle_); }
 
   /** Called by ForwardWorker on the JS thread when its forward has finished, either way. */
   void forwardFinished() { busy_ = false; }

@@ -1,6 +1,7 @@
 #include "tp_group.hpp"
 
-#include <limits>
+#include "forward_worker.hpp"
+
 #include <string>
 #include <thread>
 
@@ -31,17 +32,16 @@ std::string TpState::forward(const int32_t* tokens, int32_t n, int32_t startPos,
 class TpForwardWorker : public Napi::AsyncWorker {
  public:
   TpForwardWorker(Napi::Env env, TpGroup* owner, Napi::Object ownerObject, std::shared_ptr<TpState> state,
-                  std::vector<int32_t> tokens, int32_t startPos, bool allLogits, Napi::Float32Array out,
-                  Napi::Promise::Deferred deferred)
+                  ForwardArgs args, Napi::Promise::Deferred deferred)
       : Napi::AsyncWorker(env, "mistral-compile:tp-forward"),
         owner_(owner),
         ownerRef_(Napi::Persistent(ownerObject)),
         state_(std::move(state)),
-        tokens_(std::move(tokens)),
-        startPos_(startPos),
-        allLogits_(allLogits),
-        outRef_(Napi::Persistent(static_cast<Napi::Object>(out))),
-        outData_(out.Data()),
+        tokens_(std::move(args.tokens)),
+        startPos_(args.startPos),
+        allLogits_(args.allLogits),
+        outRef_(Napi::Persistent(static_cast<Napi::Object>(args.logits))),
+        outData_(args.logits.Data()),
         deferred_(deferred) {}
 
   void Execute() override {
@@ -89,8 +89,8 @@ TpGroup::TpGroup(const Napi::CallbackInfo& info) : Napi::ObjectWrap<TpGroup>(inf
   int32_t threads = static_cast<int32_t>(toInt64(info[2], "TpGroup: threadsPerRank", 0, 4096));
   for (uint32_t i = 0; i < list.Length(); ++i) {
     ModelInstance* instance = unwrapAs<ModelInstance>(list.Get(i), data.modelInstance, "TpGroup: instances[" + std::to_string(i) + "]");
-    std::shared_ptr<ModelHandle> handle = instance->handle();
-    if (!handle) throw Napi::Error::New(env, "TpGroup: instances[" + std::to_string(i) + "] is closed");
+    std::shared_ptr<ModelHandle> handle = instance->takeHandle();
+    if (!handle) throw Napi::Error::New(env, "TpGroup: instances[" + std::to_string(i) + "] is closed or busy");
     state->ranks.push_back(handle);
   }
   state->vocabLocal = state->ranks[0]->library().vocabLocalValue;
@@ -115,24 +115,8 @@ Napi::Value TpGroup::forward(const Napi::CallbackInfo& info) {
   try {
     if (!state_) throw Napi::Error::New(env, "model is closed");
     if (busy_) throw Napi::Error::New(env, "model is busy: await the previous call");
-    const Library& library = state_->ranks[0]->library();
-    if (!info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
-      throw Napi::TypeError::New(env, "forward: tokens must be an Int32Array");
-    Napi::Int32Array tokens = info[0].As<Napi::Int32Array>();
-    size_t n = tokens.ElementLength();
-    if (n < 1 || n > static_cast<size_t>(library.maxTokensValue))
-      throw Napi::RangeError::New(env, "forward: " + std::to_string(n) + " tokens; this model takes 1 to " +
-                                           std::to_string(library.maxTokensValue) + " per call");
-    int64_t startPos = toInt64(info[1], "forward: startPos", 0, INT32_MAX - static_cast<int64_t>(n));
-    if (!info[2].IsBoolean()) throw Napi::TypeError::New(env, "forward: allLogits must be a boolean");
-    bool allLogits = info[2].As<Napi::Boolean>().Value();
-    uint64_t count = static_cast<uint64_t>(allLogits ? n : 1) * static_cast<uint64_t>(state_->vocabSize);
-    if (count * sizeof(float) > (uint64_t{1} << 32))
-      throw Napi::RangeError::New(env, "forward: the logits exceed Node's 4 GiB ArrayBuffer limit; pass fewer tokens");
-    Napi::Float32Array out = Napi::Float32Array::New(env, count);
-    std::fill(out.Data(), out.Data() + count, std::numeric_limits<float>::quiet_NaN());
-    auto* worker = new TpForwardWorker(env, this, Value(), state_, std::vector<int32_t>(tokens.Data(), tokens.Data() + n),
-                                       static_cast<int32_t>(startPos), allLogits, out, deferred);
+    ForwardArgs args = parseForwardArgs(info, state_->ranks[0]->library(), state_->vocabSize);
+    auto* worker = new TpForwardWorker(env, this, Value(), state_, std::move(args), deferred);
     worker->Queue();
     busy_ = true;
   } catch (const Napi::Error& e) {
