@@ -16,7 +16,7 @@ import { SafetensorsWriter } from './safetensors.js';
 export interface RandomWeightsOptions {
   /** Any non-negative safe integer; the same seed gives a byte-identical file. */
   seed: number;
-  dtype: 'f32' | 'bf16';
+  dtype: 'f32' | 'bf16' | 'f16';
   /** Called after each chunk with bytes written so far and the file's total. */
   onProgress?: (written: number, total: number) => void;
 }
@@ -35,8 +35,8 @@ export async function writeRandomWeights(model: ModelConfig, outDir: string, opt
   if (!Number.isSafeInteger(seed) || seed < 0) {
     throw new WeightsError('--seed', undefined, `must be a non-negative integer (got ${seed})`, 'pass a seed such as 42');
   }
-  if (dtype !== 'f32' && dtype !== 'bf16') {
-    throw new WeightsError('--dtype', undefined, `must be f32 or bf16 (got ${String(dtype)})`, 'pass --dtype bf16 (as official checkpoints) or f32');
+  if (dtype !== 'f32' && dtype !== 'bf16' && dtype !== 'f16') {
+    throw new WeightsError('--dtype', undefined, `must be f32, bf16 or f16 (got ${String(dtype)})`, 'pass --dtype bf16 (as official checkpoints), f16 or f32');
   }
   await mkdir(outDir, { recursive: true });
   const paramsPath = join(outDir, 'params.json');
@@ -44,7 +44,7 @@ export async function writeRandomWeights(model: ModelConfig, outDir: string, opt
 
   const safetensorsPath = join(outDir, 'consolidated.safetensors');
   const tensors = checkpointTensors(model);
-  const stDtype = dtype === 'f32' ? 'F32' : 'BF16';
+  const stDtype = ({ f32: 'F32', bf16: 'BF16', f16: 'F16' } as const)[dtype];
   const writer = await SafetensorsWriter.create(safetensorsPath, tensors.map((t) => ({ name: t.name, dtype: stDtype, shape: t.shape })),
     { metadata: { format: 'pt' } });
   try {

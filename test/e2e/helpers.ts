@@ -18,13 +18,13 @@ import { referenceLogits } from '../reference/forward.js';
 import { relativeL2 } from '../reference/metrics.js';
 import { lookup, mulberry32, randomTokens } from '../reference/random.js';
 
-export type WeightDtype = 'f32' | 'bf16';
+export type WeightDtype = 'f32' | 'bf16' | 'f16';
 
 /**
  * Largest relative L2 error per logits row against the float64 reference. f32: only summation
  * order differs (~4e-7 observed). bf16: keys and values are cached in bf16 (~2e-3 observed).
  */
-export const TOLERANCE: Readonly<Record<WeightDtype, number>> = { f32: 1e-5, bf16: 1e-2 };
+export const TOLERANCE: Readonly<Record<WeightDtype, number>> = { f32: 1e-5, bf16: 1e-2, f16: 1e-2 };
 
 /** A small dense GQA model (4 query heads, 2 KV heads): the base that each test varies. */
 export const DENSE_GQA: Readonly<Record<string, unknown>> = {

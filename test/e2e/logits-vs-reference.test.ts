@@ -41,6 +41,11 @@ const CASES: Case[] = [
   },
   { what: 'MoE top-2 of 8 experts', source: { params: MOE_TOP2 }, dtype: 'f32', tokens: 24 },
   { what: 'MoE top-2 of 8 experts', source: { params: MOE_TOP2 }, dtype: 'bf16', tokens: 24 },
+  { what: 'MoE top-2 of 8 experts with f16 weights', source: { params: MOE_TOP2 }, dtype: 'f16', tokens: 24 },
+  {
+    what: 'a sliding window of 8 over 40 tokens with f16 weights',
+    source: { params: { ...DENSE_GQA, sliding_window: 8 } }, dtype: 'f16', tokens: 40, maxTokens: 6, rings: [13, 13],
+  },
   {
     what: 'MoE top-1 of 4 experts',
     source: { params: { ...DENSE_GQA, moe: { num_experts: 4, num_experts_per_tok: 1 } } }, dtype: 'f32', tokens: 24,

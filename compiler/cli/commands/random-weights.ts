@@ -4,7 +4,7 @@ import { choiceArg, intArg, parseCommand, UsageError } from '../args.js';
 import { formatBytes } from '../format.js';
 import { Progress } from '../progress.js';
 
-export const RANDOM_WEIGHTS_HELP = `usage: mistral-compile random-weights <params.json|model-dir> --out DIR [--seed S] [--dtype f32|bf16]
+export const RANDOM_WEIGHTS_HELP = `usage: mistral-compile random-weights <params.json|model-dir> --out DIR [--seed S] [--dtype f32|bf16|f16]
 
 Writes DIR/params.json and DIR/consolidated.safetensors with seeded random weights in Mistral's
 official tensor names and shapes (for tests, demos and benchmarks without downloads). The same
@@ -23,7 +23,7 @@ export async function randomWeightsCommand(argv: string[]): Promise<number> {
   const started = performance.now();
   const result = await writeRandomWeights(model, values.out, {
     seed: intArg('--seed', values.seed as string | undefined, 0, 0, 2 ** 32 - 1),
-    dtype: choiceArg('--dtype', values.dtype as string | undefined, ['f32', 'bf16'] as const, 'bf16'),
+    dtype: choiceArg('--dtype', values.dtype as string | undefined, ['f32', 'bf16', 'f16'] as const, 'bf16'),
     onProgress: (written, total) => progress.update(`writing ${formatBytes(total)} of random weights`, total === 0 ? 1 : written / total),
   });
   progress.clear();
