@@ -34,8 +34,3 @@ export interface ModelConfig {
   /** What normalization decided on the user's behalf: defaults chosen, keys ignored. */
   notes: string[];
 }
-
-/** Query heads that share one KV head. */
-export function groupSize(model: ModelConfig): number {
-  return model.n_heads / model.n_kv_heads;
-}
