@@ -16,7 +16,7 @@ const KNOWN_KEYS = new Set([
 ]);
 
 /** Upper bounds: far above any real model, low enough that products stay exact in int64/double. */
-const LIMITS = {
+export const LIMITS = {
   dim: 1 << 16,
   n_layers: 1024,
   head_dim: 1024,
@@ -27,7 +27,15 @@ const LIMITS = {
   max_seq_len: 1 << 24,
   max_batch_size: 1 << 16,
   rope_theta: 1e12,
+  /**
+   * Tensors in the checkpoint (Mixtral 8x22B has 1,736): the plan lists every one, so without a
+   * bound a 200-byte file (1024 layers × 1024 experts) would make a plan of 3 million entries.
+   */
+  tensors: 1 << 16,
 } as const;
+
+/** The smallest normal float32: the kernels compute RMSNorm in float32, where a smaller eps rounds away. */
+const MIN_NORM_EPS = 2 ** -126;
 
 /** Default context when params.json declares none: Mistral 7B v0.3's 32k. */
 export const DEFAULT_MAX_SEQ_LEN = 32768;
@@ -103,6 +111,9 @@ export function normalizeParams(raw: unknown, source: string, options: Normalize
         'add "head_dim" explicitly');
     }
     head_dim = dim / n_heads;
+    if (head_dim > LIMITS.head_dim) {
+      c.fail('head_dim', p.head_dim, `dim / n_heads = ${head_dim} is out of range`, `add "head_dim" explicitly (2 to ${LIMITS.head_dim}), or use more heads`);
+    }
     notes.push(`head_dim absent: using dim / n_heads = ${head_dim}`);
   } else {
     head_dim = c.int(p, 'head_dim', 2, LIMITS.head_dim);
@@ -113,6 +124,9 @@ export function normalizeParams(raw: unknown, source: string, options: Normalize
   const hidden_dim = c.int(p, 'hidden_dim', 1, LIMITS.hidden_dim);
   const vocab_size = c.int(p, 'vocab_size', 1, LIMITS.vocab_size);
   const norm_eps = c.positiveReal(p, 'norm_eps', 1);
+  if (norm_eps < MIN_NORM_EPS) {
+    c.fail('norm_eps', norm_eps, `is below the smallest normal float32 (${MIN_NORM_EPS}): the float32 kernels would lose it`, 'use the model\'s value, e.g. 1e-5');
+  }
 
   const sliding_window = readSlidingWindow(c, p, n_layers);
   const anyWindow = sliding_window.some((w) => w !== null);
@@ -125,9 +139,21 @@ export function normalizeParams(raw: unknown, source: string, options: Normalize
     notes.push(`rope_theta absent: using ${rope_theta === 1e4 ? '10000 (a sliding_window marks the early models, trained with 1e4)' : '1000000 (the reference default)'}`);
   } else {
     rope_theta = c.positiveReal(p, 'rope_theta', LIMITS.rope_theta);
+    if (rope_theta < 1) {
+      // theta^(-2i/head_dim) would grow with i: the rotation angles of a long context overflow.
+      c.fail('rope_theta', rope_theta, 'is below 1, which is not a RoPE base', 'use the model\'s base, e.g. 10000 or 1000000');
+    }
   }
 
   const moe = readMoe(c, p);
+  if (moe !== null) {
+    // Embedding, final norm and output, plus per layer: 2 norms, 4 attention weights, the gate, 3 per expert.
+    const tensors = 3 + n_layers * (7 + 3 * moe.num_experts);
+    if (tensors > LIMITS.tensors) {
+      c.fail('moe.num_experts', moe.num_experts, `${n_layers} layers × ${moe.num_experts} experts make a checkpoint of ${tensors} tensors, above the ${LIMITS.tensors} a plan lists`,
+        'check n_layers and moe.num_experts against the model card');
+    }
+  }
   const tied_embeddings = readBool(c, p, 'tied_embeddings', false);
 
   let max_seq_len: number;
@@ -143,8 +169,17 @@ export function normalizeParams(raw: unknown, source: string, options: Normalize
     ? 1 : Math.max(1, c.int(p, 'max_batch_size', 0, LIMITS.max_batch_size));
 
   const ignored = Object.keys(p).filter((k) => !KNOWN_KEYS.has(k)).sort();
-  if (ignored.length > 0) notes.push(`ignored keys: ${ignored.map((k) => showValue(k)).join(', ')}`);
+  if (ignored.length > 0) {
+    // A hostile file may hold thousands: name a few, count the rest.
+    const shown = ignored.slice(0, 10).map((k) => showValue(k)).join(', ');
+    notes.push(`ignored keys: ${shown}${ignored.length > 10 ? ` and ${ignored.length - 10} more` : ''}`);
+  }
 
+  if (options.name !== undefined && !/^[a-z0-9_]([a-z0-9._-]{0,62}[a-z0-9_])?$/.test(options.name)) {
+    // The name becomes file names, the specialization key and text in generated sources.
+    throw new ConfigError('name', undefined, `${showValue(options.name)} is not a model name`,
+      'use 1 to 64 characters of a-z, 0-9, ".", "_" and "-", not starting or ending with "." or "-"');
+  }
   return {
     name: options.name ?? nameFromSource(source),
     source,

@@ -1,6 +1,7 @@
 import { open, stat, type FileHandle } from 'node:fs/promises';
 import { showValue } from '../errors.js';
 import { elementCount } from '../config/checkpoint.js';
+import { jsonPath, parseStrictJson, StrictJsonError } from '../config/strict-json.js';
 import { DTYPE_BYTES, DTYPES, decodeToF32, isDtype, type Dtype } from './dtype.js';
 import { WeightsError } from './errors.js';
 
@@ -119,15 +120,25 @@ export async function readFully(handle: FileHandle, into: Uint8Array, position: 
 function parseHeaderJson(path: string, bytes: Uint8Array): unknown {
   let text: string;
   try {
-    text = new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+    // ignoreBOM: a byte-order mark stays in the text and is refused as JSON, as the reference
+    // reader (serde_json) refuses it, rather than silently dropped.
+    text = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(bytes);
   } catch {
     throw new WeightsError(path, 'header', 'is not valid UTF-8', FIX_FILE);
   }
   try {
-    return JSON.parse(text);
+    return parseStrictJson(text);
   } catch (err) {
-    const reason = err instanceof Error ? err.message.split('\n')[0] : String(err);
-    throw new WeightsError(path, 'header', `is not valid JSON (${reason})`, FIX_FILE);
+    if (!(err instanceof StrictJsonError)) throw err;
+    const p = err.problem;
+    if (p.kind === 'syntax') throw new WeightsError(path, 'header', `is not valid JSON (${p.reason})`, FIX_FILE);
+    // Named by the top-level entry it is in: a tensor, or __metadata__.
+    const top = p.at.length > 0 ? String(p.at[0]) : p.kind === 'duplicate' ? p.key : undefined;
+    const field = top === undefined ? 'header' : top === '__metadata__' ? '__metadata__' : tensorField(top);
+    if (p.kind === 'depth') throw new WeightsError(path, field, `nests deeper than ${p.limit} levels`, FIX_FILE);
+    // JSON.parse would keep the last entry silently, other readers the first: one file, two sets of weights.
+    const problem = p.at.length === 0 ? 'is listed twice in the header' : `holds ${showValue(jsonPath([...p.at.slice(1), p.key]))} twice`;
+    throw new WeightsError(path, field, problem, FIX_FILE);
   }
 }
 

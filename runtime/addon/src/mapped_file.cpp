@@ -6,9 +6,15 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
+#include <csignal>
+#include <cstdint>
 #include <cstring>
+#include <mutex>
 #include <stdexcept>
+#include <string>
+#include <utility>
 
 #include "js_args.hpp"
 
@@ -18,13 +24,113 @@ std::runtime_error mappingError(const std::string& path, const std::string& prob
   return std::runtime_error("cannot map " + path + ": " + problem);
 }
 
-// Closes the descriptor on every path out of Mapping's constructor; the mapping outlives it.
+// Closes the descriptor on every path out of Mapping's constructor unless released.
 struct Fd {
   int fd;
   ~Fd() {
     if (fd >= 0) ::close(fd);
   }
+  int release() { return std::exchange(fd, -1); }
 };
+
+// ---- SIGBUS guard ------------------------------------------------------------------------------
+// Reading a page of a mapped file beyond the file's current end raises SIGBUS, which kills the
+// process: a checkpoint truncated (or rewritten with O_TRUNC) while a forward pass reads it would
+// take Node down. changedSinceMapped() catches a change made between calls; this handler covers
+// one made during a call: a SIGBUS inside one of our mappings is answered by mapping zero pages
+// over the rest of that mapping and marking it faulted. The read is retried, sees zeros, the
+// forward finishes, and ModelHandle reports the damage instead of returning its logits. Any other
+// SIGBUS goes to the previous handler (ASan's, or the default action).
+
+constexpr int kGuardSlots = 1024;
+struct GuardSlot {
+  // begin: 0 free, 1 claimed and being set up, else the first byte of a live mapping.
+  std::atomic<uintptr_t> begin{0};
+  std::atomic<uintptr_t> end{0};
+  std::atomic<int> faulted{0};
+};
+GuardSlot g_slots[kGuardSlots];
+struct sigaction g_previous;
+std::once_flag g_installed;
+uintptr_t g_pageSize = 4096;
+
+void passOn(int sig, siginfo_t* info, void* context) {
+  if ((g_previous.sa_flags & SA_SIGINFO) != 0 && g_previous.sa_sigaction != nullptr) {
+    g_previous.sa_sigaction(sig, info, context);
+    return;
+  }
+  if (g_previous.sa_handler != SIG_DFL && g_previous.sa_handler != SIG_IGN) {
+    g_previous.sa_handler(sig);
+    return;
+  }
+  // The default action: restore it. A fault then recurs when the instruction is retried, and the
+  // kernel ends the process exactly as without this handler; a sent SIGBUS is sent again.
+  struct sigaction dfl {};
+  dfl.sa_handler = SIG_DFL;
+  sigemptyset(&dfl.sa_mask);
+  ::sigaction(SIGBUS, &dfl, nullptr);
+  if (info == nullptr || info->si_code <= 0) ::raise(SIGBUS);
+}
+
+void onSigbus(int sig, siginfo_t* info, void* context) {
+  const int savedErrno = errno;
+  const uintptr_t address = info == nullptr ? 0 : reinterpret_cast<uintptr_t>(info->si_addr);
+  if (info != nullptr && info->si_code > 0) {  // raised by a fault, not sent by kill()
+    for (GuardSlot& slot : g_slots) {
+      const uintptr_t begin = slot.begin.load(std::memory_order_acquire);
+      if (begin <= 1 || address < begin || address >= slot.end.load(std::memory_order_acquire)) continue;
+      const uintptr_t page = address & ~(g_pageSize - 1);
+      const uintptr_t end = slot.end.load(std::memory_order_acquire);
+      // mmap is a plain system call: safe here in practice, though POSIX does not list it.
+      void* zeros = ::mmap(reinterpret_cast<void*>(page), end - page, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+      if (zeros != MAP_FAILED) {
+        slot.faulted.store(1, std::memory_order_release);
+        errno = savedErrno;
+        return;
+      }
+      break;
+    }
+  }
+  errno = savedErrno;
+  passOn(sig, info, context);
+}
+
+void installGuard() {
+  long page = ::sysconf(_SC_PAGESIZE);
+  if (page > 0) g_pageSize = static_cast<uintptr_t>(page);
+  struct sigaction action {};
+  action.sa_sigaction = onSigbus;
+  sigemptyset(&action.sa_mask);
+  // SA_ONSTACK: Node runs with an alternate signal stack on its main thread; harmless elsewhere.
+  action.sa_flags = SA_SIGINFO | SA_ONSTACK;
+  ::sigaction(SIGBUS, &action, &g_previous);
+}
+
+/** Registers [begin, begin + size) with the guard; returns its slot, or -1 when all are taken. */
+int guardRange(const uint8_t* begin, uint64_t size) {
+  std::call_once(g_installed, installGuard);
+  for (int i = 0; i < kGuardSlots; ++i) {
+    uintptr_t expected = 0;
+    if (!g_slots[i].begin.compare_exchange_strong(expected, 1)) continue;
+    g_slots[i].faulted.store(0);
+    g_slots[i].end.store(reinterpret_cast<uintptr_t>(begin) + size, std::memory_order_release);
+    g_slots[i].begin.store(reinterpret_cast<uintptr_t>(begin), std::memory_order_release);
+    return i;
+  }
+  return -1;  // more than kGuardSlots live mappings: these are unguarded, still checked between calls
+}
+
+void unguard(int slot) {
+  if (slot < 0) return;
+  g_slots[slot].begin.store(1, std::memory_order_release);
+  g_slots[slot].end.store(0);
+  g_slots[slot].faulted.store(0);
+  g_slots[slot].begin.store(0, std::memory_order_release);
+}
+
+int64_t mtimeNs(const struct stat& st) {
+  return static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + static_cast<int64_t>(st.st_mtim.tv_nsec);
+}
 
 }  // namespace
 
@@ -40,18 +146,37 @@ Mapping::Mapping(const std::string& p) : path(p) {
   dev = static_cast<double>(st.st_dev);
   ino = static_cast<double>(st.st_ino);
   mtimeMs = static_cast<double>(st.st_mtim.tv_sec) * 1e3 + static_cast<double>(st.st_mtim.tv_nsec) / 1e6;
+  mtimeNs_ = mtimeNs(st);
 
   // MAP_PRIVATE + PROT_READ: nothing we do can write the checkpoint. MAP_NORESERVE: a checkpoint
   // larger than free RAM + swap must still map; its pages are file-backed and can be dropped.
   void* addr = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE | MAP_NORESERVE, file.fd, 0);
   if (addr == MAP_FAILED) throw mappingError(path, std::string("mmap failed: ") + std::strerror(errno));
   data = static_cast<const uint8_t*>(addr);
+  guardSlot_ = guardRange(data, size);
+  fd_ = file.release();
   // Every forward pass reads every weight: start readahead now. Advice only, so failure is ignored.
   (void)::madvise(addr, size, MADV_WILLNEED);
 }
 
 Mapping::~Mapping() {
+  unguard(guardSlot_);
   if (data != nullptr) ::munmap(const_cast<uint8_t*>(data), size);
+  if (fd_ >= 0) ::close(fd_);
+}
+
+std::string Mapping::changedSinceMapped() const {
+  const std::string fix = "; load it again once it is no longer being written";
+  if (guardSlot_ >= 0 && g_slots[guardSlot_].faulted.load(std::memory_order_acquire) != 0)
+    return path + ": was truncated while a model was reading it (its pages past the new end read as zeros)" + fix;
+  struct stat st;
+  if (::fstat(fd_, &st) != 0) return path + ": cannot check the mapped file (" + std::strerror(errno) + ")" + fix;
+  if (static_cast<uint64_t>(st.st_size) < size)
+    return path + ": has shrunk from " + std::to_string(size) + " to " + std::to_string(st.st_size) +
+           " bytes since it was mapped" + fix;
+  if (static_cast<uint64_t>(st.st_size) != size || mtimeNs(st) != mtimeNs_)
+    return path + ": has been modified since it was mapped (the weights in memory may no longer be the checkpoint's)" + fix;
+  return "";
 }
 
 Napi::Function MappedFile::define(Napi::Env env) {
@@ -106,8 +231,13 @@ Napi::Value MappedFile::readHeader(const Napi::CallbackInfo& info) {
   auto m = mapping(info.Env());
   int64_t maxBytes = toInt64(info[0], "readHeader: maxBytes", 0, INT32_MAX);
   size_t n = static_cast<size_t>(std::min<uint64_t>(static_cast<uint64_t>(maxBytes), m->size));
+  std::string changed = m->changedSinceMapped();
+  if (!changed.empty()) throw Napi::Error::New(info.Env(), changed);
   // A copy, not an external buffer over the mapping: JS must not hold a view that outlives munmap.
-  return Napi::Buffer<uint8_t>::Copy(info.Env(), m->data, n);
+  Napi::Buffer<uint8_t> copy = Napi::Buffer<uint8_t>::Copy(info.Env(), m->data, n);
+  changed = m->changedSinceMapped();  // truncated during the copy: the guard gave zeros
+  if (!changed.empty()) throw Napi::Error::New(info.Env(), changed);
+  return copy;
 }
 
 void MappedFile::close(const Napi::CallbackInfo&) {

@@ -15,12 +15,25 @@ struct Mapping {
   Mapping(const Mapping&) = delete;
   Mapping& operator=(const Mapping&) = delete;
 
+  /**
+   * "" while the mapped file is as it was mapped; else a one-line message. A file truncated (or
+   * rewritten in place) under the mapping would feed a model wrong weights or, past its new end,
+   * SIGBUS: callers check before every read of the mapping and again after it (see guard below).
+   * A file renamed over the path is no change: the mapping holds the old one.
+   */
+  std::string changedSinceMapped() const;
+
   std::string path;
   const uint8_t* data = nullptr;
   uint64_t size = 0;
   // Identity of the file that was mapped (fstat of the open descriptor, not of the path), so JS
   // can check it is the file it validated and not one renamed over it since.
   double dev = 0, ino = 0, mtimeMs = 0;
+
+ private:
+  int fd_ = -1;              // kept open for changedSinceMapped's fstat
+  int64_t mtimeNs_ = 0;      // st_mtim as mapped, exact
+  int guardSlot_ = -1;       // this mapping's entry in the SIGBUS guard, or -1 if the guard is full
 };
 
 /** JS class MappedFile(path): .path, .size, .identity, .closed, .readHeader(maxBytes), .close(). */

@@ -24,9 +24,15 @@ ModelHandle::~ModelHandle() {
 
 std::string ModelHandle::forward(const int32_t* tokens, int32_t nTokens, int32_t startPos, float* logits,
                                  bool allLogits) {
+  // The weights are the mapped checkpoint: refuse a file changed since it was mapped, and report
+  // one truncated during this call (whose pages the SIGBUS guard replaced with zeros).
+  std::string changed = mapping_->changedSinceMapped();
+  if (!changed.empty()) return changed;
   char err[kErrLen] = {0};
   int32_t rc = library_->forward(model_, tokens, nTokens, startPos, logits, allLogits ? 1 : 0, err, kErrLen);
   err[kErrLen - 1] = '\0';
+  changed = mapping_->changedSinceMapped();
+  if (!changed.empty()) return changed;
   if (rc == 0) return "";
   return err[0] != '\0' ? std::string(err) : "mc_forward returned " + std::to_string(rc) + " without a message";
 }
