@@ -42,5 +42,8 @@ export function showValue(value: unknown): string {
       text = Object.prototype.toString.call(value);
     }
   }
+  // JSON.stringify leaves line separators and bidirectional overrides as they are: a value could
+  // break the one-line message or reorder what a terminal shows.
+  text = text.replace(/[\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
   return text.length > 60 ? `${text.slice(0, 57)}...` : text;
 }

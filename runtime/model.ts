@@ -25,6 +25,8 @@ export interface LoadOptions {
   threads?: number;
   /** Build cache directory. */
   cacheDir?: string;
+  /** GPU architectures of a cuda build (default sm_90a, sm_80). */
+  archs?: readonly string[];
   onProgress?: (event: LoadProgress) => void;
 }
 
@@ -69,7 +71,7 @@ export async function loadModel(dir: string, options: LoadOptions = {}): Promise
   const header = await readSafetensorsHeader(weightsPath);
   const plan = buildPlan(config, { target: options.target ?? 'cpu', tp: options.tp ?? 1, dtype: checkpointDtype(header), maxTokens: options.maxTokens ?? 512 });
   checkCheckpointMatchesPlan(header, plan);
-  const built = await buildPlanLibrary(plan, { cacheDir: options.cacheDir, onProgress: options.onProgress });
+  const built = await buildPlanLibrary(plan, { cacheDir: options.cacheDir, archs: options.archs, onProgress: options.onProgress });
 
   const started = performance.now();
   const addon = loadNativeAddon();

@@ -1,6 +1,14 @@
 import { renderCpuSources, type RenderedSources } from '../emit/render.js';
+import { renderCudaSources } from '../emit/render-cuda.js';
 import type { Plan, Target } from '../plan/types.js';
+import { DEFAULT_ARCHS, nvccCommand, nvccFlags } from './nvcc.js';
 import { CPU_FLAGS, cxxCommand } from './toolchain.js';
+
+/** Build options that reach the compiler flags. */
+export interface FlagOptions {
+  /** GPU architectures (cuda only), e.g. ['sm_90a', 'sm_80']. */
+  archs?: readonly string[];
+}
 
 /**
  * What differs between targets at build time, in one table: how sources are rendered, which
@@ -9,11 +17,14 @@ import { CPU_FLAGS, cxxCommand } from './toolchain.js';
 export interface Backend {
   render(plan: Plan): RenderedSources;
   compiler(): string;
-  flags(plan: Plan): string[];
+  flags(plan: Plan, options: FlagOptions): string[];
   /** The translation unit handed to the compiler (relative to the source directory). */
   entry: string;
+  /** Whether the output depends on the build machine's CPU (-march=native), and so must key the cache. */
+  cpuSpecific: boolean;
 }
 
 export const BACKENDS: Partial<Record<Target, Backend>> = {
-  cpu: { render: renderCpuSources, compiler: cxxCommand, flags: () => CPU_FLAGS, entry: 'model.cpp' },
+  cpu: { render: renderCpuSources, compiler: cxxCommand, flags: () => CPU_FLAGS, entry: 'model.cpp', cpuSpecific: true },
+  cuda: { render: renderCudaSources, compiler: nvccCommand, flags: (_, o) => nvccFlags(o.archs ?? DEFAULT_ARCHS), entry: 'model.cu', cpuSpecific: false },
 };

@@ -1,5 +1,5 @@
 import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { execa } from 'execa';
 import { hashFiles, type RenderedSources } from '../emit/render.js';
 import type { Plan } from '../plan/types.js';
@@ -15,6 +15,8 @@ export interface BuildOptions {
   outDir?: string;
   /** Called with short progress lines ("compiling …"). */
   onProgress?: (event: BuildProgress) => void;
+  /** GPU architectures of a cuda build (default sm_90a, sm_80); part of the flags, so of the cache key. */
+  archs?: readonly string[];
 }
 
 export type BuildProgress =
@@ -45,10 +47,14 @@ export async function buildPlanLibrary(plan: Plan, options: BuildOptions = {}): 
   options.onProgress?.({ stage: 'render', key: plan.key });
   const sources = backend.render(plan);
   const compiler = backend.compiler();
-  const flags = backend.flags(plan);
-  const identity = await toolchainIdentity(compiler);
+  if (options.archs !== undefined && plan.options.target !== 'cuda') {
+    throw new BuildError('--arch', undefined, `applies to --target cuda only (this build is --target ${plan.options.target})`, 'drop --arch, or build with --target cuda');
+  }
+  const flags = backend.flags(plan, { archs: options.archs });
+  const identity = await toolchainIdentity(compiler, backend.cpuSpecific);
   const hash = hashFiles(sources.files, `${compiler}\0${flags.join(' ')}\0${identity}`);
-  const entry = cacheEntry(options.cacheDir ?? defaultCacheRoot(), plan.key, hash);
+  // Absolute: the compiler runs inside the staging directory, where a relative path means another place.
+  const entry = cacheEntry(resolve(options.cacheDir ?? defaultCacheRoot()), plan.key, hash);
   let cached = true;
   if (!isComplete(entry, hash)) {
     cached = false;
@@ -57,7 +63,7 @@ export async function buildPlanLibrary(plan: Plan, options: BuildOptions = {}): 
     options.onProgress?.({ stage: 'compile', key: plan.key, compiler, files: sources.files.length });
     const library = join(staging, entry.library.slice(entry.dir.length + 1));
     await compile(compiler, [...flags, backend.entry, '-o', library], staging, backend.entry);
-    writeFileSync(join(staging, 'build.json'), JSON.stringify({ key: plan.key, hash, compiler, flags, toolchain: identity.split('\n')[0] }, null, 2) + '\n');
+    writeFileSync(join(staging, 'build.json'), JSON.stringify({ key: plan.key, hash, compiler, flags, toolchain: identity.trim().split('\n').at(-1) }, null, 2) + '\n');
     commitStaging(staging, entry, hash);
   } else {
     options.onProgress?.({ stage: 'cached', key: plan.key, library: entry.library });
@@ -76,6 +82,10 @@ async function compile(compiler: string, args: string[], cwd: string, entry: str
   }
   if ((result as { code?: string }).code === 'ENOENT' || result.failed && result.exitCode === undefined) {
     throw missingCompiler(compiler, result);
+  }
+  if (result.isTerminated) {
+    throw new BuildError(compiler, undefined, `was killed by ${result.signal ?? 'a signal'} while compiling ${join(cwd, entry)} (out of memory, or stopped from outside)`,
+      'build again; if it recurs, free memory or build one model at a time');
   }
   if (result.exitCode !== 0) {
     const output = String(result.all ?? '');

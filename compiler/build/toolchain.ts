@@ -13,26 +13,30 @@ export const CPU_FLAGS = ['-std=c++20', '-O3', '-march=native', '-fopenmp', '-fP
 const identityCache = new Map<string, string>();
 
 /**
- * What makes a build's output differ beyond its sources: the compiler's version and, for
- * -march=native, this CPU's feature flags. Part of the cache key.
+ * What makes a build's output differ beyond its sources: the compiler's whole version text and,
+ * for a -march=native CPU build, this CPU's feature flags (a CUDA build does not depend on them, so
+ * its libraries can be built on one machine and used on another). Part of the cache key.
  */
-export async function toolchainIdentity(compiler: string): Promise<string> {
-  const cached = identityCache.get(compiler);
+export async function toolchainIdentity(compiler: string, cpuFeatures: boolean): Promise<string> {
+  const key = `${compiler}\0${cpuFeatures}`;
+  const cached = identityCache.get(key);
   if (cached !== undefined) return cached;
   let version: string;
   try {
-    version = (await execa(compiler, ['--version'])).stdout.split('\n')[0] ?? '';
+    version = (await execa(compiler, ['--version'])).stdout.trim();
   } catch (err) {
     throw missingCompiler(compiler, err);
   }
   let cpu = '';
-  try {
-    cpu = readFileSync('/proc/cpuinfo', 'utf8').split('\n').find((l) => l.startsWith('flags')) ?? '';
-  } catch {
-    /* not Linux: the compiler version alone keys the cache */
+  if (cpuFeatures) {
+    try {
+      cpu = readFileSync('/proc/cpuinfo', 'utf8').split('\n').find((l) => l.startsWith('flags')) ?? '';
+    } catch {
+      /* not Linux: the compiler version alone keys the cache */
+    }
   }
   const identity = `${version}\n${cpu}`;
-  identityCache.set(compiler, identity);
+  identityCache.set(key, identity);
   return identity;
 }
 

@@ -1,17 +1,10 @@
 import { createHash } from 'node:crypto';
-import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import Handlebars from 'handlebars';
-import { packageRoot } from '../paths.js';
-import type { KernelNode, Plan } from '../plan/types.js';
-import { cxxComment, cxxFloat, cxxInt, cxxName } from './safe.js';
+import type { Plan } from '../plan/types.js';
+import { compileTemplate, rankSliceShape, renderKernels, sortFiles, staticFiles, templateEngine, WEIGHT_TYPE, type SourceFile } from './templates.js';
 import { typedModelModule } from './typed-module.js';
 
-/** One rendered source file, path relative to the output directory. */
-export interface SourceFile {
-  path: string;
-  content: string;
-}
+export type { SourceFile } from './templates.js';
 
 export interface RenderedSources {
   files: SourceFile[];
@@ -19,55 +12,12 @@ export interface RenderedSources {
   hash: string;
 }
 
-const WEIGHT_TYPE = { f32: 'float', bf16: 'mc::bf16', f16: 'mc::f16' } as const;
-
-/** A Handlebars instance whose only way to print a value is a checking helper. */
-function templateEngine(dir: string): typeof Handlebars {
-  const hb = Handlebars.create();
-  hb.registerHelper('int', cxxInt);
-  hb.registerHelper('float', cxxFloat);
-  hb.registerHelper('name', cxxName);
-  const partials = join(dir, 'partials');
-  for (const file of readdirSync(partials).sort()) {
-    hb.registerPartial(file.replace(/\.hbs$/, ''), readFileSync(join(partials, file), 'utf8'));
-  }
-  return hb;
-}
-
-function compile(hb: typeof Handlebars, file: string) {
-  // noEscape: C++ is not HTML. strict: a missing variable is an error, not an empty string.
-  return hb.compile(readFileSync(file, 'utf8'), { noEscape: true, strict: true });
-}
-
-/** Constants a kernel template sees: its plan node's constants plus model-wide scalars. */
-function kernelContext(plan: Plan, node: KernelNode) {
-  return {
-    ...node.constants,
-    kernel: cxxName(node.kernel),
-    fuses: node.fuses.map(cxxComment),
-    key: cxxName(plan.key),
-    norm_eps: plan.model.norm_eps,
-  };
-}
-
 /** Renders the CPU sources of a plan. Pure: the same plan gives byte-identical files. */
 export function renderCpuSources(plan: Plan): RenderedSources {
   if (plan.options.target !== 'cpu') throw new Error(`internal: renderCpuSources called for target ${plan.options.target}`);
-  const root = join(packageRoot(), 'templates');
-  const dir = join(root, 'cpu');
-  const hb = templateEngine(dir);
+  const { hb, dir } = templateEngine('cpu');
   const { model } = plan;
-
-  // Each fused kernel is rendered once, from its first plan node: the constants a kernel bakes in
-  // are the same in every layer; what varies per layer (window, ring length) is a template argument.
-  const firstNodes = new Map<string, KernelNode>();
-  for (const node of [...plan.prologue, ...plan.layers.flatMap((l) => l.kernels), ...plan.epilogue]) {
-    if (!firstNodes.has(node.kernel)) firstNodes.set(node.kernel, node);
-  }
-  const files: SourceFile[] = [];
-  for (const [kernel, node] of firstNodes) {
-    files.push({ path: `kernels/${kernel}.hpp`, content: compile(hb, join(dir, `${kernel}.hpp.hbs`))(kernelContext(plan, node)) });
-  }
+  const files = renderKernels(plan, hb, dir, '.hpp');
 
   const index = new Map(plan.weights.map((w, i) => [w.name, i]));
   const at = (name: string): number => {
@@ -90,12 +40,7 @@ export function renderCpuSources(plan: Plan): RenderedSources {
     }
     return { layer: l.layer, window: l.window, window_or_zero: l.window ?? 0, kv_slots: attention.constants.kv_cache_length!, w };
   });
-  const weights = plan.weights.map((w) => {
-    const slice = w.slices[0]!;
-    const rows = slice.axis === 0 ? slice.length : w.shape[0]!;
-    const cols = w.shape.length === 1 ? 1 : slice.axis === 1 ? slice.length : w.shape[1]!;
-    return { name: w.name, rows, cols };
-  });
+  const weights = plan.weights.map(rankSliceShape);
   // Where the plan puts a collective (only at TP > 1); the driver renders exactly those.
   const reduced = (kernel: string) => [...plan.prologue, ...plan.layers[0]!.kernels].some((k) => k.kernel === kernel && k.collective === 'all_reduce_sum');
   const collectives = {
@@ -122,11 +67,8 @@ export function renderCpuSources(plan: Plan): RenderedSources {
     final_norm_index: at('norm.weight'),
     output_index: at(model.tied_embeddings ? 'tok_embeddings.weight' : 'output.weight'),
   };
-  files.push({ path: 'model.cpp', content: compile(hb, join(dir, 'model.cpp.hbs'))(context) });
-  files.push({ path: 'mc_cpu.hpp', content: readFileSync(join(root, 'include', 'mc_cpu.hpp'), 'utf8') });
-  files.push({ path: 'mc_abi.h', content: readFileSync(join(packageRoot(), 'runtime', 'abi', 'mc_abi.h'), 'utf8') });
-  files.push(typedModelModule(plan));
-  files.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+  files.push({ path: 'model.cpp', content: compileTemplate(hb, join(dir, 'model.cpp.hbs'))(context) }, ...staticFiles('mc_cpu.hpp'), typedModelModule(plan));
+  sortFiles(files);
   return { files, hash: hashFiles(files) };
 }
 

@@ -62,6 +62,17 @@ describe('params.json validation', () => {
     });
   }
 
+  it('escapes line separators and bidirectional overrides from the input in its one-line message', () => {
+    let message = '';
+    try {
+      normalizeParams({ ...good, dim: 'a\u2028b\u202egnp.exe' }, 'p.json');
+    } catch (e) {
+      message = (e as Error).message;
+    }
+    expect(message).toContain('a\\u2028b\\u202egnp');
+    expect(message).not.toMatch(/[\u2028\u202e]/);
+  });
+
   it('rejects a LoRA adapter file that is not a model', () => {
     expect(() => normalizeParams({ lora: { rank: 8 } }, 'adapter.json')).toThrow(/LoRA adapter config, not a model/);
   });

@@ -215,6 +215,19 @@ describe('ModelInstance', () => {
     expect(mappingsOf(own.path)).toBe(0);
   });
 
+  it('refuses a weight whose rows, columns and stride do not fit its byte range', () => {
+    const library = new addon.CompiledLibrary(libraryPath);
+    const file = new addon.MappedFile(checkpoint.path);
+    const [embedding, output] = checkpoint.weights;
+    const sprawling = { ...output, rows: 2, rowStride: 2 ** 28, bytes: 4 };
+    expect(() => new addon.ModelInstance(library, file, [embedding, sprawling], 0)).toThrow(
+      `weights[1] (output.weight): 2 rows of ${Number(output.cols)} at a stride of ${2 ** 28} do not fit its 4 bytes`,
+    );
+    const overflowing = { ...output, rows: 2 ** 40, rowStride: 2 ** 40 };
+    expect(() => new addon.ModelInstance(library, file, [embedding, overflowing], 0)).toThrow(/do not fit/);
+    file.close();
+  });
+
   it('refuses a weight whose bytes lie past the end of the file, naming the weight', () => {
     const library = new addon.CompiledLibrary(libraryPath);
     const file = new addon.MappedFile(checkpoint.path);

@@ -1,16 +1,18 @@
 import type { LoadOptions } from '../../../runtime/model.js';
 import { TARGETS, TP_SIZES, type TpSize } from '../../plan/types.js';
+import { parseArchs } from '../../build/nvcc.js';
 import { choiceArg, intArg, UsageError } from '../args.js';
 
 /** Options shared by the commands that load a model (logits, generate). */
 export const MODEL_OPTIONS = {
-  model: { type: 'string' }, tokens: { type: 'string' }, target: { type: 'string' }, tp: { type: 'string' },
+  model: { type: 'string' }, tokens: { type: 'string' }, target: { type: 'string' }, tp: { type: 'string' }, arch: { type: 'string' },
   'max-seq-len': { type: 'string' }, 'max-tokens-per-call': { type: 'string' }, threads: { type: 'string' }, cache: { type: 'string' }, json: { type: 'boolean' },
 } as const;
 
 export const MODEL_OPTIONS_HELP = `  --model DIR       model directory: params.json + consolidated.safetensors (required)
   --tokens 1,2,3    prompt token ids (required)
-  --target T        cpu (default)
+  --target T        cpu (default) or cuda
+  --arch A,B        GPU architectures of a cuda build (default sm_90a,sm_80)
   --tp N            tensor-parallel ranks (default 1)
   --max-seq-len N   context to allocate (default: params.json's, else 32768)
   --threads N       CPU threads (default: all cores)
@@ -30,5 +32,6 @@ export function loadOptions(values: Record<string, string | boolean | undefined>
     maxTokens: intArg('--max-tokens-per-call', values['max-tokens-per-call'] as string | undefined, 512, 1, 65536),
     threads: values.threads === undefined ? undefined : intArg('--threads', values.threads as string, 0, 1, 1024),
     cacheDir: values.cache as string | undefined,
+    archs: values.arch === undefined ? undefined : parseArchs(values.arch as string),
   };
 }

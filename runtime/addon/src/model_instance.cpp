@@ -31,6 +31,13 @@ mc_weight toWeight(const Napi::Value& value, size_t i, const Library& library, c
     throw Napi::RangeError::New(env, what + ": bytes [" + std::to_string(offset) + ", " +
                                          std::to_string(static_cast<uint64_t>(offset) + static_cast<uint64_t>(bytes)) +
                                          ") lie outside " + mapping.path + " (" + std::to_string(size) + " bytes)");
+  // The slice's last element must lie inside [offset, offset + bytes), even at one byte per element:
+  // geometry larger than its byte range would send the library past the end of the mapping.
+  // (rows - 1) * rowStride + cols, checked against overflow.
+  if (rows - 1 > (kInt64Max - cols) / rowStride || (rows - 1) * rowStride + cols > bytes)
+    throw Napi::RangeError::New(env, what + ": " + std::to_string(rows) + " rows of " + std::to_string(cols) +
+                                         " at a stride of " + std::to_string(rowStride) + " do not fit its " +
+                                         std::to_string(bytes) + " bytes");
   return mc_weight{mapping.data + offset, rowStride, rows, cols};
 }
 

@@ -1,0 +1,74 @@
+/**
+ * What the GPU check runs, as plain data shared by check.ts (on the GPU machine) and prebuild.ts
+ * (which compiles the same libraries ahead of time, so that a lease is not spent in nvcc).
+ */
+import { join } from 'node:path';
+import { loadModelConfig } from '../../compiler/config/load.js';
+import type { ModelConfig } from '../../compiler/config/model.js';
+import { packageRoot } from '../../compiler/paths.js';
+import { buildPlan } from '../../compiler/plan/build-plan.js';
+import type { Dtype, Plan } from '../../compiler/plan/types.js';
+
+export function shippedConfig(name: string, options: { as?: string; maxSeqLen?: number; layers?: number } = {}): ModelConfig {
+  const config = loadModelConfig(join(packageRoot(), 'configs', 'models', name), { name: options.as ?? name, maxSeqLen: options.maxSeqLen });
+  if (options.layers === undefined || options.layers === config.n_layers) return config;
+  return { ...config, n_layers: options.layers, sliding_window: config.sliding_window.slice(0, options.layers) };
+}
+
+// ---- (a) logits of the CUDA library against the CPU backend and the float64 reference ----
+export interface LogitsCase {
+  /** Model directory name, hence the model name in the specialization key. */
+  name: string;
+  config: string;
+  dtype: 'bf16' | 'f32';
+  /** Prompt tokens, prefilled in chunks of `chunk` (T > 1: the prefill kernels), then `decode` steps (T = 1: the graph). */
+  prompt: number;
+  chunk: number;
+  decode: number;
+}
+
+export const LOGITS_CASES: LogitsCase[] = ['tiny-dense', 'tiny-dense-full', 'tiny-window-list', 'tiny-moe', 'tiny-moe-top1'].flatMap((config) =>
+  (['bf16', 'f32'] as const).map((dtype) => ({ name: `gpu-${config}-${dtype}`, config, dtype, prompt: 32, chunk: 12, decode: 10 })));
+
+/** Relative L2 per logits row that the CUDA library must meet against the CPU backend (issue 4). */
+export const LOGITS_TOLERANCE = { bf16: 1e-2, f32: 1e-4 } as const;
+
+export function logitsPlan(c: LogitsCase): Plan {
+  return buildPlan(shippedConfig(c.config, { as: c.name }), { target: 'cuda', dtype: c.dtype, tp: 1, maxTokens: c.chunk });
+}
+/** The CPU backend's plan of the same model: the whole sequence in one call. */
+export function cpuLogitsPlan(c: LogitsCase): Plan {
+  return buildPlan(shippedConfig(c.config, { as: c.name }), { target: 'cpu', dtype: c.dtype, tp: 1, maxTokens: 64 });
+}
+
+// ---- (b) kernels on their own: test/gpu/kernels.cu built against these configs' sources ----
+export interface KernelCase { config: string; dtype: Dtype }
+export const KERNEL_CASES: KernelCase[] = [
+  { config: 'tiny-dense', dtype: 'bf16' }, { config: 'tiny-dense', dtype: 'f32' },
+  { config: 'tiny-moe', dtype: 'bf16' }, { config: 'tiny-moe', dtype: 'f32' },
+  { config: 'mistral-7b-v0.1', dtype: 'bf16' }, { config: 'mixtral-8x7b', dtype: 'bf16' },
+];
+export function kernelPlan(c: KernelCase): Plan {
+  return buildPlan(shippedConfig(c.config, { maxSeqLen: 1024 }), { target: 'cuda', dtype: c.dtype, tp: 1, maxTokens: 64 });
+}
+
+// ---- (c) decode speed at batch 1 ----
+export interface DecodeCase {
+  label: string;
+  config: string;
+  /** Fewer layers than the model has, when all of them do not fit the GPU (Mixtral 8x7B in 80 GB). */
+  layers?: number;
+  prompt: number;
+  decode: number;
+}
+export const DECODE_CASES: DecodeCase[] = [
+  { label: 'Mistral-7B (v0.1 shapes)', config: 'mistral-7b-v0.1', prompt: 128, decode: 128 },
+  // 26 of 32 layers: 26 x 2.70 GiB of bf16 weights + embeddings = 70.8 GiB, which leaves PyTorch room on a 79 GiB H100.
+  { label: 'Mixtral-8x7B, 26 of 32 layers', config: 'mixtral-8x7b', layers: 26, prompt: 128, decode: 128 },
+];
+export function decodeConfig(c: DecodeCase): ModelConfig {
+  return shippedConfig(c.config, { as: c.layers === undefined ? `bench-${c.config}` : `bench-${c.config}-${c.layers}l`, maxSeqLen: 1024, layers: c.layers });
+}
+export function decodePlan(c: DecodeCase): Plan {
+  return buildPlan(decodeConfig(c), { target: 'cuda', dtype: 'bf16', tp: 1, maxTokens: c.prompt });
+}

@@ -1,0 +1,92 @@
+/**
+ * (b) Decode tokens/s at batch 1 with random bf16 weights. Writing a 14-93 GB safetensors file
+ * would take longer than the lease, so the weights are views into one 320 MB file of random bf16
+ * values (|w| in [2^-6, 2^-5), random sign): every tensor gets its own random offset in it, and
+ * mc_create copies each view to its own place on the GPU, so every weight byte the model reads
+ * is its own device memory (identical bytes are read as often as distinct ones would be).
+ */
+import { randomFillSync, randomInt } from 'node:crypto';
+import { existsSync, statSync, writeFileSync } from 'node:fs';
+import type { Plan } from '../../compiler/plan/types.js';
+import { DTYPE_BYTES } from '../../compiler/plan/memory.js';
+import type { NativeWeight } from '../../runtime/native.js';
+import { mulberry32, randomTokens } from '../../test/reference/random.js';
+import type { DecodeCase } from './cases.js';
+import { openViews } from './libraries.js';
+
+export const SYNTHETIC_BYTES = 320 * 1024 * 1024;
+
+/** The random bf16 pool the benchmark weights are views of. */
+export function writeSyntheticWeights(path: string): void {
+  if (existsSync(path) && statSync(path).size === SYNTHETIC_BYTES) return;
+  const buffer = Buffer.allocUnsafe(SYNTHETIC_BYTES);
+  randomFillSync(buffer);
+  const bits = new Uint16Array(buffer.buffer, buffer.byteOffset, SYNTHETIC_BYTES / 2);
+  // Keep the sign and 7 mantissa bits; exponent 121 (2^-6): no NaN, Inf or zero, and activations stay O(1).
+  for (let i = 0; i < bits.length; i++) bits[i] = (bits[i]! & 0x807f) | (121 << 7);
+  writeFileSync(path, buffer);
+}
+
+/** Weight bytes one decoded token reads: all of them but the embedding table (one row) and the unchosen experts. */
+export function weightBytesPerToken(plan: Plan): number {
+  const elt = DTYPE_BYTES[plan.options.dtype];
+  const moe = plan.model.moe;
+  let bytes = 0;
+  for (const w of plan.weights) {
+    const s = w.slices[0]!;
+    const rows = s.axis === 0 ? s.length : w.shape[0]!;
+    const cols = w.shape.length === 1 ? 1 : s.axis === 1 ? s.length : w.shape[1]!;
+    let n = rows * cols * elt;
+    if (w.name === 'tok_embeddings.weight') n = cols * elt + (plan.model.tied_embeddings ? n : 0);
+    else if (moe !== null && w.name.includes('.experts.')) n *= moe.num_experts_per_tok / moe.num_experts;
+    bytes += n;
+  }
+  return bytes;
+}
+
+export interface DecodeResult {
+  label: string;
+  key: string;
+  layers: number;
+  prompt: number;
+  decode: number;
+  weightBytesPerToken: number;
+  prefillMs: number;
+  msPerToken: number;
+  tokensPerSecond: number;
+}
+
+export function benchDecode(c: DecodeCase, plan: Plan, library: string, poolPath: string): DecodeResult {
+  const elt = DTYPE_BYTES[plan.options.dtype];
+  const views: NativeWeight[] = plan.weights.map((w) => {
+    const s = w.slices[0]!;
+    const rows = s.axis === 0 ? s.length : w.shape[0]!;
+    const cols = w.shape.length === 1 ? 1 : s.axis === 1 ? s.length : w.shape[1]!;
+    const bytes = rows * cols * elt;
+    if (bytes > SYNTHETIC_BYTES) throw new Error(`${w.name} (${bytes} bytes) is larger than the synthetic pool`);
+    const offset = randomInt(0, Math.floor((SYNTHETIC_BYTES - bytes) / 256) + 1) * 256;
+    return { offset, rowStride: cols, rows, cols, bytes };
+  });
+  const model = openViews(library, poolPath, views);
+  try {
+    const tokens = randomTokens(mulberry32(7), c.prompt + c.decode + 8, plan.model.vocab_size);
+    let started = performance.now();
+    model.forwardSync(Int32Array.from(tokens.slice(0, c.prompt)), 0, false);
+    const prefillMs = performance.now() - started;
+    let pos = c.prompt;
+    const step = () => {
+      model.forwardSync(Int32Array.of(tokens[pos]!), pos, false);
+      pos += 1;
+    };
+    for (let i = 0; i < 8; i++) step();  // the first captures the graph
+    started = performance.now();
+    for (let i = 0; i < c.decode; i++) step();
+    const seconds = (performance.now() - started) / 1000;
+    return {
+      label: c.label, key: plan.key, layers: plan.model.n_layers, prompt: c.prompt, decode: c.decode,
+      weightBytesPerToken: weightBytesPerToken(plan), prefillMs, msPerToken: (seconds * 1000) / c.decode, tokensPerSecond: c.decode / seconds,
+    };
+  } finally {
+    model.close();
+  }
+}

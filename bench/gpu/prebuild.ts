@@ -1,0 +1,46 @@
+/**
+ * Compiles what check.ts needs ahead of time (on a machine with nvcc and no GPU), into DIR with a
+ * manifest.json that check.ts --prebuilt reads: a lease is then spent measuring, not compiling.
+ *
+ *   tsx bench/gpu/prebuild.ts DIR [--arch sm_90a]
+ */
+import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
+import { basename, join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { buildPlanLibrary } from '../../compiler/build/build.js';
+import { parseArchs } from '../../compiler/build/nvcc.js';
+import type { Plan } from '../../compiler/plan/types.js';
+import { decodePlan, DECODE_CASES, KERNEL_CASES, logitsPlan, LOGITS_CASES } from './cases.js';
+import { buildKernelCheck } from './kernel-check.js';
+import { sourcesHash, type Manifest } from './libraries.js';
+
+const { values, positionals } = parseArgs({ options: { arch: { type: 'string', default: 'sm_90a' } }, allowPositionals: true });
+const dir = resolve(positionals[0] ?? '.devtools/prebuilt');
+const archs = parseArchs(values.arch!);
+mkdirSync(dir, { recursive: true });
+const manifest: Manifest = { archs, libraries: {}, kernelChecks: {} };
+
+/** At most two compilers at a time (CI-sized machines have 2 cores). */
+async function pool<T>(items: T[], work: (item: T) => Promise<void>): Promise<void> {
+  const queue = [...items];
+  await Promise.all([0, 1].map(async () => {
+    for (let item = queue.shift(); item !== undefined; item = queue.shift()) await work(item);
+  }));
+}
+
+const plans: Plan[] = [...LOGITS_CASES.map(logitsPlan), ...DECODE_CASES.map(decodePlan)];
+const started = performance.now();
+await pool(plans, async (plan) => {
+  const built = await buildPlanLibrary(plan, { cacheDir: join(dir, 'cache'), archs });
+  const file = basename(built.library);
+  copyFileSync(built.library, join(dir, file));
+  manifest.libraries[plan.key] = { sources: sourcesHash(plan), library: file };
+  console.log(`${plan.key}: ${file}`);
+});
+await pool(KERNEL_CASES, async (c) => {
+  const binary = await buildKernelCheck(c, join(dir, 'kernels'), archs);
+  manifest.kernelChecks[`${c.config}.${c.dtype}`] = join('kernels', basename(binary));
+  console.log(`kernel check ${c.config}.${c.dtype}: ${binary}`);
+});
+writeFileSync(join(dir, 'manifest.json'), JSON.stringify(manifest, null, 2) + '\n');
+console.log(`prebuilt ${plans.length} libraries and ${KERNEL_CASES.length} kernel checks for ${archs.join(',')} in ${((performance.now() - started) / 1000).toFixed(0)} s`);

@@ -1,0 +1,82 @@
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import Handlebars from 'handlebars';
+import { packageRoot } from '../paths.js';
+import type { KernelNode, Plan, WeightEntry } from '../plan/types.js';
+import { cxxComment, cxxFloat, cxxInt, cxxName } from './safe.js';
+
+/** What every backend's renderer shares: the template engine, the kernel loop, the weight shapes. */
+
+/** One rendered source file, path relative to the output directory. */
+export interface SourceFile {
+  path: string;
+  content: string;
+}
+
+/** The C++ type of a weight element, per dtype (mc::bf16 / mc::f16 are defined in each backend's header). */
+export const WEIGHT_TYPE = { f32: 'float', bf16: 'mc::bf16', f16: 'mc::f16' } as const;
+
+export function templatesRoot(): string {
+  return join(packageRoot(), 'templates');
+}
+
+/** A Handlebars instance for templates/<backend>/, whose only way to print a value is a checking helper. */
+export function templateEngine(backend: string): { hb: typeof Handlebars; dir: string } {
+  const dir = join(templatesRoot(), backend);
+  const hb = Handlebars.create();
+  hb.registerHelper('int', cxxInt);
+  hb.registerHelper('float', cxxFloat);
+  hb.registerHelper('name', cxxName);
+  const partials = join(dir, 'partials');
+  for (const file of readdirSync(partials).sort()) {
+    hb.registerPartial(file.replace(/\.hbs$/, ''), readFileSync(join(partials, file), 'utf8'));
+  }
+  return { hb, dir };
+}
+
+export function compileTemplate(hb: typeof Handlebars, file: string) {
+  // noEscape: C++ is not HTML. strict: a missing variable is an error, not an empty string.
+  return hb.compile(readFileSync(file, 'utf8'), { noEscape: true, strict: true });
+}
+
+/**
+ * One file per fused kernel of the plan, kernels/<kernel><ext>, rendered from <kernel><ext>.hbs with
+ * its first plan node's constants: the constants a kernel bakes in are the same in every layer; what
+ * varies per layer (window, ring length) is a template argument.
+ */
+export function renderKernels(plan: Plan, hb: typeof Handlebars, dir: string, ext: string): SourceFile[] {
+  const firstNodes = new Map<string, KernelNode>();
+  for (const node of [...plan.prologue, ...plan.layers.flatMap((l) => l.kernels), ...plan.epilogue]) {
+    if (!firstNodes.has(node.kernel)) firstNodes.set(node.kernel, node);
+  }
+  return [...firstNodes].map(([kernel, node]) => ({
+    path: `kernels/${kernel}${ext}`,
+    content: compileTemplate(hb, join(dir, `${kernel}${ext}.hbs`))({
+      ...node.constants,
+      kernel: cxxName(node.kernel),
+      fuses: node.fuses.map(cxxComment),
+      key: cxxName(plan.key),
+      norm_eps: plan.model.norm_eps,
+    }),
+  }));
+}
+
+/** Rows and columns of rank 0's slice of a weight (every rank's slice has the same shape). */
+export function rankSliceShape(w: WeightEntry): { name: string; rows: number; cols: number } {
+  const slice = w.slices[0]!;
+  const rows = slice.axis === 0 ? slice.length : w.shape[0]!;
+  const cols = w.shape.length === 1 ? 1 : slice.axis === 1 ? slice.length : w.shape[1]!;
+  return { name: w.name, rows, cols };
+}
+
+/** The files every build carries as they are: the backend's arithmetic header and the ABI. */
+export function staticFiles(header: string): SourceFile[] {
+  return [
+    { path: header, content: readFileSync(join(templatesRoot(), 'include', header), 'utf8') },
+    { path: 'mc_abi.h', content: readFileSync(join(packageRoot(), 'runtime', 'abi', 'mc_abi.h'), 'utf8') },
+  ];
+}
+
+export function sortFiles(files: SourceFile[]): SourceFile[] {
+  return files.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+}

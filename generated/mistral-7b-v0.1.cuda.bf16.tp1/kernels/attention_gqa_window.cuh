@@ -1,0 +1,56 @@
+// attention_gqa_window: grouped-query attention: each KV head read once for its 4 query heads → causal mask with sliding window 4096 → online softmax
+// Rendered from templates/cuda/attention_gqa_window.cuh.hbs for mistral-7b-v0.1.cuda.bf16.tp1; constants from the plan.
+#pragma once
+namespace attention_gqa_window {
+constexpr int HEAD_DIM = 128;           // head_dim from params.json
+constexpr int N_HEADS = 32;       // query heads of this rank
+constexpr int N_KV_HEADS = 8; // KV heads of this rank
+constexpr int GROUP = 4;            // query heads per KV head (n_heads / n_kv_heads)
+static_assert(N_HEADS == N_KV_HEADS * GROUP, "query heads of a rank are whole groups");
+
+/** Decode splits per KV head: about 256 blocks in all (two per SM on a 132-SM H100). */
+constexpr int MAX_SPLITS = (256 + N_KV_HEADS - 1) / N_KV_HEADS;
+/** Never more splits than 32-key tiles in the longest range a query can see (the window bounds it). */
+template <int WINDOW, int KV_SLOTS>
+constexpr int splits() {
+  constexpr int visible = WINDOW > 0 && WINDOW < KV_SLOTS ? WINDOW : KV_SLOTS;
+  return (visible + 31) / 32 < MAX_SPLITS ? (visible + 31) / 32 : MAX_SPLITS;
+}
+/** Floats of the decode partials: [N_HEADS, MAX_SPLITS, HEAD_DIM + 2] (o, m, l per split). */
+constexpr int64_t PARTIAL_FLOATS = int64_t(N_HEADS) * MAX_SPLITS * (HEAD_DIM + 2);
+
+constexpr int DECODE_THREADS = 32 * (GROUP < 4 ? 4 : GROUP);  // a warp per query head, at least 4 to load tiles
+constexpr size_t DECODE_SMEM = mc::KvTile<HEAD_DIM>::bytes() + size_t(GROUP) * HEAD_DIM * sizeof(float);
+using Tile = mc::PrefillTile<HEAD_DIM, GROUP>;
+
+/**
+ * out = softmax(q kᵀ / sqrt(HEAD_DIM)) v over the keys each query sees: positions (p - WINDOW, p]
+ * (WINDOW 0: [0, p]) of the ring of KV_SLOTS slots. T = 1: split-K decode plus a combine; T > 1:
+ * the tiled prefill kernel.
+ */
+template <int WINDOW, int KV_SLOTS>
+inline cudaError_t launch(const float* q /*[T, N_HEADS * HEAD_DIM] f32*/, int T, const int32_t* pos0 /*[1]*/,
+                          const KV* k_cache /*[KV_SLOTS, KV_DIM]*/, const KV* v_cache /*[KV_SLOTS, KV_DIM]*/,
+                          float* partial /*[PARTIAL_FLOATS] scratch*/, float* out /*[T, N_HEADS * HEAD_DIM] f32*/, cudaStream_t s) {
+  if (T == 1) {
+    constexpr int NSPLIT = splits<WINDOW, KV_SLOTS>();
+    mc::attention_decode_kernel<HEAD_DIM, GROUP, N_KV_HEADS, NSPLIT, WINDOW, KV_SLOTS, KV>
+        <<<dim3(NSPLIT, N_KV_HEADS), DECODE_THREADS, DECODE_SMEM, s>>>(q, k_cache, v_cache, pos0, partial);
+    if (cudaError_t e = cudaGetLastError()) return e;
+    mc::attention_combine_kernel<HEAD_DIM, NSPLIT><<<N_HEADS, 128, 0, s>>>(partial, out);
+    return cudaGetLastError();
+  }
+  mc::attention_prefill_kernel<HEAD_DIM, GROUP, N_KV_HEADS, WINDOW, KV_SLOTS, KV>
+      <<<dim3((T + Tile::BQ - 1) / Tile::BQ, N_KV_HEADS), 256, Tile::smem_bytes(), s>>>(q, T, k_cache, v_cache, pos0, out);
+  return cudaGetLastError();
+}
+
+template <int WINDOW, int KV_SLOTS>
+inline cudaError_t prepare() {
+  constexpr int NSPLIT = splits<WINDOW, KV_SLOTS>();
+  if (cudaError_t e = cudaFuncSetAttribute(mc::attention_decode_kernel<HEAD_DIM, GROUP, N_KV_HEADS, NSPLIT, WINDOW, KV_SLOTS, KV>,
+                                           cudaFuncAttributeMaxDynamicSharedMemorySize, int(DECODE_SMEM))) return e;
+  return cudaFuncSetAttribute(mc::attention_prefill_kernel<HEAD_DIM, GROUP, N_KV_HEADS, WINDOW, KV_SLOTS, KV>,
+                              cudaFuncAttributeMaxDynamicSharedMemorySize, int(Tile::smem_bytes()));
+}
+}  // namespace attention_gqa_window

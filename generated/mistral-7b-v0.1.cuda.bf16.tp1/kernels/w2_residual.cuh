@@ -1,0 +1,50 @@
+// w2_residual: W2 projection → residual add
+// Rendered from templates/cuda/w2_residual.cuh.hbs for mistral-7b-v0.1.cuda.bf16.tp1; constants from the plan.
+#pragma once
+namespace w2_residual {
+constexpr int DIM = 4096;               // dim from params.json
+constexpr int HIDDEN = 14336;   // hidden_dim units of this rank
+
+/** Decode: x = hidden[t]; each warp streams 2 rows of w2; the residual add is the epilogue. */
+struct Decode {
+  using W = ::W;
+  static constexpr int K = HIDDEN, ROWS = 2, NSRC = 1, WARPS = 8, GROUPS = (DIM + 1) / 2;
+  static constexpr bool EARLY_ROWS = true;  // weights only: streamed before waiting for the previous kernel
+  const float* hidden;        // [T, HIDDEN] f32
+  const W* w2;                // [DIM, HIDDEN]
+  float* residual;            // [T, DIM] f32
+  __device__ bool load_x(int t, float* xs) const { mc::copy_row<HIDDEN>(hidden + int64_t(t) * HIDDEN, xs); return true; }
+  __device__ void rows(int, int g, int, const W* (&ptr)[ROWS], float&) const { mc::consecutive_rows<K>(w2, 2 * g, DIM, ptr); }
+  __device__ void epilogue(int t, int g, const float (&acc)[ROWS]) const {
+    for (int r = 0; r < ROWS; ++r)
+      if (2 * g + r < DIM) residual[int64_t(t) * DIM + 2 * g + r] += acc[r];
+  }
+};
+
+struct Prefill {
+  using W = ::W;
+  static constexpr int K = HIDDEN;
+  static constexpr bool PAIRED = false;
+  const float* hidden;        // [T, HIDDEN] f32
+  const W* w2;                // [DIM, HIDDEN]
+  float* residual;            // [T, DIM] f32
+  int T;
+  __device__ int m_count(int) const { return T; }
+  __device__ int n_count() const { return DIM; }
+  __device__ float4 a(int, int m, int k) const { return mc::load4(hidden + int64_t(m) * HIDDEN + k); }
+  __device__ const W* b_row(int, int, int n) const { return w2 + int64_t(n) * HIDDEN; }
+  __device__ void store(int, int m, int n, float v0, float v1) const {
+    residual[int64_t(m) * DIM + n] += v0;
+    if (n + 1 < DIM) residual[int64_t(m) * DIM + n + 1] += v1;
+  }
+};
+
+/** residual += hidden · w2ᵀ. */
+inline cudaError_t launch(const float* hidden, int T, const W* w2, float* residual, cudaStream_t s) {
+  if constexpr (mc::kTensorCores<W>) {
+    if (T > 1) return mc::gemm(Prefill{hidden, w2, residual, T}, 1, T, DIM, s);
+  }
+  return mc::gemv(Decode{hidden, w2, residual}, T, s);
+}
+inline cudaError_t prepare() { return mc::gemv_prepare<Decode>(); }
+}  // namespace w2_residual

@@ -1,0 +1,60 @@
+// rmsnorm_output: final RMSNorm (norm) → output projection (output, vocabulary slice of this rank)
+// Rendered from templates/cuda/rmsnorm_output.cuh.hbs for mixtral-8x7b.cuda.bf16.tp1; constants from the plan.
+#pragma once
+namespace rmsnorm_output {
+constexpr int DIM = 4096;                 // dim from params.json
+constexpr int VOCAB_LOCAL = 32000; // vocabulary rows of this rank
+constexpr float EPS = 0.00001;        // norm_eps from params.json
+
+/** One logits row per item: x = RMSNorm(residual[first + i]); each warp streams 2 vocabulary rows. */
+struct Decode {
+  using W = ::W;
+  static constexpr int K = DIM, ROWS = 2, NSRC = 1, WARPS = 8, GROUPS = (VOCAB_LOCAL + 1) / 2;
+  static constexpr bool EARLY_ROWS = true;  // weights only: streamed before waiting for the previous kernel
+  const float* residual;      // [*, DIM] f32
+  int first;
+  const W* norm;              // [DIM] norm
+  const W* output;            // [VOCAB_LOCAL, DIM]
+  float* logits;              // [rows, VOCAB_LOCAL] f32
+  __device__ bool load_x(int i, float* xs) const { mc::rmsnorm_row<DIM>(residual + int64_t(first + i) * DIM, norm, EPS, xs); return true; }
+  __device__ void rows(int, int g, int, const W* (&ptr)[ROWS], float&) const { mc::consecutive_rows<K>(output, 2 * g, VOCAB_LOCAL, ptr); }
+  __device__ void epilogue(int i, int g, const float (&acc)[ROWS]) const {
+    for (int r = 0; r < ROWS; ++r)
+      if (2 * g + r < VOCAB_LOCAL) logits[int64_t(i) * VOCAB_LOCAL + 2 * g + r] = acc[r];
+  }
+};
+
+struct Prefill {
+  using W = ::W;
+  static constexpr int K = DIM;
+  static constexpr bool PAIRED = false;
+  const float* residual;      // [*, DIM] f32, rows from `first`
+  const float* rstd;          // [rows]
+  const W* norm;              // [DIM]
+  const W* output;            // [VOCAB_LOCAL, DIM]
+  float* logits;              // [rows, VOCAB_LOCAL] f32
+  int rows;
+  __device__ int m_count(int) const { return rows; }
+  __device__ int n_count() const { return VOCAB_LOCAL; }
+  __device__ float4 a(int, int m, int k) const { return mc::mul4(mc::scale4(mc::load4(residual + int64_t(m) * DIM + k), rstd[m]), mc::load4(norm + k)); }
+  __device__ const W* b_row(int, int, int n) const { return output + int64_t(n) * DIM; }
+  __device__ void store(int, int m, int n, float v0, float v1) const {
+    logits[int64_t(m) * VOCAB_LOCAL + n] = v0;
+    if (n + 1 < VOCAB_LOCAL) logits[int64_t(m) * VOCAB_LOCAL + n + 1] = v1;
+  }
+};
+
+/** logits[i] = (RMSNorm(residual[first + i]) * norm) · outputᵀ for i < rows. */
+inline cudaError_t launch(const float* residual, int first, int rows, const W* norm, const W* output, float* rstd /*[rows] scratch*/,
+                          float* logits, cudaStream_t s) {
+  if constexpr (mc::kTensorCores<W>) {
+    if (rows > 1) {
+      const float* x = residual + int64_t(first) * DIM;
+      if (cudaError_t e = mc::row_rstd<DIM>(x, rows, EPS, rstd, s)) return e;
+      return mc::gemm(Prefill{x, rstd, norm, output, logits, rows}, 1, rows, VOCAB_LOCAL, s);
+    }
+  }
+  return mc::gemv(Decode{residual, first, norm, output, logits}, rows, s);
+}
+inline cudaError_t prepare() { return mc::gemv_prepare<Decode>(); }
+}  // namespace rmsnorm_output

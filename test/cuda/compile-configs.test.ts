@@ -1,0 +1,79 @@
+/**
+ * CI (no GPU): every shipped config renders and compiles for sm_80 and sm_90a, each with one nvcc
+ * call holding both -gencode targets, at most two nvcc at a time (CI machines have 2 cores).
+ */
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { buildPlanLibrary } from '../../compiler/build/build.js';
+import { loadModelConfig } from '../../compiler/config/load.js';
+import { renderCudaSources } from '../../compiler/emit/render-cuda.js';
+import { packageRoot } from '../../compiler/paths.js';
+import { buildPlan } from '../../compiler/plan/build-plan.js';
+import type { Dtype } from '../../compiler/plan/types.js';
+import { hasNvcc } from './helpers.js';
+
+/** A counting semaphore: two compilers at a time, whatever vitest's own concurrency. */
+function limiter(slots: number) {
+  const waiting: Array<() => void> = [];
+  return async <T>(work: () => Promise<T>): Promise<T> => {
+    if (slots > 0) slots--;
+    else await new Promise<void>((resolve) => waiting.push(resolve));
+    try {
+      return await work();
+    } finally {
+      const next = waiting.shift();
+      if (next) next();
+      else slots++;
+    }
+  };
+}
+
+const CONFIGS = readdirSync(join(packageRoot(), 'configs', 'models'), { withFileTypes: true }).filter((d) => d.isDirectory()).map((d) => d.name).sort();
+/** Every config in bf16 (the checkpoints' dtype), and the other two dtypes once each. */
+const CASES: Array<{ config: string; dtype: Dtype }> = [
+  ...CONFIGS.map((config) => ({ config, dtype: 'bf16' as Dtype })),
+  { config: 'tiny-moe', dtype: 'f32' }, { config: 'tiny-dense', dtype: 'f16' },
+];
+const ARCHS = ['sm_90a', 'sm_80'];
+const cacheDir = mkdtempSync(join(tmpdir(), 'mc-cuda-compile-'));
+const slot = limiter(2);
+const started = performance.now();
+
+afterAll(() => {
+  console.log(`compiled ${CASES.length} CUDA libraries for ${ARCHS.join(' + ')} in ${((performance.now() - started) / 1000).toFixed(0)} s (2 at a time)`);
+  rmSync(cacheDir, { recursive: true, force: true });
+});
+
+describe.skipIf(!hasNvcc())('every shipped config compiles for the GPUs the device profiles name', () => {
+  it.concurrent.each(CASES)('$config in $dtype builds for sm_90a and sm_80 in one nvcc call', async ({ config, dtype }) => {
+    const plan = buildPlan(loadModelConfig(join(packageRoot(), 'configs', 'models', config)), { target: 'cuda', dtype, tp: 1 });
+    const result = await slot(() => buildPlanLibrary(plan, { cacheDir, archs: ARCHS }));
+    expect(result.library).toMatch(/\.so$/);
+  }, 300_000);
+});
+
+describe('CUDA sources', () => {
+  it('are byte-identical when the same plan is rendered twice', () => {
+    const plan = buildPlan(loadModelConfig(join(packageRoot(), 'configs', 'models', 'mixtral-8x7b')), { target: 'cuda' });
+    const a = renderCudaSources(plan), b = renderCudaSources(buildPlan(loadModelConfig(join(packageRoot(), 'configs', 'models', 'mixtral-8x7b')), { target: 'cuda' }));
+    expect(a.hash).toBe(b.hash);
+    expect(a.files).toEqual(b.files);
+  });
+
+  it('hold no absolute path of this machine and no date', () => {
+    const plan = buildPlan(loadModelConfig(join(packageRoot(), 'configs', 'models', 'tiny-window-list')), { target: 'cuda' });
+    for (const f of renderCudaSources(plan).files) {
+      expect(f.content, f.path).not.toContain(packageRoot());
+      expect(f.content, f.path).not.toMatch(/\b20\d\d-\d\d-\d\d\b/);
+    }
+  });
+
+  it('have one kernel header per fused kernel of the plan, named after it', () => {
+    const plan = buildPlan(loadModelConfig(join(packageRoot(), 'configs', 'models', 'tiny-moe')), { target: 'cuda' });
+    const kernels = new Set([...plan.prologue, ...plan.layers.flatMap((l) => l.kernels), ...plan.epilogue].map((k) => k.kernel));
+    const headers = renderCudaSources(plan).files.map((f) => f.path).filter((p) => p.startsWith('kernels/'));
+    expect(headers.sort()).toEqual([...kernels].map((k) => `kernels/${k}.cuh`).sort());
+  });
+});

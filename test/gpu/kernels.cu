@@ -1,0 +1,554 @@
+// Every fused CUDA kernel on its own against a float64 reference, on fresh random inputs, with its
+// outputs poisoned (all bits set: NaN for floats, -1 for ints) before each launch so that an
+// element the kernel forgot to write fails. Built by bench/gpu/kernel-check.ts against the rendered
+// sources of one config (-I <sources> -DMC_WEIGHT=<type>), one binary per config and dtype:
+//   nvcc -std=c++17 -O3 -Xcompiler -fopenmp -gencode=... -I <src> -DMC_WEIGHT=mc::bf16 test/gpu/kernels.cu
+// Prints one line per check ("ok"/"FAIL", kernel, tokens, relative L2) and exits non-zero on a failure.
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "mc_cuda.cuh"
+
+using W = MC_WEIGHT;
+using KV = W;
+
+#include "kernels/embedding_lookup.cuh"
+#include "kernels/rmsnorm_qkv_rope_cache.cuh"
+#include "kernels/attention_gqa_window.cuh"
+#include "kernels/wo_residual.cuh"
+#include "kernels/rmsnorm_output.cuh"
+#if __has_include("kernels/rmsnorm_w13_swiglu.cuh")
+#define MC_DENSE 1
+#include "kernels/rmsnorm_w13_swiglu.cuh"
+#include "kernels/w2_residual.cuh"
+#else
+#define MC_DENSE 0
+#include "kernels/rmsnorm_moe_gate_topk_softmax.cuh"
+#include "kernels/moe_group_by_expert.cuh"
+#include "kernels/moe_w13_swiglu.cuh"
+#include "kernels/moe_w2_combine_residual.cuh"
+#endif
+
+namespace {
+using Vec = std::vector<double>;
+
+void ck(cudaError_t e, const char* what, int line) {
+  if (e != cudaSuccess) {
+    std::fprintf(stderr, "CUDA error at kernels.cu:%d in %s: %s\n", line, what, cudaGetErrorString(e));
+    std::exit(2);
+  }
+}
+#define CK(...) ck((__VA_ARGS__), #__VA_ARGS__, __LINE__)
+
+// ---- random inputs (a fresh seed per run, printed) ----
+uint64_t g_seed;
+/** splitmix64 of (seed, stream, index): parallel and reproducible for a given seed. */
+double uniform(uint64_t stream, uint64_t i) {
+  uint64_t z = g_seed ^ (stream * 0x9E3779B97F4A7C15ull) ^ (i * 0xBF58476D1CE4E5B9ull);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  z ^= z >> 31;
+  return double(z >> 11) * (1.0 / 9007199254740992.0) * 2.0 - 1.0;  // [-1, 1)
+}
+uint64_t g_stream = 1;
+
+inline float hf(float x) { return x; }
+inline float hf(mc::bf16 x) { return __bfloat162float(x); }
+inline float hf(mc::f16 x) { return __half2float(x); }
+template <typename T> T hcast(float x);
+template <> float hcast<float>(float x) { return x; }
+template <> mc::bf16 hcast<mc::bf16>(float x) { return __float2bfloat16_rn(x); }
+template <> mc::f16 hcast<mc::f16>(float x) { return __float2half_rn(x); }
+
+/** n values center + scale * U(-1, 1), stored as T (the stored values are what the reference reads). */
+template <typename T>
+std::vector<T> rand_vec(size_t n, double scale, double center = 0.0) {
+  std::vector<T> v(n);
+  const uint64_t s = g_stream++;
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < int64_t(n); ++i) v[i] = hcast<T>(float(center + scale * uniform(s, i)));
+  return v;
+}
+template <typename T> Vec widen(const std::vector<T>& v) {
+  Vec out(v.size());
+  for (size_t i = 0; i < v.size(); ++i) out[i] = hf(v[i]);
+  return out;
+}
+
+// ---- device buffers ----
+template <typename T> T* upload(const std::vector<T>& h) {
+  T* d = nullptr;
+  CK(cudaMalloc(&d, std::max<size_t>(1, h.size()) * sizeof(T)));
+  CK(cudaMemcpy(d, h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice));
+  return d;
+}
+/** A device buffer with every bit set: NaN as f32/bf16/f16, -1 as int32. */
+template <typename T> T* poisoned(size_t n) {
+  T* d = nullptr;
+  CK(cudaMalloc(&d, std::max<size_t>(1, n) * sizeof(T)));
+  CK(cudaMemset(d, 0xff, n * sizeof(T)));
+  return d;
+}
+template <typename T> std::vector<T> download(const T* d, size_t n) {
+  std::vector<T> h(n);
+  CK(cudaMemcpy(h.data(), d, n * sizeof(T), cudaMemcpyDeviceToHost));
+  return h;
+}
+
+// ---- comparison ----
+int g_failures = 0, g_checks = 0;
+/** Relative L2 error; a non-finite value anywhere (an unwritten, poisoned element) is a failure. */
+void expect_close(const char* kernel, int T, const char* what, const Vec& ref, const Vec& got, double tol) {
+  double num = 0, den = 0;
+  bool finite = got.size() == ref.size();
+  for (size_t i = 0; i < ref.size() && finite; ++i) {
+    if (!std::isfinite(got[i])) finite = false;
+    num += (got[i] - ref[i]) * (got[i] - ref[i]);
+    den += ref[i] * ref[i];
+  }
+  const double err = finite ? std::sqrt(num / (den > 0 ? den : 1)) : INFINITY;
+  const bool ok = err <= tol;
+  ++g_checks;
+  if (!ok) ++g_failures;
+  std::printf("%s  %-32s T=%-3d %-14s rel L2 %.2e (tolerance %.0e)\n", ok ? "ok  " : "FAIL", kernel, T, what, err, tol);
+}
+void expect_equal(const char* kernel, int T, const char* what, const std::vector<int32_t>& ref, const std::vector<int32_t>& got) {
+  const bool ok = ref == got;
+  ++g_checks;
+  if (!ok) ++g_failures;
+  std::printf("%s  %-32s T=%-3d %-14s %s\n", ok ? "ok  " : "FAIL", kernel, T, what, ok ? "exact" : "differs");
+}
+/** Tolerance for outputs that went through W (bf16/f16 rounding of an operand or of the result). */
+constexpr double kTolW = std::is_same<W, float>::value ? 1e-5 : 1e-2;
+/** Tolerance for outputs computed in f32 from W-exact inputs (decode GEMV, attention, norms). */
+constexpr double kTolF32 = 1e-5;
+
+// ---- float64 pieces ----
+Vec rmsnorm(const double* x, const Vec& w, int n, double eps) {
+  double ss = 0;
+  for (int i = 0; i < n; ++i) ss += x[i] * x[i];
+  const double s = 1.0 / std::sqrt(ss / n + eps);
+  Vec y(n);
+  for (int i = 0; i < n; ++i) y[i] = x[i] * s * w[i];
+  return y;
+}
+inline double hv(double x) { return x; }
+template <typename T> double hv(T x) { return hf(x); }
+/** y[r] = Σ_k m[(row0 + r) * K + k] x[k] for r < rows, m read as stored (no widened copy of big weights). */
+template <typename T>
+Vec matvec(const std::vector<T>& m, const double* x, int64_t row0, int rows, int K) {
+  Vec y(rows);
+#pragma omp parallel for schedule(static)
+  for (int r = 0; r < rows; ++r) {
+    double acc = 0;
+    const T* row = m.data() + (row0 + r) * K;
+    for (int k = 0; k < K; ++k) acc += hv(row[k]) * x[k];
+    y[r] = acc;
+  }
+  return y;
+}
+double silu(double x) { return x / (1 + std::exp(-x)); }
+
+template <int KV_SLOTS>
+void check_qkv(int T) {
+  namespace K = rmsnorm_qkv_rope_cache;
+  const int32_t pos0 = int32_t((uniform(g_stream++, 0) + 1) * 500);
+  auto residual = rand_vec<float>(size_t(T) * K::DIM, 1.0);
+  auto norm = rand_vec<W>(K::DIM, 0.2, 1.0);
+  auto wqkv = rand_vec<W>(size_t(K::QKV) * K::DIM, 1.0 / std::sqrt(double(K::DIM)));
+  std::vector<double> inv_freq(K::HEAD_DIM / 2);
+  mc::rope_inv_freq(10000.0, K::HEAD_DIM, inv_freq.data());
+  float* d_res = upload(residual);
+  W* d_norm = upload(norm);
+  W* d_w = upload(wqkv);
+  double* d_inv = upload(inv_freq);
+  int32_t* d_pos = upload(std::vector<int32_t>{pos0});
+  float* d_rstd = poisoned<float>(T);
+  float* d_q = poisoned<float>(size_t(T) * K::Q_DIM);
+  KV* d_k = poisoned<KV>(size_t(KV_SLOTS) * K::KV_DIM);
+  KV* d_v = poisoned<KV>(size_t(KV_SLOTS) * K::KV_DIM);
+  CK(K::prepare<KV_SLOTS>());
+  CK(K::launch<KV_SLOTS>(d_res, T, d_pos, d_norm, d_w, d_inv, d_rstd, d_q, d_k, d_v, 0));
+  CK(cudaDeviceSynchronize());
+  const Vec res = widen(residual), nw = widen(norm);
+  const auto& wm = wqkv;
+  Vec q_ref, k_ref, v_ref;
+  for (int t = 0; t < T; ++t) {
+    const Vec x = rmsnorm(res.data() + int64_t(t) * K::DIM, nw, K::DIM, K::EPS);
+    Vec y = matvec(wm, x.data(), 0, K::QKV, K::DIM);
+    for (int n = 0; n < K::Q_DIM + K::KV_DIM; n += 2) {
+      const double a = double(pos0 + t) * inv_freq[(n % K::HEAD_DIM) / 2], c = std::cos(a), s = std::sin(a);
+      const double x0 = y[n], x1 = y[n + 1];
+      y[n] = x0 * c - x1 * s, y[n + 1] = x0 * s + x1 * c;
+    }
+    q_ref.insert(q_ref.end(), y.begin(), y.begin() + K::Q_DIM);
+    k_ref.insert(k_ref.end(), y.begin() + K::Q_DIM, y.begin() + K::Q_DIM + K::KV_DIM);
+    v_ref.insert(v_ref.end(), y.begin() + K::Q_DIM + K::KV_DIM, y.end());
+  }
+  const Vec q_got = widen(download(d_q, size_t(T) * K::Q_DIM));
+  const auto k_all = download(d_k, size_t(KV_SLOTS) * K::KV_DIM), v_all = download(d_v, size_t(KV_SLOTS) * K::KV_DIM);
+  Vec k_got, v_got;
+  for (int t = 0; t < T; ++t) {
+    const int64_t slot = (pos0 + t) % KV_SLOTS;
+    for (int i = 0; i < K::KV_DIM; ++i) k_got.push_back(hf(k_all[slot * K::KV_DIM + i])), v_got.push_back(hf(v_all[slot * K::KV_DIM + i]));
+  }
+  const double tol_q = T > 1 ? kTolW : kTolF32;
+  expect_close("rmsnorm_qkv_rope_cache", T, "q", q_ref, q_got, tol_q);
+  expect_close("rmsnorm_qkv_rope_cache", T, "k cache slots", k_ref, k_got, kTolW);
+  expect_close("rmsnorm_qkv_rope_cache", T, "v cache slots", v_ref, v_got, kTolW);
+  cudaFree(d_res), cudaFree(d_norm), cudaFree(d_w), cudaFree(d_inv), cudaFree(d_pos), cudaFree(d_rstd), cudaFree(d_q), cudaFree(d_k), cudaFree(d_v);
+}
+
+template <int WINDOW, int KV_SLOTS>
+void check_attention(int T, int32_t pos0) {
+  namespace A = attention_gqa_window;
+  constexpr int KV_DIM = A::N_KV_HEADS * A::HEAD_DIM, Q_DIM = A::N_HEADS * A::HEAD_DIM;
+  auto q = rand_vec<float>(size_t(T) * Q_DIM, 1.0);
+  auto kc = rand_vec<KV>(size_t(KV_SLOTS) * KV_DIM, 1.0);
+  auto vc = rand_vec<KV>(size_t(KV_SLOTS) * KV_DIM, 1.0);
+  float* d_q = upload(q);
+  KV* d_k = upload(kc);
+  KV* d_v = upload(vc);
+  int32_t* d_pos = upload(std::vector<int32_t>{pos0});
+  float* d_part = poisoned<float>(A::PARTIAL_FLOATS);
+  float* d_out = poisoned<float>(size_t(T) * Q_DIM);
+  CK(A::prepare<WINDOW, KV_SLOTS>());
+  CK(A::launch<WINDOW, KV_SLOTS>(d_q, T, d_pos, d_k, d_v, d_part, d_out, 0));
+  CK(cudaDeviceSynchronize());
+  const Vec kd = widen(kc), vd = widen(vc);
+  Vec ref(size_t(T) * Q_DIM);
+  for (int t = 0; t < T; ++t) {
+    const int p = pos0 + t, lo = WINDOW > 0 ? std::max(0, p - WINDOW + 1) : 0;
+    for (int h = 0; h < A::N_HEADS; ++h) {
+      const int g = h / A::GROUP;
+      Vec s;
+      double mx = -INFINITY;
+      for (int kp = lo; kp <= p; ++kp) {
+        const double* key = kd.data() + int64_t(kp % KV_SLOTS) * KV_DIM + g * A::HEAD_DIM;
+        double d = 0;
+        for (int i = 0; i < A::HEAD_DIM; ++i) d += double(q[int64_t(t) * Q_DIM + h * A::HEAD_DIM + i]) * key[i];
+        s.push_back(d / std::sqrt(double(A::HEAD_DIM)));
+        mx = std::max(mx, s.back());
+      }
+      double sum = 0;
+      for (double& x : s) sum += (x = std::exp(x - mx));
+      for (int i = 0; i < A::HEAD_DIM; ++i) {
+        double o = 0;
+        for (int kp = lo; kp <= p; ++kp) o += s[kp - lo] * vd[int64_t(kp % KV_SLOTS) * KV_DIM + g * A::HEAD_DIM + i];
+        ref[int64_t(t) * Q_DIM + h * A::HEAD_DIM + i] = o / sum;
+      }
+    }
+  }
+  char what[64];
+  std::snprintf(what, sizeof what, "w%d/%d@%d", WINDOW, KV_SLOTS, pos0);
+  expect_close("attention_gqa_window", T, what, ref, widen(download(d_out, size_t(T) * Q_DIM)), kTolF32 * 10);
+  cudaFree(d_q), cudaFree(d_k), cudaFree(d_v), cudaFree(d_pos), cudaFree(d_part), cudaFree(d_out);
+}
+
+void check_embedding(int T) {
+  namespace E = embedding_lookup;
+  std::vector<int32_t> tokens(T);
+  for (int t = 0; t < T; ++t) tokens[t] = int32_t((uniform(g_stream, t) + 1) * 0.5 * E::VOCAB_LOCAL);
+  ++g_stream;
+  auto emb = rand_vec<W>(size_t(E::VOCAB_LOCAL) * E::DIM, 1.0);
+  int32_t* d_tok = upload(tokens);
+  W* d_emb = upload(emb);
+  float* d_out = poisoned<float>(size_t(T) * E::DIM);
+  CK(E::launch(d_tok, T, 0, d_emb, d_out, 0));
+  CK(cudaDeviceSynchronize());
+  Vec ref;
+  for (int t = 0; t < T; ++t)
+    for (int i = 0; i < E::DIM; ++i) ref.push_back(hf(emb[int64_t(tokens[t]) * E::DIM + i]));
+  expect_close("embedding_lookup", T, "residual", ref, widen(download(d_out, size_t(T) * E::DIM)), 0.0);
+  cudaFree(d_tok), cudaFree(d_emb), cudaFree(d_out);
+}
+
+/** residual += x · wᵀ kernels (wo_residual, w2_residual): launch(x, T, w, residual, stream). */
+template <int DIM, int IN, typename Launch>
+void check_residual_projection(const char* name, int T, Launch launch) {
+  auto x = rand_vec<float>(size_t(T) * IN, 1.0);
+  auto w = rand_vec<W>(size_t(DIM) * IN, 1.0 / std::sqrt(double(IN)));
+  auto residual = rand_vec<float>(size_t(T) * DIM, 1.0);
+  float* d_x = upload(x);
+  W* d_w = upload(w);
+  float* d_r = upload(residual);
+  CK(launch(d_x, T, d_w, d_r, cudaStream_t(0)));
+  CK(cudaDeviceSynchronize());
+  const Vec xd = widen(x);
+  const auto& wd = w;
+  Vec ref;
+  for (int t = 0; t < T; ++t) {
+    const Vec y = matvec(wd, xd.data() + int64_t(t) * IN, 0, DIM, IN);
+    for (int n = 0; n < DIM; ++n) ref.push_back(residual[int64_t(t) * DIM + n] + y[n]);
+  }
+  expect_close(name, T, "residual", ref, widen(download(d_r, size_t(T) * DIM)), T > 1 ? kTolW : kTolF32);
+  cudaFree(d_x), cudaFree(d_w), cudaFree(d_r);
+}
+
+void check_output(int rows) {
+  namespace O = rmsnorm_output;
+  const int first = 3;
+  auto residual = rand_vec<float>(size_t(first + rows) * O::DIM, 1.0);
+  auto norm = rand_vec<W>(O::DIM, 0.2, 1.0);
+  auto out = rand_vec<W>(size_t(O::VOCAB_LOCAL) * O::DIM, 1.0 / std::sqrt(double(O::DIM)));
+  float* d_res = upload(residual);
+  W* d_norm = upload(norm);
+  W* d_out = upload(out);
+  float* d_rstd = poisoned<float>(rows);
+  float* d_logits = poisoned<float>(size_t(rows) * O::VOCAB_LOCAL);
+  CK(O::prepare());
+  CK(O::launch(d_res, first, rows, d_norm, d_out, d_rstd, d_logits, 0));
+  CK(cudaDeviceSynchronize());
+  const Vec res = widen(residual), nw = widen(norm);
+  const auto& od = out;
+  Vec ref;
+  for (int i = 0; i < rows; ++i) {
+    const Vec x = rmsnorm(res.data() + int64_t(first + i) * O::DIM, nw, O::DIM, O::EPS);
+    const Vec y = matvec(od, x.data(), 0, O::VOCAB_LOCAL, O::DIM);
+    ref.insert(ref.end(), y.begin(), y.end());
+  }
+  expect_close("rmsnorm_output", rows, "logits", ref, widen(download(d_logits, size_t(rows) * O::VOCAB_LOCAL)), rows > 1 ? kTolW : kTolF32);
+  cudaFree(d_res), cudaFree(d_norm), cudaFree(d_out), cudaFree(d_rstd), cudaFree(d_logits);
+}
+
+#if MC_DENSE
+void check_w13(int T) {
+  namespace F = rmsnorm_w13_swiglu;
+  auto residual = rand_vec<float>(size_t(T) * F::DIM, 1.0);
+  auto norm = rand_vec<W>(F::DIM, 0.2, 1.0);
+  auto w13 = rand_vec<W>(size_t(2) * F::HIDDEN * F::DIM, 1.0 / std::sqrt(double(F::DIM)));
+  float* d_res = upload(residual);
+  W* d_norm = upload(norm);
+  W* d_w = upload(w13);
+  float* d_rstd = poisoned<float>(T);
+  float* d_h = poisoned<float>(size_t(T) * F::HIDDEN);
+  CK(F::prepare());
+  CK(F::launch(d_res, T, d_norm, d_w, d_rstd, d_h, 0));
+  CK(cudaDeviceSynchronize());
+  const Vec res = widen(residual), nw = widen(norm);
+  const auto& wd = w13;
+  Vec ref;
+  for (int t = 0; t < T; ++t) {
+    const Vec x = rmsnorm(res.data() + int64_t(t) * F::DIM, nw, F::DIM, F::EPS);
+    const Vec a = matvec(wd, x.data(), 0, F::HIDDEN, F::DIM), b = matvec(wd, x.data(), F::HIDDEN, F::HIDDEN, F::DIM);
+    for (int u = 0; u < F::HIDDEN; ++u) ref.push_back(silu(a[u]) * b[u]);
+  }
+  expect_close("rmsnorm_w13_swiglu", T, "hidden", ref, widen(download(d_h, size_t(T) * F::HIDDEN)), T > 1 ? kTolW : kTolF32);
+  cudaFree(d_res), cudaFree(d_norm), cudaFree(d_w), cudaFree(d_rstd), cudaFree(d_h);
+}
+#else
+/** Routing as Mistral does it, in double: top-k of the logits (ties to the lower index), softmax over k. */
+void route(const Vec& logits, int E, int K, std::vector<int32_t>& ex, Vec& wt) {
+  std::vector<bool> taken(E, false);
+  for (int k = 0; k < K; ++k) {
+    int best = -1;
+    for (int e = 0; e < E; ++e)
+      if (!taken[e] && (best < 0 || logits[e] > logits[best])) best = e;
+    taken[best] = true;
+    ex.push_back(best);
+    wt.push_back(logits[best]);
+  }
+  const size_t base = wt.size() - K;
+  double sum = 0;
+  const double top = wt[base];
+  for (int k = 0; k < K; ++k) sum += (wt[base + k] = std::exp(wt[base + k] - top));
+  for (int k = 0; k < K; ++k) wt[base + k] /= sum;
+}
+
+void check_gate(int T) {
+  namespace G = rmsnorm_moe_gate_topk_softmax;
+  auto residual = rand_vec<float>(size_t(T) * G::DIM, 1.0);
+  auto norm = rand_vec<W>(G::DIM, 0.2, 1.0);
+  auto gate = rand_vec<W>(size_t(G::EXPERTS) * G::DIM, 1.0 / std::sqrt(double(G::DIM)));
+  float* d_res = upload(residual);
+  W* d_norm = upload(norm);
+  W* d_gate = upload(gate);
+  float* d_normed = poisoned<float>(size_t(T) * G::DIM);
+  int32_t* d_ex = poisoned<int32_t>(size_t(T) * G::TOP_K);
+  float* d_wt = poisoned<float>(size_t(T) * G::TOP_K);
+  CK(G::prepare());
+  CK(G::launch(d_res, T, d_norm, d_gate, d_normed, d_ex, d_wt, 0));
+  CK(cudaDeviceSynchronize());
+  const Vec res = widen(residual), nw = widen(norm);
+  const auto& gd = gate;
+  Vec normed_ref, wt_ref;
+  std::vector<int32_t> ex_ref;
+  for (int t = 0; t < T; ++t) {
+    const Vec x = rmsnorm(res.data() + int64_t(t) * G::DIM, nw, G::DIM, G::EPS);
+    normed_ref.insert(normed_ref.end(), x.begin(), x.end());
+    route(matvec(gd, x.data(), 0, G::EXPERTS, G::DIM), G::EXPERTS, G::TOP_K, ex_ref, wt_ref);
+  }
+  expect_close("rmsnorm_moe_gate_topk_softmax", T, "normed", normed_ref, widen(download(d_normed, size_t(T) * G::DIM)), kTolF32);
+  expect_equal("rmsnorm_moe_gate_topk_softmax", T, "experts", ex_ref, download(d_ex, size_t(T) * G::TOP_K));
+  expect_close("rmsnorm_moe_gate_topk_softmax", T, "weights", wt_ref, widen(download(d_wt, size_t(T) * G::TOP_K)), kTolF32 * 10);
+  cudaFree(d_res), cudaFree(d_norm), cudaFree(d_gate), cudaFree(d_normed), cudaFree(d_ex), cudaFree(d_wt);
+}
+
+/** Random distinct experts per token and the stable counting sort the kernels expect. */
+struct Routing {
+  std::vector<int32_t> expert, offsets, rows, pair_row;
+  std::vector<float> weight;
+  Routing(int T, int E, int K) : offsets(E + 1, 0), rows(size_t(T) * K), pair_row(size_t(T) * K) {
+    for (int t = 0; t < T; ++t) {
+      std::vector<int32_t> chosen;
+      for (int k = 0; k < K; ++k) {
+        int32_t e = int32_t((uniform(g_stream, t * K + k) + 1) * 0.5 * E) % E;
+        while (std::find(chosen.begin(), chosen.end(), e) != chosen.end()) e = (e + 1) % E;
+        chosen.push_back(e);
+        expert.push_back(e);
+        weight.push_back(float(0.5 + 0.5 * uniform(g_stream + 1, t * K + k)));
+      }
+    }
+    g_stream += 2;
+    for (int32_t e : expert) ++offsets[e + 1];
+    for (int e = 0; e < E; ++e) offsets[e + 1] += offsets[e];
+    std::vector<int32_t> next(offsets.begin(), offsets.end() - 1);
+    for (int i = 0; i < T * K; ++i) rows[next[expert[i]]] = i, pair_row[i] = next[expert[i]]++;
+  }
+};
+
+void check_group(int T) {
+  namespace G = moe_group_by_expert;
+  const Routing r(T, G::EXPERTS, G::TOP_K);
+  int32_t* d_ex = upload(r.expert);
+  int32_t* d_off = poisoned<int32_t>(G::EXPERTS + 1);
+  int32_t* d_rows = poisoned<int32_t>(size_t(T) * G::TOP_K);
+  int32_t* d_pair = poisoned<int32_t>(size_t(T) * G::TOP_K);
+  CK(G::launch(d_ex, T, d_off, d_rows, d_pair, 0));
+  CK(cudaDeviceSynchronize());
+  expect_equal("moe_group_by_expert", T, "offsets", r.offsets, download(d_off, G::EXPERTS + 1));
+  expect_equal("moe_group_by_expert", T, "rows", r.rows, download(d_rows, size_t(T) * G::TOP_K));
+  expect_equal("moe_group_by_expert", T, "pair_row", r.pair_row, download(d_pair, size_t(T) * G::TOP_K));
+  cudaFree(d_ex), cudaFree(d_off), cudaFree(d_rows), cudaFree(d_pair);
+}
+
+void check_moe_w13(int T) {
+  namespace M = moe_w13_swiglu;
+  const Routing r(T, M::EXPERTS, M::TOP_K);
+  auto normed = rand_vec<float>(size_t(T) * M::DIM, 1.0);
+  auto w13 = rand_vec<W>(size_t(M::EXPERTS) * M::EXPERT_STRIDE, 1.0 / std::sqrt(double(M::DIM)));
+  float* d_x = upload(normed);
+  int32_t* d_off = upload(r.offsets);
+  int32_t* d_rows = upload(r.rows);
+  W* d_w = upload(w13);
+  float* d_h = poisoned<float>(size_t(T) * M::TOP_K * M::HIDDEN);
+  CK(M::prepare());
+  CK(M::launch(d_x, T, d_off, d_rows, d_w, d_h, 0));
+  CK(cudaDeviceSynchronize());
+  const Vec xd = widen(normed);
+  const auto& wd = w13;
+  Vec ref(size_t(T) * M::TOP_K * M::HIDDEN);
+  for (int row = 0; row < T * M::TOP_K; ++row) {
+    const int e = r.expert[r.rows[row]], t = r.rows[row] / M::TOP_K;
+    const int64_t base = int64_t(e) * 2 * M::HIDDEN;
+    const Vec a = matvec(wd, xd.data() + int64_t(t) * M::DIM, base, M::HIDDEN, M::DIM);
+    const Vec b = matvec(wd, xd.data() + int64_t(t) * M::DIM, base + M::HIDDEN, M::HIDDEN, M::DIM);
+    for (int u = 0; u < M::HIDDEN; ++u) ref[int64_t(row) * M::HIDDEN + u] = silu(a[u]) * b[u];
+  }
+  expect_close("moe_w13_swiglu", T, "hidden", ref, widen(download(d_h, size_t(T) * M::TOP_K * M::HIDDEN)), T > 1 ? kTolW : kTolF32);
+  cudaFree(d_x), cudaFree(d_off), cudaFree(d_rows), cudaFree(d_w), cudaFree(d_h);
+}
+
+void check_moe_w2(int T) {
+  namespace M = moe_w2_combine_residual;
+  const Routing r(T, M::EXPERTS, M::TOP_K);
+  auto hidden = rand_vec<float>(size_t(T) * M::TOP_K * M::HIDDEN, 1.0);
+  auto w2 = rand_vec<W>(size_t(M::EXPERTS) * M::EXPERT_STRIDE, 1.0 / std::sqrt(double(M::HIDDEN)));
+  auto residual = rand_vec<float>(size_t(T) * M::DIM, 1.0);
+  float* d_h = upload(hidden);
+  int32_t* d_off = upload(r.offsets);
+  int32_t* d_pair = upload(r.pair_row);
+  int32_t* d_ex = upload(r.expert);
+  float* d_wt = upload(r.weight);
+  W* d_w = upload(w2);
+  float* d_tmp = poisoned<float>(size_t(T) * M::TOP_K * M::DIM);
+  float* d_r = upload(residual);
+  CK(M::prepare());
+  CK(M::launch(d_h, T, d_off, d_pair, d_ex, d_wt, d_w, d_tmp, d_r, 0));
+  CK(cudaDeviceSynchronize());
+  const Vec hd = widen(hidden);
+  const auto& wd = w2;
+  Vec ref(residual.begin(), residual.end());
+  for (int t = 0; t < T; ++t)
+    for (int k = 0; k < M::TOP_K; ++k) {
+      const int pair = t * M::TOP_K + k;
+      const Vec y = matvec(wd, hd.data() + int64_t(r.pair_row[pair]) * M::HIDDEN, int64_t(r.expert[pair]) * M::DIM, M::DIM, M::HIDDEN);
+      for (int d = 0; d < M::DIM; ++d) ref[int64_t(t) * M::DIM + d] += r.weight[pair] * y[d];
+    }
+  expect_close("moe_w2_combine_residual", T, "residual", ref, widen(download(d_r, size_t(T) * M::DIM)), T > 1 ? kTolW : kTolF32);
+  cudaFree(d_h), cudaFree(d_off), cudaFree(d_pair), cudaFree(d_ex), cudaFree(d_wt), cudaFree(d_w), cudaFree(d_tmp), cudaFree(d_r);
+}
+#endif
+
+/** Device-to-device copy bandwidth (bytes read + written per second), the decode ceiling's denominator. */
+void copy_bandwidth() {
+  const size_t bytes = size_t(2) << 30;
+  void *a = nullptr, *b = nullptr;
+  CK(cudaMalloc(&a, bytes));
+  CK(cudaMalloc(&b, bytes));
+  CK(cudaMemset(a, 0x3c, bytes));
+  cudaEvent_t start, stop;
+  CK(cudaEventCreate(&start));
+  CK(cudaEventCreate(&stop));
+  for (int i = 0; i < 3; ++i) CK(cudaMemcpy(b, a, bytes, cudaMemcpyDeviceToDevice));
+  std::vector<float> ms;
+  for (int i = 0; i < 20; ++i) {
+    CK(cudaEventRecord(start));
+    CK(cudaMemcpyAsync(i % 2 ? a : b, i % 2 ? b : a, bytes, cudaMemcpyDeviceToDevice));
+    CK(cudaEventRecord(stop));
+    CK(cudaEventSynchronize(stop));
+    float t = 0;
+    CK(cudaEventElapsedTime(&t, start, stop));
+    ms.push_back(t);
+  }
+  std::sort(ms.begin(), ms.end());
+  std::printf("copy_bandwidth_gbs %.1f  (2 GiB device-to-device, median of 20, read + write)\n", 2.0 * bytes / (ms[ms.size() / 2] * 1e-3) / 1e9);
+  cudaFree(a), cudaFree(b);
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc > 1 && std::strcmp(argv[1], "--copy-bandwidth") == 0) return copy_bandwidth(), 0;
+  g_seed = argc > 1 ? std::strtoull(argv[1], nullptr, 10) : uint64_t(std::chrono::steady_clock::now().time_since_epoch().count());
+  const int tp = argc > 2 ? std::atoi(argv[2]) : 37;  // prefill tokens: not a multiple of the 64-row GEMM tile
+  cudaDeviceProp prop;
+  CK(cudaGetDeviceProperties(&prop, 0));
+  std::printf("kernel checks on %s, weights %s, seed %llu\n", prop.name, std::is_same<W, float>::value ? "f32" : std::is_same<W, mc::bf16>::value ? "bf16" : "f16",
+              (unsigned long long)g_seed);
+  CK(wo_residual::prepare());
+#if MC_DENSE
+  CK(w2_residual::prepare());
+#endif
+  for (int T : {1, tp}) {
+    check_embedding(T);
+    check_qkv<64>(T);
+    check_residual_projection<wo_residual::DIM, wo_residual::IN>("wo_residual", T, wo_residual::launch);
+    check_output(T);
+#if MC_DENSE
+    check_w13(T);
+    check_residual_projection<w2_residual::DIM, w2_residual::HIDDEN>("w2_residual", T, w2_residual::launch);
+#else
+    check_gate(T);
+    check_group(T);
+    check_moe_w13(T);
+    check_moe_w2(T);
+#endif
+  }
+  // Decode over a full cache with empty splits, a window over a wrapped ring, prefill across the wrap.
+  check_attention<0, 256>(1, 200);
+  check_attention<0, 256>(1, 3);
+  check_attention<16, 64>(1, 150);
+  check_attention<0, 256>(tp, 100);
+  check_attention<16, 64>(tp < 48 ? tp : 48, 90);
+  check_attention<0, 8192>(1, 5000);
+  std::printf("%d checks, %d failed\n", g_checks, g_failures);
+  return g_failures == 0 ? 0 : 1;
+}
