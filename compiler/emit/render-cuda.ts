@@ -3,7 +3,7 @@ import { elementCount } from '../config/checkpoint.js';
 import { DTYPE_BYTES } from '../plan/memory.js';
 import type { Plan } from '../plan/types.js';
 import { hashFiles, type RenderedSources } from './render.js';
-import { compileTemplate, rankSliceShape, renderKernels, sortFiles, staticFiles, templateEngine, WEIGHT_TYPE } from './templates.js';
+import { compileTemplate, rankSliceShape, renderKernels, sortFiles, staticFiles, templateEngine, driverContext } from './templates.js';
 import { typedModelModule } from './typed-module.js';
 
 /**
@@ -112,18 +112,7 @@ export function renderCudaSources(plan: Plan): RenderedSources {
   const attentionVariants = uniqueBy(layers.map((l) => ({ window: l.window_or_zero, kv_slots: l.kv_slots })), (v) => `${v.window}/${v.kv_slots}`);
   const qkvVariants = uniqueBy(layers.map((l) => ({ kv_slots: l.kv_slots })), (v) => `${v.kv_slots}`);
   const context = {
-    key: plan.key,
-    model,
-    moe: model.moe,
-    dtype: plan.options.dtype,
-    tp: plan.options.tp,
-    shape: plan.rank_shape,
-    group_size: plan.rank_shape.n_heads / plan.rank_shape.n_kv_heads,
-    max_tokens: plan.options.maxTokens,
-    max_kv_slots: Math.max(...layers.map((l) => l.kv_slots)),
-    all_rolling: plan.kv_cache.layers.every((l) => l.kind === 'rolling'),
-    weight_type: WEIGHT_TYPE[plan.options.dtype],
-    kernel_files: files.map((f) => f.path),
+    ...driverContext(plan, files, layers.map((l) => l.kv_slots)),
     weights: layout.weights,
     arena_bytes: layout.bytes,
     kv_bytes: kvOffset,

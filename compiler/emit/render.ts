@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import type { Plan } from '../plan/types.js';
-import { compileTemplate, rankSliceShape, renderKernels, sortFiles, staticFiles, templateEngine, WEIGHT_TYPE, type SourceFile } from './templates.js';
+import { compileTemplate, rankSliceShape, renderKernels, sortFiles, staticFiles, templateEngine, driverContext, type SourceFile } from './templates.js';
 import { typedModelModule } from './typed-module.js';
 
 export type { SourceFile } from './templates.js';
@@ -49,19 +49,8 @@ export function renderCpuSources(plan: Plan): RenderedSources {
     ffn: reduced('w2_residual') || reduced('moe_w2_combine_residual'),
   };
   const context = {
-    key: plan.key,
+    ...driverContext(plan, files, layers.map((l) => l.kv_slots)),
     collectives,
-    model,
-    moe: model.moe,
-    dtype: plan.options.dtype,
-    tp: plan.options.tp,
-    shape: plan.rank_shape,
-    group_size: plan.rank_shape.n_heads / plan.rank_shape.n_kv_heads,
-    max_tokens: plan.options.maxTokens,
-    max_kv_slots: Math.max(...layers.map((l) => l.kv_slots)),
-    all_rolling: plan.kv_cache.layers.every((l) => l.kind === 'rolling'),
-    weight_type: WEIGHT_TYPE[plan.options.dtype],
-    kernel_files: files.map((f) => f.path),
     weights,
     layers,
     final_norm_index: at('norm.weight'),

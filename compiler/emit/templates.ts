@@ -80,3 +80,22 @@ export function staticFiles(header: string): SourceFile[] {
 export function sortFiles(files: SourceFile[]): SourceFile[] {
   return files.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
 }
+
+/** The driver template's context that every backend shares: the model, this rank's shapes, the rings. */
+export function driverContext(plan: Plan, kernelFiles: SourceFile[], kvSlots: number[]) {
+  const { model } = plan;
+  return {
+    key: plan.key,
+    model,
+    moe: model.moe,
+    dtype: plan.options.dtype,
+    tp: plan.options.tp,
+    shape: plan.rank_shape,
+    group_size: plan.rank_shape.n_heads / plan.rank_shape.n_kv_heads,
+    max_tokens: plan.options.maxTokens,
+    max_kv_slots: Math.max(...kvSlots),
+    all_rolling: plan.kv_cache.layers.every((l) => l.kind === 'rolling'),
+    weight_type: WEIGHT_TYPE[plan.options.dtype],
+    kernel_files: kernelFiles.map((f) => f.path),
+  };
+}
