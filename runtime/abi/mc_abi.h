@@ -7,7 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define MC_ABI_VERSION 1u
+#define MC_ABI_VERSION 2u
 
 #ifdef __cplusplus
 extern "C" {
@@ -70,12 +70,22 @@ typedef struct mc_comm {
   int32_t world;
   /** OpenMP threads this rank may use (so that TP does not oversubscribe the cores); 0 = leave as is. */
   int32_t threads;
-  /** Sums data[0..n) over all ranks, in place on every rank. Every rank calls it with the same n. */
+  /** Sums data[0..n) over all ranks, in place on every rank. Every rank calls it with the same n.
+   *  For host memory (CPU libraries); GPU libraries reduce device memory through NCCL instead. */
   void (*all_reduce_sum)(void* ctx, int32_t rank, float* data, int64_t n);
+  /** GPU libraries: the group's NCCL unique id, made once by mc_nccl_unique_id and given to every rank. */
+  uint8_t nccl_id[128];
 } mc_comm;
 
-/** Attaches the communicator (copied; ctx must outlive the model). Returns 0, or non-zero on a mismatch of world size. */
-typedef int32_t (*mc_set_comm_fn)(mc_model* model, const mc_comm* comm);
+/** Optional (GPU libraries): writes a new NCCL unique id for a group. Returns 0, or non-zero with err. */
+typedef int32_t (*mc_nccl_unique_id_fn)(uint8_t* out128, char* err, size_t errlen);
+
+/**
+ * Attaches the communicator (copied; ctx must outlive the model). Returns 0, or non-zero with err.
+ * A GPU library joins its NCCL group here, which blocks until every rank has called it: call it for
+ * all ranks at once, from one thread each.
+ */
+typedef int32_t (*mc_set_comm_fn)(mc_model* model, const mc_comm* comm, char* err, size_t errlen);
 
 #ifdef __cplusplus
 }

@@ -44,9 +44,9 @@ function mappingsOf(path: string): number {
 }
 
 describe('the runtime addon', () => {
-  it('is loaded from runtime/addon/build/Release and speaks ABI version 1', () => {
+  it('is loaded from runtime/addon/build/Release and speaks ABI version 2', () => {
     expect(nativeAddonPath()).toMatch(/runtime\/addon\/build\/Release\/mc_runtime\.node$/);
-    expect(addon.abiVersion).toBe(1);
+    expect(addon.abiVersion).toBe(2);
   });
 });
 
@@ -110,9 +110,9 @@ describe('CompiledLibrary', () => {
   });
 
   it('refuses a library built for another ABI version', async () => {
-    const path = await buildFakeModel(dir, ['FAKE_ABI_VERSION=2']);
+    const path = await buildFakeModel(dir, ['FAKE_ABI_VERSION=1']);
     expect(() => new addon.CompiledLibrary(path)).toThrow(
-      `cannot load compiled library ${path}: it was built for ABI version 2, this runtime speaks 1`,
+      `cannot load compiled library ${path}: it was built for ABI version 1, this runtime speaks 2`,
     );
   });
 

@@ -5,7 +5,14 @@
 Communicator::Communicator(int32_t world, int32_t threadsPerRank)
     : world_(world), threads_(threadsPerRank), buffers_(static_cast<size_t>(world), nullptr) {}
 
-mc_comm Communicator::comm() { return mc_comm{this, world_, threads_, &Communicator::allReduceSum}; }
+mc_comm Communicator::comm() {
+  mc_comm c{};  // nccl_id zeroed: filled by a GPU library's mc_nccl_unique_id when there is one
+  c.ctx = this;
+  c.world = world_;
+  c.threads = threads_;
+  c.all_reduce_sum = &Communicator::allReduceSum;
+  return c;
+}
 
 void Communicator::barrier() {
   std::unique_lock<std::mutex> lock(mutex_);

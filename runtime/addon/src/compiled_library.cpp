@@ -57,6 +57,7 @@ Library::Library(const std::string& p) : path(p) {
   forward = symbol<mc_forward_fn>(handle, path, "mc_forward");
   destroy = symbol<mc_destroy_fn>(handle, path, "mc_destroy");
   setComm = reinterpret_cast<mc_set_comm_fn>(dlsym(handle, "mc_set_comm"));  // optional
+  ncclUniqueId = reinterpret_cast<mc_nccl_unique_id_fn>(dlsym(handle, "mc_nccl_unique_id"));  // optional
 
   const char* key = specialization();
   specializationKey = key != nullptr ? key : "";

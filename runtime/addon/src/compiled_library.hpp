@@ -25,6 +25,8 @@ struct Library {
   mc_destroy_fn destroy;
   /** Optional: present in libraries built for tensor parallelism (TP > 1). */
   mc_set_comm_fn setComm = nullptr;
+  /** Optional: present in GPU libraries, which all-reduce through NCCL. */
+  mc_nccl_unique_id_fn ncclUniqueId = nullptr;
 
   /** The compile-time constants, read once at load. */
   std::string specializationKey;

@@ -40,7 +40,9 @@ std::string ModelHandle::forward(const int32_t* tokens, int32_t nTokens, int32_t
 void ModelHandle::setComm(const mc_comm& comm) {
   if (library_->setComm == nullptr)
     throw std::runtime_error(library_->path + ": not built for tensor parallelism (no mc_set_comm)");
-  if (library_->setComm(model_, &comm) != 0)
-    throw std::runtime_error(library_->path + ": refused a communicator of " + std::to_string(comm.world) +
-                             " ranks; it was built for another --tp");
+  char err[kErrLen] = {0};
+  if (library_->setComm(model_, &comm, err, kErrLen) != 0) {
+    err[kErrLen - 1] = '\0';
+    throw std::runtime_error(library_->path + ": mc_set_comm failed: " + (err[0] != '\0' ? std::string(err) : std::string("no message")));
+  }
 }

@@ -100,11 +100,28 @@ TpGroup::TpGroup(const Napi::CallbackInfo& info) : Napi::ObjectWrap<TpGroup>(inf
                                          std::to_string(state->vocabLocal) + " ≠ vocab_size " + std::to_string(state->vocabSize));
   for (int32_t r = 0; r < world; ++r) state->vocabStart.push_back(r * state->vocabLocal);
   state->communicator = std::make_unique<Communicator>(world, threads);
-  try {
-    if (world > 1)
-      for (auto& rank : state->ranks) rank->setComm(state->communicator->comm());
-  } catch (const std::exception& e) {
-    throw Napi::Error::New(env, e.what());
+  if (world > 1) {
+    mc_comm comm = state->communicator->comm();
+    const Library& library = state->ranks[0]->library();
+    if (library.ncclUniqueId != nullptr) {
+      char err[512] = {0};
+      if (library.ncclUniqueId(comm.nccl_id, err, sizeof err) != 0)
+        throw Napi::Error::New(env, library.path + ": mc_nccl_unique_id failed: " + std::string(err));
+    }
+    // One thread per rank: a GPU library's NCCL initialisation waits until every rank has joined.
+    std::vector<std::string> errors(static_cast<size_t>(world));
+    std::vector<std::thread> joiners;
+    for (int32_t r = 0; r < world; ++r)
+      joiners.emplace_back([&, r] {
+        try {
+          state->ranks[static_cast<size_t>(r)]->setComm(comm);
+        } catch (const std::exception& e) {
+          errors[static_cast<size_t>(r)] = e.what();
+        }
+      });
+    for (auto& t : joiners) t.join();
+    for (const std::string& e : errors)
+      if (!e.empty()) throw Napi::Error::New(env, e);
   }
   state_ = std::move(state);
 }
