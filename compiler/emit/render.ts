@@ -41,16 +41,8 @@ export function renderCpuSources(plan: Plan): RenderedSources {
     return { layer: l.layer, window: l.window, window_or_zero: l.window ?? 0, kv_slots: attention.constants.kv_cache_length!, w };
   });
   const weights = plan.weights.map(rankSliceShape);
-  // Where the plan puts a collective (only at TP > 1); the driver renders exactly those.
-  const reduced = (kernel: string) => [...plan.prologue, ...plan.layers[0]!.kernels].some((k) => k.kernel === kernel && k.collective === 'all_reduce_sum');
-  const collectives = {
-    embedding: reduced('embedding_lookup'),
-    wo: reduced('wo_residual'),
-    ffn: reduced('w2_residual') || reduced('moe_w2_combine_residual'),
-  };
   const context = {
     ...driverContext(plan, files, layers.map((l) => l.kv_slots)),
-    collectives,
     weights,
     layers,
     final_norm_index: at('norm.weight'),

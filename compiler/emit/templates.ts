@@ -84,7 +84,14 @@ export function sortFiles(files: SourceFile[]): SourceFile[] {
 /** The driver template's context that every backend shares: the model, this rank's shapes, the rings. */
 export function driverContext(plan: Plan, kernelFiles: SourceFile[], kvSlots: number[]) {
   const { model } = plan;
+  // Where the plan puts a collective (only at TP > 1); the driver renders exactly those.
+  const reduced = (kernel: string) => [...plan.prologue, ...plan.layers[0]!.kernels].some((k) => k.kernel === kernel && k.collective === 'all_reduce_sum');
   return {
+    collectives: {
+      embedding: reduced('embedding_lookup'),
+      wo: reduced('wo_residual'),
+      ffn: reduced('w2_residual') || reduced('moe_w2_combine_residual'),
+    },
     key: plan.key,
     model,
     moe: model.moe,
