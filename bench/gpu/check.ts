@@ -4,10 +4,12 @@
  *   logits    CUDA logits of random-weight tiny models against the CPU backend and the reference
  *   decode    our decode tokens/s at batch 1 (Mistral-7B, Mixtral-8x7B shapes), as a fraction of the
  *             bandwidth limit: weight bytes per token / device-to-device copy bandwidth of this run
- *   torch     PyTorch + transformers on the same GPU, same shapes and lengths
+ *   torch     PyTorch + transformers on the same GPU, same shapes and lengths: eager (dynamic cache)
+ *             and compiled (static cache, torch.compile mode="reduce-overhead", CUDA graphs)
  * Prints a summary last and writes results.json and results.md under --out.
  *
  *   tsx bench/gpu/check.ts [--out DIR] [--only kernels,logits,decode,torch] [--prebuilt manifest.json] [--work DIR]
+ *                          [--torch-peers eager,compiled] [--torch-timeout SECONDS]
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -20,7 +22,9 @@ import { buildKernelCheck, copyBandwidth, runKernelCheck, type KernelCheckResult
 import { libraryFor, readManifest } from './libraries.js';
 import { checkLogits, type LogitsResult } from './logits.js';
 
-interface TorchResult { label: string; tokensPerSecond: number; msPerToken: number; prefillMs: number; versions: string; error?: string }
+/** One PyTorch peer of a model: eager (dynamic cache) or compiled (static cache, torch.compile reduce-overhead). */
+interface TorchPeer { tokensPerSecond: number; msPerToken: number; prefillMs: number; compileS?: number; error?: string }
+interface TorchResult { label: string; eager: TorchPeer | null; compiled: TorchPeer | null; versions: string; error?: string }
 
 const { values } = parseArgs({
   options: {
@@ -28,6 +32,8 @@ const { values } = parseArgs({
     work: { type: 'string', default: '/tmp/mc-gpu-check' },
     only: { type: 'string', default: 'kernels,logits,decode,torch' },
     prebuilt: { type: 'string' },
+    'torch-peers': { type: 'string', default: 'eager,compiled' },
+    'torch-timeout': { type: 'string', default: '900' },
   },
 });
 const sections = new Set(values.only!.split(','));
@@ -108,7 +114,7 @@ if (sections.has('decode')) {
       const { library } = await libraryFor(plan, { cacheDir, archs: device.archs, prebuilt });
       const r = benchDecode(c, plan, library, pool);
       decode.push(r);
-      log(`decode ${c.label}: ${r.tokensPerSecond.toFixed(1)} tokens/s (${r.msPerToken.toFixed(3)} ms/token, ${(r.weightBytesPerToken / 1e9).toFixed(2)} GB of weights per token), prefill ${c.prompt} tokens ${r.prefillMs.toFixed(1)} ms`);
+      log(`decode ${c.label}: ${r.tokensPerSecond.toFixed(1)} tokens/s (${r.msPerToken.toFixed(3)} ms/token, median of ${r.msPerTokenRuns.length}: ${Math.min(...r.msPerTokenRuns).toFixed(3)}-${Math.max(...r.msPerTokenRuns).toFixed(3)}; ${(r.weightBytesPerToken / 1e9).toFixed(2)} GB of weights per token), prefill ${c.prompt} tokens ${r.prefillMs.toFixed(1)} ms`);
     } catch (err) {
       log(`FAIL decode ${c.label}: ${(err as Error).message}`);
     }
@@ -117,20 +123,30 @@ if (sections.has('decode')) {
 
 const torch: TorchResult[] = [];
 if (sections.has('torch')) {
+  const peer = (r: { tokens_per_second: number; ms_per_token: number; prefill_ms: number; compile_s?: number } | undefined): TorchPeer | null =>
+    r === undefined ? null : { tokensPerSecond: r.tokens_per_second, msPerToken: r.ms_per_token, prefillMs: r.prefill_ms, compileS: r.compile_s };
   for (const c of DECODE_CASES) {
     const config = decodeConfig(c);
-    const run = await execa('python3', [join(packageRoot(), 'bench', 'gpu', 'torch_decode.py'), '--params', JSON.stringify(config), '--prompt', String(c.prompt), '--decode', String(c.decode)],
-      { reject: false, all: true, env: { PYTHONUNBUFFERED: '1' } });
-    const line = String(run.all ?? '').split('\n').reverse().find((l) => l.startsWith('{'));
-    if (run.exitCode !== 0 || line === undefined) {
+    const run = await execa('python3', [join(packageRoot(), 'bench', 'gpu', 'torch_decode.py'), '--params', JSON.stringify(config), '--prompt', String(c.prompt), '--decode', String(c.decode), '--peers', values['torch-peers']!],
+      { reject: false, all: true, env: { PYTHONUNBUFFERED: '1' }, timeout: Number(values['torch-timeout']) * 1000 });
+    const lines = String(run.all ?? '').split('\n').filter((l) => l.startsWith('{'));
+    const full = lines.reverse().find((l) => l.includes('"torch"'));
+    // A killed run (timeout) may still have printed its eager line.
+    const eagerOnly = lines.find((l) => l.startsWith('{"eager"'));
+    if (full === undefined && eagerOnly === undefined) {
       const tail = String(run.all ?? '').split('\n').slice(-6).join(' | ');
-      log(`FAIL torch ${c.label}: exit ${run.exitCode}: ${tail}`);
-      torch.push({ label: c.label, tokensPerSecond: NaN, msPerToken: NaN, prefillMs: NaN, versions: '', error: tail });
+      log(`FAIL torch ${c.label}: exit ${run.exitCode}${run.timedOut ? ' (timed out)' : ''}: ${tail}`);
+      torch.push({ label: c.label, eager: null, compiled: null, versions: '', error: tail });
       continue;
     }
-    const r = JSON.parse(line) as { tokens_per_second: number; ms_per_token: number; prefill_ms: number; torch: string; transformers: string };
-    torch.push({ label: c.label, tokensPerSecond: r.tokens_per_second, msPerToken: r.ms_per_token, prefillMs: r.prefill_ms, versions: `torch ${r.torch}, transformers ${r.transformers}` });
-    log(`torch ${c.label}: ${r.tokens_per_second.toFixed(1)} tokens/s (${r.ms_per_token.toFixed(2)} ms/token), prefill ${r.prefill_ms.toFixed(1)} ms`);
+    const r = JSON.parse(full ?? eagerOnly!) as { eager?: Parameters<typeof peer>[0]; compiled?: Parameters<typeof peer>[0]; compiled_error?: string; torch?: string; transformers?: string };
+    const compiled = peer(r.compiled) ?? (r.compiled_error !== undefined || run.timedOut
+      ? { tokensPerSecond: NaN, msPerToken: NaN, prefillMs: NaN, error: r.compiled_error ?? `timed out after ${values['torch-timeout']} s` } : null);
+    const result: TorchResult = { label: c.label, eager: peer(r.eager), compiled, versions: r.torch ? `torch ${r.torch}, transformers ${r.transformers}` : '' };
+    torch.push(result);
+    const show = (name: string, p: TorchPeer | null) => p === null ? '' : p.error ? `; ${name} FAILED: ${p.error}` :
+      `; ${name} ${p.tokensPerSecond.toFixed(1)} tokens/s (${p.msPerToken.toFixed(2)} ms/token, prefill ${p.prefillMs.toFixed(1)} ms${p.compileS !== undefined ? `, compile ${p.compileS.toFixed(0)} s` : ''})`;
+    log(`torch ${c.label}${show('eager', result.eager)}${show('compiled', result.compiled)}`);
   }
 }
 
@@ -150,14 +166,19 @@ if (logits.length > 0) {
   for (const r of logits) md.push(`| ${r.name} | ${e2(r.prefillVsCpu)} | ${e2(r.decodeVsCpu)} | ${e2(r.prefillVsReference)} | ${e2(r.decodeVsReference)} | ${e2(r.cpuVsReference)} | ${e2(r.tolerance)} | ${r.pass ? 'ok' : 'FAIL'}${r.cpuRowsSkipped > 0 ? ` (${r.cpuRowsSkipped} CPU row(s) off float64)` : ''} |`);
 }
 if (decode.length > 0) {
-  md.push('', '| decode, batch 1, bf16 | layers | weights/token | ours tokens/s | ms/token | bandwidth limit tokens/s | fraction of limit | PyTorch tokens/s | ours / PyTorch |', '|---|---|---|---|---|---|---|---|---|');
+  const tps = (p: TorchPeer | null | undefined) => (p && !p.error ? p.tokensPerSecond : NaN);
+  const f1 = (x: number) => (Number.isNaN(x) ? 'n/a' : x.toFixed(1));
+  const f2 = (x: number) => (Number.isNaN(x) ? 'n/a' : x.toFixed(2));
+  md.push('', '| decode, batch 1, bf16 | layers | weights/token | ours tokens/s | ms/token | bandwidth limit tokens/s | fraction of limit | PyTorch eager tokens/s | PyTorch compiled tokens/s | compiled fraction of limit | ours / compiled |', '|---|---|---|---|---|---|---|---|---|---|---|');
   for (const r of decode) {
     const limit = copyGbs === null ? NaN : (copyGbs * 1e9) / r.weightBytesPerToken;
     const t = torch.find((x) => x.label === r.label);
-    md.push(`| ${r.label} | ${r.layers} | ${(r.weightBytesPerToken / 1e9).toFixed(2)} GB | ${r.tokensPerSecond.toFixed(1)} | ${r.msPerToken.toFixed(3)} | ${limit.toFixed(1)} | ${(100 * r.tokensPerSecond / limit).toFixed(1)}% | ${t ? t.tokensPerSecond.toFixed(1) : 'n/a'} | ${t ? (r.tokensPerSecond / t.tokensPerSecond).toFixed(2) : 'n/a'} |`);
+    const eagerTps = tps(t?.eager), compiledTps = tps(t?.compiled);
+    md.push(`| ${r.label} | ${r.layers} | ${(r.weightBytesPerToken / 1e9).toFixed(2)} GB | ${r.tokensPerSecond.toFixed(1)} | ${r.msPerToken.toFixed(3)} | ${limit.toFixed(1)} | ${(100 * r.tokensPerSecond / limit).toFixed(1)}% | ${f1(eagerTps)} | ${f1(compiledTps)} | ${Number.isNaN(compiledTps) ? 'n/a' : `${(100 * compiledTps / limit).toFixed(1)}%`} | ${f2(r.tokensPerSecond / compiledTps)} |`);
   }
   const versions = torch.find((t) => t.versions !== '')?.versions;
-  if (versions) md.push('', `PyTorch: ${versions}, eager, sdpa attention, dynamic cache, greedy, same prompt (${DECODE_CASES[0]!.prompt}) and decode (${DECODE_CASES[0]!.decode}) lengths.`);
+  if (versions) md.push('', `PyTorch: ${versions}, sdpa attention, greedy, same prompt (${DECODE_CASES[0]!.prompt}) and decode (${DECODE_CASES[0]!.decode}) lengths, 8 warm-up steps untimed; eager: dynamic cache; compiled: static cache, torch.compile(mode="reduce-overhead") on the decode step (CUDA graphs), compile steps untimed.`);
+  for (const t of torch) if (t.compiled?.error) md.push('', `PyTorch compiled ${t.label}: failed (${t.compiled.error}).`);
 }
 writeFileSync(join(out, 'results.md'), md.join('\n') + '\n');
 writeFileSync(join(out, 'results.json'), JSON.stringify({ device, copyGbs, kernels, logits, decode, torch }, null, 2) + '\n');

@@ -52,9 +52,15 @@ export interface DecodeResult {
   decode: number;
   weightBytesPerToken: number;
   prefillMs: number;
+  /** The median of the timed repetitions (each `decode` steps over the same positions). */
   msPerToken: number;
   tokensPerSecond: number;
+  /** ms/token of every repetition, in order: their spread is this benchmark's noise. */
+  msPerTokenRuns: number[];
 }
+
+/** Timed repetitions of the decode run; the median is reported (one run alone spread ~2%, bench/RESULTS.md run 4). */
+export const DECODE_REPEATS = 5;
 
 export function benchDecode(c: DecodeCase, plan: Plan, library: string, poolPath: string): DecodeResult {
   const elt = DTYPE_BYTES[plan.options.dtype];
@@ -79,12 +85,19 @@ export function benchDecode(c: DecodeCase, plan: Plan, library: string, poolPath
       pos += 1;
     };
     for (let i = 0; i < 8; i++) step();  // the first captures the graph
-    started = performance.now();
-    for (let i = 0; i < c.decode; i++) step();
-    const seconds = (performance.now() - started) / 1000;
+    // Every repetition decodes the same positions (and tokens) again: the same work each time.
+    const first = pos;
+    const runs: number[] = [];
+    for (let r = 0; r < DECODE_REPEATS; r++) {
+      pos = first;
+      started = performance.now();
+      for (let i = 0; i < c.decode; i++) step();
+      runs.push((performance.now() - started) / c.decode);
+    }
+    const msPerToken = [...runs].sort((a, b) => a - b)[Math.floor(runs.length / 2)]!;
     return {
       label: c.label, key: plan.key, layers: plan.model.n_layers, prompt: c.prompt, decode: c.decode,
-      weightBytesPerToken: weightBytesPerToken(plan), prefillMs, msPerToken: (seconds * 1000) / c.decode, tokensPerSecond: c.decode / seconds,
+      weightBytesPerToken: weightBytesPerToken(plan), prefillMs, msPerToken, tokensPerSecond: 1000 / msPerToken, msPerTokenRuns: runs,
     };
   } finally {
     model.close();
