@@ -40,9 +40,6 @@ export async function buildPlanLibrary(plan: Plan, options: BuildOptions = {}): 
   if (backend === undefined) {
     throw new BuildError('--target', undefined, `target ${plan.options.target} is not built by this version`, `use --target ${Object.keys(BACKENDS).join(' or ')}`);
   }
-  if (plan.options.tp !== 1 && plan.options.target !== 'cpu') {
-    throw new BuildError('--tp', undefined, `tensor parallelism on ${plan.options.target} (--tp ${plan.options.tp}) is planned but not yet executable`, 'build with --tp 1, or --target cpu');
-  }
   const started = performance.now();
   options.onProgress?.({ stage: 'render', key: plan.key });
   const sources = backend.render(plan);

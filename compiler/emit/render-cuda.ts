@@ -123,7 +123,7 @@ export function renderCudaSources(plan: Plan): RenderedSources {
     output_offset: at(model.tied_embeddings ? 'tok_embeddings.weight' : 'output.weight'),
     embedding_offset: at('tok_embeddings.weight'),
   };
-  files.push({ path: 'model.cu', content: compileTemplate(hb, join(dir, 'model.cu.hbs'))(context) }, ...staticFiles('mc_cuda.cuh'), typedModelModule(plan));
+  files.push({ path: 'model.cu', content: compileTemplate(hb, join(dir, 'model.cu.hbs'))(context) }, ...staticFiles('mc_cuda.cuh', 'mc_nccl.hpp'), typedModelModule(plan));
   sortFiles(files);
   return { files, hash: hashFiles(files) };
 }

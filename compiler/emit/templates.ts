@@ -69,10 +69,10 @@ export function rankSliceShape(w: WeightEntry): { name: string; rows: number; co
   return { name: w.name, rows, cols };
 }
 
-/** The files every build carries as they are: the backend's arithmetic header and the ABI. */
-export function staticFiles(header: string): SourceFile[] {
+/** The files every build carries as they are: the backend's headers from templates/include and the ABI. */
+export function staticFiles(...headers: string[]): SourceFile[] {
   return [
-    { path: header, content: readFileSync(join(templatesRoot(), 'include', header), 'utf8') },
+    ...headers.map((header) => ({ path: header, content: readFileSync(join(templatesRoot(), 'include', header), 'utf8') })),
     { path: 'mc_abi.h', content: readFileSync(join(packageRoot(), 'runtime', 'abi', 'mc_abi.h'), 'utf8') },
   ];
 }

@@ -15,6 +15,7 @@
 #include <type_traits>
 
 #include "mc_cuda.cuh"
+#include "mc_nccl.hpp"
 
 namespace {
 using W = mc::bf16;   // weight dtype: bf16 (the checkpoint's)
@@ -23,6 +24,7 @@ using KV = W;                // the KV cache keeps the weight dtype
 constexpr int DIM = 4096;                // dim from params.json
 constexpr int N_LAYERS = 32;      // n_layers
 constexpr int HEAD_DIM = 128;      // head_dim
+constexpr int TP = 1;                        // tensor-parallel ranks (one GPU each)
 constexpr int VOCAB = 32000;       // vocab_size (token ids are checked against it)
 constexpr int VOCAB_LOCAL = 32000; // vocabulary rows of this rank
 constexpr int N_HEADS = 32;        // query heads of this rank
@@ -416,6 +418,7 @@ struct mc_model {
   const W *embedding = nullptr, *final_norm = nullptr, *output = nullptr;
   Layer layers[N_LAYERS] = {};
   Activations a = {};
+  mc::nccl::Comm nccl = nullptr;      // this rank's NCCL communicator (TP > 1), set by mc_set_comm
 };
 
 namespace {
@@ -433,6 +436,7 @@ void free_model(mc_model* m) {
   cudaSetDevice(m->device);
   if (m->stream != nullptr) cudaStreamSynchronize(m->stream);
   if (m->decode != nullptr) cudaGraphExecDestroy(m->decode);
+  if (m->nccl != nullptr) mc::nccl::load(nullptr, 0)->commDestroy(m->nccl);
   if (m->stream != nullptr) cudaStreamDestroy(m->stream);
   cudaFree(m->weights), cudaFree(m->kv), cudaFree(m->activations);
   cudaFreeHost(m->host_io), cudaFreeHost(m->host_logits);
@@ -505,6 +509,21 @@ cudaError_t prepare_kernels() {
   if (cudaError_t e = rmsnorm_w13_swiglu::prepare()) return e;
   if (cudaError_t e = w2_residual::prepare()) return e;
   return rmsnorm_output::prepare();
+}
+
+/**
+ * The plan's collectives (TP > 1), on the stream so that a captured decode step holds them too.
+ * Row-parallel kernels add their partial sums into the residual; ranks other than 0 start from a
+ * zero residual, so one all-reduce (NCCL, on device memory) gives residual + every partial sum.
+ */
+cudaError_t zero_unless_rank0(const mc_model* m, float* data, int64_t n, cudaStream_t s) {
+  if (TP > 1 && m->rank != 0) return cudaMemsetAsync(data, 0, sizeof(float) * size_t(n), s);
+  return cudaSuccess;
+}
+cudaError_t all_reduce_sum(const mc_model* m, float* data, int64_t n, cudaStream_t s) {
+  if (TP == 1) return cudaSuccess;
+  const mc::nccl::Api* api = mc::nccl::load(nullptr, 0);  // loaded by mc_set_comm, or mc_forward refused to run
+  return api->allReduce(data, data, size_t(n), mc::nccl::kFloat32, mc::nccl::kSum, m->nccl, s) == 0 ? cudaSuccess : cudaErrorUnknown;
 }
 
 // Variadic: a launch's template arguments hold commas.
@@ -1011,6 +1030,7 @@ MC_EXPORT int32_t mc_forward(mc_model* m, const int32_t* tokens, int32_t n, int3
     return set_error(err, errlen, message), 1;
   }
   if (int64_t(start_pos) + n > int64_t(INT32_MAX)) return set_error(err, errlen, "position overflows int32"), 1;
+  if (TP > 1 && m->nccl == nullptr) return set_error(err, errlen, "a tensor-parallel rank needs mc_set_comm (its NCCL group) before mc_forward"), 1;
 
   const cudaStream_t s = m->stream;
   const int rows = all_logits ? n : 1, first = all_logits ? 0 : n - 1;
@@ -1041,6 +1061,41 @@ MC_EXPORT int32_t mc_forward(mc_model* m, const int32_t* tokens, int32_t n, int3
   if (e != cudaSuccess) return cuda_error(err, errlen, failed, e), 1;
   if (rows == 1) std::memcpy(logits, m->host_logits, sizeof(float) * VOCAB_LOCAL);
   m->next_pos = start_pos + n;
+  return 0;
+}
+
+MC_EXPORT int32_t mc_nccl_unique_id(uint8_t* out128, char* err, size_t errlen) {
+  const mc::nccl::Api* api = mc::nccl::load(err, errlen);
+  if (api == nullptr) return 1;
+  mc::nccl::UniqueId id;
+  if (const mc::nccl::Result r = api->getUniqueId(&id)) {
+    char message[256];
+    std::snprintf(message, sizeof message, "ncclGetUniqueId failed: %s", api->getErrorString(r));
+    return set_error(err, errlen, message), 1;
+  }
+  std::memcpy(out128, id.internal, sizeof id.internal);
+  return 0;
+}
+
+/** Joins this rank's NCCL group (blocks until every rank has joined; the runtime calls all ranks at once). */
+MC_EXPORT int32_t mc_set_comm(mc_model* m, const mc_comm* comm, char* err, size_t errlen) {
+  char message[256];
+  if (m == nullptr || comm == nullptr) return set_error(err, errlen, "null argument"), 1;
+  if (comm->world != TP) {
+    std::snprintf(message, sizeof message, "a communicator of %d ranks for a library built for --tp %d", comm->world, TP);
+    return set_error(err, errlen, message), 1;
+  }
+  if (TP == 1 || m->nccl != nullptr) return 0;
+  const mc::nccl::Api* api = mc::nccl::load(err, errlen);
+  if (api == nullptr) return 1;
+  if (const cudaError_t e = cudaSetDevice(m->device)) return cuda_error(err, errlen, "cudaSetDevice", e), 1;
+  mc::nccl::UniqueId id;
+  std::memcpy(id.internal, comm->nccl_id, sizeof id.internal);
+  if (const mc::nccl::Result r = api->commInitRank(&m->nccl, TP, id, m->rank)) {
+    m->nccl = nullptr;
+    std::snprintf(message, sizeof message, "ncclCommInitRank (rank %d of %d) failed: %s", m->rank, TP, api->getErrorString(r));
+    return set_error(err, errlen, message), 1;
+  }
   return 0;
 }
 

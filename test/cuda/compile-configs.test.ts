@@ -32,9 +32,11 @@ function limiter(slots: number) {
 
 const CONFIGS = readdirSync(join(packageRoot(), 'configs', 'models'), { withFileTypes: true }).filter((d) => d.isDirectory()).map((d) => d.name).sort();
 /** Every config in bf16 (the checkpoints' dtype), and the other two dtypes once each. */
-const CASES: Array<{ config: string; dtype: Dtype }> = [
-  ...CONFIGS.map((config) => ({ config, dtype: 'bf16' as Dtype })),
-  { config: 'tiny-moe', dtype: 'f32' }, { config: 'tiny-dense', dtype: 'f16' },
+/** And the NCCL path of tensor parallelism: a dense config with a window and a MoE config at TP 2. */
+const CASES: Array<{ config: string; dtype: Dtype; tp: 1 | 2 }> = [
+  ...CONFIGS.map((config) => ({ config, dtype: 'bf16' as Dtype, tp: 1 as const })),
+  { config: 'tiny-moe', dtype: 'f32', tp: 1 }, { config: 'tiny-dense', dtype: 'f16', tp: 1 },
+  { config: 'tiny-dense', dtype: 'bf16', tp: 2 }, { config: 'tiny-moe', dtype: 'bf16', tp: 2 },
 ];
 const ARCHS = ['sm_90a', 'sm_80'];
 const cacheDir = mkdtempSync(join(tmpdir(), 'mc-cuda-compile-'));
@@ -47,8 +49,8 @@ afterAll(() => {
 });
 
 describe.skipIf(!hasNvcc())('every shipped config compiles for the GPUs the device profiles name', () => {
-  it.concurrent.each(CASES)('$config in $dtype builds for sm_90a and sm_80 in one nvcc call', async ({ config, dtype }) => {
-    const plan = buildPlan(loadModelConfig(join(packageRoot(), 'configs', 'models', config)), { target: 'cuda', dtype, tp: 1 });
+  it.concurrent.each(CASES)('$config in $dtype at --tp $tp builds for sm_90a and sm_80 in one nvcc call', async ({ config, dtype, tp }) => {
+    const plan = buildPlan(loadModelConfig(join(packageRoot(), 'configs', 'models', config)), { target: 'cuda', dtype, tp });
     const result = await slot(() => buildPlanLibrary(plan, { cacheDir, archs: ARCHS }));
     expect(result.library).toMatch(/\.so$/);
   }, 300_000);

@@ -23,6 +23,11 @@ describe.skipIf(hasGpu() || !hasNvcc())('without a GPU', () => {
     expect(message).toMatch(/mc_create failed: no CUDA device: cudaGetDeviceCount returned (35|100) \(/);
   }, 300_000);
 
+  it('a tensor-parallel CUDA model (--tp 2, NCCL) also builds and then fails with "no CUDA device"', async () => {
+    const message = await errorMessage(() => loadModel(model.dir, { target: 'cuda', tp: 2, cacheDir: ws.cacheDir }));
+    expect(message).toMatch(/mc_create failed: no CUDA device: cudaGetDeviceCount returned (35|100) \(/);
+  }, 300_000);
+
   it('the CPU backend still loads and runs in the same process afterwards', async () => {
     const cpu = await loadModel(model.dir, { target: 'cpu', cacheDir: ws.cacheDir });
     try {
