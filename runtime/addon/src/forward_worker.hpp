@@ -7,8 +7,6 @@
 
 #include "model_handle.hpp"
 
-class ModelInstance;
-
 /** What one forward call runs: checked and copied on the JS thread, before any thread is involved. */
 struct ForwardArgs {
   std::vector<int32_t> tokens;  // copied: JS may reuse its Int32Array while we run
@@ -24,20 +22,52 @@ struct ForwardArgs {
  */
 ForwardArgs parseForwardArgs(const Napi::CallbackInfo& info, const Library& library, int64_t rowLength);
 
-/** Runs one mc_forward on a libuv worker thread and settles the promise back on the JS thread. */
+/**
+ * Runs one forward on a libuv worker thread and settles the promise back on the JS thread.
+ * Runner (ModelHandle, TpState): forward(tokens, n, startPos, logits, allLogits) → "" or a message.
+ * Owner (ModelInstance, TpGroup): forwardFinished() clears its busy flag, on the JS thread.
+ */
+template <typename Owner, typename Runner>
 class ForwardWorker : public Napi::AsyncWorker {
  public:
-  ForwardWorker(Napi::Env env, ModelInstance* owner, Napi::Object ownerObject, std::shared_ptr<ModelHandle> handle,
-                ForwardArgs args, Napi::Promise::Deferred deferred);
+  ForwardWorker(Napi::Env env, Owner* owner, Napi::Object ownerObject, std::shared_ptr<Runner> runner, ForwardArgs args,
+                Napi::Promise::Deferred deferred)
+      : Napi::AsyncWorker(env, "mistral-compile:forward"),
+        owner_(owner),
+        ownerRef_(Napi::Persistent(ownerObject)),
+        runner_(std::move(runner)),
+        tokens_(std::move(args.tokens)),
+        startPos_(args.startPos),
+        allLogits_(args.allLogits),
+        logitsRef_(Napi::Persistent(static_cast<Napi::Object>(args.logits))),
+        logitsData_(args.logits.Data()),
+        deferred_(deferred) {}
 
-  void Execute() override;  // worker thread: touches only handle_, tokens_ and logitsData_
-  void OnOK() override;
-  void OnError(const Napi::Error& error) override;
+  // Worker thread: touches only runner_, tokens_ and logitsData_.
+  void Execute() override {
+    std::string error;
+    try {
+      error = runner_->forward(tokens_.data(), static_cast<int32_t>(tokens_.size()), startPos_, logitsData_, allLogits_);
+    } catch (const std::exception& e) {  // a C++ library that lets an exception cross the C ABI
+      error = std::string("mc_forward threw: ") + e.what();
+    } catch (...) {
+      error = "mc_forward threw a non-standard exception";
+    }
+    if (!error.empty()) SetError(error);
+  }
+  void OnOK() override {
+    owner_->forwardFinished();
+    deferred_.Resolve(logitsRef_.Value());
+  }
+  void OnError(const Napi::Error& error) override {
+    owner_->forwardFinished();
+    deferred_.Reject(error.Value());
+  }
 
  private:
-  ModelInstance* owner_;
-  Napi::ObjectReference ownerRef_;  // keeps owner_ alive (and its busy flag valid) until we settle
-  std::shared_ptr<ModelHandle> handle_;  // defers mc_destroy past this forward if close() comes now
+  Owner* owner_;
+  Napi::ObjectReference ownerRef_;   // keeps owner_ alive (and its busy flag valid) until we settle
+  std::shared_ptr<Runner> runner_;   // defers mc_destroy past this forward if close() comes now
   std::vector<int32_t> tokens_;
   int32_t startPos_;
   bool allLogits_;

@@ -89,7 +89,7 @@ Napi::Value ModelInstance::forward(const Napi::CallbackInfo& info) {
   // Like an async function: every failure, even a bad argument, is a rejection, never a throw.
   try {
     ForwardArgs args = prepareForward(info);
-    auto* worker = new ForwardWorker(env, this, Value(), handle_, std::move(args), deferred);
+    auto* worker = new ForwardWorker<ModelInstance, ModelHandle>(env, this, Value(), handle_, std::move(args), deferred);
     worker->Queue();
     busy_ = true;
   } catch (const Napi::Error& e) {

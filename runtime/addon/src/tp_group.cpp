@@ -9,7 +9,7 @@
 #include "js_args.hpp"
 #include "model_instance.hpp"
 
-std::string TpState::forward(const int32_t* tokens, int32_t n, int32_t startPos, bool allLogits, float* out) {
+std::string TpState::forward(const int32_t* tokens, int32_t n, int32_t startPos, float* out, bool allLogits) {
   const size_t world = ranks.size();
   const int64_t rows = allLogits ? n : 1;
   std::vector<std::vector<float>> slices(world, std::vector<float>(static_cast<size_t>(rows * vocabLocal)));
@@ -27,47 +27,6 @@ std::string TpState::forward(const int32_t* tokens, int32_t n, int32_t startPos,
                 out + row * vocabSize + vocabStart[r]);
   return "";
 }
-
-/** Runs one group forward off the JS thread. */
-class TpForwardWorker : public Napi::AsyncWorker {
- public:
-  TpForwardWorker(Napi::Env env, TpGroup* owner, Napi::Object ownerObject, std::shared_ptr<TpState> state,
-                  ForwardArgs args, Napi::Promise::Deferred deferred)
-      : Napi::AsyncWorker(env, "mistral-compile:tp-forward"),
-        owner_(owner),
-        ownerRef_(Napi::Persistent(ownerObject)),
-        state_(std::move(state)),
-        tokens_(std::move(args.tokens)),
-        startPos_(args.startPos),
-        allLogits_(args.allLogits),
-        outRef_(Napi::Persistent(static_cast<Napi::Object>(args.logits))),
-        outData_(args.logits.Data()),
-        deferred_(deferred) {}
-
-  void Execute() override {
-    std::string error = state_->forward(tokens_.data(), static_cast<int32_t>(tokens_.size()), startPos_, allLogits_, outData_);
-    if (!error.empty()) SetError(error);
-  }
-  void OnOK() override {
-    owner_->busy_ = false;
-    deferred_.Resolve(outRef_.Value());
-  }
-  void OnError(const Napi::Error& error) override {
-    owner_->busy_ = false;
-    deferred_.Reject(error.Value());
-  }
-
- private:
-  TpGroup* owner_;
-  Napi::ObjectReference ownerRef_;
-  std::shared_ptr<TpState> state_;  // keeps every rank alive past a close() during this forward
-  std::vector<int32_t> tokens_;
-  int32_t startPos_;
-  bool allLogits_;
-  Napi::ObjectReference outRef_;
-  float* outData_;
-  Napi::Promise::Deferred deferred_;
-};
 
 Napi::Function TpGroup::define(Napi::Env env) {
   return DefineClass(env, "TpGroup",
@@ -133,7 +92,7 @@ Napi::Value TpGroup::forward(const Napi::CallbackInfo& info) {
     if (!state_) throw Napi::Error::New(env, "model is closed");
     if (busy_) throw Napi::Error::New(env, "model is busy: await the previous call");
     ForwardArgs args = parseForwardArgs(info, state_->ranks[0]->library(), state_->vocabSize);
-    auto* worker = new TpForwardWorker(env, this, Value(), state_, std::move(args), deferred);
+    auto* worker = new ForwardWorker<TpGroup, TpState>(env, this, Value(), state_, std::move(args), deferred);
     worker->Queue();
     busy_ = true;
   } catch (const Napi::Error& e) {

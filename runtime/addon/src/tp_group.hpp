@@ -16,7 +16,7 @@ struct TpState {
   std::unique_ptr<Communicator> communicator;
 
   /** Runs every rank on its own thread, then gathers [rows, vocab_local] slices into [rows, vocab]. */
-  std::string forward(const int32_t* tokens, int32_t n, int32_t startPos, bool allLogits, float* out);
+  std::string forward(const int32_t* tokens, int32_t n, int32_t startPos, float* out, bool allLogits);
 };
 
 /**
@@ -29,6 +29,9 @@ class TpGroup : public Napi::ObjectWrap<TpGroup> {
   static Napi::Function define(Napi::Env env);
   explicit TpGroup(const Napi::CallbackInfo& info);
 
+  /** Called by its ForwardWorker on the JS thread when a forward has finished, either way. */
+  void forwardFinished() { busy_ = false; }
+
  private:
   Napi::Value forward(const Napi::CallbackInfo& info);
   void close(const Napi::CallbackInfo& info);
@@ -36,5 +39,4 @@ class TpGroup : public Napi::ObjectWrap<TpGroup> {
 
   std::shared_ptr<TpState> state_;  // null once closed
   bool busy_ = false;
-  friend class TpForwardWorker;
 };
