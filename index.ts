@@ -18,7 +18,7 @@ export { loadModel, type LoadedModel, type LoadOptions, type GenerateOptions, ty
 export { RuntimeError } from './runtime/errors.js';
 export { BuildError } from './compiler/build/errors.js';
 export { buildPlanLibrary, type BuildOptions, type BuildResult } from './compiler/build/build.js';
-export { renderCpuSources, type RenderedSources, type SourceFile } from './compiler/emit/render.js';
+export { renderCpuSources, type RenderedSources, type RenderOptions, type SourceFile } from './compiler/emit/render.js';
 export { writeRandomWeights } from './compiler/weights/random.js';
 export { writeGgufFromCheckpoint } from './compiler/weights/gguf.js';
 export { WeightsError } from './compiler/weights/errors.js';

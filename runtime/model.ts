@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { statSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
@@ -7,10 +8,11 @@ import type { ModelConfig } from '../compiler/config/model.js';
 import { buildPlan } from '../compiler/plan/build-plan.js';
 import type { Plan, Target, TpSize } from '../compiler/plan/types.js';
 import { WeightsError } from '../compiler/weights/errors.js';
-import { readSafetensorsHeader } from '../compiler/weights/safetensors.js';
+import { readSafetensorsHeader, type SafetensorsHeader } from '../compiler/weights/safetensors.js';
 import { checkCheckpointMatchesPlan, checkpointDtype, rankWeightViews } from './checkpoint.js';
 import { RuntimeError } from './errors.js';
-import type { NativeTpGroup } from './native.js';
+import { checkDistributed, distributedFromEnv, type DistributedOptions } from './distributed.js';
+import type { NativeAddon, NativeCompiledLibrary, NativeMappedFile, NativeTpGroup } from './native.js';
 import { loadNativeAddon } from './native-loader.js';
 import { sampleToken, seededUniform } from './sampling.js';
 
@@ -27,10 +29,27 @@ export interface LoadOptions {
   cacheDir?: string;
   /** GPU architectures of a cuda build (default sm_90a, sm_80). */
   archs?: readonly string[];
+  /**
+   * How the weights reach memory: 'map' the checkpoint (the default: loads at once, pages shared
+   * with every process that maps the file), or 'copy' it once into private memory on 2 MiB pages
+   * (transparent huge pages where the kernel offers them), which CPU decode reads 0-10% faster
+   * (bench/RESULTS.md, change 10) for a longer load. A GPU model copies to the device either way.
+   */
+  weights?: 'map' | 'copy';
+  /**
+   * One process per rank (torchrun style): this process loads and runs only `rank`'s shard and meets
+   * the other ranks over TCP (runtime/distributed.ts). 'env' reads RANK, WORLD_SIZE, MASTER_ADDR,
+   * MASTER_PORT, LOCAL_RANK, LOCAL_WORLD_SIZE (none set, or WORLD_SIZE=1: one process holds every
+   * rank, as without this option). tp, when given, must equal the world size.
+   */
+  distributed?: DistributedOptions | 'env';
   onProgress?: (event: LoadProgress) => void;
 }
 
-export type LoadProgress = BuildProgress | { stage: 'weights'; path: string; bytes: number; seconds: number; rankSeconds: number[] };
+export type LoadProgress =
+  | BuildProgress
+  | { stage: 'weights'; path: string; bytes: number; seconds: number; rankSeconds: number[]; copied: boolean }
+  | { stage: 'join'; rank: number; world: number; address: string };
 
 export interface GenerateOptions {
   maxTokens: number;
@@ -47,6 +66,8 @@ export interface LoadedModel {
   readonly config: ModelConfig;
   readonly plan: Plan;
   readonly library: string;
+  /** This process's rank and the number of ranks when each rank runs in a process of its own. */
+  readonly distributed: { rank: number; world: number } | undefined;
   /** Logits of every position of `tokens` as a new sequence: one Float32Array [vocab_size] per token. */
   logits(tokens: readonly number[]): Promise<Float32Array[]>;
   /**
@@ -61,7 +82,14 @@ export interface LoadedModel {
 
 /** Compiles (or reuses) the model's library and loads its weights from DIR/consolidated.safetensors. */
 export async function loadModel(dir: string, options: LoadOptions = {}): Promise<LoadedModel> {
-  const threads = options.threads ?? availableParallelism();
+  const requested = options.distributed === 'env' ? distributedFromEnv() : options.distributed;
+  const distributed = requested === undefined ? undefined : checkDistributed(requested);
+  if (distributed !== undefined && options.tp !== undefined && options.tp !== distributed.world) {
+    throw new RuntimeError('loadModel options', 'tp', `is ${options.tp} but the world has ${distributed.world} ranks (WORLD_SIZE)`,
+      `run ${options.tp} processes, or pass tp ${distributed.world}`);
+  }
+  // One process per rank: each takes its share of this machine's cores.
+  const threads = options.threads ?? (distributed === undefined ? availableParallelism() : Math.max(1, Math.floor(availableParallelism() / distributed.localWorld)));
   if (process.env.OMP_NUM_THREADS === undefined) {
     // Read by OpenMP when the first compiled library loads; later changes have no effect.
     process.env.OMP_NUM_THREADS = String(threads);
@@ -69,19 +97,25 @@ export async function loadModel(dir: string, options: LoadOptions = {}): Promise
   const config = loadModelConfig(dir, { maxSeqLen: options.maxSeqLen });
   const weightsPath = join(dir, 'consolidated.safetensors');
   const header = await readSafetensorsHeader(weightsPath);
-  const plan = buildPlan(config, { target: options.target ?? 'cpu', tp: options.tp ?? 1, dtype: checkpointDtype(header), maxTokens: options.maxTokens ?? 512 });
+  const plan = buildPlan(config, { target: options.target ?? 'cpu', tp: distributed?.world ?? options.tp ?? 1, dtype: checkpointDtype(header), maxTokens: options.maxTokens ?? 512 });
   checkCheckpointMatchesPlan(header, plan);
   const built = await buildPlanLibrary(plan, { cacheDir: options.cacheDir, archs: options.archs, onProgress: options.onProgress });
 
   const started = performance.now();
   const addon = loadNativeAddon();
-  const file = new addon.MappedFile(weightsPath);
+  const copy = options.weights === 'copy';
+  const file = new addon.MappedFile(weightsPath, copy);
   try {
     const now = statSync(weightsPath);
     if (file.size !== header.fileSize || file.identity.ino !== now.ino || now.size !== header.fileSize) {
       throw new WeightsError(weightsPath, undefined, 'changed while it was being loaded', 'load it again once it is no longer being written');
     }
     const library = new addon.CompiledLibrary(built.library);
+    if (distributed !== undefined) {
+      const group = await joinRank(addon, library, file, header, plan, config.vocab_size, threads, distributed, options.onProgress);
+      options.onProgress?.({ stage: 'weights', path: weightsPath, bytes: header.fileSize, seconds: (performance.now() - started) / 1000, rankSeconds: [], copied: file.copied });
+      return new Model(config, plan, built.library, group, { rank: distributed.rank, world: distributed.world });
+    }
     // Every rank maps its slices straight from the one mapping of the full checkpoint: no copies.
     const rankSeconds: number[] = [];
     const instances = Array.from({ length: plan.options.tp }, (_, rank) => {
@@ -92,11 +126,35 @@ export async function loadModel(dir: string, options: LoadOptions = {}): Promise
     });
     // Ranks share the cores: each gets its part, so that TP does not oversubscribe them.
     const group = new addon.TpGroup(instances, config.vocab_size, plan.options.tp === 1 ? 0 : Math.max(1, Math.floor(threads / plan.options.tp)));
-    options.onProgress?.({ stage: 'weights', path: weightsPath, bytes: header.fileSize, seconds: (performance.now() - started) / 1000, rankSeconds });
-    return new Model(config, plan, built.library, group);
+    options.onProgress?.({ stage: 'weights', path: weightsPath, bytes: header.fileSize, seconds: (performance.now() - started) / 1000, rankSeconds, copied: file.copied });
+    return new Model(config, plan, built.library, group, undefined);
   } finally {
     file.close(); // the instance keeps its own hold on the mapping
   }
+}
+
+/**
+ * This process's rank: its slices of the mapped checkpoint, then the rendezvous with the other
+ * ranks. Every rank must load the same library build and checkpoint: rank 0 compares fingerprints.
+ */
+async function joinRank(addon: NativeAddon, library: NativeCompiledLibrary, file: NativeMappedFile, header: SafetensorsHeader, plan: Plan,
+  vocabSize: number, threads: number, d: Required<DistributedOptions>, onProgress: LoadOptions['onProgress']): Promise<NativeTpGroup> {
+  const instance = new addon.ModelInstance(library, file, rankWeightViews(header, plan, d.rank), d.rank, d.localRank);
+  const group = new addon.DistGroup(instance, vocabSize, threads, d.rank, d.world);
+  const tensors = JSON.stringify([...header.tensors].map(([name, t]) => [name, t.dtype, t.shape, t.begin, t.end]));
+  const checkpoint = createHash('sha256').update(`${header.fileSize}\0${tensors}`).digest('hex').slice(0, 16);
+  const fingerprint = `${library.specialization}, checkpoint ${checkpoint}`;
+  const address = `${d.masterAddr}:${d.masterPort}`;
+  onProgress?.({ stage: 'join', rank: d.rank, world: d.world, address });
+  try {
+    await group.join(d.masterAddr, d.masterPort, Math.round(d.timeoutSeconds * 1000), fingerprint);
+  } catch (err) {
+    group.close();
+    // The addon's message ends in its own fix; this one says where and how long the rank looked.
+    throw new RuntimeError(`rank ${d.rank} of ${d.world}`, undefined, (err as Error).message,
+      `rendezvous at ${address} (MASTER_ADDR:MASTER_PORT), waited up to ${d.timeoutSeconds} s (MC_DIST_TIMEOUT_S)`);
+  }
+  return group;
 }
 
 class Model implements LoadedModel {
@@ -106,7 +164,8 @@ class Model implements LoadedModel {
   private queue: Promise<unknown> = Promise.resolve();
   private closed = false;
 
-  constructor(readonly config: ModelConfig, readonly plan: Plan, readonly library: string, private readonly native: NativeTpGroup) {}
+  constructor(readonly config: ModelConfig, readonly plan: Plan, readonly library: string, private readonly native: NativeTpGroup,
+    readonly distributed: { rank: number; world: number } | undefined) {}
 
   logits(tokens: readonly number[]): Promise<Float32Array[]> {
     return this.forward(tokens, 0, true);

@@ -19,6 +19,8 @@ export interface NativeMappedFile {
   readonly size: number;
   readonly identity: FileIdentity;
   readonly closed: boolean;
+  /** Whether the bytes are a private copy on huge pages (copyToHugePages) rather than the mapped file. */
+  readonly copied: boolean;
   /** A copy of the first min(maxBytes, size) bytes (for the safetensors header parser). Throws once closed. */
   readHeader(maxBytes: number): Buffer;
   /**
@@ -84,11 +86,30 @@ export interface NativeTpGroup {
   close(): void;
 }
 
+/**
+ * This process's rank of a model whose ranks run in separate processes (runtime/addon/src/
+ * dist_group.hpp, socket_group.hpp): every rank calls forward with the same arguments and gets the
+ * same full logits.
+ */
+export interface NativeDistGroup extends NativeTpGroup {
+  /**
+   * Meets the other ranks (rank 0 listens on `port` on every interface, the others connect to
+   * host:port, retrying until timeoutMs) and attaches the communicator. Rejects with a one-line
+   * message: a rank missing after the timeout, a port in use, a rank with another `fingerprint`.
+   */
+  join(host: string, port: number, timeoutMs: number, fingerprint: string): Promise<void>;
+  /** Why the group failed (a rank died, fell silent or failed its forward), or "" while it is healthy. */
+  readonly failure: string;
+}
+
 export interface NativeAddon {
   /** The MC_ABI_VERSION this addon was built against (runtime/abi/mc_abi.h). */
   readonly abiVersion: number;
-  /** Maps `path`; throws naming it when it is missing, not a regular file, or empty. */
-  MappedFile: new (path: string) => NativeMappedFile;
+  /**
+   * Maps `path`, or with copyToHugePages reads it once into private memory on 2 MiB pages; throws
+   * naming it when it is missing, not a regular file, empty, or changes while being copied.
+   */
+  MappedFile: new (path: string, copyToHugePages?: boolean) => NativeMappedFile;
   /** Loads `path`; throws naming it and the missing symbol or the ABI version that differs. */
   CompiledLibrary: new (path: string) => NativeCompiledLibrary;
   /**
@@ -100,10 +121,17 @@ export interface NativeAddon {
     mappedFile: NativeMappedFile,
     weights: readonly NativeWeight[],
     rank: number,
+    /** The GPU a GPU library runs on (default: rank). */
+    device?: number,
   ) => NativeModelInstance;
   /**
    * Takes over `instances` (they are closed from then on; rank i = instances[i], all from one library built for TP =
    * instances.length) and gives each a communicator; threadsPerRank OpenMP threads each (0 = as is).
    */
   TpGroup: new (instances: readonly NativeModelInstance[], vocabSize: number, threadsPerRank: number) => NativeTpGroup;
+  /**
+   * Takes over `instance` (this process's rank of a library built for TP = world); `threads` OpenMP
+   * threads (0 = as is). join() before the first forward.
+   */
+  DistGroup: new (instance: NativeModelInstance, vocabSize: number, threads: number, rank: number, world: number) => NativeDistGroup;
 }

@@ -4,6 +4,9 @@
  * steps feed our fixed tokens through the generator (its own greedy pick is replaced), so both
  * engines evaluate the very same sequence.
  */
+import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
 import type { Token } from 'node-llama-cpp';
 import { BandwidthProbe } from './bandwidth.js';
 import { readJob, residentMemory, seconds, sendResult, timedDecode, type DecodeSegment } from './protocol.js';
@@ -23,6 +26,18 @@ const context = await model.createContext({
   experimentalKvCacheValueType: kvType,
 });
 const sequence = context.getSequence();
+
+/** node-llama-cpp's version, from its package.json (not in its exports map). */
+function nodeLlamaCppVersion(): string {
+  const entry = createRequire(import.meta.url).resolve('node-llama-cpp');
+  for (let dir = dirname(entry); dir !== dirname(dir); dir = dirname(dir)) {
+    try {
+      const pkg = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as { name?: string; version?: string };
+      if (pkg.name === 'node-llama-cpp') return pkg.version ?? '?';
+    } catch { /* keep climbing */ }
+  }
+  return '?';
+}
 
 /** Prefills `prompt` from position 0, then feeds `decode` one token per step (timed in segments between bandwidth probes when `probe`). */
 async function run(prompt: number[], decode: number[], probe?: BandwidthProbe) {
@@ -51,8 +66,8 @@ try {
   }
   probe.close();
   sendResult({ prefillSeconds, decodeSegments, rssBeforeBytes: rssBefore, peakBytes: residentMemory().peak,
-    notes: [`llama.cpp ${llama.llamaCppRelease.release} (node-llama-cpp, prebuilt CPU binary)`,
-      `KV cache ${kvType}`, `flash attention ${context.flashAttention ? 'on' : 'off'}`, `threads ${context.currentThreads}`] });
+    notes: [`llama.cpp ${llama.llamaCppRelease.release} (its build tag in node-llama-cpp ${nodeLlamaCppVersion()}'s prebuilt CPU binaries)`,
+      `KV cache ${kvType}`, `flash attention ${String(context.flashAttention)}`, `threads ${context.currentThreads}`] });
 } finally {
   await context.dispose();
   await model.dispose();

@@ -5,7 +5,10 @@
  * each engine in a child process of its own, the read bandwidth probed around every decode round.
  * Writes the table to bench/RESULTS.md (CPU section).
  *
- *   tsx bench/cpu/run.ts [--only NAME,…] [--threads N] [--repeats N] [--no-write]
+ *   tsx bench/cpu/run.ts [--only NAME,…] [--threads N] [--repeats N] [--ours-env KEY=VALUE …] [--no-write]
+ *
+ * --ours-env sets an environment variable for our engine's child only (e.g. UV_THREADPOOL_SIZE=1, to
+ * see what running every forward on one thread would give); the report's command line shows it.
  *
  * Weights go to .bench/weights/ and are reused across runs; our builds are cached in .bench/cache/.
  */
@@ -34,6 +37,7 @@ const { values: args } = parseArgs({
     only: { type: 'string' },
     threads: { type: 'string', default: String(availableParallelism()) },
     repeats: { type: 'string', default: '3' },
+    'ours-env': { type: 'string', multiple: true, default: [] },
     'no-write': { type: 'boolean', default: false },
   },
 });
@@ -56,10 +60,16 @@ function tokenIds(n: number, seed: number, vocab: number): number[] {
   });
 }
 
-function runEngine(script: string, job: EngineJob): Promise<EngineResult> {
+const oursEnv = Object.fromEntries(args['ours-env'].map((kv) => {
+  const eq = kv.indexOf('=');
+  if (eq <= 0) throw new Error(`--ours-env ${kv}: expected KEY=VALUE`);
+  return [kv.slice(0, eq), kv.slice(eq + 1)];
+}));
+
+function runEngine(script: string, job: EngineJob, extraEnv: Record<string, string> = {}): Promise<EngineResult> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, ['--import', 'tsx', join(HERE, script), JSON.stringify(job)], {
-      cwd: ROOT, env: { ...process.env, OMP_NUM_THREADS: String(job.threads) }, stdio: ['ignore', 'pipe', 'inherit'],
+      cwd: ROOT, env: { ...process.env, OMP_NUM_THREADS: String(job.threads), ...extraEnv }, stdio: ['ignore', 'pipe', 'inherit'],
     });
     let out = '';
     child.stdout.setEncoding('utf8').on('data', (d: string) => { out += d; });
@@ -90,7 +100,7 @@ for (const m of models) {
   };
   await quiet();
   log(`${m.name}: ours`);
-  const ours = await runEngine('engine-ours.ts', { ...base, path: weights.dir, cacheDir: join(benchDir, 'cache') });
+  const ours = await runEngine('engine-ours.ts', { ...base, path: weights.dir, cacheDir: join(benchDir, 'cache') }, oursEnv);
   await quiet();
   log(`${m.name}: llama.cpp`);
   const llama = await runEngine('engine-llamacpp.ts', { ...base, path: weights.ggufPath, kvType: m.dtype === 'f32' ? 'F32' : 'BF16' });

@@ -1,4 +1,4 @@
-import { renderCpuSources, type RenderedSources } from '../emit/render.js';
+import { renderCpuSources, type RenderOptions, type RenderedSources } from '../emit/render.js';
 import { renderCudaSources } from '../emit/render-cuda.js';
 import type { Plan, Target } from '../plan/types.js';
 import { DEFAULT_ARCHS, nvccCommand, nvccFlags } from './nvcc.js';
@@ -15,7 +15,7 @@ export interface FlagOptions {
  * compiler builds them, with which flags, from which entry file.
  */
 export interface Backend {
-  render(plan: Plan): RenderedSources;
+  render(plan: Plan, options?: RenderOptions): RenderedSources;
   compiler(): string;
   flags(plan: Plan, options: FlagOptions): string[];
   /** The translation unit handed to the compiler (relative to the source directory). */

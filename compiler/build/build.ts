@@ -42,7 +42,8 @@ export async function buildPlanLibrary(plan: Plan, options: BuildOptions = {}): 
   }
   const started = performance.now();
   options.onProgress?.({ stage: 'render', key: plan.key });
-  const sources = backend.render(plan);
+  // model.ts (ts-morph) only where a person will read it: the cache hash does not include it.
+  const sources = backend.render(plan, { typedModule: options.outDir !== undefined });
   const compiler = backend.compiler();
   if (options.archs !== undefined && plan.options.target !== 'cuda') {
     throw new BuildError('--arch', undefined, `applies to --target cuda only (this build is --target ${plan.options.target})`, 'drop --arch, or build with --target cuda');

@@ -2,9 +2,8 @@ import { join } from 'node:path';
 import { elementCount } from '../config/checkpoint.js';
 import { DTYPE_BYTES } from '../plan/memory.js';
 import type { Plan } from '../plan/types.js';
-import { hashFiles, type RenderedSources } from './render.js';
-import { compileTemplate, rankSliceShape, renderKernels, sortFiles, staticFiles, templateEngine, driverContext } from './templates.js';
-import { typedModelModule } from './typed-module.js';
+import { withTypedModule, type RenderOptions, type RenderedSources } from './render.js';
+import { compileTemplate, rankSliceShape, renderKernels, staticFiles, templateEngine, driverContext } from './templates.js';
 
 /**
  * Renders the CUDA sources of a plan: one header per fused kernel (templates/cuda/<kernel>.cuh.hbs)
@@ -75,7 +74,7 @@ export function deviceLayout(plan: Plan): DeviceLayout {
 }
 
 /** Renders the CUDA sources of a plan (target cuda). */
-export function renderCudaSources(plan: Plan): RenderedSources {
+export function renderCudaSources(plan: Plan, options: RenderOptions = {}): RenderedSources {
   if (plan.options.target !== 'cuda') throw new Error(`internal: renderCudaSources called for target ${plan.options.target}`);
   const { hb, dir } = templateEngine('cuda');
   const { model } = plan;
@@ -123,9 +122,8 @@ export function renderCudaSources(plan: Plan): RenderedSources {
     output_offset: at(model.tied_embeddings ? 'tok_embeddings.weight' : 'output.weight'),
     embedding_offset: at('tok_embeddings.weight'),
   };
-  files.push({ path: 'model.cu', content: compileTemplate(hb, join(dir, 'model.cu.hbs'))(context) }, ...staticFiles('mc_cuda.cuh', 'mc_nccl.hpp'), typedModelModule(plan));
-  sortFiles(files);
-  return { files, hash: hashFiles(files) };
+  files.push({ path: 'model.cu', content: compileTemplate(hb, join(dir, 'model.cu.hbs'))(context) }, ...staticFiles('mc_cuda.cuh', 'mc_nccl.hpp'));
+  return withTypedModule(plan, files, options);
 }
 
 function align(bytes: number): number {

@@ -2,18 +2,41 @@ import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import type { Plan } from '../plan/types.js';
 import { compileTemplate, rankSliceShape, renderKernels, sortFiles, staticFiles, templateEngine, driverContext, type SourceFile } from './templates.js';
-import { typedModelModule } from './typed-module.js';
+import { TYPED_MODULE_PATH, typedModelModule } from './typed-module.js';
 
 export type { SourceFile } from './templates.js';
 
 export interface RenderedSources {
   files: SourceFile[];
-  /** sha256 over every path and content: the build cache key (with the compiler flags). */
+  /**
+   * sha256 over every compiled file's path and content: the build cache key (with the compiler
+   * flags). model.ts is not compiled, so it is not part of it.
+   */
   hash: string;
 }
 
+export interface RenderOptions {
+  /**
+   * Also emit model.ts, the typed constants module (default true). Printing it loads ts-morph, i.e.
+   * the TypeScript compiler (~70 MiB resident for the life of the process), so a runtime that only
+   * needs the library turns it off: builds write it only where a person reads the sources (--out).
+   */
+  typedModule?: boolean;
+}
+
+/** Sorts `files`, hashes the compiled ones, then adds model.ts unless options say not to. */
+export function withTypedModule(plan: Plan, files: SourceFile[], options: RenderOptions = {}): RenderedSources {
+  sortFiles(files);
+  const hash = hashFiles(files);
+  if (options.typedModule ?? true) {
+    files.push(typedModelModule(plan));
+    sortFiles(files);
+  }
+  return { files, hash };
+}
+
 /** Renders the CPU sources of a plan. Pure: the same plan gives byte-identical files. */
-export function renderCpuSources(plan: Plan): RenderedSources {
+export function renderCpuSources(plan: Plan, options: RenderOptions = {}): RenderedSources {
   if (plan.options.target !== 'cpu') throw new Error(`internal: renderCpuSources called for target ${plan.options.target}`);
   const { hb, dir } = templateEngine('cpu');
   const { model } = plan;
@@ -48,14 +71,14 @@ export function renderCpuSources(plan: Plan): RenderedSources {
     final_norm_index: at('norm.weight'),
     output_index: at(model.tied_embeddings ? 'tok_embeddings.weight' : 'output.weight'),
   };
-  files.push({ path: 'model.cpp', content: compileTemplate(hb, join(dir, 'model.cpp.hbs'))(context) }, ...staticFiles('mc_cpu.hpp'), typedModelModule(plan));
-  sortFiles(files);
-  return { files, hash: hashFiles(files) };
+  files.push({ path: 'model.cpp', content: compileTemplate(hb, join(dir, 'model.cpp.hbs'))(context) }, ...staticFiles('mc_cpu.hpp'));
+  return withTypedModule(plan, files, options);
 }
 
+/** sha256 over the compiled files (all but model.ts) and `extra`. */
 export function hashFiles(files: SourceFile[], extra = ''): string {
   const h = createHash('sha256');
-  for (const f of files) h.update(`${f.path}\0${f.content.length}\0${f.content}\0`);
+  for (const f of files) if (f.path !== TYPED_MODULE_PATH) h.update(`${f.path}\0${f.content.length}\0${f.content}\0`);
   h.update(extra);
   return h.digest('hex');
 }

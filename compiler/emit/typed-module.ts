@@ -3,17 +3,21 @@ import type * as TsMorph from 'ts-morph';
 import type { Plan } from '../plan/types.js';
 import type { SourceFile } from './render.js';
 
+/** Where the typed module goes among the sources; not compiled, so not part of the cache hash. */
+export const TYPED_MODULE_PATH = 'model.ts';
+
 /**
  * A TypeScript module per compiled model (model.ts beside model.cpp): the specialization's
  * constants with literal types, so code written against one compiled model is checked against its
  * shapes (`constants.vocab_size` has type 32000, not number). Built with ts-morph's AST printer
- * rather than string pasting; ts-morph is loaded only when a build renders sources.
+ * rather than string pasting; ts-morph is loaded only when model.ts is asked for (build --out,
+ * generated/), never by loading a model.
  */
 export function typedModelModule(plan: Plan): SourceFile {
   const require = createRequire(import.meta.url);
   const { Project, VariableDeclarationKind, QuoteKind } = require('ts-morph') as typeof TsMorph;
   const project = new Project({ useInMemoryFileSystem: true, manipulationSettings: { quoteKind: QuoteKind.Single } });
-  const file = project.createSourceFile('model.ts');
+  const file = project.createSourceFile(TYPED_MODULE_PATH);
   const { model, options, rank_shape } = plan;
   const constants: Record<string, number | string | boolean | null | Array<number | null>> = {
     key: plan.key,
@@ -51,5 +55,5 @@ export function typedModelModule(plan: Plan): SourceFile {
     type: `Float32Array & { readonly length: ${model.vocab_size} }`,
   });
   file.formatText({ indentSize: 2 });
-  return { path: 'model.ts', content: file.getFullText() };
+  return { path: TYPED_MODULE_PATH, content: file.getFullText() };
 }

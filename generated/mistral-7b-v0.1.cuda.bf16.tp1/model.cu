@@ -445,8 +445,8 @@ void free_model(mc_model* m) {
 
 double gib(int64_t bytes) { return double(bytes) / double(int64_t(1) << 30); }
 
-/** Picks the rank's GPU and checks that it exists, that this library has code for it and that the model fits. */
-bool check_device(int32_t rank, int* device, char* err, size_t errlen) {
+/** Picks the rank's GPU (`ordinal`) and checks that it exists, that this library has code for it and that the model fits. */
+bool check_device(int32_t rank, int32_t ordinal, int* device, char* err, size_t errlen) {
   char message[512];
   int count = 0;
   const cudaError_t e = cudaGetDeviceCount(&count);
@@ -457,11 +457,12 @@ bool check_device(int32_t rank, int* device, char* err, size_t errlen) {
     std::snprintf(message, sizeof message, "no CUDA device: cudaGetDeviceCount returned %d (%s)", int(e), why);
     return set_error(err, errlen, message), false;
   }
-  if (count <= rank) {
-    std::snprintf(message, sizeof message, "no CUDA device for rank %d: %d device(s) visible; check CUDA_VISIBLE_DEVICES", rank, count);
+  if (ordinal < 0 || count <= ordinal) {
+    std::snprintf(message, sizeof message, "no CUDA device %d for rank %d: %d device(s) visible; check CUDA_VISIBLE_DEVICES (and LOCAL_RANK)",
+                  ordinal, rank, count);
     return set_error(err, errlen, message), false;
   }
-  *device = rank;
+  *device = ordinal;
   cudaDeviceProp prop;
   if (cudaError_t pe = cudaGetDeviceProperties(&prop, *device)) return cuda_error(err, errlen, "cudaGetDeviceProperties", pe), false;
   if (cudaError_t se = cudaSetDevice(*device)) return cuda_error(err, errlen, "cudaSetDevice", se), false;
@@ -833,7 +834,7 @@ MC_EXPORT int32_t mc_max_seq_len(void) { return MAX_SEQ_LEN; }
 MC_EXPORT int32_t mc_vocab_local(void) { return VOCAB_LOCAL; }
 MC_EXPORT int64_t mc_state_bytes(void) { return KV_BYTES + activation_bytes(); }
 
-MC_EXPORT mc_model* mc_create(const mc_weight* w, int32_t n_weights, int32_t rank, char* err, size_t errlen) {
+MC_EXPORT mc_model* mc_create(const mc_weight* w, int32_t n_weights, int32_t rank, int32_t device_ordinal, char* err, size_t errlen) {
   char message[256];
   if (n_weights != N_WEIGHTS) {
     std::snprintf(message, sizeof message, "expected %d weights, got %d", N_WEIGHTS, n_weights);
@@ -854,7 +855,7 @@ MC_EXPORT mc_model* mc_create(const mc_weight* w, int32_t n_weights, int32_t ran
     }
   }
   int device = 0;
-  if (!check_device(rank, &device, err, errlen)) return nullptr;
+  if (!check_device(rank, device_ordinal, &device, err, errlen)) return nullptr;
   static constexpr int32_t kVocabStart[1] = { 0 };
   mc_model* m = new (std::nothrow) mc_model{};
   if (m == nullptr) return set_error(err, errlen, "out of host memory"), nullptr;

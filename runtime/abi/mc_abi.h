@@ -7,7 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define MC_ABI_VERSION 2u
+#define MC_ABI_VERSION 3u
 
 #ifdef __cplusplus
 extern "C" {
@@ -44,10 +44,13 @@ typedef int64_t (*mc_state_bytes_fn)(void);
 
 /**
  * Creates a model over `weights` (not copied: they must outlive the model) for TP rank `rank`.
- * Allocates the KV cache and activation buffers. On failure returns NULL and writes a one-line
- * message into err (at most errlen bytes, NUL-terminated).
+ * Allocates the KV cache and activation buffers. `device`: the GPU ordinal a GPU library runs on
+ * (the runtime passes the rank when every rank lives in one process, LOCAL_RANK when each process
+ * holds one rank); CPU libraries ignore it. On failure returns NULL and writes a one-line message
+ * into err (at most errlen bytes, NUL-terminated).
  */
-typedef mc_model* (*mc_create_fn)(const mc_weight* weights, int32_t n_weights, int32_t rank, char* err, size_t errlen);
+typedef mc_model* (*mc_create_fn)(const mc_weight* weights, int32_t n_weights, int32_t rank, int32_t device, char* err,
+                                  size_t errlen);
 
 /**
  * Runs tokens[0..n_tokens) at positions start_pos.. through the model, appending their keys and

@@ -1,4 +1,5 @@
-import { mkdtempSync, readFileSync, statSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
@@ -48,6 +49,27 @@ describe('mistral-compile random-weights, build, logits and generate', () => {
     expect(second.library).toBe(first.library);
   });
 
+  it('build --out writes the typed module model.ts; the cache key does not depend on it', async () => {
+    const out = join(work, 'out');
+    const built = JSON.parse((await run('build', modelDir, '--target', 'cpu', '--dtype', 'f32', '--cache', cache, '--out', out, '--json')).out);
+    expect(built.cached).toBe(true);  // same hash as the build above, which wrote no model.ts
+    expect(readFileSync(join(out, 'model.ts'), 'utf8')).toMatch(/"vocab_size": 1024/);
+    expect(existsSync(join(built.library, '..', 'model.ts'))).toBe(false);
+  });
+
+  it('loading and running a model does not load ts-morph (the TypeScript compiler, ~70 MiB)', () => {
+    // A process of its own: this one has rendered model.ts already.
+    const script = `import { createRequire } from 'node:module';
+      const { loadModel } = await import('./runtime/model.ts');
+      const m = await loadModel(${JSON.stringify(modelDir)}, { cacheDir: ${JSON.stringify(cache)} });
+      await m.logits([1, 2]);
+      m.close();
+      const loaded = Object.keys(createRequire(import.meta.url).cache).filter((k) => k.includes('ts-morph') || k.includes('typescript'));
+      console.log(JSON.stringify(loaded));`;
+    const out = execFileSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { cwd: join(import.meta.dirname, '../..'), encoding: 'utf8' });
+    expect(JSON.parse(out.trim().split('\n').at(-1)!)).toEqual([]);
+  });
+
   it('logits writes float32 little-endian [n_tokens, vocab_size] equal to the library API', async () => {
     const out = join(work, 'logits.bin');
     const r = await run('logits', '--model', modelDir, '--tokens', '1,2,3,500', '--out', out, '--cache', cache, '--json');
@@ -82,6 +104,7 @@ describe('mistral-compile random-weights, build, logits and generate', () => {
     ['a token id at vocab_size', ['logits', '--tokens', '1,1024', '--out', '/dev/null'], /tokens: \[1\]: token id 1024 is out of range; ids must be integers from 0 to 1023/],
     ['a token list that is not numbers', ['generate', '--tokens', '1,x', '--max-tokens', '2'], /--tokens: \[1\]: "x" is not a token id/],
     ['a missing --max-tokens', ['generate', '--tokens', '1'], /--max-tokens: is required/],
+    ['an unknown --weights', ['generate', '--tokens', '1', '--max-tokens', '1', '--weights', 'disk'], /--weights: unknown value "disk"; use one of map, copy/],
     ['a negative temperature', ['generate', '--tokens', '1', '--max-tokens', '2', '--temperature=-1'], /--temperature: must be a number from 0 to 100/],
   ];
   for (const [what, argv, message] of BAD) {

@@ -44,15 +44,16 @@ function mappingsOf(path: string): number {
 }
 
 describe('the runtime addon', () => {
-  it('is loaded from runtime/addon/build/Release and speaks ABI version 2', () => {
+  it('is loaded from runtime/addon/build/Release and speaks ABI version 3', () => {
     expect(nativeAddonPath()).toMatch(/runtime\/addon\/build\/Release\/mc_runtime\.node$/);
-    expect(addon.abiVersion).toBe(2);
+    expect(addon.abiVersion).toBe(3);
   });
 });
 
 describe('MappedFile', () => {
   it('maps a file and reports the identity fs.statSync sees', () => {
     const file = new addon.MappedFile(checkpoint.path);
+    expect(file.copied).toBe(false);
     const st = statSync(checkpoint.path);
     expect(file.size).toBe(st.size);
     expect(file.identity).toEqual({ dev: st.dev, ino: st.ino, mtimeMs: st.mtimeMs, size: st.size });
@@ -91,6 +92,35 @@ describe('MappedFile', () => {
   });
 });
 
+describe('MappedFile with copyToHugePages (loadModel weights: copy)', () => {
+  it('reads the file once into a private copy: same bytes, no mapping of the file left', () => {
+    const own = writeFakeCheckpoint(dir);
+    const file = new addon.MappedFile(own.path, true);
+    expect(file.copied).toBe(true);
+    expect(mappingsOf(own.path)).toBe(0);  // nothing of the file is mapped: its bytes were read
+    expect(file.readHeader(1 << 20)).toEqual(readFileSync(own.path));
+    file.close();
+  });
+
+  it('runs a model whose weights no later change to the file can reach', () => {
+    const own = writeFakeCheckpoint(dir);
+    const library = new addon.CompiledLibrary(libraryPath);
+    const file = new addon.MappedFile(own.path, true);
+    const model = new addon.ModelInstance(library, file, own.weights, 0);
+    file.close();
+    const before = Array.from(model.forwardSync(new Int32Array([5]), 0, false));
+    expect(before).toEqual(referenceLogits([], [5])[0]);
+    writeFileSync(own.path, Buffer.alloc(16));  // truncated and rewritten: a mapping would refuse or fault
+    expect(Array.from(model.forwardSync(new Int32Array([5]), 0, false))).toEqual(before);
+    model.close();
+  });
+
+  it('refuses a flag that is not a boolean', () => {
+    const make = addon.MappedFile as unknown as new (...args: unknown[]) => unknown;
+    expect(() => new make(checkpoint.path, 'yes')).toThrow('MappedFile: copyToHugePages must be a boolean');
+  });
+});
+
 describe('CompiledLibrary', () => {
   it('reads the specialization, weight names and limits of a library', () => {
     const library = new addon.CompiledLibrary(libraryPath);
@@ -112,7 +142,7 @@ describe('CompiledLibrary', () => {
   it('refuses a library built for another ABI version', async () => {
     const path = await buildFakeModel(dir, ['FAKE_ABI_VERSION=1']);
     expect(() => new addon.CompiledLibrary(path)).toThrow(
-      `cannot load compiled library ${path}: it was built for ABI version 1, this runtime speaks 2`,
+      `cannot load compiled library ${path}: it was built for ABI version 1, this runtime speaks 3`,
     );
   });
 

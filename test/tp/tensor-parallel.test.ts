@@ -59,6 +59,20 @@ describe('tensor parallelism on the CPU (ranks as threads, all-reduce between th
     });
   });
 
+  it('weights copied onto huge pages give the same bits as mapped ones, at TP 1 and 2', async () => {
+    const dir = await modelDir('copied weights', { sliding_window: 6 }, 12);
+    for (const tp of [1, 2] as const) {
+      const mapped = await loadModel(dir, { tp, cacheDir, maxTokens: 8 });
+      let copied = false;
+      const copy = await loadModel(dir, { tp, cacheDir, maxTokens: 8, weights: 'copy', onProgress: (e) => { if (e.stage === 'weights') copied = e.copied; } });
+      expect(copied).toBe(true);
+      const [a, b] = [await mapped.logits(tokens), await copy.logits(tokens)];
+      a.forEach((row, t) => expect(Buffer.from(row.buffer, row.byteOffset, row.byteLength).equals(Buffer.from(b[t]!.buffer, b[t]!.byteOffset, b[t]!.byteLength))).toBe(true));
+      mapped.close();
+      copy.close();
+    }
+  });
+
   it('refuses a TP size the config cannot shard, naming the field', async () => {
     const dir = await modelDir('six heads', { n_heads: 6, n_kv_heads: 2, dim: 96 }, 7);
     const error = await loadModel(dir, { tp: 4, cacheDir }).catch((e: unknown) => e);

@@ -38,7 +38,11 @@ export async function generateCommand(argv: string[]): Promise<number> {
   const prompt = parseTokenList(values.tokens as string | undefined);
   const json = Boolean(values.json);
   const progress = new Progress(json);
+  // One process per rank (WORLD_SIZE set): every rank samples the same tokens from the same full
+  // logits with the same seed; rank 0 alone prints them.
+  let quiet = false;
   const model = await loadModel(modelDir(values), { ...loadOptions(values), onProgress: progress.onLoad });
+  quiet = model.distributed !== undefined && model.distributed.rank !== 0;
   const generated: number[] = [];
   let prefillSeconds = 0;
   let decodeSeconds = 0;
@@ -50,7 +54,7 @@ export async function generateCommand(argv: string[]): Promise<number> {
       else decodeSeconds += (now - t) / 1000;
       t = now;
       generated.push(token);
-      if (!json) process.stdout.write(`${generated.length === 1 ? '' : ','}${token}`);
+      if (!json && !quiet) process.stdout.write(`${generated.length === 1 ? '' : ','}${token}`);
     }
   } finally {
     model.close();
@@ -58,6 +62,7 @@ export async function generateCommand(argv: string[]): Promise<number> {
   // The first token's time is the prefill (plus one sampling); each later one is one decode step.
   const prefillTps = prompt.length / Math.max(prefillSeconds, 1e-9);
   const decodeTps = generated.length > 1 ? (generated.length - 1) / decodeSeconds : 0;
+  if (quiet) return 0;
   if (json) {
     console.log(JSON.stringify({ prompt_tokens: prompt.length, tokens: generated, prefill_tokens_per_s: prefillTps, decode_tokens_per_s: decodeTps, key: model.plan.key }));
   } else {

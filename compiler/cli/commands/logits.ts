@@ -27,6 +27,8 @@ export async function logitsCommand(argv: string[]): Promise<number> {
     const rows = await model.logits(tokens);
     const seconds = (performance.now() - started) / 1000;
     const vocab = model.config.vocab_size;
+    // One process per rank: every rank holds the same full logits; rank 0 alone writes and reports.
+    if (model.distributed !== undefined && model.distributed.rank !== 0) return 0;
     const out = new Float32Array(rows.length * vocab);
     rows.forEach((row, i) => out.set(row, i * vocab));
     try {

@@ -4,6 +4,7 @@
 
 #include "addon_data.hpp"
 #include "compiled_library.hpp"
+#include "dist_group.hpp"
 #include "mapped_file.hpp"
 #include "model_instance.hpp"
 #include "tp_group.hpp"
@@ -23,6 +24,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   exports.Set("CompiledLibrary", compiledLibrary);
   exports.Set("ModelInstance", modelInstance);
   exports.Set("TpGroup", TpGroup::define(env));
+  exports.Set("DistGroup", DistGroup::define(env));
   exports.Set("abiVersion", Napi::Number::New(env, MC_ABI_VERSION));
   return exports;
 }

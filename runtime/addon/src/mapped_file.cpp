@@ -134,7 +134,7 @@ int64_t mtimeNs(const struct stat& st) {
 
 }  // namespace
 
-Mapping::Mapping(const std::string& p) : path(p) {
+Mapping::Mapping(const std::string& p, bool copyToHugePages) : path(p) {
   Fd file{::open(path.c_str(), O_RDONLY | O_CLOEXEC)};
   if (file.fd < 0) throw mappingError(path, std::strerror(errno));
   struct stat st;
@@ -147,6 +147,10 @@ Mapping::Mapping(const std::string& p) : path(p) {
   ino = static_cast<double>(st.st_ino);
   mtimeMs = static_cast<double>(st.st_mtim.tv_sec) * 1e3 + static_cast<double>(st.st_mtim.tv_nsec) / 1e6;
   mtimeNs_ = mtimeNs(st);
+  if (copyToHugePages) {
+    readCopy(file.fd, st);  // the descriptor closes on return: a copy never looks back at the file
+    return;
+  }
 
   // MAP_PRIVATE + PROT_READ: nothing we do can write the checkpoint. MAP_NORESERVE: a checkpoint
   // larger than free RAM + swap must still map; its pages are file-backed and can be dropped.
@@ -159,13 +163,50 @@ Mapping::Mapping(const std::string& p) : path(p) {
   (void)::madvise(addr, size, MADV_WILLNEED);
 }
 
+void Mapping::readCopy(int fd, const struct stat& before) {
+  constexpr size_t kHuge = size_t{2} << 20;
+  const size_t rounded = (static_cast<size_t>(size) + kHuge - 1) / kHuge * kHuge;
+  // One huge page of slack to align the start: THP backs only aligned 2 MiB ranges.
+  regionBytes_ = rounded + kHuge;
+  region_ = ::mmap(nullptr, regionBytes_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (region_ == MAP_FAILED) {
+    region_ = nullptr;
+    throw mappingError(path, std::string("cannot allocate ") + std::to_string(size) + " bytes for a copy: " + std::strerror(errno));
+  }
+  auto* copy = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(region_) + kHuge - 1) / kHuge * kHuge);
+  (void)::madvise(copy, rounded, MADV_HUGEPAGE);  // advice: without THP the copy is plain pages
+  auto fail = [&](const std::string& problem) {
+    ::munmap(region_, regionBytes_);
+    region_ = nullptr;
+    return mappingError(path, problem);
+  };
+  for (uint64_t done = 0; done < size;) {
+    const ssize_t n = ::pread(fd, copy + done, static_cast<size_t>(std::min<uint64_t>(size - done, uint64_t{1} << 30)),
+                              static_cast<off_t>(done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) throw fail(std::string("read failed: ") + std::strerror(errno));
+    if (n == 0) throw fail("it shrank while it was being read; load it again once it is no longer being written");
+    done += static_cast<uint64_t>(n);
+  }
+  struct stat after;
+  if (::fstat(fd, &after) != 0 || after.st_size != before.st_size || mtimeNs(after) != mtimeNs(before))
+    throw fail("it changed while it was being read; load it again once it is no longer being written");
+  (void)::mprotect(copy, rounded, PROT_READ);  // as read-only as the mapping it stands for
+  data = copy;
+  copied = true;
+}
+
 Mapping::~Mapping() {
   unguard(guardSlot_);
-  if (data != nullptr) ::munmap(const_cast<uint8_t*>(data), size);
+  if (region_ != nullptr)
+    ::munmap(region_, regionBytes_);
+  else if (data != nullptr)
+    ::munmap(const_cast<uint8_t*>(data), size);
   if (fd_ >= 0) ::close(fd_);
 }
 
 std::string Mapping::changedSinceMapped() const {
+  if (copied) return "";  // a private copy: what happens to the file since cannot reach the weights
   const std::string fix = "; load it again once it is no longer being written";
   if (guardSlot_ >= 0 && g_slots[guardSlot_].faulted.load(std::memory_order_acquire) != 0)
     return path + ": was truncated while a model was reading it (its pages past the new end read as zeros)" + fix;
@@ -186,6 +227,7 @@ Napi::Function MappedFile::define(Napi::Env env) {
                          InstanceAccessor<&MappedFile::size>("size"),
                          InstanceAccessor<&MappedFile::identity>("identity"),
                          InstanceAccessor<&MappedFile::closed>("closed"),
+                         InstanceAccessor<&MappedFile::copied>("copied"),
                          InstanceMethod<&MappedFile::readHeader>("readHeader"),
                          InstanceMethod<&MappedFile::close>("close"),
                      });
@@ -193,12 +235,15 @@ Napi::Function MappedFile::define(Napi::Env env) {
 
 MappedFile::MappedFile(const Napi::CallbackInfo& info) : Napi::ObjectWrap<MappedFile>(info) {
   std::string path = toPath(info[0], "MappedFile: path");
+  if (!info[1].IsUndefined() && !info[1].IsBoolean()) throw Napi::TypeError::New(info.Env(), "MappedFile: copyToHugePages must be a boolean");
+  const bool copy = info[1].IsBoolean() && info[1].As<Napi::Boolean>().Value();
   try {
-    mapping_ = std::make_shared<const Mapping>(path);
+    mapping_ = std::make_shared<const Mapping>(path, copy);
   } catch (const std::exception& e) {
     throw Napi::Error::New(info.Env(), e.what());
   }
   path_ = mapping_->path;
+  copied_ = mapping_->copied;
   size_ = mapping_->size;
   dev_ = mapping_->dev;
   ino_ = mapping_->ino;
@@ -226,6 +271,8 @@ Napi::Value MappedFile::identity(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value MappedFile::closed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), !mapping_); }
+
+Napi::Value MappedFile::copied(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), copied_); }
 
 Napi::Value MappedFile::readHeader(const Napi::CallbackInfo& info) {
   auto m = mapping(info.Env());

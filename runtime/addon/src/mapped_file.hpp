@@ -6,11 +6,19 @@
 #include <string>
 
 /**
- * One whole file mapped read-only. Shared (shared_ptr) by the JS MappedFile and every model whose
- * weights point into it, so the pages stay mapped until the last user is gone.
+ * One whole file mapped read-only, or read once into a private copy on 2 MiB pages. Shared
+ * (shared_ptr) by the JS MappedFile and every model whose weights point into it, so the pages stay
+ * until the last user is gone.
+ *
+ * Why a copy: decode streams every weight once per token, and this machine's measured read rate
+ * over memory on transparent huge pages is 7-27% above the same bytes on 4 KiB pages, which is all
+ * a file mapping can have (bench/RESULTS.md, CPU section). The copy costs one read of the file at
+ * load and gives up sharing the page cache with other processes; a GPU model, which copies its
+ * weights to the device anyway, keeps the mapping.
  */
 struct Mapping {
-  explicit Mapping(const std::string& path);  // throws std::runtime_error naming the path
+  /** Throws std::runtime_error naming the path. */
+  Mapping(const std::string& path, bool copyToHugePages);
   ~Mapping();
   Mapping(const Mapping&) = delete;
   Mapping& operator=(const Mapping&) = delete;
@@ -26,6 +34,8 @@ struct Mapping {
   std::string path;
   const uint8_t* data = nullptr;
   uint64_t size = 0;
+  /** Whether data is a private copy (on huge pages where the kernel gives them) rather than the mapped file. */
+  bool copied = false;
   // Identity of the file that was mapped (fstat of the open descriptor, not of the path), so JS
   // can check it is the file it validated and not one renamed over it since.
   double dev = 0, ino = 0, mtimeMs = 0;
@@ -34,9 +44,16 @@ struct Mapping {
   int fd_ = -1;              // kept open for changedSinceMapped's fstat
   int64_t mtimeNs_ = 0;      // st_mtim as mapped, exact
   int guardSlot_ = -1;       // this mapping's entry in the SIGBUS guard, or -1 if the guard is full
+  void* region_ = nullptr;   // a copy's anonymous mapping (data lies inside it, 2 MiB aligned)
+  size_t regionBytes_ = 0;
+
+  void readCopy(int fd, const struct stat& before);
 };
 
-/** JS class MappedFile(path): .path, .size, .identity, .closed, .readHeader(maxBytes), .close(). */
+/**
+ * JS class MappedFile(path, copyToHugePages = false): .path, .size, .identity, .copied, .closed,
+ * .readHeader(maxBytes), .close().
+ */
 class MappedFile : public Napi::ObjectWrap<MappedFile> {
  public:
   static Napi::Function define(Napi::Env env);
@@ -50,6 +67,7 @@ class MappedFile : public Napi::ObjectWrap<MappedFile> {
   Napi::Value size(const Napi::CallbackInfo& info);
   Napi::Value identity(const Napi::CallbackInfo& info);
   Napi::Value closed(const Napi::CallbackInfo& info);
+  Napi::Value copied(const Napi::CallbackInfo& info);
   Napi::Value readHeader(const Napi::CallbackInfo& info);
   void close(const Napi::CallbackInfo& info);
 
@@ -57,5 +75,6 @@ class MappedFile : public Napi::ObjectWrap<MappedFile> {
   // Kept after close() so that error messages and reports can still name the file.
   std::string path_;
   uint64_t size_ = 0;
+  bool copied_ = false;
   double dev_ = 0, ino_ = 0, mtimeMs_ = 0;
 };

@@ -8,10 +8,10 @@ constexpr size_t kErrLen = 1024;
 }  // namespace
 
 ModelHandle::ModelHandle(std::shared_ptr<const Library> library, std::shared_ptr<const Mapping> mapping,
-                         std::vector<mc_weight> weights, int32_t rank)
+                         std::vector<mc_weight> weights, int32_t rank, int32_t device)
     : library_(std::move(library)), mapping_(std::move(mapping)), weights_(std::move(weights)) {
   char err[kErrLen] = {0};
-  model_ = library_->create(weights_.data(), static_cast<int32_t>(weights_.size()), rank, err, kErrLen);
+  model_ = thread_.run([&] { return library_->create(weights_.data(), static_cast<int32_t>(weights_.size()), rank, device, err, kErrLen); });
   err[kErrLen - 1] = '\0';
   if (model_ == nullptr)
     throw std::runtime_error(library_->path + ": mc_create failed: " +
@@ -19,11 +19,16 @@ ModelHandle::ModelHandle(std::shared_ptr<const Library> library, std::shared_ptr
 }
 
 ModelHandle::~ModelHandle() {
-  if (model_ != nullptr) library_->destroy(model_);
+  if (model_ != nullptr) thread_.run([&] { library_->destroy(model_); });
 }
 
-std::string ModelHandle::forward(const int32_t* tokens, int32_t nTokens, int32_t startPos, float* logits,
-                                 bool allLogits) {
+std::future<std::string> ModelHandle::forwardAsync(const int32_t* tokens, int32_t nTokens, int32_t startPos,
+                                                   float* logits, bool allLogits) {
+  return thread_.submit([=] { return forwardHere(tokens, nTokens, startPos, logits, allLogits); });
+}
+
+std::string ModelHandle::forwardHere(const int32_t* tokens, int32_t nTokens, int32_t startPos, float* logits,
+                                     bool allLogits) {
   // The weights are the mapped checkpoint: refuse a file changed since it was mapped, and report
   // one truncated during this call (whose pages the SIGBUS guard replaced with zeros).
   std::string changed = mapping_->changedSinceMapped();
@@ -37,12 +42,15 @@ std::string ModelHandle::forward(const int32_t* tokens, int32_t nTokens, int32_t
   return err[0] != '\0' ? std::string(err) : "mc_forward returned " + std::to_string(rc) + " without a message";
 }
 
-void ModelHandle::setComm(const mc_comm& comm) {
-  if (library_->setComm == nullptr)
-    throw std::runtime_error(library_->path + ": not built for tensor parallelism (no mc_set_comm)");
-  char err[kErrLen] = {0};
-  if (library_->setComm(model_, &comm, err, kErrLen) != 0) {
-    err[kErrLen - 1] = '\0';
-    throw std::runtime_error(library_->path + ": mc_set_comm failed: " + (err[0] != '\0' ? std::string(err) : std::string("no message")));
-  }
+std::future<void> ModelHandle::setComm(const mc_comm& comm) {
+  return thread_.submit([this, comm] {
+    if (library_->setComm == nullptr)
+      throw std::runtime_error(library_->path + ": not built for tensor parallelism (no mc_set_comm)");
+    char err[kErrLen] = {0};
+    if (library_->setComm(model_, &comm, err, kErrLen) != 0) {
+      err[kErrLen - 1] = '\0';
+      throw std::runtime_error(library_->path + ": mc_set_comm failed: " +
+                               (err[0] != '\0' ? std::string(err) : std::string("no message")));
+    }
+  });
 }

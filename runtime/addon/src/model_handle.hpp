@@ -1,5 +1,6 @@
 #pragma once
 #include <cstdint>
+#include <future>
 #include <memory>
 #include <string>
 #include <vector>
@@ -7,32 +8,49 @@
 #include "compiled_library.hpp"
 #include "mapped_file.hpp"
 #include "mc_abi.h"
+#include "serial_thread.hpp"
 
 /**
  * One mc_model and everything it points into: the library's code, the mapped checkpoint and the
  * mc_weight array. Shared by the JS ModelInstance and a forward in flight, so mc_destroy runs
- * exactly once, when the last of them lets go — never under a running forward.
+ * exactly once, when the last of them lets go — never under a running forward. Every call into the
+ * library runs on the model's own SerialThread (see serial_thread.hpp for why).
  */
 class ModelHandle {
  public:
-  /** Calls mc_create; throws std::runtime_error with the library's message on failure. */
+  /** Calls mc_create (device: a GPU library's ordinal); throws std::runtime_error with the library's message on failure. */
   ModelHandle(std::shared_ptr<const Library> library, std::shared_ptr<const Mapping> mapping,
-              std::vector<mc_weight> weights, int32_t rank);
+              std::vector<mc_weight> weights, int32_t rank, int32_t device);
   ~ModelHandle();
   ModelHandle(const ModelHandle&) = delete;
   ModelHandle& operator=(const ModelHandle&) = delete;
 
   const Library& library() const { return *library_; }
 
-  /** Attaches a communicator for tensor parallelism; throws if the library cannot take one. */
-  void setComm(const mc_comm& comm);
+  /**
+   * Attaches a communicator for tensor parallelism, on the model's thread; the future throws if the
+   * library cannot take one. Asynchronous because a GPU library's NCCL set-up waits for every rank.
+   */
+  std::future<void> setComm(const mc_comm& comm);
 
-  /** Runs mc_forward; returns "" on success, else the library's message. Safe off the JS thread. */
-  std::string forward(const int32_t* tokens, int32_t nTokens, int32_t startPos, float* logits, bool allLogits);
+  /**
+   * Queues mc_forward on the model's thread; the future gives "" on success, else the library's
+   * message. The pointers must stay valid until it is ready. Safe off the JS thread.
+   */
+  std::future<std::string> forwardAsync(const int32_t* tokens, int32_t nTokens, int32_t startPos, float* logits,
+                                        bool allLogits);
+
+  /** forwardAsync, waited for. */
+  std::string forward(const int32_t* tokens, int32_t nTokens, int32_t startPos, float* logits, bool allLogits) {
+    return forwardAsync(tokens, nTokens, startPos, logits, allLogits).get();
+  }
 
  private:
   std::shared_ptr<const Library> library_;
   std::shared_ptr<const Mapping> mapping_;
   std::vector<mc_weight> weights_;
   mc_model* model_ = nullptr;
+  SerialThread thread_;
+
+  std::string forwardHere(const int32_t* tokens, int32_t nTokens, int32_t startPos, float* logits, bool allLogits);
 };

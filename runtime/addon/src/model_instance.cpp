@@ -68,8 +68,10 @@ ModelInstance::ModelInstance(const Napi::CallbackInfo& info) : Napi::ObjectWrap<
   weights.reserve(list.Length());
   for (uint32_t i = 0; i < list.Length(); ++i) weights.push_back(toWeight(list.Get(i), i, *library, *mapping));
   int32_t rank = static_cast<int32_t>(toInt64(info[3], "ModelInstance: rank", 0, INT32_MAX));
+  // The GPU a GPU library runs on: the rank itself unless given (one process per rank: LOCAL_RANK).
+  int32_t device = info[4].IsUndefined() ? rank : static_cast<int32_t>(toInt64(info[4], "ModelInstance: device", 0, INT32_MAX));
   try {
-    handle_ = std::make_shared<ModelHandle>(std::move(library), std::move(mapping), std::move(weights), rank);
+    handle_ = std::make_shared<ModelHandle>(std::move(library), std::move(mapping), std::move(weights), rank, device);
   } catch (const std::exception& e) {
     throw Napi::Error::New(env, e.what());
   }

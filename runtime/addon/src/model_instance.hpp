@@ -7,8 +7,8 @@
 #include "model_handle.hpp"
 
 /**
- * JS class ModelInstance(library, mappedFile, weights, rank): one model's state (KV cache) on one
- * TP rank. .forward(tokens, startPos, allLogits) → Promise<Float32Array>, .forwardSync(...),
+ * JS class ModelInstance(library, mappedFile, weights, rank, device = rank): one model's state (KV
+ * cache) on one TP rank (on GPU `device` for a GPU library). .forward(tokens, startPos, allLogits) → Promise<Float32Array>, .forwardSync(...),
  * .close(), .closed. One forward at a time: the KV cache is this instance's only state.
  */
 class ModelInstance : public Napi::ObjectWrap<ModelInstance> {

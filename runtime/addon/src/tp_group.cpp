@@ -3,7 +3,7 @@
 #include "forward_worker.hpp"
 
 #include <string>
-#include <thread>
+#include <future>
 
 #include "addon_data.hpp"
 #include "js_args.hpp"
@@ -13,12 +13,12 @@ std::string TpState::forward(const int32_t* tokens, int32_t n, int32_t startPos,
   const size_t world = ranks.size();
   const int64_t rows = allLogits ? n : 1;
   std::vector<std::vector<float>> slices(world, std::vector<float>(static_cast<size_t>(rows * vocabLocal)));
+  // Each rank on its model's own thread (kept for the model's life: a new thread per call would
+  // also start a new OpenMP team per call).
+  std::vector<std::future<std::string>> running;
+  for (size_t r = 0; r < world; ++r) running.push_back(ranks[r]->forwardAsync(tokens, n, startPos, slices[r].data(), allLogits));
   std::vector<std::string> errors(world);
-  std::vector<std::thread> threads;
-  for (size_t r = 1; r < world; ++r)
-    threads.emplace_back([&, r] { errors[r] = ranks[r]->forward(tokens, n, startPos, slices[r].data(), allLogits); });
-  errors[0] = ranks[0]->forward(tokens, n, startPos, slices[0].data(), allLogits);
-  for (auto& t : threads) t.join();
+  for (size_t r = 0; r < world; ++r) errors[r] = running[r].get();
   for (size_t r = 0; r < world; ++r)
     if (!errors[r].empty()) return errors[r];  // every rank checks the same arguments before any collective
   for (size_t r = 0; r < world; ++r)
@@ -67,18 +67,18 @@ TpGroup::TpGroup(const Napi::CallbackInfo& info) : Napi::ObjectWrap<TpGroup>(inf
       if (library.ncclUniqueId(comm.nccl_id, err, sizeof err) != 0)
         throw Napi::Error::New(env, library.path + ": mc_nccl_unique_id failed: " + std::string(err));
     }
-    // One thread per rank: a GPU library's NCCL initialisation waits until every rank has joined.
+    // Every rank at once, each on its model's thread: a GPU library's NCCL initialisation waits
+    // until every rank has joined.
+    std::vector<std::future<void>> joining;
+    for (int32_t r = 0; r < world; ++r) joining.push_back(state->ranks[static_cast<size_t>(r)]->setComm(comm));
     std::vector<std::string> errors(static_cast<size_t>(world));
-    std::vector<std::thread> joiners;
-    for (int32_t r = 0; r < world; ++r)
-      joiners.emplace_back([&, r] {
-        try {
-          state->ranks[static_cast<size_t>(r)]->setComm(comm);
-        } catch (const std::exception& e) {
-          errors[static_cast<size_t>(r)] = e.what();
-        }
-      });
-    for (auto& t : joiners) t.join();
+    for (int32_t r = 0; r < world; ++r) {
+      try {
+        joining[static_cast<size_t>(r)].get();
+      } catch (const std::exception& e) {
+        errors[static_cast<size_t>(r)] = e.what();
+      }
+    }
     for (const std::string& e : errors)
       if (!e.empty()) throw Napi::Error::New(env, e);
   }
