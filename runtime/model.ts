@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { statSync } from 'node:fs';
+import { closeSync, openSync, readSync, statSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { buildPlanLibrary, type BuildProgress } from '../compiler/build/build.js';
@@ -134,6 +134,26 @@ export async function loadModel(dir: string, options: LoadOptions = {}): Promise
 }
 
 /**
+ * The checkpoint as the ranks compare it: its layout (names, dtypes, shapes, offsets) and the first
+ * 64 bytes of every tensor, so that two fine-tunes of one shape differ without hashing gigabytes.
+ */
+function checkpointFingerprint(header: SafetensorsHeader): string {
+  const hash = createHash('sha256');
+  hash.update(`${header.fileSize}\0${JSON.stringify([...header.tensors].map(([name, t]) => [name, t.dtype, t.shape, t.begin, t.end]))}`);
+  const fd = openSync(header.path, 'r');
+  try {
+    for (const t of header.tensors.values()) {
+      const sample = Buffer.alloc(Math.min(64, t.end - t.begin));
+      readSync(fd, sample, 0, sample.length, t.offset);
+      hash.update(sample);
+    }
+  } finally {
+    closeSync(fd);
+  }
+  return hash.digest('hex').slice(0, 16);
+}
+
+/**
  * This process's rank: its slices of the mapped checkpoint, then the rendezvous with the other
  * ranks. Every rank must load the same library build and checkpoint: rank 0 compares fingerprints.
  */
@@ -141,8 +161,7 @@ async function joinRank(addon: NativeAddon, library: NativeCompiledLibrary, file
   vocabSize: number, threads: number, d: Required<DistributedOptions>, onProgress: LoadOptions['onProgress']): Promise<NativeTpGroup> {
   const instance = new addon.ModelInstance(library, file, rankWeightViews(header, plan, d.rank), d.rank, d.localRank);
   const group = new addon.DistGroup(instance, vocabSize, threads, d.rank, d.world);
-  const tensors = JSON.stringify([...header.tensors].map(([name, t]) => [name, t.dtype, t.shape, t.begin, t.end]));
-  const checkpoint = createHash('sha256').update(`${header.fileSize}\0${tensors}`).digest('hex').slice(0, 16);
+  const checkpoint = checkpointFingerprint(header);
   const fingerprint = `${library.specialization}, checkpoint ${checkpoint}`;
   const address = `${d.masterAddr}:${d.masterPort}`;
   onProgress?.({ stage: 'join', rank: d.rank, world: d.world, address });

@@ -5,6 +5,8 @@
  *
  *   tsx test/tp/dist-rank.ts '{"dir": …, "cacheDir": …, "calls": [[tokens, startPos, allLogits], …], "exitAfter": n?}'
  */
+import { appendFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { loadModel } from '../../runtime/model.js';
 
 interface Job {
@@ -13,6 +15,8 @@ interface Job {
   calls: Array<[number[], number, boolean]>;
   /** Exit the process (without closing anything) after this many calls: a rank that dies. */
   exitAfter?: number;
+  /** Append a byte to the checkpoint after this many calls: this rank's next forward fails on its own. */
+  modifyAfter?: number;
 }
 
 const job = JSON.parse(process.argv[2]!) as Job;
@@ -20,6 +24,7 @@ const rows: string[] = [];
 try {
   const model = await loadModel(job.dir, { cacheDir: job.cacheDir, maxTokens: 8, threads: 1, distributed: 'env' });
   for (const [i, [tokens, startPos, allLogits]] of job.calls.entries()) {
+    if (job.modifyAfter === i) appendFileSync(join(job.dir, 'consolidated.safetensors'), Buffer.alloc(1));
     if (job.exitAfter === i) {
       console.log(JSON.stringify({ rows, exited: true }));
       process.exit(0);

@@ -4,7 +4,7 @@
  * over loopback sockets. Checked against the same model with its ranks on threads in one process
  * (bit for bit) and against TP 1 (f32 rounding), and for the ways a group goes wrong.
  */
-import { mkdtempSync } from 'node:fs';
+import { cpSync, mkdtempSync } from 'node:fs';
 import { createServer, type AddressInfo, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -57,6 +57,7 @@ interface RankJob {
   dir?: string;
   calls?: Array<[number[], number, boolean]>;
   exitAfter?: number;
+  modifyAfter?: number;
 }
 
 /** Starts the given ranks of a world at once, each in a process of its own, and waits for all. */
@@ -143,12 +144,27 @@ describe('tensor parallelism with one process per rank (RANK, WORLD_SIZE, MASTER
     const results = await runRanks(2, await freePort(), [[0, {}], [1, { dir: other }]], 20);
     expect(results[0]!.error).toMatch(/^rank 0 of 2: rendezvous: rank 1 loaded a different model: rank 0 has dense\.cpu\.f32\.tp2, checkpoint [0-9a-f]{16}, rank 1 has dense-bf16\.cpu\.bf16\.tp2, checkpoint [0-9a-f]{16}; every rank needs the same checkpoint/);
     expect(results[1]!.error).toMatch(/rank 1 of 2: rendezvous: rank 0 refused rank 1: rank 1 loaded a different model/);
+    // The same shapes, build and name, other weights (another seed): told apart by the weights' first bytes.
+    const reseeded = join(work, 'reseeded', 'dense');
+    await writeRandomWeights(normalizeParams({ ...BASE, sliding_window: 6 }, 'dense'), reseeded, { seed: 77, dtype: 'f32' });
+    const again = await runRanks(2, await freePort(), [[0, {}], [1, { dir: reseeded }]], 20);
+    expect(again[0]!.error).toMatch(/rank 1 loaded a different model: rank 0 has dense\.cpu\.f32\.tp2, checkpoint ([0-9a-f]{16}), rank 1 has dense\.cpu\.f32\.tp2, checkpoint (?!\1)[0-9a-f]{16}/);
   });
 
   it('a rank that dies: the others fail with a message naming it, and do not hang', async () => {
     const results = await runRanks(2, await freePort(), [[0, {}], [1, { exitAfter: 2 }]], 20);
     expect(results[0]!.error).toMatch(/tensor-parallel rank 1 closed the connection \(its process ended\?\)/);
     expect(results[0]!.rows.length).toBe(5 + 1);  // the prefill's 5 rows and one decode step came through
+  });
+
+  it('a rank whose own forward fails: the others learn why at once, not after the timeout', async () => {
+    const own = join(work, 'rank0', 'dense');  // same name: the same library key
+    cpSync(dense, own, { recursive: true });
+    const results = await runRanks(2, await freePort(), [[0, { dir: own, modifyAfter: 3 }], [1, {}]], 60);
+    expect(results[0]!.error).toMatch(/consolidated\.safetensors: has been modified since it was mapped/);
+    expect(results[1]!.error).toMatch(/^tensor-parallel rank 0 failed: .*consolidated\.safetensors: has been modified since it was mapped/);
+    expect(results[1]!.seconds).toBeLessThan(30);  // far below the 60 s timeout
+    expect(results[1]!.rows).toHaveLength(5 + 2);
   });
 
   it('ranks fed different tokens: both fail, naming the rank that differs', async () => {

@@ -75,17 +75,22 @@ class JoinWorker : public Napi::AsyncWorker {
 std::string DistState::forward(const int32_t* tokens, int32_t n, int32_t startPos, float* out, bool allLogits) {
   if (group->failed())
     return "the tensor-parallel group failed earlier (" + group->failure() + "); restart every rank";
-  const SocketGroup::ForwardHeader header{startPos, n, allLogits ? 1 : 0, 0, hashTokens(tokens, n)};
-  if (!group->agree(header)) return group->failure();
-  const int64_t rows = allLogits ? n : 1;
-  std::vector<float> slice(static_cast<size_t>(rows * vocabLocal));
-  const std::string local = handle->forward(tokens, n, startPos, slice.data(), allLogits);
-  if (!local.empty()) {
-    group->abort("tensor-parallel rank " + std::to_string(rank) + " failed: " + local);
-    return local;
+  std::string local;
+  try {
+    const SocketGroup::ForwardHeader header{startPos, n, allLogits ? 1 : 0, 0, hashTokens(tokens, n)};
+    if (!group->agree(header)) return group->failure();
+    const int64_t rows = allLogits ? n : 1;
+    std::vector<float> slice(static_cast<size_t>(rows * vocabLocal));
+    local = handle->forward(tokens, n, startPos, slice.data(), allLogits);
+    if (local.empty()) return group->failed() || !group->gather(slice.data(), rows, vocabLocal, out) ? group->failure() : "";
+  } catch (const std::exception& e) {  // out of memory, or a library that let an exception out
+    local = e.what();
   }
-  if (group->failed() || !group->gather(slice.data(), rows, vocabLocal, out)) return group->failure();
-  return "";
+  // This rank failed on its own; the others are waiting on it in a collective: tell them. If the
+  // group failed first, that is the cause to report (the library then saw NaN or an error).
+  if (group->failed()) return group->failure();
+  group->abort("tensor-parallel rank " + std::to_string(rank) + " failed: " + local);
+  return local;
 }
 
 Napi::Function DistGroup::define(Napi::Env env) {

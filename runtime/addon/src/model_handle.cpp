@@ -18,6 +18,8 @@ ModelHandle::ModelHandle(std::shared_ptr<const Library> library, std::shared_ptr
                              (err[0] != '\0' ? std::string(err) : std::string("no message")));
 }
 
+// Runs on the JS thread or a libuv worker, never on thread_ (jobs hold a raw `this`, and the last
+// shared_ptr is let go by JS or a ForwardWorker): ~SerialThread cannot join itself.
 ModelHandle::~ModelHandle() {
   if (model_ != nullptr) thread_.run([&] { library_->destroy(model_); });
 }

@@ -52,22 +52,32 @@ void setNoDelay(int fd) {
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);  // small messages (agree, ok) must not wait
 }
 
+std::string duration(int ms) { return ms < 1000 ? std::to_string(ms) + " ms" : std::to_string(ms / 1000) + " s"; }
+
+/**
+ * What transfer() returns when, during a write, the peer has something to say instead of reading:
+ * in this protocol only an abort (or the end of its stream) can come then.
+ */
+const std::string kPeerSpoke = "\x01";
+
 /**
  * Reads or writes exactly n bytes on a non-blocking socket, waiting at most `silenceMs` for each
- * bit of progress. Returns "" or what went wrong ("closed the connection", "sent nothing for …").
+ * bit of progress. Returns "" or what went wrong ("closed the connection", "sent nothing for …"),
+ * or kPeerSpoke when a write stalls while the peer has sent something.
  */
 std::string transfer(int fd, void* data, size_t n, int silenceMs, bool writing) {
   auto* p = static_cast<uint8_t*>(data);
   while (n > 0) {
-    pollfd pfd{fd, static_cast<short>(writing ? POLLOUT : POLLIN), 0};
+    pollfd pfd{fd, static_cast<short>(writing ? POLLOUT | POLLIN : POLLIN), 0};
     const int ready = poll(&pfd, 1, silenceMs);
     if (ready < 0) {
       if (errno == EINTR) continue;
       return "poll failed: " + errnoText(errno);
     }
     if (ready == 0)
-      return (writing ? "accepted nothing for " : "sent nothing for ") + std::to_string(silenceMs / 1000) +
-             " s (stopped or hung?)";
+      return (writing ? "accepted nothing for " : "sent nothing for ") + duration(silenceMs) + " (stopped or hung?)";
+    // A peer blocked on its own send does not read: waiting for room would wait out the timeout.
+    if (writing && (pfd.revents & POLLOUT) == 0 && (pfd.revents & POLLIN) != 0) return kPeerSpoke;
     const ssize_t done = writing ? ::send(fd, p, n, MSG_NOSIGNAL) : ::recv(fd, p, n, 0);
     if (done < 0) {
       if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK) continue;
@@ -159,9 +169,14 @@ int connectTo(const std::string& host, uint16_t port, Clock::time_point deadline
     hints.ai_socktype = SOCK_STREAM;
     addrinfo* found = nullptr;
     const int gai = getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &found);
-    if (gai != 0)
-      throw std::runtime_error("rendezvous: MASTER_ADDR " + host + " cannot be resolved (" + gai_strerror(gai) +
-                               "): set it to rank 0's host name or address");
+    if (gai != 0) {
+      // Rank 0's name may not exist yet (a service that comes up with it): retry until the deadline.
+      if ((gai != EAI_AGAIN && gai != EAI_NONAME && gai != EAI_FAIL) || remainingMs(deadline) == 0)
+        throw std::runtime_error("rendezvous: MASTER_ADDR " + host + " cannot be resolved (" + gai_strerror(gai) +
+                                 "): set it to rank 0's host name or address");
+      std::this_thread::sleep_for(std::chrono::milliseconds(std::min(200, remainingMs(deadline))));
+      continue;
+    }
     for (addrinfo* a = found; a != nullptr; a = a->ai_next) {
       int fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
       if (fd < 0) continue;
@@ -190,7 +205,7 @@ int connectTo(const std::string& host, uint16_t port, Clock::time_point deadline
     freeaddrinfo(found);
     if (remainingMs(deadline) == 0)
       throw std::runtime_error("rendezvous: could not reach rank 0 at " + host + ":" + std::to_string(port) + " within " +
-                               std::to_string(timeoutMs / 1000) + " s (" + last +
+                               duration(timeoutMs) + " (" + last +
                                "): start rank 0 too, and check MASTER_ADDR and MASTER_PORT");
     std::this_thread::sleep_for(std::chrono::milliseconds(std::min(100, remainingMs(deadline))));
   }
@@ -240,9 +255,12 @@ std::unique_ptr<SocketGroup> SocketGroup::join(const Options& o, const std::func
       hello += o.fingerprint;
       std::string e = sendMessage(fds[0], kHello, 0, hello.data(), hello.size(), silence);
       std::string body;
-      if (e.empty()) e = readRendezvous(fds[0], kWelcome, body, std::max(1, remainingMs(deadline)));
+      // Rank 0 answers once every rank has joined, which may take up to its own timeout.
+      if (e.empty()) e = readRendezvous(fds[0], kWelcome, body, o.timeoutMs);
       if (e.empty() && body.size() != ncclId.size()) e = "sent a malformed welcome";
-      if (!e.empty()) throw std::runtime_error("rendezvous: rank 0 at " + o.host + ":" + std::to_string(o.port) + " " + e);
+      if (!e.empty())
+        throw std::runtime_error("rendezvous: rank 0 at " + o.host + ":" + std::to_string(o.port) + " " + e +
+                                 (e.rfind("sent nothing", 0) == 0 ? " (it waits for every rank: did one never start?)" : ""));
       std::memcpy(ncclId.data(), body.data(), ncclId.size());
     } catch (const std::runtime_error& e) {
       closeAll(fds);
@@ -260,7 +278,7 @@ std::unique_ptr<SocketGroup> SocketGroup::join(const Options& o, const std::func
     for (int fd : fds)
       if (fd >= 0) sendMessage(fd, kReject, 0, message.data(), message.size(), 1000);
     closeAll(fds);
-    close(listener);
+    if (listener >= 0) close(listener);
     throw std::runtime_error("rendezvous: " + message);
   };
   int joined = 0;
@@ -269,16 +287,20 @@ std::unique_ptr<SocketGroup> SocketGroup::join(const Options& o, const std::func
     const int wait = remainingMs(deadline);
     const int ready = wait == 0 ? 0 : poll(&pfd, 1, wait);
     if (ready < 0 && errno == EINTR) continue;
-    if (ready <= 0) {
+    if (ready < 0) refuseAll("poll on port " + std::to_string(o.port) + " failed: " + errnoText(errno));
+    if (ready == 0) {
       std::string missing;
       for (int32_t r = 1; r < o.world; ++r)
         if (fds[static_cast<size_t>(r)] < 0) missing += (missing.empty() ? "" : ", ") + std::to_string(r);
-      refuseAll("timed out after " + std::to_string(o.timeoutMs / 1000) + " s waiting on port " + std::to_string(o.port) +
+      refuseAll("timed out after " + duration(o.timeoutMs) + " waiting on port " + std::to_string(o.port) +
                 " for rank(s) " + missing + " of WORLD_SIZE " + std::to_string(o.world) +
                 ": start one process per rank with the same MASTER_ADDR and MASTER_PORT");
     }
     const int fd = accept4(listener, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
-    if (fd < 0) continue;
+    if (fd < 0) {  // a connection reset before we took it, or out of descriptors for a moment
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      continue;
+    }
     setNoDelay(fd);
     std::string body;
     std::string e;
@@ -319,6 +341,7 @@ std::unique_ptr<SocketGroup> SocketGroup::join(const Options& o, const std::func
     ++joined;
   }
   close(listener);
+  listener = -1;
   try {
     if (makeNcclId) makeNcclId(ncclId);
   } catch (const std::exception& e) {
@@ -341,55 +364,78 @@ std::string SocketGroup::failure() const {
   return failure_;
 }
 
-void SocketGroup::fail(const std::string& message) {
-  std::lock_guard<std::mutex> lock(mutex_);
-  if (failure_.empty()) failure_ = message;
+void SocketGroup::drop(int32_t peer) {
+  int& fd = fds_[static_cast<size_t>(peer)];
+  if (fd < 0) return;
+  ::shutdown(fd, SHUT_RDWR);
+  ::close(fd);
+  fd = -1;
 }
 
-void SocketGroup::broadcastAbort() {
-  if (rank_ != 0) return;
-  const std::string message = failure();
-  for (int32_t r = 1; r < world_; ++r)
-    if (fds_[static_cast<size_t>(r)] >= 0) sendMessage(fds_[static_cast<size_t>(r)], kAbort, seq_, message.data(), message.size(), 1000);
+void SocketGroup::fail(const std::string& message) noexcept {
+  try {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (!failure_.empty()) return;
+      failure_ = message;
+    }
+    // Tell the others (best effort, briefly): rank 0 every rank still connected, another rank
+    // rank 0. Then close every live connection for writing, so that a rank waiting on this one
+    // sees the end of its stream at once instead of waiting out the timeout.
+    for (int32_t r = rank_ == 0 ? 1 : 0; r < (rank_ == 0 ? world_ : 1); ++r)
+      if (fds_[static_cast<size_t>(r)] >= 0) sendMessage(fds_[static_cast<size_t>(r)], kAbort, seq_, message.data(), message.size(), 1000);
+    for (int fd : fds_)
+      if (fd >= 0) ::shutdown(fd, SHUT_WR);
+  } catch (...) {  // out of memory for the message: the group is failed all the same
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (failure_.empty()) failure_ = "the tensor-parallel group failed";
+  }
 }
 
-void SocketGroup::abort(const std::string& message) {
-  if (failed()) return;
-  fail(message);
-  if (rank_ == 0)
-    broadcastAbort();
-  else
-    sendMessage(fds_[0], kAbort, seq_, message.data(), message.size(), 1000);
-}
+void SocketGroup::abort(const std::string& message) { fail(message); }
 
 bool SocketGroup::send(int32_t peer, uint32_t kind, const void* body, uint64_t bytes) {
-  const std::string e = sendMessage(fds_[static_cast<size_t>(peer)], kind, seq_, body, bytes, timeoutMs_);
+  const std::string who = "tensor-parallel rank " + std::to_string(peer);
+  const int fd = fds_[static_cast<size_t>(peer)];
+  if (fd < 0) return fail(who + ": its connection was already closed"), false;
+  const std::string e = sendMessage(fd, kind, seq_, body, bytes, timeoutMs_);
   if (e.empty()) return true;
-  fail("tensor-parallel rank " + std::to_string(peer) + " " + e);
+  if (e == kPeerSpoke) {
+    // The peer gave up instead of reading: take its abort. Our frame is cut short, so this
+    // connection carries nothing more.
+    receive(peer, kind, nullptr, 0);
+    drop(peer);
+    return fail(who + " stopped reading"), false;  // no-op when receive() has failed the group with the peer's message
+  }
+  drop(peer);  // a frame cut short: nothing more may be written into this stream
+  fail(who + " " + e);
   return false;
 }
 
 bool SocketGroup::receive(int32_t peer, uint32_t kind, void* body, uint64_t bytes) {
   const int fd = fds_[static_cast<size_t>(peer)];
   const std::string who = "tensor-parallel rank " + std::to_string(peer);
+  if (fd < 0) return fail(who + ": its connection was already closed"), false;
   Header h{};
   std::string e = recvAll(fd, &h, sizeof h, timeoutMs_);
-  if (!e.empty()) return fail(who + " " + e), false;
-  if (h.magic != kMagic) return fail(who + " sent a corrupt message"), false;
+  if (!e.empty()) return drop(peer), fail(who + " " + e), false;
+  if (h.magic != kMagic) return drop(peer), fail(who + " sent a corrupt message"), false;
   if (h.kind == kAbort) {
     std::string message(std::min<uint64_t>(h.bytes, kMaxMessage), '\0');
-    recvAll(fd, message.data(), message.size(), 1000);
-    fail(message.empty() ? who + " failed" : message);
+    if (!recvAll(fd, message.data(), message.size(), 1000).empty() || message.empty()) message = who + " failed";
+    drop(peer);
+    fail(message);
     return false;
   }
   if (h.kind != kind || h.seq != seq_ || h.bytes != bytes)
-    return fail(who + " is out of step (message kind " + std::to_string(h.kind) + " of collective " + std::to_string(h.seq) +
+    return drop(peer),
+           fail(who + " is out of step (message kind " + std::to_string(h.kind) + " of collective " + std::to_string(h.seq) +
                 ", " + std::to_string(h.bytes) + " bytes, where kind " + std::to_string(kind) + " of collective " +
                 std::to_string(seq_) + ", " + std::to_string(bytes) + " bytes was due)"),
            false;
   if (bytes > 0) {
     e = recvAll(fd, body, bytes, timeoutMs_);
-    if (!e.empty()) return fail(who + " " + e), false;
+    if (!e.empty()) return drop(peer), fail(who + " " + e), false;
   }
   return true;
 }
@@ -400,7 +446,7 @@ bool SocketGroup::agree(const ForwardHeader& header) {
   if (rank_ != 0) return send(0, kAgree, &header, sizeof header) && receive(0, kOk, nullptr, 0);
   for (int32_t r = 1; r < world_; ++r) {
     ForwardHeader theirs{};
-    if (!receive(r, kAgree, &theirs, sizeof theirs)) return broadcastAbort(), false;
+    if (!receive(r, kAgree, &theirs, sizeof theirs)) return false;
     if (std::memcmp(&theirs, &header, sizeof header) != 0) {
       auto describe = [](const ForwardHeader& f) {
         return "forward(" + std::to_string(f.nTokens) + " tokens at position " + std::to_string(f.startPos) +
@@ -409,38 +455,45 @@ bool SocketGroup::agree(const ForwardHeader& header) {
       std::string what = describe(theirs) == describe(header) ? "the same call with other token ids" : describe(theirs);
       fail("tensor-parallel rank " + std::to_string(r) + " ran " + what + " where rank 0 ran " + describe(header) +
            ": every rank must make the same calls with the same tokens");
-      broadcastAbort();
       return false;
     }
   }
   for (int32_t r = 1; r < world_; ++r)
-    if (!send(r, kOk, nullptr, 0)) return broadcastAbort(), false;
+    if (!send(r, kOk, nullptr, 0)) return false;
   return true;
 }
 
 void SocketGroup::allReduceSum(void* ctx, int32_t, float* data, int64_t n) {
+  // Called from inside a compiled library (C ABI): nothing may escape, whatever happens.
   auto* self = static_cast<SocketGroup*>(ctx);
-  const uint64_t bytes = static_cast<uint64_t>(n) * sizeof(float);
   auto poison = [&] { std::fill(data, data + n, std::numeric_limits<float>::quiet_NaN()); };
-  if (self->failed()) return poison();
-  ++self->seq_;
-  if (self->rank_ != 0) {
-    if (!self->send(0, kData, data, bytes) || !self->receive(0, kData, data, bytes)) poison();
-    return;
+  try {
+    const uint64_t bytes = static_cast<uint64_t>(n) * sizeof(float);
+    if (self->failed()) return poison();
+    ++self->seq_;
+    if (self->rank_ != 0) {
+      if (!self->send(0, kData, data, bytes) || !self->receive(0, kData, data, bytes)) poison();
+      return;
+    }
+    const int32_t peers = self->world_ - 1;
+    self->scratch_.resize(static_cast<size_t>(n) * static_cast<size_t>(peers));
+    for (int32_t r = 1; r <= peers; ++r)
+      if (!self->receive(r, kData, self->scratch_.data() + static_cast<size_t>(r - 1) * static_cast<size_t>(n), bytes)) return poison();
+    for (int64_t i = 0; i < n; ++i) {
+      float sum = 0.f;  // rank order from 0.f, as Communicator: the same bits as ranks on threads
+      sum += data[i];
+      for (int32_t r = 0; r < peers; ++r) sum += self->scratch_[static_cast<size_t>(r) * static_cast<size_t>(n) + static_cast<size_t>(i)];
+      data[i] = sum;
+    }
+    for (int32_t r = 1; r <= peers; ++r)
+      if (!self->send(r, kData, data, bytes)) return poison();
+  } catch (const std::exception& e) {
+    self->fail(std::string("all-reduce on tensor-parallel rank ") + std::to_string(self->rank_) + " failed: " + e.what());
+    poison();
+  } catch (...) {
+    self->fail("all-reduce failed");
+    poison();
   }
-  const int32_t peers = self->world_ - 1;
-  self->scratch_.resize(static_cast<size_t>(n) * static_cast<size_t>(peers));
-  for (int32_t r = 1; r <= peers; ++r)
-    if (!self->receive(r, kData, self->scratch_.data() + static_cast<size_t>(r - 1) * static_cast<size_t>(n), bytes))
-      return self->broadcastAbort(), poison();
-  for (int64_t i = 0; i < n; ++i) {
-    float sum = 0.f;  // rank order from 0.f, as Communicator: the same bits as ranks on threads
-    sum += data[i];
-    for (int32_t r = 0; r < peers; ++r) sum += self->scratch_[static_cast<size_t>(r) * static_cast<size_t>(n) + static_cast<size_t>(i)];
-    data[i] = sum;
-  }
-  for (int32_t r = 1; r <= peers; ++r)
-    if (!self->send(r, kData, data, bytes)) return self->broadcastAbort(), poison();
 }
 
 bool SocketGroup::gather(const float* slice, int64_t rows, int64_t vocabLocal, float* out) {
@@ -454,13 +507,13 @@ bool SocketGroup::gather(const float* slice, int64_t rows, int64_t vocabLocal, f
   for (int32_t r = 0; r < world_; ++r) {
     const float* from = slice;
     if (r > 0) {
-      if (!receive(r, kData, theirs.data(), sliceBytes)) return broadcastAbort(), false;
+      if (!receive(r, kData, theirs.data(), sliceBytes)) return false;
       from = theirs.data();
     }
     for (int64_t row = 0; row < rows; ++row)
       std::copy(from + row * vocabLocal, from + (row + 1) * vocabLocal, out + row * vocab + r * vocabLocal);
   }
   for (int32_t r = 1; r < world_; ++r)
-    if (!send(r, kData, out, fullBytes)) return broadcastAbort(), false;
+    if (!send(r, kData, out, fullBytes)) return false;
   return true;
 }

@@ -84,21 +84,26 @@ class SocketGroup {
     uint64_t seq;
     uint64_t bytes;
   };
-  /** Sends one message to `peer`; false (and the group failed) on error. */
+  /** Sends one message to `peer`; false (and the group failed, with the peer's abort if it sent one) on error. */
   bool send(int32_t peer, uint32_t kind, const void* body, uint64_t bytes);
   /**
    * Receives the next message from `peer`, which must be of `kind` with exactly `bytes` bytes
    * (written to `body`). False (and the group failed, with the peer's message for an abort) otherwise.
    */
   bool receive(int32_t peer, uint32_t kind, void* body, uint64_t bytes);
-  void fail(const std::string& message);
-  /** Rank 0: tells every peer that the group failed (best effort). */
-  void broadcastAbort();
+  /**
+   * Fails the group with `message` (the first failure wins) and sends it on (rank 0 to every rank
+   * still connected, another rank to rank 0); then every connection is closed for writing, so no
+   * rank waits out the timeout.
+   */
+  void fail(const std::string& message) noexcept;
+  /** Closes the connection to `peer` for good: after a frame cut short, nothing more may go into it. */
+  void drop(int32_t peer);
 
   int32_t rank_;
   int32_t world_;
   int32_t timeoutMs_;
-  std::vector<int> fds_;  // rank 0: fds_[r] is rank r's connection (fds_[0] = -1); others: fds_[0] is rank 0's
+  std::vector<int> fds_;  // rank 0: fds_[r] is rank r's connection (fds_[0] = -1); others: fds_[0] is rank 0's; -1 once dropped
   uint64_t seq_ = 0;      // collectives so far: every message carries it, so a rank out of step is caught
   std::vector<float> scratch_;  // rank 0: the peers' buffers of one all-reduce
   mutable std::mutex mutex_;    // guards failure_ (read from the JS thread by failed())

@@ -17,8 +17,17 @@ std::string TpState::forward(const int32_t* tokens, int32_t n, int32_t startPos,
   // also start a new OpenMP team per call).
   std::vector<std::future<std::string>> running;
   for (size_t r = 0; r < world; ++r) running.push_back(ranks[r]->forwardAsync(tokens, n, startPos, slices[r].data(), allLogits));
+  // Every future is waited for before anything returns: the ranks write into slices until then.
   std::vector<std::string> errors(world);
-  for (size_t r = 0; r < world; ++r) errors[r] = running[r].get();
+  for (size_t r = 0; r < world; ++r) {
+    try {
+      errors[r] = running[r].get();
+    } catch (const std::exception& e) {  // a library that let an exception out
+      errors[r] = std::string("mc_forward threw: ") + e.what();
+    } catch (...) {
+      errors[r] = "mc_forward threw a non-standard exception";
+    }
+  }
   for (size_t r = 0; r < world; ++r)
     if (!errors[r].empty()) return errors[r];  // every rank checks the same arguments before any collective
   for (size_t r = 0; r < world; ++r)
