@@ -4,6 +4,7 @@
  * over loopback sockets. Checked against the same model with its ranks on threads in one process
  * (bit for bit) and against TP 1 (f32 rounding), and for the ways a group goes wrong.
  */
+import { execFileSync } from 'node:child_process';
 import { cpSync, mkdtempSync } from 'node:fs';
 import { createServer, type AddressInfo, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -38,6 +39,17 @@ beforeAll(async () => {
   await writeRandomWeights(normalizeParams({ ...BASE, moe: { num_experts: 4, num_experts_per_tok: 2 } }, 'moe'), moe, { seed: 32, dtype: 'f32' });
 });
 
+function netnsAvailable(): boolean {
+  const probe = `mc${process.pid}probe`;
+  try {
+    execFileSync('ip', ['netns', 'add', probe], { stdio: 'ignore' });
+    execFileSync('ip', ['netns', 'del', probe], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 async function freePort(): Promise<number> {
   const server = createServer();
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
@@ -60,12 +72,20 @@ interface RankJob {
   modifyAfter?: number;
 }
 
+interface Launch {
+  /** MASTER_ADDR (default the loopback address). */
+  masterAddr?: string;
+  /** Command words in front of node for a rank, e.g. ['ip', 'netns', 'exec', 'host1']. */
+  prefix?: (rank: number) => string[];
+}
+
 /** Starts the given ranks of a world at once, each in a process of its own, and waits for all. */
-async function runRanks(world: number, port: number, ranks: Array<[number, RankJob]>, timeoutS = 30): Promise<RankResult[]> {
+async function runRanks(world: number, port: number, ranks: Array<[number, RankJob]>, timeoutS = 30, launch: Launch = {}): Promise<RankResult[]> {
   return Promise.all(ranks.map(async ([rank, job]) => {
     const started = performance.now();
-    const child = await execa(process.execPath, ['--import', 'tsx', RANK_SCRIPT, JSON.stringify({ dir: dense, cacheDir, calls: CALLS, ...job })], {
-      env: { RANK: String(rank), WORLD_SIZE: String(world), MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port), MC_DIST_TIMEOUT_S: String(timeoutS), OMP_NUM_THREADS: '1' },
+    const [command, ...words] = [...(launch.prefix?.(rank) ?? []), process.execPath, '--import', 'tsx', RANK_SCRIPT, JSON.stringify({ dir: dense, cacheDir, calls: CALLS, ...job })];
+    const child = await execa(command!, words, {
+      env: { RANK: String(rank), WORLD_SIZE: String(world), MASTER_ADDR: launch.masterAddr ?? '127.0.0.1', MASTER_PORT: String(port), MC_DIST_TIMEOUT_S: String(timeoutS), OMP_NUM_THREADS: '1' },
       reject: false, timeout: 90_000,
     });
     const last = child.stdout.trim().split('\n').at(-1) ?? '';
@@ -111,6 +131,33 @@ describe('tensor parallelism with one process per rank (RANK, WORLD_SIZE, MASTER
       }
     });
   }
+
+  // Two "machines": network namespaces joined by a veth pair (needs root and iproute2, as CI has).
+  it.skipIf(!netnsAvailable())('ranks on two hosts of a virtual network (MASTER_ADDR not loopback) give the same bits', async () => {
+    const hosts = [`mc${process.pid}h0`, `mc${process.pid}h1`];
+    const links = [`mc${process.pid % 100000}v0`, `mc${process.pid % 100000}v1`];
+    const ip = (...args: string[]) => execFileSync('ip', args);
+    try {
+      for (const h of hosts) ip('netns', 'add', h);
+      ip('link', 'add', links[0]!, 'type', 'veth', 'peer', 'name', links[1]!);
+      for (const i of [0, 1]) {
+        ip('link', 'set', links[i]!, 'netns', hosts[i]!);
+        ip('-n', hosts[i]!, 'addr', 'add', `10.77.${process.pid % 250}.${i + 1}/24`, 'dev', links[i]!);
+        ip('-n', hosts[i]!, 'link', 'set', links[i]!, 'up');
+        ip('-n', hosts[i]!, 'link', 'set', 'lo', 'up');
+      }
+      const threads = await inProcess(dense, 2);
+      const results = await runRanks(2, 29500, [[0, {}], [1, {}]], 30, {
+        masterAddr: `10.77.${process.pid % 250}.1`, prefix: (rank) => ['ip', 'netns', 'exec', hosts[rank]!],
+      });
+      for (const [r, result] of results.entries()) {
+        expect(result.error, `rank ${r}`).toBeUndefined();
+        result.rows.forEach((row, i) => expect(sameBits(row, threads[i]!), `rank ${r}, row ${i}`).toBe(true));
+      }
+    } finally {
+      for (const h of hosts) try { ip('netns', 'del', h); } catch { /* not made */ }
+    }
+  });
 
   it('the CLI: generate on two processes prints, on rank 0 only, the tokens of --tp 2 in one process', async () => {
     const args = ['generate', '--model', dense, '--tokens', '1,2,3', '--max-tokens', '6', '--cache', cacheDir, '--json', '--temperature', '0.8', '--seed', '3'];
