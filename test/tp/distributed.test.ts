@@ -6,7 +6,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { cpSync, mkdtempSync } from 'node:fs';
-import { createServer, type AddressInfo, type Server } from 'node:net';
+import { connect, createServer, type AddressInfo, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
@@ -218,6 +218,31 @@ describe('tensor parallelism with one process per rank (RANK, WORLD_SIZE, MASTER
     const calls = CALLS.map(([t, p, a], i): [number[], number, boolean] => [i === 1 ? [(t[0]! + 1) % 512] : t, p, a]);
     const results = await runRanks(2, await freePort(), [[0, {}], [1, { calls }]], 20);
     for (const r of results) expect(r.error).toMatch(/tensor-parallel rank 1 ran the same call with other token ids where rank 0 ran forward\(1 tokens at position 5, last logits\)/);
+  });
+
+  it('rank 0 ignores connections that are not ranks (junk, a malformed hello) and still forms the group', async () => {
+    const port = await freePort();
+    const rank0 = runRanks(2, port, [[0, {}]], 30);
+    // What a port scanner or a health check might send, once rank 0 listens.
+    const hello = Buffer.alloc(24);
+    hello.writeUInt32LE(0x5054434d, 0);  // the protocol's magic, then a hello whose length lies
+    hello.writeUInt32LE(1, 4);
+    hello.writeBigUInt64LE(1000n, 16);
+    for (const junk of [Buffer.from('GET / HTTP/1.0\r\n\r\n'), hello]) {
+      for (let tries = 0; ; tries++) {
+        const sent = await new Promise<boolean>((resolve) => {
+          const socket = connect(port, '127.0.0.1', () => socket.end(junk, () => resolve(true)));
+          socket.on('error', () => resolve(false));
+        });
+        if (sent) break;
+        if (tries > 400) throw new Error('rank 0 never listened');
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    }
+    const [[r0], [r1]] = await Promise.all([rank0, runRanks(2, port, [[1, {}]], 30)]);
+    expect(r0!.error).toBeUndefined();
+    expect(r1!.error).toBeUndefined();
+    expect(r1!.rows.map((row, i) => sameBits(row, r0!.rows[i]!))).toEqual(r0!.rows.map(() => true));
   });
 
   it('MASTER_PORT in use on rank 0: one line naming it', async () => {
