@@ -10,13 +10,17 @@ export class Progress {
   private lastWrite = 0;
   private open = false;
 
-  constructor(private readonly quiet: boolean) {}
+  /**
+   * prefix: put in front of every line, e.g. "[rank 1] " when several processes (one per rank)
+   * write to one terminal or log.
+   */
+  constructor(private readonly quiet: boolean, private readonly prefix = '') {}
 
   /** A finished step: its own line. */
   line(text: string): void {
     if (this.quiet) return;
     this.clear();
-    process.stderr.write(`${text}\n`);
+    process.stderr.write(`${this.prefix}${text}\n`);
   }
 
   /** A step under way: rewritten in place on a terminal, throttled to a few lines elsewhere. */
@@ -25,10 +29,10 @@ export class Progress {
     const now = performance.now();
     if (this.tty) {
       if (now - this.lastWrite < 50 && fraction < 1) return;
-      process.stderr.write(`\r\x1b[K${text} ${(fraction * 100).toFixed(0)}%`);
+      process.stderr.write(`\r\x1b[K${this.prefix}${text} ${(fraction * 100).toFixed(0)}%`);
       this.open = true;
     } else if (now - this.lastWrite > 2000 || fraction >= 1) {
-      process.stderr.write(`${text} ${(fraction * 100).toFixed(0)}%\n`);
+      process.stderr.write(`${this.prefix}${text} ${(fraction * 100).toFixed(0)}%\n`);
     } else return;
     this.lastWrite = now;
   }
@@ -56,4 +60,10 @@ export class Progress {
           (e.rankSeconds.length > 1 ? ` (ranks: ${e.rankSeconds.map((s) => s.toFixed(2)).join(', ')} s)` : '') + `: ${e.path}`);
     }
   };
+}
+
+/** "[rank R] " when this process is one rank of several (WORLD_SIZE > 1 in the environment), else "". */
+export function rankPrefix(env: NodeJS.ProcessEnv = process.env): string {
+  const world = Number(env.WORLD_SIZE);
+  return Number.isInteger(world) && world > 1 && env.RANK !== undefined ? `[rank ${env.RANK}] ` : '';
 }

@@ -160,16 +160,19 @@ describe('tensor parallelism with one process per rank (RANK, WORLD_SIZE, MASTER
   });
 
   it('the CLI: generate on two processes prints, on rank 0 only, the tokens of --tp 2 in one process', async () => {
-    const args = ['generate', '--model', dense, '--tokens', '1,2,3', '--max-tokens', '6', '--cache', cacheDir, '--json', '--temperature', '0.8', '--seed', '3'];
-    const reference = await execa(process.execPath, ['--import', 'tsx', CLI_SCRIPT, ...args, '--tp', '2']);
+    const args = ['generate', '--model', dense, '--tokens', '1,2,3', '--max-tokens', '6', '--cache', cacheDir, '--temperature', '0.8', '--seed', '3'];
+    const reference = await execa(process.execPath, ['--import', 'tsx', CLI_SCRIPT, ...args, '--tp', '2', '--json']);
     const expected = JSON.parse(reference.stdout).tokens as number[];
     const port = await freePort();
     const ranks = await Promise.all([0, 1].map((rank) => execa(process.execPath, ['--import', 'tsx', CLI_SCRIPT, ...args], {
       env: { RANK: String(rank), WORLD_SIZE: '2', MASTER_ADDR: 'localhost', MASTER_PORT: String(port) }, reject: false,
     })));
     expect(ranks.map((r) => r.exitCode)).toEqual([0, 0]);
-    expect(JSON.parse(ranks[0]!.stdout).tokens).toEqual(expected);
+    expect(ranks[0]!.stdout.trim()).toBe(expected.join(','));
     expect(ranks[1]!.stdout).toBe('');
+    // Progress on stderr says which rank wrote it.
+    expect(ranks[1]!.stderr).toContain(`[rank 1] rank 1 of 2: meeting the other ranks at localhost:${port}`);
+    expect(ranks[0]!.stderr).toMatch(/^\[rank 0\] .*: prefill 3 tokens at [\d.]+ tokens\/s, decode 5 tokens/m);
   });
 
   it('rank 0 alone: gives up after MC_DIST_TIMEOUT_S, naming the rank that never came', async () => {

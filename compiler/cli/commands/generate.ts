@@ -1,6 +1,6 @@
 import { loadModel } from '../../../runtime/model.js';
 import { intArg, parseCommand, UsageError } from '../args.js';
-import { Progress } from '../progress.js';
+import { Progress, rankPrefix } from '../progress.js';
 import { parseTokenList } from '../tokens.js';
 import { loadOptions, MODEL_OPTIONS, MODEL_OPTIONS_HELP, modelDir } from './model-options.js';
 
@@ -37,7 +37,7 @@ export async function generateCommand(argv: string[]): Promise<number> {
   const stop = values.stop === undefined ? [] : parseTokenList(values.stop as string);
   const prompt = parseTokenList(values.tokens as string | undefined);
   const json = Boolean(values.json);
-  const progress = new Progress(json);
+  const progress = new Progress(json, rankPrefix());
   // One process per rank (WORLD_SIZE set): every rank samples the same tokens from the same full
   // logits with the same seed; rank 0 alone prints them.
   let quiet = false;

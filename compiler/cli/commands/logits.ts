@@ -2,7 +2,7 @@ import { writeFile } from 'node:fs/promises';
 import { loadModel } from '../../../runtime/model.js';
 import { BuildError } from '../../build/errors.js';
 import { parseCommand, UsageError } from '../args.js';
-import { Progress } from '../progress.js';
+import { Progress, rankPrefix } from '../progress.js';
 import { parseTokenList } from '../tokens.js';
 import { loadOptions, MODEL_OPTIONS, MODEL_OPTIONS_HELP, modelDir } from './model-options.js';
 
@@ -20,7 +20,7 @@ export async function logitsCommand(argv: string[]): Promise<number> {
   if (values.help) return console.log(LOGITS_HELP), 0;
   if (typeof values.out !== 'string') throw new UsageError('--out', undefined, 'is required', 'pass the file to write the logits to');
   const tokens = parseTokenList(values.tokens as string | undefined);
-  const progress = new Progress(Boolean(values.json));
+  const progress = new Progress(Boolean(values.json), rankPrefix());
   const model = await loadModel(modelDir(values), { ...loadOptions(values), onProgress: progress.onLoad });
   try {
     const started = performance.now();
