@@ -7,6 +7,9 @@
 //
 //   g++ -std=c++20 -O3 -march=native -fopenmp -Iruntime/abi -Itemplates/include bench/cpu/decode-step.cpp -o .bench/bin/decode-step
 //   OMP_NUM_THREADS=2 .bench/bin/decode-step [f32|bf16] [rounds]
+//   OMP_NUM_THREADS=2 .bench/bin/decode-step f32 --serve   for each line "N" on stdin, N steps; prints ms per step
+//
+// --serve is for bench/cpu/outside-products.ts, which alternates it with the model's own decode steps.
 #include <immintrin.h>
 #include <omp.h>
 
@@ -32,10 +35,14 @@ struct DenseRows {
 using Clock = std::chrono::steady_clock;
 double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
-/** A weight matrix in memory of its own, 64-byte aligned, filled with small values. */
+/**
+ * A weight matrix in memory of its own, filled with small values: 64-byte aligned, or MC_MISALIGN
+ * bytes past a line boundary (a safetensors tensor starts at any byte; the bench's are at 32).
+ */
 template <typename W>
 W* matrix(int64_t n) {
-  auto* p = static_cast<W*>(std::aligned_alloc(64, size_t(n) * sizeof(W) + 64));
+  static const size_t shift = std::getenv("MC_MISALIGN") ? size_t(std::atoi(std::getenv("MC_MISALIGN"))) : 0;
+  auto* p = reinterpret_cast<W*>(static_cast<char*>(std::aligned_alloc(64, size_t(n) * sizeof(W) + 128)) + shift);
   for (int64_t i = 0; i < n; ++i) p[i] = mc::from_f32<W>(0.01f * float(i % 7 - 3));
   return p;
 }
@@ -56,10 +63,10 @@ double probe(const std::vector<std::pair<const char*, size_t>>& buffers) {
       const char* e = id == T - 1 ? p + n / 256 * 256 : b + chunk;
       __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
       for (const char* q = b; q < e; q += 256) {
-        a0 = _mm512_add_ps(a0, _mm512_load_ps(reinterpret_cast<const float*>(q)));
-        a1 = _mm512_add_ps(a1, _mm512_load_ps(reinterpret_cast<const float*>(q + 64)));
-        a2 = _mm512_add_ps(a2, _mm512_load_ps(reinterpret_cast<const float*>(q + 128)));
-        a3 = _mm512_add_ps(a3, _mm512_load_ps(reinterpret_cast<const float*>(q + 192)));
+        a0 = _mm512_add_ps(a0, _mm512_loadu_ps(reinterpret_cast<const float*>(q)));
+        a1 = _mm512_add_ps(a1, _mm512_loadu_ps(reinterpret_cast<const float*>(q + 64)));
+        a2 = _mm512_add_ps(a2, _mm512_loadu_ps(reinterpret_cast<const float*>(q + 128)));
+        a3 = _mm512_add_ps(a3, _mm512_loadu_ps(reinterpret_cast<const float*>(q + 192)));
       }
       s += _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
     }
@@ -71,7 +78,7 @@ double probe(const std::vector<std::pair<const char*, size_t>>& buffers) {
 }
 
 template <typename W>
-void run(int rounds) {
+void run(int rounds, bool serve) {
   struct Layer { W *qkv, *wo, *w1, *w3, *w2; };
   std::vector<Layer> layers(LAYERS);
   std::vector<std::pair<const char*, size_t>> buffers;
@@ -90,8 +97,21 @@ void run(int rounds) {
                            double(DIM) * HIDDEN * sizeof(W), double(VOCAB) * DIM * sizeof(W)};
   const double stepBytes = LAYERS * (bytes[0] + bytes[1] + bytes[2] + bytes[3]) + bytes[4];
   std::vector<double> kindSeconds[5];
-  std::printf("%s: %.0f MB per step; per round: step GB/s, probe GB/s, ratio\n", sizeof(W) == 4 ? "f32" : "bf16", stepBytes / 1e6);
-  for (int r = 0; r < rounds; ++r) {
+  if (!serve) std::printf("%s: %.0f MB per step; per round: step GB/s, probe GB/s, ratio\n", sizeof(W) == 4 ? "f32" : "bf16", stepBytes / 1e6);
+  if (serve) std::printf("{\"ready\":true,\"bytes\":%.0f}\n", stepBytes), std::fflush(stdout);
+  int steps = 0;
+  for (int r = 0; serve ? std::scanf("%d", &steps) == 1 : r < rounds; ++r) {
+    const auto started = Clock::now();
+    for (int i = 0; i < (serve ? steps - 1 : 0); ++i) {  // all but the last step; the last, timed by product, follows
+      for (auto& l : layers) {
+        mc::matmul<DIM>(1, [&](int) { return x.data(); }, QKV, DenseRows<W, DIM>{l.qkv}, [&](int, int n, float v) { y[n] = v; });
+        mc::matmul<DIM>(1, [&](int) { return x.data(); }, DIM, DenseRows<W, DIM>{l.wo}, [&](int, int n, float v) { y[n] = v; });
+        mc::matmul_pair<DIM>(1, [&](int) { return x.data(); }, HIDDEN, DenseRows<W, DIM>{l.w1}, DenseRows<W, DIM>{l.w3},
+                             [&](int, int n, float a, float b) { h[n] = a * b; });
+        mc::matmul<HIDDEN>(1, [&](int) { return h.data(); }, DIM, DenseRows<W, HIDDEN>{l.w2}, [&](int, int n, float v) { y[n] = v; });
+      }
+      mc::matmul<DIM>(1, [&](int) { return x.data(); }, VOCAB, DenseRows<W, DIM>{output}, [&](int, int n, float v) { y[n] = v; });
+    }
     double seconds[5] = {0, 0, 0, 0, 0};
     const auto t0 = Clock::now();
     for (auto& l : layers) {
@@ -110,6 +130,11 @@ void run(int rounds) {
     mc::matmul<DIM>(1, [&](int) { return x.data(); }, VOCAB, DenseRows<W, DIM>{output}, [&](int, int n, float v) { y[n] = v; });
     seconds[4] += since(t);
     const double step = since(t0);
+    if (serve) {
+      std::printf("{\"msPerStep\":%.4f}\n", since(started) * 1e3 / std::max(1, steps));
+      std::fflush(stdout);
+      continue;
+    }
     const double limit = probe(buffers);
     for (int k = 0; k < 5; ++k) kindSeconds[k].push_back(seconds[k]);
     std::printf("  round %2d: step %5.1f GB/s (%.1f ms), probe %5.1f GB/s, ratio %.2f;", r, stepBytes / step / 1e9, step * 1e3, limit,
@@ -122,8 +147,9 @@ void run(int rounds) {
 
 int main(int argc, char** argv) {
   const std::string dtype = argc > 1 ? argv[1] : "f32";
-  const int rounds = argc > 2 ? std::atoi(argv[2]) : 10;
-  std::printf("threads %d\n", omp_get_max_threads());
-  if (dtype == "bf16") run<mc::bf16>(rounds);
-  else run<float>(rounds);
+  const bool serve = argc > 2 && std::string(argv[2]) == "--serve";
+  const int rounds = argc > 2 && !serve ? std::atoi(argv[2]) : 10;
+  if (!serve) std::printf("threads %d\n", omp_get_max_threads());
+  if (dtype == "bf16") run<mc::bf16>(rounds, serve);
+  else run<float>(rounds, serve);
 }
