@@ -12,7 +12,7 @@ import { readSafetensorsHeader, type SafetensorsHeader } from '../compiler/weigh
 import { checkCheckpointMatchesPlan, checkpointDtype, rankWeightViews } from './checkpoint.js';
 import { RuntimeError } from './errors.js';
 import { checkDistributed, distributedFromEnv, type DistributedOptions } from './distributed.js';
-import type { NativeAddon, NativeCompiledLibrary, NativeMappedFile, NativeTpGroup } from './native.js';
+import type { NativeAddon, NativeCompiledLibrary, NativeDistGroup, NativeModelInstance, NativeTpGroup } from './native.js';
 import { loadNativeAddon } from './native-loader.js';
 import { sampleToken, seededUniform } from './sampling.js';
 
@@ -112,9 +112,13 @@ export async function loadModel(dir: string, options: LoadOptions = {}): Promise
     }
     const library = new addon.CompiledLibrary(built.library);
     if (distributed !== undefined) {
-      const group = await joinRank(addon, library, file, header, plan, config.vocab_size, threads, distributed, options.onProgress);
-      options.onProgress?.({ stage: 'weights', path: weightsPath, bytes: header.fileSize, seconds: (performance.now() - started) / 1000, rankSeconds: [], copied: file.copied });
-      return new Model(config, plan, built.library, group, { rank: distributed.rank, world: distributed.world });
+      // This process's rank only: its slices of the checkpoint, then the meeting with the others.
+      const d = distributed;
+      const instance = new addon.ModelInstance(library, file, rankWeightViews(header, plan, d.rank), d.rank, d.localRank);
+      const seconds = (performance.now() - started) / 1000;
+      options.onProgress?.({ stage: 'weights', path: weightsPath, bytes: header.fileSize, seconds, rankSeconds: [seconds], copied: file.copied });
+      const group = await joinRank(addon, instance, library, header, config.vocab_size, threads, d, options.onProgress);
+      return new Model(config, plan, built.library, group, { rank: d.rank, world: d.world });
     }
     // Every rank maps its slices straight from the one mapping of the full checkpoint: no copies.
     const rankSeconds: number[] = [];
@@ -154,13 +158,17 @@ function checkpointFingerprint(header: SafetensorsHeader): string {
 }
 
 /**
- * This process's rank: its slices of the mapped checkpoint, then the rendezvous with the other
- * ranks. Every rank must load the same library build and checkpoint: rank 0 compares fingerprints.
+ * The rendezvous of this process's rank (`instance`, taken over) with the other ranks. Every rank
+ * must load the same library build and checkpoint: rank 0 compares fingerprints.
  */
-async function joinRank(addon: NativeAddon, library: NativeCompiledLibrary, file: NativeMappedFile, header: SafetensorsHeader, plan: Plan,
+async function joinRank(addon: NativeAddon, instance: NativeModelInstance, library: NativeCompiledLibrary, header: SafetensorsHeader,
   vocabSize: number, threads: number, d: Required<DistributedOptions>, onProgress: LoadOptions['onProgress']): Promise<NativeTpGroup> {
-  const instance = new addon.ModelInstance(library, file, rankWeightViews(header, plan, d.rank), d.rank, d.localRank);
-  const group = new addon.DistGroup(instance, vocabSize, threads, d.rank, d.world);
+  let group: NativeDistGroup;
+  try {
+    group = new addon.DistGroup(instance, vocabSize, threads, d.rank, d.world);
+  } finally {
+    instance.close();  // the group holds the model now (or, on a throw, nobody needs it)
+  }
   const checkpoint = checkpointFingerprint(header);
   const fingerprint = `${library.specialization}, checkpoint ${checkpoint}`;
   const address = `${d.masterAddr}:${d.masterPort}`;
