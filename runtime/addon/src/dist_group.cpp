@@ -89,7 +89,7 @@ std::string DistState::forward(const int32_t* tokens, int32_t n, int32_t startPo
   // This rank failed on its own; the others are waiting on it in a collective: tell them. If the
   // group failed first, that is the cause to report (the library then saw NaN or an error).
   if (group->failed()) return group->failure();
-  group->abort("tensor-parallel rank " + std::to_string(rank) + " failed: " + local);
+  group->fail("tensor-parallel rank " + std::to_string(rank) + " failed: " + local);
   return local;
 }
 
@@ -147,20 +147,10 @@ Napi::Value DistGroup::join(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value DistGroup::forward(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  Napi::Promise::Deferred deferred = Napi::Promise::Deferred::New(env);
-  try {
-    if (!state_) throw Napi::Error::New(env, "model is closed");
-    if (busy_) throw Napi::Error::New(env, "model is busy: await the previous call");
-    if (!joined_) throw Napi::Error::New(env, "DistGroup: join() the other ranks first");
-    ForwardArgs args = parseForwardArgs(info, state_->handle->library(), static_cast<int64_t>(state_->vocabLocal) * state_->world);
-    auto* worker = new ForwardWorker<DistGroup, DistState>(env, this, Value(), state_, std::move(args), deferred);
-    worker->Queue();
-    busy_ = true;
-  } catch (const Napi::Error& e) {
-    deferred.Reject(e.Value());
-  }
-  return deferred.Promise();
+  return queueForward(info, this, state_, busy_, [&](DistState& state) {
+    if (!joined_) throw Napi::Error::New(info.Env(), "DistGroup: join() the other ranks first");
+    return parseForwardArgs(info, state.handle->library(), static_cast<int64_t>(state.vocabLocal) * state.world);
+  });
 }
 
 void DistGroup::close(const Napi::CallbackInfo&) { state_.reset(); }

@@ -75,3 +75,27 @@ class ForwardWorker : public Napi::AsyncWorker {
   float* logitsData_;
   Napi::Promise::Deferred deferred_;
 };
+
+/**
+ * The JS forward(tokens, startPos, allLogits) of Owner, shaped like an async function: every failure,
+ * even a bad argument, is a rejection, never a throw. Refuses a closed owner (null runner) and a busy
+ * one (one forward at a time), then prepare(runner) checks what else it must and parses the
+ * arguments (parseForwardArgs); the forward runs in a ForwardWorker, and busy is set until it settles.
+ */
+template <typename Owner, typename Runner, typename Prepare>
+Napi::Value queueForward(const Napi::CallbackInfo& info, Owner* owner, std::shared_ptr<Runner> runner, bool& busy,
+                         Prepare prepare) {
+  Napi::Env env = info.Env();
+  Napi::Promise::Deferred deferred = Napi::Promise::Deferred::New(env);
+  try {
+    if (!runner) throw Napi::Error::New(env, "model is closed");
+    if (busy) throw Napi::Error::New(env, "model is busy: await the previous call");
+    ForwardArgs args = prepare(*runner);
+    auto* worker = new ForwardWorker<Owner, Runner>(env, owner, owner->Value(), std::move(runner), std::move(args), deferred);
+    worker->Queue();
+    busy = true;
+  } catch (const Napi::Error& e) {
+    deferred.Reject(e.Value());
+  }
+  return deferred.Promise();
+}

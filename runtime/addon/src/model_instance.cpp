@@ -86,18 +86,7 @@ ForwardArgs ModelInstance::prepareForward(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value ModelInstance::forward(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  Napi::Promise::Deferred deferred = Napi::Promise::Deferred::New(env);
-  // Like an async function: every failure, even a bad argument, is a rejection, never a throw.
-  try {
-    ForwardArgs args = prepareForward(info);
-    auto* worker = new ForwardWorker<ModelInstance, ModelHandle>(env, this, Value(), handle_, std::move(args), deferred);
-    worker->Queue();
-    busy_ = true;
-  } catch (const Napi::Error& e) {
-    deferred.Reject(e.Value());
-  }
-  return deferred.Promise();
+  return queueForward(info, this, handle_, busy_, [&](ModelHandle&) { return prepareForward(info); });
 }
 
 Napi::Value ModelInstance::forwardSync(const Napi::CallbackInfo& info) {

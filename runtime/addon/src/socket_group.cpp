@@ -24,6 +24,14 @@ constexpr uint32_t kVersion = 1;         // of the wire protocol below
 constexpr uint32_t kMaxFingerprint = 4096;
 constexpr uint32_t kMaxMessage = 65536;
 
+/** What precedes every message's body on the wire. */
+struct Frame {
+  uint32_t magic;
+  uint32_t kind;
+  uint64_t seq;    // the collective it belongs to (0 during the rendezvous)
+  uint64_t bytes;  // of the body that follows
+};
+
 enum Kind : uint32_t { kHello = 1, kWelcome = 2, kReject = 3, kAgree = 4, kOk = 5, kData = 6, kAbort = 7 };
 
 struct HelloBody {
@@ -98,10 +106,7 @@ std::string recvAll(int fd, void* data, size_t n, int silenceMs) { return transf
 
 /** One framed message; body may be null when bytes is 0. */
 std::string sendMessage(int fd, uint32_t kind, uint64_t seq, const void* body, uint64_t bytes, int silenceMs) {
-  struct {
-    uint32_t magic, kind;
-    uint64_t seq, bytes;
-  } header{kMagic, kind, seq, bytes};
+  const Frame header{kMagic, kind, seq, bytes};
   std::string e = sendAll(fd, &header, sizeof header, silenceMs);
   if (e.empty() && bytes > 0) e = sendAll(fd, body, bytes, silenceMs);
   return e;
@@ -213,10 +218,7 @@ int connectTo(const std::string& host, uint16_t port, Clock::time_point deadline
 
 /** Reads one rendezvous message of `kind` (or a rejection) into body; throws with the rejection's text. */
 std::string readRendezvous(int fd, uint32_t kind, std::string& body, int silenceMs) {
-  struct {
-    uint32_t magic, kind;
-    uint64_t seq, bytes;
-  } header{};
+  Frame header{};
   std::string e = recvAll(fd, &header, sizeof header, silenceMs);
   if (!e.empty()) return e;
   if (header.magic != kMagic) return "sent something that is not mistral-compile's protocol (another program on this port?)";
@@ -392,8 +394,6 @@ void SocketGroup::fail(const std::string& message) noexcept {
   }
 }
 
-void SocketGroup::abort(const std::string& message) { fail(message); }
-
 bool SocketGroup::send(int32_t peer, uint32_t kind, const void* body, uint64_t bytes) {
   const std::string who = "tensor-parallel rank " + std::to_string(peer);
   const int fd = fds_[static_cast<size_t>(peer)];
@@ -416,7 +416,7 @@ bool SocketGroup::receive(int32_t peer, uint32_t kind, void* body, uint64_t byte
   const int fd = fds_[static_cast<size_t>(peer)];
   const std::string who = "tensor-parallel rank " + std::to_string(peer);
   if (fd < 0) return fail(who + ": its connection was already closed"), false;
-  Header h{};
+  Frame h{};
   std::string e = recvAll(fd, &h, sizeof h, timeoutMs_);
   if (!e.empty()) return drop(peer), fail(who + " " + e), false;
   if (h.magic != kMagic) return drop(peer), fail(who + " sent a corrupt message"), false;

@@ -69,8 +69,12 @@ class SocketGroup {
    */
   bool gather(const float* slice, int64_t rows, int64_t vocabLocal, float* out);
 
-  /** This rank failed on its own (its forward returned an error): tells the others, fails the group. */
-  void abort(const std::string& message);
+  /**
+   * Fails the group with `message` (the first failure wins) and sends it on (rank 0 to every rank
+   * still connected, another rank to rank 0); then every connection is closed for writing, so no
+   * rank waits out the timeout. Also how a rank whose own forward failed tells the others.
+   */
+  void fail(const std::string& message) noexcept;
 
   bool failed() const;
   std::string failure() const;
@@ -78,12 +82,6 @@ class SocketGroup {
  private:
   SocketGroup(int32_t rank, int32_t world, int32_t timeoutMs, std::vector<int> fds);
 
-  struct Header {
-    uint32_t magic;
-    uint32_t kind;
-    uint64_t seq;
-    uint64_t bytes;
-  };
   /** Sends one message to `peer`; false (and the group failed, with the peer's abort if it sent one) on error. */
   bool send(int32_t peer, uint32_t kind, const void* body, uint64_t bytes);
   /**
@@ -91,12 +89,6 @@ class SocketGroup {
    * (written to `body`). False (and the group failed, with the peer's message for an abort) otherwise.
    */
   bool receive(int32_t peer, uint32_t kind, void* body, uint64_t bytes);
-  /**
-   * Fails the group with `message` (the first failure wins) and sends it on (rank 0 to every rank
-   * still connected, another rank to rank 0); then every connection is closed for writing, so no
-   * rank waits out the timeout.
-   */
-  void fail(const std::string& message) noexcept;
   /** Closes the connection to `peer` for good: after a frame cut short, nothing more may go into it. */
   void drop(int32_t peer);
 

@@ -95,19 +95,8 @@ TpGroup::TpGroup(const Napi::CallbackInfo& info) : Napi::ObjectWrap<TpGroup>(inf
 }
 
 Napi::Value TpGroup::forward(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  Napi::Promise::Deferred deferred = Napi::Promise::Deferred::New(env);
-  try {
-    if (!state_) throw Napi::Error::New(env, "model is closed");
-    if (busy_) throw Napi::Error::New(env, "model is busy: await the previous call");
-    ForwardArgs args = parseForwardArgs(info, state_->ranks[0]->library(), state_->vocabSize);
-    auto* worker = new ForwardWorker<TpGroup, TpState>(env, this, Value(), state_, std::move(args), deferred);
-    worker->Queue();
-    busy_ = true;
-  } catch (const Napi::Error& e) {
-    deferred.Reject(e.Value());
-  }
-  return deferred.Promise();
+  return queueForward(info, this, state_, busy_,
+                      [&](TpState& state) { return parseForwardArgs(info, state.ranks[0]->library(), state.vocabSize); });
 }
 
 void TpGroup::close(const Napi::CallbackInfo&) { state_.reset(); }
