@@ -2,25 +2,17 @@
  * The read-bandwidth probe (bandwidth.cpp), built with the flags our kernels use and kept running
  * beside an engine, so that decode steps are compared with the bandwidth of the same moment.
  */
-import { execFileSync, spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { existsSync, mkdirSync, statSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
+import { buildTool } from './tools.js';
 
-const SOURCE = join(dirname(fileURLToPath(import.meta.url)), 'bandwidth.cpp');
 /** 256 MiB per pass: 5-9 ms at this machine's speeds, 8x its L3, so no pass reads from cache. */
 const PROBE_BYTES = 2 ** 28;
 const PROBE_PASSES = 2;
 
 /** The probe's path under binDir, compiled when missing or older than its source. */
 export function buildBandwidthProbe(binDir: string): string {
-  mkdirSync(binDir, { recursive: true });
-  const exe = join(binDir, 'bandwidth');
-  if (!existsSync(exe) || statSync(exe).mtimeMs < statSync(SOURCE).mtimeMs) {
-    execFileSync('g++', ['-O3', '-march=native', '-fopenmp', '-std=c++20', SOURCE, '-o', exe], { stdio: 'inherit' });
-  }
-  return exe;
+  return buildTool(binDir, 'bandwidth');
 }
 
 /** A probe process holding its buffer; measure() runs one measurement (about 30 ms) and returns GB/s. */

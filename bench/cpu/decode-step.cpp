@@ -96,49 +96,41 @@ void run(int rounds, bool serve) {
   const double bytes[5] = {double(QKV) * DIM * sizeof(W), double(DIM) * DIM * sizeof(W), 2.0 * HIDDEN * DIM * sizeof(W),
                            double(DIM) * HIDDEN * sizeof(W), double(VOCAB) * DIM * sizeof(W)};
   const double stepBytes = LAYERS * (bytes[0] + bytes[1] + bytes[2] + bytes[3]) + bytes[4];
-  std::vector<double> kindSeconds[5];
   if (!serve) std::printf("%s: %.0f MB per step; per round: step GB/s, probe GB/s, ratio\n", sizeof(W) == 4 ? "f32" : "bf16", stepBytes / 1e6);
   if (serve) std::printf("{\"ready\":true,\"bytes\":%.0f}\n", stepBytes), std::fflush(stdout);
-  int steps = 0;
-  for (int r = 0; serve ? std::scanf("%d", &steps) == 1 : r < rounds; ++r) {
-    const auto started = Clock::now();
-    for (int i = 0; i < (serve ? steps - 1 : 0); ++i) {  // all but the last step; the last, timed by product, follows
-      for (auto& l : layers) {
-        mc::matmul<DIM>(1, [&](int) { return x.data(); }, QKV, DenseRows<W, DIM>{l.qkv}, [&](int, int n, float v) { y[n] = v; });
-        mc::matmul<DIM>(1, [&](int) { return x.data(); }, DIM, DenseRows<W, DIM>{l.wo}, [&](int, int n, float v) { y[n] = v; });
+  /** One decode step's products; seconds[k] += the time of each product of kind k. */
+  auto step = [&](double* seconds) {
+    auto timed = [&](int k, auto&& product) {
+      const auto t = Clock::now();
+      product();
+      seconds[k] += since(t);
+    };
+    for (auto& l : layers) {
+      timed(0, [&] { mc::matmul<DIM>(1, [&](int) { return x.data(); }, QKV, DenseRows<W, DIM>{l.qkv}, [&](int, int n, float v) { y[n] = v; }); });
+      timed(1, [&] { mc::matmul<DIM>(1, [&](int) { return x.data(); }, DIM, DenseRows<W, DIM>{l.wo}, [&](int, int n, float v) { y[n] = v; }); });
+      timed(2, [&] {
         mc::matmul_pair<DIM>(1, [&](int) { return x.data(); }, HIDDEN, DenseRows<W, DIM>{l.w1}, DenseRows<W, DIM>{l.w3},
                              [&](int, int n, float a, float b) { h[n] = a * b; });
-        mc::matmul<HIDDEN>(1, [&](int) { return h.data(); }, DIM, DenseRows<W, HIDDEN>{l.w2}, [&](int, int n, float v) { y[n] = v; });
-      }
-      mc::matmul<DIM>(1, [&](int) { return x.data(); }, VOCAB, DenseRows<W, DIM>{output}, [&](int, int n, float v) { y[n] = v; });
+      });
+      timed(3, [&] { mc::matmul<HIDDEN>(1, [&](int) { return h.data(); }, DIM, DenseRows<W, HIDDEN>{l.w2}, [&](int, int n, float v) { y[n] = v; }); });
     }
+    timed(4, [&] { mc::matmul<DIM>(1, [&](int) { return x.data(); }, VOCAB, DenseRows<W, DIM>{output}, [&](int, int n, float v) { y[n] = v; }); });
+  };
+  int steps = 0;
+  for (int r = 0; serve ? std::scanf("%d", &steps) == 1 : r < rounds; ++r) {
     double seconds[5] = {0, 0, 0, 0, 0};
     const auto t0 = Clock::now();
-    for (auto& l : layers) {
-      auto t = Clock::now();
-      mc::matmul<DIM>(1, [&](int) { return x.data(); }, QKV, DenseRows<W, DIM>{l.qkv}, [&](int, int n, float v) { y[n] = v; });
-      seconds[0] += since(t), t = Clock::now();
-      mc::matmul<DIM>(1, [&](int) { return x.data(); }, DIM, DenseRows<W, DIM>{l.wo}, [&](int, int n, float v) { y[n] = v; });
-      seconds[1] += since(t), t = Clock::now();
-      mc::matmul_pair<DIM>(1, [&](int) { return x.data(); }, HIDDEN, DenseRows<W, DIM>{l.w1}, DenseRows<W, DIM>{l.w3},
-                           [&](int, int n, float a, float b) { h[n] = a * b; });
-      seconds[2] += since(t), t = Clock::now();
-      mc::matmul<HIDDEN>(1, [&](int) { return h.data(); }, DIM, DenseRows<W, HIDDEN>{l.w2}, [&](int, int n, float v) { y[n] = v; });
-      seconds[3] += since(t);
-    }
-    auto t = Clock::now();
-    mc::matmul<DIM>(1, [&](int) { return x.data(); }, VOCAB, DenseRows<W, DIM>{output}, [&](int, int n, float v) { y[n] = v; });
-    seconds[4] += since(t);
-    const double step = since(t0);
+    for (int i = 0; i < (serve ? std::max(1, steps) : 1); ++i) step(seconds);
+    const double elapsed = since(t0);
     if (serve) {
-      std::printf("{\"msPerStep\":%.4f}\n", since(started) * 1e3 / std::max(1, steps));
+      std::printf("{\"msPerStep\":%.4f}\n", elapsed * 1e3 / std::max(1, steps));
       std::fflush(stdout);
       continue;
     }
+    const double step_seconds = elapsed;
     const double limit = probe(buffers);
-    for (int k = 0; k < 5; ++k) kindSeconds[k].push_back(seconds[k]);
-    std::printf("  round %2d: step %5.1f GB/s (%.1f ms), probe %5.1f GB/s, ratio %.2f;", r, stepBytes / step / 1e9, step * 1e3, limit,
-                stepBytes / step / 1e9 / limit);
+    std::printf("  round %2d: step %5.1f GB/s (%.1f ms), probe %5.1f GB/s, ratio %.2f;", r, stepBytes / step_seconds / 1e9,
+                step_seconds * 1e3, limit, stepBytes / step_seconds / 1e9 / limit);
     for (int k = 0; k < 5; ++k) std::printf(" %s %.1f", names[k], (k == 4 ? 1 : LAYERS) * bytes[k] / seconds[k] / 1e9);
     std::printf("\n");
   }

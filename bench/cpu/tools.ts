@@ -1,0 +1,71 @@
+/**
+ * Pieces the CPU benchmark scripts share: building a C++ tool of bench/cpu (bandwidth.cpp,
+ * decode-step.cpp) with our kernels' flags, and talking to a child process that answers each request
+ * line with one JSON line (pages-child.ts, decode-step --serve).
+ */
+import { execFileSync, spawn } from 'node:child_process';
+import { existsSync, mkdirSync, statSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+
+const HERE = dirname(fileURLToPath(import.meta.url));
+const ROOT = join(HERE, '..', '..');
+
+/**
+ * bench/cpu/NAME.cpp compiled to binDir/NAME (with the ABI and the kernels' headers on the include
+ * path), when missing or older than its source or than templates/include/mc_cpu.hpp; returns its path.
+ */
+export function buildTool(binDir: string, name: string): string {
+  mkdirSync(binDir, { recursive: true });
+  const source = join(HERE, `${name}.cpp`);
+  const kernels = join(ROOT, 'templates', 'include', 'mc_cpu.hpp');
+  const exe = join(binDir, name);
+  const built = existsSync(exe) ? statSync(exe).mtimeMs : 0;
+  if (built < statSync(source).mtimeMs || built < statSync(kernels).mtimeMs) {
+    execFileSync('g++', ['-O3', '-march=native', '-fopenmp', '-std=c++20', `-I${join(ROOT, 'runtime', 'abi')}`, `-I${dirname(kernels)}`, source, '-o', exe],
+      { stdio: 'inherit' });
+  }
+  return exe;
+}
+
+export interface ServingChild {
+  /** The child's first line, sent unasked once it is ready. */
+  ready: Record<string, number>;
+  /** Writes `request` as a line and resolves to the answer line. */
+  ask(request: string | number): Promise<Record<string, number>>;
+  close(): void;
+}
+
+/** Starts `command` with OMP_NUM_THREADS = threads and waits for its ready line. */
+export async function servingChild(command: string, argv: string[], threads: number): Promise<ServingChild> {
+  const proc = spawn(command, argv, { stdio: ['pipe', 'pipe', 'inherit'], env: { ...process.env, OMP_NUM_THREADS: String(threads) } });
+  const lines = createInterface({ input: proc.stdout! })[Symbol.asyncIterator]();
+  const next = async () => {
+    const { value, done } = await lines.next();
+    if (done) throw new Error(`${command} ${argv.join(' ')}: exited without an answer`);
+    return JSON.parse(value as string) as Record<string, number>;
+  };
+  const ready = await next();
+  return {
+    ready,
+    ask: async (request) => (proc.stdin!.write(`${request}\n`), next()),
+    close: () => proc.stdin!.end(),
+  };
+}
+
+export const median = (xs: readonly number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+/**
+ * Rounds of A B B A, so that a drift of this machine's memory speed falls on both alike: the
+ * figures of a and b, index i of one paired with index i of the other.
+ */
+export async function inTurns(a: () => Promise<number>, b: () => Promise<number>, rounds: number): Promise<{ a: number[]; b: number[] }> {
+  const out = { a: [] as number[], b: [] as number[] };
+  for (let r = 0; r < rounds; r++) {
+    const a1 = await a(), b1 = await b(), b2 = await b(), a2 = await a();
+    out.a.push(a1, a2);
+    out.b.push(b1, b2);
+  }
+  return out;
+}
