@@ -26,6 +26,8 @@ export interface DistributedOptions {
 }
 
 export const DEFAULT_MASTER_PORT = 29500;
+/** The world sizes that split a model over processes (TP 1 needs no other process). */
+const WORLD_SIZES = TP_SIZES.filter((t) => t > 1);
 export const DEFAULT_TIMEOUT_SECONDS = 600;
 
 function envInt(env: NodeJS.ProcessEnv, name: string, min: number, max: number, fix: string): number | undefined {
@@ -44,10 +46,10 @@ function envInt(env: NodeJS.ProcessEnv, name: string, min: number, max: number, 
  */
 export function distributedFromEnv(env: NodeJS.ProcessEnv = process.env): DistributedOptions | undefined {
   const launch = 'launch one process per rank with RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT set (e.g. by torchrun)';
-  const world = envInt(env, 'WORLD_SIZE', 1, 8, `set it to the number of tensor-parallel ranks (${TP_SIZES.filter((t) => t > 1).join(', ')})`);
+  const world = envInt(env, 'WORLD_SIZE', 1, 8, `set it to the number of tensor-parallel ranks (${WORLD_SIZES.join(', ')})`);
   if (world === undefined || world === 1) return undefined;
-  if (!TP_SIZES.includes(world as TpSize)) {
-    throw new RuntimeError('environment', 'WORLD_SIZE', `${world} ranks cannot split a model here`, `use ${TP_SIZES.filter((t) => t > 1).join(', ')}`);
+  if (!WORLD_SIZES.includes(world as TpSize)) {
+    throw new RuntimeError('environment', 'WORLD_SIZE', `${world} ranks cannot split a model here`, `use ${WORLD_SIZES.join(', ')}`);
   }
   const rank = envInt(env, 'RANK', 0, world - 1, `give every process its own rank from 0 to ${world - 1}`);
   if (rank === undefined) throw new RuntimeError('environment', 'RANK', `is not set but WORLD_SIZE is ${world}`, launch);
@@ -68,7 +70,7 @@ export function isLoopback(host: string): boolean {
 /** Checks options passed in code (the environment's are checked by distributedFromEnv). */
 export function checkDistributed(d: DistributedOptions): Required<DistributedOptions> {
   const where = 'loadModel options';
-  if (!TP_SIZES.includes(d.world) || d.world < 2) throw new RuntimeError(where, 'distributed.world', `must be one of ${TP_SIZES.filter((t) => t > 1).join(', ')} (got ${d.world})`, 'pass the number of ranks');
+  if (!WORLD_SIZES.includes(d.world)) throw new RuntimeError(where, 'distributed.world', `must be one of ${WORLD_SIZES.join(', ')} (got ${d.world})`, 'pass the number of ranks');
   if (!Number.isSafeInteger(d.rank) || d.rank < 0 || d.rank >= d.world) throw new RuntimeError(where, 'distributed.rank', `must be an integer from 0 to ${d.world - 1} (got ${d.rank})`, 'give every process its own rank');
   if (typeof d.masterAddr !== 'string' || d.masterAddr.trim() === '') throw new RuntimeError(where, 'distributed.masterAddr', 'must be a host name or address', "pass rank 0's address");
   if (!Number.isSafeInteger(d.masterPort) || d.masterPort < 1 || d.masterPort > 65535) throw new RuntimeError(where, 'distributed.masterPort', `must be a TCP port (got ${d.masterPort})`, 'pass e.g. 29500');
@@ -77,6 +79,6 @@ export function checkDistributed(d: DistributedOptions): Required<DistributedOpt
   if (!Number.isSafeInteger(localRank) || localRank < 0) throw new RuntimeError(where, 'distributed.localRank', `must be a non-negative integer (got ${localRank})`, 'pass the GPU ordinal of this rank');
   if (!Number.isSafeInteger(localWorld) || localWorld < 1) throw new RuntimeError(where, 'distributed.localWorld', `must be a positive integer (got ${localWorld})`, 'pass the number of ranks on this machine');
   const timeoutSeconds = d.timeoutSeconds ?? DEFAULT_TIMEOUT_SECONDS;
-  if (!(timeoutSeconds > 0) || timeoutSeconds > 86400) throw new RuntimeError(where, 'distributed.timeoutSeconds', `must be from 1 to 86400 (got ${timeoutSeconds})`, 'pass e.g. 600');
+  if (!(timeoutSeconds >= 1) || timeoutSeconds > 86400) throw new RuntimeError(where, 'distributed.timeoutSeconds', `must be from 1 to 86400 (got ${timeoutSeconds})`, 'pass e.g. 600');
   return { ...d, masterAddr: d.masterAddr.trim(), localRank, localWorld, timeoutSeconds };
 }

@@ -276,6 +276,22 @@ describe('tensor parallelism with one process per rank (RANK, WORLD_SIZE, MASTER
     for (const [env, message] of bad) expect(() => distributedFromEnv(env)).toThrow(message);
   });
 
+  it('checks options passed in code as the environment is checked, naming the option', async () => {
+    const base = { rank: 0, world: 2 as const, masterAddr: '127.0.0.1', masterPort: 29500 };
+    const bad: Array<[Record<string, unknown>, RegExp]> = [
+      [{ world: 3 }, /^loadModel options: distributed\.world: must be one of 2, 4, 8 \(got 3\)/],
+      [{ rank: 2 }, /^loadModel options: distributed\.rank: must be an integer from 0 to 1 \(got 2\)/],
+      [{ masterAddr: ' ' }, /^loadModel options: distributed\.masterAddr: must be a host name or address/],
+      [{ masterPort: 0 }, /^loadModel options: distributed\.masterPort: must be a TCP port \(got 0\)/],
+      [{ timeoutSeconds: 0 }, /^loadModel options: distributed\.timeoutSeconds: must be from 1 to 86400 \(got 0\)/],
+    ];
+    for (const [change, message] of bad) {
+      const error = await loadModel(dense, { cacheDir, distributed: { ...base, ...change } as never }).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(RuntimeError);
+      expect((error as Error).message).toMatch(message);
+    }
+  });
+
   it('refuses a tp that differs from the world size', async () => {
     const error = await loadModel(dense, { tp: 4, cacheDir, distributed: { rank: 0, world: 2, masterAddr: '127.0.0.1', masterPort: 1 } }).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(RuntimeError);

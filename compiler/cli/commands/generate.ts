@@ -38,11 +38,10 @@ export async function generateCommand(argv: string[]): Promise<number> {
   const prompt = parseTokenList(values.tokens as string | undefined);
   const json = Boolean(values.json);
   const progress = new Progress(json, rankPrefix());
+  const model = await loadModel(modelDir(values), { ...loadOptions(values), onProgress: progress.onLoad });
   // One process per rank (WORLD_SIZE set): every rank samples the same tokens from the same full
   // logits with the same seed; rank 0 alone prints them.
-  let quiet = false;
-  const model = await loadModel(modelDir(values), { ...loadOptions(values), onProgress: progress.onLoad });
-  quiet = model.distributed !== undefined && model.distributed.rank !== 0;
+  const quiet = model.distributed !== undefined && model.distributed.rank !== 0;
   const generated: number[] = [];
   let prefillSeconds = 0;
   let decodeSeconds = 0;
