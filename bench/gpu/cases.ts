@@ -20,18 +20,23 @@ export interface LogitsCase {
   /** Model directory name, hence the model name in the specialization key. */
   name: string;
   config: string;
-  dtype: 'bf16' | 'f32';
+  dtype: Dtype;
   /** Prompt tokens, prefilled in chunks of `chunk` (T > 1: the prefill kernels), then `decode` steps (T = 1: the graph). */
   prompt: number;
   chunk: number;
   decode: number;
 }
 
+// Every tiny config in every dtype: each case is a few seconds of nvcc and milliseconds on the GPU.
 export const LOGITS_CASES: LogitsCase[] = ['tiny-dense', 'tiny-dense-full', 'tiny-window-list', 'tiny-moe', 'tiny-moe-top1'].flatMap((config) =>
-  (['bf16', 'f32'] as const).map((dtype) => ({ name: `gpu-${config}-${dtype}`, config, dtype, prompt: 32, chunk: 12, decode: 10 })));
+  (['bf16', 'f16', 'f32'] as const).map((dtype) => ({ name: `gpu-${config}-${dtype}`, config, dtype, prompt: 32, chunk: 12, decode: 10 })));
 
-/** Relative L2 per logits row that the CUDA library must meet against the CPU backend (issue 4). */
-export const LOGITS_TOLERANCE = { bf16: 1e-2, f32: 1e-4 } as const;
+/**
+ * Relative L2 per logits row that the CUDA library must meet against the CPU backend (issue 4).
+ * f16 keeps 3 more mantissa bits than bf16 but its KV cache and GEMM inputs are still rounded to
+ * 16 bits: the bf16 bound holds for it too.
+ */
+export const LOGITS_TOLERANCE: Record<Dtype, number> = { bf16: 1e-2, f16: 1e-2, f32: 1e-4 };
 
 export function logitsPlan(c: LogitsCase): Plan {
   return buildPlan(shippedConfig(c.config, { as: c.name }), { target: 'cuda', dtype: c.dtype, tp: 1, maxTokens: c.chunk });
@@ -44,15 +49,15 @@ export function cpuLogitsPlan(c: LogitsCase): Plan {
 // ---- (b) kernels on their own: test/gpu/kernels.cu built against these configs' sources ----
 export interface KernelCase { config: string; dtype: Dtype }
 export const KERNEL_CASES: KernelCase[] = [
-  { config: 'tiny-dense', dtype: 'bf16' }, { config: 'tiny-dense', dtype: 'f32' },
-  { config: 'tiny-moe', dtype: 'bf16' }, { config: 'tiny-moe', dtype: 'f32' },
+  { config: 'tiny-dense', dtype: 'bf16' }, { config: 'tiny-dense', dtype: 'f16' }, { config: 'tiny-dense', dtype: 'f32' },
+  { config: 'tiny-moe', dtype: 'bf16' }, { config: 'tiny-moe', dtype: 'f16' }, { config: 'tiny-moe', dtype: 'f32' },
   { config: 'mistral-7b-v0.1', dtype: 'bf16' }, { config: 'mixtral-8x7b', dtype: 'bf16' },
 ];
 export function kernelPlan(c: KernelCase): Plan {
   return buildPlan(shippedConfig(c.config, { maxSeqLen: 1024 }), { target: 'cuda', dtype: c.dtype, tp: 1, maxTokens: 64 });
 }
 
-// ---- (c) decode speed at batch 1 ----
+// ---- (c) decode speed at batch 1, and prefill speed on the same models ----
 export interface DecodeCase {
   label: string;
   config: string;
@@ -69,6 +74,19 @@ export const DECODE_CASES: DecodeCase[] = [
 export function decodeConfig(c: DecodeCase): ModelConfig {
   return shippedConfig(c.config, { as: c.layers === undefined ? `bench-${c.config}` : `bench-${c.config}-${c.layers}l`, maxSeqLen: 1024, layers: c.layers });
 }
+/** Prompt lengths of the prefill timing (one call at position 0 each), on the decode cases' models. */
+export const PREFILL_TOKENS = [128, 512] as const;
+
+/** maxTokens covers the longest prefill timed, so each is one call (the decode prompt stays c.prompt). */
 export function decodePlan(c: DecodeCase): Plan {
-  return buildPlan(decodeConfig(c), { target: 'cuda', dtype: 'bf16', tp: 1, maxTokens: c.prompt });
+  return buildPlan(decodeConfig(c), { target: 'cuda', dtype: 'bf16', tp: 1, maxTokens: Math.max(c.prompt, ...PREFILL_TOKENS) });
+}
+
+/** The decode cases whose config is named in `names` (comma-separated), all of them without a list. */
+export function selectDecodeCases(names: string | undefined): DecodeCase[] {
+  if (names === undefined || names === '') return DECODE_CASES;
+  const wanted = names.split(',').map((n) => n.trim());
+  const unknown = wanted.filter((n) => !DECODE_CASES.some((c) => c.config === n));
+  if (unknown.length > 0) throw new Error(`--cases: no decode case for ${unknown.join(', ')}; pass some of ${DECODE_CASES.map((c) => c.config).join(', ')}`);
+  return DECODE_CASES.filter((c) => wanted.includes(c.config));
 }

@@ -4,39 +4,49 @@
  *   logits    CUDA logits of random-weight tiny models against the CPU backend and the reference
  *   decode    our decode tokens/s at batch 1 (Mistral-7B, Mixtral-8x7B shapes), as a fraction of the
  *             bandwidth limit: weight bytes per token / device-to-device copy bandwidth of this run
+ *   prefill   our prefill of 128 and 512 tokens on the same loaded models, as a fraction of the
+ *             matrix limit: a dense bf16 GEMM's TFLOP/s measured by torch.matmul in this run
  *   torch     PyTorch + transformers on the same GPU, same shapes and lengths: eager (dynamic cache)
- *             and compiled (static cache, torch.compile mode="reduce-overhead", CUDA graphs)
- * Prints a summary last and writes results.json and results.md under --out.
+ *             and compiled (static cache, torch.compile mode="reduce-overhead", CUDA graphs), and an
+ *             eager prefill of 512 tokens
+ * Prints a summary last and writes results.json and results.md under --out. --cases limits decode,
+ * prefill and torch to the named configs (e.g. --cases mistral-7b-v0.1).
  *
- *   tsx bench/gpu/check.ts [--out DIR] [--only kernels,logits,decode,torch] [--prebuilt manifest.json] [--work DIR]
- *                          [--torch-peers eager,compiled] [--torch-timeout SECONDS]
+ *   tsx bench/gpu/check.ts [--out DIR] [--only kernels,logits,decode,prefill,torch] [--cases CONFIG,...]
+ *                          [--prebuilt manifest.json] [--work DIR] [--torch-peers eager,compiled] [--torch-timeout SECONDS]
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { execa } from 'execa';
-import { packageRoot } from '../../compiler/paths.js';
-import { cpuLogitsPlan, DECODE_CASES, decodeConfig, decodePlan, KERNEL_CASES, LOGITS_CASES } from './cases.js';
-import { benchDecode, writeSyntheticWeights, type DecodeResult } from './decode.js';
+import type { NativeModelInstance } from '../../runtime/native.js';
+import { cpuLogitsPlan, decodePlan, KERNEL_CASES, LOGITS_CASES, PREFILL_TOKENS, selectDecodeCases } from './cases.js';
+import { benchDecode, openSynthetic, writeSyntheticWeights, type DecodeResult } from './decode.js';
+import { gpuInfo } from './device.js';
 import { buildKernelCheck, copyBandwidth, runKernelCheck, type KernelCheckResult } from './kernel-check.js';
 import { libraryFor, readManifest } from './libraries.js';
 import { checkLogits, type LogitsResult } from './logits.js';
+import { benchPrefill, matrixLimit, PREFILL_REPEATS, PREFILL_WARMUP, type MatrixLimit, type PrefillResult } from './prefill.js';
+import { runTorch, type TorchPeer, type TorchResult } from './torch-peer.js';
 
-/** One PyTorch peer of a model: eager (dynamic cache) or compiled (static cache, torch.compile reduce-overhead). */
-interface TorchPeer { tokensPerSecond: number; msPerToken: number; prefillMs: number; compileS?: number; error?: string }
-interface TorchResult { label: string; eager: TorchPeer | null; compiled: TorchPeer | null; versions: string; error?: string }
+/** Tokens of the PyTorch peer's eager prefill: the longest we time. */
+const TORCH_PREFILL_TOKENS = Math.max(...PREFILL_TOKENS);
 
 const { values } = parseArgs({
   options: {
     out: { type: 'string', default: '/tmp/mc-gpu-check/out' },
     work: { type: 'string', default: '/tmp/mc-gpu-check' },
-    only: { type: 'string', default: 'kernels,logits,decode,torch' },
+    only: { type: 'string', default: 'kernels,logits,decode,prefill,torch' },
+    cases: { type: 'string' },
     prebuilt: { type: 'string' },
     'torch-peers': { type: 'string', default: 'eager,compiled' },
     'torch-timeout': { type: 'string', default: '900' },
   },
 });
 const sections = new Set(values.only!.split(','));
+const SECTIONS = ['kernels', 'logits', 'decode', 'prefill', 'torch'];
+for (const s of sections) if (!SECTIONS.includes(s)) throw new Error(`--only: unknown section ${s}; pass some of ${SECTIONS.join(',')}`);
+const decodeCases = selectDecodeCases(values.cases);
 const out = values.out!;
 const work = values.work!;
 mkdirSync(out, { recursive: true });
@@ -45,14 +55,6 @@ const cacheDir = join(work, 'cache');
 const prebuilt = readManifest(values.prebuilt);
 const log = (line: string) => console.log(`[${new Date().toISOString().slice(11, 19)}] ${line}`);
 const e2 = (x: number | null) => (x === null ? 'n/a' : x.toExponential(2));
-
-async function gpu(): Promise<{ name: string; archs: string[]; driver: string; memory: string }> {
-  const q = await execa('nvidia-smi', ['--query-gpu=name,compute_cap,driver_version,memory.total', '--format=csv,noheader']);
-  const [name, cap, driver, memory] = q.stdout.split('\n')[0]!.split(',').map((s) => s.trim());
-  const [major, minor] = cap!.split('.');
-  const arch = `sm_${major}${minor}${major === '9' ? 'a' : ''}`;
-  return { name: name!, archs: [arch], driver: driver!, memory: memory! };
-}
 
 async function hasGxx(): Promise<boolean> {
   try {
@@ -63,7 +65,7 @@ async function hasGxx(): Promise<boolean> {
   }
 }
 
-const device = await gpu();
+const device = await gpuInfo();
 const withCpu = await hasGxx();
 log(`GPU ${device.name} (${device.memory}, driver ${device.driver}), building for ${device.archs.join(',')}; CPU backend ${withCpu ? 'available' : 'missing (no g++): logits checked against the float64 reference only'}`);
 
@@ -105,48 +107,57 @@ if (sections.has('logits')) {
 }
 
 const decode: DecodeResult[] = [];
-if (sections.has('decode')) {
+const prefill: PrefillResult[] = [];
+let matrix: MatrixLimit | { error: string } | null = null;
+if (sections.has('prefill')) {
+  // Before any model is loaded: the GEMM's 384 MB and cuBLAS workspace then fit beside nothing else.
+  matrix = await matrixLimit();
+  log('error' in matrix ? `matrix limit: n/a (${matrix.error})` : `matrix limit: ${matrix.tflops.toFixed(0)} TFLOP/s (bf16 ${matrix.n}^3 torch.matmul, ${matrix.ms.toFixed(3)} ms, median of 10)`);
+}
+if (sections.has('decode') || sections.has('prefill')) {
   const pool = join(work, 'synthetic-bf16.bin');
   writeSyntheticWeights(pool);
-  for (const c of DECODE_CASES) {
+  for (const c of decodeCases) {
+    // One load serves both timings: each copies 14-71 GB of weights to the device.
+    let model: NativeModelInstance | undefined;
     try {
       const plan = decodePlan(c);
       const { library } = await libraryFor(plan, { cacheDir, archs: device.archs, prebuilt });
-      const r = benchDecode(c, plan, library, pool);
-      decode.push(r);
-      log(`decode ${c.label}: ${r.tokensPerSecond.toFixed(1)} tokens/s (${r.msPerToken.toFixed(3)} ms/token, median of ${r.msPerTokenRuns.length}: ${Math.min(...r.msPerTokenRuns).toFixed(3)}-${Math.max(...r.msPerTokenRuns).toFixed(3)}; ${(r.weightBytesPerToken / 1e9).toFixed(2)} GB of weights per token), prefill ${c.prompt} tokens ${r.prefillMs.toFixed(1)} ms`);
+      model = openSynthetic(plan, library, pool);
+      if (sections.has('decode')) {
+        const r = benchDecode(c, plan, model);
+        decode.push(r);
+        log(`decode ${c.label}: ${r.tokensPerSecond.toFixed(1)} tokens/s (${r.msPerToken.toFixed(3)} ms/token, median of ${r.msPerTokenRuns.length}: ${Math.min(...r.msPerTokenRuns).toFixed(3)}-${Math.max(...r.msPerTokenRuns).toFixed(3)}; ${(r.weightBytesPerToken / 1e9).toFixed(2)} GB of weights per token), prefill ${c.prompt} tokens ${r.prefillMs.toFixed(1)} ms`);
+      }
+      if (sections.has('prefill')) {
+        for (const tokens of PREFILL_TOKENS) {
+          const r = benchPrefill(c, plan, model, tokens);
+          prefill.push(r);
+          log(`prefill ${c.label}, ${tokens} tokens: ${r.ms.toFixed(2)} ms (median of ${r.msRuns.length}: ${Math.min(...r.msRuns).toFixed(2)}-${Math.max(...r.msRuns).toFixed(2)}), ${r.tokensPerSecond.toFixed(0)} tokens/s, ${(r.flops.total / 1e12).toFixed(2)} TFLOP at ${r.tflops.toFixed(1)} TFLOP/s`);
+        }
+      }
     } catch (err) {
-      log(`FAIL decode ${c.label}: ${(err as Error).message}`);
+      log(`FAIL decode/prefill ${c.label}: ${(err as Error).message}`);
+    } finally {
+      model?.close();
     }
   }
 }
 
 const torch: TorchResult[] = [];
 if (sections.has('torch')) {
-  const peer = (r: { tokens_per_second: number; ms_per_token: number; prefill_ms: number; compile_s?: number } | undefined): TorchPeer | null =>
-    r === undefined ? null : { tokensPerSecond: r.tokens_per_second, msPerToken: r.ms_per_token, prefillMs: r.prefill_ms, compileS: r.compile_s };
-  for (const c of DECODE_CASES) {
-    const config = decodeConfig(c);
-    const run = await execa('python3', [join(packageRoot(), 'bench', 'gpu', 'torch_decode.py'), '--params', JSON.stringify(config), '--prompt', String(c.prompt), '--decode', String(c.decode), '--peers', values['torch-peers']!],
-      { reject: false, all: true, env: { PYTHONUNBUFFERED: '1' }, timeout: Number(values['torch-timeout']) * 1000 });
-    const lines = String(run.all ?? '').split('\n').filter((l) => l.startsWith('{'));
-    const full = lines.reverse().find((l) => l.includes('"torch"'));
-    // A killed run (timeout) may still have printed its eager line.
-    const eagerOnly = lines.find((l) => l.startsWith('{"eager"'));
-    if (full === undefined && eagerOnly === undefined) {
-      const tail = String(run.all ?? '').split('\n').slice(-6).join(' | ');
-      log(`FAIL torch ${c.label}: exit ${run.exitCode}${run.timedOut ? ' (timed out)' : ''}: ${tail}`);
-      torch.push({ label: c.label, eager: null, compiled: null, versions: '', error: tail });
+  for (const c of decodeCases) {
+    const result = await runTorch(c, { peers: values['torch-peers']!, timeoutS: Number(values['torch-timeout']), prefillTokens: TORCH_PREFILL_TOKENS });
+    torch.push(result);
+    if (result.error !== undefined) {
+      log(`FAIL torch ${c.label}: ${result.error}`);
       continue;
     }
-    const r = JSON.parse(full ?? eagerOnly!) as { eager?: Parameters<typeof peer>[0]; compiled?: Parameters<typeof peer>[0]; compiled_error?: string; torch?: string; transformers?: string };
-    const compiled = peer(r.compiled) ?? (r.compiled_error !== undefined || run.timedOut
-      ? { tokensPerSecond: NaN, msPerToken: NaN, prefillMs: NaN, error: r.compiled_error ?? `timed out after ${values['torch-timeout']} s` } : null);
-    const result: TorchResult = { label: c.label, eager: peer(r.eager), compiled, versions: r.torch ? `torch ${r.torch}, transformers ${r.transformers}` : '' };
-    torch.push(result);
     const show = (name: string, p: TorchPeer | null) => p === null ? '' : p.error ? `; ${name} FAILED: ${p.error}` :
       `; ${name} ${p.tokensPerSecond.toFixed(1)} tokens/s (${p.msPerToken.toFixed(2)} ms/token, prefill ${p.prefillMs.toFixed(1)} ms${p.compileS !== undefined ? `, compile ${p.compileS.toFixed(0)} s` : ''})`;
-    log(`torch ${c.label}${show('eager', result.eager)}${show('compiled', result.compiled)}`);
+    const p = result.prefill;
+    const showPrefill = p === null ? '' : p.error ? `; prefill ${p.tokens} FAILED: ${p.error}` : `; eager prefill ${p.tokens} tokens ${p.ms.toFixed(1)} ms`;
+    log(`torch ${c.label}${show('eager', result.eager)}${show('compiled', result.compiled)}${showPrefill}`);
   }
 }
 
@@ -177,11 +188,24 @@ if (decode.length > 0) {
     md.push(`| ${r.label} | ${r.layers} | ${(r.weightBytesPerToken / 1e9).toFixed(2)} GB | ${r.tokensPerSecond.toFixed(1)} | ${r.msPerToken.toFixed(3)} | ${limit.toFixed(1)} | ${(100 * r.tokensPerSecond / limit).toFixed(1)}% | ${f1(eagerTps)} | ${f1(compiledTps)} | ${Number.isNaN(compiledTps) ? 'n/a' : `${(100 * compiledTps / limit).toFixed(1)}%`} | ${f2(r.tokensPerSecond / compiledTps)} |`);
   }
   const versions = torch.find((t) => t.versions !== '')?.versions;
-  if (versions) md.push('', `PyTorch: ${versions}, sdpa attention, greedy, same prompt (${DECODE_CASES[0]!.prompt}) and decode (${DECODE_CASES[0]!.decode}) lengths, 8 warm-up steps untimed; eager: dynamic cache; compiled: static cache, torch.compile(mode="reduce-overhead") on the decode step (CUDA graphs), compile steps untimed.`);
+  if (versions) md.push('', `PyTorch: ${versions}, sdpa attention, greedy, same prompt (${decodeCases[0]!.prompt}) and decode (${decodeCases[0]!.decode}) lengths, 8 warm-up steps untimed; eager: dynamic cache; compiled: static cache, torch.compile(mode="reduce-overhead") on the decode step (CUDA graphs), compile steps untimed.`);
   for (const t of torch) if (t.compiled?.error) md.push('', `PyTorch compiled ${t.label}: failed (${t.compiled.error}).`);
 }
+if (prefill.length > 0) {
+  const limit = matrix === null || 'error' in matrix ? NaN : matrix.tflops;
+  md.push('', '| prefill, batch 1, bf16 | P | ours ms | ours tokens/s | TFLOP/s | fraction of matrix limit | PyTorch eager ms | ours / PyTorch |', '|---|---|---|---|---|---|---|---|');
+  for (const r of prefill) {
+    const t = torch.find((x) => x.label === r.label)?.prefill;
+    const torchMs = t && !t.error && t.tokens === r.tokens ? t.ms : NaN;
+    md.push(`| ${r.label} | ${r.tokens} | ${r.ms.toFixed(2)} (${Math.min(...r.msRuns).toFixed(2)}-${Math.max(...r.msRuns).toFixed(2)}) | ${r.tokensPerSecond.toFixed(0)} | ${r.tflops.toFixed(1)} | ${Number.isNaN(limit) ? 'n/a' : `${(100 * r.tflops / limit).toFixed(1)}%`} | ${Number.isNaN(torchMs) ? 'n/a' : torchMs.toFixed(2)} | ${Number.isNaN(torchMs) ? 'n/a' : `${(torchMs / r.ms).toFixed(2)}×`} |`);
+  }
+  md.push('', `Prefill: one call of P random tokens at position 0, last row's logits only; ${PREFILL_WARMUP} untimed calls, then the median (range) of ${PREFILL_REPEATS}. ` +
+    'FLOPs = 2 × P × (linear weight elements a token multiplies: attention, gate, top-k of the experts; not the embedding) + 2 × vocab × dim (output row) + the sum over layers of 4 × n_heads × head_dim × the (query, key) pairs its causal mask and window leave visible. ' +
+    (matrix === null || 'error' in matrix ? `Matrix limit: n/a${matrix !== null ? ` (${matrix.error})` : ''}.` : `Matrix limit: ${matrix.tflops.toFixed(0)} TFLOP/s, a bf16 ${matrix.n}³ torch.matmul (${matrix.torch}), median of 10 after 3 warm-up calls.`) +
+    ` PyTorch: eager, sdpa, dynamic cache, ${TORCH_PREFILL_TOKENS} tokens, median of 3 after a warm-up; ours / PyTorch = its ms / ours.`);
+}
 writeFileSync(join(out, 'results.md'), md.join('\n') + '\n');
-writeFileSync(join(out, 'results.json'), JSON.stringify({ device, copyGbs, kernels, logits, decode, torch }, null, 2) + '\n');
+writeFileSync(join(out, 'results.json'), JSON.stringify({ device, copyGbs, matrix, kernels, logits, decode, prefill, torch }, null, 2) + '\n');
 console.log('\n' + md.join('\n'));
 const failed = kernels.some((k) => !k.passed) || logits.some((l) => !l.pass);
 console.log(`\n${failed ? 'GPU CHECK FAILED' : 'GPU check passed'}`);

@@ -7,9 +7,9 @@
  */
 import { randomFillSync, randomInt } from 'node:crypto';
 import { existsSync, statSync, writeFileSync } from 'node:fs';
-import type { Plan } from '../../compiler/plan/types.js';
+import type { Plan, WeightEntry } from '../../compiler/plan/types.js';
 import { DTYPE_BYTES } from '../../compiler/plan/memory.js';
-import type { NativeWeight } from '../../runtime/native.js';
+import type { NativeModelInstance, NativeWeight } from '../../runtime/native.js';
 import { mulberry32, randomTokens } from '../../test/reference/random.js';
 import type { DecodeCase } from './cases.js';
 import { openViews } from './libraries.js';
@@ -27,15 +27,21 @@ export function writeSyntheticWeights(path: string): void {
   writeFileSync(path, buffer);
 }
 
+/** Rows and columns of rank 0's slice of a weight (a vector is one column). */
+export function sliceShape(w: WeightEntry): { rows: number; cols: number } {
+  const s = w.slices[0]!;
+  const rows = s.axis === 0 ? s.length : w.shape[0]!;
+  const cols = w.shape.length === 1 ? 1 : s.axis === 1 ? s.length : w.shape[1]!;
+  return { rows, cols };
+}
+
 /** Weight bytes one decoded token reads: all of them but the embedding table (one row) and the unchosen experts. */
 export function weightBytesPerToken(plan: Plan): number {
   const elt = DTYPE_BYTES[plan.options.dtype];
   const moe = plan.model.moe;
   let bytes = 0;
   for (const w of plan.weights) {
-    const s = w.slices[0]!;
-    const rows = s.axis === 0 ? s.length : w.shape[0]!;
-    const cols = w.shape.length === 1 ? 1 : s.axis === 1 ? s.length : w.shape[1]!;
+    const { rows, cols } = sliceShape(w);
     let n = rows * cols * elt;
     if (w.name === 'tok_embeddings.weight') n = cols * elt + (plan.model.tied_embeddings ? n : 0);
     else if (moe !== null && w.name.includes('.experts.')) n *= moe.num_experts_per_tok / moe.num_experts;
@@ -62,44 +68,52 @@ export interface DecodeResult {
 /** Timed repetitions of the decode run; the median is reported (one run alone spread ~2%, bench/RESULTS.md run 4). */
 export const DECODE_REPEATS = 5;
 
-export function benchDecode(c: DecodeCase, plan: Plan, library: string, poolPath: string): DecodeResult {
+/**
+ * The benchmark model: every weight a view at its own random offset of the synthetic pool, copied
+ * to the GPU by mc_create. Opened once per model and shared by the decode and prefill timings
+ * (and profile.ts): a load copies 14-71 GB to the device.
+ */
+export function openSynthetic(plan: Plan, library: string, poolPath: string): NativeModelInstance {
   const elt = DTYPE_BYTES[plan.options.dtype];
   const views: NativeWeight[] = plan.weights.map((w) => {
-    const s = w.slices[0]!;
-    const rows = s.axis === 0 ? s.length : w.shape[0]!;
-    const cols = w.shape.length === 1 ? 1 : s.axis === 1 ? s.length : w.shape[1]!;
+    const { rows, cols } = sliceShape(w);
     const bytes = rows * cols * elt;
     if (bytes > SYNTHETIC_BYTES) throw new Error(`${w.name} (${bytes} bytes) is larger than the synthetic pool`);
     const offset = randomInt(0, Math.floor((SYNTHETIC_BYTES - bytes) / 256) + 1) * 256;
     return { offset, rowStride: cols, rows, cols, bytes };
   });
-  const model = openViews(library, poolPath, views);
-  try {
-    const tokens = randomTokens(mulberry32(7), c.prompt + c.decode + 8, plan.model.vocab_size);
-    let started = performance.now();
-    model.forwardSync(Int32Array.from(tokens.slice(0, c.prompt)), 0, false);
-    const prefillMs = performance.now() - started;
-    let pos = c.prompt;
-    const step = () => {
-      model.forwardSync(Int32Array.of(tokens[pos]!), pos, false);
-      pos += 1;
-    };
-    for (let i = 0; i < 8; i++) step();  // the first captures the graph
-    // Every repetition decodes the same positions (and tokens) again: the same work each time.
-    const first = pos;
-    const runs: number[] = [];
-    for (let r = 0; r < DECODE_REPEATS; r++) {
-      pos = first;
-      started = performance.now();
-      for (let i = 0; i < c.decode; i++) step();
-      runs.push((performance.now() - started) / c.decode);
-    }
-    const msPerToken = [...runs].sort((a, b) => a - b)[Math.floor(runs.length / 2)]!;
-    return {
-      label: c.label, key: plan.key, layers: plan.model.n_layers, prompt: c.prompt, decode: c.decode,
-      weightBytesPerToken: weightBytesPerToken(plan), prefillMs, msPerToken, tokensPerSecond: 1000 / msPerToken, msPerTokenRuns: runs,
-    };
-  } finally {
-    model.close();
+  return openViews(library, poolPath, views);
+}
+
+/** Decode speed of a model opened by openSynthetic (left open: the caller closes it). */
+export function benchDecode(c: DecodeCase, plan: Plan, model: NativeModelInstance): DecodeResult {
+  const tokens = randomTokens(mulberry32(7), c.prompt + c.decode + 8, plan.model.vocab_size);
+  let started = performance.now();
+  model.forwardSync(Int32Array.from(tokens.slice(0, c.prompt)), 0, false);
+  const prefillMs = performance.now() - started;
+  let pos = c.prompt;
+  const step = () => {
+    model.forwardSync(Int32Array.of(tokens[pos]!), pos, false);
+    pos += 1;
+  };
+  for (let i = 0; i < 8; i++) step();  // the first captures the graph
+  // Every repetition decodes the same positions (and tokens) again: the same work each time.
+  const first = pos;
+  const runs: number[] = [];
+  for (let r = 0; r < DECODE_REPEATS; r++) {
+    pos = first;
+    started = performance.now();
+    for (let i = 0; i < c.decode; i++) step();
+    runs.push((performance.now() - started) / c.decode);
   }
+  const msPerToken = median(runs);
+  return {
+    label: c.label, key: plan.key, layers: plan.model.n_layers, prompt: c.prompt, decode: c.decode,
+    weightBytesPerToken: weightBytesPerToken(plan), prefillMs, msPerToken, tokensPerSecond: 1000 / msPerToken, msPerTokenRuns: runs,
+  };
+}
+
+/** The middle value (the upper one of an even count). */
+export function median(xs: readonly number[]): number {
+  return [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 }

@@ -1,6 +1,7 @@
 /**
- * Compiles what check.ts needs ahead of time (on a machine with nvcc and no GPU), into DIR with a
- * manifest.json that check.ts --prebuilt reads: a lease is then spent measuring, not compiling.
+ * Compiles what check.ts and profile.ts need ahead of time (on a machine with nvcc and no GPU): every
+ * case of cases.ts (logits and kernel checks in bf16, f16 and f32; the decode/prefill models), into
+ * DIR with a manifest.json that --prebuilt reads: a lease is then spent measuring, not compiling.
  *
  *   tsx bench/gpu/prebuild.ts DIR [--arch sm_90a]
  */

@@ -7,11 +7,17 @@ steps excluded from the timing. Two peers from one model in one process:
   compiled  the fair peer: a static KV cache and the decode step under torch.compile
             (mode="reduce-overhead": inductor kernels replayed as CUDA graphs), the recipe of the
             transformers docs for fast decoding. Its compile time is reported, not timed.
-Prints {"eager": ...} as soon as that peer is done (so a timed-out compile still leaves it), then one
-JSON line with everything; a failed compiled peer is reported there ("compiled_error"), not raised.
+Beside them, the prefill peer of bench/gpu/prefill.ts: one eager forward of --prefill-tokens random
+ids at position 0 into a fresh dynamic cache (sdpa), the last position's logits only (as ours), one
+untimed warm-up, the median of 3 timed.
+Prints {"eager": ...} and {"prefill": ...} as soon as each is done (so a timed-out compile still leaves
+them), then one JSON line with everything; a failed compiled peer or prefill is reported there
+("compiled_error", "prefill_error"), not raised.
 """
 import argparse
+import inspect
 import json
+import statistics
 import time
 import traceback
 
@@ -75,6 +81,27 @@ def eager(model, ids, args):
     return {"prefill_ms": prefill_ms, "ms_per_token": seconds * 1000 / args.decode, "tokens_per_second": args.decode / seconds}
 
 
+PREFILL_TIMED = 3
+
+
+def prefill(model, tokens, vocab):
+    """Eager forward of `tokens` random ids at position 0, a fresh dynamic cache per call; ms per timed call."""
+    ids = torch.randint(0, vocab, (1, tokens), device="cuda")
+    # transformers >= 4.45 can skip the logits of every row but the last (older ones compute them all).
+    keep = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
+
+    def once():
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        model(input_ids=ids, use_cache=True, **keep)
+        torch.cuda.synchronize()
+        return (time.perf_counter() - t0) * 1000
+
+    once()
+    runs = [once() for _ in range(PREFILL_TIMED)]
+    return {"tokens": tokens, "ms": statistics.median(runs), "runs_ms": runs, "last_logits_only": bool(keep)}
+
+
 def static_cache(model, length):
     try:  # transformers 5: the layers are allocated on the first update (device and dtype from it)
         return transformers.StaticCache(config=model.config, max_cache_len=length)
@@ -132,11 +159,12 @@ def main():
     ap.add_argument("--warmup", type=int, default=8)
     ap.add_argument("--peers", default="eager,compiled")
     ap.add_argument("--fullgraph", action="store_true")
+    ap.add_argument("--prefill-tokens", type=int, default=512, help="the eager prefill timed on its own (0: none)")
     args = ap.parse_args()
     params = json.loads(args.params)
     peers = args.peers.split(",")
     started = time.perf_counter()
-    model = build(params, params["n_layers"], args.prompt + COMPILE_STEPS + args.warmup + args.decode)
+    model = build(params, params["n_layers"], max(args.prompt + COMPILE_STEPS + args.warmup + args.decode, args.prefill_tokens))
     build_s = time.perf_counter() - started
     weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     ids = torch.randint(0, params["vocab_size"], (1, args.prompt), device="cuda")
@@ -146,6 +174,14 @@ def main():
         if "eager" in peers:
             result["eager"] = eager(model, ids, args)
             print(json.dumps({"eager": result["eager"]}), flush=True)
+        if args.prefill_tokens > 0:
+            try:
+                result["prefill"] = prefill(model, args.prefill_tokens, params["vocab_size"])
+                print(json.dumps({"prefill": result["prefill"]}), flush=True)
+            except Exception as err:  # noqa: BLE001 - reported beside the decode peers, not required
+                traceback.print_exc()
+                result["prefill_error"] = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:400]
+            torch.cuda.empty_cache()
     if "compiled" in peers:
         try:
             with torch.no_grad():

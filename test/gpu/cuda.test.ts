@@ -31,7 +31,7 @@ describe('each CUDA kernel on its own equals its float64 reference (fresh random
 });
 
 describe('CUDA logits equal the CPU backend and the float64 reference, prefill and decode', () => {
-  it.each(LOGITS_CASES)('for $name (relative L2 within 1e-2 for bf16, 1e-4 for f32)', async (c) => {
+  it.each(LOGITS_CASES)('for $name (relative L2 within 1e-2 for bf16 and f16, 1e-4 for f32)', async (c) => {
     const r = await checkLogits(c, { workDir: work, cacheDir: join(work, 'cache'), archs: [await arch()], withCpu: true });
     expect(r.pass, JSON.stringify(r)).toBe(true);
   }, 600_000);

@@ -1,0 +1,12 @@
+/** The GPU this run is on (nvidia-smi), and the one architecture its libraries are built for. */
+import { execa } from 'execa';
+
+export interface GpuInfo { name: string; archs: string[]; driver: string; memory: string }
+
+export async function gpuInfo(): Promise<GpuInfo> {
+  const q = await execa('nvidia-smi', ['--query-gpu=name,compute_cap,driver_version,memory.total', '--format=csv,noheader']);
+  const [name, cap, driver, memory] = q.stdout.split('\n')[0]!.split(',').map((s) => s.trim());
+  const [major, minor] = cap!.split('.');
+  const arch = `sm_${major}${minor}${major === '9' ? 'a' : ''}`;
+  return { name: name!, archs: [arch], driver: driver!, memory: memory! };
+}
