@@ -5,7 +5,8 @@
 // Three engines, each a __global__ template over an "Op" struct that a kernel template defines:
 //   gemv_kernel    decode (one token per item): weights streamed once with 16-byte loads, f32 math
 //   gemm_kernel    prefill (T > 1, bf16/f16 weights): mma.sync m16n8k16 tensor cores, f32 accumulators
-//   attention_*    split-K decode attention and a tiled (flash-attention style) prefill attention
+//   attention_*    split-K decode attention; prefill attention flash-attention style, on tensor
+//                  cores (mma.sync) for 16-bit KV caches, in exact f32 for f32 caches
 // mma.sync, cp.async and ld.global.nc run on sm_80 and sm_90a alike, so one source serves both.
 #pragma once
 #include <cuda_bf16.h>
@@ -376,10 +377,12 @@ __device__ __forceinline__ void consecutive_rows(const W* base, int first, int n
 // ---- prefill GEMM on tensor cores ------------------------------------------------------------------
 __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, int src_bytes) {
   const unsigned s = unsigned(__cvta_generic_to_shared(smem));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(src_bytes));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(src_bytes) : "memory");
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
+/** Waits until at most N of this thread's committed cp.async groups are still in flight. */
+template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory"); }
 
 template <typename W> __device__ __forceinline__ void mma16816(float (&c)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]);
 template <> __device__ __forceinline__ void mma16816<bf16>(float (&c)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
@@ -394,27 +397,48 @@ template <> __device__ __forceinline__ void mma16816<f16>(float (&c)[4], const u
 }
 
 /**
- * C[m, n] = A[m, :] · B[n, :] for one 64 x 128 tile per block (4 warps of 32 x 64), K in steps of
- * 32 through double-buffered shared memory: B (weights) by cp.async, A (f32 activations, normalized
- * or gathered by the Op) through registers, narrowed to W. Rows padded by 8 elements so that the
- * fragment loads of a warp hit 32 distinct banks. The Op says:
+ * Tile shapes of the prefill GEMM: BM x BN outputs per block, WM x WN per warp (MF x NF mma tiles of
+ * 16 x 8), K in steps of BK through STAGES shared-memory buffers. Rows are padded by 8 elements so
+ * that the fragment loads of a warp hit 32 distinct banks.
+ */
+template <int BM_, int BN_, int WM_, int WN_, int MIN_BLOCKS_>
+struct GemmTile {
+  static constexpr int BM = BM_, BN = BN_, WM = WM_, WN = WN_, BK = 32, STAGES = 4, LDS = BK + 8;
+  static constexpr int MIN_BLOCKS = MIN_BLOCKS_;  // blocks per SM the register budget is cut for (128 registers a thread)
+  static constexpr int WARPS = (BM / WM) * (BN / WN), THREADS = 32 * WARPS, MF = WM / 16, NF = WN / 8;
+  static constexpr int A_LOADS = BM * BK / 4 / THREADS;  // float4 of A per thread per stage
+  static constexpr int B_LOADS = BN * BK / 8 / THREADS;  // 16-byte copies of B per thread per stage
+  static_assert(A_LOADS * 4 * THREADS == BM * BK && B_LOADS * 8 * THREADS == BN * BK, "whole loads per thread");
+  static constexpr size_t smem_bytes() { return size_t(STAGES) * (BM + BN) * LDS * sizeof(uint16_t); }
+};
+/** Large problems (prefill of hundreds of tokens): 8 warps of 64 x 32, two blocks (160 KB of stages) per SM. */
+using GemmLarge = GemmTile<128, 128, 64, 32, 2>;
+/** Few tokens: the weights' bytes set the time, so more, smaller blocks keep every SM streaming. */
+using GemmSmall = GemmTile<64, 64, 32, 32, 4>;
+
+/**
+ * C[m, n] = A[m, :] · B[n, :] on tensor cores (mma.sync m16n8k16, f32 accumulators). B (weights) is
+ * copied by cp.async STAGES - 1 steps ahead; A (f32 activations, normalized or gathered by the Op)
+ * is loaded into registers one step ahead (in flight while the current step computes), then narrowed
+ * to W and stored.
+ * The Op says:
  *   W (bf16 or f16), K, PAIRED;  int m_count(item);  int n_count()  (columns, or units when PAIRED)
  *   float4 a(item, m, k)         4 consecutive A values (m < m_count, k % 4 == 0)
  *   const W* b_row(item, which, n)   weight row n (which = 0, or 1 for the second matrix when PAIRED)
- *   store(item, m, n, v0, v1)          columns n, n + 1 (n even)
+ *   store(item, m, n, v0, v1)          columns n, n + 1 (n even; n + 1 may be N: the Op guards it)
  *   store_pair(item, m, u, a0, a1, b0, b1)  PAIRED: units u, u + 1 of both matrices (SwiGLU)
  * PAIRED interleaves the two matrices every 8 columns, so one thread holds w1·x and w3·x of a unit.
  */
-constexpr int kGemmBM = 64, kGemmBN = 128, kGemmBK = 32, kGemmLds = kGemmBK + 8;
-
-template <class Op>
-__global__ void __launch_bounds__(128) gemm_kernel(const Op op) {
+template <class Op, class Tile>
+__global__ void __launch_bounds__(Tile::THREADS, Tile::MIN_BLOCKS) gemm_kernel(const Op op) {
   using W = typename Op::W;
-  constexpr int K = Op::K, BM = kGemmBM, BN = kGemmBN, BK = kGemmBK, LDS = kGemmLds;
+  constexpr int K = Op::K, BM = Tile::BM, BN = Tile::BN, BK = Tile::BK, LDS = Tile::LDS, S = Tile::STAGES;
+  constexpr int MF = Tile::MF, NF = Tile::NF, THREADS = Tile::THREADS;
   constexpr int KT = (K + BK - 1) / BK;
   static_assert(K % 8 == 0, "weight rows are copied 8 elements (16 bytes) at a time");
-  __shared__ __align__(16) uint16_t As[2][BM][LDS];
-  __shared__ __align__(16) uint16_t Bs[2][BN][LDS];
+  extern __shared__ float4 gemm_smem[];
+  uint16_t* As = reinterpret_cast<uint16_t*>(gemm_smem);  // [S][BM][LDS]
+  uint16_t* Bs = As + S * BM * LDS;                        // [S][BN][LDS]
 
   const int item = blockIdx.z;
   const int M = op.m_count(item);
@@ -422,13 +446,13 @@ __global__ void __launch_bounds__(128) gemm_kernel(const Op op) {
   if (m0 >= M) return;
   const int N = op.n_count();
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-  const int wm = warp & 1, wn = warp >> 1, g = lane >> 2, t4 = lane & 3;
+  const int wm = warp % (BM / Tile::WM), wn = warp / (BM / Tile::WM), g = lane >> 2, t4 = lane & 3;
 
-  // B rows this thread copies: tile rows tid/4 + 32j, 16-byte chunk tid%4 of each 32-wide k step.
-  const W* brow[4];
+  // B rows this thread copies: tile row idx / 4, 16-byte chunk idx % 4 of each 32-wide k step.
+  const W* brow[Tile::B_LOADS];
 #pragma unroll
-  for (int j = 0; j < 4; ++j) {
-    const int r = tid / 4 + 32 * j;
+  for (int j = 0; j < Tile::B_LOADS; ++j) {
+    const int r = (tid + THREADS * j) / 4;
     if constexpr (Op::PAIRED) {
       const int frag = r / 8, unit = blockIdx.x * (BN / 2) + (frag / 2) * 8 + r % 8;
       brow[j] = unit < N ? op.b_row(item, frag % 2, unit) : nullptr;
@@ -438,94 +462,102 @@ __global__ void __launch_bounds__(128) gemm_kernel(const Op op) {
     }
   }
   const W* const bdummy = op.b_row(item, 0, 0);
-  // A values this thread loads: rows tid/8 + 16j, 4 floats at column 4 * (tid % 8).
-  uint2 areg[4];
+  auto load_b = [&](int buf, int k0) {
+#pragma unroll
+    for (int j = 0; j < Tile::B_LOADS; ++j) {
+      const int idx = tid + THREADS * j, k = k0 + 8 * (idx % 4);
+      const bool ok = brow[j] != nullptr && k < K;
+      cp_async16(Bs + (buf * BN + idx / 4) * LDS + 8 * (idx % 4), ok ? brow[j] + k : bdummy, ok ? 16 : 0);
+    }
+  };
+  // A values this thread loads: row idx / 8, 4 floats at column 4 * (idx % 8).
+  float4 areg[Tile::A_LOADS];
   auto load_a = [&](int k0) {
 #pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      const int m = m0 + tid / 8 + 16 * j, k = k0 + 4 * (tid % 8);
-      areg[j] = pack4<W>(m < M && k < K ? op.a(item, m, k) : make_float4(0.f, 0.f, 0.f, 0.f));
+    for (int j = 0; j < Tile::A_LOADS; ++j) {
+      const int idx = tid + THREADS * j, m = m0 + idx / 8, k = k0 + 4 * (idx % 8);
+      areg[j] = m < M && k < K ? op.a(item, m, k) : make_float4(0.f, 0.f, 0.f, 0.f);
     }
   };
   auto store_a = [&](int buf) {
 #pragma unroll
-    for (int j = 0; j < 4; ++j) *reinterpret_cast<uint2*>(&As[buf][tid / 8 + 16 * j][4 * (tid % 8)]) = areg[j];
-  };
-  auto load_b = [&](int buf, int k0) {
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      const int k = k0 + 8 * (tid % 4);
-      const bool ok = brow[j] != nullptr && k < K;
-      cp_async16(&Bs[buf][tid / 4 + 32 * j][8 * (tid % 4)], ok ? brow[j] + k : bdummy, ok ? 16 : 0);
+    for (int j = 0; j < Tile::A_LOADS; ++j) {
+      const int idx = tid + THREADS * j;
+      *reinterpret_cast<uint2*>(As + (buf * BM + idx / 8) * LDS + 4 * (idx % 8)) = pack4<W>(areg[j]);
     }
-    cp_async_commit();
   };
 
-  float acc[2][8][4];
+  float acc[MF][NF][4];
 #pragma unroll
-  for (int i = 0; i < 2; ++i)
+  for (int i = 0; i < MF; ++i)
 #pragma unroll
-    for (int j = 0; j < 8; ++j) acc[i][j][0] = acc[i][j][1] = acc[i][j][2] = acc[i][j][3] = 0.f;
+    for (int j = 0; j < NF; ++j) acc[i][j][0] = acc[i][j][1] = acc[i][j][2] = acc[i][j][3] = 0.f;
 
-  load_a(0);
-  load_b(0, 0);
-  store_a(0);
-  cp_async_wait_all();
-  __syncthreads();
+#pragma unroll
+  for (int st = 0; st < S - 1; ++st) {
+    if (st < KT) {
+      load_b(st, st * BK);
+      load_a(st * BK);
+      store_a(st);
+    }
+    cp_async_commit();  // one group per stage, empty or not, so that wait<S - 2> always means "stage kt landed"
+  }
 #pragma unroll 1
   for (int kt = 0; kt < KT; ++kt) {
-    const int buf = kt & 1;
-    if (kt + 1 < KT) {
-      load_a((kt + 1) * BK);
-      load_b(buf ^ 1, (kt + 1) * BK);
+    cp_async_wait<S - 2>();
+    __syncthreads();  // stage kt is visible to all; every warp is done with stage kt - 1, whose buffer is refilled next
+    const int next = kt + S - 1;
+    if (next < KT) {
+      load_b(next % S, next * BK);
+      load_a(next * BK);
     }
+    cp_async_commit();
+    const uint16_t* at = As + (kt % S) * BM * LDS;
+    const uint16_t* bt = Bs + (kt % S) * BN * LDS;
 #pragma unroll
     for (int ks = 0; ks < BK / 16; ++ks) {
       const int kk = ks * 16 + 2 * t4;
-      uint32_t a[2][4], b[8][2];
+      uint32_t a[MF][4], b[NF][2];
 #pragma unroll
-      for (int mf = 0; mf < 2; ++mf) {
-        const int r = wm * 32 + mf * 16 + g;
-        a[mf][0] = *reinterpret_cast<const uint32_t*>(&As[buf][r][kk]);
-        a[mf][1] = *reinterpret_cast<const uint32_t*>(&As[buf][r + 8][kk]);
-        a[mf][2] = *reinterpret_cast<const uint32_t*>(&As[buf][r][kk + 8]);
-        a[mf][3] = *reinterpret_cast<const uint32_t*>(&As[buf][r + 8][kk + 8]);
+      for (int mf = 0; mf < MF; ++mf) {
+        const uint16_t* r = at + (wm * Tile::WM + mf * 16 + g) * LDS + kk;
+        a[mf][0] = *reinterpret_cast<const uint32_t*>(r);
+        a[mf][1] = *reinterpret_cast<const uint32_t*>(r + 8 * LDS);
+        a[mf][2] = *reinterpret_cast<const uint32_t*>(r + 8);
+        a[mf][3] = *reinterpret_cast<const uint32_t*>(r + 8 * LDS + 8);
       }
 #pragma unroll
-      for (int nf = 0; nf < 8; ++nf) {
-        const int n = wn * 64 + nf * 8 + g;
-        b[nf][0] = *reinterpret_cast<const uint32_t*>(&Bs[buf][n][kk]);
-        b[nf][1] = *reinterpret_cast<const uint32_t*>(&Bs[buf][n][kk + 8]);
+      for (int nf = 0; nf < NF; ++nf) {
+        const uint16_t* r = bt + (wn * Tile::WN + nf * 8 + g) * LDS + kk;
+        b[nf][0] = *reinterpret_cast<const uint32_t*>(r);
+        b[nf][1] = *reinterpret_cast<const uint32_t*>(r + 8);
       }
 #pragma unroll
-      for (int mf = 0; mf < 2; ++mf)
+      for (int mf = 0; mf < MF; ++mf)
 #pragma unroll
-        for (int nf = 0; nf < 8; ++nf) mma16816<W>(acc[mf][nf], a[mf], b[nf]);
+        for (int nf = 0; nf < NF; ++nf) mma16816<W>(acc[mf][nf], a[mf], b[nf]);
     }
-    if (kt + 1 < KT) {
-      store_a(buf ^ 1);
-      cp_async_wait_all();
-    }
-    __syncthreads();
+    if (next < KT) store_a(next % S);  // that buffer was last read in step kt - 1, before this step's barrier
   }
+  cp_async_wait<0>();
 
   // Accumulator fragment: c0, c1 at (row g, columns 2t, 2t+1), c2, c3 at row g + 8.
 #pragma unroll
-  for (int mf = 0; mf < 2; ++mf) {
+  for (int mf = 0; mf < MF; ++mf) {
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
-      const int m = m0 + wm * 32 + mf * 16 + g + 8 * half;
+      const int m = m0 + wm * Tile::WM + mf * 16 + g + 8 * half;
       if (m >= M) continue;
       if constexpr (Op::PAIRED) {
 #pragma unroll
-        for (int nf = 0; nf < 8; nf += 2) {
-          const int u = blockIdx.x * (BN / 2) + ((wn * 8 + nf) / 2) * 8 + 2 * t4;
+        for (int nf = 0; nf < NF; nf += 2) {
+          const int u = blockIdx.x * (BN / 2) + ((wn * NF + nf) / 2) * 8 + 2 * t4;
           if (u < N) op.store_pair(item, m, u, acc[mf][nf][2 * half], acc[mf][nf][2 * half + 1], acc[mf][nf + 1][2 * half], acc[mf][nf + 1][2 * half + 1]);
         }
       } else {
 #pragma unroll
-        for (int nf = 0; nf < 8; ++nf) {
-          const int n = blockIdx.x * BN + wn * 64 + nf * 8 + 2 * t4;
+        for (int nf = 0; nf < NF; ++nf) {
+          const int n = blockIdx.x * BN + wn * Tile::WN + nf * 8 + 2 * t4;
           if (n < N) op.store(item, m, n, acc[mf][nf][2 * half], acc[mf][nf][2 * half + 1]);
         }
       }
@@ -533,13 +565,47 @@ __global__ void __launch_bounds__(128) gemm_kernel(const Op op) {
   }
 }
 
-/** Launches over `items` groups (experts) of up to max_m rows each; n_cols = columns, or units when PAIRED. */
+/** Raises both tile shapes' dynamic shared-memory limit (the large tile needs 80 KB). f32 weights have no GEMM. */
+template <class Op>
+inline cudaError_t gemm_prepare() {
+  if constexpr (kTensorCores<typename Op::W>) {
+    if (device_info().sms == 0)
+      if (cudaError_t e = init_device_info()) return e;
+    if (cudaError_t e = cudaFuncSetAttribute(gemm_kernel<Op, GemmLarge>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(GemmLarge::smem_bytes()))) return e;
+    return cudaFuncSetAttribute(gemm_kernel<Op, GemmSmall>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(GemmSmall::smem_bytes()));
+  }
+  return cudaSuccess;
+}
+
+template <class Op, class Tile>
+inline cudaError_t gemm_launch(const Op& op, int items, int max_m, int n_cols, cudaStream_t s) {
+  const int cols_per_block = Op::PAIRED ? Tile::BN / 2 : Tile::BN;
+  const dim3 grid((n_cols + cols_per_block - 1) / cols_per_block, (max_m + Tile::BM - 1) / Tile::BM, items);
+  gemm_kernel<Op, Tile><<<grid, Tile::THREADS, Tile::smem_bytes(), s>>>(op);
+  return cudaGetLastError();
+}
+
+template <class Tile>
+inline int64_t gemm_blocks(int64_t b_rows, int max_m, int items) {
+  return (b_rows + Tile::BN - 1) / Tile::BN * ((max_m + Tile::BM - 1) / Tile::BM) * items;
+}
+
+/**
+ * Launches over `items` groups (experts) of up to max_m rows each; n_cols = columns, or units when
+ * PAIRED. Picks the tile whose grid takes fewer waves, counting a large block as 4 small ones done
+ * 1.5x as efficiently (each operand fragment feeds twice the mma): with few tokens, where the
+ * weights' bytes set the time, the small tile's 4x as many blocks keep every SM streaming, and a
+ * grid just over one wave of large blocks (e.g. 288 on 264 slots) is better cut small.
+ */
 template <class Op>
 inline cudaError_t gemm(const Op& op, int items, int max_m, int n_cols, cudaStream_t s) {
-  const int cols_per_block = Op::PAIRED ? kGemmBN / 2 : kGemmBN;
-  const dim3 grid((n_cols + cols_per_block - 1) / cols_per_block, (max_m + kGemmBM - 1) / kGemmBM, items);
-  gemm_kernel<Op><<<grid, 128, 0, s>>>(op);
-  return cudaGetLastError();
+  const int64_t b_rows = Op::PAIRED ? 2 * int64_t(n_cols) : n_cols, sms = device_info().sms > 0 ? device_info().sms : 1;
+  const int64_t large_slots = GemmLarge::MIN_BLOCKS * sms, small_slots = GemmSmall::MIN_BLOCKS * sms;
+  const int64_t large_waves = (gemm_blocks<GemmLarge>(b_rows, max_m, items) + large_slots - 1) / large_slots;
+  const int64_t small_waves = (gemm_blocks<GemmSmall>(b_rows, max_m, items) + small_slots - 1) / small_slots;
+  // A large wave is 2 small waves of work (4x the work per block, half the slots), done in 2 / 1.5 of the time.
+  if (4 * large_waves < 3 * small_waves) return gemm_launch<Op, GemmLarge>(op, items, max_m, n_cols, s);
+  return gemm_launch<Op, GemmSmall>(op, items, max_m, n_cols, s);
 }
 
 // ---- attention -------------------------------------------------------------------------------------
@@ -677,7 +743,8 @@ __global__ void __launch_bounds__(128) attention_combine_kernel(const float* __r
 }
 
 /**
- * Prefill: block (query tile, kv head) holds BQ tokens x GROUP heads of queries and streams the
+ * Prefill in f32 (f32 KV caches, or head dims that are not whole mma steps; 16-bit caches take
+ * attention_flash_prefill_kernel below): block (query tile, kv head) holds BQ tokens x GROUP heads of queries and streams the
  * keys both tiles can see through shared memory once (flash-attention style: online softmax, no
  * score matrix in memory); each of the 8 warps owns rows warp, warp + 8, ... Causal and window
  * masks per row: a query at p sees keys (p - WINDOW, p].
@@ -734,6 +801,184 @@ __global__ void __launch_bounds__(256) attention_prefill_kernel(const float* __r
       const int d = lane + 32 * j;
       if (d < HEAD_DIM) o[d] = rows[i].o[j] / rows[i].l;
     }
+  }
+}
+
+/**
+ * Prefill on tensor cores, for 16-bit KV caches (flash-attention 2 with mma.sync m16n8k16). Block =
+ * (query tile, KV head); its 64 query rows are (token, head) pairs of the GROUP heads that share the
+ * KV head, so one read of a key tile serves the whole group. Each of the 4 warps owns 16 rows and
+ * keeps them in registers: Q as A fragments (pre-scaled by log2(e)/sqrt(HEAD_DIM), so the softmax
+ * runs on exp2), S = Q Kᵀ over 64 keys, the online softmax on the accumulators, and O += P V with
+ * P narrowed to KV's type in place (an m16n8 accumulator pair is an m16k16 A fragment) and V read
+ * by ldmatrix.trans. Key tiles are double-buffered by cp.async; keys past the tile's last query are
+ * zero-filled, so a masked score multiplies a finite value. Numerics: Q and P are rounded to KV's
+ * 16-bit type (relative error ~2^-9 each), scores and sums are f32.
+ */
+template <int HEAD_DIM, int GROUP>
+struct FlashTile {
+  static constexpr int ROWS = 64, WARPS = 4, KEYS = 64;
+  static constexpr int BQ = ROWS / GROUP;       // tokens per block (rows past BQ * GROUP idle)
+  static constexpr int LD = HEAD_DIM + 8;       // padded key/value row: fragment loads and ldmatrix rows hit distinct banks
+  static constexpr size_t smem_bytes() { return size_t(2) * 2 * KEYS * LD * sizeof(uint16_t); }
+};
+/** Whether the prefill attention of these shapes runs on tensor cores (else attention_prefill_kernel). */
+template <typename KV, int HEAD_DIM, int GROUP>
+constexpr bool kFlashPrefill = kTensorCores<KV> && HEAD_DIM % 16 == 0 && HEAD_DIM <= 128 && GROUP <= 64;
+
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const void* smem_row) {
+  const unsigned a = unsigned(__cvta_generic_to_shared(smem_row));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a) : "memory");
+}
+/** Two floats narrowed to two 16-bit values in one register, the first in the low half. */
+template <typename W> __device__ __forceinline__ uint32_t pack2(float lo, float hi) {
+  const uint2 v = pack4<W>(make_float4(lo, hi, 0.f, 0.f));
+  return v.x;
+}
+
+template <int HEAD_DIM, int GROUP, int N_KV_HEADS, int WINDOW, int KV_SLOTS, typename KV>
+__global__ void __launch_bounds__(128) attention_flash_prefill_kernel(const float* __restrict__ q /*[T, N_HEADS * HEAD_DIM]*/, int T,
+                                                                      const KV* __restrict__ k_cache, const KV* __restrict__ v_cache,
+                                                                      const int32_t* __restrict__ pos0, float* __restrict__ out) {
+  using Tile = FlashTile<HEAD_DIM, GROUP>;
+  constexpr int KV_DIM = N_KV_HEADS * HEAD_DIM, Q_DIM = N_KV_HEADS * GROUP * HEAD_DIM;
+  constexpr int KEYS = Tile::KEYS, LD = Tile::LD, DK = HEAD_DIM / 16, DN = HEAD_DIM / 8, NF = KEYS / 8;
+  constexpr int CHUNKS = HEAD_DIM / 8;  // 16-byte chunks per key row
+  extern __shared__ float4 attn_smem[];
+  uint16_t* ks = reinterpret_cast<uint16_t*>(attn_smem);  // [2][KEYS][LD]
+  uint16_t* vs = ks + 2 * KEYS * LD;                      // [2][KEYS][LD]
+  // Last query tiles first: they see the most keys, so the short early tiles fill the tail of the grid.
+  const int g = blockIdx.y, t0 = (gridDim.x - 1 - blockIdx.x) * Tile::BQ, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int qr = lane >> 2, qc = 2 * (lane & 3);  // fragment row (and row + 8) and column pair of this lane
+  const int tn = min(Tile::BQ, T - t0);
+  const int p_first = *pos0 + t0, p_last = p_first + tn - 1;
+  const int lo = WINDOW > 0 ? max(0, p_first - WINDOW + 1) : 0;
+
+  auto load_tile = [&](int buf, int kt) {
+    for (int idx = threadIdx.x; idx < 2 * KEYS * CHUNKS; idx += blockDim.x) {
+      const int which = idx / (KEYS * CHUNKS), j = (idx / CHUNKS) % KEYS, c = idx % CHUNKS;
+      const int kp = kt + j;
+      const KV* cache = which == 0 ? k_cache : v_cache;
+      const bool ok = kp <= p_last;
+      const KV* src = ok ? cache + (int64_t(kp) % KV_SLOTS) * KV_DIM + g * HEAD_DIM + c * 8 : cache;
+      cp_async16((which == 0 ? ks : vs) + (buf * KEYS + j) * LD + c * 8, src, ok ? 16 : 0);
+    }
+  };
+  load_tile(0, lo);
+  cp_async_commit();
+
+  // This lane's two rows (qr and qr + 8 of the warp's 16): token and head, and whether they exist.
+  int row_pos[2];
+  bool row_live[2];
+  uint32_t qf[DK][4];
+  const float qscale = 1.4426950408889634f / sqrtf(float(HEAD_DIM));
+#pragma unroll
+  for (int h2 = 0; h2 < 2; ++h2) {
+    const int r = warp * 16 + qr + 8 * h2, t = t0 + r / GROUP;
+    row_live[h2] = r < Tile::BQ * GROUP && t < T;
+    row_pos[h2] = p_first + r / GROUP;
+    const float* qrow = q + int64_t(t) * Q_DIM + (g * GROUP + r % GROUP) * HEAD_DIM;
+#pragma unroll
+    for (int kc = 0; kc < DK; ++kc) {
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        const int d = 16 * kc + 8 * half + qc;
+        const float2 v = row_live[h2] ? *reinterpret_cast<const float2*>(qrow + d) : make_float2(0.f, 0.f);
+        qf[kc][h2 + 2 * half] = pack2<KV>(v.x * qscale, v.y * qscale);  // a0: (row, k), a1: (row + 8, k), a2/a3: k + 8
+      }
+    }
+  }
+
+  float o[DN][4];
+#pragma unroll
+  for (int i = 0; i < DN; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};  // l: this lane's columns only, summed over the quad at the end
+
+  int buf = 0;
+  for (int kt = lo; kt <= p_last; kt += KEYS, buf ^= 1) {
+    __syncthreads();  // every warp is done with the other buffer (the previous tile)
+    if (kt + KEYS <= p_last) load_tile(buf ^ 1, kt + KEYS);
+    cp_async_commit();
+    cp_async_wait<1>();  // this tile's copies (all but the newest group) have landed
+    __syncthreads();     // ... everyone's
+    const uint16_t* kb = ks + buf * KEYS * LD;
+    const uint16_t* vb = vs + buf * KEYS * LD;
+
+    float s[NF][4];
+#pragma unroll
+    for (int nf = 0; nf < NF; ++nf) {
+      s[nf][0] = s[nf][1] = s[nf][2] = s[nf][3] = 0.f;
+      const uint16_t* krow = kb + (nf * 8 + qr) * LD + qc;
+#pragma unroll
+      for (int kc = 0; kc < DK; ++kc) {
+        const uint32_t b[2] = {*reinterpret_cast<const uint32_t*>(krow + 16 * kc), *reinterpret_cast<const uint32_t*>(krow + 16 * kc + 8)};
+        mma16816<KV>(s[nf], qf[kc], b);
+      }
+    }
+    // Mask (causal and window), then the online softmax of rows qr (i = 0, 1) and qr + 8 (i = 2, 3).
+#pragma unroll
+    for (int h2 = 0; h2 < 2; ++h2) {
+      const int p = row_pos[h2];
+      float mx = -INFINITY;
+#pragma unroll
+      for (int nf = 0; nf < NF; ++nf)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const int kp = kt + nf * 8 + qc + e;
+          const bool visible = kp <= p && (WINDOW == 0 || kp > p - WINDOW);
+          float& x = s[nf][2 * h2 + e];
+          x = visible ? x : -INFINITY;
+          mx = fmaxf(mx, x);
+        }
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+      const float m_new = fmaxf(m[h2], mx);
+      const float base = m_new == -INFINITY ? 0.f : m_new;  // a row with nothing visible yet keeps p = 0
+      const float corr = exp2f(m[h2] - base);
+      m[h2] = m_new;
+      float sum = 0.f;
+#pragma unroll
+      for (int nf = 0; nf < NF; ++nf)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          float& x = s[nf][2 * h2 + e];
+          x = exp2f(x - base);
+          sum += x;
+        }
+      l[h2] = l[h2] * corr + sum;
+#pragma unroll
+      for (int dn = 0; dn < DN; ++dn) o[dn][2 * h2] *= corr, o[dn][2 * h2 + 1] *= corr;
+    }
+    // O += P V, 16 keys at a time: accumulator tiles 2j and 2j + 1 are the A fragment of keys 16j..16j+15.
+#pragma unroll
+    for (int j = 0; j < KEYS / 16; ++j) {
+      const uint32_t a[4] = {pack2<KV>(s[2 * j][0], s[2 * j][1]), pack2<KV>(s[2 * j][2], s[2 * j][3]),
+                             pack2<KV>(s[2 * j + 1][0], s[2 * j + 1][1]), pack2<KV>(s[2 * j + 1][2], s[2 * j + 1][3])};
+#pragma unroll
+      for (int dn = 0; dn < DN; dn += 2) {
+        // Lanes 0-15 address keys 16j + (lane & 15) at dims 8 dn, lanes 16-31 the same keys at dims 8 (dn + 1).
+        uint32_t b[4];
+        ldmatrix_x4_trans(b, vb + (16 * j + (lane & 15)) * LD + 8 * (dn + (lane >> 4)));
+        const uint32_t b0[2] = {b[0], b[1]}, b1[2] = {b[2], b[3]};
+        mma16816<KV>(o[dn], a, b0);
+        mma16816<KV>(o[dn + 1], a, b1);
+      }
+    }
+  }
+  cp_async_wait<0>();  // no copy may still target shared memory when the block exits
+
+#pragma unroll
+  for (int h2 = 0; h2 < 2; ++h2) {
+    float sum = l[h2];
+    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+    sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+    if (!row_live[h2]) continue;
+    const int r = warp * 16 + qr + 8 * h2, t = t0 + r / GROUP;
+    float* orow = out + int64_t(t) * Q_DIM + (g * GROUP + r % GROUP) * HEAD_DIM;
+    const float inv = 1.0f / sum;
+#pragma unroll
+    for (int dn = 0; dn < DN; ++dn) *reinterpret_cast<float2*>(orow + 8 * dn + qc) = make_float2(o[dn][2 * h2] * inv, o[dn][2 * h2 + 1] * inv);
   }
 }
 

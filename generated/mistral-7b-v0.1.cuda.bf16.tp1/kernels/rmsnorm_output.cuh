@@ -56,5 +56,8 @@ inline cudaError_t launch(const float* residual, int first, int rows, const W* n
   }
   return mc::gemv(Decode{residual, first, norm, output, logits}, rows, s);
 }
-inline cudaError_t prepare() { return mc::gemv_prepare<Decode>(); }
+inline cudaError_t prepare() {
+  if (cudaError_t e = mc::gemv_prepare<Decode>()) return e;
+  return mc::gemm_prepare<Prefill>();
+}
 }  // namespace rmsnorm_output

@@ -91,5 +91,8 @@ inline cudaError_t launch(const float* residual, int T, const int32_t* pos0, con
   return mc::gemv(Decode<KV_SLOTS>{residual, norm, wqkv, epi}, T, s);
 }
 template <int KV_SLOTS>
-inline cudaError_t prepare() { return mc::gemv_prepare<Decode<KV_SLOTS>>(); }
+inline cudaError_t prepare() {
+  if (cudaError_t e = mc::gemv_prepare<Decode<KV_SLOTS>>()) return e;
+  return mc::gemm_prepare<Prefill<KV_SLOTS>>();
+}
 }  // namespace rmsnorm_qkv_rope_cache

@@ -54,5 +54,8 @@ inline cudaError_t launch(const float* residual, int T, const W* norm, const W* 
   }
   return mc::gemv(Decode{residual, norm, w13, hidden}, T, s);
 }
-inline cudaError_t prepare() { return mc::gemv_prepare<Decode>(); }
+inline cudaError_t prepare() {
+  if (cudaError_t e = mc::gemv_prepare<Decode>()) return e;
+  return mc::gemm_prepare<Prefill>();
+}
 }  // namespace rmsnorm_w13_swiglu

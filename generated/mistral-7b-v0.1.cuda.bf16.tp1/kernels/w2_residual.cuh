@@ -46,5 +46,8 @@ inline cudaError_t launch(const float* hidden, int T, const W* w2, float* residu
   }
   return mc::gemv(Decode{hidden, w2, residual}, T, s);
 }
-inline cudaError_t prepare() { return mc::gemv_prepare<Decode>(); }
+inline cudaError_t prepare() {
+  if (cudaError_t e = mc::gemv_prepare<Decode>()) return e;
+  return mc::gemm_prepare<Prefill>();
+}
 }  // namespace w2_residual

@@ -47,5 +47,8 @@ inline cudaError_t launch(const float* attn_out, int T, const W* wo, float* resi
   }
   return mc::gemv(Decode{attn_out, wo, residual}, T, s);
 }
-inline cudaError_t prepare() { return mc::gemv_prepare<Decode>(); }
+inline cudaError_t prepare() {
+  if (cudaError_t e = mc::gemv_prepare<Decode>()) return e;
+  return mc::gemm_prepare<Prefill>();
+}
 }  // namespace wo_residual

@@ -22,11 +22,14 @@ constexpr int64_t PARTIAL_FLOATS = int64_t(N_HEADS) * MAX_SPLITS * (HEAD_DIM + 2
 constexpr int DECODE_THREADS = 32 * (GROUP < 4 ? 4 : GROUP);  // a warp per query head, at least 4 to load tiles
 constexpr size_t DECODE_SMEM = mc::KvTile<HEAD_DIM>::bytes() + size_t(GROUP) * HEAD_DIM * sizeof(float);
 using Tile = mc::PrefillTile<HEAD_DIM, GROUP>;
+using Flash = mc::FlashTile<HEAD_DIM, GROUP>;
+/** Prefill on tensor cores for 16-bit caches and head dims that are whole mma steps; f32 caches stay exact. */
+constexpr bool FLASH = mc::kFlashPrefill<KV, HEAD_DIM, GROUP>;
 
 /**
  * out = softmax(q kᵀ / sqrt(HEAD_DIM)) v over the keys each query sees: positions (p - WINDOW, p]
  * (WINDOW 0: [0, p]) of the ring of KV_SLOTS slots. T = 1: split-K decode plus a combine; T > 1:
- * the tiled prefill kernel.
+ * the tiled prefill kernel (on tensor cores where FLASH).
  */
 template <int WINDOW, int KV_SLOTS>
 inline cudaError_t launch(const float* q /*[T, N_HEADS * HEAD_DIM] f32*/, int T, const int32_t* pos0 /*[1]*/,
@@ -40,8 +43,13 @@ inline cudaError_t launch(const float* q /*[T, N_HEADS * HEAD_DIM] f32*/, int T,
     mc::attention_combine_kernel<HEAD_DIM, NSPLIT><<<N_HEADS, 128, 0, s>>>(partial, out);
     return cudaGetLastError();
   }
-  mc::attention_prefill_kernel<HEAD_DIM, GROUP, N_KV_HEADS, WINDOW, KV_SLOTS, KV>
-      <<<dim3((T + Tile::BQ - 1) / Tile::BQ, N_KV_HEADS), 256, Tile::smem_bytes(), s>>>(q, T, k_cache, v_cache, pos0, out);
+  if constexpr (FLASH) {
+    mc::attention_flash_prefill_kernel<HEAD_DIM, GROUP, N_KV_HEADS, WINDOW, KV_SLOTS, KV>
+        <<<dim3((T + Flash::BQ - 1) / Flash::BQ, N_KV_HEADS), 128, Flash::smem_bytes(), s>>>(q, T, k_cache, v_cache, pos0, out);
+  } else {
+    mc::attention_prefill_kernel<HEAD_DIM, GROUP, N_KV_HEADS, WINDOW, KV_SLOTS, KV>
+        <<<dim3((T + Tile::BQ - 1) / Tile::BQ, N_KV_HEADS), 256, Tile::smem_bytes(), s>>>(q, T, k_cache, v_cache, pos0, out);
+  }
   return cudaGetLastError();
 }
 
@@ -50,7 +58,12 @@ inline cudaError_t prepare() {
   constexpr int NSPLIT = splits<WINDOW, KV_SLOTS>();
   if (cudaError_t e = cudaFuncSetAttribute(mc::attention_decode_kernel<HEAD_DIM, GROUP, N_KV_HEADS, NSPLIT, WINDOW, KV_SLOTS, KV>,
                                            cudaFuncAttributeMaxDynamicSharedMemorySize, int(DECODE_SMEM))) return e;
-  return cudaFuncSetAttribute(mc::attention_prefill_kernel<HEAD_DIM, GROUP, N_KV_HEADS, WINDOW, KV_SLOTS, KV>,
-                              cudaFuncAttributeMaxDynamicSharedMemorySize, int(Tile::smem_bytes()));
+  if constexpr (FLASH) {
+    return cudaFuncSetAttribute(mc::attention_flash_prefill_kernel<HEAD_DIM, GROUP, N_KV_HEADS, WINDOW, KV_SLOTS, KV>,
+                                cudaFuncAttributeMaxDynamicSharedMemorySize, int(Flash::smem_bytes()));
+  } else {
+    return cudaFuncSetAttribute(mc::attention_prefill_kernel<HEAD_DIM, GROUP, N_KV_HEADS, WINDOW, KV_SLOTS, KV>,
+                                cudaFuncAttributeMaxDynamicSharedMemorySize, int(Tile::smem_bytes()));
+  }
 }
 }  // namespace attention_gqa_window

@@ -62,5 +62,8 @@ inline cudaError_t launch(const float* normed, int T, const int32_t* offsets, co
   }
   return mc::gemv(Decode{normed, offsets, rows, w13, hidden}, T * TOP_K, s);
 }
-inline cudaError_t prepare() { return mc::gemv_prepare<Decode>(); }
+inline cudaError_t prepare() {
+  if (cudaError_t e = mc::gemv_prepare<Decode>()) return e;
+  return mc::gemm_prepare<Prefill>();
+}
 }  // namespace moe_w13_swiglu

@@ -80,5 +80,8 @@ inline cudaError_t launch(const float* hidden, int T, const int32_t* offsets, co
   }
   return mc::gemv(Decode{hidden, pair_row, route_expert, route_weight, w2, residual}, T, s);
 }
-inline cudaError_t prepare() { return mc::gemv_prepare<Decode>(); }
+inline cudaError_t prepare() {
+  if (cudaError_t e = mc::gemv_prepare<Decode>()) return e;
+  return mc::gemm_prepare<Prefill>();
+}
 }  // namespace moe_w2_combine_residual
