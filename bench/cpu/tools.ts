@@ -37,9 +37,9 @@ export interface ServingChild {
   close(): void;
 }
 
-/** Starts `command` with OMP_NUM_THREADS = threads and waits for its ready line. */
-export async function servingChild(command: string, argv: string[], threads: number): Promise<ServingChild> {
-  const proc = spawn(command, argv, { stdio: ['pipe', 'pipe', 'inherit'], env: { ...process.env, OMP_NUM_THREADS: String(threads) } });
+/** Starts `command` with OMP_NUM_THREADS = threads (and `env` on top) and waits for its ready line. */
+export async function servingChild(command: string, argv: string[], threads: number, env: Record<string, string> = {}): Promise<ServingChild> {
+  const proc = spawn(command, argv, { stdio: ['pipe', 'pipe', 'inherit'], env: { ...process.env, OMP_NUM_THREADS: String(threads), ...env } });
   const lines = createInterface({ input: proc.stdout! })[Symbol.asyncIterator]();
   const next = async () => {
     const { value, done } = await lines.next();

@@ -1,0 +1,43 @@
+/**
+ * Paired A/B of one benchmark model's decode under two environments, e.g. an OpenMP schedule:
+ *
+ *   tsx bench/cpu/env-ab.ts --model dense-300m-f32 --a OMP_SCHEDULE=static --b OMP_SCHEDULE=guided [--rounds 8]
+ *
+ * Each side is a child process of its own (bench/cpu/pages-child.ts, weights mapped) with its
+ * variables set; they take turns, 16 decode steps each, A B B A per round, so the machine's
+ * drifting memory speed (bench/RESULTS.md) falls on both alike. Prints each side's median ms/token
+ * and the median over pairs of the speed ratio b/a. Uses the weights of `npm run bench`.
+ */
+import { availableParallelism } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { packageRoot } from '../../compiler/paths.js';
+import { BENCH_MODELS } from './models.js';
+import { inTurns, median, servingChild } from './tools.js';
+import { ensureWeights } from './weights.js';
+
+const { values: args } = parseArgs({
+  options: { model: { type: 'string', default: 'dense-300m-f32' }, a: { type: 'string', multiple: true, default: [] },
+    b: { type: 'string', multiple: true, default: [] }, rounds: { type: 'string', default: '8' } },
+});
+const STEPS = 16;
+const benchDir = join(packageRoot(), '.bench');
+const model = BENCH_MODELS.find((m) => m.name === args.model);
+if (model === undefined) throw new Error(`--model: one of ${BENCH_MODELS.map((m) => m.name).join(', ')}`);
+/** NAME=VALUE pairs → an environment. */
+const envOf = (pairs: string[]) => Object.fromEntries(pairs.map((p) => {
+  const eq = p.indexOf('=');
+  if (eq <= 0) throw new Error(`--a/--b take NAME=VALUE, not ${p}`);
+  return [p.slice(0, eq), p.slice(eq + 1)];
+}));
+const weights = await ensureWeights(join(benchDir, 'weights'), model, (l) => console.error(l));
+const child = (env: Record<string, string>) => servingChild(process.execPath,
+  ['--import', 'tsx', join(import.meta.dirname, 'pages-child.ts'), weights.dir, 'map', join(benchDir, 'cache')], availableParallelism(), env);
+const a = await child(envOf(args.a!));
+const b = await child(envOf(args.b!));
+const { a: msA, b: msB } = await inTurns(async () => (await a.ask(STEPS)).msPerToken!, async () => (await b.ask(STEPS)).msPerToken!, Number(args.rounds));
+a.close();
+b.close();
+const ratios = msA.map((ms, i) => ms / msB[i]!);
+console.log(`${model.name}: A (${args.a!.join(' ') || 'as is'}) ${median(msA).toFixed(2)} ms/token, B (${args.b!.join(' ') || 'as is'}) ${median(msB).toFixed(2)} ms/token; ` +
+  `B/A speed ${median(ratios).toFixed(3)}× (median of ${ratios.length} pairs, range ${Math.min(...ratios).toFixed(2)}-${Math.max(...ratios).toFixed(2)})`);

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# On the GPU machine (after bench/gpu/device/prepare.sh here; the call carries .devtools and
+# runtime/addon/build): unpacks Node, ts-morph and the prebuilt libraries, prints the card's state,
+# then runs the bundled check with the given options, its log under $OUT. With a baseline prepared,
+# `BASELINE=1` runs the same options in .devtools/base afterwards (into $OUT/base).
+#
+#   bash bench/gpu/device/run.sh --only kernels,logits,decode,prefill
+#   BASELINE=1 bash bench/gpu/device/run.sh --only prefill
+#   PROFILE=1 bash bench/gpu/device/run.sh --only decode --cases mistral-7b-v0.1   (then profile.mjs)
+set -uo pipefail
+cd "$(dirname "$0")/../../.."
+OUT="${OUT:-/tmp/mc-device-out}"
+mkdir -p "$OUT"
+xz -dc .devtools/node.xz > /tmp/node && chmod +x /tmp/node
+tar -xJf .devtools/node_modules.tar.xz -C .devtools
+tar -xJf .devtools/prebuilt.tar.xz -C .devtools
+nvidia-smi --query-gpu=name,driver_version,clocks.current.sm,clocks.current.memory,temperature.gpu --format=csv
+started=$SECONDS
+/tmp/node .devtools/check.mjs --prebuilt .devtools/prebuilt/manifest.json --out "$OUT/main" "$@" 2>&1 | tee "$OUT/main.log"
+status=$?
+if [ "${BASELINE:-0}" = 1 ] && [ -f .devtools/base/.devtools/check.mjs ]; then
+  echo "=== [$((SECONDS - started)) s] baseline"
+  tar -xJf .devtools/base/.devtools/prebuilt.tar.xz -C .devtools/base/.devtools
+  (cd .devtools/base && /tmp/node .devtools/check.mjs --prebuilt .devtools/prebuilt/manifest.json --out "$OUT/base" "$@" 2>&1 | tee "$OUT/base.log")
+fi
+if [ "${PROFILE:-0}" = 1 ]; then
+  echo "=== [$((SECONDS - started)) s] profile"
+  /tmp/node .devtools/profile.mjs --prebuilt .devtools/prebuilt/manifest.json --out "$OUT/profile" 2>&1 | tee "$OUT/profile.log"
+fi
+echo "=== [$((SECONDS - started)) s] done"
+exit $status
