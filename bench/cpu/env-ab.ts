@@ -5,13 +5,17 @@
  *
  * Each side is a child process of its own (bench/cpu/pages-child.ts, weights mapped) with its
  * variables set; they take turns, 16 decode steps each, A B B A per round, so the machine's
- * drifting memory speed (bench/RESULTS.md) falls on both alike. Prints each side's median ms/token
- * and the median over pairs of the speed ratio b/a. Uses the weights of `npm run bench`.
+ * drifting memory speed (bench/RESULTS.md) falls on both alike. The read bandwidth is probed
+ * (bandwidth.cpp, in a process of its own) before every segment, so the pairs can be split by the
+ * memory phase they met: a change may help only when memory is fast. Prints each side's median
+ * ms/token and the median over pairs of the speed ratio b/a, overall and per phase. Uses the
+ * weights of `npm run bench`.
  */
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { packageRoot } from '../../compiler/paths.js';
+import { BandwidthProbe, buildBandwidthProbe } from './bandwidth.js';
 import { BENCH_MODELS } from './models.js';
 import { inTurns, median, servingChild } from './tools.js';
 import { ensureWeights } from './weights.js';
@@ -35,9 +39,19 @@ const child = (env: Record<string, string>) => servingChild(process.execPath,
   ['--import', 'tsx', join(import.meta.dirname, 'pages-child.ts'), weights.dir, 'map', join(benchDir, 'cache')], availableParallelism(), env);
 const a = await child(envOf(args.a!));
 const b = await child(envOf(args.b!));
-const { a: msA, b: msB } = await inTurns(async () => (await a.ask(STEPS)).msPerToken!, async () => (await b.ask(STEPS)).msPerToken!, Number(args.rounds));
+const probe = await BandwidthProbe.start(buildBandwidthProbe(join(benchDir, 'bin')), availableParallelism());
+const gbs = { a: [] as number[], b: [] as number[] };
+const segment = async (side: 'a' | 'b', c: typeof a) => (gbs[side].push(await probe.measure()), (await c.ask(STEPS)).msPerToken!);
+const { a: msA, b: msB } = await inTurns(() => segment('a', a), () => segment('b', b), Number(args.rounds));
 a.close();
 b.close();
+probe.close();
 const ratios = msA.map((ms, i) => ms / msB[i]!);
+const summary = (rs: number[]) => rs.length === 0 ? 'no pairs' :
+  `${median(rs).toFixed(3)}× (median of ${rs.length} pairs, range ${Math.min(...rs).toFixed(2)}-${Math.max(...rs).toFixed(2)})`;
+// A pair met the fast phase when both of its probes read 40 GB/s or more (this machine: ~30 or ~48-55).
+const fast = ratios.filter((_, i) => gbs.a[i]! >= 40 && gbs.b[i]! >= 40);
+const slow = ratios.filter((_, i) => gbs.a[i]! < 40 && gbs.b[i]! < 40);
 console.log(`${model.name}: A (${args.a!.join(' ') || 'as is'}) ${median(msA).toFixed(2)} ms/token, B (${args.b!.join(' ') || 'as is'}) ${median(msB).toFixed(2)} ms/token; ` +
-  `B/A speed ${median(ratios).toFixed(3)}× (median of ${ratios.length} pairs, range ${Math.min(...ratios).toFixed(2)}-${Math.max(...ratios).toFixed(2)})`);
+  `B/A speed ${summary(ratios)}; fast memory (both probes ≥ 40 GB/s) ${summary(fast)}; slow (both < 40) ${summary(slow)}; ` +
+  `probes ${Math.min(...gbs.a, ...gbs.b).toFixed(0)}-${Math.max(...gbs.a, ...gbs.b).toFixed(0)} GB/s`);
