@@ -2,6 +2,7 @@
  * Paired A/B of one benchmark model's decode under two environments, e.g. an OpenMP schedule:
  *
  *   tsx bench/cpu/env-ab.ts --model dense-300m-f32 --a OMP_SCHEDULE=static --b OMP_SCHEDULE=guided [--rounds 8]
+ *   tsx bench/cpu/env-ab.ts --model dense-300m-bf16 --b-weights copy      (weights mapped vs copied onto 2 MiB pages)
  *
  * Each side is a child process of its own (bench/cpu/pages-child.ts, weights mapped) with its
  * variables set; they take turns, 16 decode steps each, A B B A per round, so the machine's
@@ -22,7 +23,8 @@ import { ensureWeights } from './weights.js';
 
 const { values: args } = parseArgs({
   options: { model: { type: 'string', default: 'dense-300m-f32' }, a: { type: 'string', multiple: true, default: [] },
-    b: { type: 'string', multiple: true, default: [] }, rounds: { type: 'string', default: '8' } },
+    b: { type: 'string', multiple: true, default: [] }, rounds: { type: 'string', default: '8' },
+    'a-weights': { type: 'string', default: 'map' }, 'b-weights': { type: 'string', default: 'map' } },
 });
 const STEPS = 16;
 const benchDir = join(packageRoot(), '.bench');
@@ -35,10 +37,15 @@ const envOf = (pairs: string[]) => Object.fromEntries(pairs.map((p) => {
   return [p.slice(0, eq), p.slice(eq + 1)];
 }));
 const weights = await ensureWeights(join(benchDir, 'weights'), model, (l) => console.error(l));
-const child = (env: Record<string, string>) => servingChild(process.execPath,
-  ['--import', 'tsx', join(import.meta.dirname, 'pages-child.ts'), weights.dir, 'map', join(benchDir, 'cache')], availableParallelism(), env);
-const a = await child(envOf(args.a!));
-const b = await child(envOf(args.b!));
+const how = (w: string) => {
+  if (w !== 'map' && w !== 'copy') throw new Error(`--a-weights/--b-weights: map or copy, not ${w}`);
+  return w;
+};
+const child = (env: Record<string, string>, weightsHow: string) => servingChild(process.execPath,
+  ['--import', 'tsx', join(import.meta.dirname, 'pages-child.ts'), weights.dir, how(weightsHow), join(benchDir, 'cache')], availableParallelism(), env);
+const a = await child(envOf(args.a!), args['a-weights']!);
+const b = await child(envOf(args.b!), args['b-weights']!);
+const label = (pairs: string[], w: string) => [...pairs, ...(w === 'copy' ? ['weights copied'] : [])].join(' ') || 'as is';
 const probe = await BandwidthProbe.start(buildBandwidthProbe(join(benchDir, 'bin')), availableParallelism());
 const gbs = { a: [] as number[], b: [] as number[] };
 const segment = async (side: 'a' | 'b', c: typeof a) => (gbs[side].push(await probe.measure()), (await c.ask(STEPS)).msPerToken!);
@@ -52,6 +59,6 @@ const summary = (rs: number[]) => rs.length === 0 ? 'no pairs' :
 // A pair met the fast phase when both of its probes read 40 GB/s or more (this machine: ~30 or ~48-55).
 const fast = ratios.filter((_, i) => gbs.a[i]! >= 40 && gbs.b[i]! >= 40);
 const slow = ratios.filter((_, i) => gbs.a[i]! < 40 && gbs.b[i]! < 40);
-console.log(`${model.name}: A (${args.a!.join(' ') || 'as is'}) ${median(msA).toFixed(2)} ms/token, B (${args.b!.join(' ') || 'as is'}) ${median(msB).toFixed(2)} ms/token; ` +
+console.log(`${model.name}: A (${label(args.a!, args['a-weights']!)}) ${median(msA).toFixed(2)} ms/token, B (${label(args.b!, args['b-weights']!)}) ${median(msB).toFixed(2)} ms/token; ` +
   `B/A speed ${summary(ratios)}; fast memory (both probes ≥ 40 GB/s) ${summary(fast)}; slow (both < 40) ${summary(slow)}; ` +
   `probes ${Math.min(...gbs.a, ...gbs.b).toFixed(0)}-${Math.max(...gbs.a, ...gbs.b).toFixed(0)} GB/s`);
