@@ -419,8 +419,9 @@ using GemmSmall = GemmTile<64, 64, 32, 32, 4>;
 /**
  * C[m, n] = A[m, :] · B[n, :] on tensor cores (mma.sync m16n8k16, f32 accumulators). B (weights) is
  * copied by cp.async STAGES - 1 steps ahead; A (f32 activations, normalized or gathered by the Op)
- * is loaded into registers one step ahead (in flight while the current step computes), then narrowed
- * to W and stored.
+ * for that same stage is loaded into registers at the start of a step (in flight while the step
+ * computes), then narrowed to W and stored at its end. With f16 weights A is narrowed to f16: an
+ * activation beyond ±65504 would become inf (bf16 has the f32 range).
  * The Op says:
  *   W (bf16 or f16), K, PAIRED;  int m_count(item);  int n_count()  (columns, or units when PAIRED)
  *   float4 a(item, m, k)         4 consecutive A values (m < m_count, k % 4 == 0)
