@@ -31,9 +31,10 @@ export interface LoadOptions {
   archs?: readonly string[];
   /**
    * How the weights reach memory: 'map' the checkpoint (the default: loads at once, pages shared
-   * with every process that maps the file), or 'copy' it once into private memory on 2 MiB pages
-   * (transparent huge pages where the kernel offers them), which CPU decode reads 0-10% faster
-   * (bench/RESULTS.md, change 10) for a longer load. A GPU model copies to the device either way.
+   * with every process that maps the file; on 2 MiB pages when the page cache reads the file for
+   * this mapping, bench/RESULTS.md change 13), or 'copy' it once into private memory on 2 MiB pages
+   * whatever the page cache holds (transparent huge pages where the kernel offers them), for a
+   * longer load. A GPU model copies to the device either way.
    */
   weights?: 'map' | 'copy';
   /**

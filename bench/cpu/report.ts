@@ -101,6 +101,9 @@ export function renderTable(rep: Report): string {
     'over the segments of the fastest round, in brackets the bandwidths seen.');
   lines.push('- Peak RSS: VmHWM of the engine\'s child process, Node included; in brackets, the growth over the resident set before the engine ' +
     'loaded. Both engines memory-map the weights, so touched pages count. Bound: checkpoint bytes + KV cache as allocated (1024 positions) + 10%.');
+  lines.push('- Page cache: each engine starts with its checkpoint file dropped from the page cache (`dd iflag=nocache count=0`), as after a ' +
+    'reboot, so the file is read from disk by that engine\'s own mapping (ours asks for 2 MiB pages, MADV_HUGEPAGE; a file cached in small ' +
+    'pages by whoever wrote it would keep them).');
   const llamaNotes = [...new Set(rep.rows.flatMap((r) => r.llama.notes.filter((n) => !n.startsWith('KV cache'))))];
   const kv = [...new Set(rep.rows.map((r) => `${r.llama.notes.find((n) => n.startsWith('KV cache'))?.slice(9)} for ${r.dtype}`))];
   lines.push(`- llama.cpp: ${llamaNotes.join(', ')}; KV cache ${kv.join(', ')} weights (ours keeps K and V in the weight dtype).`);

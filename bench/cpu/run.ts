@@ -25,6 +25,7 @@ import { machineDescription, waitForQuiet } from './machine.js';
 import { BENCH_MODELS, benchConfig } from './models.js';
 import { RESULT_PREFIX, type EngineJob, type EngineResult } from './protocol.js';
 import { bestDecode, prefillRate, renderTable, writeReport, type ModelRow } from './report.js';
+import { dropFromPageCache } from './tools.js';
 import { ensureWeights } from './weights.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
@@ -98,9 +99,12 @@ for (const m of models) {
     prompt: tokenIds(PROMPT_TOKENS, 7, config.vocab_size),
     decode: tokenIds(DECODE_TOKENS, 8, config.vocab_size),
   };
+  // Each engine reads its checkpoint from disk, as after a reboot (report.ts says so under the table).
+  dropFromPageCache(weights.safetensorsPath);
   await quiet();
   log(`${m.name}: ours`);
   const ours = await runEngine('engine-ours.ts', { ...base, path: weights.dir, cacheDir: join(benchDir, 'cache') }, oursEnv);
+  dropFromPageCache(weights.ggufPath);
   await quiet();
   log(`${m.name}: llama.cpp`);
   const llama = await runEngine('engine-llamacpp.ts', { ...base, path: weights.ggufPath, kvType: m.dtype === 'f32' ? 'F32' : 'BF16' });

@@ -69,3 +69,12 @@ export async function inTurns(a: () => Promise<number>, b: () => Promise<number>
   }
   return out;
 }
+
+/**
+ * Drops a file from the page cache (GNU dd: `iflag=nocache count=0` advises the kernel to drop the
+ * whole file; pages some process maps stay). The next mapping reads it from disk, in the folio size
+ * that mapping asks for: a file written a moment ago is otherwise cached in small pages.
+ */
+export function dropFromPageCache(path: string): void {
+  execFileSync('dd', [`if=${path}`, 'iflag=nocache', 'count=0', 'status=none']);
+}
