@@ -23,6 +23,8 @@ while [ $# -gt 0 ]; do
 done
 [ -f runtime/addon/build/Release/mc_runtime.node ] || { echo "prepare.sh: runtime/addon/build/Release/mc_runtime.node is missing: run npm ci first" >&2; exit 1; }
 mkdir -p .devtools
+# What run.sh unpacks (when it was tried here) must not travel a second time, uncompressed.
+rm -rf .devtools/node_modules .devtools/prebuilt
 [ -f .devtools/node.xz ] || { echo "packing $(command -v node)"; xz -6 -c "$(command -v node)" > .devtools/node.xz; }
 # ts-morph and what it requires: the bundles leave it external (it carries its own TypeScript).
 [ -f .devtools/node_modules.tar.xz ] || tar -cJf .devtools/node_modules.tar.xz node_modules/ts-morph node_modules/@ts-morph \
