@@ -1,11 +1,13 @@
 /**
- * Paired A/B of one benchmark model's decode under two environments, e.g. an OpenMP schedule:
+ * Paired A/B of one benchmark model's decode under two environments or two ways of holding the
+ * weights:
  *
- *   tsx bench/cpu/env-ab.ts --model dense-300m-f32 --a OMP_SCHEDULE=static --b OMP_SCHEDULE=guided [--rounds 8]
+ *   tsx bench/cpu/env-ab.ts --model dense-300m-f32 --a OMP_PROC_BIND=false --b OMP_PROC_BIND=true [--rounds 8]
  *   tsx bench/cpu/env-ab.ts --model dense-300m-bf16 --b-weights copy      (weights mapped vs copied onto 2 MiB pages)
  *
- * Each side is a child process of its own (bench/cpu/pages-child.ts, weights mapped) with its
- * variables set; they take turns, 16 decode steps each, A B B A per round, so the machine's
+ * (A switch inside the library, e.g. changes 11 and 12 of bench/RESULTS.md, is compared by reading
+ * an environment variable there for the time of the experiment.) Each side is a child process of
+ * its own (bench/cpu/pages-child.ts) with its variables and weights mode set; they take turns, 16 decode steps each, A B B A per round, so the machine's
  * drifting memory speed (bench/RESULTS.md) falls on both alike. The read bandwidth is probed
  * (bandwidth.cpp, in a process of its own) before every segment, so the pairs can be split by the
  * memory phase they met: a change may help only when memory is fast. Prints each side's median
@@ -27,6 +29,9 @@ const { values: args } = parseArgs({
     'a-weights': { type: 'string', default: 'map' }, 'b-weights': { type: 'string', default: 'map' } },
 });
 const STEPS = 16;
+// Each child decodes 2 × STEPS tokens a round after its 512-token prompt, within pages-child's 1024 positions.
+const rounds = Number(args.rounds);
+if (!Number.isInteger(rounds) || rounds < 1 || rounds > 16) throw new Error(`--rounds: a whole number from 1 to 16 (each child has 1024 positions), not ${args.rounds}`);
 const benchDir = join(packageRoot(), '.bench');
 const model = BENCH_MODELS.find((m) => m.name === args.model);
 if (model === undefined) throw new Error(`--model: one of ${BENCH_MODELS.map((m) => m.name).join(', ')}`);
@@ -36,20 +41,21 @@ const envOf = (pairs: string[]) => Object.fromEntries(pairs.map((p) => {
   if (eq <= 0) throw new Error(`--a/--b take NAME=VALUE, not ${p}`);
   return [p.slice(0, eq), p.slice(eq + 1)];
 }));
-const weights = await ensureWeights(join(benchDir, 'weights'), model, (l) => console.error(l));
 const how = (w: string) => {
   if (w !== 'map' && w !== 'copy') throw new Error(`--a-weights/--b-weights: map or copy, not ${w}`);
   return w;
 };
+const [howA, howB] = [how(args['a-weights']!), how(args['b-weights']!)];
+const weights = await ensureWeights(join(benchDir, 'weights'), model, (l) => console.error(l));
 const child = (env: Record<string, string>, weightsHow: string) => servingChild(process.execPath,
-  ['--import', 'tsx', join(import.meta.dirname, 'pages-child.ts'), weights.dir, how(weightsHow), join(benchDir, 'cache')], availableParallelism(), env);
-const a = await child(envOf(args.a!), args['a-weights']!);
-const b = await child(envOf(args.b!), args['b-weights']!);
+  ['--import', 'tsx', join(import.meta.dirname, 'pages-child.ts'), weights.dir, weightsHow, join(benchDir, 'cache')], availableParallelism(), env);
+const a = await child(envOf(args.a!), howA);
+const b = await child(envOf(args.b!), howB);
 const label = (pairs: string[], w: string) => [...pairs, ...(w === 'copy' ? ['weights copied'] : [])].join(' ') || 'as is';
 const probe = await BandwidthProbe.start(buildBandwidthProbe(join(benchDir, 'bin')), availableParallelism());
 const gbs = { a: [] as number[], b: [] as number[] };
 const segment = async (side: 'a' | 'b', c: typeof a) => (gbs[side].push(await probe.measure()), (await c.ask(STEPS)).msPerToken!);
-const { a: msA, b: msB } = await inTurns(() => segment('a', a), () => segment('b', b), Number(args.rounds));
+const { a: msA, b: msB } = await inTurns(() => segment('a', a), () => segment('b', b), rounds);
 a.close();
 b.close();
 probe.close();

@@ -216,7 +216,7 @@ constexpr int kGemmMinTokens = 4;  // below this many tokens the weights' bytes,
  * the loads onto line boundaries: a 64-byte load across two lines costs ~15% of decode in f32.
  */
 template <int K, int R, typename W>
-inline void dot_rows_lockstep(const float* __restrict x, const W* const* rows, float* out, int64_t ahead = 0 /*prefetch distance, elements; 0: none*/) {
+inline void dot_rows_lockstep(const float* __restrict x, const W* const* rows, float* out, const W* const* next = nullptr /*rows to prefetch*/) {
   __m512 acc[R];
 #pragma GCC unroll 16
   for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
@@ -236,7 +236,7 @@ inline void dot_rows_lockstep(const float* __restrict x, const W* const* rows, f
     const __m512 xv = _mm512_loadu_ps(x + k);
 #pragma GCC unroll 16
     for (int r = 0; r < R; ++r) {
-      if (ahead != 0) _mm_prefetch(reinterpret_cast<const char*>(rows[r] + k + ahead), _MM_HINT_T1);
+      if (next != nullptr) _mm_prefetch(reinterpret_cast<const char*>(next[r] + k), _MM_HINT_T1);
       acc[r] = _mm512_fmadd_ps(load16(rows[r] + k), xv, acc[r]);
     }
   }
@@ -252,7 +252,8 @@ inline void dot_rows_lockstep(const float* __restrict x, const W* const* rows, f
 
 /** out[r] = x · rows[r], one row after the other, 8 accumulators (128 elements) per step: one sequential stream (f16, and bf16 without scratch). */
 template <int K, int R, typename W>
-inline void dot_rows_sequential(const float* __restrict x, const W* const* rows, float* out, int64_t ahead = 0) {
+inline void dot_rows_sequential(const float* __restrict x, const W* const* rows, float* out, const W* const* next = nullptr) {
+  static_assert(sizeof(W) == 2, "16-bit rows: 32 elements a 64-byte line, one prefetch every other step");
   constexpr int A = 8, KA = K / (16 * A) * (16 * A), KV = K / 16 * 16;
   for (int r = 0; r < R; ++r) {
     const W* __restrict w = rows[r];
@@ -262,7 +263,7 @@ inline void dot_rows_sequential(const float* __restrict x, const W* const* rows,
     for (int k = 0; k < KA; k += 16 * A)
 #pragma GCC unroll 8
       for (int a = 0; a < A; ++a) {
-        if (ahead != 0 && a % 2 == 0) _mm_prefetch(reinterpret_cast<const char*>(w + k + 16 * a + ahead), _MM_HINT_T1);
+        if (next != nullptr && a % 2 == 0) _mm_prefetch(reinterpret_cast<const char*>(next[r] + k + 16 * a), _MM_HINT_T1);
         acc[a] = _mm512_fmadd_ps(load16(w + k + 16 * a), _mm512_loadu_ps(x + k + 16 * a), acc[a]);
       }
     for (int k = KA; k < KV; k += 16) acc[0] = _mm512_fmadd_ps(load16(w + k), _mm512_loadu_ps(x + k), acc[0]);
@@ -282,15 +283,11 @@ inline void dot_rows_sequential(const float* __restrict x, const W* const* rows,
  * machine's fast phases); 16-bit rows go one after the other (one stream). bf16 takes dot_rows_bf16.
  */
 template <int K, int R, typename W>
-inline void dot_rows(const float* __restrict x, const W* const* rows, float* out, int64_t ahead = 0) {
-  if constexpr (sizeof(W) == 2) dot_rows_sequential<K, R>(x, rows, out, ahead);
-  else dot_rows_lockstep<K, R>(x, rows, out, ahead);
+inline void dot_rows(const float* __restrict x, const W* const* rows, float* out, const W* const* next = nullptr) {
+  if constexpr (sizeof(W) == 2) dot_rows_sequential<K, R>(x, rows, out, next);
+  else dot_rows_lockstep<K, R>(x, rows, out, next);
 }
 
-/**
- * Decode: threads split the N units into contiguous ranges, so each thread's rows stream in memory
- * order; a block of U units is R = U * RPU rows, unit u's j-th row at index j * U + u.
- */
 /** x split into its even and odd elements, [2][K2] (K2 = K/2 rounded up to 16, zero padded). */
 template <int K>
 struct EvenOdd {
@@ -310,7 +307,8 @@ struct EvenOdd {
  * widening 16 elements per load (vpmovzxwd + shift): 43-50 vs 37-40 GB/s (bench/RESULTS.md, CPU).
  */
 template <int K, int R>
-inline void dot_rows_bf16(const float* __restrict xd /*[2][K2]: even, odd*/, const bf16* const* rows, float* out, int64_t ahead = 0) {
+inline void dot_rows_bf16(const float* __restrict xd /*[2][K2]: even, odd*/, const bf16* const* rows, float* out,
+                          const bf16* const* next = nullptr /*rows to prefetch*/) {
   constexpr int K2 = EvenOdd<K>::K2, A = 4, KA = K / (32 * A) * (32 * A), KF = K / 32 * 32;
   const __m512i hi_mask = _mm512_set1_epi32(int(0xffff0000u));
   const auto even = [](__m512i v) { return _mm512_castsi512_ps(_mm512_slli_epi32(v, 16)); };
@@ -324,7 +322,7 @@ inline void dot_rows_bf16(const float* __restrict xd /*[2][K2]: even, odd*/, con
     for (; k < KA; k += 32 * A)
 #pragma GCC unroll 4
       for (int a = 0; a < A; ++a) {
-        if (ahead != 0) _mm_prefetch(reinterpret_cast<const char*>(w + k + 32 * a + ahead), _MM_HINT_T1);
+        if (next != nullptr) _mm_prefetch(reinterpret_cast<const char*>(next[r] + k + 32 * a), _MM_HINT_T1);
         const __m512i v = _mm512_loadu_si512(w + k + 32 * a);
         acc[2 * a] = _mm512_fmadd_ps(even(v), _mm512_load_ps(xd + (k + 32 * a) / 2), acc[2 * a]);
         acc[2 * a + 1] = _mm512_fmadd_ps(odd(v), _mm512_load_ps(xd + K2 + (k + 32 * a) / 2), acc[2 * a + 1]);
@@ -354,22 +352,27 @@ inline void gemv_units(int T, XRow xrow, int N, UnitRows unit_rows, UnitEpi unit
     if (xd != nullptr)
       for (int t = 0; t < T; ++t) EvenOdd<K>::split(xrow(t), xd + int64_t(t) * 2 * EvenOdd<K>::K2);
   }
-  // Each row is prefetched into L2 one block ahead (the same row of the next U units, U * K
-  // elements on): a row of 2-4 KB is too short for the hardware prefetcher to ramp up on, and a
-  // page boundary stops it (bench/RESULTS.md, change 12: f32 decode +21%, bf16 +8%).
-  constexpr int64_t ahead = int64_t(U) * K;
-  // guided: big first chunks keep each thread's stream long; the small last ones go to whichever
-  // thread is free, so neither waits at the barrier for the other's share (bench/RESULTS.md, change 11).
+  // A block of U units is R = U * RPU rows, unit u's j-th row at index j * U + u. guided: big
+  // first chunks keep each thread's rows streaming in memory order; the small last ones go to
+  // whichever thread is free, so no thread waits at the barrier for another's share
+  // (bench/RESULTS.md, change 11). While a block is multiplied, the rows of the next block (the
+  // thread's next one, unless its chunk ends) are prefetched into L2, a line per line read: a row
+  // of a few KB is too short for the hardware prefetcher to ramp up on, and a 4 KiB page boundary
+  // stops it (change 12: f32 decode +21%, bf16 +8%).
 #pragma omp parallel for schedule(guided)
   for (int n0 = 0; n0 < N; n0 += U) {
     const W* rows[R];
+    const W* next[R];
     const W* one[RPU];
     for (int u = 0; u < U; ++u) {
       unit_rows(std::min(n0 + u, N - 1), one);  // a short tail block repeats its last unit
       for (int j = 0; j < RPU; ++j) rows[j * U + u] = one[j];
+      unit_rows(std::min(n0 + U + u, N - 1), one);  // past the end: the last unit again (already read)
+      for (int j = 0; j < RPU; ++j) next[j * U + u] = one[j];
     }
     const int nu = std::min(U, N - n0);
     for (int t = 0; t < T; ++t) {  // T > 1: the block's rows are still in L1/L2 for the next token
+      const W* const* ahead = t == 0 ? next : nullptr;
       float v[R];
       if constexpr (std::is_same_v<W, bf16>) {
         if (xd != nullptr) dot_rows_bf16<K, R>(xd + int64_t(t) * 2 * EvenOdd<K>::K2, rows, v, ahead);

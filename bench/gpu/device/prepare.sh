@@ -25,11 +25,19 @@ done
 mkdir -p .devtools
 # What run.sh unpacks (when it was tried here) must not travel a second time, uncompressed.
 rm -rf .devtools/node_modules .devtools/prebuilt
-[ -f .devtools/node.xz ] || { echo "packing $(command -v node)"; xz -6 -c "$(command -v node)" > .devtools/node.xz; }
+# Written under a temporary name and renamed, so that an interrupted run leaves no half archive.
+# (Delete them after upgrading Node or ts-morph.)
+if [ ! -f .devtools/node.xz ]; then
+  echo "packing $(command -v node)"
+  xz -6 -c "$(command -v node)" > .devtools/node.xz.tmp && mv .devtools/node.xz.tmp .devtools/node.xz
+fi
 # ts-morph and what it requires: the bundles leave it external (it carries its own TypeScript).
-[ -f .devtools/node_modules.tar.xz ] || tar -cJf .devtools/node_modules.tar.xz node_modules/ts-morph node_modules/@ts-morph \
-  node_modules/code-block-writer node_modules/path-browserify node_modules/tinyglobby node_modules/fdir node_modules/picomatch \
-  node_modules/minimatch node_modules/brace-expansion node_modules/balanced-match
+if [ ! -f .devtools/node_modules.tar.xz ]; then
+  tar -cJf .devtools/node_modules.tar.xz.tmp node_modules/ts-morph node_modules/@ts-morph \
+    node_modules/code-block-writer node_modules/path-browserify node_modules/tinyglobby node_modules/fdir node_modules/picomatch \
+    node_modules/minimatch node_modules/brace-expansion node_modules/balanced-match
+  mv .devtools/node_modules.tar.xz.tmp .devtools/node_modules.tar.xz
+fi
 
 # Bundles check.mjs (and profile.mjs) of the tree at $1 into $1/$2, prebuilt libraries into $1/$2/prebuilt.tar.xz.
 bundle_and_prebuild() {
@@ -50,10 +58,14 @@ bundle_and_prebuild() {
 bundle_and_prebuild . .devtools
 if [ -n "$BASELINE" ]; then
   git worktree remove --force .devtools/base 2>/dev/null || rm -rf .devtools/base
+  git worktree prune
   git worktree add --detach .devtools/base "$BASELINE" >/dev/null
   cp bench/gpu/*.ts bench/gpu/*.py .devtools/base/bench/gpu/  # the same measurements, of the older kernels
   mkdir -p .devtools/base/runtime/addon/build/Release
   cp runtime/addon/build/Release/mc_runtime.node .devtools/base/runtime/addon/build/Release/
   bundle_and_prebuild .devtools/base .devtools
+else
+  git worktree remove --force .devtools/base 2>/dev/null || rm -rf .devtools/base  # an old baseline must not travel
+  git worktree prune
 fi
 du -sh .devtools runtime/addon/build

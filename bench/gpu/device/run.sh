@@ -10,10 +10,10 @@
 set -uo pipefail
 cd "$(dirname "$0")/../../.."
 OUT="${OUT:-/tmp/mc-device-out}"
-mkdir -p "$OUT"
-xz -dc .devtools/node.xz > /tmp/node && chmod +x /tmp/node
-tar -xJf .devtools/node_modules.tar.xz -C .devtools
-tar -xJf .devtools/prebuilt.tar.xz -C .devtools
+mkdir -p "$OUT" && OUT="$(cd "$OUT" && pwd)"  # absolute: the baseline runs from .devtools/base
+xz -dc .devtools/node.xz > /tmp/node && chmod +x /tmp/node || { echo "run.sh: cannot unpack .devtools/node.xz (run prepare.sh first)" >&2; exit 1; }
+tar -xJf .devtools/node_modules.tar.xz -C .devtools || { echo "run.sh: cannot unpack .devtools/node_modules.tar.xz" >&2; exit 1; }
+tar -xJf .devtools/prebuilt.tar.xz -C .devtools || { echo "run.sh: cannot unpack .devtools/prebuilt.tar.xz" >&2; exit 1; }
 nvidia-smi --query-gpu=name,driver_version,clocks.current.sm,clocks.current.memory,temperature.gpu --format=csv
 started=$SECONDS
 /tmp/node .devtools/check.mjs --prebuilt .devtools/prebuilt/manifest.json --out "$OUT/main" "$@" 2>&1 | tee "$OUT/main.log"

@@ -165,22 +165,24 @@ Mapping::Mapping(const std::string& p, bool copyToHugePages) : path(p) {
   void* addr = ::mmap(start, size, PROT_READ, MAP_PRIVATE | MAP_NORESERVE | MAP_FIXED, file.fd, 0);
   if (addr == MAP_FAILED) {
     const int err = errno;
+    // (The failed MAP_FIXED may have unmapped part of the reservation already; munmap of a hole is fine.)
     ::munmap(reserved, static_cast<size_t>(size) + kHuge);
     throw mappingError(path, std::string("mmap failed: ") + std::strerror(err));
   }
-  // Give back the reservation around the mapping (whole pages of it: the mapping ends on a page).
-  auto* reservedEnd = static_cast<uint8_t*>(reserved) + size + kHuge;
-  const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE) > 0 ? ::sysconf(_SC_PAGESIZE) : 4096);
+  // Give back the reservation around the mapping, in whole pages (both mappings end on a page).
+  const long pageSize = ::sysconf(_SC_PAGESIZE);
+  const uint64_t page = pageSize > 0 ? static_cast<uint64_t>(pageSize) : 4096;
+  auto* reservedEnd = static_cast<uint8_t*>(reserved) + (size + kHuge + page - 1) / page * page;
   auto* mappedEnd = start + (size + page - 1) / page * page;
   if (start > reserved) ::munmap(reserved, static_cast<size_t>(start - static_cast<uint8_t*>(reserved)));
   if (reservedEnd > mappedEnd) ::munmap(mappedEnd, static_cast<size_t>(reservedEnd - mappedEnd));
   data = static_cast<const uint8_t*>(addr);
   guardSlot_ = guardRange(data, size);
   fd_ = file.release();
-  // Advice only, so failures are ignored. WILLNEED: every forward pass reads every weight, so
-  // start readahead now.
+  // Advice only: without THP (or a filesystem whose page cache keeps large folios) the mapping is
+  // plain pages, so a failure is ignored. No MADV_WILLNEED: its readahead reads the first
+  // megabytes in small pages, and every forward pass faults the rest in 2 MiB at a time anyway.
   (void)::madvise(addr, size, MADV_HUGEPAGE);
-  (void)::madvise(addr, size, MADV_WILLNEED);
 }
 
 void Mapping::readCopy(int fd, const struct stat& before) {
