@@ -7,7 +7,7 @@
  *
  * (A switch inside the library, e.g. changes 11 and 12 of bench/RESULTS.md, is compared by reading
  * an environment variable there for the time of the experiment.) Each side is a child process of
- * its own (bench/cpu/pages-child.ts) with its variables and weights mode set; they take turns, 16 decode steps each, A B B A per round, so the machine's
+ * its own (bench/cpu/decode-child.ts) with its variables and weights mode set; they take turns, 16 decode steps each, A B B A per round, so the machine's
  * drifting memory speed (bench/RESULTS.md) falls on both alike. The read bandwidth is probed
  * (bandwidth.cpp, in a process of its own) before every segment, so the pairs can be split by the
  * memory phase they met: a change may help only when memory is fast. Prints each side's median
@@ -20,7 +20,8 @@ import { parseArgs } from 'node:util';
 import { packageRoot } from '../../compiler/paths.js';
 import { BandwidthProbe, buildBandwidthProbe } from './bandwidth.js';
 import { BENCH_MODELS } from './models.js';
-import { inTurns, median, servingChild } from './tools.js';
+import { median } from '../median.js';
+import { inTurns, servingChild } from './tools.js';
 import { ensureWeights } from './weights.js';
 
 const { values: args } = parseArgs({
@@ -29,7 +30,7 @@ const { values: args } = parseArgs({
     'a-weights': { type: 'string', default: 'map' }, 'b-weights': { type: 'string', default: 'map' } },
 });
 const STEPS = 16;
-// Each child decodes 2 × STEPS tokens a round after its 512-token prompt, within pages-child's 1024 positions.
+// Each child decodes 2 × STEPS tokens a round after its 512-token prompt, within decode-child's 1024 positions.
 const rounds = Number(args.rounds);
 if (!Number.isInteger(rounds) || rounds < 1 || rounds > 16) throw new Error(`--rounds: a whole number from 1 to 16 (each child has 1024 positions), not ${args.rounds}`);
 const benchDir = join(packageRoot(), '.bench');
@@ -48,7 +49,7 @@ const how = (w: string) => {
 const [howA, howB] = [how(args['a-weights']!), how(args['b-weights']!)];
 const weights = await ensureWeights(join(benchDir, 'weights'), model, (l) => console.error(l));
 const child = (env: Record<string, string>, weightsHow: string) => servingChild(process.execPath,
-  ['--import', 'tsx', join(import.meta.dirname, 'pages-child.ts'), weights.dir, weightsHow, join(benchDir, 'cache')], availableParallelism(), env);
+  ['--import', 'tsx', join(import.meta.dirname, 'decode-child.ts'), weights.dir, weightsHow, join(benchDir, 'cache')], availableParallelism(), env);
 const a = await child(envOf(args.a!), howA);
 const b = await child(envOf(args.b!), howB);
 const label = (pairs: string[], w: string) => [...pairs, ...(w === 'copy' ? ['weights copied'] : [])].join(' ') || 'as is';
@@ -67,4 +68,5 @@ const fast = ratios.filter((_, i) => gbs.a[i]! >= 40 && gbs.b[i]! >= 40);
 const slow = ratios.filter((_, i) => gbs.a[i]! < 40 && gbs.b[i]! < 40);
 console.log(`${model.name}: A (${label(args.a!, args['a-weights']!)}) ${median(msA).toFixed(2)} ms/token, B (${label(args.b!, args['b-weights']!)}) ${median(msB).toFixed(2)} ms/token; ` +
   `B/A speed ${summary(ratios)}; fast memory (both probes ≥ 40 GB/s) ${summary(fast)}; slow (both < 40) ${summary(slow)}; ` +
-  `probes ${Math.min(...gbs.a, ...gbs.b).toFixed(0)}-${Math.max(...gbs.a, ...gbs.b).toFixed(0)} GB/s`);
+  `probes ${Math.min(...gbs.a, ...gbs.b).toFixed(0)}-${Math.max(...gbs.a, ...gbs.b).toFixed(0)} GB/s; ` +
+  `load A ${a.ready.loadSeconds!.toFixed(2)} s, B ${b.ready.loadSeconds!.toFixed(2)} s`);

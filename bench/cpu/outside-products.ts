@@ -1,6 +1,6 @@
 /**
  * How much of a CPU decode step lies outside the matrix-vector products: the dense f32 benchmark
- * model's own decode steps (bench/cpu/pages-child.ts) against the products of the same shapes alone
+ * model's own decode steps (bench/cpu/decode-child.ts) against the products of the same shapes alone
  * (bench/cpu/decode-step.cpp --serve), each in a child process of its own, taking turns 16 steps at a
  * time in the order A B B A, so that both see the same seconds of this machine's drifting memory.
  *
@@ -11,7 +11,8 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { packageRoot } from '../../compiler/paths.js';
 import { BENCH_MODELS } from './models.js';
-import { buildTool, inTurns, median, servingChild } from './tools.js';
+import { median } from '../median.js';
+import { buildTool, inTurns, servingChild } from './tools.js';
 import { ensureWeights } from './weights.js';
 
 const { values: args } = parseArgs({ options: { model: { type: 'string', default: 'dense-300m-f32' }, rounds: { type: 'string', default: '8' } } });
@@ -24,7 +25,7 @@ const STEPS = 16;
 const exe = buildTool(join(benchDir, 'bin'), 'decode-step');
 const weights = await ensureWeights(join(benchDir, 'weights'), model, (l) => console.error(l));
 const threads = availableParallelism();
-const ours = await servingChild(process.execPath, ['--import', 'tsx', join(root, 'bench', 'cpu', 'pages-child.ts'), weights.dir, 'map', join(benchDir, 'cache')], threads);
+const ours = await servingChild(process.execPath, ['--import', 'tsx', join(root, 'bench', 'cpu', 'decode-child.ts'), weights.dir, 'map', join(benchDir, 'cache')], threads);
 const products = await servingChild(exe, [model.dtype, '--serve'], threads);
 const { a: modelMs, b: productMs } = await inTurns(async () => (await ours.ask(STEPS)).msPerToken!, async () => (await products.ask(STEPS)).msPerStep!,
   Number(args.rounds));

@@ -1,7 +1,7 @@
 /**
  * Pieces the CPU benchmark scripts share: building a C++ tool of bench/cpu (bandwidth.cpp,
  * decode-step.cpp) with our kernels' flags, and talking to a child process that answers each request
- * line with one JSON line (pages-child.ts, decode-step --serve).
+ * line with one JSON line (decode-child.ts, decode-step --serve).
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, statSync } from 'node:fs';
@@ -54,7 +54,6 @@ export async function servingChild(command: string, argv: string[], threads: num
   };
 }
 
-export const median = (xs: readonly number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 /**
  * Rounds of A B B A, so that a drift of this machine's memory speed falls on both alike: the

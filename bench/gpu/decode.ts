@@ -12,6 +12,7 @@ import { DTYPE_BYTES } from '../../compiler/plan/memory.js';
 import type { NativeModelInstance, NativeWeight } from '../../runtime/native.js';
 import { mulberry32, randomTokens } from '../../test/reference/random.js';
 import type { DecodeCase } from './cases.js';
+import { median } from '../median.js';
 import { openViews } from './libraries.js';
 
 export const SYNTHETIC_BYTES = 320 * 1024 * 1024;
@@ -113,7 +114,3 @@ export function benchDecode(c: DecodeCase, plan: Plan, model: NativeModelInstanc
   };
 }
 
-/** The middle value (the upper one of an even count). */
-export function median(xs: readonly number[]): number {
-  return [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-}

@@ -11,7 +11,8 @@ import type { Plan } from '../../compiler/plan/types.js';
 import type { NativeModelInstance } from '../../runtime/native.js';
 import { mulberry32, randomTokens } from '../../test/reference/random.js';
 import type { DecodeCase } from './cases.js';
-import { median, sliceShape } from './decode.js';
+import { median } from '../median.js';
+import { sliceShape } from './decode.js';
 
 export interface PrefillFlops { linear: number; output: number; attention: number; total: number }
 

@@ -67,16 +67,18 @@ template <> __device__ __forceinline__ void unpack<f16>(const uint4& v, float* o
   }
 }
 
+/** Two floats narrowed to two 16-bit values in one register (half an mma operand fragment), the first in the low half. */
+template <typename W> __device__ __forceinline__ uint32_t pack2(float lo, float hi);
+template <> __device__ __forceinline__ uint32_t pack2<bf16>(float lo, float hi) {
+  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<const uint32_t*>(&v);
+}
+template <> __device__ __forceinline__ uint32_t pack2<f16>(float lo, float hi) {
+  const __half2 v = __floats2half2_rn(lo, hi);
+  return *reinterpret_cast<const uint32_t*>(&v);
+}
 /** Four floats narrowed to four 16-bit values (an mma operand fragment), low element first. */
-template <typename W> __device__ __forceinline__ uint2 pack4(float4 v);
-template <> __device__ __forceinline__ uint2 pack4<bf16>(float4 v) {
-  const __nv_bfloat162 a = __floats2bfloat162_rn(v.x, v.y), b = __floats2bfloat162_rn(v.z, v.w);
-  return make_uint2(*reinterpret_cast<const uint32_t*>(&a), *reinterpret_cast<const uint32_t*>(&b));
-}
-template <> __device__ __forceinline__ uint2 pack4<f16>(float4 v) {
-  const __half2 a = __floats2half2_rn(v.x, v.y), b = __floats2half2_rn(v.z, v.w);
-  return make_uint2(*reinterpret_cast<const uint32_t*>(&a), *reinterpret_cast<const uint32_t*>(&b));
-}
+template <typename W> __device__ __forceinline__ uint2 pack4(float4 v) { return make_uint2(pack2<W>(v.x, v.y), pack2<W>(v.z, v.w)); }
 
 __device__ __forceinline__ float4 load4(const float* p) { return *reinterpret_cast<const float4*>(p); }
 template <typename W> __device__ __forceinline__ float4 load4(const W* p) {
@@ -831,11 +833,6 @@ __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const void* 
   const unsigned a = unsigned(__cvta_generic_to_shared(smem_row));
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a) : "memory");
-}
-/** Two floats narrowed to two 16-bit values in one register, the first in the low half. */
-template <typename W> __device__ __forceinline__ uint32_t pack2(float lo, float hi) {
-  const uint2 v = pack4<W>(make_float4(lo, hi, 0.f, 0.f));
-  return v.x;
 }
 
 template <int HEAD_DIM, int GROUP, int N_KV_HEADS, int WINDOW, int KV_SLOTS, typename KV>

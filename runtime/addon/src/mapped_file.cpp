@@ -128,6 +128,14 @@ void unguard(int slot) {
   g_slots[slot].begin.store(0, std::memory_order_release);
 }
 
+/** A transparent huge page: THP backs (and maps with one entry) only 2 MiB-aligned 2 MiB ranges. */
+constexpr size_t kHuge = size_t{2} << 20;
+
+/** The first 2 MiB boundary at or after p. */
+uint8_t* hugeAligned(void* p) {
+  return reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(p) + kHuge - 1) / kHuge * kHuge);
+}
+
 int64_t mtimeNs(const struct stat& st) {
   return static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + static_cast<int64_t>(st.st_mtim.tv_nsec);
 }
@@ -158,10 +166,9 @@ Mapping::Mapping(const std::string& p, bool copyToHugePages) : path(p) {
   // reads the file in 2 MiB folios, each mapped by one page-table entry, so decode streams the
   // weights with far fewer TLB misses (bench/RESULTS.md, change 13). Folios the cache already
   // holds keep their size (a file just written is cached in small ones).
-  constexpr size_t kHuge = size_t{2} << 20;
   void* reserved = ::mmap(nullptr, static_cast<size_t>(size) + kHuge, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (reserved == MAP_FAILED) throw mappingError(path, std::string("mmap failed: ") + std::strerror(errno));
-  auto* start = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(reserved) + kHuge - 1) / kHuge * kHuge);
+  uint8_t* start = hugeAligned(reserved);
   void* addr = ::mmap(start, size, PROT_READ, MAP_PRIVATE | MAP_NORESERVE | MAP_FIXED, file.fd, 0);
   if (addr == MAP_FAILED) {
     const int err = errno;
@@ -186,16 +193,15 @@ Mapping::Mapping(const std::string& p, bool copyToHugePages) : path(p) {
 }
 
 void Mapping::readCopy(int fd, const struct stat& before) {
-  constexpr size_t kHuge = size_t{2} << 20;
   const size_t rounded = (static_cast<size_t>(size) + kHuge - 1) / kHuge * kHuge;
-  // One huge page of slack to align the start: THP backs only aligned 2 MiB ranges.
+  // One huge page of slack to align the start.
   regionBytes_ = rounded + kHuge;
   region_ = ::mmap(nullptr, regionBytes_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (region_ == MAP_FAILED) {
     region_ = nullptr;
     throw mappingError(path, std::string("cannot allocate ") + std::to_string(size) + " bytes for a copy: " + std::strerror(errno));
   }
-  auto* copy = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(region_) + kHuge - 1) / kHuge * kHuge);
+  uint8_t* copy = hugeAligned(region_);
   (void)::madvise(copy, rounded, MADV_HUGEPAGE);  // advice: without THP the copy is plain pages
   auto fail = [&](const std::string& problem) {
     ::munmap(region_, regionBytes_);

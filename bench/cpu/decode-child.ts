@@ -1,5 +1,5 @@
 /**
- * Child of bench/cpu/pages.ts: loads one benchmark model with weights 'map' or 'copy', prefills the
+ * Child of bench/cpu/env-ab.ts and outside-products.ts: loads one benchmark model with weights 'map' or 'copy', prefills the
  * prompt, then for every line "N" on stdin decodes the next N tokens and answers with the
  * milliseconds per token. Idle between requests, so the other child has the cores to itself.
  */
