@@ -10,10 +10,15 @@
  *             and compiled (static cache, torch.compile mode="reduce-overhead", CUDA graphs), and an
  *             eager prefill of 512 tokens
  * Prints a summary last and writes results.json and results.md under --out. --cases limits decode,
- * prefill and torch to the named configs (e.g. --cases mistral-7b-v0.1).
+ * prefill and torch to the named configs (e.g. --cases mistral-7b-v0.1). --gemm picks the prefill
+ * GEMM engine of every CUDA library and kernel check of this run (it sets MC_CUDA_GEMM before any
+ * library loads, so each engine needs its own run): mma (default, mma.sync), wgmma (sm_90a, where
+ * the launch judges it faster), wgmma-all (sm_90a, every prefill GEMM: for the checks); asking for
+ * wgmma where the code for this GPU has none fails the kernel check.
  *
  *   tsx bench/gpu/check.ts [--out DIR] [--only kernels,logits,decode,prefill,torch] [--cases CONFIG,...]
- *                          [--prebuilt manifest.json] [--work DIR] [--torch-peers eager,compiled] [--torch-timeout SECONDS]
+ *                          [--gemm mma|wgmma|wgmma-all] [--prebuilt manifest.json] [--work DIR]
+ *                          [--torch-peers eager,compiled] [--torch-timeout SECONDS]
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -38,6 +43,7 @@ const { values } = parseArgs({
     work: { type: 'string', default: '/tmp/mc-gpu-check' },
     only: { type: 'string', default: 'kernels,logits,decode,prefill,torch' },
     cases: { type: 'string' },
+    gemm: { type: 'string', default: process.env.MC_CUDA_GEMM ?? 'mma' },
     prebuilt: { type: 'string' },
     'torch-peers': { type: 'string', default: 'eager,compiled' },
     'torch-timeout': { type: 'string', default: '900' },
@@ -46,6 +52,9 @@ const { values } = parseArgs({
 const sections = new Set(values.only!.split(','));
 const SECTIONS = ['kernels', 'logits', 'decode', 'prefill', 'torch'];
 for (const s of sections) if (!SECTIONS.includes(s)) throw new Error(`--only: unknown section ${s}; pass some of ${SECTIONS.join(',')}`);
+const GEMM_ENGINES = ['mma', 'wgmma', 'wgmma-all'];
+if (!GEMM_ENGINES.includes(values.gemm!)) throw new Error(`--gemm: unknown engine ${values.gemm}; pass one of ${GEMM_ENGINES.join(', ')}`);
+process.env.MC_CUDA_GEMM = values.gemm;  // read by each CUDA library when it first initializes (mc_cuda.cuh)
 const decodeCases = selectDecodeCases(values.cases);
 const out = values.out!;
 const work = values.work!;
@@ -67,7 +76,7 @@ async function hasGxx(): Promise<boolean> {
 
 const device = await gpuInfo();
 const withCpu = await hasGxx();
-log(`GPU ${device.name} (${device.memory}, driver ${device.driver}), building for ${device.archs.join(',')}; CPU backend ${withCpu ? 'available' : 'missing (no g++): logits checked against the float64 reference only'}`);
+log(`GPU ${device.name} (${device.memory}, driver ${device.driver}), building for ${device.archs.join(',')}; prefill GEMM engine ${values.gemm}; CPU backend ${withCpu ? 'available' : 'missing (no g++): logits checked against the float64 reference only'}`);
 
 const kernels: KernelCheckResult[] = [];
 let copyGbs: number | null = null;
@@ -163,7 +172,7 @@ if (sections.has('torch')) {
 
 // ---- summary ----
 const md: string[] = [];
-md.push(`Device: ${device.name} (${device.memory}, driver ${device.driver}); libraries built for ${device.archs.join(',')}.`);
+md.push(`Device: ${device.name} (${device.memory}, driver ${device.driver}); libraries built for ${device.archs.join(',')}; prefill GEMM engine: ${values.gemm} (MC_CUDA_GEMM).`);
 if (copyGbs !== null) md.push(`Device-to-device copy bandwidth (read + write, 2 GiB, median of 20): ${copyGbs.toFixed(0)} GB/s.`);
 if (kernels.length > 0) {
   md.push('', '| kernel check (test/gpu/kernels.cu) | result |', '|---|---|');

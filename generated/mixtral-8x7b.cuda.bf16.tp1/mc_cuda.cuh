@@ -15,6 +15,8 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include <type_traits>
 
 #include "mc_abi.h"
@@ -177,21 +179,41 @@ inline void rope_inv_freq(double theta, int head_dim, double* out) {
 }
 
 // ---- decode GEMV -----------------------------------------------------------------------------------
-/** The device this library runs on: multiprocessor count (GEMV grids) and whether PDL exists (sm_90+). */
+/**
+ * The device this library runs on: multiprocessor count (GEMV grids), whether PDL exists (sm_90+),
+ * and whether prefill GEMMs may use the wgmma engine (mc_gemm_wgmma.cuh): only where the code loaded
+ * for this GPU was built for sm_90a, and, until that engine has passed the GPU check, only when asked
+ * for in the environment: MC_CUDA_GEMM=wgmma (where gemm() judges it faster), MC_CUDA_GEMM=wgmma-all
+ * (every prefill GEMM: kernel checks and A/B timing); unset or MC_CUDA_GEMM=mma: mma.sync only.
+ */
 struct DeviceInfo {
   int sms = 0;
   bool pdl = false;
+  bool wgmma_built = false;  // the loaded code has the engine (sm_90a build)
+  bool wgmma = false, wgmma_all = false;
 };
 inline DeviceInfo& device_info() {
   static DeviceInfo info;
   return info;
 }
+/** 1 in the code built for sm_90a (the one with wgmma), 0 in every other build; read by the host. */
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+static __device__ int wgmma_built = 1;
+#else
+static __device__ int wgmma_built = 0;
+#endif
 inline cudaError_t init_device_info() {
-  int device = 0, major = 0;
+  int device = 0, major = 0, built = 0;
   if (cudaError_t e = cudaGetDevice(&device)) return e;
   if (cudaError_t e = cudaDeviceGetAttribute(&device_info().sms, cudaDevAttrMultiProcessorCount, device)) return e;
   if (cudaError_t e = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device)) return e;
   device_info().pdl = major >= 9;
+  if (cudaError_t e = cudaMemcpyFromSymbol(&built, wgmma_built, sizeof built)) return e;
+  const char* engine = std::getenv("MC_CUDA_GEMM");
+  const bool all = engine != nullptr && std::strcmp(engine, "wgmma-all") == 0;
+  device_info().wgmma_built = built == 1;
+  device_info().wgmma = built == 1 && (all || (engine != nullptr && std::strcmp(engine, "wgmma") == 0));
+  device_info().wgmma_all = device_info().wgmma && all;
   return cudaSuccess;
 }
 
@@ -568,12 +590,21 @@ __global__ void __launch_bounds__(Tile::THREADS, Tile::MIN_BLOCKS) gemm_kernel(c
   }
 }
 
-/** Raises both tile shapes' dynamic shared-memory limit (the large tile needs 80 KB). f32 weights have no GEMM. */
+}  // namespace mc
+#include "mc_gemm_wgmma.cuh"  // the sm_90a engine (gemm_wgmma_kernel), built on the helpers above
+namespace mc {
+
+/**
+ * Raises the tile shapes' dynamic shared-memory limit (the large mma tile needs 80 KB, the wgmma
+ * tile 161 KB, the latter only where it runs). f32 weights have no GEMM.
+ */
 template <class Op>
 inline cudaError_t gemm_prepare() {
   if constexpr (kTensorCores<typename Op::W>) {
     if (device_info().sms == 0)
       if (cudaError_t e = init_device_info()) return e;
+    if (device_info().wgmma)
+      if (cudaError_t e = cudaFuncSetAttribute(gemm_wgmma_kernel<Op>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(wgmma::SMEM_BYTES))) return e;
     if (cudaError_t e = cudaFuncSetAttribute(gemm_kernel<Op, GemmLarge>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(GemmLarge::smem_bytes()))) return e;
     return cudaFuncSetAttribute(gemm_kernel<Op, GemmSmall>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(GemmSmall::smem_bytes()));
   }
@@ -606,6 +637,18 @@ inline cudaError_t gemm(const Op& op, int items, int max_m, int n_cols, cudaStre
   const int64_t large_slots = GemmLarge::MIN_BLOCKS * sms, small_slots = GemmSmall::MIN_BLOCKS * sms;
   const int64_t large_waves = (gemm_blocks<GemmLarge>(b_rows, max_m, items) + large_slots - 1) / large_slots;
   const int64_t small_waves = (gemm_blocks<GemmSmall>(b_rows, max_m, items) + small_slots - 1) / small_slots;
+  if (device_info().wgmma) {
+    // A wgmma block is 4 small blocks of work, one block per SM: a wave of it is a small wave of work,
+    // assumed done in half the time. Only where its grid keeps at least 3/4 of the SMs busy: with few
+    // tokens the weights' bytes set the time, and every SM must stream them.
+    const int64_t wg_blocks = (b_rows + wgmma::BN - 1) / wgmma::BN * ((max_m + wgmma::BM - 1) / wgmma::BM) * items;
+    if (device_info().wgmma_all || (4 * wg_blocks >= 3 * sms && (wg_blocks + sms - 1) / sms < 2 * small_waves)) {
+      const int cols_per_block = Op::PAIRED ? wgmma::BN / 2 : wgmma::BN;
+      const dim3 grid((n_cols + cols_per_block - 1) / cols_per_block, (max_m + wgmma::BM - 1) / wgmma::BM, items);
+      gemm_wgmma_kernel<Op><<<grid, wgmma::THREADS, wgmma::SMEM_BYTES, s>>>(op);
+      return cudaGetLastError();
+    }
+  }
   // A large wave is 2 small waves of work (4x the work per block, half the slots), done in 2 / 1.5 of the time.
   if (4 * large_waves < 3 * small_waves) return gemm_launch<Op, GemmLarge>(op, items, max_m, n_cols, s);
   return gemm_launch<Op, GemmSmall>(op, items, max_m, n_cols, s);

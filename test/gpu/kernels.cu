@@ -530,6 +530,15 @@ int main(int argc, char** argv) {
 #if MC_DENSE
   CK(w2_residual::prepare());
 #endif
+  // The prefill GEMM engine (MC_CUDA_GEMM, read by init_device_info): asking for wgmma where this
+  // GPU's code has none is a failure, not a silent fallback to mma.sync.
+  const char* engine = std::getenv("MC_CUDA_GEMM");
+  const mc::DeviceInfo& info = mc::device_info();
+  std::printf("prefill GEMM engine: %s\n", info.wgmma_all ? "wgmma (every prefill GEMM)" : info.wgmma ? "wgmma where chosen, else mma.sync" : "mma.sync");
+  if (engine != nullptr && std::strncmp(engine, "wgmma", 5) == 0 && !info.wgmma) {
+    std::printf("FAIL MC_CUDA_GEMM=%s, but the code for this GPU has no wgmma engine (needs an sm_90a build on an sm_90 GPU)\n", engine);
+    ++g_failures;
+  }
   for (int T : {1, tp, tl}) {
     check_embedding(T);
     check_qkv<1024>(T);

@@ -7,6 +7,8 @@
 #   bash bench/gpu/device/run.sh --only kernels,logits,decode,prefill
 #   BASELINE=1 bash bench/gpu/device/run.sh --only prefill
 #   PROFILE=1 bash bench/gpu/device/run.sh --only decode --cases mistral-7b-v0.1   (then profile.mjs)
+#   WGMMA=1 bash bench/gpu/device/run.sh --only kernels,logits,prefill   (then the same checks with every
+#     prefill GEMM on wgmma, and prefill timed with the wgmma launch rule: $OUT/wgmma-all, $OUT/wgmma)
 set -uo pipefail
 cd "$(dirname "$0")/../../.."
 OUT="${OUT:-/tmp/mc-device-out}"
@@ -22,6 +24,17 @@ if [ "${BASELINE:-0}" = 1 ] && [ -f .devtools/base/.devtools/check.mjs ]; then
   echo "=== [$((SECONDS - started)) s] baseline"
   tar -xJf .devtools/base/.devtools/prebuilt.tar.xz -C .devtools/base/.devtools
   (cd .devtools/base && /tmp/node .devtools/check.mjs --prebuilt .devtools/prebuilt/manifest.json --out "$OUT/base" "$@" 2>&1 | tee "$OUT/base.log")
+fi
+if [ "${WGMMA:-0}" = 1 ]; then
+  # Each engine in its own process: a library reads MC_CUDA_GEMM once, when it first initializes.
+  echo "=== [$((SECONDS - started)) s] wgmma-all: kernel checks and logits"
+  /tmp/node .devtools/check.mjs --prebuilt .devtools/prebuilt/manifest.json --out "$OUT/wgmma-all" --gemm wgmma-all --only kernels,logits 2>&1 | tee "$OUT/wgmma-all.log"
+  wg_status=${PIPESTATUS[0]}
+  [ "$wg_status" = 0 ] || status=$wg_status
+  if [ "$wg_status" = 0 ]; then
+    echo "=== [$((SECONDS - started)) s] wgmma: prefill timing"
+    /tmp/node .devtools/check.mjs --prebuilt .devtools/prebuilt/manifest.json --out "$OUT/wgmma" --gemm wgmma --only prefill 2>&1 | tee "$OUT/wgmma.log"
+  fi
 fi
 if [ "${PROFILE:-0}" = 1 ]; then
   echo "=== [$((SECONDS - started)) s] profile"

@@ -1,0 +1,221 @@
+// The prefill GEMM on Hopper's warpgroup tensor cores (wgmma, sm_90a only). Included by mc_cuda.cuh,
+// whose gemm() picks it on an sm_90a device when it is switched on (MC_CUDA_GEMM=wgmma); the
+// mma.sync gemm_kernel stays the engine everywhere else. Same Op interface as gemm_kernel.
+//
+// Why a second engine: mma.sync issues one 16x8x16 product per warp instruction and needs every
+// fragment loaded into registers first; wgmma has a warpgroup (4 warps) multiply a 64x128x16 step
+// straight out of shared memory, asynchronously, which is how Hopper reaches its matrix rate.
+//
+// Shared-memory layout (PTX ISA, "wgmma shared memory matrix layout", K-major with the 128-byte
+// swizzle): a tile of R rows x 64 sixteen-bit elements is R rows of 128 bytes; within each group of
+// 8 rows (1024 bytes, the swizzle's period) the 16-byte chunk c of row r is stored at chunk c ^ (r % 8),
+// so the 8 rows of a k-slice fall in 8 different bank groups. The descriptor gives the tile's start
+// address, the stride between 8-row groups (1024 bytes) and the swizzle mode; a k-step of 16
+// elements is the start address plus 32 bytes (the swizzle is applied to the address bits, so the
+// tile must start 1024-byte aligned). test/cuda/wgmma_layout.cu replays this layout on the CPU.
+#pragma once
+
+#include <cstdint>
+
+namespace mc {
+namespace wgmma {
+
+// Block tile: two warpgroups, each 64 rows of A x all BN columns; K in 64-element (128-byte) steps.
+constexpr int BM = 128, BN = 128, BK = 64, THREADS = 256;
+/** Shared-memory stages; LOOKAHEAD of them are being filled while one is read and one drains (see the loop). */
+constexpr int STAGES = 5, LOOKAHEAD = STAGES - 2;
+constexpr int A_BYTES = BM * BK * 2, B_BYTES = BN * BK * 2, STAGE_BYTES = A_BYTES + B_BYTES;
+constexpr int A_LOADS = BM * BK / 4 / THREADS;  // float4 of A per thread per stage
+constexpr int B_LOADS = BN * BK / 8 / THREADS;  // 16-byte copies of B per thread per stage
+static_assert(A_LOADS * 4 * THREADS == BM * BK && B_LOADS * 8 * THREADS == BN * BK, "whole loads per thread");
+/** Dynamic shared memory: the stages, plus slack to start them on a 1024-byte boundary. */
+constexpr unsigned SMEM_BYTES = STAGES * STAGE_BYTES + 1024;
+
+/** Byte offset of element (row, k < 64) of a 16-bit K-major tile with the 128-byte swizzle. */
+__host__ __device__ constexpr uint32_t swizzled(int row, int k) {
+  return uint32_t(row) * 128u + ((uint32_t((k >> 3) ^ row) & 7u) << 4) + uint32_t(k & 7) * 2u;
+}
+
+/**
+ * wgmma shared-memory descriptor of a K-major, 128-byte-swizzled tile at shared address `addr`:
+ * bits 0-13 address >> 4; 16-29 leading offset (unused with this swizzle; 1 by convention);
+ * 32-45 stride between 8-row groups >> 4 (1024 bytes); 62-63 layout 1 = 128-byte swizzle.
+ */
+__host__ __device__ constexpr uint64_t descriptor(uint32_t addr) {
+  return uint64_t((addr & 0x3FFFFu) >> 4) | (uint64_t(1) << 16) | (uint64_t(1024 >> 4) << 32) | (uint64_t(1) << 62);
+}
+
+/** The A element (row, k) that load j of thread tid fetches: 4 consecutive k, 16 threads a row. */
+__host__ __device__ constexpr int a_row(int tid, int j) { return (tid + THREADS * j) / 16; }
+__host__ __device__ constexpr int a_col(int tid, int j) { return 4 * ((tid + THREADS * j) % 16); }
+/** The B row and 16-byte chunk that copy j of thread tid moves: 8 threads a 128-byte row (coalesced). */
+__host__ __device__ constexpr int b_row(int tid, int j) { return (tid + THREADS * j) / 8; }
+__host__ __device__ constexpr int b_chunk(int tid, int j) { return (tid + THREADS * j) % 8; }
+
+/**
+ * Accumulator i (0..63) of thread tid, as wgmma m64n128 with f32 accumulators lays it out: warp w of
+ * the warpgroup holds rows 16w..16w+15 of its 64; registers 4j..4j+3 cover columns 8j..8j+7, two
+ * per thread (lane % 4), row lane / 4 for the first pair and 8 rows lower for the second.
+ */
+__host__ __device__ constexpr int acc_row(int tid, int i) {
+  return 64 * (tid / 128) + 16 * ((tid / 32) % 4) + (tid % 32) / 4 + 8 * ((i / 2) % 2);
+}
+__host__ __device__ constexpr int acc_col(int tid, int i) { return 8 * (i / 4) + 2 * (tid % 4) + (i % 2); }
+
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define MC_WGMMA_ENABLED 1
+#endif
+
+#ifdef MC_WGMMA_ENABLED
+__device__ __forceinline__ void fence_async_shared() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+__device__ __forceinline__ void warpgroup_arrive() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void commit_group() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+template <int N> __device__ __forceinline__ void wait_group() { asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory"); }
+
+#define MC_WGMMA_M64N128K16(TYPE)                                                                                                        \
+  asm volatile(                                                                                                                          \
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"                                                                                       \
+      "wgmma.mma_async.sync.aligned.m64n128k16.f32." TYPE "." TYPE                                                                       \
+      " {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, " \
+      "%27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, "    \
+      "%52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p, 1, 1, 0, 0;\n}\n"                                      \
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]),        \
+        "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]),             \
+        "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]),             \
+        "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]),             \
+        "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]),             \
+        "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]),             \
+        "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])              \
+      : "l"(a), "l"(b), "r"(1))
+
+/** d (64 x 128 of this warpgroup, f32) += A (64 x 16) · B (128 x 16)ᵀ, both from shared memory by descriptor. */
+template <typename W> __device__ __forceinline__ void mma_async(float (&d)[64], uint64_t a, uint64_t b);
+template <> __device__ __forceinline__ void mma_async<bf16>(float (&d)[64], uint64_t a, uint64_t b) { MC_WGMMA_M64N128K16("bf16"); }
+template <> __device__ __forceinline__ void mma_async<f16>(float (&d)[64], uint64_t a, uint64_t b) { MC_WGMMA_M64N128K16("f16"); }
+#undef MC_WGMMA_M64N128K16
+#endif
+
+}  // namespace wgmma
+
+/**
+ * C[m, n] = A[m, :] · B[n, :] like gemm_kernel (same Op, same epilogue calls), on wgmma: 2 warpgroups
+ * of 64 rows x 128 columns. B (weights) streams in by cp.async, LOOKAHEAD stages ahead; A (f32, from
+ * the Op) is loaded into registers a step ahead and narrowed into its stage at the end of the step.
+ * Stage reuse: step kt refills the buffer of step kt - 2, whose wgmma groups every warpgroup has
+ * waited for (wait_group 1 at the end of step kt - 1) before this step's barrier, so one group of
+ * wgmma is always in flight while the next stage is issued.
+ */
+template <class Op>
+__global__ void __launch_bounds__(wgmma::THREADS, 1) gemm_wgmma_kernel(const Op op) {
+#ifdef MC_WGMMA_ENABLED
+  using W = typename Op::W;
+  using namespace wgmma;
+  constexpr int K = Op::K, KT = (K + BK - 1) / BK;
+  static_assert(K % 8 == 0, "weight rows are copied 8 elements (16 bytes) at a time");
+  extern __shared__ float4 gemm_smem[];
+  // The swizzle works on address bits: start the stages on a 1024-byte boundary.
+  const uint32_t raw = uint32_t(__cvta_generic_to_shared(gemm_smem)), base = (raw + 1023u) & ~1023u;
+  uint8_t* const smem = reinterpret_cast<uint8_t*>(gemm_smem) + (base - raw);
+  auto a_tile = [&](int s) { return smem + s * STAGE_BYTES; };
+  auto b_tile = [&](int s) { return smem + s * STAGE_BYTES + A_BYTES; };
+
+  const int item = blockIdx.z;
+  const int M = op.m_count(item);
+  const int m0 = blockIdx.y * BM;
+  if (m0 >= M) return;
+  const int N = op.n_count();
+  const int tid = threadIdx.x, wg = tid / 128;
+
+  const W* brow[B_LOADS];
+#pragma unroll
+  for (int j = 0; j < B_LOADS; ++j) {
+    const int r = b_row(tid, j);
+    if constexpr (Op::PAIRED) {  // the same interleave as gemm_kernel: w1 and w3 alternate every 8 columns
+      const int frag = r / 8, unit = blockIdx.x * (BN / 2) + (frag / 2) * 8 + r % 8;
+      brow[j] = unit < N ? op.b_row(item, frag % 2, unit) : nullptr;
+    } else {
+      const int n = blockIdx.x * BN + r;
+      brow[j] = n < N ? op.b_row(item, 0, n) : nullptr;
+    }
+  }
+  const W* const bdummy = op.b_row(item, 0, 0);
+  auto load_b = [&](int s, int k0) {
+#pragma unroll
+    for (int j = 0; j < B_LOADS; ++j) {
+      const int k = k0 + 8 * b_chunk(tid, j);
+      const bool ok = brow[j] != nullptr && k < K;
+      cp_async16(b_tile(s) + swizzled(b_row(tid, j), 8 * b_chunk(tid, j)), ok ? brow[j] + k : bdummy, ok ? 16 : 0);
+    }
+  };
+  float4 areg[A_LOADS];
+  auto load_a = [&](int k0) {
+#pragma unroll
+    for (int j = 0; j < A_LOADS; ++j) {
+      const int m = m0 + a_row(tid, j), k = k0 + a_col(tid, j);
+      areg[j] = m < M && k < K ? op.a(item, m, k) : make_float4(0.f, 0.f, 0.f, 0.f);
+    }
+  };
+  auto store_a = [&](int s) {
+#pragma unroll
+    for (int j = 0; j < A_LOADS; ++j) *reinterpret_cast<uint2*>(a_tile(s) + swizzled(a_row(tid, j), a_col(tid, j))) = pack4<W>(areg[j]);
+  };
+
+  float acc[64];
+#pragma unroll
+  for (int i = 0; i < 64; ++i) acc[i] = 0.f;
+
+#pragma unroll
+  for (int st = 0; st < LOOKAHEAD; ++st) {
+    if (st < KT) {
+      load_b(st, st * BK);
+      load_a(st * BK);
+      store_a(st);
+    }
+    cp_async_commit();  // one group per stage, empty or not, so that wait<LOOKAHEAD - 1> always means "stage kt landed"
+  }
+#pragma unroll 1
+  for (int kt = 0; kt < KT; ++kt) {
+    cp_async_wait<LOOKAHEAD - 1>();
+    // This thread's cp.async data and A stores are ordinary (generic-proxy) writes; the tensor cores
+    // read through the async proxy, so each writer fences before the barrier that publishes them.
+    wgmma::fence_async_shared();
+    __syncthreads();
+    const int next = kt + LOOKAHEAD, s = kt % STAGES;
+    if (next < KT) {
+      load_b(next % STAGES, next * BK);
+      load_a(next * BK);
+    }
+    cp_async_commit();
+    const uint32_t a_addr = uint32_t(__cvta_generic_to_shared(a_tile(s))) + wg * 64 * 128;  // this warpgroup's 64 rows
+    const uint32_t b_addr = uint32_t(__cvta_generic_to_shared(b_tile(s)));
+    wgmma::warpgroup_arrive();
+#pragma unroll
+    for (int ks = 0; ks < BK / 16; ++ks) wgmma::mma_async<W>(acc, descriptor(a_addr + 32 * ks), descriptor(b_addr + 32 * ks));
+    wgmma::commit_group();
+    if (next < KT) store_a(next % STAGES);  // the buffer of step kt - 2 (see above)
+    wgmma::wait_group<1>();
+  }
+  wgmma::wait_group<0>();
+  cp_async_wait<0>();
+
+#pragma unroll
+  for (int i = 0; i < 64; i += 2) {
+    const int m = m0 + acc_row(tid, i);
+    if (m >= M) continue;
+    if constexpr (Op::PAIRED) {
+      // Column blocks 8j (w1) and 8j + 8 (w3) are the same 8 units; i % 8 < 4 is the w1 half of a pair.
+      if ((i / 4) % 2 == 0) {
+        const int u = blockIdx.x * (BN / 2) + (i / 8) * 8 + 2 * (tid % 4);
+        if (u < N) op.store_pair(item, m, u, acc[i], acc[i + 1], acc[i + 4], acc[i + 5]);
+      }
+    } else {
+      const int n = blockIdx.x * BN + acc_col(tid, i);
+      if (n < N) op.store(item, m, n, acc[i], acc[i + 1]);
+    }
+  }
+#else
+  __trap();  // launched only where wgmma_built says this code has the engine
+#endif
+}
+
+}  // namespace mc
