@@ -196,7 +196,12 @@ inline DeviceInfo& device_info() {
   static DeviceInfo info;
   return info;
 }
-/** 1 in the code built for sm_90a (the one with wgmma), 0 in every other build; read by the host. */
+/**
+ * 1 in the code built for sm_90a (the one with wgmma), 0 in every other build; read by the host from
+ * the module the driver loaded for this GPU. One per translation unit (a library is one: model.cu).
+ * device_info() is per process: it describes the GPU current at the first prepare(), which with
+ * --tp is every rank's GPU (one kind of GPU per machine).
+ */
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 static __device__ int wgmma_built = 1;
 #else

@@ -28,6 +28,10 @@ constexpr int A_BYTES = BM * BK * 2, B_BYTES = BN * BK * 2, STAGE_BYTES = A_BYTE
 constexpr int A_LOADS = BM * BK / 4 / THREADS;  // float4 of A per thread per stage
 constexpr int B_LOADS = BN * BK / 8 / THREADS;  // 16-byte copies of B per thread per stage
 static_assert(A_LOADS * 4 * THREADS == BM * BK && B_LOADS * 8 * THREADS == BN * BK, "whole loads per thread");
+// The descriptors say "base offset 0": every tile (each stage's A and B, the second warpgroup's A
+// rows) must start on the swizzle's 1024-byte period; a K step is one 128-byte swizzled row.
+static_assert(A_BYTES % 1024 == 0 && STAGE_BYTES % 1024 == 0 && (64 * BK * 2) % 1024 == 0, "tiles on 1024-byte boundaries");
+static_assert(BK * 2 == 128 && BM == 2 * 64 && BN == 128, "the layout, the warpgroups and mma_async are written for m64n128, 64-element K steps");
 /** Dynamic shared memory: the stages, plus slack to start them on a 1024-byte boundary. */
 constexpr unsigned SMEM_BYTES = STAGES * STAGE_BYTES + 1024;
 
@@ -71,6 +75,15 @@ __device__ __forceinline__ void fence_async_shared() { asm volatile("fence.proxy
 __device__ __forceinline__ void warpgroup_arrive() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void commit_group() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
 template <int N> __device__ __forceinline__ void wait_group() { asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory"); }
+/**
+ * Tells the compiler every accumulator is read and written here, so that it neither moves a use of
+ * them above a wait_group (the epilogue) nor copies them between registers while a wgmma group that
+ * writes them is in flight (as CUTLASS's warpgroup_fence_operand does). Emits no instruction.
+ */
+__device__ __forceinline__ void fence_operands(float (&acc)[64]) {
+#pragma unroll
+  for (int i = 0; i < 64; ++i) asm volatile("" : "+f"(acc[i])::"memory");
+}
 
 #define MC_WGMMA_M64N128K16(TYPE)                                                                                                        \
   asm volatile(                                                                                                                          \
@@ -188,14 +201,17 @@ __global__ void __launch_bounds__(wgmma::THREADS, 1) gemm_wgmma_kernel(const Op 
     cp_async_commit();
     const uint32_t a_addr = uint32_t(__cvta_generic_to_shared(a_tile(s))) + wg * 64 * 128;  // this warpgroup's 64 rows
     const uint32_t b_addr = uint32_t(__cvta_generic_to_shared(b_tile(s)));
+    wgmma::fence_operands(acc);
     wgmma::warpgroup_arrive();
 #pragma unroll
     for (int ks = 0; ks < BK / 16; ++ks) wgmma::mma_async<W>(acc, descriptor(a_addr + 32 * ks), descriptor(b_addr + 32 * ks));
     wgmma::commit_group();
     if (next < KT) store_a(next % STAGES);  // the buffer of step kt - 2 (see above)
     wgmma::wait_group<1>();
+    wgmma::fence_operands(acc);
   }
   wgmma::wait_group<0>();
+  wgmma::fence_operands(acc);
   cp_async_wait<0>();
 
 #pragma unroll
