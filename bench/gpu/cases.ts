@@ -52,6 +52,9 @@ export const KERNEL_CASES: KernelCase[] = [
   { config: 'tiny-dense', dtype: 'bf16' }, { config: 'tiny-dense', dtype: 'f16' }, { config: 'tiny-dense', dtype: 'f32' },
   { config: 'tiny-moe', dtype: 'bf16' }, { config: 'tiny-moe', dtype: 'f16' }, { config: 'tiny-moe', dtype: 'f32' },
   { config: 'mistral-7b-v0.1', dtype: 'bf16' }, { config: 'mixtral-8x7b', dtype: 'bf16' },
+  // Real shapes whose query heads per KV head differ from 4 (the flash prefill tile holds 64 / GROUP
+  // tokens): 6 for Codestral 22B (and Mixtral 8x22B), 12 for Mistral Large 2.
+  { config: 'codestral-22b', dtype: 'bf16' }, { config: 'mistral-large-2', dtype: 'bf16' },
 ];
 export function kernelPlan(c: KernelCase): Plan {
   return buildPlan(shippedConfig(c.config, { maxSeqLen: 1024 }), { target: 'cuda', dtype: c.dtype, tp: 1, maxTokens: 64 });

@@ -7,6 +7,8 @@
 #   bash bench/gpu/device/run.sh --only kernels,logits,decode,prefill
 #   BASELINE=1 bash bench/gpu/device/run.sh --only prefill
 #   PROFILE=1 bash bench/gpu/device/run.sh --only decode --cases mistral-7b-v0.1   (then profile.mjs)
+#   SANITIZE=1 bash bench/gpu/device/run.sh --only kernels   (then compute-sanitizer racecheck and synccheck
+#     over the kernel checks of tiny-moe and mistral-7b-v0.1 in bf16, with short prefills)
 #   WGMMA=1 bash bench/gpu/device/run.sh --only kernels,logits,prefill   (then the same checks with every
 #     prefill GEMM on wgmma, and prefill timed with the wgmma launch rule: $OUT/wgmma-all, $OUT/wgmma)
 set -uo pipefail
@@ -35,6 +37,21 @@ if [ "${WGMMA:-0}" = 1 ]; then
     echo "=== [$((SECONDS - started)) s] wgmma: prefill timing"
     /tmp/node .devtools/check.mjs --prebuilt .devtools/prebuilt/manifest.json --out "$OUT/wgmma" --gemm wgmma --only prefill 2>&1 | tee "$OUT/wgmma.log"
   fi
+fi
+if [ "${SANITIZE:-0}" = 1 ]; then
+  # The checks draw fresh inputs and compare with float64; under the sanitizer, shared-memory races
+  # and barrier misuse are reported even where the numbers happen to come out right.
+  for case in tiny-moe.bf16 mistral-7b-v0.1.bf16; do
+    binary=$(/tmp/node -e 'const m = require(process.argv[1]); console.log(m.kernelChecks[process.argv[2]] ?? "")' "$PWD/.devtools/prebuilt/manifest.json" "$case")
+    [ -n "$binary" ] || { echo "run.sh: no prebuilt kernel check for $case" >&2; status=1; continue; }
+    for tool in racecheck synccheck; do
+      echo "=== [$((SECONDS - started)) s] compute-sanitizer --tool $tool: $case"
+      # One log for all four (the device tool returns at most 8 files from \$OUT).
+      compute-sanitizer --tool "$tool" --error-exitcode 9 ".devtools/prebuilt/$binary" 1 37 130 2>&1 | tail -n 25 | tee -a "$OUT/sanitize.log"
+      s=${PIPESTATUS[0]}
+      [ "$s" = 0 ] || status=$s
+    done
+  done
 fi
 if [ "${PROFILE:-0}" = 1 ]; then
   echo "=== [$((SECONDS - started)) s] profile"
