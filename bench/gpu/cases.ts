@@ -3,6 +3,7 @@
  * (which compiles the same libraries ahead of time, so that a lease is not spent in nvcc).
  */
 import { join } from 'node:path';
+import { checkpointTensors, elementCount } from '../../compiler/config/checkpoint.js';
 import { loadModelConfig } from '../../compiler/config/load.js';
 import type { ModelConfig } from '../../compiler/config/model.js';
 import { packageRoot } from '../../compiler/paths.js';
@@ -69,11 +70,32 @@ export interface DecodeCase {
   prompt: number;
   decode: number;
 }
-export const DECODE_CASES: DecodeCase[] = [
-  { label: 'Mistral-7B (v0.1 shapes)', config: 'mistral-7b-v0.1', prompt: 128, decode: 128 },
-  // 26 of 32 layers: 26 x 2.70 GiB of bf16 weights + embeddings = 70.8 GiB, which leaves PyTorch room on a 79 GiB H100.
-  { label: 'Mixtral-8x7B, 26 of 32 layers', config: 'mixtral-8x7b', layers: 26, prompt: 128, decode: 128 },
-];
+
+/** GPU memory the benchmark leaves beside the bf16 weights: KV cache, activations, the CUDA context, and the PyTorch peer's own overheads (it loads the same weights after ours are freed). */
+export const DECODE_RESERVE_GIB = 8;
+/** Total memory (MiB, as nvidia-smi reports it) of the GPUs the device tool lends: H100 80GB HBM3, H200. */
+export const LENT_GPU_MIB = [81559, 143771] as const;
+
+/** As many of the config's layers as fit `gpuMiB` of memory in bf16 beside DECODE_RESERVE_GIB (the issue: "Mixtral with as many layers as fit"). */
+export function layersThatFit(config: string, gpuMiB: number): number {
+  const model = shippedConfig(config);
+  const bytes = (layer: number | null) => 2 * checkpointTensors(model).filter((t) => t.layer === layer).reduce((sum, t) => sum + elementCount(t.shape), 0);
+  const budget = (gpuMiB / 1024 - DECODE_RESERVE_GIB) * 2 ** 30 - bytes(null);
+  return Math.max(1, Math.min(model.n_layers, Math.floor(budget / bytes(0))));
+}
+
+/** The benchmark models on a GPU of `gpuMiB`: Mistral-7B whole, Mixtral-8x7B with as many layers as fit (26 of 32 on an 80 GB H100). */
+export function decodeCases(gpuMiB: number = LENT_GPU_MIB[0]): DecodeCase[] {
+  const mixtral = layersThatFit('mixtral-8x7b', gpuMiB), all = shippedConfig('mixtral-8x7b').n_layers;
+  return [
+    { label: 'Mistral-7B (v0.1 shapes)', config: 'mistral-7b-v0.1', prompt: 128, decode: 128 },
+    mixtral === all
+      ? { label: 'Mixtral-8x7B', config: 'mixtral-8x7b', prompt: 128, decode: 128 }
+      : { label: `Mixtral-8x7B, ${mixtral} of ${all} layers`, config: 'mixtral-8x7b', layers: mixtral, prompt: 128, decode: 128 },
+  ];
+}
+/** The cases on an 80 GB H100, the GPU of every measurement so far. */
+export const DECODE_CASES: DecodeCase[] = decodeCases();
 export function decodeConfig(c: DecodeCase): ModelConfig {
   return shippedConfig(c.config, { as: c.layers === undefined ? `bench-${c.config}` : `bench-${c.config}-${c.layers}l`, maxSeqLen: 1024, layers: c.layers });
 }
@@ -85,11 +107,12 @@ export function decodePlan(c: DecodeCase): Plan {
   return buildPlan(decodeConfig(c), { target: 'cuda', dtype: 'bf16', tp: 1, maxTokens: Math.max(c.prompt, ...PREFILL_TOKENS) });
 }
 
-/** The decode cases whose config is named in `names` (comma-separated), all of them without a list. */
-export function selectDecodeCases(names: string | undefined): DecodeCase[] {
-  if (names === undefined || names === '') return DECODE_CASES;
+/** The decode cases (for a GPU of `gpuMiB`) whose config is named in `names` (comma-separated), all of them without a list. */
+export function selectDecodeCases(names: string | undefined, gpuMiB?: number): DecodeCase[] {
+  const cases = decodeCases(gpuMiB);
+  if (names === undefined || names === '') return cases;
   const wanted = names.split(',').map((n) => n.trim());
-  const unknown = wanted.filter((n) => !DECODE_CASES.some((c) => c.config === n));
-  if (unknown.length > 0) throw new Error(`--cases: no decode case for ${unknown.join(', ')}; pass some of ${DECODE_CASES.map((c) => c.config).join(', ')}`);
-  return DECODE_CASES.filter((c) => wanted.includes(c.config));
+  const unknown = wanted.filter((n) => !cases.some((c) => c.config === n));
+  if (unknown.length > 0) throw new Error(`--cases: no decode case for ${unknown.join(', ')}; pass some of ${cases.map((c) => c.config).join(', ')}`);
+  return cases.filter((c) => wanted.includes(c.config));
 }

@@ -27,7 +27,7 @@ import { execa } from 'execa';
 import type { NativeModelInstance } from '../../runtime/native.js';
 import { cpuLogitsPlan, decodePlan, KERNEL_CASES, LOGITS_CASES, PREFILL_TOKENS, selectDecodeCases } from './cases.js';
 import { benchDecode, openSynthetic, writeSyntheticWeights, type DecodeResult } from './decode.js';
-import { gpuInfo } from './device.js';
+import { gpuInfo, memoryMiB } from './device.js';
 import { buildKernelCheck, copyBandwidth, runKernelCheck, type KernelCheckResult } from './kernel-check.js';
 import { libraryFor, readManifest } from './libraries.js';
 import { checkLogits, type LogitsResult } from './logits.js';
@@ -55,7 +55,6 @@ for (const s of sections) if (!SECTIONS.includes(s)) throw new Error(`--only: un
 const GEMM_ENGINES = ['mma', 'wgmma', 'wgmma-all'];
 if (!GEMM_ENGINES.includes(values.gemm!)) throw new Error(`--gemm: unknown engine ${values.gemm}; pass one of ${GEMM_ENGINES.join(', ')}`);
 process.env.MC_CUDA_GEMM = values.gemm;  // read by each CUDA library when it first initializes (mc_cuda.cuh)
-const decodeCases = selectDecodeCases(values.cases);
 const out = values.out!;
 const work = values.work!;
 mkdirSync(out, { recursive: true });
@@ -75,6 +74,8 @@ async function hasGxx(): Promise<boolean> {
 }
 
 const device = await gpuInfo();
+// Mixtral with as many layers as fit this GPU (26 of 32 in 80 GB, all 32 on an H200).
+const decodeCases = selectDecodeCases(values.cases, memoryMiB(device));
 const withCpu = await hasGxx();
 log(`GPU ${device.name} (${device.memory}, driver ${device.driver}), building for ${device.archs.join(',')}; prefill GEMM engine ${values.gemm}; CPU backend ${withCpu ? 'available' : 'missing (no g++): logits checked against the float64 reference only'}`);
 

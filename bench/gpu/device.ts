@@ -10,3 +10,10 @@ export async function gpuInfo(): Promise<GpuInfo> {
   const arch = `sm_${major}${minor}${major === '9' ? 'a' : ''}`;
   return { name: name!, archs: [arch], driver: driver!, memory: memory! };
 }
+
+/** The GPU's total memory in MiB, from nvidia-smi's "81559 MiB". */
+export function memoryMiB(info: GpuInfo): number {
+  const m = /^(\d+)\s*MiB$/.exec(info.memory);
+  if (m === null) throw new Error(`nvidia-smi reported the GPU's memory as ${JSON.stringify(info.memory)}, not "N MiB"`);
+  return Number(m[1]);
+}

@@ -11,7 +11,7 @@ import { parseArgs } from 'node:util';
 import { buildPlanLibrary } from '../../compiler/build/build.js';
 import { parseArchs } from '../../compiler/build/nvcc.js';
 import type { Plan } from '../../compiler/plan/types.js';
-import { decodePlan, DECODE_CASES, KERNEL_CASES, logitsPlan, LOGITS_CASES } from './cases.js';
+import { decodeCases, decodePlan, KERNEL_CASES, LENT_GPU_MIB, logitsPlan, LOGITS_CASES } from './cases.js';
 import { buildKernelCheck } from './kernel-check.js';
 import { sourcesHash, type Manifest } from './libraries.js';
 
@@ -29,7 +29,9 @@ async function pool<T>(items: T[], work: (item: T) => Promise<void>): Promise<vo
   }));
 }
 
-const plans: Plan[] = [...LOGITS_CASES.map(logitsPlan), ...DECODE_CASES.map(decodePlan)];
+// The benchmark models for every GPU the device tool lends (Mixtral's layer count follows its memory).
+const benchPlans = new Map(LENT_GPU_MIB.flatMap((mib) => decodeCases(mib)).map((c) => [decodePlan(c).key, decodePlan(c)] as const));
+const plans: Plan[] = [...LOGITS_CASES.map(logitsPlan), ...benchPlans.values()];
 const started = performance.now();
 await pool(plans, async (plan) => {
   const built = await buildPlanLibrary(plan, { cacheDir: join(dir, 'cache'), archs });

@@ -31,7 +31,7 @@ import { mulberry32, randomTokens } from '../../test/reference/random.js';
 import { decodePlan, selectDecodeCases, type DecodeCase } from './cases.js';
 import { median } from '../median.js';
 import { openSynthetic, weightBytesPerToken, writeSyntheticWeights } from './decode.js';
-import { gpuInfo } from './device.js';
+import { gpuInfo, memoryMiB } from './device.js';
 import { libraryFor, readManifest } from './libraries.js';
 import { findStep, groupByKernel, NCU_METRICS, parseNcuCsv, type KernelLaunch } from './ncu.js';
 
@@ -39,6 +39,7 @@ const { values } = parseArgs({
   options: {
     child: { type: 'boolean', default: false },
     case: { type: 'string', default: 'mistral-7b-v0.1' },
+    'gpu-mib': { type: 'string' },  // set by the parent for its child: the cases' layer counts depend on it
     out: { type: 'string', default: '/tmp/mc-gpu-profile/out' },
     work: { type: 'string', default: '/tmp/mc-gpu-check' },
     prebuilt: { type: 'string' },
@@ -57,8 +58,8 @@ const steps = Number(values.steps);
 /** Steps left out of the unprofiled timing: the capture of the graph and its first replay. */
 const STEADY_AFTER = 2;
 
-function theCase(): DecodeCase {
-  const cases = selectDecodeCases(values.case);
+function theCase(gpuMiB = values['gpu-mib'] === undefined ? undefined : Number(values['gpu-mib'])): DecodeCase {
+  const cases = selectDecodeCases(values.case, gpuMiB);
   if (cases.length !== 1) throw new Error(`--case: name one config (got ${values.case})`);
   return cases[0]!;
 }
@@ -164,16 +165,16 @@ async function parent(): Promise<void> {
   mkdirSync(out, { recursive: true });
   mkdirSync(work, { recursive: true });
   const log = (line: string) => console.log(`[${new Date().toISOString().slice(11, 19)}] ${line}`);
-  const c = theCase();
-  const plan = decodePlan(c);
   const device = await gpuInfo();
+  const c = theCase(memoryMiB(device));
+  const plan = decodePlan(c);
   const { library, prebuilt } = await libraryFor(plan, { cacheDir: join(work, 'cache'), archs: device.archs, prebuilt: readManifest(values.prebuilt) });
   log(`${plan.key}: ${prebuilt ? 'prebuilt' : 'built'} library ${library}`);
   const pool = join(work, 'synthetic-bf16.bin');
   writeSyntheticWeights(pool);
 
   // The same script as the child: under tsx, execArgv carries its loader; bundled, it is empty.
-  const childCommand = [...process.execArgv, fileURLToPath(import.meta.url), '--child', '--case', c.config, '--library', library, '--pool', pool, '--steps', String(steps)];
+  const childCommand = [...process.execArgv, fileURLToPath(import.meta.url), '--child', '--case', c.config, '--library', library, '--pool', pool, '--steps', String(steps), '--gpu-mib', String(memoryMiB(device))];
   const timeout = Number(values.timeout) * 1000;
   const plainRun = await execa(process.execPath, childCommand, { reject: false, all: true, timeout });
   const plainLine = String(plainRun.all ?? '').split('\n').find((l) => l.startsWith('{"child"'));

@@ -1,6 +1,6 @@
 /** What the GPU check covers (bench/gpu/cases.ts), checked without a GPU. */
 import { describe, expect, it } from 'vitest';
-import { KERNEL_CASES, LOGITS_CASES, LOGITS_TOLERANCE, selectDecodeCases } from '../../../bench/gpu/cases.js';
+import { decodeCases, KERNEL_CASES, LENT_GPU_MIB, layersThatFit, LOGITS_CASES, LOGITS_TOLERANCE, selectDecodeCases } from '../../../bench/gpu/cases.js';
 
 describe('the GPU check cases', () => {
   it('check the logits of the tiny dense and MoE models in f16 against 1e-2, like bf16', () => {
@@ -16,6 +16,16 @@ describe('the GPU check cases', () => {
   it('--cases keeps the decode cases of the named configs, all of them without a list', () => {
     expect(selectDecodeCases('mistral-7b-v0.1').map((c) => c.config)).toEqual(['mistral-7b-v0.1']);
     expect(selectDecodeCases(undefined).length).toBeGreaterThan(1);
+  });
+
+  it('benchmark Mixtral-8x7B with as many layers as fit: 26 of 32 on an 80 GB H100, all 32 on an H200', () => {
+    const [h100, h200] = LENT_GPU_MIB;
+    expect(layersThatFit('mixtral-8x7b', h100)).toBe(26);
+    expect(layersThatFit('mixtral-8x7b', h200)).toBe(32);
+    expect(decodeCases(h100).map((c) => c.label)).toEqual(['Mistral-7B (v0.1 shapes)', 'Mixtral-8x7B, 26 of 32 layers']);
+    expect(decodeCases(h200).find((c) => c.config === 'mixtral-8x7b')?.label).toBe('Mixtral-8x7B');
+    expect(layersThatFit('mistral-7b-v0.1', h100)).toBe(32);
+    expect(selectDecodeCases('mixtral-8x7b', h200)[0]!.layers).toBeUndefined();
   });
 
   it('--cases refuses a config without a decode case, naming the ones there are', () => {
