@@ -28,7 +28,7 @@ import type { NativeModelInstance } from '../../runtime/native.js';
 import { cpuLogitsPlan, decodePlan, KERNEL_CASES, LOGITS_CASES, PREFILL_TOKENS, selectDecodeCases } from './cases.js';
 import { benchDecode, openSynthetic, writeSyntheticWeights, type DecodeResult } from './decode.js';
 import { gpuInfo, memoryMiB } from './device.js';
-import { buildKernelCheck, copyBandwidth, runKernelCheck, type KernelCheckResult } from './kernel-check.js';
+import { buildKernelCheck, copyBandwidth, prebuiltKernelCheck, runKernelCheck, type KernelCheckResult } from './kernel-check.js';
 import { libraryFor, readManifest } from './libraries.js';
 import { checkLogits, type LogitsResult } from './logits.js';
 import { benchPrefill, matrixLimit, PREFILL_REPEATS, PREFILL_WARMUP, type MatrixLimit, type PrefillResult } from './prefill.js';
@@ -83,8 +83,7 @@ const kernels: KernelCheckResult[] = [];
 let copyGbs: number | null = null;
 if (sections.has('kernels') || sections.has('decode')) {
   const first = KERNEL_CASES[0]!;
-  const pre = prebuilt?.manifest.kernelChecks[`${first.config}.${first.dtype}`];
-  const binary = pre !== undefined ? join(prebuilt!.dir, pre) : await buildKernelCheck(first, work, device.archs);
+  const binary = prebuiltKernelCheck(first, prebuilt, device.archs) ?? await buildKernelCheck(first, work, device.archs);
   copyGbs = await copyBandwidth(binary);
   log(`device-to-device copy: ${copyGbs.toFixed(0)} GB/s (read + write)`);
 }

@@ -20,6 +20,8 @@ export interface Manifest {
   libraries: Record<string, { sources: string; library: string }>;
   /** "config.dtype" → kernel-check binary (relative to the manifest). */
   kernelChecks: Record<string, string>;
+  /** "config.dtype" → hash of the sources that binary was built from (kernelCheckHash); absent in older manifests. */
+  kernelCheckSources?: Record<string, string>;
 }
 
 export function sourcesHash(plan: Plan): string {
@@ -33,7 +35,8 @@ export function readManifest(path: string | undefined): { manifest: Manifest; di
 
 export async function libraryFor(plan: Plan, options: { cacheDir: string; archs?: string[]; prebuilt?: ReturnType<typeof readManifest> }): Promise<{ library: string; prebuilt: boolean }> {
   const entry = options.prebuilt?.manifest.libraries[plan.key];
-  if (entry !== undefined && entry.sources === sourcesHash(plan)) {
+  const sameArchs = plan.options.target !== 'cuda' || options.prebuilt?.manifest.archs.join(',') === (options.archs ?? []).join(',');
+  if (entry !== undefined && sameArchs && entry.sources === sourcesHash(plan)) {
     const library = isAbsolute(entry.library) ? entry.library : join(options.prebuilt!.dir, entry.library);
     if (existsSync(library)) return { library, prebuilt: true };
   }

@@ -12,14 +12,14 @@ import { buildPlanLibrary } from '../../compiler/build/build.js';
 import { parseArchs } from '../../compiler/build/nvcc.js';
 import type { Plan } from '../../compiler/plan/types.js';
 import { decodeCases, decodePlan, KERNEL_CASES, LENT_GPU_MIB, logitsPlan, LOGITS_CASES } from './cases.js';
-import { buildKernelCheck } from './kernel-check.js';
+import { buildKernelCheck, kernelCheckHash } from './kernel-check.js';
 import { sourcesHash, type Manifest } from './libraries.js';
 
 const { values, positionals } = parseArgs({ options: { arch: { type: 'string', default: 'sm_90a' } }, allowPositionals: true });
 const dir = resolve(positionals[0] ?? '.devtools/prebuilt');
 const archs = parseArchs(values.arch!);
 mkdirSync(dir, { recursive: true });
-const manifest: Manifest = { archs, libraries: {}, kernelChecks: {} };
+const manifest: Manifest = { archs, libraries: {}, kernelChecks: {}, kernelCheckSources: {} };
 
 /** At most two compilers at a time (CI-sized machines have 2 cores). */
 async function pool<T>(items: T[], work: (item: T) => Promise<void>): Promise<void> {
@@ -43,6 +43,7 @@ await pool(plans, async (plan) => {
 await pool(KERNEL_CASES, async (c) => {
   const binary = await buildKernelCheck(c, join(dir, 'kernels'), archs);
   manifest.kernelChecks[`${c.config}.${c.dtype}`] = join('kernels', basename(binary));
+  manifest.kernelCheckSources![`${c.config}.${c.dtype}`] = kernelCheckHash(c);
   console.log(`kernel check ${c.config}.${c.dtype}: ${binary}`);
 });
 writeFileSync(join(dir, 'manifest.json'), JSON.stringify(manifest, null, 2) + '\n');
