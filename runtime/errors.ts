@@ -2,3 +2,10 @@ import { MistralCompileError } from '../compiler/errors.js';
 
 /** A bad call into a loaded model: a token id out of range, a closed model, an empty prompt. */
 export class RuntimeError extends MistralCompileError {}
+
+/**
+ * The machine cannot hold or run the model as built: no usable GPU or driver, a rank's GPU missing,
+ * no code in the library for this GPU, too little (device) memory. Not a bug: the one line names
+ * what is missing and what to do.
+ */
+export class MachineError extends MistralCompileError {}

@@ -10,9 +10,9 @@ import type { Plan, Target, TpSize } from '../compiler/plan/types.js';
 import { WeightsError } from '../compiler/weights/errors.js';
 import { readSafetensorsHeader, type SafetensorsHeader } from '../compiler/weights/safetensors.js';
 import { checkCheckpointMatchesPlan, checkpointDtype, rankWeightViews } from './checkpoint.js';
-import { RuntimeError } from './errors.js';
+import { MachineError, RuntimeError } from './errors.js';
 import { checkDistributed, distributedFromEnv, type DistributedOptions } from './distributed.js';
-import type { NativeAddon, NativeCompiledLibrary, NativeDistGroup, NativeModelInstance, NativeTpGroup } from './native.js';
+import type { NativeAddon, NativeCompiledLibrary, NativeDistGroup, NativeMappedFile, NativeModelInstance, NativeTpGroup } from './native.js';
 import { loadNativeAddon } from './native-loader.js';
 import { sampleToken, seededUniform } from './sampling.js';
 
@@ -49,6 +49,8 @@ export interface LoadOptions {
 
 export type LoadProgress =
   | BuildProgress
+  /** A GPU model's checkpoint being read into memory before its copy to the device: `fraction` of `bytes` done. */
+  | { stage: 'read'; path: string; bytes: number; fraction: number }
   | { stage: 'weights'; path: string; bytes: number; seconds: number; rankSeconds: number[]; copied: boolean }
   | { stage: 'join'; rank: number; world: number; address: string };
 
@@ -79,6 +81,47 @@ export interface LoadedModel {
   /** Streams new token ids after `prompt` (a new sequence). */
   generate(prompt: readonly number[], options: GenerateOptions): AsyncGenerator<number, void, void>;
   close(): void;
+}
+
+/** mc_create's failures that are the machine's (runtime/errors.ts MachineError), by the libraries' own wording. */
+const MACHINE_FAILURE = /mc_create failed: ((?:no CUDA device|this library has no code for|out of (?:device |host )?memory)[\s\S]*)$/;
+
+/**
+ * Creates a model instance (mc_create), turning a failure of the machine's into a MachineError:
+ * the library's message, its own fix where it gives one ("...; rebuild with ..."), else ours.
+ */
+export function createOnMachine<T>(target: Target, create: () => T): T {
+  try {
+    return create();
+  } catch (err) {
+    const m = err instanceof Error ? MACHINE_FAILURE.exec(err.message) : null;
+    if (m === null) throw err;
+    const reason = m[1]!, cut = reason.lastIndexOf('; ');
+    const fix = reason.startsWith('no CUDA device') ? 'run where an NVIDIA GPU and its driver are visible (nvidia-smi lists it), or use --target cpu'
+      : 'free some memory, or rebuild with a smaller --max-seq-len';
+    const error = new MachineError(`--target ${target}`, undefined, cut < 0 ? reason : reason.slice(0, cut), cut < 0 ? fix : reason.slice(cut + 2));
+    error.details = (err as Error).message;
+    throw error;
+  }
+}
+
+/** Bytes read into memory per step of readIntoMemory: ~0.1-1 s of a disk, so progress moves smoothly. */
+export const READ_STEP_BYTES = 256 * 2 ** 20;
+
+/** Reads the mapped checkpoint into the page cache step by step (MappedFile.populate), reporting each step. */
+export async function readIntoMemory(file: Pick<NativeMappedFile, 'size' | 'populate'>, path: string, onProgress: LoadOptions['onProgress'], step = READ_STEP_BYTES): Promise<void> {
+  for (let offset = 0; offset < file.size; offset += step) {
+    const length = Math.min(step, file.size - offset);
+    let done: boolean;
+    try {
+      done = await file.populate(offset, length);
+    } catch (err) {
+      const problem = (err as Error).message.replace(`${path}: `, '');  // the addon names the file too
+      throw new WeightsError(path, undefined, `cannot be read into memory: ${problem}`, 'load it again once it is no longer being written');
+    }
+    if (!done) return;  // a kernel before Linux 5.14: the library's copy reads the file itself, without steps
+    onProgress?.({ stage: 'read', path, bytes: file.size, fraction: (offset + length) / file.size });
+  }
 }
 
 /** Compiles (or reuses) the model's library and loads its weights from DIR/consolidated.safetensors. */
@@ -112,10 +155,13 @@ export async function loadModel(dir: string, options: LoadOptions = {}): Promise
       throw new WeightsError(weightsPath, undefined, 'changed while it was being loaded', 'load it again once it is no longer being written');
     }
     const library = new addon.CompiledLibrary(built.library);
+    // A GPU library copies every weight to the device inside one native call; reading the file into
+    // memory first, in steps, lets a cold load (disk, network storage) show its progress.
+    if (plan.options.target === 'cuda') await readIntoMemory(file, weightsPath, options.onProgress);
     if (distributed !== undefined) {
       // This process's rank only: its slices of the checkpoint, then the meeting with the others.
       const d = distributed;
-      const instance = new addon.ModelInstance(library, file, rankWeightViews(header, plan, d.rank), d.rank, d.localRank);
+      const instance = createOnMachine(plan.options.target, () => new addon.ModelInstance(library, file, rankWeightViews(header, plan, d.rank), d.rank, d.localRank));
       const seconds = (performance.now() - started) / 1000;
       options.onProgress?.({ stage: 'weights', path: weightsPath, bytes: header.fileSize, seconds, rankSeconds: [seconds], copied: file.copied });
       const group = await joinRank(addon, instance, library, header, config.vocab_size, threads, d, options.onProgress);
@@ -125,7 +171,7 @@ export async function loadModel(dir: string, options: LoadOptions = {}): Promise
     const rankSeconds: number[] = [];
     const instances = Array.from({ length: plan.options.tp }, (_, rank) => {
       const t = performance.now();
-      const instance = new addon.ModelInstance(library, file, rankWeightViews(header, plan, rank), rank);
+      const instance = createOnMachine(plan.options.target, () => new addon.ModelInstance(library, file, rankWeightViews(header, plan, rank), rank));
       rankSeconds.push((performance.now() - t) / 1000);
       return instance;
     });

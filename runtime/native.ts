@@ -24,6 +24,14 @@ export interface NativeMappedFile {
   /** A copy of the first min(maxBytes, size) bytes (for the safetensors header parser). Throws once closed. */
   readHeader(maxBytes: number): Buffer;
   /**
+   * Reads bytes [offset, offset + length) into the page cache off the JS thread (MADV_POPULATE_READ),
+   * so that a reader after it (a GPU library's copy to the device) finds them in memory. Resolves
+   * true when done (at once for a copy), false where the kernel lacks it (before Linux 5.14);
+   * rejects naming the file when it cannot be read (truncated since it was mapped). Throws once
+   * closed, or for a range outside the file.
+   */
+  populate(offset: number, length: number): Promise<boolean>;
+  /**
    * Drops this object's hold on the mapping (idempotent). Models created over the file keep it
    * mapped until they are closed too.
    */

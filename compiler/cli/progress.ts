@@ -55,6 +55,8 @@ export class Progress {
         return this.line(`built ${e.key} in ${e.seconds.toFixed(2)} s: ${e.library}`);
       case 'join':
         return this.line(`rank ${e.rank} of ${e.world}: meeting the other ranks at ${e.address}`);
+      case 'read':
+        return this.update(`reading ${formatBytes(e.bytes)} of weights into memory: ${e.path}`, e.fraction);
       case 'weights':
         return this.line(`${e.copied ? 'copied' : 'mapped'} ${formatBytes(e.bytes)} of weights in ${e.seconds.toFixed(2)} s` +
           (e.rankSeconds.length > 1 ? ` (ranks: ${e.rankSeconds.map((s) => s.toFixed(2)).join(', ')} s)` : '') + `: ${e.path}`);

@@ -2,8 +2,10 @@
  * On a machine without a usable GPU (CI), loading a CUDA model fails with one clear line, and the
  * CPU path of the same process keeps working.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadModel } from '../../runtime/model.js';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { main } from '../../compiler/cli/main.js';
+import { loadModel, type LoadProgress } from '../../runtime/model.js';
 import { createWorkspace, errorMessage, tokensFor, writeModelDir, type ModelDir, type Workspace } from '../e2e/helpers.js';
 import { hasGpu, hasNvcc } from './helpers.js';
 
@@ -20,12 +22,35 @@ afterAll(async () => {
 describe.skipIf(hasGpu() || !hasNvcc())('without a GPU', () => {
   it('loadModel(dir, { target: "cuda" }) builds the library, then fails with "no CUDA device" and the driver\'s error code', async () => {
     const message = await errorMessage(() => loadModel(model.dir, { target: 'cuda', cacheDir: ws.cacheDir }));
-    expect(message).toMatch(/mc_create failed: no CUDA device: cudaGetDeviceCount returned (35|100) \(/);
+    expect(message).toMatch(/^--target cuda: no CUDA device: cudaGetDeviceCount returned (35|100) \([^)]+\); run where an NVIDIA GPU and its driver are visible \(nvidia-smi lists it\), or use --target cpu$/);
+  }, 300_000);
+
+  it('the CLI prints that line as an error (not an internal one) and exits 1', async () => {
+    const err: string[] = [];
+    const spy = vi.spyOn(console, 'error').mockImplementation((...a) => void err.push(a.join(' ')));
+    const quiet = vi.spyOn(process.stderr, 'write').mockImplementation(() => true);
+    try {
+      const code = await main(['generate', '--model', model.dir, '--target', 'cuda', '--cache', ws.cacheDir, '--tokens', '1,2,3', '--max-tokens', '2']);
+      expect(code).toBe(1);
+    } finally {
+      spy.mockRestore();
+      quiet.mockRestore();
+    }
+    expect(err.join('\n')).toMatch(/^mistral-compile: error: --target cuda: no CUDA device: .*or use --target cpu$/);
+  }, 300_000);
+
+  it('reads the checkpoint into memory with progress before the copy to the device (which then fails here)', async () => {
+    const events: LoadProgress[] = [];
+    await errorMessage(() => loadModel(model.dir, { target: 'cuda', cacheDir: ws.cacheDir, onProgress: (e) => events.push(e) }));
+    const reads = events.filter((e) => e.stage === 'read');
+    expect(reads.length).toBeGreaterThan(0);
+    expect(reads.at(-1)).toMatchObject({ stage: 'read', path: join(model.dir, 'consolidated.safetensors'), fraction: 1 });
+    expect(reads.every((e, i) => i === 0 || e.fraction > reads[i - 1]!.fraction)).toBe(true);
   }, 300_000);
 
   it('a tensor-parallel CUDA model (--tp 2, NCCL) also builds and then fails with "no CUDA device"', async () => {
     const message = await errorMessage(() => loadModel(model.dir, { target: 'cuda', tp: 2, cacheDir: ws.cacheDir }));
-    expect(message).toMatch(/mc_create failed: no CUDA device: cudaGetDeviceCount returned (35|100) \(/);
+    expect(message).toMatch(/^--target cuda: no CUDA device: cudaGetDeviceCount returned (35|100) \(/);
   }, 300_000);
 
   it('the CPU backend still loads and runs in the same process afterwards', async () => {

@@ -92,6 +92,40 @@ describe('MappedFile', () => {
   });
 });
 
+describe('MappedFile.populate (a GPU load reads the checkpoint in steps, with progress)', () => {
+  it('reads a range or the whole file into memory off the JS thread (true), at once for a copy', async () => {
+    const path = join(dir, 'pages.bin');
+    writeFileSync(path, Buffer.alloc(3 * 4096 + 100, 1));
+    const file = new addon.MappedFile(path);
+    await expect(file.populate(0, file.size)).resolves.toBe(true);
+    await expect(file.populate(5000, 3)).resolves.toBe(true);  // unaligned: from its page on
+    await expect(file.populate(3 * 4096, 100)).resolves.toBe(true);  // the partial last page
+    await expect(file.populate(file.size, 0)).resolves.toBe(true);
+    file.close();
+    const copy = new addon.MappedFile(checkpoint.path, true);
+    await expect(copy.populate(0, copy.size)).resolves.toBe(true);
+    copy.close();
+  });
+
+  it('refuses a range outside the file, and any call once closed', () => {
+    const file = new addon.MappedFile(checkpoint.path);
+    expect(() => file.populate(0, file.size + 1)).toThrow(/populate: length/);
+    expect(() => file.populate(-1, 1)).toThrow(/populate: offset/);
+    expect(() => file.populate(1.5, 1)).toThrow(/must be an integer/);
+    file.close();
+    expect(() => file.populate(0, 1)).toThrow(/is closed/);
+  });
+
+  it('rejects naming the file when it was truncated since it was mapped, where a read would fault', async () => {
+    const path = join(dir, 'shrinks.bin');
+    writeFileSync(path, Buffer.alloc(64 << 10, 7));
+    const file = new addon.MappedFile(path);
+    writeFileSync(path, Buffer.alloc(4096, 7));  // O_TRUNC then 4 KiB: the mapping's later pages are gone
+    await expect(file.populate(0, file.size)).rejects.toThrow(`${path}: has shrunk from ${64 << 10} to 4096 bytes since it was mapped`);
+    file.close();
+  });
+});
+
 describe('MappedFile with copyToHugePages (loadModel weights: copy)', () => {
   it('reads the file once into a private copy: same bytes, no mapping of the file left', () => {
     const own = writeFakeCheckpoint(dir);

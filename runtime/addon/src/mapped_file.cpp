@@ -233,6 +233,29 @@ Mapping::~Mapping() {
   if (fd_ >= 0) ::close(fd_);
 }
 
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22  // Linux 5.14; older headers lack the name, older kernels answer EINVAL
+#endif
+
+bool Mapping::populate(uint64_t offset, uint64_t length) const {
+  if (copied || length == 0) return true;
+  const long pageSize = ::sysconf(_SC_PAGESIZE);
+  const uintptr_t page = pageSize > 0 ? static_cast<uintptr_t>(pageSize) : 4096;
+  const uintptr_t first = reinterpret_cast<uintptr_t>(data) + offset;
+  const uintptr_t begin = first & ~(page - 1), end = first + length;  // madvise rounds the length up to pages
+  for (int tries = 0;; ++tries) {
+    if (::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_POPULATE_READ) == 0) return true;
+    if ((errno == EINTR || errno == EAGAIN) && tries < 100) continue;
+    break;
+  }
+  const int error = errno;
+  if (error == EINVAL) return false;  // a kernel before 5.14: the reader faults the pages in itself
+  const std::string changed = changedSinceMapped();
+  if (!changed.empty()) throw std::runtime_error(changed);
+  throw std::runtime_error(path + ": reading bytes " + std::to_string(offset) + ".." + std::to_string(offset + length) +
+                           " into memory failed: " + std::strerror(error) + (error == EFAULT ? " (the file ends before them: truncated?)" : ""));
+}
+
 std::string Mapping::changedSinceMapped() const {
   if (copied) return "";  // a private copy: what happens to the file since cannot reach the weights
   const std::string fix = "; load it again once it is no longer being written";
@@ -257,6 +280,7 @@ Napi::Function MappedFile::define(Napi::Env env) {
                          InstanceAccessor<&MappedFile::closed>("closed"),
                          InstanceAccessor<&MappedFile::copied>("copied"),
                          InstanceMethod<&MappedFile::readHeader>("readHeader"),
+                         InstanceMethod<&MappedFile::populate>("populate"),
                          InstanceMethod<&MappedFile::close>("close"),
                      });
 }
@@ -313,6 +337,40 @@ Napi::Value MappedFile::readHeader(const Napi::CallbackInfo& info) {
   changed = m->changedSinceMapped();  // truncated during the copy: the guard gave zeros
   if (!changed.empty()) throw Napi::Error::New(info.Env(), changed);
   return copy;
+}
+
+namespace {
+/** Mapping::populate off the JS thread; the worker holds the mapping, so close() meanwhile is safe. */
+class PopulateWorker : public Napi::AsyncWorker {
+ public:
+  PopulateWorker(Napi::Env env, std::shared_ptr<const Mapping> mapping, uint64_t offset, uint64_t length, Napi::Promise::Deferred deferred)
+      : Napi::AsyncWorker(env, "mistral-compile:populate"), mapping_(std::move(mapping)), offset_(offset), length_(length), deferred_(deferred) {}
+  void Execute() override {
+    try {
+      done_ = mapping_->populate(offset_, length_);
+    } catch (const std::exception& e) {
+      SetError(e.what());
+    }
+  }
+  void OnOK() override { deferred_.Resolve(Napi::Boolean::New(Env(), done_)); }
+  void OnError(const Napi::Error& error) override { deferred_.Reject(error.Value()); }
+
+ private:
+  std::shared_ptr<const Mapping> mapping_;
+  uint64_t offset_, length_;
+  bool done_ = false;
+  Napi::Promise::Deferred deferred_;
+};
+}  // namespace
+
+Napi::Value MappedFile::populate(const Napi::CallbackInfo& info) {
+  auto m = mapping(info.Env());
+  const int64_t size = static_cast<int64_t>(m->size);
+  const int64_t offset = toInt64(info[0], "populate: offset", 0, size);
+  const int64_t length = toInt64(info[1], "populate: length", 0, size - offset);
+  Napi::Promise::Deferred deferred = Napi::Promise::Deferred::New(info.Env());
+  (new PopulateWorker(info.Env(), std::move(m), static_cast<uint64_t>(offset), static_cast<uint64_t>(length), deferred))->Queue();
+  return deferred.Promise();
 }
 
 void MappedFile::close(const Napi::CallbackInfo&) {

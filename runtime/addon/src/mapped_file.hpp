@@ -31,6 +31,16 @@ struct Mapping {
    */
   std::string changedSinceMapped() const;
 
+  /**
+   * Reads bytes [offset, offset + length) of the file into the page cache and maps them
+   * (MADV_POPULATE_READ, Linux 5.14+), so that a later reader, such as a GPU library copying the
+   * weights to the device, finds them in memory: the caller can show a cold load's progress. Blocks
+   * (call it off the JS thread). Returns false where the kernel lacks it (nothing done), true when
+   * done, or on a copy (in memory already); throws std::runtime_error naming the file otherwise
+   * (e.g. truncated since it was mapped: the kernel answers EFAULT where a read would SIGBUS).
+   */
+  bool populate(uint64_t offset, uint64_t length) const;
+
   std::string path;
   const uint8_t* data = nullptr;
   uint64_t size = 0;
@@ -52,7 +62,7 @@ struct Mapping {
 
 /**
  * JS class MappedFile(path, copyToHugePages = false): .path, .size, .identity, .copied, .closed,
- * .readHeader(maxBytes), .close().
+ * .readHeader(maxBytes), .populate(offset, length) → Promise<boolean>, .close().
  */
 class MappedFile : public Napi::ObjectWrap<MappedFile> {
  public:
@@ -69,6 +79,7 @@ class MappedFile : public Napi::ObjectWrap<MappedFile> {
   Napi::Value closed(const Napi::CallbackInfo& info);
   Napi::Value copied(const Napi::CallbackInfo& info);
   Napi::Value readHeader(const Napi::CallbackInfo& info);
+  Napi::Value populate(const Napi::CallbackInfo& info);
   void close(const Napi::CallbackInfo& info);
 
   std::shared_ptr<const Mapping> mapping_;

@@ -1,0 +1,46 @@
+/** A model that cannot be created on this machine fails with one line that says what is missing and what to do. */
+import { describe, expect, it } from 'vitest';
+import { MachineError } from '../../runtime/errors.js';
+import { createOnMachine } from '../../runtime/model.js';
+
+const lib = '/cache/m.cuda.bf16.tp1/0123/libm.so';
+const failing = (message: string) => () => { throw new Error(`${lib}: mc_create failed: ${message}`); };
+
+describe('createOnMachine', () => {
+  it('names a missing GPU or driver and offers the CPU backend', () => {
+    const create = () => createOnMachine('cuda', failing('no CUDA device: cudaGetDeviceCount returned 35 (CUDA driver missing or too old)'));
+    expect(create).toThrow(MachineError);
+    expect(create).toThrow('--target cuda: no CUDA device: cudaGetDeviceCount returned 35 (CUDA driver missing or too old); ' +
+      'run where an NVIDIA GPU and its driver are visible (nvidia-smi lists it), or use --target cpu');
+  });
+
+  it('keeps the library\'s own fix where it gives one (device memory, a rank\'s GPU, the architecture)', () => {
+    const oom = 'out of device memory: the model needs 90.00 GiB (weights 87.00, KV cache 2.00, activations 1.00) but NVIDIA H100 80GB HBM3 has 78.50 GiB free of 79.10 GiB';
+    const fix = 'rebuild with a smaller --max-seq-len or --max-tokens, or use more --tp ranks';
+    expect(() => createOnMachine('cuda', failing(`${oom}; ${fix}`))).toThrow(`--target cuda: ${oom}; ${fix}`);
+    expect(() => createOnMachine('cuda', failing('no CUDA device 1 for rank 1: 1 device(s) visible; check CUDA_VISIBLE_DEVICES (and LOCAL_RANK)')))
+      .toThrow('--target cuda: no CUDA device 1 for rank 1: 1 device(s) visible; check CUDA_VISIBLE_DEVICES (and LOCAL_RANK)');
+    expect(() => createOnMachine('cuda', failing('this library has no code for NVIDIA A10 (compute capability 8.6): it was built for compute capabilities 8.0 9.0a; rebuild with --arch sm_86')))
+      .toThrow(MachineError);
+    expect(() => createOnMachine('cpu', failing('out of memory allocating the KV cache and activations; use a smaller --max-seq-len')))
+      .toThrow('--target cpu: out of memory allocating the KV cache and activations; use a smaller --max-seq-len');
+  });
+
+  it('keeps the library\'s full message for --verbose', () => {
+    let caught: unknown;
+    try {
+      createOnMachine('cuda', failing('out of host memory'));
+    } catch (err) {
+      caught = err;
+    }
+    expect(caught).toBeInstanceOf(MachineError);
+    expect((caught as MachineError).details).toBe(`${lib}: mc_create failed: out of host memory`);
+    expect((caught as MachineError).message).toBe('--target cuda: out of host memory; free some memory, or rebuild with a smaller --max-seq-len');
+  });
+
+  it('lets every other failure through unchanged (a bug, reported as one)', () => {
+    const bug = new Error(`${lib}: mc_create failed: weight output.weight: expected a [8, 4] slice, got [7, 4]`);
+    expect(() => createOnMachine('cuda', () => { throw bug; })).toThrow(bug);
+    expect(createOnMachine('cpu', () => 42)).toBe(42);
+  });
+});
