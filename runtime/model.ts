@@ -30,9 +30,10 @@ export interface LoadOptions {
   /** GPU architectures of a cuda build (default sm_90a, sm_80). */
   archs?: readonly string[];
   /**
-   * How the weights reach memory: 'map' the checkpoint (the default: loads at once, pages shared
-   * with every process that maps the file; on 2 MiB pages when the page cache reads the file for
-   * this mapping, bench/RESULTS.md change 13), or 'copy' it once into private memory on 2 MiB pages
+   * How the weights reach memory: 'map' the checkpoint (the default: read into the page cache at
+   * load with progress, at once when the cache holds it; pages shared with every process that maps
+   * the file; on 2 MiB pages when the page cache reads the file for this mapping, bench/RESULTS.md
+   * change 13), or 'copy' it once into private memory on 2 MiB pages
    * whatever the page cache holds (transparent huge pages where the kernel offers them), for a
    * longer load. A GPU model copies to the device either way.
    */
@@ -49,7 +50,7 @@ export interface LoadOptions {
 
 export type LoadProgress =
   | BuildProgress
-  /** A GPU model's checkpoint being read into memory before its copy to the device: `fraction` of `bytes` done. */
+  /** The checkpoint being read into memory (page cache) before the model is created: `fraction` of `bytes` done. */
   | { stage: 'read'; path: string; bytes: number; fraction: number }
   | { stage: 'weights'; path: string; bytes: number; seconds: number; rankSeconds: number[]; copied: boolean }
   | { stage: 'join'; rank: number; world: number; address: string };
@@ -155,9 +156,6 @@ export async function loadModel(dir: string, options: LoadOptions = {}): Promise
       throw new WeightsError(weightsPath, undefined, 'changed while it was being loaded', 'load it again once it is no longer being written');
     }
     const library = new addon.CompiledLibrary(built.library);
-    // A GPU library copies every weight to the device inside one native call; reading the file into
-    // memory first, in steps, lets a cold load (disk, network storage) show its progress.
-    if (plan.options.target === 'cuda') await readIntoMemory(file, weightsPath, options.onProgress);
     if (distributed !== undefined) {
       // This process's rank only: its slices of the checkpoint, then the meeting with the others.
       const d = distributed;
@@ -167,6 +165,11 @@ export async function loadModel(dir: string, options: LoadOptions = {}): Promise
       const group = await joinRank(addon, instance, library, header, config.vocab_size, threads, d, options.onProgress);
       return new Model(config, plan, built.library, group, { rank: d.rank, world: d.world });
     }
+    // This process uses every byte of the file: read it into memory now, in steps, so that a cold
+    // load (disk, network storage) shows its progress instead of stalling a GPU library's copy to the
+    // device or the first forward pass (instant when the page cache holds the file). A rank of a
+    // distributed group skips this: it reads only its slices, as its forward passes touch them.
+    await readIntoMemory(file, weightsPath, options.onProgress);
     // Every rank maps its slices straight from the one mapping of the full checkpoint: no copies.
     const rankSeconds: number[] = [];
     const instances = Array.from({ length: plan.options.tp }, (_, rank) => {
