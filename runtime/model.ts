@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { closeSync, openSync, readSync, statSync } from 'node:fs';
-import { availableParallelism } from 'node:os';
+import { availableParallelism, freemem } from 'node:os';
 import { join } from 'node:path';
 import { buildPlanLibrary, type BuildProgress } from '../compiler/build/build.js';
 import { loadModelConfig } from '../compiler/config/load.js';
@@ -109,8 +109,15 @@ export function createOnMachine<T>(target: Target, create: () => T): T {
 /** Bytes read into memory per step of readIntoMemory: ~0.1-1 s of a disk, so progress moves smoothly. */
 export const READ_STEP_BYTES = 256 * 2 ** 20;
 
-/** Reads the mapped checkpoint into the page cache step by step (MappedFile.populate), reporting each step. */
-export async function readIntoMemory(file: Pick<NativeMappedFile, 'size' | 'populate'>, path: string, onProgress: LoadOptions['onProgress'], step = READ_STEP_BYTES): Promise<void> {
+/**
+ * Reads the mapped checkpoint into the page cache step by step (MappedFile.populate), reporting each
+ * step. Not when the file is larger than the memory available (MemAvailable: free memory plus what
+ * the kernel can reclaim, the page cache included): it would evict its own first pages before the
+ * copy to a GPU or the first forward reads them, so those read the file themselves, as without this.
+ */
+export async function readIntoMemory(file: Pick<NativeMappedFile, 'size' | 'populate'>, path: string, onProgress: LoadOptions['onProgress'],
+  step = READ_STEP_BYTES, available = freemem()): Promise<void> {
+  if (file.size > available) return;
   for (let offset = 0; offset < file.size; offset += step) {
     const length = Math.min(step, file.size - offset);
     let done: boolean;

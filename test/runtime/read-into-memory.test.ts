@@ -12,7 +12,7 @@ describe('readIntoMemory', () => {
   it('covers the file in steps, the last one short, reporting the fraction done after each', async () => {
     const { ranges, file } = fakeFile(1000, async () => true);
     const events: LoadProgress[] = [];
-    await readIntoMemory(file, '/m/consolidated.safetensors', (e) => events.push(e), 300);
+    await readIntoMemory(file, '/m/consolidated.safetensors', (e) => events.push(e), 300, 1 << 30);
     expect(ranges).toEqual([[0, 300], [300, 300], [600, 300], [900, 100]]);
     expect(events.map((e) => (e.stage === 'read' ? e.fraction : NaN))).toEqual([0.3, 0.6, 0.9, 1]);
     expect(events[0]).toEqual({ stage: 'read', path: '/m/consolidated.safetensors', bytes: 1000, fraction: 0.3 });
@@ -21,7 +21,7 @@ describe('readIntoMemory', () => {
   it('stops quietly after the first step where the kernel cannot do it (the copy then reads the file itself)', async () => {
     const { ranges, file } = fakeFile(1000, async () => false);
     const events: LoadProgress[] = [];
-    await readIntoMemory(file, '/m/consolidated.safetensors', (e) => events.push(e), 300);
+    await readIntoMemory(file, '/m/consolidated.safetensors', (e) => events.push(e), 300, 1 << 30);
     expect(ranges).toHaveLength(1);
     expect(events).toEqual([]);
   });
@@ -31,13 +31,23 @@ describe('readIntoMemory', () => {
       if (offset >= 600) throw new Error('/m/consolidated.safetensors: has shrunk from 1000 to 512 bytes since it was mapped');
       return true;
     });
-    const failure = await readIntoMemory(file, '/m/consolidated.safetensors', undefined, 300).catch((e: Error) => e);
+    const failure = await readIntoMemory(file, '/m/consolidated.safetensors', undefined, 300, 1 << 30).catch((e: Error) => e);
     expect(String(failure)).toMatch(/^\S*Error: \/m\/consolidated\.safetensors: cannot be read into memory: has shrunk from 1000 to 512 bytes since it was mapped; load it again once it is no longer being written$/);
+  });
+
+  it('leaves a file larger than the memory available to its readers (reading it would evict its own first pages)', async () => {
+    const { ranges, file } = fakeFile(1000, async () => true);
+    const events: LoadProgress[] = [];
+    await readIntoMemory(file, '/m/x', (e) => events.push(e), 300, 999);
+    expect(ranges).toEqual([]);
+    expect(events).toEqual([]);
+    await readIntoMemory(file, '/m/x', (e) => events.push(e), 300, 1000);
+    expect(ranges).toHaveLength(4);
   });
 
   it('does nothing for an empty file', async () => {
     const { ranges, file } = fakeFile(0, async () => true);
-    await readIntoMemory(file, '/m/x', undefined, 300);
+    await readIntoMemory(file, '/m/x', undefined, 300, 1 << 30);
     expect(ranges).toEqual([]);
   });
 });
