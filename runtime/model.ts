@@ -84,12 +84,27 @@ export interface LoadedModel {
   close(): void;
 }
 
-/** mc_create's failures that are the machine's (runtime/errors.ts MachineError), by the libraries' own wording. */
-const MACHINE_FAILURE = /mc_create failed: ((?:no CUDA device|this library has no code for|out of (?:device |host )?memory)[\s\S]*)$/;
+/**
+ * The libraries' failures that are the machine's (runtime/errors.ts MachineError), by their own
+ * wording (templates/cuda/model.cu.hbs: check_device, device_alloc, cuda_error; templates/cpu/model.cpp.hbs): no GPU or driver, a
+ * rank's GPU missing, no code for this GPU, too little memory, a GPU that is busy.
+ */
+const MACHINE_FAILURE = new RegExp('mc_(?:create|check_device) failed: ((?:no CUDA device|this library has no code for|out of (?:device |host )?memory' +
+  '|CUDA error in [^:]*: .*\\((?:cudaErrorMemoryAllocation|cudaErrorDevicesUnavailable|cudaErrorNoKernelImageForDevice|cudaErrorUnsupportedPtxVersion' +
+  '|cudaErrorInsufficientDriver|cudaErrorNoDevice), code \\d+\\))[\\s\\S]*)$');
+
+/** Our fix for a machine failure whose message gives none. */
+function machineFix(reason: string): string {
+  if (/^no CUDA device|cudaErrorInsufficientDriver|cudaErrorNoDevice/.test(reason)) return 'run where an NVIDIA GPU and its driver are visible (nvidia-smi lists it), or use --target cpu';
+  if (/cudaErrorDevicesUnavailable/.test(reason)) return 'the GPU is busy or in exclusive-process mode: free it (nvidia-smi shows who holds it), or pick another with CUDA_VISIBLE_DEVICES';
+  if (/cudaErrorNoKernelImageForDevice|cudaErrorUnsupportedPtxVersion/.test(reason)) return 'rebuild with --arch for this GPU (nvidia-smi --query-gpu=compute_cap), or update its driver';
+  return 'free some memory, or rebuild with a smaller --max-seq-len';
+}
 
 /**
- * Creates a model instance (mc_create), turning a failure of the machine's into a MachineError:
- * the library's message, its own fix where it gives one ("...; rebuild with ..."), else ours.
+ * Runs a call into a library that checks the machine (mc_check_device, mc_create), turning a
+ * failure of the machine's into a MachineError: the library's message, with its own fix where it
+ * gives one ("...; rebuild with ..."), else ours. Any other failure passes through unchanged.
  */
 export function createOnMachine<T>(target: Target, create: () => T): T {
   try {
@@ -98,12 +113,15 @@ export function createOnMachine<T>(target: Target, create: () => T): T {
     const m = err instanceof Error ? MACHINE_FAILURE.exec(err.message) : null;
     if (m === null) throw err;
     const reason = m[1]!, cut = reason.lastIndexOf('; ');
-    const fix = reason.startsWith('no CUDA device') ? 'run where an NVIDIA GPU and its driver are visible (nvidia-smi lists it), or use --target cpu'
-      : 'free some memory, or rebuild with a smaller --max-seq-len';
-    const error = new MachineError(`--target ${target}`, undefined, cut < 0 ? reason : reason.slice(0, cut), cut < 0 ? fix : reason.slice(cut + 2));
+    const error = new MachineError(`--target ${target}`, undefined, cut < 0 ? reason : reason.slice(0, cut), cut < 0 ? machineFix(reason) : reason.slice(cut + 2));
     error.details = (err as Error).message;
     throw error;
   }
+}
+
+/** Memory this process may still fill: the host's available memory (MemAvailable), or its cgroup's limit where lower. */
+export function memoryAvailable(): number {
+  return Math.min(freemem(), process.availableMemory?.() ?? Infinity);
 }
 
 /** Bytes read into memory per step of readIntoMemory: ~0.1-1 s of a disk, so progress moves smoothly. */
@@ -111,21 +129,23 @@ export const READ_STEP_BYTES = 256 * 2 ** 20;
 
 /**
  * Reads the mapped checkpoint into the page cache step by step (MappedFile.populate), reporting each
- * step. Not when the file is larger than the memory available (MemAvailable: free memory plus what
- * the kernel can reclaim, the page cache included): it would evict its own first pages before the
- * copy to a GPU or the first forward reads them, so those read the file themselves, as without this.
+ * step. Not for a private copy (in memory already), and not when the file is larger than `available`
+ * (memoryAvailable() less what the model allocates beside it): it would evict its own first pages
+ * before the copy to a GPU or the first forward reads them, so those read the file themselves.
  */
-export async function readIntoMemory(file: Pick<NativeMappedFile, 'size' | 'populate'>, path: string, onProgress: LoadOptions['onProgress'],
-  step = READ_STEP_BYTES, available = freemem()): Promise<void> {
-  if (file.size > available) return;
+export async function readIntoMemory(file: Pick<NativeMappedFile, 'size' | 'populate' | 'copied'>, path: string, onProgress: LoadOptions['onProgress'],
+  available: number, step = READ_STEP_BYTES): Promise<void> {
+  if (file.copied || file.size > available) return;
   for (let offset = 0; offset < file.size; offset += step) {
     const length = Math.min(step, file.size - offset);
     let done: boolean;
     try {
       done = await file.populate(offset, length);
     } catch (err) {
-      const problem = (err as Error).message.replace(`${path}: `, '');  // the addon names the file too
-      throw new WeightsError(path, undefined, `cannot be read into memory: ${problem}`, 'load it again once it is no longer being written');
+      // The addon's line names the file and ends in its fix ("...; load it again ...").
+      const text = (err as Error).message.replace(`${path}: `, ''), cut = text.lastIndexOf('; ');
+      throw new WeightsError(path, undefined, `cannot be read into memory: ${cut < 0 ? text : text.slice(0, cut)}`,
+        cut < 0 ? 'load it again once it is no longer being written' : text.slice(cut + 2));
     }
     if (!done) return;  // a kernel before Linux 5.14: the library's copy reads the file itself, without steps
     onProgress?.({ stage: 'read', path, bytes: file.size, fraction: (offset + length) / file.size });
@@ -172,19 +192,28 @@ export async function loadModel(dir: string, options: LoadOptions = {}): Promise
       const group = await joinRank(addon, instance, library, header, config.vocab_size, threads, d, options.onProgress);
       return new Model(config, plan, built.library, group, { rank: d.rank, world: d.world });
     }
+    // First what mc_create checks of the machine (GPU, driver, code for it, free device memory):
+    // a load that cannot succeed should fail before it spends minutes reading the file.
+    for (let rank = 0; rank < plan.options.tp; rank++) createOnMachine(plan.options.target, () => library.checkDevice(rank, rank));
     // This process uses every byte of the file: read it into memory now, in steps, so that a cold
     // load (disk, network storage) shows its progress instead of stalling a GPU library's copy to the
     // device or the first forward pass (instant when the page cache holds the file). A rank of a
     // distributed group skips this: it reads only its slices, as its forward passes touch them.
-    await readIntoMemory(file, weightsPath, options.onProgress);
+    const besideWeights = plan.options.target === 'cpu' ? library.stateBytes * plan.options.tp : 0;  // KV cache and activations in host memory
+    await readIntoMemory(file, weightsPath, options.onProgress, memoryAvailable() - besideWeights);
     // Every rank maps its slices straight from the one mapping of the full checkpoint: no copies.
     const rankSeconds: number[] = [];
-    const instances = Array.from({ length: plan.options.tp }, (_, rank) => {
-      const t = performance.now();
-      const instance = createOnMachine(plan.options.target, () => new addon.ModelInstance(library, file, rankWeightViews(header, plan, rank), rank));
-      rankSeconds.push((performance.now() - t) / 1000);
-      return instance;
-    });
+    const instances: NativeModelInstance[] = [];
+    try {
+      for (let rank = 0; rank < plan.options.tp; rank++) {
+        const t = performance.now();
+        instances.push(createOnMachine(plan.options.target, () => new addon.ModelInstance(library, file, rankWeightViews(header, plan, rank), rank)));
+        rankSeconds.push((performance.now() - t) / 1000);
+      }
+    } catch (err) {
+      for (const instance of instances) instance.close();  // the ranks made so far give their (device) memory back now, not at GC
+      throw err;
+    }
     // Ranks share the cores: each gets its part, so that TP does not oversubscribe them.
     const group = new addon.TpGroup(instances, config.vocab_size, plan.options.tp === 1 ? 0 : Math.max(1, Math.floor(threads / plan.options.tp)));
     options.onProgress?.({ stage: 'weights', path: weightsPath, bytes: header.fileSize, seconds: (performance.now() - started) / 1000, rankSeconds, copied: file.copied });

@@ -26,9 +26,10 @@ export interface NativeMappedFile {
   /**
    * Reads bytes [offset, offset + length) into the page cache off the JS thread (MADV_POPULATE_READ),
    * so that a reader after it (a GPU library's copy to the device) finds them in memory. Resolves
-   * true when done (at once for a copy), false where the kernel lacks it (before Linux 5.14);
-   * rejects naming the file when it cannot be read (truncated since it was mapped). Throws once
-   * closed, or for a range outside the file.
+   * true when done (at once for a copy), false where the kernel lacks it (before Linux 5.14) or is
+   * short of memory for it; rejects with one line naming the file and ending in its fix when it
+   * cannot be read (truncated since it was mapped, an I/O error). Throws once closed, or for a range
+   * outside the file.
    */
   populate(offset: number, length: number): Promise<boolean>;
   /**
@@ -53,6 +54,12 @@ export interface NativeCompiledLibrary {
   readonly vocabLocal: number;
   /** Bytes of KV cache and activations one instance allocates. */
   readonly stateBytes: number;
+  /**
+   * mc_check_device: what mc_create checks of the machine for `rank` on GPU `device` (it exists, the
+   * library has code for it, the model fits its free memory), before any weight is read. True when
+   * checked; false for a library without devices (CPU); throws with the library's message otherwise.
+   */
+  checkDevice(rank: number, device: number): boolean;
 }
 
 /** One rank's slice of one checkpoint tensor, located in the mapped file (becomes an mc_weight). */

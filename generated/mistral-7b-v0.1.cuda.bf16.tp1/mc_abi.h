@@ -80,6 +80,13 @@ typedef struct mc_comm {
   uint8_t nccl_id[128];
 } mc_comm;
 
+/**
+ * Optional (GPU libraries): checks, before any weight is read, what mc_create checks of the machine
+ * for rank `rank` on GPU `device`: that it exists, that this library has code for it, and that the
+ * model fits its free memory. Returns 0, or non-zero with mc_create's one-line message in err.
+ */
+typedef int32_t (*mc_check_device_fn)(int32_t rank, int32_t device, char* err, size_t errlen);
+
 /** Optional (GPU libraries): writes a new NCCL unique id for a group. Returns 0, or non-zero with err. */
 typedef int32_t (*mc_nccl_unique_id_fn)(uint8_t* out128, char* err, size_t errlen);
 

@@ -479,7 +479,7 @@ bool check_device(int32_t rank, int32_t ordinal, int* device, char* err, size_t 
   if (need > int64_t(free_bytes)) {
     std::snprintf(message, sizeof message,
                   "out of device memory: the model needs %.2f GiB (weights %.2f, KV cache %.2f, activations %.2f) but %s has %.2f GiB free of %.2f GiB; "
-                  "rebuild with a smaller --max-seq-len or --max-tokens, or use more --tp ranks",
+                  "rebuild with a smaller --max-seq-len or fewer tokens per call (build --max-tokens, generate and logits --max-tokens-per-call), or use more --tp ranks",
                   gib(need), gib(WEIGHT_BYTES), gib(KV_BYTES), gib(activation_bytes()), prop.name, gib(int64_t(free_bytes)), gib(int64_t(total_bytes)));
     return set_error(err, errlen, message), false;
   }
@@ -833,6 +833,11 @@ MC_EXPORT int32_t mc_max_tokens(void) { return MAX_TOKENS; }
 MC_EXPORT int32_t mc_max_seq_len(void) { return MAX_SEQ_LEN; }
 MC_EXPORT int32_t mc_vocab_local(void) { return VOCAB_LOCAL; }
 MC_EXPORT int64_t mc_state_bytes(void) { return KV_BYTES + activation_bytes(); }
+
+MC_EXPORT int32_t mc_check_device(int32_t rank, int32_t device_ordinal, char* err, size_t errlen) {
+  int device = 0;
+  return check_device(rank, device_ordinal, &device, err, errlen) ? 0 : 1;
+}
 
 MC_EXPORT mc_model* mc_create(const mc_weight* w, int32_t n_weights, int32_t rank, int32_t device_ordinal, char* err, size_t errlen) {
   char message[256];

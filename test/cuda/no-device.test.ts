@@ -2,7 +2,6 @@
  * On a machine without a usable GPU (CI), loading a CUDA model fails with one clear line, and the
  * CPU path of the same process keeps working.
  */
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { main } from '../../compiler/cli/main.js';
 import { loadModel, type LoadProgress } from '../../runtime/model.js';
@@ -39,13 +38,12 @@ describe.skipIf(hasGpu() || !hasNvcc())('without a GPU', () => {
     expect(err.join('\n')).toMatch(/^mistral-compile: error: --target cuda: no CUDA device: .*or use --target cpu$/);
   }, 300_000);
 
-  it('reads the checkpoint into memory with progress before the copy to the device (which then fails here)', async () => {
+  it('fails on the device check, before it reads the checkpoint (no reading progress)', async () => {
     const events: LoadProgress[] = [];
-    await errorMessage(() => loadModel(model.dir, { target: 'cuda', cacheDir: ws.cacheDir, onProgress: (e) => events.push(e) }));
-    const reads = events.filter((e) => e.stage === 'read');
-    expect(reads.length).toBeGreaterThan(0);
-    expect(reads.at(-1)).toMatchObject({ stage: 'read', path: join(model.dir, 'consolidated.safetensors'), fraction: 1 });
-    expect(reads.every((e, i) => i === 0 || e.fraction > reads[i - 1]!.fraction)).toBe(true);
+    const message = await errorMessage(() => loadModel(model.dir, { target: 'cuda', cacheDir: ws.cacheDir, onProgress: (e) => events.push(e) }));
+    expect(message).toMatch(/^--target cuda: no CUDA device: /);
+    expect(events.some((e) => e.stage === 'read')).toBe(false);
+    expect(events.some((e) => e.stage === 'cached' || e.stage === 'done')).toBe(true);  // the library was built (or found) first
   }, 300_000);
 
   it('a tensor-parallel CUDA model (--tp 2, NCCL) also builds and then fails with "no CUDA device"', async () => {

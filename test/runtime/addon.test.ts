@@ -180,6 +180,13 @@ describe('CompiledLibrary', () => {
     );
   });
 
+  it('checkDevice answers false for a library without devices (CPU), and checks its arguments', () => {
+    const library = new addon.CompiledLibrary(libraryPath);
+    expect(library.checkDevice(0, 0)).toBe(false);
+    expect(() => library.checkDevice(-1, 0)).toThrow(/checkDevice: rank/);
+    expect(() => library.checkDevice(0, 1.5)).toThrow(/checkDevice: device/);
+  });
+
   it('refuses a missing library file, naming it', () => {
     const path = join(dir, 'missing.so');
     expect(() => new addon.CompiledLibrary(path)).toThrow(`cannot load compiled library ${path}: No such file`);

@@ -1,5 +1,8 @@
 /** A model that cannot be created on this machine fails with one line that says what is missing and what to do. */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { packageRoot } from '../../compiler/paths.js';
 import { MachineError } from '../../runtime/errors.js';
 import { createOnMachine } from '../../runtime/model.js';
 
@@ -36,6 +39,37 @@ describe('createOnMachine', () => {
     expect(caught).toBeInstanceOf(MachineError);
     expect((caught as MachineError).details).toBe(`${lib}: mc_create failed: out of host memory`);
     expect((caught as MachineError).message).toBe('--target cuda: out of host memory; free some memory, or rebuild with a smaller --max-seq-len');
+  });
+
+  it('classifies the CUDA runtime\'s own machine errors (cuda_error\'s wording), with a fix for each', () => {
+    const cudaError = (what: string, name: string, code: number, text: string) => `CUDA error in ${what}: ${text} (${name}, code ${code})`;
+    const cases: Array<[string, RegExp]> = [
+      [cudaError('cudaMallocHost', 'cudaErrorMemoryAllocation', 2, 'out of memory'), /; free some memory/],
+      [cudaError('cudaSetDevice', 'cudaErrorDevicesUnavailable', 46, 'CUDA-capable device(s) is/are busy or unavailable'), /; the GPU is busy or in exclusive-process mode/],
+      [cudaError('setting kernel shared-memory limits', 'cudaErrorNoKernelImageForDevice', 209, 'no kernel image is available for execution on the device'), /; rebuild with --arch for this GPU/],
+    ];
+    for (const [message, fix] of cases) {
+      const create = () => createOnMachine('cuda', failing(message));
+      expect(create).toThrow(MachineError);
+      expect(create).toThrow(fix);
+    }
+    // mc_check_device's failures read as mc_create's.
+    expect(() => createOnMachine('cuda', () => { throw new Error(`${lib}: mc_check_device failed: no CUDA device: cudaGetDeviceCount returned 100 (no CUDA-capable device is visible)`); }))
+      .toThrow('--target cuda: no CUDA device: cudaGetDeviceCount returned 100 (no CUDA-capable device is visible); run where');
+    // Other CUDA errors are bugs (e.g. an illegal address), not the machine's.
+    const bug = new Error(`${lib}: mc_create failed: ${cudaError('the first forward', 'cudaErrorIllegalAddress', 700, 'an illegal memory access was encountered')}`);
+    expect(() => createOnMachine('cuda', () => { throw bug; })).toThrow(bug);
+  });
+
+  it('recognizes every machine failure the libraries can report, by their templates\' own wording', () => {
+    // Each message format of check_device / device_alloc / the CPU library's allocations, as written in the templates.
+    const formats = [...readFileSync(join(packageRoot(), 'templates', 'cuda', 'model.cu.hbs'), 'utf8').matchAll(/"((?:no CUDA device|this library has no code for|out of (?:device |host )?memory)[^"]*)"/g),
+      ...readFileSync(join(packageRoot(), 'templates', 'cpu', 'model.cpp.hbs'), 'utf8').matchAll(/"(out of (?:host )?memory[^"]*)"/g)].map((m) => m[1]!);
+    expect(formats.length).toBeGreaterThanOrEqual(5);
+    for (const format of formats) {
+      const message = format.replace(/%(\.2f|lld|d|s)/g, '1');
+      expect(() => createOnMachine('cuda', failing(message)), format).toThrow(MachineError);
+    }
   });
 
   it('lets every other failure through unchanged (a bug, reported as one)', () => {

@@ -18,8 +18,9 @@ export const MODEL_OPTIONS_HELP = `  --model DIR       model directory: params.j
                     LOCAL_RANK), one rank per process instead, and rank 0 prints the results
   --max-seq-len N   context to allocate (default: params.json's, else 32768)
   --threads N       CPU threads (default: all cores)
-  --weights W       map (default: the checkpoint's pages, shared, instant) or copy (read once
-                    onto 2 MiB pages: CPU decode up to 10% faster, slower to load)
+  --weights W       map (default: the checkpoint's pages, shared; read in at load with progress,
+                    at once when cached) or copy (read once onto 2 MiB pages whatever the cache
+                    holds; slower to load)
   --cache DIR       build cache (default $MISTRAL_COMPILE_CACHE or ~/.cache/mistral-compile)
   --json            machine-readable output, no progress`;
 

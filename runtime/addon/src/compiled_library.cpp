@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 #include <stdexcept>
 
@@ -58,6 +59,7 @@ Library::Library(const std::string& p) : path(p) {
   destroy = symbol<mc_destroy_fn>(handle, path, "mc_destroy");
   setComm = reinterpret_cast<mc_set_comm_fn>(dlsym(handle, "mc_set_comm"));  // optional
   ncclUniqueId = reinterpret_cast<mc_nccl_unique_id_fn>(dlsym(handle, "mc_nccl_unique_id"));  // optional
+  checkDevice = reinterpret_cast<mc_check_device_fn>(dlsym(handle, "mc_check_device"));  // optional
 
   const char* key = specialization();
   specializationKey = key != nullptr ? key : "";
@@ -88,6 +90,7 @@ Napi::Function CompiledLibrary::define(Napi::Env env) {
                          InstanceAccessor<&CompiledLibrary::maxSeqLen>("maxSeqLen"),
                          InstanceAccessor<&CompiledLibrary::vocabLocal>("vocabLocal"),
                          InstanceAccessor<&CompiledLibrary::stateBytes>("stateBytes"),
+                         InstanceMethod<&CompiledLibrary::checkDevice>("checkDevice"),
                      });
 }
 
@@ -125,4 +128,13 @@ Napi::Value CompiledLibrary::vocabLocal(const Napi::CallbackInfo& info) {
 }
 Napi::Value CompiledLibrary::stateBytes(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(library_->stateBytesValue));
+}
+Napi::Value CompiledLibrary::checkDevice(const Napi::CallbackInfo& info) {
+  const int64_t rank = toInt64(info[0], "checkDevice: rank", 0, INT32_MAX);
+  const int64_t device = toInt64(info[1], "checkDevice: device", 0, INT32_MAX);
+  if (library_->checkDevice == nullptr) return Napi::Boolean::New(info.Env(), false);  // a CPU library: no device to check
+  char err[512] = {0};
+  if (library_->checkDevice(static_cast<int32_t>(rank), static_cast<int32_t>(device), err, sizeof err) != 0)
+    throw Napi::Error::New(info.Env(), library_->path + ": mc_check_device failed: " + std::string(err));
+  return Napi::Boolean::New(info.Env(), true);
 }

@@ -27,6 +27,8 @@ struct Library {
   mc_set_comm_fn setComm = nullptr;
   /** Optional: present in GPU libraries, which all-reduce through NCCL. */
   mc_nccl_unique_id_fn ncclUniqueId = nullptr;
+  /** Optional: present in GPU libraries (the machine checks of mc_create, before any weight is read). */
+  mc_check_device_fn checkDevice = nullptr;
 
   /** The compile-time constants, read once at load. */
   std::string specializationKey;
@@ -37,7 +39,8 @@ struct Library {
 
 /**
  * JS class CompiledLibrary(path): .path, .specialization, .weightCount, .weightNames, .maxTokens,
- * .maxSeqLen, .vocabLocal, .stateBytes. There is no close(): a library is never dlclose'd.
+ * .maxSeqLen, .vocabLocal, .stateBytes, .checkDevice(rank, device). There is no close(): a library
+ * is never dlclose'd.
  */
 class CompiledLibrary : public Napi::ObjectWrap<CompiledLibrary> {
  public:
@@ -55,6 +58,7 @@ class CompiledLibrary : public Napi::ObjectWrap<CompiledLibrary> {
   Napi::Value maxSeqLen(const Napi::CallbackInfo& info);
   Napi::Value vocabLocal(const Napi::CallbackInfo& info);
   Napi::Value stateBytes(const Napi::CallbackInfo& info);
+  Napi::Value checkDevice(const Napi::CallbackInfo& info);
 
   std::shared_ptr<const Library> library_;
 };

@@ -249,11 +249,16 @@ bool Mapping::populate(uint64_t offset, uint64_t length) const {
     break;
   }
   const int error = errno;
-  if (error == EINVAL) return false;  // a kernel before 5.14: the reader faults the pages in itself
+  // Advice, not a requirement: a kernel before 5.14 (EINVAL), or one short of memory to populate
+  // with (ENOMEM, e.g. a tight cgroup), leaves the pages to be faulted in by their reader as before.
+  if (error == EINVAL || error == ENOMEM) return false;
   const std::string changed = changedSinceMapped();
   if (!changed.empty()) throw std::runtime_error(changed);
-  throw std::runtime_error(path + ": reading bytes " + std::to_string(offset) + ".." + std::to_string(offset + length) +
-                           " into memory failed: " + std::strerror(error) + (error == EFAULT ? " (the file ends before them: truncated?)" : ""));
+  // The file is as it was mapped: EFAULT (a fault that would have been SIGBUS) is then an I/O error,
+  // or a truncation this machine cannot see yet (a network file system).
+  throw std::runtime_error(path + ": bytes " + std::to_string(offset) + ".." + std::to_string(offset + length) + " could not be read (" +
+                           std::strerror(error) + (error == EFAULT ? ": an I/O error, or a truncation not visible here yet, e.g. on NFS)" : ")") +
+                           "; check the disk or file system, then load it again");
 }
 
 std::string Mapping::changedSinceMapped() const {

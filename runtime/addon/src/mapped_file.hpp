@@ -35,9 +35,10 @@ struct Mapping {
    * Reads bytes [offset, offset + length) of the file into the page cache and maps them
    * (MADV_POPULATE_READ, Linux 5.14+), so that a later reader, such as a GPU library copying the
    * weights to the device, finds them in memory: the caller can show a cold load's progress. Blocks
-   * (call it off the JS thread). Returns false where the kernel lacks it (nothing done), true when
-   * done, or on a copy (in memory already); throws std::runtime_error naming the file otherwise
-   * (e.g. truncated since it was mapped: the kernel answers EFAULT where a read would SIGBUS).
+   * (call it off the JS thread). Returns false where the kernel lacks it or is short of memory for
+   * it (nothing done: readers fault the pages in), true when done, or on a copy (in memory already);
+   * throws std::runtime_error with one line naming the file and ending in a fix otherwise (truncated
+   * since it was mapped: the kernel answers EFAULT where a read would SIGBUS; an I/O error).
    */
   bool populate(uint64_t offset, uint64_t length) const;
 
