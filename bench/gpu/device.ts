@@ -4,7 +4,11 @@ import { execa } from 'execa';
 export interface GpuInfo { name: string; archs: string[]; driver: string; memory: string }
 
 export async function gpuInfo(): Promise<GpuInfo> {
-  const q = await execa('nvidia-smi', ['--query-gpu=name,compute_cap,driver_version,memory.total', '--format=csv,noheader']);
+  const q = await execa('nvidia-smi', ['--query-gpu=name,compute_cap,driver_version,memory.total', '--format=csv,noheader'], { reject: false });
+  if (q.failed) {
+    throw new Error(`no GPU to check: nvidia-smi ${q.exitCode === undefined ? 'is not installed' : `failed (exit ${q.exitCode}: ${String(q.stderr || q.stdout).trim().split('\n')[0]})`}; ` +
+      'run the GPU check on a machine with an NVIDIA GPU and its driver (the CPU backend has npm test and npm run bench)');
+  }
   const [name, cap, driver, memory] = q.stdout.split('\n')[0]!.split(',').map((s) => s.trim());
   const [major, minor] = cap!.split('.');
   const arch = `sm_${major}${minor}${major === '9' ? 'a' : ''}`;
