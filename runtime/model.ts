@@ -148,7 +148,8 @@ export async function readIntoMemory(file: Pick<NativeMappedFile, 'size' | 'popu
         cut < 0 ? 'load it again once it is no longer being written' : text.slice(cut + 2));
     }
     if (!done) return;  // a kernel before Linux 5.14: the library's copy reads the file itself, without steps
-    onProgress?.({ stage: 'read', path, bytes: file.size, fraction: (offset + length) / file.size });
+    // A file of one step reads in well under a second: no progress to show.
+    if (file.size > step) onProgress?.({ stage: 'read', path, bytes: file.size, fraction: (offset + length) / file.size });
   }
 }
 

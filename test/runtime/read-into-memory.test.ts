@@ -62,6 +62,14 @@ describe('readIntoMemory', () => {
     expect(events).toEqual([]);
   });
 
+  it('reads a file of one step without progress events (it takes well under a second)', async () => {
+    const { ranges, file } = fakeFile(300, async () => true);
+    const events: LoadProgress[] = [];
+    await readIntoMemory(file, '/m/x', (e) => events.push(e), 1 << 30, 300);
+    expect(ranges).toEqual([[0, 300]]);
+    expect(events).toEqual([]);
+  });
+
   it('does nothing for an empty file', async () => {
     const { ranges, file } = fakeFile(0, async () => true);
     await readIntoMemory(file, '/m/x', undefined, 1 << 30, 300);
