@@ -106,7 +106,7 @@ function machineFix(reason: string): string {
  * failure of the machine's into a MachineError: the library's message, with its own fix where it
  * gives one ("...; rebuild with ..."), else ours. Any other failure passes through unchanged.
  */
-export function createOnMachine<T>(target: Target, create: () => T): T {
+export function withMachineErrors<T>(target: Target, create: () => T): T {
   try {
     return create();
   } catch (err) {
@@ -187,7 +187,7 @@ export async function loadModel(dir: string, options: LoadOptions = {}): Promise
     if (distributed !== undefined) {
       // This process's rank only: its slices of the checkpoint, then the meeting with the others.
       const d = distributed;
-      const instance = createOnMachine(plan.options.target, () => new addon.ModelInstance(library, file, rankWeightViews(header, plan, d.rank), d.rank, d.localRank));
+      const instance = withMachineErrors(plan.options.target, () => new addon.ModelInstance(library, file, rankWeightViews(header, plan, d.rank), d.rank, d.localRank));
       const seconds = (performance.now() - started) / 1000;
       options.onProgress?.({ stage: 'weights', path: weightsPath, bytes: header.fileSize, seconds, rankSeconds: [seconds], copied: file.copied });
       const group = await joinRank(addon, instance, library, header, config.vocab_size, threads, d, options.onProgress);
@@ -195,7 +195,7 @@ export async function loadModel(dir: string, options: LoadOptions = {}): Promise
     }
     // First what mc_create checks of the machine (GPU, driver, code for it, free device memory):
     // a load that cannot succeed should fail before it spends minutes reading the file.
-    for (let rank = 0; rank < plan.options.tp; rank++) createOnMachine(plan.options.target, () => library.checkDevice(rank, rank));
+    for (let rank = 0; rank < plan.options.tp; rank++) withMachineErrors(plan.options.target, () => library.checkDevice(rank, rank));
     // This process uses every byte of the file: read it into memory now, in steps, so that a cold
     // load (disk, network storage) shows its progress instead of stalling a GPU library's copy to the
     // device or the first forward pass (instant when the page cache holds the file). A rank of a
@@ -208,7 +208,7 @@ export async function loadModel(dir: string, options: LoadOptions = {}): Promise
     try {
       for (let rank = 0; rank < plan.options.tp; rank++) {
         const t = performance.now();
-        instances.push(createOnMachine(plan.options.target, () => new addon.ModelInstance(library, file, rankWeightViews(header, plan, rank), rank)));
+        instances.push(withMachineErrors(plan.options.target, () => new addon.ModelInstance(library, file, rankWeightViews(header, plan, rank), rank)));
         rankSeconds.push((performance.now() - t) / 1000);
       }
     } catch (err) {
