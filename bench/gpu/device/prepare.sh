@@ -60,7 +60,9 @@ if [ -n "$BASELINE" ]; then
   git worktree remove --force .devtools/base 2>/dev/null || rm -rf .devtools/base
   git worktree prune
   git worktree add --detach .devtools/base "$BASELINE" >/dev/null
-  cp bench/gpu/*.ts bench/gpu/*.py .devtools/base/bench/gpu/  # the same measurements, of the older kernels
+  # The same measurements, of the older kernels: today's bench/gpu scripts and the bench/ helpers they import.
+  cp bench/gpu/*.ts bench/gpu/*.py .devtools/base/bench/gpu/
+  cp bench/*.ts .devtools/base/bench/
   mkdir -p .devtools/base/runtime/addon/build/Release
   cp runtime/addon/build/Release/mc_runtime.node .devtools/base/runtime/addon/build/Release/
   bundle_and_prebuild .devtools/base .devtools
