@@ -101,6 +101,12 @@ function machineFix(reason: string): string {
   return 'free some memory, or rebuild with a smaller --max-seq-len';
 }
 
+/** A library's or the addon's one-line message, "problem; fix", split at its last "; " (no fix: undefined). */
+function splitFix(line: string): { problem: string; fix: string | undefined } {
+  const cut = line.lastIndexOf('; ');
+  return cut < 0 ? { problem: line, fix: undefined } : { problem: line.slice(0, cut), fix: line.slice(cut + 2) };
+}
+
 /**
  * Runs a call into a library that checks the machine (mc_check_device, mc_create), turning a
  * failure of the machine's into a MachineError: the library's message, with its own fix where it
@@ -112,8 +118,8 @@ export function withMachineErrors<T>(target: Target, create: () => T): T {
   } catch (err) {
     const m = err instanceof Error ? MACHINE_FAILURE.exec(err.message) : null;
     if (m === null) throw err;
-    const reason = m[1]!, cut = reason.lastIndexOf('; ');
-    const error = new MachineError(`--target ${target}`, undefined, cut < 0 ? reason : reason.slice(0, cut), cut < 0 ? machineFix(reason) : reason.slice(cut + 2));
+    const { problem, fix } = splitFix(m[1]!);
+    const error = new MachineError(`--target ${target}`, undefined, problem, fix ?? machineFix(problem));
     error.details = (err as Error).message;
     throw error;
   }
@@ -143,9 +149,8 @@ export async function readIntoMemory(file: Pick<NativeMappedFile, 'size' | 'popu
       done = await file.populate(offset, length);
     } catch (err) {
       // The addon's line names the file and ends in its fix ("...; load it again ...").
-      const text = (err as Error).message.replace(`${path}: `, ''), cut = text.lastIndexOf('; ');
-      throw new WeightsError(path, undefined, `cannot be read into memory: ${cut < 0 ? text : text.slice(0, cut)}`,
-        cut < 0 ? 'load it again once it is no longer being written' : text.slice(cut + 2));
+      const { problem, fix } = splitFix((err as Error).message.replace(`${path}: `, ''));
+      throw new WeightsError(path, undefined, `cannot be read into memory: ${problem}`, fix ?? 'load it again once it is no longer being written');
     }
     if (!done) return;  // a kernel before Linux 5.14: the library's copy reads the file itself, without steps
     // A file of one step reads in well under a second: no progress to show.

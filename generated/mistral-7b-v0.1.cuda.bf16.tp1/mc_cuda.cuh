@@ -616,17 +616,23 @@ inline cudaError_t gemm_prepare() {
   return cudaSuccess;
 }
 
-template <class Op, class Tile>
-inline cudaError_t gemm_launch(const Op& op, int items, int max_m, int n_cols, cudaStream_t s) {
-  const int cols_per_block = Op::PAIRED ? Tile::BN / 2 : Tile::BN;
-  const dim3 grid((n_cols + cols_per_block - 1) / cols_per_block, (max_m + Tile::BM - 1) / Tile::BM, items);
-  gemm_kernel<Op, Tile><<<grid, Tile::THREADS, Tile::smem_bytes(), s>>>(op);
-  return cudaGetLastError();
+/** The grid of a GEMM in BM x BN tiles: column blocks (BN / 2 units each when PAIRED), row blocks, items. */
+template <class Op, int BM, int BN>
+inline dim3 gemm_grid(int items, int max_m, int n_cols) {
+  const int cols_per_block = Op::PAIRED ? BN / 2 : BN;
+  return dim3((n_cols + cols_per_block - 1) / cols_per_block, (max_m + BM - 1) / BM, items);
 }
 
-template <class Tile>
+/** Blocks of that grid (b_rows: weight rows, both matrices when PAIRED). */
+template <int BM, int BN>
 inline int64_t gemm_blocks(int64_t b_rows, int max_m, int items) {
-  return (b_rows + Tile::BN - 1) / Tile::BN * ((max_m + Tile::BM - 1) / Tile::BM) * items;
+  return (b_rows + BN - 1) / BN * ((max_m + BM - 1) / BM) * items;
+}
+
+template <class Op, class Tile>
+inline cudaError_t gemm_launch(const Op& op, int items, int max_m, int n_cols, cudaStream_t s) {
+  gemm_kernel<Op, Tile><<<gemm_grid<Op, Tile::BM, Tile::BN>(items, max_m, n_cols), Tile::THREADS, Tile::smem_bytes(), s>>>(op);
+  return cudaGetLastError();
 }
 
 /**
@@ -640,17 +646,15 @@ template <class Op>
 inline cudaError_t gemm(const Op& op, int items, int max_m, int n_cols, cudaStream_t s) {
   const int64_t b_rows = Op::PAIRED ? 2 * int64_t(n_cols) : n_cols, sms = device_info().sms > 0 ? device_info().sms : 1;
   const int64_t large_slots = GemmLarge::MIN_BLOCKS * sms, small_slots = GemmSmall::MIN_BLOCKS * sms;
-  const int64_t large_waves = (gemm_blocks<GemmLarge>(b_rows, max_m, items) + large_slots - 1) / large_slots;
-  const int64_t small_waves = (gemm_blocks<GemmSmall>(b_rows, max_m, items) + small_slots - 1) / small_slots;
+  const int64_t large_waves = (gemm_blocks<GemmLarge::BM, GemmLarge::BN>(b_rows, max_m, items) + large_slots - 1) / large_slots;
+  const int64_t small_waves = (gemm_blocks<GemmSmall::BM, GemmSmall::BN>(b_rows, max_m, items) + small_slots - 1) / small_slots;
   if (device_info().wgmma) {
     // A wgmma block is 4 small blocks of work, one block per SM: a wave of it is a small wave of work,
     // assumed done in half the time. Only where its grid keeps at least 3/4 of the SMs busy: with few
     // tokens the weights' bytes set the time, and every SM must stream them.
-    const int64_t wg_blocks = (b_rows + wgmma::BN - 1) / wgmma::BN * ((max_m + wgmma::BM - 1) / wgmma::BM) * items;
+    const int64_t wg_blocks = gemm_blocks<wgmma::BM, wgmma::BN>(b_rows, max_m, items);
     if (device_info().wgmma_all || (4 * wg_blocks >= 3 * sms && (wg_blocks + sms - 1) / sms < 2 * small_waves)) {
-      const int cols_per_block = Op::PAIRED ? wgmma::BN / 2 : wgmma::BN;
-      const dim3 grid((n_cols + cols_per_block - 1) / cols_per_block, (max_m + wgmma::BM - 1) / wgmma::BM, items);
-      gemm_wgmma_kernel<Op><<<grid, wgmma::THREADS, wgmma::SMEM_BYTES, s>>>(op);
+      gemm_wgmma_kernel<Op><<<gemm_grid<Op, wgmma::BM, wgmma::BN>(items, max_m, n_cols), wgmma::THREADS, wgmma::SMEM_BYTES, s>>>(op);
       return cudaGetLastError();
     }
   }
