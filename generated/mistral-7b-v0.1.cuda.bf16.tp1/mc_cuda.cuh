@@ -426,6 +426,22 @@ template <> __device__ __forceinline__ void mma16816<f16>(float (&c)[4], const u
 }
 
 /**
+ * The weight row behind row r of the BN-row B tile of column block blockIdx.x, or nullptr past the
+ * end (N columns, or units when PAIRED). PAIRED interleaves the two matrices every 8 rows, so one
+ * thread's accumulators hold w1·x and w3·x of the same unit. Shared by both GEMM engines.
+ */
+template <class Op, int BN>
+__device__ __forceinline__ const typename Op::W* gemm_b_row(const Op& op, int item, int r, int N) {
+  if constexpr (Op::PAIRED) {
+    const int frag = r / 8, unit = blockIdx.x * (BN / 2) + (frag / 2) * 8 + r % 8;
+    return unit < N ? op.b_row(item, frag % 2, unit) : nullptr;
+  } else {
+    const int n = blockIdx.x * BN + r;
+    return n < N ? op.b_row(item, 0, n) : nullptr;
+  }
+}
+
+/**
  * Tile shapes of the prefill GEMM: BM x BN outputs per block, WM x WN per warp (MF x NF mma tiles of
  * 16 x 8), K in steps of BK through STAGES shared-memory buffers. Rows are padded by 8 elements so
  * that the fragment loads of a warp hit 32 distinct banks.
@@ -481,16 +497,7 @@ __global__ void __launch_bounds__(Tile::THREADS, Tile::MIN_BLOCKS) gemm_kernel(c
   // B rows this thread copies: tile row idx / 4, 16-byte chunk idx % 4 of each 32-wide k step.
   const W* brow[Tile::B_LOADS];
 #pragma unroll
-  for (int j = 0; j < Tile::B_LOADS; ++j) {
-    const int r = (tid + THREADS * j) / 4;
-    if constexpr (Op::PAIRED) {
-      const int frag = r / 8, unit = blockIdx.x * (BN / 2) + (frag / 2) * 8 + r % 8;
-      brow[j] = unit < N ? op.b_row(item, frag % 2, unit) : nullptr;
-    } else {
-      const int n = blockIdx.x * BN + r;
-      brow[j] = n < N ? op.b_row(item, 0, n) : nullptr;
-    }
-  }
+  for (int j = 0; j < Tile::B_LOADS; ++j) brow[j] = gemm_b_row<Op, BN>(op, item, (tid + THREADS * j) / 4, N);
   const W* const bdummy = op.b_row(item, 0, 0);
   auto load_b = [&](int buf, int k0) {
 #pragma unroll

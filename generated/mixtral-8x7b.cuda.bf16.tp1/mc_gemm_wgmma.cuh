@@ -141,16 +141,7 @@ __global__ void __launch_bounds__(wgmma::THREADS, 1) gemm_wgmma_kernel(const Op 
 
   const W* brow[B_LOADS];
 #pragma unroll
-  for (int j = 0; j < B_LOADS; ++j) {
-    const int r = b_row(tid, j);
-    if constexpr (Op::PAIRED) {  // the same interleave as gemm_kernel: w1 and w3 alternate every 8 columns
-      const int frag = r / 8, unit = blockIdx.x * (BN / 2) + (frag / 2) * 8 + r % 8;
-      brow[j] = unit < N ? op.b_row(item, frag % 2, unit) : nullptr;
-    } else {
-      const int n = blockIdx.x * BN + r;
-      brow[j] = n < N ? op.b_row(item, 0, n) : nullptr;
-    }
-  }
+  for (int j = 0; j < B_LOADS; ++j) brow[j] = gemm_b_row<Op, BN>(op, item, b_row(tid, j), N);
   const W* const bdummy = op.b_row(item, 0, 0);
   auto load_b = [&](int s, int k0) {
 #pragma unroll
