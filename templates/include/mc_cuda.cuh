@@ -8,6 +8,7 @@
 //   attention_*    split-K decode attention; prefill attention flash-attention style, on tensor
 //                  cores (mma.sync) for 16-bit KV caches, in exact f32 for f32 caches
 // mma.sync, cp.async and ld.global.nc run on sm_80 and sm_90a alike, so one source serves both.
+// The inline PTX itself is in mc_ptx.cuh.
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -20,6 +21,7 @@
 #include <type_traits>
 
 #include "mc_abi.h"
+#include "mc_ptx.cuh"  // the inline PTX (load_stream, cp.async, mma.sync, ldmatrix, wgmma)
 
 namespace mc {
 
@@ -42,13 +44,6 @@ template <typename W> constexpr bool kTensorCores = !std::is_same<W, float>::val
 
 /** Elements of W in one 16-byte load. */
 template <typename W> constexpr int kVec = 16 / int(sizeof(W));
-
-/** 16 bytes of weights that are read once: no L1 allocation, so they do not evict activations. */
-__device__ __forceinline__ uint4 load_stream(const void* p) {
-  uint4 v;
-  asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
-  return v;
-}
 
 /** The kVec<W> elements of a 16-byte chunk, widened to float. */
 template <typename W> __device__ __forceinline__ void unpack(const uint4& v, float* out);
@@ -202,7 +197,7 @@ inline DeviceInfo& device_info() {
  * device_info() is per process: it describes the GPU current at the first prepare(), which with
  * --tp is every rank's GPU (one kind of GPU per machine).
  */
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#if defined(MC_WGMMA_ENABLED)
 static __device__ int wgmma_built = 1;
 #else
 static __device__ int wgmma_built = 0;
@@ -220,17 +215,6 @@ inline cudaError_t init_device_info() {
   device_info().wgmma = built == 1 && (all || (engine != nullptr && std::strcmp(engine, "wgmma") == 0));
   device_info().wgmma_all = device_info().wgmma && all;
   return cudaSuccess;
-}
-
-/**
- * Programmatic dependent launch (sm_90+): a kernel launched with the PDL attribute starts while the
- * previous kernel drains; this waits until that kernel has completed and its writes are visible.
- * Before it, a kernel may only read what no earlier kernel writes (the weights).
- */
-__device__ __forceinline__ void wait_for_previous_kernel() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.wait;" ::: "memory");
-#endif
 }
 
 /**
@@ -404,27 +388,6 @@ __device__ __forceinline__ void consecutive_rows(const W* base, int first, int n
 }
 
 // ---- prefill GEMM on tensor cores ------------------------------------------------------------------
-__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, int src_bytes) {
-  const unsigned s = unsigned(__cvta_generic_to_shared(smem));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(src_bytes) : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
-/** Waits until at most N of this thread's committed cp.async groups are still in flight. */
-template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory"); }
-
-template <typename W> __device__ __forceinline__ void mma16816(float (&c)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]);
-template <> __device__ __forceinline__ void mma16816<bf16>(float (&c)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
-  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
-               : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-}
-template <> __device__ __forceinline__ void mma16816<f16>(float (&c)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
-  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
-               : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-}
-
 /**
  * The weight row behind row r of the BN-row B tile of column block blockIdx.x, or nullptr past the
  * end (N columns, or units when PAIRED). PAIRED interleaves the two matrices every 8 rows, so one
@@ -887,12 +850,6 @@ struct FlashTile {
 /** Whether the prefill attention of these shapes runs on tensor cores (else attention_prefill_kernel). */
 template <typename KV, int HEAD_DIM, int GROUP>
 constexpr bool kFlashPrefill = kTensorCores<KV> && HEAD_DIM % 16 == 0 && HEAD_DIM <= 128 && GROUP <= 64;
-
-__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const void* smem_row) {
-  const unsigned a = unsigned(__cvta_generic_to_shared(smem_row));
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a) : "memory");
-}
 
 template <int HEAD_DIM, int GROUP, int N_KV_HEADS, int WINDOW, int KV_SLOTS, typename KV>
 __global__ void __launch_bounds__(128) attention_flash_prefill_kernel(const float* __restrict__ q /*[T, N_HEADS * HEAD_DIM]*/, int T,

@@ -1,0 +1,173 @@
+// Stands in for CUDA's cuda_runtime.h when the kernels are built for the emulator (g++, no GPU;
+// test/cuda/emu/emulate.ts puts this directory first on the include path). The types and the
+// runtime's declarations are CUDA's own headers (cuda_runtime_api.h, vector_functions.h); this file
+// defines the part of the runtime the kernels and their checks call, on the CPU, the device-side
+// built-ins (__syncthreads, __shfl_*_sync, threadIdx, ...) and the `static` meaning of __shared__
+// (blocks run one at a time, so a function's static is its block's shared memory).
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime_api.h>
+#include <vector_functions.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstring>
+
+#include "mc_emu.hpp"
+
+#undef __shared__
+#define __shared__ static
+#define __launch_bounds__(...)
+#define __CUDACC_EMULATED__ 1
+
+// ---- device built-ins -----------------------------------------------------------------------------
+inline void __syncthreads() { mc_emu::yield(mc_emu::Wait::block); }
+inline void __syncwarp(unsigned = 0xffffffffu) {}
+inline void __threadfence() {}
+[[noreturn]] inline void __trap() { mc_emu::fail("__trap()"); }
+
+template <typename T>
+T mc_emu_shfl(unsigned mask, T v, int src) {
+  static_assert(sizeof(T) == 4, "the emulator shuffles 32-bit values");
+  if (mask != 0xffffffffu) mc_emu::fail("__shfl_*_sync with a partial mask is not emulated");
+  mc_emu::Fiber& f = mc_emu::warp_collective(mc_emu::Op::shfl);
+  std::memcpy(&f.in[0], &v, 4);
+  f.in[1] = uint32_t(src);
+  mc_emu::yield(mc_emu::Wait::warp);
+  T out;
+  std::memcpy(&out, &f.out[0], 4);
+  return out;
+}
+template <typename T> T __shfl_xor_sync(unsigned mask, T v, int lane_mask) { return mc_emu_shfl(mask, v, int(threadIdx.x % 32) ^ lane_mask); }
+template <typename T> T __shfl_sync(unsigned mask, T v, int src_lane) { return mc_emu_shfl(mask, v, src_lane); }
+
+inline float __uint_as_float(unsigned u) {
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+inline unsigned __float_as_uint(float f) {
+  unsigned u;
+  std::memcpy(&u, &f, 4);
+  return u;
+}
+inline size_t __cvta_generic_to_shared(const void* p) { return mc_emu::smem_address(p); }
+inline int max(int a, int b) { return a > b ? a : b; }
+inline int min(int a, int b) { return a < b ? a : b; }
+
+// ---- the runtime ------------------------------------------------------------------------------------
+extern "C" {
+cudaError_t cudaGetLastError(void) {
+  const cudaError_t e = mc_emu::state().last_error;
+  mc_emu::state().last_error = cudaSuccess;
+  return e;
+}
+cudaError_t cudaPeekAtLastError(void) { return mc_emu::state().last_error; }
+const char* cudaGetErrorString(cudaError_t e) {
+  switch (e) {
+    case cudaSuccess: return "no error";
+    case cudaErrorInvalidValue: return "invalid argument";
+    case cudaErrorMemoryAllocation: return "out of memory";
+    case cudaErrorInvalidConfiguration: return "invalid configuration argument";
+    default: return "unknown error (emulated runtime)";
+  }
+}
+const char* cudaGetErrorName(cudaError_t e) {
+  switch (e) {
+    case cudaSuccess: return "cudaSuccess";
+    case cudaErrorInvalidValue: return "cudaErrorInvalidValue";
+    case cudaErrorMemoryAllocation: return "cudaErrorMemoryAllocation";
+    case cudaErrorInvalidConfiguration: return "cudaErrorInvalidConfiguration";
+    default: return "cudaErrorUnknown";
+  }
+}
+cudaError_t cudaGetDeviceCount(int* n) { return *n = 1, cudaSuccess; }
+cudaError_t cudaGetDevice(int* d) { return *d = 0, cudaSuccess; }
+cudaError_t cudaSetDevice(int d) { return d == 0 ? cudaSuccess : cudaErrorInvalidDevice; }
+cudaError_t cudaDeviceSynchronize(void) { return cudaSuccess; }
+cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
+cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
+  if (device != 0) return cudaErrorInvalidDevice;
+  std::memset(prop, 0, sizeof *prop);
+  std::snprintf(prop->name, sizeof prop->name, "mc_emu (CUDA emulated on the CPU, %d SMs)", mc_emu::state().device.sms);
+  prop->multiProcessorCount = mc_emu::state().device.sms;
+  prop->major = 9;
+  prop->minor = 0;
+  prop->sharedMemPerBlockOptin = mc_emu::state().device.smem_optin;
+  prop->totalGlobalMem = size_t(64) << 30;
+  return cudaSuccess;
+}
+cudaError_t cudaDeviceGetAttribute(int* value, enum cudaDeviceAttr attr, int device) {
+  if (device != 0) return cudaErrorInvalidDevice;
+  switch (attr) {
+    case cudaDevAttrMultiProcessorCount: *value = mc_emu::state().device.sms; return cudaSuccess;
+    case cudaDevAttrComputeCapabilityMajor: *value = 9; return cudaSuccess;
+    case cudaDevAttrComputeCapabilityMinor: *value = 0; return cudaSuccess;
+    case cudaDevAttrMaxSharedMemoryPerBlockOptin: *value = int(mc_emu::state().device.smem_optin); return cudaSuccess;
+    default: return cudaErrorInvalidValue;
+  }
+}
+cudaError_t cudaMalloc(void** p, size_t bytes) {
+  *p = mc_emu::device_alloc(bytes == 0 ? 1 : bytes);
+  return *p != nullptr ? cudaSuccess : cudaErrorMemoryAllocation;
+}
+cudaError_t cudaFree(void* p) { return p == nullptr || mc_emu::device_free(p) ? cudaSuccess : cudaErrorInvalidValue; }
+cudaError_t cudaMallocHost(void** p, size_t bytes) {
+  *p = std::malloc(bytes == 0 ? 1 : bytes);
+  return *p != nullptr ? cudaSuccess : cudaErrorMemoryAllocation;
+}
+cudaError_t cudaFreeHost(void* p) { return std::free(p), cudaSuccess; }
+cudaError_t cudaMemcpy(void* dst, const void* src, size_t n, enum cudaMemcpyKind) { return std::memmove(dst, src, n), cudaSuccess; }
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t n, enum cudaMemcpyKind, cudaStream_t) { return std::memmove(dst, src, n), cudaSuccess; }
+cudaError_t cudaMemset(void* p, int v, size_t n) { return std::memset(p, v, n), cudaSuccess; }
+cudaError_t cudaMemsetAsync(void* p, int v, size_t n, cudaStream_t) { return std::memset(p, v, n), cudaSuccess; }
+cudaError_t cudaMemcpyFromSymbol(void* dst, const void* symbol, size_t n, size_t offset, enum cudaMemcpyKind) {
+  return std::memcpy(dst, static_cast<const char*>(symbol) + offset, n), cudaSuccess;
+}
+cudaError_t cudaStreamCreate(cudaStream_t* s) { return *s = reinterpret_cast<cudaStream_t>(new char), cudaSuccess; }
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned) { return cudaStreamCreate(s); }
+cudaError_t cudaStreamDestroy(cudaStream_t s) { return delete reinterpret_cast<char*>(s), cudaSuccess; }
+cudaError_t cudaEventCreate(cudaEvent_t* e) { return *e = reinterpret_cast<cudaEvent_t>(new double(0)), cudaSuccess; }
+cudaError_t cudaEventDestroy(cudaEvent_t e) { return delete reinterpret_cast<double*>(e), cudaSuccess; }
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t) {
+  *reinterpret_cast<double*>(e) = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
+  return cudaSuccess;
+}
+cudaError_t cudaEventSynchronize(cudaEvent_t) { return cudaSuccess; }
+cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t a, cudaEvent_t b) {
+  return *ms = float(*reinterpret_cast<double*>(b) - *reinterpret_cast<double*>(a)), cudaSuccess;
+}
+cudaError_t cudaFuncSetAttribute(const void* func, enum cudaFuncAttribute attr, int value) {
+  if (attr != cudaFuncAttributeMaxDynamicSharedMemorySize) return cudaSuccess;
+  if (value < 0 || size_t(value) > mc_emu::state().device.smem_optin) return cudaErrorInvalidValue;
+  mc_emu::state().max_dynamic_smem[func] = value;
+  return cudaSuccess;
+}
+cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessor(int* blocks, const void*, int block_size, size_t smem) {
+  // An H100's limits: 2048 threads, 228 KB of shared memory (1 KB reserved per block), 32 blocks.
+  int n = std::min(32, 2048 / std::max(1, block_size));
+  if (smem > 0) n = std::min(n, int((228 * 1024) / (smem + 1024)));
+  return *blocks = n, cudaSuccess;
+}
+}  // extern "C"
+
+// The C++ templates of cuda_runtime.h that the kernels use.
+template <class T> cudaError_t cudaMalloc(T** p, size_t bytes) { return cudaMalloc(reinterpret_cast<void**>(p), bytes); }
+template <class T> cudaError_t cudaMallocHost(T** p, size_t bytes) { return cudaMallocHost(reinterpret_cast<void**>(p), bytes); }
+template <class T> cudaError_t cudaFuncSetAttribute(T* func, enum cudaFuncAttribute attr, int value) {
+  return cudaFuncSetAttribute(reinterpret_cast<const void*>(func), attr, value);
+}
+template <class T> cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessor(int* blocks, T func, int block_size, size_t smem) {
+  return cudaOccupancyMaxActiveBlocksPerMultiprocessor(blocks, reinterpret_cast<const void*>(func), block_size, smem);
+}
+template <class T>
+cudaError_t cudaMemcpyFromSymbol(void* dst, const T& symbol, size_t n = sizeof(T), size_t offset = 0, enum cudaMemcpyKind kind = cudaMemcpyDeviceToHost) {
+  return cudaMemcpyFromSymbol(dst, static_cast<const void*>(&symbol), n, offset, kind);
+}
+template <typename... P, typename... A>
+cudaError_t cudaLaunchKernelEx(const cudaLaunchConfig_t* config, void (*kernel)(P...), A&&... args) {
+  return mc_emu::launch(kernel, "kernel (cudaLaunchKernelEx)", config->gridDim, config->blockDim, config->dynamicSmemBytes,
+                        std::tuple<P...>(std::forward<A>(args)...));
+}

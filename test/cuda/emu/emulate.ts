@@ -1,0 +1,66 @@
+/**
+ * Builds CUDA sources for the CPU emulator (mc_emu.hpp): the rendered kernels and headers unchanged
+ * except for the two forms g++ cannot parse — `kernel<<<grid, block, smem, stream>>>(args)` and
+ * `extern __shared__ T name[];` — plus the emulator's cuda_runtime.h and mc_ptx.cuh in place of
+ * CUDA's runtime header and the inline PTX. Used by the emulated kernel checks (CI has no GPU).
+ */
+import { execa } from 'execa';
+import { mkdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { writeSources } from '../../../compiler/build/cache.js';
+import { nvccCommand } from '../../../compiler/build/nvcc.js';
+import type { SourceFile } from '../../../compiler/emit/render.js';
+import { packageRoot } from '../../../compiler/paths.js';
+
+const EMU_DIR = join(packageRoot(), 'test', 'cuda', 'emu');
+/** The emulator's files that the build uses instead of CUDA's runtime header and templates/include/mc_ptx.cuh. */
+const EMU_FILES = ['cuda_runtime.h', 'mc_emu.hpp', 'mc_ptx.cuh'];
+
+// A kernel name, possibly qualified and with one level of nested template arguments.
+const CALLEE = String.raw`((?:::)?[A-Za-z_][\w:]*(?:<[^<>;{}]*(?:<[^<>;{}]*>[^<>;{}]*)*>)?)`;
+const CHEVRON = new RegExp(`${CALLEE}\\s*<<<([\\s\\S]*?)>>>\\s*\\(`, 'g');
+const DYNAMIC_SMEM = /extern\s+__shared__\s+([\w:]+)\s+(\w+)\s*\[\s*\]\s*;/g;
+
+/** The source with its launches and dynamic shared memory in the emulator's C++ spelling. */
+export function emulatorSpelling(source: string): string {
+  return source
+    .replace(CHEVRON, (_, kernel: string, config: string) => `::mc_emu::chevron(${kernel}, ${JSON.stringify(kernel)}, ${config})(`)
+    .replace(DYNAMIC_SMEM, (_, type: string, name: string) => `${type}* const ${name} = ::mc_emu::dynamic_smem<${type}>();`);
+}
+
+/** The rendered files for the emulator: C++ spelling, and the emulator's headers beside them. */
+export function emulatorSources(files: readonly SourceFile[]): SourceFile[] {
+  const out = files.filter((f) => !EMU_FILES.includes(f.path)).map((f) => ({ path: f.path, content: emulatorSpelling(f.content) }));
+  return [...out, ...EMU_FILES.map((path) => ({ path, content: readFileSync(join(EMU_DIR, path), 'utf8') }))];
+}
+
+let includeDir: Promise<string> | undefined;
+/** CUDA's include directory (for cuda_bf16.h and the runtime's declarations), as nvcc itself passes it. */
+export function cudaIncludeDir(): Promise<string> {
+  includeDir ??= (async () => {
+    const run = await execa(nvccCommand(), ['--dryrun', '-c', '-x', 'cu', '/dev/null', '-o', '/dev/null'], { reject: false, all: true });
+    const m = /INCLUDES="-I([^"]+?)"/.exec(String(run.all ?? ''));
+    if (m === null) throw new Error(`could not find CUDA's include directory in the output of \`${nvccCommand()} --dryrun\``);
+    return m[1]!.trim();
+  })();
+  return includeDir;
+}
+
+export const WEIGHT_TYPE = { f32: 'float', bf16: 'mc::bf16', f16: 'mc::f16' } as const;
+
+/**
+ * Compiles `main` (a .cu file: test/gpu/kernels.cu) against rendered sources for the emulator into
+ * dir; returns the binary. -rdynamic lets the emulator name a failing kernel.
+ */
+export async function buildEmulated(files: readonly SourceFile[], main: string, dir: string, defines: string[]): Promise<string> {
+  const src = join(dir, 'src');
+  mkdirSync(src, { recursive: true });
+  writeSources(src, emulatorSources(files));
+  writeSources(src, [{ path: 'main.cpp', content: emulatorSpelling(readFileSync(main, 'utf8')) }]);
+  const binary = join(dir, 'emulated');
+  await execa('g++', [
+    '-std=c++17', '-O1', '-g0', '-fopenmp', '-w', '-rdynamic', '-I', src, '-I', await cudaIncludeDir(), '-include', 'cuda_runtime.h',
+    ...defines.map((d) => `-D${d}`), join(src, 'main.cpp'), '-o', binary,
+  ]);
+  return binary;
+}

@@ -1,0 +1,631 @@
+// The CUDA emulator's core: runs a kernel's blocks one after another on the CPU, every thread of a
+// block a fiber (ucontext) on one OS thread, switching only where CUDA threads synchronize:
+// __syncthreads, warp collectives (shuffles, mma.sync, ldmatrix) and warpgroup collectives (wgmma).
+// A collective completes when every live thread of its warp (warpgroup) has reached one of the same
+// kind; the emulator then computes all lanes' results at once, as the hardware does.
+//
+// Why: CI has no GPU, and most sessions have none either. This runs the kernels' own source (the
+// rendered templates, mc_cuda.cuh, mc_gemm_wgmma.cuh) so that test/gpu/kernels.cu can check them
+// against its float64 references anywhere. What it catches beyond wrong arithmetic: a collective
+// reached by part of a warp, a barrier some threads never reach (deadlock), shared memory read
+// before its cp.async group was waited for (copies land at the wait, or at issue, chosen at random),
+// wgmma accumulators used before wait_group (they are written at the wait), copies or wgmma groups
+// still in flight at exit, global accesses past an allocation (a guard page follows each), a
+// dynamic shared-memory size over the limit or above 48 KB without cudaFuncSetAttribute. What it
+// cannot see: timing, the memory model between warps inside one barrier interval (warps run in a
+// random order per round, which finds some of those), bank conflicts, register pressure.
+#pragma once
+
+#include <cuda_fp16.h>
+#include <cuda_runtime_api.h>
+#include <dlfcn.h>
+#include <cxxabi.h>
+#include <sys/mman.h>
+#include <ucontext.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <map>
+#include <random>
+#include <string>
+#include <tuple>
+#include <vector>
+
+// The built-in variables of the running thread; the scheduler sets them before it resumes a fiber.
+inline uint3 threadIdx, blockIdx;
+inline dim3 blockDim, gridDim;
+
+namespace mc_emu {
+
+[[noreturn]] inline void fail(const std::string& what);
+
+/** What a fiber is blocked on. */
+enum class Wait { none, block, warp, group, done };
+/** Collective operations; the fibers of one warp (warpgroup) must all reach the same one. */
+enum class Op { none, shfl, mma_bf16, mma_f16, ldmatrix_x4_trans, wg_fence, wg_mma_bf16, wg_mma_f16, wg_commit, wg_wait };
+
+inline const char* op_name(Op op) {
+  switch (op) {
+    case Op::none: return "none";
+    case Op::shfl: return "__shfl_sync";
+    case Op::mma_bf16: return "mma.sync (bf16)";
+    case Op::mma_f16: return "mma.sync (f16)";
+    case Op::ldmatrix_x4_trans: return "ldmatrix.x4.trans";
+    case Op::wg_fence: return "wgmma.fence";
+    case Op::wg_mma_bf16: return "wgmma.mma_async (bf16)";
+    case Op::wg_mma_f16: return "wgmma.mma_async (f16)";
+    case Op::wg_commit: return "wgmma.commit_group";
+    case Op::wg_wait: return "wgmma.wait_group";
+  }
+  return "?";
+}
+
+/** One cp.async: 16 bytes to shared memory, the first `src_bytes` from global memory, the rest zero. */
+struct Copy {
+  void* dst;
+  const void* src;
+  int src_bytes;
+  void run() const {
+    std::memcpy(dst, src, size_t(src_bytes));
+    std::memset(static_cast<char*>(dst) + src_bytes, 0, size_t(16 - src_bytes));
+  }
+};
+
+struct Fiber {
+  ucontext_t ctx;
+  void* sp = nullptr;  // the saved stack pointer (x86-64 switch)
+  uint3 tid;
+  int linear = 0;
+  Wait wait = Wait::none;
+  // cp.async groups of this thread: committed (oldest first) and the one being filled
+  std::vector<std::vector<Copy>> cp_groups;
+  std::vector<Copy> cp_open;
+  // the collective this fiber waits in: its inputs and, once resolved, its outputs
+  Op op = Op::none;
+  uint32_t in[10] = {};
+  uint32_t out[4] = {};
+  const void* addr = nullptr;
+  float* acc = nullptr;
+  uint64_t desc[2] = {};
+};
+
+/** One wgmma.mma_async of a warpgroup: D (64 x 128, f32, in its 128 threads' registers) += A · Bᵀ. */
+struct WgmmaOp {
+  bool bf16;
+  uint64_t a, b;
+  float* d[128];
+};
+
+/** Emulated device: one GPU's worth of properties, chosen to exercise the kernels' launch logic. */
+struct Device {
+  int sms = 8;
+  size_t smem_optin = 227 * 1024;  // H100: 227 KB of dynamic shared memory per block with the opt-in
+  size_t smem_default = 48 * 1024;
+};
+
+/** MC_EMU_SEED: the seed of the warp order and of when cp.async copies land (default 1). */
+inline uint64_t seed_from_env() {
+  const char* s = std::getenv("MC_EMU_SEED");
+  return s != nullptr ? std::strtoull(s, nullptr, 10) : 1;
+}
+
+struct State {
+  Device device;
+  uint64_t seed = seed_from_env();
+  std::mt19937_64 rng{seed};
+  cudaError_t last_error = cudaSuccess;
+  std::map<const void*, int> max_dynamic_smem;  // cudaFuncSetAttribute(MaxDynamicSharedMemorySize)
+  // the running block
+  std::vector<Fiber> fibers;
+  std::vector<char*> stacks;
+  Fiber* current = nullptr;
+  ucontext_t scheduler;
+  void* scheduler_sp = nullptr;
+  std::function<void()> body;
+  std::string kernel;
+  char* smem = nullptr;  // dynamic shared memory of the block
+  size_t smem_bytes = 0;
+  std::vector<std::vector<WgmmaOp>> wg_open;                  // per warpgroup: issued, not committed
+  std::vector<std::vector<std::vector<WgmmaOp>>> wg_groups;  // per warpgroup: committed, oldest first
+  std::vector<bool> wg_fenced;
+  uint64_t launches = 0, switches = 0;
+};
+inline State& state() {
+  static State s;
+  return s;
+}
+
+/** The shared window: dynamic shared memory starts at shared address 16, not on a 1024-byte boundary (as after static shared memory). */
+constexpr uint32_t kSmemBase = 16;
+
+/** The kernel, block and thread (or "host") that a failure happened in. */
+inline std::string where() {
+  State& s = state();
+  if (s.body == nullptr) return "host";
+  char buf[160];
+  std::snprintf(buf, sizeof buf, " block (%u,%u,%u)", blockIdx.x, blockIdx.y, blockIdx.z);
+  std::string w = s.kernel + buf;
+  if (s.current != nullptr) w += " thread " + std::to_string(s.current->linear);
+  return w;
+}
+[[noreturn]] inline void fail(const std::string& what) {
+  std::fprintf(stderr, "mc_emu: %s: %s (MC_EMU_SEED=%llu)\n", where().c_str(), what.c_str(), (unsigned long long)state().seed);
+  std::fflush(stdout);
+  std::exit(3);
+}
+
+inline uint32_t smem_address(const void* p) {
+  State& s = state();
+  const char* c = static_cast<const char*>(p);
+  if (s.smem == nullptr || c < s.smem || c > s.smem + s.smem_bytes) fail("a shared-memory address outside the block's dynamic shared memory");
+  return kSmemBase + uint32_t(c - s.smem);
+}
+inline char* smem_pointer(uint32_t addr, size_t bytes) {
+  State& s = state();
+  if (addr < kSmemBase || addr - kSmemBase + bytes > s.smem_bytes) fail("a shared-memory access past the dynamic shared memory (" + std::to_string(addr) + ")");
+  return s.smem + (addr - kSmemBase);
+}
+
+inline std::map<void*, std::pair<void*, size_t>>& allocations() {
+  static std::map<void*, std::pair<void*, size_t>> m;
+  return m;
+}
+/** Device memory: its end is followed by a PROT_NONE page, so that a read or write past it faults. */
+inline void* device_alloc(size_t bytes) {
+  const size_t page = size_t(sysconf(_SC_PAGESIZE));
+  const size_t body = (bytes + 15) / 16 * 16;
+  const size_t total = (body + page - 1) / page * page + page;
+  char* base = static_cast<char*>(mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+  if (base == MAP_FAILED) return nullptr;
+  mprotect(base + total - page, page, PROT_NONE);
+  char* p = base + total - page - body;
+  std::memset(p, 0xa5, body);  // not zero: a kernel that reads what nothing wrote sees junk, as on a GPU
+  allocations()[p] = {base, total};
+  return p;
+}
+inline bool device_free(void* p) {
+  auto it = allocations().find(p);
+  if (it == allocations().end()) return false;
+  munmap(it->second.first, it->second.second);
+  allocations().erase(it);
+  return true;
+}
+
+// ---- the scheduler ----------------------------------------------------------------------------------
+// Switching fibers: on x86-64 a plain stack switch that saves the callee-saved registers (glibc's
+// swapcontext also saves the signal mask, a system call per switch: half the emulator's time);
+// elsewhere swapcontext.
+#if defined(__x86_64__)
+/** Saves rbp, rbx, r12-r15 on the current stack, stores its pointer in *from, continues on `to`. */
+__attribute__((naked, noinline)) static void switch_stack(void** /*from*/, void* /*to*/) {
+  __asm__ volatile(
+      "pushq %rbp\n pushq %rbx\n pushq %r12\n pushq %r13\n pushq %r14\n pushq %r15\n"
+      "movq %rsp, (%rdi)\n movq %rsi, %rsp\n"
+      "popq %r15\n popq %r14\n popq %r13\n popq %r12\n popq %rbx\n popq %rbp\n"
+      "ret\n");
+}
+#endif
+
+inline void switch_to_scheduler(Fiber& f) {
+#if defined(__x86_64__)
+  switch_stack(&f.sp, state().scheduler_sp);
+#else
+  swapcontext(&f.ctx, &state().scheduler);
+#endif
+}
+inline void switch_to_fiber(Fiber& f) {
+#if defined(__x86_64__)
+  switch_stack(&state().scheduler_sp, f.sp);
+#else
+  swapcontext(&state().scheduler, &f.ctx);
+#endif
+}
+
+/** Back to the scheduler; returns when the scheduler resumes this fiber. */
+inline void yield(Wait w) {
+  State& s = state();
+  Fiber* f = s.current;
+  f->wait = w;
+  ++s.switches;
+  switch_to_scheduler(*f);
+}
+
+inline void run_pending_copies(Fiber& f, size_t keep) {
+  while (f.cp_groups.size() > keep) {
+    for (const Copy& c : f.cp_groups.front()) c.run();
+    f.cp_groups.erase(f.cp_groups.begin());
+  }
+}
+
+inline void fiber_entry() {
+  State& s = state();
+  s.body();
+  Fiber& f = *s.current;
+  if (!f.cp_open.empty() || !f.cp_groups.empty()) {
+    // Copies still in flight when a thread exits may land in the next block's shared memory.
+    bool any = !f.cp_open.empty();
+    for (auto& g : f.cp_groups) any = any || !g.empty();
+    if (any) fail("the thread exits with cp.async copies not waited for (cp.async.wait_group 0 before exit)");
+  }
+  const int wg = f.linear / 128;
+  if (wg < int(s.wg_open.size()) && (!s.wg_open[wg].empty() || !s.wg_groups[wg].empty()))
+    fail("the thread exits with wgmma operations not waited for (wgmma.wait_group 0 before exit)");
+  f.wait = Wait::done;
+#if defined(__x86_64__)
+  switch_to_scheduler(f);  // never resumed
+  __builtin_unreachable();
+#endif
+  // returning ends the context; uc_link takes it back to the scheduler
+}
+
+void resolve_warp(int first, int count);
+void resolve_group(int first, int count);
+
+inline void run_block(int threads, size_t stack_bytes) {
+  State& s = state();
+  s.fibers.assign(size_t(threads), Fiber{});
+  const int groups = (threads + 127) / 128;
+  s.wg_open.assign(size_t(groups), {});
+  s.wg_groups.assign(size_t(groups), {});
+  s.wg_fenced.assign(size_t(groups), false);
+  while (s.stacks.size() < size_t(threads)) {
+    const size_t page = size_t(sysconf(_SC_PAGESIZE));
+    char* base = static_cast<char*>(mmap(nullptr, stack_bytes + page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+    if (base == MAP_FAILED) fail("out of memory for fiber stacks");
+    mprotect(base, page, PROT_NONE);  // a stack overflow faults instead of corrupting the next stack
+    s.stacks.push_back(base + page);
+  }
+  for (int i = 0; i < threads; ++i) {
+    Fiber& f = s.fibers[size_t(i)];
+    f.linear = i;
+    f.tid = make_uint3(unsigned(i) % blockDim.x, (unsigned(i) / blockDim.x) % blockDim.y, unsigned(i) / (blockDim.x * blockDim.y));
+#if defined(__x86_64__)
+    // A new stack as switch_stack leaves one: six zero registers, then fiber_entry as the return
+    // address, above it a zero "return address" of fiber_entry's own frame (16-byte ABI alignment).
+    void** top = reinterpret_cast<void**>(s.stacks[size_t(i)] + stack_bytes);
+    top[-1] = nullptr;
+    top[-2] = reinterpret_cast<void*>(&fiber_entry);
+    for (int r = 3; r <= 8; ++r) top[-r] = nullptr;
+    f.sp = top - 8;
+#else
+    getcontext(&f.ctx);
+    f.ctx.uc_stack.ss_sp = s.stacks[size_t(i)];
+    f.ctx.uc_stack.ss_size = stack_bytes;
+    f.ctx.uc_link = &s.scheduler;
+    makecontext(&f.ctx, fiber_entry, 0);
+#endif
+  }
+  std::vector<int> order(static_cast<size_t>(threads));
+  for (int i = 0; i < threads; ++i) order[size_t(i)] = i;
+  int alive = threads;
+  auto run = [&](Fiber& f) {
+    s.current = &f;
+    threadIdx = f.tid;
+    switch_to_fiber(f);
+    s.current = nullptr;
+    if (f.wait == Wait::none) f.wait = Wait::done;  // returned through uc_link
+    if (f.wait == Wait::done) --alive;
+  };
+  // Completes warp w's collective once every live lane has arrived; false while some lane is elsewhere.
+  auto resolve_if_ready = [&](int w) {
+    bool all = true, any = false, exited = false;
+    for (int i = w; i < std::min(threads, w + 32); ++i) {
+      const Wait x = s.fibers[size_t(i)].wait;
+      any = any || x == Wait::warp;
+      exited = exited || x == Wait::done;
+      all = all && (x == Wait::warp || x == Wait::done);
+    }
+    if (!any || !all) return false;
+    if (exited) fail(std::string("a warp collective (") + op_name(s.fibers[size_t(w)].op) + ") with exited lanes in the warp");
+    resolve_warp(w, std::min(32, threads - w));
+    return true;
+  };
+  // Half the blocks run warp by warp, each as far as it goes before the next starts (a warp that
+  // skips a barrier then reads what others have not written yet); the others run every thread one
+  // step per round, in a random order.
+  const bool run_ahead = s.rng() & 1;
+  const int warps = (threads + 31) / 32;
+  std::vector<int> warp_order(static_cast<size_t>(warps));
+  for (int w = 0; w < warps; ++w) warp_order[size_t(w)] = w;
+  while (alive > 0) {
+    bool progress = false;
+    if (run_ahead) {
+      // One warp per round, chosen at random among those that can run: it goes on until it waits for
+      // other warps, and may go round again before a slower warp has moved.
+      std::shuffle(warp_order.begin(), warp_order.end(), s.rng);
+      for (int w : warp_order) {
+        bool runnable = false;
+        for (int i = 32 * w; i < std::min(threads, 32 * w + 32) && !runnable; ++i) runnable = s.fibers[size_t(i)].wait == Wait::none;
+        if (!runnable) continue;
+        for (bool ran = true; ran;) {
+          ran = false;
+          for (int i = 32 * w; i < std::min(threads, 32 * w + 32); ++i)
+            if (s.fibers[size_t(i)].wait == Wait::none) run(s.fibers[size_t(i)]), ran = progress = true;
+          if (resolve_if_ready(32 * w)) ran = progress = true;
+        }
+        break;
+      }
+      for (int w = 0; w < threads; w += 32) progress = resolve_if_ready(w) || progress;
+    } else {
+      std::shuffle(order.begin(), order.end(), s.rng);  // warps meet in a different order each round
+      for (int i : order)
+        if (s.fibers[size_t(i)].wait == Wait::none) run(s.fibers[size_t(i)]), progress = true;
+      for (int w = 0; w < threads; w += 32) progress = resolve_if_ready(w) || progress;
+    }
+    for (int g = 0; g < threads; g += 128) {
+      bool all = true, any = false;
+      for (int i = g; i < std::min(threads, g + 128); ++i) {
+        const Wait x = s.fibers[size_t(i)].wait;
+        any = any || x == Wait::group;
+        all = all && x == Wait::group;
+      }
+      if (any && all) {
+        resolve_group(g, std::min(128, threads - g));
+        progress = true;
+      }
+    }
+    // __syncthreads: every thread that has not exited is waiting at one.
+    bool all_bar = true, any_bar = false;
+    for (const Fiber& f : s.fibers) {
+      any_bar = any_bar || f.wait == Wait::block;
+      all_bar = all_bar && (f.wait == Wait::block || f.wait == Wait::done);
+    }
+    if (any_bar && all_bar) {
+      for (Fiber& f : s.fibers)
+        if (f.wait == Wait::block) f.wait = Wait::none;
+      progress = true;
+    }
+    if (!progress && alive > 0) {
+      int bar = 0, warp = 0, group = 0, done = 0;
+      std::string ops;
+      for (const Fiber& f : s.fibers) {
+        bar += f.wait == Wait::block, warp += f.wait == Wait::warp, group += f.wait == Wait::group, done += f.wait == Wait::done;
+        if ((f.wait == Wait::warp || f.wait == Wait::group) && ops.find(op_name(f.op)) == std::string::npos) ops += std::string(" ") + op_name(f.op);
+      }
+      char buf[256];
+      std::snprintf(buf, sizeof buf, "deadlock: %d threads at __syncthreads, %d in warp collectives, %d in warpgroup collectives (%s ), %d exited", bar, warp, group,
+                    ops.c_str(), done);
+      fail(buf);
+    }
+  }
+}
+
+/** The kernel's demangled name (the binary is linked with -rdynamic), else the launch's text. */
+inline std::string kernel_name(const void* fn, const char* text) {
+  Dl_info info;
+  if (dladdr(fn, &info) != 0 && info.dli_sname != nullptr) {
+    int status = 0;
+    char* d = abi::__cxa_demangle(info.dli_sname, nullptr, nullptr, &status);
+    if (status == 0 && d != nullptr) {
+      std::string name(d);
+      std::free(d);
+      return name.size() > 240 ? name.substr(0, 240) + "..." : name;
+    }
+  }
+  return text;
+}
+
+/** Runs kernel(args...) over the grid, block after block; returns the launch error (as cudaGetLastError would). */
+template <typename... P>
+cudaError_t launch(void (*kernel)(P...), const char* name, dim3 grid, dim3 block, size_t smem, std::tuple<P...> args) {
+  State& s = state();
+  const uint64_t threads = uint64_t(block.x) * block.y * block.z;
+  if (grid.x == 0 || grid.y == 0 || grid.z == 0 || threads == 0 || threads > 1024 || grid.y > 65535 || grid.z > 65535) return cudaErrorInvalidConfiguration;
+  const auto attr = s.max_dynamic_smem.find(reinterpret_cast<const void*>(kernel));
+  const size_t limit = attr == s.max_dynamic_smem.end() ? s.device.smem_default : size_t(attr->second);
+  if (smem > limit) {
+    std::fprintf(stderr, "mc_emu: %s: %zu bytes of dynamic shared memory, over the kernel's limit of %zu (cudaFuncSetAttribute)\n",
+                 kernel_name(reinterpret_cast<const void*>(kernel), name).c_str(), smem, limit);
+    return cudaErrorInvalidValue;
+  }
+  ++s.launches;
+  s.kernel = kernel_name(reinterpret_cast<const void*>(kernel), name);
+  s.smem_bytes = smem;
+  char* region = smem > 0 ? static_cast<char*>(device_alloc(smem)) : nullptr;
+  blockDim = block;
+  gridDim = grid;
+  s.body = [&]() { std::apply(kernel, args); };
+  for (unsigned z = 0; z < grid.z; ++z)
+    for (unsigned y = 0; y < grid.y; ++y)
+      for (unsigned x = 0; x < grid.x; ++x) {
+        blockIdx = make_uint3(x, y, z);
+        if (region != nullptr) std::memset(region, 0xa5, smem);  // junk, not the previous block's data
+        s.smem = region;
+        run_block(int(threads), 256 * 1024);
+      }
+  if (region != nullptr) device_free(region);
+  s.smem = nullptr;
+  s.body = nullptr;
+  return cudaSuccess;
+}
+
+/** What `kernel<<<grid, block, smem, stream>>>(args)` becomes: chevron(kernel, "kernel", grid, block, smem, stream)(args). */
+template <typename... P>
+struct Chevron {
+  void (*kernel)(P...);
+  const char* name;
+  dim3 grid, block;
+  size_t smem;
+  template <typename... A>
+  void operator()(A&&... a) const {
+    const cudaError_t e = launch(kernel, name, grid, block, smem, std::tuple<P...>(std::forward<A>(a)...));
+    if (e != cudaSuccess) state().last_error = e;
+  }
+};
+template <typename... P>
+Chevron<P...> chevron(void (*kernel)(P...), const char* name, dim3 grid, dim3 block, size_t smem = 0, cudaStream_t = nullptr) {
+  return Chevron<P...>{kernel, name, grid, block, smem};
+}
+
+template <typename T>
+T* dynamic_smem() {
+  return reinterpret_cast<T*>(state().smem);
+}
+
+// ---- collectives ------------------------------------------------------------------------------------
+inline float bf16_bits(uint16_t b) {
+  uint32_t u = uint32_t(b) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+inline float f16_bits(uint16_t b) {
+  __half_raw r;
+  r.x = b;
+  return __half2float(__half(r));
+}
+inline double elem(uint32_t reg, int half, bool bf16) {
+  const uint16_t b = uint16_t(half ? reg >> 16 : reg & 0xffffu);
+  return bf16 ? bf16_bits(b) : f16_bits(b);
+}
+
+/** mma.sync.m16n8k16 of one warp, fragments as the PTX ISA lays them out (groupID = lane / 4, t = lane % 4). */
+inline void resolve_mma(Fiber* lanes, bool bf16) {
+  double A[16][16], B[16][8], C[16][8];
+  for (int l = 0; l < 32; ++l) {
+    const int g = l >> 2, t = l & 3;
+    const uint32_t* a = lanes[l].in;  // a0..a3, b0, b1, c0..c3
+    for (int h = 0; h < 2; ++h) {
+      A[g][2 * t + h] = elem(a[0], h, bf16);
+      A[g + 8][2 * t + h] = elem(a[1], h, bf16);
+      A[g][2 * t + 8 + h] = elem(a[2], h, bf16);
+      A[g + 8][2 * t + 8 + h] = elem(a[3], h, bf16);
+      B[2 * t + h][g] = elem(a[4], h, bf16);
+      B[2 * t + 8 + h][g] = elem(a[5], h, bf16);
+    }
+    float c[4];
+    std::memcpy(c, a + 6, sizeof c);
+    C[g][2 * t] = c[0], C[g][2 * t + 1] = c[1], C[g + 8][2 * t] = c[2], C[g + 8][2 * t + 1] = c[3];
+  }
+  for (int l = 0; l < 32; ++l) {
+    const int g = l >> 2, t = l & 3;
+    const int rows[4] = {g, g, g + 8, g + 8}, cols[4] = {2 * t, 2 * t + 1, 2 * t, 2 * t + 1};
+    for (int i = 0; i < 4; ++i) {
+      double d = C[rows[i]][cols[i]];
+      for (int k = 0; k < 16; ++k) d += A[rows[i]][k] * B[k][cols[i]];
+      const float f = float(d);
+      std::memcpy(&lanes[l].out[i], &f, 4);
+    }
+  }
+}
+
+/** ldmatrix.sync.m8n8.x4.trans.b16: lanes 8i..8i+7 give the rows of matrix i; lane l gets M_i[2t][g], M_i[2t+1][g]. */
+inline void resolve_ldmatrix_trans(Fiber* lanes) {
+  uint16_t M[4][8][8];
+  for (int l = 0; l < 32; ++l) {
+    const char* row = smem_pointer(smem_address(lanes[l].addr), 16);
+    if ((smem_address(lanes[l].addr) & 15u) != 0) fail("ldmatrix row address not 16-byte aligned");
+    std::memcpy(M[l / 8][l % 8], row, 16);
+  }
+  for (int l = 0; l < 32; ++l) {
+    const int g = l >> 2, t = l & 3;
+    for (int i = 0; i < 4; ++i) lanes[l].out[i] = uint32_t(M[i][2 * t][g]) | (uint32_t(M[i][2 * t + 1][g]) << 16);
+  }
+}
+
+inline void resolve_warp(int first, int count) {
+  State& s = state();
+  Fiber* lanes = &s.fibers[size_t(first)];
+  const Op op = lanes[0].op;
+  for (int l = 1; l < count; ++l)
+    if (lanes[l].op != op) fail(std::string("lanes of one warp in different collectives (") + op_name(op) + ", " + op_name(lanes[l].op) + ")");
+  if (count != 32) fail("a warp collective in a block whose size is not a multiple of 32");
+  switch (op) {
+    case Op::shfl:
+      for (int l = 0; l < 32; ++l) lanes[l].out[0] = lanes[lanes[l].in[1] & 31].in[0];
+      break;
+    case Op::mma_bf16: resolve_mma(lanes, true); break;
+    case Op::mma_f16: resolve_mma(lanes, false); break;
+    case Op::ldmatrix_x4_trans: resolve_ldmatrix_trans(lanes); break;
+    default: fail(std::string("not a warp collective: ") + op_name(op));
+  }
+  for (int l = 0; l < 32; ++l) lanes[l].wait = Wait::none, lanes[l].op = Op::none;
+}
+
+/**
+ * Element (row, k) of a K-major, 128-byte-swizzled operand at the descriptor's start (PTX ISA, "Matrix
+ * Descriptor"): rows of 128 bytes, 8-row groups `stride` bytes apart, and the 16-byte chunk index
+ * (address bits 4-6) XORed with the row within 1024 bytes (bits 7-9) of the whole shared address.
+ */
+inline double wgmma_operand(uint64_t desc, int row, int k, bool bf16) {
+  const uint32_t start = uint32_t(desc & 0x3FFFu) << 4;
+  const uint32_t stride = uint32_t((desc >> 32) & 0x3FFFu) << 4;
+  const uint32_t base_offset = uint32_t((desc >> 49) & 7u), mode = uint32_t(desc >> 62);
+  if (mode != 1) fail("wgmma descriptor: only the 128-byte swizzle (layout type 1) is emulated");
+  if (base_offset != 0) fail("wgmma descriptor: base offset must be 0 for tiles on 1024-byte boundaries");
+  uint32_t addr = start + uint32_t(row / 8) * stride + uint32_t(row % 8) * 128u + uint32_t(k) * 2u;
+  addr ^= ((addr >> 7) & 7u) << 4;
+  uint16_t v;
+  std::memcpy(&v, smem_pointer(addr, 2), 2);
+  return bf16 ? bf16_bits(v) : f16_bits(v);
+}
+
+/** wgmma.mma_async m64n128k16, f32 accumulators: D[m][n] += Σ_k A[m][k] B[n][k], scattered as the ISA lays D out. */
+inline void run_wgmma(const WgmmaOp& op) {
+  static double A[64][16], B[128][16];
+  for (int m = 0; m < 64; ++m)
+    for (int k = 0; k < 16; ++k) A[m][k] = wgmma_operand(op.a, m, k, op.bf16);
+  for (int n = 0; n < 128; ++n)
+    for (int k = 0; k < 16; ++k) B[n][k] = wgmma_operand(op.b, n, k, op.bf16);
+  for (int t = 0; t < 128; ++t) {
+    const int warp = t / 32, lane = t % 32;
+    for (int i = 0; i < 64; ++i) {
+      const int m = 16 * warp + lane / 4 + 8 * ((i / 2) % 2), n = 8 * (i / 4) + 2 * (lane % 4) + (i % 2);
+      double d = op.d[t][i];
+      for (int k = 0; k < 16; ++k) d += A[m][k] * B[n][k];
+      op.d[t][i] = float(d);
+    }
+  }
+}
+
+inline void resolve_group(int first, int count) {
+  State& s = state();
+  Fiber* th = &s.fibers[size_t(first)];
+  const int wg = first / 128;
+  const Op op = th[0].op;
+  for (int i = 1; i < count; ++i)
+    if (th[i].op != op || th[i].in[0] != th[0].in[0] || th[i].desc[0] != th[0].desc[0] || th[i].desc[1] != th[0].desc[1])
+      fail(std::string("threads of one warpgroup in different wgmma instructions (") + op_name(op) + ", " + op_name(th[i].op) + ")");
+  if (count != 128) fail("a wgmma instruction in a block whose size is not a multiple of 128");
+  switch (op) {
+    case Op::wg_fence: s.wg_fenced[size_t(wg)] = true; break;
+    case Op::wg_mma_bf16:
+    case Op::wg_mma_f16: {
+      if (!s.wg_fenced[size_t(wg)]) fail("wgmma.mma_async without a wgmma.fence since the last commit");
+      WgmmaOp w{op == Op::wg_mma_bf16, th[0].desc[0], th[0].desc[1], {}};
+      for (int t = 0; t < 128; ++t) w.d[t] = th[t].acc;
+      s.wg_open[size_t(wg)].push_back(w);
+      break;
+    }
+    case Op::wg_commit:
+      s.wg_groups[size_t(wg)].push_back(std::move(s.wg_open[size_t(wg)]));
+      s.wg_open[size_t(wg)].clear();
+      s.wg_fenced[size_t(wg)] = false;
+      break;
+    case Op::wg_wait: {
+      auto& groups = s.wg_groups[size_t(wg)];
+      while (groups.size() > th[0].in[0]) {
+        for (const WgmmaOp& w : groups.front()) run_wgmma(w);
+        groups.erase(groups.begin());
+      }
+      break;
+    }
+    default: fail(std::string("not a warpgroup instruction: ") + op_name(op));
+  }
+  for (int i = 0; i < 128; ++i) th[i].wait = Wait::none, th[i].op = Op::none;
+}
+
+/** This fiber's part of a warp collective: sets op and inputs, waits for the warp, returns the fiber (outputs in out[]). */
+inline Fiber& warp_collective(Op op) {
+  Fiber* f = state().current;
+  if (f == nullptr) fail(std::string(op_name(op)) + " outside a kernel");
+  f->op = op;
+  return *f;
+}
+
+}  // namespace mc_emu

@@ -1,0 +1,84 @@
+// The emulator's templates/include/mc_ptx.cuh: the same functions, carried out on the CPU by
+// mc_emu.hpp (warp-wide instructions as collectives of the warp's fibers). Semantics follow the
+// PTX ISA, not the kernels' comments: the fragment layouts and the descriptor decoding are written
+// out again in mc_emu.hpp from the ISA's tables.
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cstdint>
+
+#include "cuda_runtime.h"
+
+// The emulator runs the sm_90a code: wgmma included (gemm() still picks it only when MC_CUDA_GEMM asks).
+#define MC_WGMMA_ENABLED 1
+
+namespace mc {
+
+/** ld.global.nc: a plain load here (the emulator has no caches). */
+inline uint4 load_stream(const void* p) { return *static_cast<const uint4*>(p); }
+
+/** griddepcontrol.wait: kernels run one after another, so the previous one has always finished. */
+inline void wait_for_previous_kernel() {}
+
+// ---- cp.async ----------------------------------------------------------------------------------------
+/** Queued in this thread's open group; the copy happens at issue or at the wait that covers it (chosen at random). */
+inline void cp_async16(void* smem, const void* gmem, int src_bytes) {
+  mc_emu::State& s = mc_emu::state();
+  const uint32_t addr = mc_emu::smem_address(smem);
+  mc_emu::smem_pointer(addr, 16);  // inside the dynamic shared memory
+  if ((addr & 15u) != 0 || (reinterpret_cast<uintptr_t>(gmem) & 15u) != 0) mc_emu::fail("cp.async with an address that is not 16-byte aligned");
+  if (src_bytes < 0 || src_bytes > 16) mc_emu::fail("cp.async source size outside 0..16");
+  const mc_emu::Copy c{smem, gmem, src_bytes};
+  if (s.rng() & 1) {
+    c.run();  // landed early: a reader that skipped its wait could not tell
+    return;
+  }
+  s.current->cp_open.push_back(c);
+}
+inline void cp_async_commit() {
+  mc_emu::Fiber& f = *mc_emu::state().current;
+  f.cp_groups.push_back(std::move(f.cp_open));
+  f.cp_open.clear();
+}
+inline void cp_async_wait_all() { mc_emu::run_pending_copies(*mc_emu::state().current, 0); }
+template <int N> inline void cp_async_wait() { mc_emu::run_pending_copies(*mc_emu::state().current, N); }
+
+// ---- mma.sync / ldmatrix: warp collectives --------------------------------------------------------------
+template <typename W> inline void mma16816(float (&c)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+  static_assert(std::is_same<W, __nv_bfloat16>::value || std::is_same<W, __half>::value, "mma.sync operands are bf16 or f16");
+  mc_emu::Fiber& f = mc_emu::warp_collective(std::is_same<W, __nv_bfloat16>::value ? mc_emu::Op::mma_bf16 : mc_emu::Op::mma_f16);
+  std::memcpy(f.in, a, 16);
+  std::memcpy(f.in + 4, b, 8);
+  std::memcpy(f.in + 6, c, 16);
+  mc_emu::yield(mc_emu::Wait::warp);
+  std::memcpy(c, f.out, 16);
+}
+inline void ldmatrix_x4_trans(uint32_t (&r)[4], const void* smem_row) {
+  mc_emu::Fiber& f = mc_emu::warp_collective(mc_emu::Op::ldmatrix_x4_trans);
+  f.addr = smem_row;
+  mc_emu::yield(mc_emu::Wait::warp);
+  std::memcpy(r, f.out, 16);
+}
+
+// ---- wgmma: warpgroup collectives ----------------------------------------------------------------------
+namespace wgmma {
+inline void group_op(mc_emu::Op op, uint32_t n = 0, float* acc = nullptr, uint64_t a = 0, uint64_t b = 0) {
+  mc_emu::Fiber& f = *mc_emu::state().current;
+  f.op = op, f.in[0] = n, f.acc = acc, f.desc[0] = a, f.desc[1] = b;
+  mc_emu::yield(mc_emu::Wait::group);
+}
+/** fence.proxy.async: the emulator has one proxy (nothing to order). */
+inline void fence_async_shared() {}
+inline void warpgroup_arrive() { group_op(mc_emu::Op::wg_fence); }
+inline void commit_group() { group_op(mc_emu::Op::wg_commit); }
+template <int N> inline void wait_group() { group_op(mc_emu::Op::wg_wait, uint32_t(N)); }
+inline void fence_operands(float (&)[64]) {}
+/** Recorded at issue; the accumulators are read and written when a wait_group retires its group. */
+template <typename W> inline void mma_async(float (&d)[64], uint64_t a, uint64_t b) {
+  static_assert(std::is_same<W, __nv_bfloat16>::value || std::is_same<W, __half>::value, "wgmma operands are bf16 or f16");
+  group_op(std::is_same<W, __nv_bfloat16>::value ? mc_emu::Op::wg_mma_bf16 : mc_emu::Op::wg_mma_f16, 0, d, a, b);
+}
+}  // namespace wgmma
+
+}  // namespace mc

@@ -1,0 +1,75 @@
+/**
+ * Every CUDA kernel run without a GPU: test/gpu/kernels.cu (the GPU check's per-kernel checks:
+ * float64 references, fresh random inputs, poisoned outputs) built with g++ against a config's
+ * rendered CUDA sources and run by the emulator in test/cuda/emu (each CUDA thread a fiber; warp and
+ * warpgroup instructions computed from the PTX ISA's layouts). Both prefill GEMM engines (mma.sync,
+ * and wgmma for every prefill GEMM), the flash prefill attention (16-bit caches, head dims 16 and
+ * 128), in bf16, f16 and f32. The "medium" configs exist for this test: K long enough that both GEMM
+ * pipelines wrap around their shared-memory stages, vocabularies and widths that leave partial
+ * tiles, and query groups of 3 and 6 heads per KV head.
+ */
+import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { execa } from 'execa';
+import { afterAll, describe, expect, it } from 'vitest';
+import { loadModelConfig } from '../../compiler/config/load.js';
+import type { ModelConfig } from '../../compiler/config/model.js';
+import { renderCudaSources } from '../../compiler/emit/render-cuda.js';
+import { packageRoot } from '../../compiler/paths.js';
+import { buildPlan } from '../../compiler/plan/build-plan.js';
+import type { Dtype } from '../../compiler/plan/types.js';
+import { buildEmulated, WEIGHT_TYPE } from './emu/emulate.js';
+import { hasNvcc } from './helpers.js';
+
+const root = packageRoot();
+const work = mkdtempSync(join(tmpdir(), 'mc-emu-'));
+afterAll(() => rmSync(work, { recursive: true, force: true }));
+
+const MEDIUM: Record<string, object> = {
+  // GEMM K of 384 (dim) and 1024 (hidden): 6 and 16 steps of the wgmma engine's 64, 12 and 32 of mma.sync's 32.
+  'medium-dense': { dim: 384, n_layers: 1, head_dim: 64, hidden_dim: 1024, n_heads: 12, n_kv_heads: 2, norm_eps: 1e-5, vocab_size: 1000, rope_theta: 1e6, max_seq_len: 1024 },
+  'medium-moe': {
+    dim: 384, n_layers: 1, head_dim: 128, hidden_dim: 448, n_heads: 6, n_kv_heads: 2, norm_eps: 1e-5, vocab_size: 700, rope_theta: 1e6, max_seq_len: 1024,
+    moe: { num_experts: 4, num_experts_per_tok: 2 },
+  },
+};
+
+function config(name: string): ModelConfig {
+  if (!(name in MEDIUM)) return loadModelConfig(join(root, 'configs', 'models', name), { maxSeqLen: 1024 });
+  const dir = join(work, 'configs', name);
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, 'params.json'), JSON.stringify(MEDIUM[name]));
+  return loadModelConfig(dir, { name });
+}
+
+interface Case { config: string; dtype: Dtype; engine: 'mma' | 'wgmma-all'; tokens: [number, number] }
+const CASES: Case[] = [
+  ...(['tiny-dense', 'tiny-moe'] as const).flatMap((c) => (['bf16', 'f16', 'f32'] as const).map((dtype) => ({ config: c, dtype, engine: 'mma' as const, tokens: [37, 150] as [number, number] }))),
+  ...(['medium-dense', 'medium-moe'] as const).flatMap((c) => [
+    { config: c, dtype: 'bf16' as const, engine: 'mma' as const, tokens: [37, 150] as [number, number] },
+    { config: c, dtype: 'bf16' as const, engine: 'wgmma-all' as const, tokens: [37, 150] as [number, number] },
+    { config: c, dtype: 'f16' as const, engine: 'wgmma-all' as const, tokens: [21, 140] as [number, number] },
+  ]),
+];
+
+describe.skipIf(!hasNvcc())('CUDA kernels on the emulator (no GPU)', () => {
+  for (const c of CASES) {
+    it(`${c.config} ${c.dtype}, prefill GEMMs on ${c.engine}: every kernel check passes`, async () => {
+      const plan = buildPlan(config(c.config), { target: 'cuda', dtype: c.dtype, tp: 1, maxTokens: 64 });
+      const dir = join(work, `${c.config}-${c.dtype}-${c.engine}`);
+      const binary = await buildEmulated(renderCudaSources(plan).files, join(root, 'test', 'gpu', 'kernels.cu'), dir, [`MC_WEIGHT=${WEIGHT_TYPE[c.dtype]}`]);
+      const seed = String(Math.floor(Math.random() * 2 ** 31));
+      const run = await execa(binary, [seed, String(c.tokens[0]), String(c.tokens[1])], {
+        reject: false, all: true, env: { MC_CUDA_GEMM: c.engine, MC_EMU_SEED: seed, OMP_NUM_THREADS: '1' },
+      });
+      const out = String(run.all ?? '');
+      const context = `${c.config} ${c.dtype} ${c.engine} (seed ${seed}):\n${out.split('\n').filter((l) => !l.startsWith('ok ')).join('\n')}`;
+      expect(run.exitCode, context).toBe(0);
+      expect(out, context).toContain(c.engine === 'wgmma-all' ? 'prefill GEMM engine: wgmma (every prefill GEMM)' : 'prefill GEMM engine: mma.sync');
+      const checks = out.split('\n').filter((l) => /^(ok|FAIL) /.test(l));
+      expect(checks.length, context).toBeGreaterThan(30);
+      expect(checks.filter((l) => l.startsWith('FAIL')), context).toEqual([]);
+    }, 300_000);
+  }
+});
