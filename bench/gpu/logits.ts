@@ -6,6 +6,7 @@
 import { join } from 'node:path';
 import { writeRandomWeights } from '../../compiler/weights/random.js';
 import { readSafetensorsHeader, readTensorF32 } from '../../compiler/weights/safetensors.js';
+import type { Plan } from '../../compiler/plan/types.js';
 import type { NativeModelInstance } from '../../runtime/native.js';
 import { referenceLogits } from '../../test/reference/forward.js';
 import { relativeL2 } from '../../test/reference/metrics.js';
@@ -43,7 +44,17 @@ function runChunked(model: NativeModelInstance, tokens: number[], prompt: number
 
 const worst = (xs: number[]) => xs.reduce((a, b) => (Number.isNaN(b) ? Infinity : Math.max(a, b)), 0);
 
-export async function checkLogits(c: LogitsCase, options: { workDir: string; cacheDir: string; archs?: string[]; withCpu: boolean; prebuilt?: ReturnType<typeof readManifest> }): Promise<LogitsResult> {
+export interface LogitsOptions {
+  workDir: string;
+  cacheDir: string;
+  archs?: string[];
+  withCpu: boolean;
+  prebuilt?: ReturnType<typeof readManifest>;
+  /** The CUDA library of a plan, instead of nvcc's build (the emulator's: test/cuda/emu). */
+  cudaLibrary?: (plan: Plan) => Promise<string>;
+}
+
+export async function checkLogits(c: LogitsCase, options: LogitsOptions): Promise<LogitsResult> {
   const seed = (Date.now() ^ (Math.random() * 0x7fffffff)) >>> 0;
   const config = shippedConfig(c.config, { as: c.name });
   const dir = join(options.workDir, c.name);
@@ -52,7 +63,7 @@ export async function checkLogits(c: LogitsCase, options: { workDir: string; cac
   const vocab = config.vocab_size;
 
   const plan = logitsPlan(c);
-  const cuda = await openCheckpoint((await libraryFor(plan, options)).library, plan, safetensorsPath);
+  const cuda = await openCheckpoint(options.cudaLibrary !== undefined ? await options.cudaLibrary(plan) : (await libraryFor(plan, options)).library, plan, safetensorsPath);
   let rows: Float32Array[];
   try {
     rows = runChunked(cuda, tokens, c.prompt, c.chunk, vocab);

@@ -58,6 +58,16 @@ inline int max(int a, int b) { return a > b ? a : b; }
 inline int min(int a, int b) { return a < b ? a : b; }
 
 // ---- the runtime ------------------------------------------------------------------------------------
+/** Synchronous calls are not allowed while a stream captures (CUDA fails them the same way). */
+static bool mc_emu_capturing() { return mc_emu::state().capture != nullptr; }
+/** Runs `op` now, or records it when `s` is the capturing stream. */
+template <class F> static cudaError_t mc_emu_on_stream(cudaStream_t s, F op) {
+  mc_emu::State& st = mc_emu::state();
+  if (st.capture != nullptr && s == st.capture_stream) return st.capture->push_back([op]() { return op(), cudaSuccess; }), cudaSuccess;
+  return op(), cudaSuccess;
+}
+using mc_emu_graph = std::vector<std::function<cudaError_t()>>;
+
 extern "C" {
 cudaError_t cudaGetLastError(void) {
   const cudaError_t e = mc_emu::state().last_error;
@@ -86,7 +96,7 @@ const char* cudaGetErrorName(cudaError_t e) {
 cudaError_t cudaGetDeviceCount(int* n) { return *n = 1, cudaSuccess; }
 cudaError_t cudaGetDevice(int* d) { return *d = 0, cudaSuccess; }
 cudaError_t cudaSetDevice(int d) { return d == 0 ? cudaSuccess : cudaErrorInvalidDevice; }
-cudaError_t cudaDeviceSynchronize(void) { return cudaSuccess; }
+cudaError_t cudaDeviceSynchronize(void) { return mc_emu::state().capture != nullptr ? cudaErrorStreamCaptureUnsupported : cudaSuccess; }
 cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
   if (device != 0) return cudaErrorInvalidDevice;
@@ -119,10 +129,65 @@ cudaError_t cudaMallocHost(void** p, size_t bytes) {
   return *p != nullptr ? cudaSuccess : cudaErrorMemoryAllocation;
 }
 cudaError_t cudaFreeHost(void* p) { return std::free(p), cudaSuccess; }
-cudaError_t cudaMemcpy(void* dst, const void* src, size_t n, enum cudaMemcpyKind) { return std::memmove(dst, src, n), cudaSuccess; }
-cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t n, enum cudaMemcpyKind, cudaStream_t) { return std::memmove(dst, src, n), cudaSuccess; }
-cudaError_t cudaMemset(void* p, int v, size_t n) { return std::memset(p, v, n), cudaSuccess; }
-cudaError_t cudaMemsetAsync(void* p, int v, size_t n, cudaStream_t) { return std::memset(p, v, n), cudaSuccess; }
+cudaError_t cudaMemcpy(void* dst, const void* src, size_t n, enum cudaMemcpyKind) {
+  if (mc_emu_capturing()) return cudaErrorStreamCaptureUnsupported;
+  return std::memmove(dst, src, n), cudaSuccess;
+}
+cudaError_t cudaMemcpy2D(void* dst, size_t dpitch, const void* src, size_t spitch, size_t width, size_t height, enum cudaMemcpyKind) {
+  if (mc_emu_capturing()) return cudaErrorStreamCaptureUnsupported;
+  if (width > dpitch || width > spitch) return cudaErrorInvalidPitchValue;
+  for (size_t r = 0; r < height; ++r) std::memmove(static_cast<char*>(dst) + r * dpitch, static_cast<const char*>(src) + r * spitch, width);
+  return cudaSuccess;
+}
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t n, enum cudaMemcpyKind, cudaStream_t s) {
+  return mc_emu_on_stream(s, [=]() { std::memmove(dst, src, n); });
+}
+cudaError_t cudaMemset(void* p, int v, size_t n) {
+  if (mc_emu_capturing()) return cudaErrorStreamCaptureUnsupported;
+  return std::memset(p, v, n), cudaSuccess;
+}
+cudaError_t cudaMemsetAsync(void* p, int v, size_t n, cudaStream_t s) {
+  return mc_emu_on_stream(s, [=]() { std::memset(p, v, n); });
+}
+cudaError_t cudaMemGetInfo(size_t* free_bytes, size_t* total) {
+  *total = size_t(64) << 30;
+  *free_bytes = size_t(60) << 30;
+  return cudaSuccess;
+}
+cudaError_t cudaFuncGetAttributes(struct cudaFuncAttributes* attr, const void*) {
+  std::memset(attr, 0, sizeof *attr);
+  attr->binaryVersion = attr->ptxVersion = 90;
+  attr->maxThreadsPerBlock = 1024;
+  return cudaSuccess;
+}
+cudaError_t cudaStreamBeginCapture(cudaStream_t s, enum cudaStreamCaptureMode) {
+  mc_emu::State& st = mc_emu::state();
+  if (st.capture != nullptr) return cudaErrorIllegalState;
+  st.capture_stream = s;
+  st.capture = new mc_emu_graph;
+  return cudaSuccess;
+}
+cudaError_t cudaStreamEndCapture(cudaStream_t s, cudaGraph_t* graph) {
+  mc_emu::State& st = mc_emu::state();
+  if (st.capture == nullptr || s != st.capture_stream) return cudaErrorIllegalState;
+  *graph = reinterpret_cast<cudaGraph_t>(st.capture);
+  st.capture = nullptr;
+  st.capture_stream = nullptr;
+  return cudaSuccess;
+}
+cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t graph, unsigned long long) {
+  *exec = reinterpret_cast<cudaGraphExec_t>(new mc_emu_graph(*reinterpret_cast<mc_emu_graph*>(graph)));
+  return cudaSuccess;
+}
+cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t s) {
+  if (mc_emu_capturing()) return cudaErrorStreamCaptureUnsupported;
+  for (const auto& step : *reinterpret_cast<mc_emu_graph*>(exec))
+    if (const cudaError_t e = step()) return e;
+  (void)s;
+  return cudaSuccess;
+}
+cudaError_t cudaGraphDestroy(cudaGraph_t graph) { return delete reinterpret_cast<mc_emu_graph*>(graph), cudaSuccess; }
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec) { return delete reinterpret_cast<mc_emu_graph*>(exec), cudaSuccess; }
 cudaError_t cudaMemcpyFromSymbol(void* dst, const void* symbol, size_t n, size_t offset, enum cudaMemcpyKind) {
   return std::memcpy(dst, static_cast<const char*>(symbol) + offset, n), cudaSuccess;
 }
@@ -159,6 +224,9 @@ template <class T> cudaError_t cudaMallocHost(T** p, size_t bytes) { return cuda
 template <class T> cudaError_t cudaFuncSetAttribute(T* func, enum cudaFuncAttribute attr, int value) {
   return cudaFuncSetAttribute(reinterpret_cast<const void*>(func), attr, value);
 }
+template <class T> cudaError_t cudaFuncGetAttributes(struct cudaFuncAttributes* attr, T* func) {
+  return cudaFuncGetAttributes(attr, reinterpret_cast<const void*>(func));
+}
 template <class T> cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessor(int* blocks, T func, int block_size, size_t smem) {
   return cudaOccupancyMaxActiveBlocksPerMultiprocessor(blocks, reinterpret_cast<const void*>(func), block_size, smem);
 }
@@ -169,5 +237,5 @@ cudaError_t cudaMemcpyFromSymbol(void* dst, const T& symbol, size_t n = sizeof(T
 template <typename... P, typename... A>
 cudaError_t cudaLaunchKernelEx(const cudaLaunchConfig_t* config, void (*kernel)(P...), A&&... args) {
   return mc_emu::launch(kernel, "kernel (cudaLaunchKernelEx)", config->gridDim, config->blockDim, config->dynamicSmemBytes,
-                        std::tuple<P...>(std::forward<A>(args)...));
+                        std::tuple<P...>(std::forward<A>(args)...), config->stream);
 }

@@ -48,19 +48,34 @@ export function cudaIncludeDir(): Promise<string> {
 
 export const WEIGHT_TYPE = { f32: 'float', bf16: 'mc::bf16', f16: 'mc::f16' } as const;
 
+/** The g++ flags of every emulated build. -rdynamic lets the emulator name a failing kernel in an executable. */
+async function emulatorFlags(src: string, defines: readonly string[]): Promise<string[]> {
+  return ['-std=c++17', '-O1', '-g0', '-fopenmp', '-w', '-I', src, '-I', await cudaIncludeDir(), '-include', 'cuda_runtime.h', ...defines.map((d) => `-D${d}`)];
+}
+
+/**
+ * A model's CUDA library (model.cu, the same ABI as nvcc's build) compiled for the emulator into
+ * dir/libmodel-emulated.so: the runtime loads it like any compiled library.
+ */
+export async function buildEmulatedLibrary(files: readonly SourceFile[], dir: string): Promise<string> {
+  const src = join(dir, 'src');
+  mkdirSync(src, { recursive: true });
+  writeSources(src, emulatorSources(files));
+  const library = join(dir, 'libmodel-emulated.so');
+  await execa('g++', [...await emulatorFlags(src, []), '-shared', '-fPIC', '-fvisibility=hidden', '-Wl,--no-undefined', '-x', 'c++', join(src, 'model.cu'), '-o', library]);
+  return library;
+}
+
 /**
  * Compiles `main` (a .cu file: test/gpu/kernels.cu) against rendered sources for the emulator into
- * dir; returns the binary. -rdynamic lets the emulator name a failing kernel.
+ * dir; returns the binary.
  */
-export async function buildEmulated(files: readonly SourceFile[], main: string, dir: string, defines: string[]): Promise<string> {
+export async function buildEmulated(files: readonly SourceFile[], main: string, dir: string, defines: readonly string[]): Promise<string> {
   const src = join(dir, 'src');
   mkdirSync(src, { recursive: true });
   writeSources(src, emulatorSources(files));
   writeSources(src, [{ path: 'main.cpp', content: emulatorSpelling(readFileSync(main, 'utf8')) }]);
   const binary = join(dir, 'emulated');
-  await execa('g++', [
-    '-std=c++17', '-O1', '-g0', '-fopenmp', '-w', '-rdynamic', '-I', src, '-I', await cudaIncludeDir(), '-include', 'cuda_runtime.h',
-    ...defines.map((d) => `-D${d}`), join(src, 'main.cpp'), '-o', binary,
-  ]);
+  await execa('g++', [...await emulatorFlags(src, defines), '-rdynamic', join(src, 'main.cpp'), '-o', binary]);
   return binary;
 }

@@ -120,6 +120,9 @@ struct State {
   std::mt19937_64 rng{seed};
   cudaError_t last_error = cudaSuccess;
   std::map<const void*, int> max_dynamic_smem;  // cudaFuncSetAttribute(MaxDynamicSharedMemorySize)
+  // Stream capture (CUDA graphs): work on the capturing stream is recorded, not run; a graph replays it.
+  cudaStream_t capture_stream = nullptr;
+  std::vector<std::function<cudaError_t()>>* capture = nullptr;
   // the running block
   std::vector<Fiber> fibers;
   std::vector<char*> stacks;
@@ -412,8 +415,13 @@ inline std::string kernel_name(const void* fn, const char* text) {
 
 /** Runs kernel(args...) over the grid, block after block; returns the launch error (as cudaGetLastError would). */
 template <typename... P>
-cudaError_t launch(void (*kernel)(P...), const char* name, dim3 grid, dim3 block, size_t smem, std::tuple<P...> args) {
+cudaError_t launch(void (*kernel)(P...), const char* name, dim3 grid, dim3 block, size_t smem, std::tuple<P...> args, cudaStream_t stream = nullptr) {
   State& s = state();
+  if (s.capture != nullptr && stream == s.capture_stream) {
+    // Captured: the arguments are kept by value, as a CUDA graph keeps a kernel's parameters.
+    s.capture->push_back([=]() { return launch(kernel, name, grid, block, smem, args); });
+    return cudaSuccess;
+  }
   const uint64_t threads = uint64_t(block.x) * block.y * block.z;
   if (grid.x == 0 || grid.y == 0 || grid.z == 0 || threads == 0 || threads > 1024 || grid.y > 65535 || grid.z > 65535) return cudaErrorInvalidConfiguration;
   const auto attr = s.max_dynamic_smem.find(reinterpret_cast<const void*>(kernel));
@@ -451,15 +459,16 @@ struct Chevron {
   const char* name;
   dim3 grid, block;
   size_t smem;
+  cudaStream_t stream;
   template <typename... A>
   void operator()(A&&... a) const {
-    const cudaError_t e = launch(kernel, name, grid, block, smem, std::tuple<P...>(std::forward<A>(a)...));
+    const cudaError_t e = launch(kernel, name, grid, block, smem, std::tuple<P...>(std::forward<A>(a)...), stream);
     if (e != cudaSuccess) state().last_error = e;
   }
 };
 template <typename... P>
-Chevron<P...> chevron(void (*kernel)(P...), const char* name, dim3 grid, dim3 block, size_t smem = 0, cudaStream_t = nullptr) {
-  return Chevron<P...>{kernel, name, grid, block, smem};
+Chevron<P...> chevron(void (*kernel)(P...), const char* name, dim3 grid, dim3 block, size_t smem = 0, cudaStream_t stream = nullptr) {
+  return Chevron<P...>{kernel, name, grid, block, smem, stream};
 }
 
 template <typename T>
