@@ -52,10 +52,12 @@ export interface LogitsOptions {
   prebuilt?: ReturnType<typeof readManifest>;
   /** The CUDA library of a plan, instead of nvcc's build (the emulator's: test/cuda/emu). */
   cudaLibrary?: (plan: Plan) => Promise<string>;
+  /** Weights and tokens from this seed instead of a fresh one. */
+  seed?: number;
 }
 
 export async function checkLogits(c: LogitsCase, options: LogitsOptions): Promise<LogitsResult> {
-  const seed = (Date.now() ^ (Math.random() * 0x7fffffff)) >>> 0;
+  const seed = options.seed ?? (Date.now() ^ (Math.random() * 0x7fffffff)) >>> 0;
   const config = shippedConfig(c.config, { as: c.name });
   const dir = join(options.workDir, c.name);
   const { safetensorsPath } = await writeRandomWeights(config, dir, { seed, dtype: c.dtype });

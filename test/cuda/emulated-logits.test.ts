@@ -24,14 +24,17 @@ afterEach(() => {
   delete process.env.MC_EMU_SEED;
 });
 
-interface Case { config: string; dtype: Dtype; engine?: 'wgmma-all' }
-// Dense, windowed (int and per-layer list), MoE top-2 and top-1; each dtype at least once; the wgmma engine under the whole model.
+interface Case { config: string; dtype: Dtype; engine?: 'wgmma-all'; seed?: number }
+// Dense, windowed (int and per-layer list), MoE top-2 and top-1; each dtype at least once; the wgmma
+// engine under the whole model. Fresh weights each run, except MoE in 16 bits: top-k routing is
+// discontinuous, and at a fresh seed a near-tie of two gate logits (within bf16 rounding) can route
+// a token differently from float64 (bench/RESULTS.md, run 1), so those use fixed seeds, as test/e2e does.
 const CASES: Case[] = [
   { config: 'tiny-dense', dtype: 'bf16' },
   { config: 'tiny-dense-full', dtype: 'f32' },
   { config: 'tiny-window-list', dtype: 'f16' },
-  { config: 'tiny-moe', dtype: 'bf16', engine: 'wgmma-all' },
-  { config: 'tiny-moe-top1', dtype: 'f16' },
+  { config: 'tiny-moe', dtype: 'bf16', engine: 'wgmma-all', seed: 1 },
+  { config: 'tiny-moe-top1', dtype: 'f16', seed: 2 },
 ];
 
 describe.skipIf(!hasNvcc())('a CUDA library on the emulator (no GPU)', () => {
@@ -43,7 +46,7 @@ describe.skipIf(!hasNvcc())('a CUDA library on the emulator (no GPU)', () => {
       process.env.MC_EMU_SEED = emuSeed;
       const name = `emu-${c.config}-${c.dtype}${c.engine ? `-${c.engine}` : ''}`;
       const result = await checkLogits({ name, config: c.config, dtype: c.dtype, prompt: 32, chunk: 12, decode: 10 }, {
-        workDir: join(work, 'models'), cacheDir: join(work, 'cache'), withCpu: true,
+        workDir: join(work, 'models'), cacheDir: join(work, 'cache'), withCpu: true, seed: c.seed,
         cudaLibrary: (plan: Plan) => buildEmulatedLibrary(renderCudaSources(plan).files, join(work, 'lib', name)),
       });
       const summary = `${JSON.stringify(result)} MC_EMU_SEED=${emuSeed}`;

@@ -2,8 +2,9 @@
 // test/cuda/emu/emulate.ts puts this directory first on the include path). The types and the
 // runtime's declarations are CUDA's own headers (cuda_runtime_api.h, vector_functions.h); this file
 // defines the part of the runtime the kernels and their checks call, on the CPU, the device-side
-// built-ins (__syncthreads, __shfl_*_sync, threadIdx, ...) and the `static` meaning of __shared__
-// (blocks run one at a time, so a function's static is its block's shared memory).
+// built-ins (__syncthreads, __shfl_*_sync, threadIdx, ...) and what __shared__ means here: a
+// function's `static thread_local` (an OS thread runs one block at a time, so its statics are that
+// block's shared memory; tensor-parallel ranks run on threads of their own).
 #pragma once
 
 #include <cuda_bf16.h>
@@ -18,7 +19,7 @@
 #include "mc_emu.hpp"
 
 #undef __shared__
-#define __shared__ static
+#define __shared__ static thread_local
 #define __launch_bounds__(...)
 #define __CUDACC_EMULATED__ 1
 
@@ -93,29 +94,32 @@ const char* cudaGetErrorName(cudaError_t e) {
     default: return "cudaErrorUnknown";
   }
 }
-cudaError_t cudaGetDeviceCount(int* n) { return *n = 1, cudaSuccess; }
-cudaError_t cudaGetDevice(int* d) { return *d = 0, cudaSuccess; }
-cudaError_t cudaSetDevice(int d) { return d == 0 ? cudaSuccess : cudaErrorInvalidDevice; }
+cudaError_t cudaGetDeviceCount(int* n) { return *n = mc_emu::device().count, cudaSuccess; }
+cudaError_t cudaGetDevice(int* d) { return *d = mc_emu::state().device, cudaSuccess; }
+cudaError_t cudaSetDevice(int d) {
+  if (d < 0 || d >= mc_emu::device().count) return cudaErrorInvalidDevice;
+  return mc_emu::state().device = d, cudaSuccess;
+}
 cudaError_t cudaDeviceSynchronize(void) { return mc_emu::state().capture != nullptr ? cudaErrorStreamCaptureUnsupported : cudaSuccess; }
 cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
-  if (device != 0) return cudaErrorInvalidDevice;
+  if (device < 0 || device >= mc_emu::device().count) return cudaErrorInvalidDevice;
   std::memset(prop, 0, sizeof *prop);
-  std::snprintf(prop->name, sizeof prop->name, "mc_emu (CUDA emulated on the CPU, %d SMs)", mc_emu::state().device.sms);
-  prop->multiProcessorCount = mc_emu::state().device.sms;
+  std::snprintf(prop->name, sizeof prop->name, "mc_emu (CUDA emulated on the CPU, %d SMs)", mc_emu::device().sms);
+  prop->multiProcessorCount = mc_emu::device().sms;
   prop->major = 9;
   prop->minor = 0;
-  prop->sharedMemPerBlockOptin = mc_emu::state().device.smem_optin;
+  prop->sharedMemPerBlockOptin = mc_emu::device().smem_optin;
   prop->totalGlobalMem = size_t(64) << 30;
   return cudaSuccess;
 }
 cudaError_t cudaDeviceGetAttribute(int* value, enum cudaDeviceAttr attr, int device) {
-  if (device != 0) return cudaErrorInvalidDevice;
+  if (device < 0 || device >= mc_emu::device().count) return cudaErrorInvalidDevice;
   switch (attr) {
-    case cudaDevAttrMultiProcessorCount: *value = mc_emu::state().device.sms; return cudaSuccess;
+    case cudaDevAttrMultiProcessorCount: *value = mc_emu::device().sms; return cudaSuccess;
     case cudaDevAttrComputeCapabilityMajor: *value = 9; return cudaSuccess;
     case cudaDevAttrComputeCapabilityMinor: *value = 0; return cudaSuccess;
-    case cudaDevAttrMaxSharedMemoryPerBlockOptin: *value = int(mc_emu::state().device.smem_optin); return cudaSuccess;
+    case cudaDevAttrMaxSharedMemoryPerBlockOptin: *value = int(mc_emu::device().smem_optin); return cudaSuccess;
     default: return cudaErrorInvalidValue;
   }
 }
@@ -206,8 +210,9 @@ cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t a, cudaEvent_t b) {
 }
 cudaError_t cudaFuncSetAttribute(const void* func, enum cudaFuncAttribute attr, int value) {
   if (attr != cudaFuncAttributeMaxDynamicSharedMemorySize) return cudaSuccess;
-  if (value < 0 || size_t(value) > mc_emu::state().device.smem_optin) return cudaErrorInvalidValue;
-  mc_emu::state().max_dynamic_smem[func] = value;
+  if (value < 0 || size_t(value) > mc_emu::device().smem_optin) return cudaErrorInvalidValue;
+  std::lock_guard<std::mutex> lock(mc_emu::global().mu);
+  mc_emu::global().max_dynamic_smem[func] = value;
   return cudaSuccess;
 }
 cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessor(int* blocks, const void*, int block_size, size_t smem) {

@@ -13,8 +13,8 @@ import type { SourceFile } from '../../../compiler/emit/render.js';
 import { packageRoot } from '../../../compiler/paths.js';
 
 const EMU_DIR = join(packageRoot(), 'test', 'cuda', 'emu');
-/** The emulator's files that the build uses instead of CUDA's runtime header and templates/include/mc_ptx.cuh. */
-const EMU_FILES = ['cuda_runtime.h', 'mc_emu.hpp', 'mc_ptx.cuh'];
+/** The emulator's files that the build uses instead of CUDA's runtime header, templates/include/mc_ptx.cuh and mc_nccl.hpp. */
+const EMU_FILES = ['cuda_runtime.h', 'mc_emu.hpp', 'mc_ptx.cuh', 'mc_nccl.hpp'];
 
 // A kernel name, possibly qualified and with one level of nested template arguments.
 const CALLEE = String.raw`((?:::)?[A-Za-z_][\w:]*(?:<[^<>;{}]*(?:<[^<>;{}]*>[^<>;{}]*)*>)?)`;

@@ -30,15 +30,18 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <atomic>
 #include <map>
+#include <mutex>
 #include <random>
 #include <string>
 #include <tuple>
 #include <vector>
 
 // The built-in variables of the running thread; the scheduler sets them before it resumes a fiber.
-inline uint3 threadIdx, blockIdx;
-inline dim3 blockDim, gridDim;
+// Per OS thread: tensor-parallel ranks run their kernels on threads of their own, at the same time.
+inline thread_local uint3 threadIdx, blockIdx;
+inline thread_local dim3 blockDim, gridDim;
 
 namespace mc_emu {
 
@@ -101,12 +104,26 @@ struct WgmmaOp {
   float* d[128];
 };
 
-/** Emulated device: one GPU's worth of properties, chosen to exercise the kernels' launch logic. */
+/** Emulated devices: GPUs' worth of properties, chosen to exercise the kernels' launch logic. */
 struct Device {
+  int count = 8;  // devices, for tensor-parallel ranks (one per device)
   int sms = 8;
   size_t smem_optin = 227 * 1024;  // H100: 227 KB of dynamic shared memory per block with the opt-in
   size_t smem_default = 48 * 1024;
 };
+
+/** What every thread shares: the devices and the kernels' attributes (set by one thread, launched by another). */
+struct Global {
+  Device device;
+  std::mutex mu;
+  std::map<const void*, int> max_dynamic_smem;  // cudaFuncSetAttribute(MaxDynamicSharedMemorySize)
+  std::atomic<uint64_t> threads{0};
+};
+inline Global& global() {
+  static Global g;
+  return g;
+}
+inline const Device& device() { return global().device; }
 
 /** MC_EMU_SEED: the seed of the warp order and of when cp.async copies land (default 1). */
 inline uint64_t seed_from_env() {
@@ -114,13 +131,14 @@ inline uint64_t seed_from_env() {
   return s != nullptr ? std::strtoull(s, nullptr, 10) : 1;
 }
 
+/** One OS thread's emulation: the block it runs, its CUDA error state, its device and stream capture. */
 struct State {
-  Device device;
-  uint64_t seed = seed_from_env();
+  uint64_t seed = seed_from_env() + global().threads++;  // each thread its own schedule, reproducible in order
   std::mt19937_64 rng{seed};
-  cudaError_t last_error = cudaSuccess;
-  std::map<const void*, int> max_dynamic_smem;  // cudaFuncSetAttribute(MaxDynamicSharedMemorySize)
-  // Stream capture (CUDA graphs): work on the capturing stream is recorded, not run; a graph replays it.
+  cudaError_t last_error = cudaSuccess;  // per thread, as CUDA's is
+  int device = 0;                        // cudaSetDevice
+  // Stream capture (CUDA graphs; the model captures in cudaStreamCaptureModeThreadLocal): work on the
+  // capturing stream is recorded, not run; a graph replays it.
   cudaStream_t capture_stream = nullptr;
   std::vector<std::function<cudaError_t()>>* capture = nullptr;
   // the running block
@@ -139,7 +157,7 @@ struct State {
   uint64_t launches = 0, switches = 0;
 };
 inline State& state() {
-  static State s;
+  static thread_local State s;
   return s;
 }
 
@@ -174,8 +192,13 @@ inline char* smem_pointer(uint32_t addr, size_t bytes) {
   return s.smem + (addr - kSmemBase);
 }
 
+/** Every device allocation's mapping (for munmap); ranks allocate from threads of their own. */
 inline std::map<void*, std::pair<void*, size_t>>& allocations() {
   static std::map<void*, std::pair<void*, size_t>> m;
+  return m;
+}
+inline std::mutex& allocations_mutex() {
+  static std::mutex m;
   return m;
 }
 /** Device memory: its end is followed by a PROT_NONE page, so that a read or write past it faults. */
@@ -188,14 +211,20 @@ inline void* device_alloc(size_t bytes) {
   mprotect(base + total - page, page, PROT_NONE);
   char* p = base + total - page - body;
   std::memset(p, 0xa5, body);  // not zero: a kernel that reads what nothing wrote sees junk, as on a GPU
+  std::lock_guard<std::mutex> lock(allocations_mutex());
   allocations()[p] = {base, total};
   return p;
 }
 inline bool device_free(void* p) {
-  auto it = allocations().find(p);
-  if (it == allocations().end()) return false;
-  munmap(it->second.first, it->second.second);
-  allocations().erase(it);
+  std::pair<void*, size_t> mapping;
+  {
+    std::lock_guard<std::mutex> lock(allocations_mutex());
+    auto it = allocations().find(p);
+    if (it == allocations().end()) return false;
+    mapping = it->second;
+    allocations().erase(it);
+  }
+  munmap(mapping.first, mapping.second);
   return true;
 }
 
@@ -424,8 +453,12 @@ cudaError_t launch(void (*kernel)(P...), const char* name, dim3 grid, dim3 block
   }
   const uint64_t threads = uint64_t(block.x) * block.y * block.z;
   if (grid.x == 0 || grid.y == 0 || grid.z == 0 || threads == 0 || threads > 1024 || grid.y > 65535 || grid.z > 65535) return cudaErrorInvalidConfiguration;
-  const auto attr = s.max_dynamic_smem.find(reinterpret_cast<const void*>(kernel));
-  const size_t limit = attr == s.max_dynamic_smem.end() ? s.device.smem_default : size_t(attr->second);
+  size_t limit = device().smem_default;
+  {
+    std::lock_guard<std::mutex> lock(global().mu);
+    const auto attr = global().max_dynamic_smem.find(reinterpret_cast<const void*>(kernel));
+    if (attr != global().max_dynamic_smem.end()) limit = size_t(attr->second);
+  }
   if (smem > limit) {
     std::fprintf(stderr, "mc_emu: %s: %zu bytes of dynamic shared memory, over the kernel's limit of %zu (cudaFuncSetAttribute)\n",
                  kernel_name(reinterpret_cast<const void*>(kernel), name).c_str(), smem, limit);
@@ -576,7 +609,7 @@ inline double wgmma_operand(uint64_t desc, int row, int k, bool bf16) {
 
 /** wgmma.mma_async m64n128k16, f32 accumulators: D[m][n] += Σ_k A[m][k] B[n][k], scattered as the ISA lays D out. */
 inline void run_wgmma(const WgmmaOp& op) {
-  static double A[64][16], B[128][16];
+  static thread_local double A[64][16], B[128][16];
   for (int m = 0; m < 64; ++m)
     for (int k = 0; k < 16; ++k) A[m][k] = wgmma_operand(op.a, m, k, op.bf16);
   for (int n = 0; n < 128; ++n)
