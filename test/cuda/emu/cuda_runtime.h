@@ -25,7 +25,11 @@
 
 // ---- device built-ins -----------------------------------------------------------------------------
 inline void __syncthreads() { mc_emu::yield(mc_emu::Wait::block); }
-inline void __syncwarp(unsigned = 0xffffffffu) {}
+inline void __syncwarp(unsigned mask = 0xffffffffu) {
+  if (mask != 0xffffffffu) mc_emu::fail("__syncwarp with a partial mask is not emulated");
+  mc_emu::warp_collective(mc_emu::Op::syncwarp);
+  mc_emu::yield(mc_emu::Wait::warp);
+}
 inline void __threadfence() {}
 [[noreturn]] inline void __trap() { mc_emu::fail("__trap()"); }
 
@@ -41,7 +45,9 @@ T mc_emu_shfl(unsigned mask, T v, int src) {
   std::memcpy(&out, &f.out[0], 4);
   return out;
 }
-template <typename T> T __shfl_xor_sync(unsigned mask, T v, int lane_mask) { return mc_emu_shfl(mask, v, int(threadIdx.x % 32) ^ lane_mask); }
+/** The lane of the running thread: its linear index in the block, mod 32 (also for 2-D and 3-D blocks). */
+inline int mc_emu_lane() { return mc_emu::state().current->linear & 31; }
+template <typename T> T __shfl_xor_sync(unsigned mask, T v, int lane_mask) { return mc_emu_shfl(mask, v, mc_emu_lane() ^ lane_mask); }
 template <typename T> T __shfl_sync(unsigned mask, T v, int src_lane) { return mc_emu_shfl(mask, v, src_lane); }
 
 inline float __uint_as_float(unsigned u) {
@@ -54,6 +60,12 @@ inline unsigned __float_as_uint(float f) {
   std::memcpy(&u, &f, 4);
   return u;
 }
+/** An OS thread runs its blocks one after another: an atomic is a plain read-modify-write. */
+inline float atomicAdd(float* p, float v) {
+  const float old = *p;
+  *p = old + v;
+  return old;
+}
 inline size_t __cvta_generic_to_shared(const void* p) { return mc_emu::smem_address(p); }
 inline int max(int a, int b) { return a > b ? a : b; }
 inline int min(int a, int b) { return a < b ? a : b; }
@@ -65,6 +77,7 @@ static bool mc_emu_capturing() { return mc_emu::state().capture != nullptr; }
 template <class F> static cudaError_t mc_emu_on_stream(cudaStream_t s, F op) {
   mc_emu::State& st = mc_emu::state();
   if (st.capture != nullptr && s == st.capture_stream) return st.capture->push_back([op]() { return op(), cudaSuccess; }), cudaSuccess;
+  if (st.capture != nullptr && s == nullptr) return cudaErrorStreamCaptureImplicit;
   return op(), cudaSuccess;
 }
 using mc_emu_graph = std::vector<std::function<cudaError_t()>>;
@@ -101,7 +114,10 @@ cudaError_t cudaSetDevice(int d) {
   return mc_emu::state().device = d, cudaSuccess;
 }
 cudaError_t cudaDeviceSynchronize(void) { return mc_emu::state().capture != nullptr ? cudaErrorStreamCaptureUnsupported : cudaSuccess; }
-cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
+cudaError_t cudaStreamSynchronize(cudaStream_t s) {
+  const mc_emu::State& st = mc_emu::state();
+  return st.capture != nullptr && (s == st.capture_stream || s == nullptr) ? cudaErrorStreamCaptureUnsupported : cudaSuccess;
+}
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
   if (device < 0 || device >= mc_emu::device().count) return cudaErrorInvalidDevice;
   std::memset(prop, 0, sizeof *prop);

@@ -9,11 +9,13 @@
 // against its float64 references anywhere. What it catches beyond wrong arithmetic: a collective
 // reached by part of a warp, a barrier some threads never reach (deadlock), shared memory read
 // before its cp.async group was waited for (copies land at the wait, or at issue, chosen at random),
-// wgmma accumulators used before wait_group (they are written at the wait), copies or wgmma groups
+// wgmma accumulators used before wait_group (they are written at the wait), a wgmma operand whose
+// shared memory changes between issue and wait_group (either way round), copies or wgmma groups
 // still in flight at exit, global accesses past an allocation (a guard page follows each), a
 // dynamic shared-memory size over the limit or above 48 KB without cudaFuncSetAttribute. What it
 // cannot see: timing, the memory model between warps inside one barrier interval (warps run in a
-// random order per round, which finds some of those), bank conflicts, register pressure.
+// random order per round, which finds some of those), a missing fence.proxy.async (the emulator has
+// one proxy), bank conflicts, register pressure.
 #pragma once
 
 #include <cuda_fp16.h>
@@ -32,6 +34,7 @@
 #include <functional>
 #include <atomic>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <random>
 #include <string>
@@ -50,12 +53,13 @@ namespace mc_emu {
 /** What a fiber is blocked on. */
 enum class Wait { none, block, warp, group, done };
 /** Collective operations; the fibers of one warp (warpgroup) must all reach the same one. */
-enum class Op { none, shfl, mma_bf16, mma_f16, ldmatrix_x4_trans, wg_fence, wg_mma_bf16, wg_mma_f16, wg_commit, wg_wait };
+enum class Op { none, shfl, syncwarp, mma_bf16, mma_f16, ldmatrix_x4_trans, wg_fence, wg_mma_bf16, wg_mma_f16, wg_commit, wg_wait };
 
 inline const char* op_name(Op op) {
   switch (op) {
     case Op::none: return "none";
     case Op::shfl: return "__shfl_sync";
+    case Op::syncwarp: return "__syncwarp";
     case Op::mma_bf16: return "mma.sync (bf16)";
     case Op::mma_f16: return "mma.sync (f16)";
     case Op::ldmatrix_x4_trans: return "ldmatrix.x4.trans";
@@ -102,6 +106,9 @@ struct WgmmaOp {
   bool bf16;
   uint64_t a, b;
   float* d[128];
+  // The operands as shared memory held them at issue: the hardware reads them at some point before
+  // the wait, so they must not change in between (checked when the group retires).
+  double A[64][16], B[128][16];
 };
 
 /** Emulated devices: GPUs' worth of properties, chosen to exercise the kernels' launch logic. */
@@ -151,8 +158,8 @@ struct State {
   std::string kernel;
   char* smem = nullptr;  // dynamic shared memory of the block
   size_t smem_bytes = 0;
-  std::vector<std::vector<WgmmaOp>> wg_open;                  // per warpgroup: issued, not committed
-  std::vector<std::vector<std::vector<WgmmaOp>>> wg_groups;  // per warpgroup: committed, oldest first
+  std::vector<std::vector<std::unique_ptr<WgmmaOp>>> wg_open;                  // per warpgroup: issued, not committed
+  std::vector<std::vector<std::vector<std::unique_ptr<WgmmaOp>>>> wg_groups;  // per warpgroup: committed, oldest first
   std::vector<bool> wg_fenced;
   uint64_t launches = 0, switches = 0;
 };
@@ -302,8 +309,10 @@ inline void run_block(int threads, size_t stack_bytes) {
   State& s = state();
   s.fibers.assign(size_t(threads), Fiber{});
   const int groups = (threads + 127) / 128;
-  s.wg_open.assign(size_t(groups), {});
-  s.wg_groups.assign(size_t(groups), {});
+  s.wg_open.clear();
+  s.wg_open.resize(size_t(groups));
+  s.wg_groups.clear();
+  s.wg_groups.resize(size_t(groups));
   s.wg_fenced.assign(size_t(groups), false);
   while (s.stacks.size() < size_t(threads)) {
     const size_t page = size_t(sysconf(_SC_PAGESIZE));
@@ -451,6 +460,7 @@ cudaError_t launch(void (*kernel)(P...), const char* name, dim3 grid, dim3 block
     s.capture->push_back([=]() { return launch(kernel, name, grid, block, smem, args); });
     return cudaSuccess;
   }
+  if (s.capture != nullptr && stream == nullptr) return cudaErrorStreamCaptureImplicit;  // the legacy stream while this thread captures
   const uint64_t threads = uint64_t(block.x) * block.y * block.z;
   if (grid.x == 0 || grid.y == 0 || grid.z == 0 || threads == 0 || threads > 1024 || grid.y > 65535 || grid.z > 65535) return cudaErrorInvalidConfiguration;
   size_t limit = device().smem_default;
@@ -581,6 +591,7 @@ inline void resolve_warp(int first, int count) {
     case Op::shfl:
       for (int l = 0; l < 32; ++l) lanes[l].out[0] = lanes[lanes[l].in[1] & 31].in[0];
       break;
+    case Op::syncwarp: break;
     case Op::mma_bf16: resolve_mma(lanes, true); break;
     case Op::mma_f16: resolve_mma(lanes, false); break;
     case Op::ldmatrix_x4_trans: resolve_ldmatrix_trans(lanes); break;
@@ -608,12 +619,22 @@ inline double wgmma_operand(uint64_t desc, int row, int k, bool bf16) {
 }
 
 /** wgmma.mma_async m64n128k16, f32 accumulators: D[m][n] += Σ_k A[m][k] B[n][k], scattered as the ISA lays D out. */
-inline void run_wgmma(const WgmmaOp& op) {
-  static thread_local double A[64][16], B[128][16];
+/** Reads the operands of a wgmma into A and B (at issue). */
+inline void read_wgmma_operands(uint64_t a, uint64_t b, bool bf16, double (&A)[64][16], double (&B)[128][16]) {
   for (int m = 0; m < 64; ++m)
-    for (int k = 0; k < 16; ++k) A[m][k] = wgmma_operand(op.a, m, k, op.bf16);
+    for (int k = 0; k < 16; ++k) A[m][k] = wgmma_operand(a, m, k, bf16);
   for (int n = 0; n < 128; ++n)
-    for (int k = 0; k < 16; ++k) B[n][k] = wgmma_operand(op.b, n, k, op.bf16);
+    for (int k = 0; k < 16; ++k) B[n][k] = wgmma_operand(b, n, k, bf16);
+}
+
+/** Retires one wgmma: its operands must still be what they were at issue (a copy landing late, or a buffer refilled early, is a race). */
+inline void run_wgmma(const WgmmaOp& op) {
+  static thread_local double now_a[64][16], now_b[128][16];
+  read_wgmma_operands(op.a, op.b, op.bf16, now_a, now_b);
+  if (std::memcmp(now_a, op.A, sizeof now_a) != 0 || std::memcmp(now_b, op.B, sizeof now_b) != 0)
+    fail("the shared memory of a wgmma operand changed between wgmma.mma_async and the wait_group that retired it");
+  const auto& A = op.A;
+  const auto& B = op.B;
   for (int t = 0; t < 128; ++t) {
     const int warp = t / 32, lane = t % 32;
     for (int i = 0; i < 64; ++i) {
@@ -638,10 +659,14 @@ inline void resolve_group(int first, int count) {
     case Op::wg_fence: s.wg_fenced[size_t(wg)] = true; break;
     case Op::wg_mma_bf16:
     case Op::wg_mma_f16: {
+      // Stricter than the ISA, which lets groups follow without a fence while nothing but wgmma of
+      // one shape touches the accumulators: the kernels fence before every group.
       if (!s.wg_fenced[size_t(wg)]) fail("wgmma.mma_async without a wgmma.fence since the last commit");
-      WgmmaOp w{op == Op::wg_mma_bf16, th[0].desc[0], th[0].desc[1], {}};
-      for (int t = 0; t < 128; ++t) w.d[t] = th[t].acc;
-      s.wg_open[size_t(wg)].push_back(w);
+      auto w = std::make_unique<WgmmaOp>();
+      w->bf16 = op == Op::wg_mma_bf16, w->a = th[0].desc[0], w->b = th[0].desc[1];
+      for (int t = 0; t < 128; ++t) w->d[t] = th[t].acc;
+      read_wgmma_operands(w->a, w->b, w->bf16, w->A, w->B);
+      s.wg_open[size_t(wg)].push_back(std::move(w));
       break;
     }
     case Op::wg_commit:
@@ -652,7 +677,7 @@ inline void resolve_group(int first, int count) {
     case Op::wg_wait: {
       auto& groups = s.wg_groups[size_t(wg)];
       while (groups.size() > th[0].in[0]) {
-        for (const WgmmaOp& w : groups.front()) run_wgmma(w);
+        for (const auto& w : groups.front()) run_wgmma(*w);
         groups.erase(groups.begin());
       }
       break;
