@@ -99,8 +99,11 @@ export const DECODE_CASES: DecodeCase[] = decodeCases();
 export function decodeConfig(c: DecodeCase): ModelConfig {
   return shippedConfig(c.config, { as: c.layers === undefined ? `bench-${c.config}` : `bench-${c.config}-${c.layers}l`, maxSeqLen: 1024, layers: c.layers });
 }
-/** Prompt lengths of the prefill timing (one call at position 0 each), on the decode cases' models. */
-export const PREFILL_TOKENS = [128, 512] as const;
+/**
+ * Prompt lengths of the prefill timing (one call at position 0 each), on the decode cases' models:
+ * 16 (bound by reading the weights: split-K's case), 128, 512 (toward the matrix rate).
+ */
+export const PREFILL_TOKENS = [16, 128, 512] as const;
 
 /** maxTokens covers the longest prefill timed, so each is one call (the decode prompt stays c.prompt). */
 export function decodePlan(c: DecodeCase): Plan {

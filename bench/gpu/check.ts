@@ -81,7 +81,7 @@ log(`GPU ${device.name} (${device.memory}, driver ${device.driver}), building fo
 
 const kernels: KernelCheckResult[] = [];
 let copyGbs: number | null = null;
-if (sections.has('kernels') || sections.has('decode')) {
+if (sections.has('kernels') || sections.has('decode') || sections.has('prefill')) {
   const first = KERNEL_CASES[0]!;
   const binary = prebuiltKernelCheck(first, prebuilt, device.archs) ?? await buildKernelCheck(first, work, device.archs);
   copyGbs = await copyBandwidth(binary);
@@ -202,13 +202,15 @@ if (decode.length > 0) {
 }
 if (prefill.length > 0) {
   const limit = matrix === null || 'error' in matrix ? NaN : matrix.tflops;
-  md.push('', '| prefill, batch 1, bf16 | P | ours ms | ours tokens/s | TFLOP/s | fraction of matrix limit | PyTorch eager ms | ours / PyTorch |', '|---|---|---|---|---|---|---|---|');
+  md.push('', '| prefill, batch 1, bf16 | P | ours ms | ours tokens/s | TFLOP/s | fraction of matrix limit | weight-read floor ms | fraction of it | PyTorch eager ms | ours / PyTorch |', '|---|---|---|---|---|---|---|---|---|---|');
   for (const r of prefill) {
     const t = torch.find((x) => x.label === r.label)?.prefill;
     const torchMs = t && !t.error && t.tokens === r.tokens ? t.ms : NaN;
-    md.push(`| ${r.label} | ${r.tokens} | ${r.ms.toFixed(2)} (${Math.min(...r.msRuns).toFixed(2)}-${Math.max(...r.msRuns).toFixed(2)}) | ${r.tokensPerSecond.toFixed(0)} | ${r.tflops.toFixed(1)} | ${Number.isNaN(limit) ? 'n/a' : `${(100 * r.tflops / limit).toFixed(1)}%`} | ${Number.isNaN(torchMs) ? 'n/a' : torchMs.toFixed(2)} | ${Number.isNaN(torchMs) ? 'n/a' : `${(torchMs / r.ms).toFixed(2)}×`} |`);
+    const floorMs = copyGbs === null ? NaN : r.weightBytes / (copyGbs * 1e9) * 1e3;
+    md.push(`| ${r.label} | ${r.tokens} | ${r.ms.toFixed(2)} (${Math.min(...r.msRuns).toFixed(2)}-${Math.max(...r.msRuns).toFixed(2)}) | ${r.tokensPerSecond.toFixed(0)} | ${r.tflops.toFixed(1)} | ${Number.isNaN(limit) ? 'n/a' : `${(100 * r.tflops / limit).toFixed(1)}%`} | ${Number.isNaN(floorMs) ? 'n/a' : floorMs.toFixed(2)} | ${Number.isNaN(floorMs) ? 'n/a' : `${(100 * floorMs / r.ms).toFixed(1)}%`} | ${Number.isNaN(torchMs) ? 'n/a' : torchMs.toFixed(2)} | ${Number.isNaN(torchMs) ? 'n/a' : `${(torchMs / r.ms).toFixed(2)}×`} |`);
   }
   md.push('', `Prefill: one call of P random tokens at position 0, last row's logits only; ${PREFILL_WARMUP} untimed calls, then the median (range) of ${PREFILL_REPEATS}. ` +
+    'Weight-read floor: the weight bytes the call reads at least once (all but P embedding rows; of the experts, the share P tokens routed uniformly would use) ÷ the copy bandwidth. ' +
     'FLOPs = 2 × P × (linear weight elements a token multiplies: attention, gate, top-k of the experts; not the embedding) + 2 × vocab × dim (output row) + the sum over layers of 4 × n_heads × head_dim × the (query, key) pairs its causal mask and window leave visible. ' +
     (matrix === null || 'error' in matrix ? `Matrix limit: n/a${matrix !== null ? ` (${matrix.error})` : ''}.` : `Matrix limit: ${matrix.tflops.toFixed(0)} TFLOP/s, a bf16 ${matrix.n}³ torch.matmul (${matrix.torch}), median of 10 after 3 warm-up calls.`) +
     ` PyTorch: eager, sdpa, dynamic cache, ${TORCH_PREFILL_TOKENS} tokens, median of 3 after a warm-up; ours / PyTorch = its ms / ours.`);

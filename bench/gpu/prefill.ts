@@ -7,6 +7,7 @@
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { packageRoot } from '../../compiler/paths.js';
+import { DTYPE_BYTES } from '../../compiler/plan/memory.js';
 import type { Plan } from '../../compiler/plan/types.js';
 import type { NativeModelInstance } from '../../runtime/native.js';
 import { mulberry32, randomTokens } from '../../test/reference/random.js';
@@ -67,6 +68,28 @@ export interface PrefillResult {
   msRuns: number[];
   tokensPerSecond: number;
   tflops: number;
+  /** Weight bytes the call reads at least once (prefillWeightBytes): with few tokens, its time's floor is these ÷ bandwidth. */
+  weightBytes: number;
+}
+
+/**
+ * Weight bytes a prefill of P tokens reads at least once: every weight but the embedding table
+ * (P rows of it), and of each layer's experts the share that P tokens picking k of E uniformly at
+ * random use on average, 1 - (1 - k/E)^P.
+ */
+export function prefillWeightBytes(plan: Plan, tokens: number): number {
+  const elt = DTYPE_BYTES[plan.options.dtype];
+  const moe = plan.model.moe;
+  const expertsUsed = moe === null ? 1 : 1 - (1 - moe.num_experts_per_tok / moe.num_experts) ** tokens;
+  let bytes = 0;
+  for (const w of plan.weights) {
+    const { rows, cols } = sliceShape(w);
+    let n = rows * cols * elt;
+    if (w.name === 'tok_embeddings.weight') n = Math.min(rows, tokens) * cols * elt + (plan.model.tied_embeddings ? n : 0);
+    else if (moe !== null && w.name.includes('.experts.')) n *= expertsUsed;
+    bytes += n;
+  }
+  return bytes;
 }
 
 /** Prefill of `tokens` random ids at position 0, one call each, on a model opened by openSynthetic. */
@@ -82,7 +105,10 @@ export function benchPrefill(c: DecodeCase, plan: Plan, model: NativeModelInstan
   const msRuns = Array.from({ length: PREFILL_REPEATS }, once);
   const ms = median(msRuns);
   const flops = prefillFlops(plan, tokens);
-  return { label: c.label, key: plan.key, tokens, flops, ms, msRuns, tokensPerSecond: (1000 * tokens) / ms, tflops: flops.total / (ms * 1e-3) / 1e12 };
+  return {
+    label: c.label, key: plan.key, tokens, flops, ms, msRuns, tokensPerSecond: (1000 * tokens) / ms, tflops: flops.total / (ms * 1e-3) / 1e12,
+    weightBytes: prefillWeightBytes(plan, tokens),
+  };
 }
 
 export interface MatrixLimit { tflops: number; ms: number; n: number; device: string; torch: string }

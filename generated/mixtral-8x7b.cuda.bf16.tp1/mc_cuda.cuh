@@ -14,6 +14,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -405,6 +406,13 @@ __device__ __forceinline__ const typename Op::W* gemm_b_row(const Op& op, int it
 }
 
 /**
+ * Whether an Op's store is a linear accumulation that may also be made atomically (it has
+ * store_add): then partial sums over ranges of K may be added by different blocks (split-K).
+ */
+template <class Op, class = void> constexpr bool kSplitK = false;
+template <class Op> constexpr bool kSplitK<Op, std::void_t<decltype(&Op::store_add)>> = true;
+
+/**
  * Tile shapes of the prefill GEMM: BM x BN outputs per block, WM x WN per warp (MF x NF mma tiles of
  * 16 x 8), K in steps of BK through STAGES shared-memory buffers. Rows are padded by 8 elements so
  * that the fragment loads of a warp hit 32 distinct banks.
@@ -436,10 +444,14 @@ using GemmSmall = GemmTile<64, 64, 32, 32, 4>;
  *   const W* b_row(item, which, n)   weight row n (which = 0, or 1 for the second matrix when PAIRED)
  *   store(item, m, n, v0, v1)          columns n, n + 1 (n even; n + 1 may be N: the Op guards it)
  *   store_pair(item, m, u, a0, a1, b0, b1)  PAIRED: units u, u + 1 of both matrices (SwiGLU)
+ *   store_add(item, m, n, v0, v1)      optional: store as an atomic accumulation (residual +=), which
+ *                                      lets gemm() split K across blocks when it has too few (below)
  * PAIRED interleaves the two matrices every 8 columns, so one thread holds w1·x and w3·x of a unit.
+ * With `splits` > 1, blockIdx.z = item * splits + split: the block sums one of `splits` ranges of
+ * K steps and adds its partial through store_add.
  */
 template <class Op, class Tile>
-__global__ void __launch_bounds__(Tile::THREADS, Tile::MIN_BLOCKS) gemm_kernel(const Op op) {
+__global__ void __launch_bounds__(Tile::THREADS, Tile::MIN_BLOCKS) gemm_kernel(const Op op, int splits) {
   using W = typename Op::W;
   constexpr int K = Op::K, BM = Tile::BM, BN = Tile::BN, BK = Tile::BK, LDS = Tile::LDS, S = Tile::STAGES;
   constexpr int MF = Tile::MF, NF = Tile::NF, THREADS = Tile::THREADS;
@@ -449,13 +461,15 @@ __global__ void __launch_bounds__(Tile::THREADS, Tile::MIN_BLOCKS) gemm_kernel(c
   uint16_t* As = reinterpret_cast<uint16_t*>(gemm_smem);  // [S][BM][LDS]
   uint16_t* Bs = As + S * BM * LDS;                        // [S][BN][LDS]
 
-  const int item = blockIdx.z;
+  const int item = int(blockIdx.z) / splits, split = int(blockIdx.z) % splits;
   const int M = op.m_count(item);
   const int m0 = blockIdx.y * BM;
   if (m0 >= M) return;
   const int N = op.n_count();
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int wm = warp % (BM / Tile::WM), wn = warp / (BM / Tile::WM), g = lane >> 2, t4 = lane & 3;
+  // This block's K steps [kt0, kt1): all of them, or its split's share.
+  const int per_split = (KT + splits - 1) / splits, kt0 = split * per_split, kt1 = min(KT, kt0 + per_split);
 
   // B rows this thread copies: tile row idx / 4, 16-byte chunk idx % 4 of each 32-wide k step.
   const W* brow[Tile::B_LOADS];
@@ -493,27 +507,28 @@ __global__ void __launch_bounds__(Tile::THREADS, Tile::MIN_BLOCKS) gemm_kernel(c
 #pragma unroll
     for (int j = 0; j < NF; ++j) acc[i][j][0] = acc[i][j][1] = acc[i][j][2] = acc[i][j][3] = 0.f;
 
+  // Step kt uses buffer (kt - kt0) % S.
 #pragma unroll
   for (int st = 0; st < S - 1; ++st) {
-    if (st < KT) {
-      load_b(st, st * BK);
-      load_a(st * BK);
+    if (kt0 + st < kt1) {
+      load_b(st, (kt0 + st) * BK);
+      load_a((kt0 + st) * BK);
       store_a(st);
     }
     cp_async_commit();  // one group per stage, empty or not, so that wait<S - 2> always means "stage kt landed"
   }
 #pragma unroll 1
-  for (int kt = 0; kt < KT; ++kt) {
+  for (int kt = kt0; kt < kt1; ++kt) {
     cp_async_wait<S - 2>();
     __syncthreads();  // stage kt is visible to all; every warp is done with stage kt - 1, whose buffer is refilled next
-    const int next = kt + S - 1;
-    if (next < KT) {
-      load_b(next % S, next * BK);
+    const int next = kt + S - 1, buf = (kt - kt0) % S, next_buf = (next - kt0) % S;
+    if (next < kt1) {
+      load_b(next_buf, next * BK);
       load_a(next * BK);
     }
     cp_async_commit();
-    const uint16_t* at = As + (kt % S) * BM * LDS;
-    const uint16_t* bt = Bs + (kt % S) * BN * LDS;
+    const uint16_t* at = As + buf * BM * LDS;
+    const uint16_t* bt = Bs + buf * BN * LDS;
 #pragma unroll
     for (int ks = 0; ks < BK / 16; ++ks) {
       const int kk = ks * 16 + 2 * t4;
@@ -537,7 +552,7 @@ __global__ void __launch_bounds__(Tile::THREADS, Tile::MIN_BLOCKS) gemm_kernel(c
 #pragma unroll
         for (int nf = 0; nf < NF; ++nf) mma16816<W>(acc[mf][nf], a[mf], b[nf]);
     }
-    if (next < KT) store_a(next % S);  // that buffer was last read in step kt - 1, before this step's barrier
+    if (next < kt1) store_a(next_buf);  // that buffer was last read in step kt - 1, before this step's barrier
   }
   cp_async_wait<0>();
 
@@ -558,7 +573,14 @@ __global__ void __launch_bounds__(Tile::THREADS, Tile::MIN_BLOCKS) gemm_kernel(c
 #pragma unroll
         for (int nf = 0; nf < NF; ++nf) {
           const int n = blockIdx.x * BN + wn * Tile::WN + nf * 8 + 2 * t4;
-          if (n < N) op.store(item, m, n, acc[mf][nf][2 * half], acc[mf][nf][2 * half + 1]);
+          if (n >= N) continue;
+          if constexpr (kSplitK<Op>) {
+            if (splits > 1) {
+              op.store_add(item, m, n, acc[mf][nf][2 * half], acc[mf][nf][2 * half + 1]);
+              continue;
+            }
+          }
+          op.store(item, m, n, acc[mf][nf][2 * half], acc[mf][nf][2 * half + 1]);
         }
       }
     }
@@ -600,9 +622,32 @@ inline int64_t gemm_blocks(int64_t b_rows, int max_m, int items) {
 }
 
 template <class Op, class Tile>
-inline cudaError_t gemm_launch(const Op& op, int items, int max_m, int n_cols, cudaStream_t s) {
-  gemm_kernel<Op, Tile><<<gemm_grid<Op, Tile::BM, Tile::BN>(items, max_m, n_cols), Tile::THREADS, Tile::smem_bytes(), s>>>(op);
+inline cudaError_t gemm_launch(const Op& op, int items, int max_m, int n_cols, cudaStream_t s, int splits = 1) {
+  dim3 grid = gemm_grid<Op, Tile::BM, Tile::BN>(items, max_m, n_cols);
+  grid.z *= unsigned(splits);
+  gemm_kernel<Op, Tile><<<grid, Tile::THREADS, Tile::smem_bytes(), s>>>(op, splits);
   return cudaGetLastError();
+}
+
+/** Most K ranges a GEMM is split into, and the fewest K steps (of 32) in one range. */
+constexpr int kMaxSplits = 8, kMinSplitSteps = 8;
+
+/**
+ * How many K ranges to split a small-tile GEMM into: with fewer blocks than SMs (few tokens and
+ * few columns, e.g. wo and w2 of a short prefill) each block streams its weights alone and the
+ * grid reads them at a fraction of the bandwidth; splitting K gives every SM about two blocks. Only
+ * for Ops with store_add (their partials are added atomically: the sum's rounding order varies
+ * between runs, as with any split-K). 1: no split.
+ */
+template <class Op>
+inline int gemm_splits(int64_t small_blocks, int64_t sms) {
+  if constexpr (kSplitK<Op>) {
+    constexpr int KT = (Op::K + GemmSmall::BK - 1) / GemmSmall::BK;
+    if (small_blocks >= sms) return 1;
+    const int64_t wanted = (2 * sms + small_blocks - 1) / small_blocks;
+    return int(std::max<int64_t>(1, std::min<int64_t>({wanted, kMaxSplits, KT / kMinSplitSteps})));
+  }
+  return 1;
 }
 
 /**
@@ -628,6 +673,8 @@ inline cudaError_t gemm(const Op& op, int items, int max_m, int n_cols, cudaStre
       return cudaGetLastError();
     }
   }
+  const int splits = gemm_splits<Op>(gemm_blocks<GemmSmall::BM, GemmSmall::BN>(b_rows, max_m, items), sms);
+  if (splits > 1) return gemm_launch<Op, GemmSmall>(op, items, max_m, n_cols, s, splits);
   // A large wave is 2 small waves of work (4x the work per block, half the slots), done in 2 / 1.5 of the time.
   if (4 * large_waves < 3 * small_waves) return gemm_launch<Op, GemmLarge>(op, items, max_m, n_cols, s);
   return gemm_launch<Op, GemmSmall>(op, items, max_m, n_cols, s);

@@ -37,6 +37,11 @@ struct Prefill {
     residual[int64_t(m) * DIM + n] += v0;
     if (n + 1 < DIM) residual[int64_t(m) * DIM + n + 1] += v1;
   }
+  /** The same, atomically: with few tokens gemm() splits K across blocks that each add a partial sum. */
+  __device__ void store_add(int, int m, int n, float v0, float v1) const {
+    atomicAdd(residual + int64_t(m) * DIM + n, v0);
+    if (n + 1 < DIM) atomicAdd(residual + int64_t(m) * DIM + n + 1, v1);
+  }
 };
 
 /** residual += hidden · w2ᵀ. */

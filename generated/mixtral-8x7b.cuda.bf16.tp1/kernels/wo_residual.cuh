@@ -21,7 +21,7 @@ struct Decode {
   }
 };
 
-/** Prefill: tensor-core GEMM, residual += in the epilogue (each element owned by one thread). */
+/** Prefill: tensor-core GEMM, residual += in the epilogue (each element owned by one thread, or added atomically by each split). */
 struct Prefill {
   using W = ::W;
   static constexpr int K = IN;
@@ -37,6 +37,11 @@ struct Prefill {
   __device__ void store(int, int m, int n, float v0, float v1) const {
     residual[int64_t(m) * DIM + n] += v0;
     if (n + 1 < DIM) residual[int64_t(m) * DIM + n + 1] += v1;
+  }
+  /** The same, atomically: with few tokens gemm() splits K across blocks that each add a partial sum. */
+  __device__ void store_add(int, int m, int n, float v0, float v1) const {
+    atomicAdd(residual + int64_t(m) * DIM + n, v0);
+    if (n + 1 < DIM) atomicAdd(residual + int64_t(m) * DIM + n + 1, v1);
   }
 };
 
