@@ -44,7 +44,7 @@ export function logitsPlan(c: LogitsCase): Plan {
 }
 /** The CPU backend's plan of the same model: the whole sequence in one call. */
 export function cpuLogitsPlan(c: LogitsCase): Plan {
-  return buildPlan(shippedConfig(c.config, { as: c.name }), { target: 'cpu', dtype: c.dtype, tp: 1, maxTokens: 64 });
+  return buildPlan(shippedConfig(c.config, { as: c.name }), { target: 'cpu', dtype: c.dtype, tp: 1, maxTokens: Math.max(64, c.prompt + c.decode) });
 }
 
 // ---- (b) kernels on their own: test/gpu/kernels.cu built against these configs' sources ----

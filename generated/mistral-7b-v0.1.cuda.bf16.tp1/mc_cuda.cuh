@@ -187,6 +187,7 @@ struct DeviceInfo {
   bool pdl = false;
   bool wgmma_built = false;  // the loaded code has the engine (sm_90a build)
   bool wgmma = false, wgmma_all = false;
+  bool a16 = true;  // prefill GEMMs narrow A once (gemm_narrow_a_kernel); MC_CUDA_A16=0 switches it off (A/B timing)
 };
 inline DeviceInfo& device_info() {
   static DeviceInfo info;
@@ -215,6 +216,8 @@ inline cudaError_t init_device_info() {
   device_info().wgmma_built = built == 1;
   device_info().wgmma = built == 1 && (all || (engine != nullptr && std::strcmp(engine, "wgmma") == 0));
   device_info().wgmma_all = device_info().wgmma && all;
+  const char* a16 = std::getenv("MC_CUDA_A16");
+  device_info().a16 = a16 == nullptr || std::strcmp(a16, "0") != 0;
   return cudaSuccess;
 }
 
@@ -424,7 +427,8 @@ struct GemmTile {
   static constexpr int WARPS = (BM / WM) * (BN / WN), THREADS = 32 * WARPS, MF = WM / 16, NF = WN / 8;
   static constexpr int A_LOADS = BM * BK / 4 / THREADS;  // float4 of A per thread per stage
   static constexpr int B_LOADS = BN * BK / 8 / THREADS;  // 16-byte copies of B per thread per stage
-  static_assert(A_LOADS * 4 * THREADS == BM * BK && B_LOADS * 8 * THREADS == BN * BK, "whole loads per thread");
+  static constexpr int A16_LOADS = BM * BK / 8 / THREADS;  // 16-byte copies of A per thread per stage (A16)
+  static_assert(A_LOADS * 4 * THREADS == BM * BK && B_LOADS * 8 * THREADS == BN * BK && A16_LOADS * 8 * THREADS == BM * BK, "whole loads per thread");
   static constexpr size_t smem_bytes() { return size_t(STAGES) * (BM + BN) * LDS * sizeof(uint16_t); }
 };
 /** Large problems (prefill of hundreds of tokens): 8 warps of 64 x 32, two blocks (160 KB of stages) per SM. */
@@ -449,9 +453,13 @@ using GemmSmall = GemmTile<64, 64, 32, 32, 4>;
  * PAIRED interleaves the two matrices every 8 columns, so one thread holds w1·x and w3·x of a unit.
  * With `splits` > 1, blockIdx.z = item * splits + split: the block sums one of `splits` ranges of
  * K steps and adds its partial through store_add.
+ * A16 (one item only): A is not read through the Op; gemm_narrow_a_kernel has written it to `a16`
+ * once, narrowed to W ([M, K] row-major), and its tiles are copied by cp.async beside B's. (A
+ * template flag, not a runtime branch: with both paths the large tile needs more than its 128
+ * registers.)
  */
-template <class Op, class Tile>
-__global__ void __launch_bounds__(Tile::THREADS, Tile::MIN_BLOCKS) gemm_kernel(const Op op, int splits) {
+template <class Op, class Tile, bool A16>
+__global__ void __launch_bounds__(Tile::THREADS, Tile::MIN_BLOCKS) gemm_kernel(const Op op, int splits, const uint16_t* __restrict__ a16) {
   using W = typename Op::W;
   constexpr int K = Op::K, BM = Tile::BM, BN = Tile::BN, BK = Tile::BK, LDS = Tile::LDS, S = Tile::STAGES;
   constexpr int MF = Tile::MF, NF = Tile::NF, THREADS = Tile::THREADS;
@@ -484,7 +492,16 @@ __global__ void __launch_bounds__(Tile::THREADS, Tile::MIN_BLOCKS) gemm_kernel(c
       cp_async16(Bs + (buf * BN + idx / 4) * LDS + 8 * (idx % 4), ok ? brow[j] + k : bdummy, ok ? 16 : 0);
     }
   };
-  // A values this thread loads: row idx / 8, 4 floats at column 4 * (idx % 8).
+  // A16: tile row idx / 4, 16-byte chunk idx % 4 of each 32-wide k step (as for B).
+  auto load_a16 = [&](int buf, int k0) {
+#pragma unroll
+    for (int j = 0; j < Tile::A16_LOADS; ++j) {
+      const int idx = tid + THREADS * j, m = m0 + idx / 4, k = k0 + 8 * (idx % 4);
+      const bool ok = m < M && k < K;
+      cp_async16(As + (buf * BM + idx / 4) * LDS + 8 * (idx % 4), ok ? a16 + int64_t(m) * K + k : a16, ok ? 16 : 0);
+    }
+  };
+  // A values this thread loads through the Op: row idx / 8, 4 floats at column 4 * (idx % 8).
   float4 areg[Tile::A_LOADS];
   auto load_a = [&](int k0) {
 #pragma unroll
@@ -512,8 +529,12 @@ __global__ void __launch_bounds__(Tile::THREADS, Tile::MIN_BLOCKS) gemm_kernel(c
   for (int st = 0; st < S - 1; ++st) {
     if (kt0 + st < kt1) {
       load_b(st, (kt0 + st) * BK);
-      load_a((kt0 + st) * BK);
-      store_a(st);
+      if constexpr (A16) {
+        load_a16(st, (kt0 + st) * BK);
+      } else {
+        load_a((kt0 + st) * BK);
+        store_a(st);
+      }
     }
     cp_async_commit();  // one group per stage, empty or not, so that wait<S - 2> always means "stage kt landed"
   }
@@ -524,7 +545,8 @@ __global__ void __launch_bounds__(Tile::THREADS, Tile::MIN_BLOCKS) gemm_kernel(c
     const int next = kt + S - 1, buf = (kt - kt0) % S, next_buf = (next - kt0) % S;
     if (next < kt1) {
       load_b(next_buf, next * BK);
-      load_a(next * BK);
+      if constexpr (A16) load_a16(next_buf, next * BK);
+      else load_a(next * BK);
     }
     cp_async_commit();
     const uint16_t* at = As + buf * BM * LDS;
@@ -552,7 +574,9 @@ __global__ void __launch_bounds__(Tile::THREADS, Tile::MIN_BLOCKS) gemm_kernel(c
 #pragma unroll
         for (int nf = 0; nf < NF; ++nf) mma16816<W>(acc[mf][nf], a[mf], b[nf]);
     }
-    if (next < kt1) store_a(next_buf);  // that buffer was last read in step kt - 1, before this step's barrier
+    if constexpr (!A16) {
+      if (next < kt1) store_a(next_buf);  // that buffer was last read in step kt - 1, before this step's barrier
+    }
   }
   cp_async_wait<0>();
 
@@ -595,15 +619,21 @@ namespace mc {
  * Raises the tile shapes' dynamic shared-memory limit (the large mma tile needs 80 KB, the wgmma
  * tile 161 KB, the latter only where it runs). f32 weights have no GEMM.
  */
-template <class Op>
+template <class Op, bool A16>
+inline cudaError_t gemm_prepare_variant() {
+  if (device_info().wgmma)
+    if (cudaError_t e = cudaFuncSetAttribute(gemm_wgmma_kernel<Op, A16>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(wgmma::SMEM_BYTES))) return e;
+  if (cudaError_t e = cudaFuncSetAttribute(gemm_kernel<Op, GemmLarge, A16>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(GemmLarge::smem_bytes()))) return e;
+  return cudaFuncSetAttribute(gemm_kernel<Op, GemmSmall, A16>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(GemmSmall::smem_bytes()));
+}
+/** WITH_A16: the Op's GEMMs are launched with a scratch (the one-item gemm()), so both variants run. */
+template <class Op, bool WITH_A16 = false>
 inline cudaError_t gemm_prepare() {
   if constexpr (kTensorCores<typename Op::W>) {
     if (device_info().sms == 0)
       if (cudaError_t e = init_device_info()) return e;
-    if (device_info().wgmma)
-      if (cudaError_t e = cudaFuncSetAttribute(gemm_wgmma_kernel<Op>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(wgmma::SMEM_BYTES))) return e;
-    if (cudaError_t e = cudaFuncSetAttribute(gemm_kernel<Op, GemmLarge>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(GemmLarge::smem_bytes()))) return e;
-    return cudaFuncSetAttribute(gemm_kernel<Op, GemmSmall>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(GemmSmall::smem_bytes()));
+    if (cudaError_t e = gemm_prepare_variant<Op, false>()) return e;
+    if constexpr (WITH_A16) return gemm_prepare_variant<Op, true>();
   }
   return cudaSuccess;
 }
@@ -621,13 +651,32 @@ inline int64_t gemm_blocks(int64_t b_rows, int max_m, int items) {
   return (b_rows + BN - 1) / BN * ((max_m + BM - 1) / BM) * items;
 }
 
-template <class Op, class Tile>
-inline cudaError_t gemm_launch(const Op& op, int items, int max_m, int n_cols, cudaStream_t s, int splits = 1) {
+template <class Op, class Tile, bool A16>
+inline cudaError_t gemm_launch(const Op& op, int items, int max_m, int n_cols, const uint16_t* a16, cudaStream_t s, int splits = 1) {
   dim3 grid = gemm_grid<Op, Tile::BM, Tile::BN>(items, max_m, n_cols);
   grid.z *= unsigned(splits);
-  gemm_kernel<Op, Tile><<<grid, Tile::THREADS, Tile::smem_bytes(), s>>>(op, splits);
+  gemm_kernel<Op, Tile, A16><<<grid, Tile::THREADS, Tile::smem_bytes(), s>>>(op, splits, a16);
   return cudaGetLastError();
 }
+
+/**
+ * a16[m, :] = the Op's A row m narrowed to W ([M, K] row-major; one item): every column block of
+ * the GEMM then copies 16-bit A tiles instead of reading (and normalizing, for the fused RMSNorm)
+ * f32 rows again, half the bytes from L2 for the operand that every column block re-reads.
+ */
+template <class Op>
+__global__ void __launch_bounds__(256) gemm_narrow_a_kernel(const Op op, uint16_t* __restrict__ a16) {
+  using W = typename Op::W;
+  const int m = blockIdx.x;
+  for (int k = threadIdx.x * 4; k < Op::K; k += blockDim.x * 4) *reinterpret_cast<uint2*>(a16 + int64_t(m) * Op::K + k) = pack4<W>(op.a(0, m, k));
+}
+
+/**
+ * Fewest rows for which a GEMM narrows A once first (a16): a small block's f32 A rows are then as
+ * many bytes as its weight rows or more (64 × K × 4 B against 64 × K × 2 B), re-read by every
+ * column block; below it the extra launch costs more than the re-reads.
+ */
+constexpr int kA16MinRows = 64;
 
 /** Most K ranges a GEMM is split into, and the fewest K steps (of 32) in one range. */
 constexpr int kMaxSplits = 8, kMinSplitSteps = 8;
@@ -650,15 +699,9 @@ inline int gemm_splits(int64_t small_blocks, int64_t sms) {
   return 1;
 }
 
-/**
- * Launches over `items` groups (experts) of up to max_m rows each; n_cols = columns, or units when
- * PAIRED. Picks the tile whose grid takes fewer waves, counting a large block as 4 small ones done
- * 1.5x as efficiently (each operand fragment feeds twice the mma): with few tokens, where the
- * weights' bytes set the time, the small tile's 4x as many blocks keep every SM streaming, and a
- * grid just over one wave of large blocks (e.g. 288 on 264 slots) is better cut small.
- */
-template <class Op>
-inline cudaError_t gemm(const Op& op, int items, int max_m, int n_cols, cudaStream_t s) {
+/** gemm() below, with A read through the Op or (A16) copied from `a16`. */
+template <class Op, bool A16>
+inline cudaError_t gemm_run(const Op& op, int items, int max_m, int n_cols, const uint16_t* a16, cudaStream_t s) {
   const int64_t b_rows = Op::PAIRED ? 2 * int64_t(n_cols) : n_cols, sms = device_info().sms > 0 ? device_info().sms : 1;
   const int64_t large_slots = GemmLarge::MIN_BLOCKS * sms, small_slots = GemmSmall::MIN_BLOCKS * sms;
   const int64_t large_waves = (gemm_blocks<GemmLarge::BM, GemmLarge::BN>(b_rows, max_m, items) + large_slots - 1) / large_slots;
@@ -669,15 +712,40 @@ inline cudaError_t gemm(const Op& op, int items, int max_m, int n_cols, cudaStre
     // tokens the weights' bytes set the time, and every SM must stream them.
     const int64_t wg_blocks = gemm_blocks<wgmma::BM, wgmma::BN>(b_rows, max_m, items);
     if (device_info().wgmma_all || (4 * wg_blocks >= 3 * sms && (wg_blocks + sms - 1) / sms < 2 * small_waves)) {
-      gemm_wgmma_kernel<Op><<<gemm_grid<Op, wgmma::BM, wgmma::BN>(items, max_m, n_cols), wgmma::THREADS, wgmma::SMEM_BYTES, s>>>(op);
+      gemm_wgmma_kernel<Op, A16><<<gemm_grid<Op, wgmma::BM, wgmma::BN>(items, max_m, n_cols), wgmma::THREADS, wgmma::SMEM_BYTES, s>>>(op, a16);
       return cudaGetLastError();
     }
   }
   const int splits = gemm_splits<Op>(gemm_blocks<GemmSmall::BM, GemmSmall::BN>(b_rows, max_m, items), sms);
-  if (splits > 1) return gemm_launch<Op, GemmSmall>(op, items, max_m, n_cols, s, splits);
+  if (splits > 1) return gemm_launch<Op, GemmSmall, A16>(op, items, max_m, n_cols, a16, s, splits);
   // A large wave is 2 small waves of work (4x the work per block, half the slots), done in 2 / 1.5 of the time.
-  if (4 * large_waves < 3 * small_waves) return gemm_launch<Op, GemmLarge>(op, items, max_m, n_cols, s);
-  return gemm_launch<Op, GemmSmall>(op, items, max_m, n_cols, s);
+  if (4 * large_waves < 3 * small_waves) return gemm_launch<Op, GemmLarge, A16>(op, items, max_m, n_cols, a16, s);
+  return gemm_launch<Op, GemmSmall, A16>(op, items, max_m, n_cols, a16, s);
+}
+
+/**
+ * Launches over `items` groups (experts) of up to max_m rows each; n_cols = columns, or units when
+ * PAIRED. Picks the tile whose grid takes fewer waves, counting a large block as 4 small ones done
+ * 1.5x as efficiently (each operand fragment feeds twice the mma): with few tokens, where the
+ * weights' bytes set the time, the small tile's 4x as many blocks keep every SM streaming, and a
+ * grid just over one wave of large blocks (e.g. 288 on 264 slots) is better cut small.
+ */
+template <class Op>
+inline cudaError_t gemm(const Op& op, int items, int max_m, int n_cols, cudaStream_t s) {
+  return gemm_run<Op, false>(op, items, max_m, n_cols, nullptr, s);
+}
+
+/**
+ * The same for one item, given a scratch of max_m x Op::K elements: from kA16MinRows rows, A is
+ * narrowed into it once (gemm_narrow_a_kernel) and the GEMM copies it from there (the Op's
+ * gemm_prepare<Op, true> readies those kernels).
+ */
+template <class Op>
+inline cudaError_t gemm(const Op& op, int max_m, int n_cols, cudaStream_t s, uint16_t* a16_scratch) {
+  if (max_m < kA16MinRows || !device_info().a16) return gemm_run<Op, false>(op, 1, max_m, n_cols, nullptr, s);
+  gemm_narrow_a_kernel<Op><<<max_m, 256, 0, s>>>(op, a16_scratch);
+  if (cudaError_t e = cudaGetLastError()) return e;
+  return gemm_run<Op, true>(op, 1, max_m, n_cols, a16_scratch, s);
 }
 
 // ---- attention -------------------------------------------------------------------------------------

@@ -36,6 +36,10 @@ constexpr bool ALL_LAYERS_ROLLING = true;  // then positions may run past MAX_SE
 constexpr double ROPE_THETA = 10000.0;  // rope_theta
 constexpr int Q_DIM = N_HEADS * HEAD_DIM;
 static_assert(N_HEADS % N_KV_HEADS == 0, "query heads of a rank are whole groups of its KV heads");
+// The widest A row that a one-item prefill GEMM narrows once (gemm_narrow_a): wq|wk|wv, w1|w3 and
+// the output read DIM, wo Q_DIM, the dense w2 HIDDEN (the experts' GEMMs read A themselves); none
+// for f32 weights (no tensor-core GEMM).
+constexpr int A16_K = !mc::kTensorCores<W> ? 0 : std::max(DIM, std::max(Q_DIM, HIDDEN));
 constexpr int N_WEIGHTS = 291;
 constexpr int64_t WEIGHT_BYTES = 14483464192;  // the device weight arena (layout: compiler/emit/render-cuda.ts)
 constexpr int64_t KV_BYTES = 603848704;         // keys and values of every layer, in the weight dtype
@@ -359,6 +363,7 @@ struct Activations {
   int32_t* io;          // [1 + MAX_TOKENS]: position of the first token, then the token ids (one copy per call)
   float* residual;      // [MAX_TOKENS, DIM] the residual stream, f32
   float* rstd;          // [MAX_TOKENS] RMSNorm row statistics of prefill GEMMs
+  uint16_t* a16;        // [MAX_TOKENS, A16_K] a prefill GEMM's A operand narrowed to the weight type (gemm_narrow_a)
   float* q;             // [MAX_TOKENS, Q_DIM] queries after RoPE
   float* attn_out;      // [MAX_TOKENS, Q_DIM]
   float* partial;       // decode attention splits [N_HEADS, MAX_SPLITS, HEAD_DIM + 2]
@@ -380,6 +385,7 @@ int64_t layout_activations(Activations& a, uintptr_t base) {
   take(a.io, 1 + MAX_TOKENS);
   take(a.residual, int64_t(MAX_TOKENS) * DIM);
   take(a.rstd, MAX_TOKENS);
+  take(a.a16, int64_t(MAX_TOKENS) * A16_K);
   take(a.q, int64_t(MAX_TOKENS) * Q_DIM);
   take(a.attn_out, int64_t(MAX_TOKENS) * Q_DIM);
   take(a.partial, attention_gqa_window::PARTIAL_FLOATS);
@@ -547,261 +553,261 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   MC_LAUNCH("embedding_lookup", embedding_lookup::launch(a.io + 1, T, m->vocab_start, m->embedding, a.residual, s));
   {  // layer 0: sliding window 4096, ring of 4607 slots
     const Layer& l = m->layers[0];
-    MC_LAUNCH("layers.0 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.q, l.k_cache, l.v_cache, s));
+    MC_LAUNCH("layers.0 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, s));
     MC_LAUNCH("layers.0 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.0 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, s));
-    MC_LAUNCH("layers.0 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.ffn_hidden, s));
-    MC_LAUNCH("layers.0 w2_residual", w2_residual::launch(a.ffn_hidden, T, l.w2, a.residual, s));
+    MC_LAUNCH("layers.0 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
+    MC_LAUNCH("layers.0 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.a16, a.ffn_hidden, s));
+    MC_LAUNCH("layers.0 w2_residual", w2_residual::launch(a.ffn_hidden, T, l.w2, a.residual, a.a16, s));
   }
   {  // layer 1: sliding window 4096, ring of 4607 slots
     const Layer& l = m->layers[1];
-    MC_LAUNCH("layers.1 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.q, l.k_cache, l.v_cache, s));
+    MC_LAUNCH("layers.1 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, s));
     MC_LAUNCH("layers.1 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.1 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, s));
-    MC_LAUNCH("layers.1 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.ffn_hidden, s));
-    MC_LAUNCH("layers.1 w2_residual", w2_residual::launch(a.ffn_hidden, T, l.w2, a.residual, s));
+    MC_LAUNCH("layers.1 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
+    MC_LAUNCH("layers.1 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.a16, a.ffn_hidden, s));
+    MC_LAUNCH("layers.1 w2_residual", w2_residual::launch(a.ffn_hidden, T, l.w2, a.residual, a.a16, s));
   }
   {  // layer 2: sliding window 4096, ring of 4607 slots
     const Layer& l = m->layers[2];
-    MC_LAUNCH("layers.2 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.q, l.k_cache, l.v_cache, s));
+    MC_LAUNCH("layers.2 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, s));
     MC_LAUNCH("layers.2 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.2 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, s));
-    MC_LAUNCH("layers.2 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.ffn_hidden, s));
-    MC_LAUNCH("layers.2 w2_residual", w2_residual::launch(a.ffn_hidden, T, l.w2, a.residual, s));
+    MC_LAUNCH("layers.2 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
+    MC_LAUNCH("layers.2 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.a16, a.ffn_hidden, s));
+    MC_LAUNCH("layers.2 w2_residual", w2_residual::launch(a.ffn_hidden, T, l.w2, a.residual, a.a16, s));
   }
   {  // layer 3: sliding window 4096, ring of 4607 slots
     const Layer& l = m->layers[3];
-    MC_LAUNCH("layers.3 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.q, l.k_cache, l.v_cache, s));
+    MC_LAUNCH("layers.3 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, s));
     MC_LAUNCH("layers.3 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.3 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, s));
-    MC_LAUNCH("layers.3 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.ffn_hidden, s));
-    MC_LAUNCH("layers.3 w2_residual", w2_residual::launch(a.ffn_hidden, T, l.w2, a.residual, s));
+    MC_LAUNCH("layers.3 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
+    MC_LAUNCH("layers.3 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.a16, a.ffn_hidden, s));
+    MC_LAUNCH("layers.3 w2_residual", w2_residual::launch(a.ffn_hidden, T, l.w2, a.residual, a.a16, s));
   }
   {  // layer 4: sliding window 4096, ring of 4607 slots
     const Layer& l = m->layers[4];
-    MC_LAUNCH("layers.4 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.q, l.k_cache, l.v_cache, s));
+    MC_LAUNCH("layers.4 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, s));
     MC_LAUNCH("layers.4 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.4 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, s));
-    MC_LAUNCH("layers.4 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.ffn_hidden, s));
-    MC_LAUNCH("layers.4 w2_residual", w2_residual::launch(a.ffn_hidden, T, l.w2, a.residual, s));
+    MC_LAUNCH("layers.4 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
+    MC_LAUNCH("layers.4 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.a16, a.ffn_hidden, s));
+    MC_LAUNCH("layers.4 w2_residual", w2_residual::launch(a.ffn_hidden, T, l.w2, a.residual, a.a16, s));
   }
   {  // layer 5: sliding window 4096, ring of 4607 slots
     const Layer& l = m->layers[5];
-    MC_LAUNCH("layers.5 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.q, l.k_cache, l.v_cache, s));
+    MC_LAUNCH("layers.5 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, s));
     MC_LAUNCH("layers.5 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.5 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, s));
-    MC_LAUNCH("layers.5 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.ffn_hidden, s));
-    MC_LAUNCH("layers.5 w2_residual", w2_residual::launch(a.ffn_hidden, T, l.w2, a.residual, s));
+    MC_LAUNCH("layers.5 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
+    MC_LAUNCH("layers.5 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.a16, a.ffn_hidden, s));
+    MC_LAUNCH("layers.5 w2_residual", w2_residual::launch(a.ffn_hidden, T, l.w2, a.residual, a.a16, s));
   }
   {  // layer 6: sliding window 4096, ring of 4607 slots
     const Layer& l = m->layers[6];
-    MC_LAUNCH("layers.6 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.q, l.k_cache, l.v_cache, s));
+    MC_LAUNCH("layers.6 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, s));
     MC_LAUNCH("layers.6 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.6 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, s));
-    MC_LAUNCH("layers.6 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.ffn_hidden, s));
-    MC_LAUNCH("layers.6 w2_residual", w2_residual::launch(a.ffn_hidden, T, l.w2, a.residual, s));
+    MC_LAUNCH("layers.6 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
+    MC_LAUNCH("layers.6 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.a16, a.ffn_hidden, s));
+    MC_LAUNCH("layers.6 w2_residual", w2_residual::launch(a.ffn_hidden, T, l.w2, a.residual, a.a16, s));
   }
   {  // layer 7: sliding window 4096, ring of 4607 slots
     const Layer& l = m->layers[7];
-    MC_LAUNCH("layers.7 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.q, l.k_cache, l.v_cache, s));
+    MC_LAUNCH("layers.7 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, s));
     MC_LAUNCH("layers.7 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.7 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, s));
-    MC_LAUNCH("layers.7 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.ffn_hidden, s));
-    MC_LAUNCH("layers.7 w2_residual", w2_residual::launch(a.ffn_hidden, T, l.w2, a.residual, s));
+    MC_LAUNCH("layers.7 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
+    MC_LAUNCH("layers.7 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.a16, a.ffn_hidden, s));
+    MC_LAUNCH("layers.7 w2_residual", w2_residual::launch(a.ffn_hidden, T, l.w2, a.residual, a.a16, s));
   }
   {  // layer 8: sliding window 4096, ring of 4607 slots
     const Layer& l = m->layers[8];
-    MC_LAUNCH("layers.8 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.q, l.k_cache, l.v_cache, s));
+    MC_LAUNCH("layers.8 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, s));
     MC_LAUNCH("layers.8 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.8 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, s));
-    MC_LAUNCH("layers.8 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.ffn_hidden, s));
-    MC_LAUNCH("layers.8 w2_residual", w2_residual::launch(a.ffn_hidden, T, l.w2, a.residual, s));
+    MC_LAUNCH("layers.8 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
+    MC_LAUNCH("layers.8 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.a16, a.ffn_hidden, s));
+    MC_LAUNCH("layers.8 w2_residual", w2_residual::launch(a.ffn_hidden, T, l.w2, a.residual, a.a16, s));
   }
   {  // layer 9: sliding window 4096, ring of 4607 slots
     const Layer& l = m->layers[9];
-    MC_LAUNCH("layers.9 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.q, l.k_cache, l.v_cache, s));
+    MC_LAUNCH("layers.9 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, s));
     MC_LAUNCH("layers.9 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.9 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, s));
-    MC_LAUNCH("layers.9 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.ffn_hidden, s));
-    MC_LAUNCH("layers.9 w2_residual", w2_residual::launch(a.ffn_hidden, T, l.w2, a.residual, s));
+    MC_LAUNCH("layers.9 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
+    MC_LAUNCH("layers.9 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.a16, a.ffn_hidden, s));
+    MC_LAUNCH("layers.9 w2_residual", w2_residual::launch(a.ffn_hidden, T, l.w2, a.residual, a.a16, s));
   }
   {  // layer 10: sliding window 4096, ring of 4607 slots
     const Layer& l = m->layers[10];
-    MC_LAUNCH("layers.10 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.q, l.k_cache, l.v_cache, s));
+    MC_LAUNCH("layers.10 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, s));
     MC_LAUNCH("layers.10 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.10 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, s));
-    MC_LAUNCH("layers.10 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.ffn_hidden, s));
-    MC_LAUNCH("layers.10 w2_residual", w2_residual::launch(a.ffn_hidden, T, l.w2, a.residual, s));
+    MC_LAUNCH("layers.10 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
+    MC_LAUNCH("layers.10 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.a16, a.ffn_hidden, s));
+    MC_LAUNCH("layers.10 w2_residual", w2_residual::launch(a.ffn_hidden, T, l.w2, a.residual, a.a16, s));
   }
   {  // layer 11: sliding window 4096, ring of 4607 slots
     const Layer& l = m->layers[11];
-    MC_LAUNCH("layers.11 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.q, l.k_cache, l.v_cache, s));
+    MC_LAUNCH("layers.11 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, s));
     MC_LAUNCH("layers.11 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.11 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, s));
-    MC_LAUNCH("layers.11 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.ffn_hidden, s));
-    MC_LAUNCH("layers.11 w2_residual", w2_residual::launch(a.ffn_hidden, T, l.w2, a.residual, s));
+    MC_LAUNCH("layers.11 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
+    MC_LAUNCH("layers.11 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.a16, a.ffn_hidden, s));
+    MC_LAUNCH("layers.11 w2_residual", w2_residual::launch(a.ffn_hidden, T, l.w2, a.residual, a.a16, s));
   }
   {  // layer 12: sliding window 4096, ring of 4607 slots
     const Layer& l = m->layers[12];
-    MC_LAUNCH("layers.12 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.q, l.k_cache, l.v_cache, s));
+    MC_LAUNCH("layers.12 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, s));
     MC_LAUNCH("layers.12 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.12 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, s));
-    MC_LAUNCH("layers.12 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.ffn_hidden, s));
-    MC_LAUNCH("layers.12 w2_residual", w2_residual::launch(a.ffn_hidden, T, l.w2, a.residual, s));
+    MC_LAUNCH("layers.12 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
+    MC_LAUNCH("layers.12 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.a16, a.ffn_hidden, s));
+    MC_LAUNCH("layers.12 w2_residual", w2_residual::launch(a.ffn_hidden, T, l.w2, a.residual, a.a16, s));
   }
   {  // layer 13: sliding window 4096, ring of 4607 slots
     const Layer& l = m->layers[13];
-    MC_LAUNCH("layers.13 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.q, l.k_cache, l.v_cache, s));
+    MC_LAUNCH("layers.13 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, s));
     MC_LAUNCH("layers.13 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.13 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, s));
-    MC_LAUNCH("layers.13 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.ffn_hidden, s));
-    MC_LAUNCH("layers.13 w2_residual", w2_residual::launch(a.ffn_hidden, T, l.w2, a.residual, s));
+    MC_LAUNCH("layers.13 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
+    MC_LAUNCH("layers.13 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.a16, a.ffn_hidden, s));
+    MC_LAUNCH("layers.13 w2_residual", w2_residual::launch(a.ffn_hidden, T, l.w2, a.residual, a.a16, s));
   }
   {  // layer 14: sliding window 4096, ring of 4607 slots
     const Layer& l = m->layers[14];
-    MC_LAUNCH("layers.14 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.q, l.k_cache, l.v_cache, s));
+    MC_LAUNCH("layers.14 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, s));
     MC_LAUNCH("layers.14 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.14 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, s));
-    MC_LAUNCH("layers.14 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.ffn_hidden, s));
-    MC_LAUNCH("layers.14 w2_residual", w2_residual::launch(a.ffn_hidden, T, l.w2, a.residual, s));
+    MC_LAUNCH("layers.14 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
+    MC_LAUNCH("layers.14 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.a16, a.ffn_hidden, s));
+    MC_LAUNCH("layers.14 w2_residual", w2_residual::launch(a.ffn_hidden, T, l.w2, a.residual, a.a16, s));
   }
   {  // layer 15: sliding window 4096, ring of 4607 slots
     const Layer& l = m->layers[15];
-    MC_LAUNCH("layers.15 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.q, l.k_cache, l.v_cache, s));
+    MC_LAUNCH("layers.15 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, s));
     MC_LAUNCH("layers.15 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.15 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, s));
-    MC_LAUNCH("layers.15 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.ffn_hidden, s));
-    MC_LAUNCH("layers.15 w2_residual", w2_residual::launch(a.ffn_hidden, T, l.w2, a.residual, s));
+    MC_LAUNCH("layers.15 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
+    MC_LAUNCH("layers.15 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.a16, a.ffn_hidden, s));
+    MC_LAUNCH("layers.15 w2_residual", w2_residual::launch(a.ffn_hidden, T, l.w2, a.residual, a.a16, s));
   }
   {  // layer 16: sliding window 4096, ring of 4607 slots
     const Layer& l = m->layers[16];
-    MC_LAUNCH("layers.16 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.q, l.k_cache, l.v_cache, s));
+    MC_LAUNCH("layers.16 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, s));
     MC_LAUNCH("layers.16 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.16 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, s));
-    MC_LAUNCH("layers.16 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.ffn_hidden, s));
-    MC_LAUNCH("layers.16 w2_residual", w2_residual::launch(a.ffn_hidden, T, l.w2, a.residual, s));
+    MC_LAUNCH("layers.16 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
+    MC_LAUNCH("layers.16 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.a16, a.ffn_hidden, s));
+    MC_LAUNCH("layers.16 w2_residual", w2_residual::launch(a.ffn_hidden, T, l.w2, a.residual, a.a16, s));
   }
   {  // layer 17: sliding window 4096, ring of 4607 slots
     const Layer& l = m->layers[17];
-    MC_LAUNCH("layers.17 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.q, l.k_cache, l.v_cache, s));
+    MC_LAUNCH("layers.17 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, s));
     MC_LAUNCH("layers.17 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.17 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, s));
-    MC_LAUNCH("layers.17 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.ffn_hidden, s));
-    MC_LAUNCH("layers.17 w2_residual", w2_residual::launch(a.ffn_hidden, T, l.w2, a.residual, s));
+    MC_LAUNCH("layers.17 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
+    MC_LAUNCH("layers.17 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.a16, a.ffn_hidden, s));
+    MC_LAUNCH("layers.17 w2_residual", w2_residual::launch(a.ffn_hidden, T, l.w2, a.residual, a.a16, s));
   }
   {  // layer 18: sliding window 4096, ring of 4607 slots
     const Layer& l = m->layers[18];
-    MC_LAUNCH("layers.18 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.q, l.k_cache, l.v_cache, s));
+    MC_LAUNCH("layers.18 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, s));
     MC_LAUNCH("layers.18 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.18 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, s));
-    MC_LAUNCH("layers.18 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.ffn_hidden, s));
-    MC_LAUNCH("layers.18 w2_residual", w2_residual::launch(a.ffn_hidden, T, l.w2, a.residual, s));
+    MC_LAUNCH("layers.18 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
+    MC_LAUNCH("layers.18 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.a16, a.ffn_hidden, s));
+    MC_LAUNCH("layers.18 w2_residual", w2_residual::launch(a.ffn_hidden, T, l.w2, a.residual, a.a16, s));
   }
   {  // layer 19: sliding window 4096, ring of 4607 slots
     const Layer& l = m->layers[19];
-    MC_LAUNCH("layers.19 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.q, l.k_cache, l.v_cache, s));
+    MC_LAUNCH("layers.19 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, s));
     MC_LAUNCH("layers.19 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.19 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, s));
-    MC_LAUNCH("layers.19 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.ffn_hidden, s));
-    MC_LAUNCH("layers.19 w2_residual", w2_residual::launch(a.ffn_hidden, T, l.w2, a.residual, s));
+    MC_LAUNCH("layers.19 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
+    MC_LAUNCH("layers.19 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.a16, a.ffn_hidden, s));
+    MC_LAUNCH("layers.19 w2_residual", w2_residual::launch(a.ffn_hidden, T, l.w2, a.residual, a.a16, s));
   }
   {  // layer 20: sliding window 4096, ring of 4607 slots
     const Layer& l = m->layers[20];
-    MC_LAUNCH("layers.20 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.q, l.k_cache, l.v_cache, s));
+    MC_LAUNCH("layers.20 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, s));
     MC_LAUNCH("layers.20 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.20 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, s));
-    MC_LAUNCH("layers.20 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.ffn_hidden, s));
-    MC_LAUNCH("layers.20 w2_residual", w2_residual::launch(a.ffn_hidden, T, l.w2, a.residual, s));
+    MC_LAUNCH("layers.20 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
+    MC_LAUNCH("layers.20 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.a16, a.ffn_hidden, s));
+    MC_LAUNCH("layers.20 w2_residual", w2_residual::launch(a.ffn_hidden, T, l.w2, a.residual, a.a16, s));
   }
   {  // layer 21: sliding window 4096, ring of 4607 slots
     const Layer& l = m->layers[21];
-    MC_LAUNCH("layers.21 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.q, l.k_cache, l.v_cache, s));
+    MC_LAUNCH("layers.21 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, s));
     MC_LAUNCH("layers.21 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.21 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, s));
-    MC_LAUNCH("layers.21 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.ffn_hidden, s));
-    MC_LAUNCH("layers.21 w2_residual", w2_residual::launch(a.ffn_hidden, T, l.w2, a.residual, s));
+    MC_LAUNCH("layers.21 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
+    MC_LAUNCH("layers.21 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.a16, a.ffn_hidden, s));
+    MC_LAUNCH("layers.21 w2_residual", w2_residual::launch(a.ffn_hidden, T, l.w2, a.residual, a.a16, s));
   }
   {  // layer 22: sliding window 4096, ring of 4607 slots
     const Layer& l = m->layers[22];
-    MC_LAUNCH("layers.22 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.q, l.k_cache, l.v_cache, s));
+    MC_LAUNCH("layers.22 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, s));
     MC_LAUNCH("layers.22 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.22 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, s));
-    MC_LAUNCH("layers.22 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.ffn_hidden, s));
-    MC_LAUNCH("layers.22 w2_residual", w2_residual::launch(a.ffn_hidden, T, l.w2, a.residual, s));
+    MC_LAUNCH("layers.22 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
+    MC_LAUNCH("layers.22 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.a16, a.ffn_hidden, s));
+    MC_LAUNCH("layers.22 w2_residual", w2_residual::launch(a.ffn_hidden, T, l.w2, a.residual, a.a16, s));
   }
   {  // layer 23: sliding window 4096, ring of 4607 slots
     const Layer& l = m->layers[23];
-    MC_LAUNCH("layers.23 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.q, l.k_cache, l.v_cache, s));
+    MC_LAUNCH("layers.23 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, s));
     MC_LAUNCH("layers.23 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.23 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, s));
-    MC_LAUNCH("layers.23 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.ffn_hidden, s));
-    MC_LAUNCH("layers.23 w2_residual", w2_residual::launch(a.ffn_hidden, T, l.w2, a.residual, s));
+    MC_LAUNCH("layers.23 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
+    MC_LAUNCH("layers.23 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.a16, a.ffn_hidden, s));
+    MC_LAUNCH("layers.23 w2_residual", w2_residual::launch(a.ffn_hidden, T, l.w2, a.residual, a.a16, s));
   }
   {  // layer 24: sliding window 4096, ring of 4607 slots
     const Layer& l = m->layers[24];
-    MC_LAUNCH("layers.24 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.q, l.k_cache, l.v_cache, s));
+    MC_LAUNCH("layers.24 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, s));
     MC_LAUNCH("layers.24 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.24 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, s));
-    MC_LAUNCH("layers.24 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.ffn_hidden, s));
-    MC_LAUNCH("layers.24 w2_residual", w2_residual::launch(a.ffn_hidden, T, l.w2, a.residual, s));
+    MC_LAUNCH("layers.24 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
+    MC_LAUNCH("layers.24 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.a16, a.ffn_hidden, s));
+    MC_LAUNCH("layers.24 w2_residual", w2_residual::launch(a.ffn_hidden, T, l.w2, a.residual, a.a16, s));
   }
   {  // layer 25: sliding window 4096, ring of 4607 slots
     const Layer& l = m->layers[25];
-    MC_LAUNCH("layers.25 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.q, l.k_cache, l.v_cache, s));
+    MC_LAUNCH("layers.25 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, s));
     MC_LAUNCH("layers.25 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.25 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, s));
-    MC_LAUNCH("layers.25 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.ffn_hidden, s));
-    MC_LAUNCH("layers.25 w2_residual", w2_residual::launch(a.ffn_hidden, T, l.w2, a.residual, s));
+    MC_LAUNCH("layers.25 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
+    MC_LAUNCH("layers.25 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.a16, a.ffn_hidden, s));
+    MC_LAUNCH("layers.25 w2_residual", w2_residual::launch(a.ffn_hidden, T, l.w2, a.residual, a.a16, s));
   }
   {  // layer 26: sliding window 4096, ring of 4607 slots
     const Layer& l = m->layers[26];
-    MC_LAUNCH("layers.26 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.q, l.k_cache, l.v_cache, s));
+    MC_LAUNCH("layers.26 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, s));
     MC_LAUNCH("layers.26 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.26 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, s));
-    MC_LAUNCH("layers.26 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.ffn_hidden, s));
-    MC_LAUNCH("layers.26 w2_residual", w2_residual::launch(a.ffn_hidden, T, l.w2, a.residual, s));
+    MC_LAUNCH("layers.26 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
+    MC_LAUNCH("layers.26 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.a16, a.ffn_hidden, s));
+    MC_LAUNCH("layers.26 w2_residual", w2_residual::launch(a.ffn_hidden, T, l.w2, a.residual, a.a16, s));
   }
   {  // layer 27: sliding window 4096, ring of 4607 slots
     const Layer& l = m->layers[27];
-    MC_LAUNCH("layers.27 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.q, l.k_cache, l.v_cache, s));
+    MC_LAUNCH("layers.27 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, s));
     MC_LAUNCH("layers.27 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.27 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, s));
-    MC_LAUNCH("layers.27 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.ffn_hidden, s));
-    MC_LAUNCH("layers.27 w2_residual", w2_residual::launch(a.ffn_hidden, T, l.w2, a.residual, s));
+    MC_LAUNCH("layers.27 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
+    MC_LAUNCH("layers.27 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.a16, a.ffn_hidden, s));
+    MC_LAUNCH("layers.27 w2_residual", w2_residual::launch(a.ffn_hidden, T, l.w2, a.residual, a.a16, s));
   }
   {  // layer 28: sliding window 4096, ring of 4607 slots
     const Layer& l = m->layers[28];
-    MC_LAUNCH("layers.28 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.q, l.k_cache, l.v_cache, s));
+    MC_LAUNCH("layers.28 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, s));
     MC_LAUNCH("layers.28 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.28 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, s));
-    MC_LAUNCH("layers.28 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.ffn_hidden, s));
-    MC_LAUNCH("layers.28 w2_residual", w2_residual::launch(a.ffn_hidden, T, l.w2, a.residual, s));
+    MC_LAUNCH("layers.28 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
+    MC_LAUNCH("layers.28 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.a16, a.ffn_hidden, s));
+    MC_LAUNCH("layers.28 w2_residual", w2_residual::launch(a.ffn_hidden, T, l.w2, a.residual, a.a16, s));
   }
   {  // layer 29: sliding window 4096, ring of 4607 slots
     const Layer& l = m->layers[29];
-    MC_LAUNCH("layers.29 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.q, l.k_cache, l.v_cache, s));
+    MC_LAUNCH("layers.29 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, s));
     MC_LAUNCH("layers.29 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.29 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, s));
-    MC_LAUNCH("layers.29 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.ffn_hidden, s));
-    MC_LAUNCH("layers.29 w2_residual", w2_residual::launch(a.ffn_hidden, T, l.w2, a.residual, s));
+    MC_LAUNCH("layers.29 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
+    MC_LAUNCH("layers.29 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.a16, a.ffn_hidden, s));
+    MC_LAUNCH("layers.29 w2_residual", w2_residual::launch(a.ffn_hidden, T, l.w2, a.residual, a.a16, s));
   }
   {  // layer 30: sliding window 4096, ring of 4607 slots
     const Layer& l = m->layers[30];
-    MC_LAUNCH("layers.30 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.q, l.k_cache, l.v_cache, s));
+    MC_LAUNCH("layers.30 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, s));
     MC_LAUNCH("layers.30 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.30 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, s));
-    MC_LAUNCH("layers.30 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.ffn_hidden, s));
-    MC_LAUNCH("layers.30 w2_residual", w2_residual::launch(a.ffn_hidden, T, l.w2, a.residual, s));
+    MC_LAUNCH("layers.30 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
+    MC_LAUNCH("layers.30 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.a16, a.ffn_hidden, s));
+    MC_LAUNCH("layers.30 w2_residual", w2_residual::launch(a.ffn_hidden, T, l.w2, a.residual, a.a16, s));
   }
   {  // layer 31: sliding window 4096, ring of 4607 slots
     const Layer& l = m->layers[31];
-    MC_LAUNCH("layers.31 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.q, l.k_cache, l.v_cache, s));
+    MC_LAUNCH("layers.31 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, s));
     MC_LAUNCH("layers.31 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.31 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, s));
-    MC_LAUNCH("layers.31 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.ffn_hidden, s));
-    MC_LAUNCH("layers.31 w2_residual", w2_residual::launch(a.ffn_hidden, T, l.w2, a.residual, s));
+    MC_LAUNCH("layers.31 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
+    MC_LAUNCH("layers.31 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.a16, a.ffn_hidden, s));
+    MC_LAUNCH("layers.31 w2_residual", w2_residual::launch(a.ffn_hidden, T, l.w2, a.residual, a.a16, s));
   }
-  MC_LAUNCH("rmsnorm_output", rmsnorm_output::launch(a.residual, first, rows, m->final_norm, m->output, a.rstd, a.logits, s));
+  MC_LAUNCH("rmsnorm_output", rmsnorm_output::launch(a.residual, first, rows, m->final_norm, m->output, a.rstd, a.a16, a.logits, s));
   return cudaSuccess;
 }
 

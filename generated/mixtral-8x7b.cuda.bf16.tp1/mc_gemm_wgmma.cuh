@@ -32,6 +32,7 @@ static_assert(A_LOADS * 4 * THREADS == BM * BK && B_LOADS * 8 * THREADS == BN * 
 // rows) must start on the swizzle's 1024-byte period; a K step is one 128-byte swizzled row.
 static_assert(A_BYTES % 1024 == 0 && STAGE_BYTES % 1024 == 0 && (64 * BK * 2) % 1024 == 0, "tiles on 1024-byte boundaries");
 static_assert(BK * 2 == 128 && BM == 2 * 64 && BN == 128, "the layout, the warpgroups and mma_async are written for m64n128, 64-element K steps");
+static_assert(BM == BN, "A16 tiles are copied as B's are (b_row, b_chunk)");
 /** Dynamic shared memory: the stages, plus slack to start them on a 1024-byte boundary. */
 constexpr unsigned SMEM_BYTES = STAGES * STAGE_BYTES + 1024;
 
@@ -71,13 +72,14 @@ __host__ __device__ constexpr int acc_col(int tid, int i) { return 8 * (i / 4) +
 /**
  * C[m, n] = A[m, :] · B[n, :] like gemm_kernel (same Op, same epilogue calls), on wgmma: 2 warpgroups
  * of 64 rows x 128 columns. B (weights) streams in by cp.async, LOOKAHEAD stages ahead; A (f32, from
- * the Op) is loaded into registers a step ahead and narrowed into its stage at the end of the step.
+ * the Op) is loaded into registers a step ahead and narrowed into its stage at the end of the step,
+ * or, with A16 (gemm_narrow_a_kernel wrote it to `a16`), copied by cp.async with B.
  * Stage reuse: step kt refills the buffer of step kt - 2, whose wgmma groups every warpgroup has
  * waited for (wait_group 1 at the end of step kt - 1) before this step's barrier, so one group of
  * wgmma is always in flight while the next stage is issued.
  */
-template <class Op>
-__global__ void __launch_bounds__(wgmma::THREADS, 1) gemm_wgmma_kernel(const Op op) {
+template <class Op, bool A16>
+__global__ void __launch_bounds__(wgmma::THREADS, 1) gemm_wgmma_kernel(const Op op, const uint16_t* __restrict__ a16) {
 #ifdef MC_WGMMA_ENABLED
   using W = typename Op::W;
   using namespace wgmma;
@@ -109,6 +111,15 @@ __global__ void __launch_bounds__(wgmma::THREADS, 1) gemm_wgmma_kernel(const Op 
       cp_async16(b_tile(s) + swizzled(b_row(tid, j), 8 * b_chunk(tid, j)), ok ? brow[j] + k : bdummy, ok ? 16 : 0);
     }
   };
+  // A16 (gemm_narrow_a wrote A as W): copied like B, 8 threads a 128-byte row.
+  auto load_a16 = [&](int s, int k0) {
+#pragma unroll
+    for (int j = 0; j < B_LOADS; ++j) {
+      const int m = m0 + b_row(tid, j), k = k0 + 8 * b_chunk(tid, j);
+      const bool ok = m < M && k < K;
+      cp_async16(a_tile(s) + swizzled(b_row(tid, j), 8 * b_chunk(tid, j)), ok ? a16 + int64_t(m) * K + k : a16, ok ? 16 : 0);
+    }
+  };
   float4 areg[A_LOADS];
   auto load_a = [&](int k0) {
 #pragma unroll
@@ -130,8 +141,12 @@ __global__ void __launch_bounds__(wgmma::THREADS, 1) gemm_wgmma_kernel(const Op 
   for (int st = 0; st < LOOKAHEAD; ++st) {
     if (st < KT) {
       load_b(st, st * BK);
-      load_a(st * BK);
-      store_a(st);
+      if constexpr (A16) {
+        load_a16(st, st * BK);
+      } else {
+        load_a(st * BK);
+        store_a(st);
+      }
     }
     cp_async_commit();  // one group per stage, empty or not, so that wait<LOOKAHEAD - 1> always means "stage kt landed"
   }
@@ -145,7 +160,8 @@ __global__ void __launch_bounds__(wgmma::THREADS, 1) gemm_wgmma_kernel(const Op 
     const int next = kt + LOOKAHEAD, s = kt % STAGES;
     if (next < KT) {
       load_b(next % STAGES, next * BK);
-      load_a(next * BK);
+      if constexpr (A16) load_a16(next % STAGES, next * BK);
+      else load_a(next * BK);
     }
     cp_async_commit();
     const uint32_t a_addr = uint32_t(__cvta_generic_to_shared(a_tile(s))) + wg * 64 * 128;  // this warpgroup's 64 rows
@@ -155,7 +171,9 @@ __global__ void __launch_bounds__(wgmma::THREADS, 1) gemm_wgmma_kernel(const Op 
 #pragma unroll
     for (int ks = 0; ks < BK / 16; ++ks) wgmma::mma_async<W>(acc, descriptor(a_addr + 32 * ks), descriptor(b_addr + 32 * ks));
     wgmma::commit_group();
-    if (next < KT) store_a(next % STAGES);  // the buffer of step kt - 2 (see above)
+    if constexpr (!A16) {
+      if (next < KT) store_a(next % STAGES);  // the buffer of step kt - 2 (see above)
+    }
     wgmma::wait_group<1>();
     wgmma::fence_operands(acc);
   }

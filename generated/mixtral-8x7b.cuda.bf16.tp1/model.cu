@@ -38,6 +38,10 @@ constexpr int Q_DIM = N_HEADS * HEAD_DIM;
 static_assert(N_HEADS % N_KV_HEADS == 0, "query heads of a rank are whole groups of its KV heads");
 constexpr int EXPERTS = 8;      // moe.num_experts
 constexpr int TOP_K = 2;// moe.num_experts_per_tok
+// The widest A row that a one-item prefill GEMM narrows once (gemm_narrow_a): wq|wk|wv, w1|w3 and
+// the output read DIM, wo Q_DIM, the dense w2 HIDDEN (the experts' GEMMs read A themselves); none
+// for f32 weights (no tensor-core GEMM).
+constexpr int A16_K = !mc::kTensorCores<W> ? 0 : std::max(DIM, Q_DIM);
 constexpr int N_WEIGHTS = 995;
 constexpr int64_t WEIGHT_BYTES = 93405585408;  // the device weight arena (layout: compiler/emit/render-cuda.ts)
 constexpr int64_t KV_BYTES = 4294967296;         // keys and values of every layer, in the weight dtype
@@ -1067,6 +1071,7 @@ struct Activations {
   int32_t* io;          // [1 + MAX_TOKENS]: position of the first token, then the token ids (one copy per call)
   float* residual;      // [MAX_TOKENS, DIM] the residual stream, f32
   float* rstd;          // [MAX_TOKENS] RMSNorm row statistics of prefill GEMMs
+  uint16_t* a16;        // [MAX_TOKENS, A16_K] a prefill GEMM's A operand narrowed to the weight type (gemm_narrow_a)
   float* q;             // [MAX_TOKENS, Q_DIM] queries after RoPE
   float* attn_out;      // [MAX_TOKENS, Q_DIM]
   float* partial;       // decode attention splits [N_HEADS, MAX_SPLITS, HEAD_DIM + 2]
@@ -1095,6 +1100,7 @@ int64_t layout_activations(Activations& a, uintptr_t base) {
   take(a.io, 1 + MAX_TOKENS);
   take(a.residual, int64_t(MAX_TOKENS) * DIM);
   take(a.rstd, MAX_TOKENS);
+  take(a.a16, int64_t(MAX_TOKENS) * A16_K);
   take(a.q, int64_t(MAX_TOKENS) * Q_DIM);
   take(a.attn_out, int64_t(MAX_TOKENS) * Q_DIM);
   take(a.partial, attention_gqa_window::PARTIAL_FLOATS);
@@ -1271,9 +1277,9 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   MC_LAUNCH("embedding_lookup", embedding_lookup::launch(a.io + 1, T, m->vocab_start, m->embedding, a.residual, s));
   {  // layer 0: full attention over 32768 slots
     const Layer& l = m->layers[0];
-    MC_LAUNCH("layers.0 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.q, l.k_cache, l.v_cache, s));
+    MC_LAUNCH("layers.0 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, s));
     MC_LAUNCH("layers.0 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.0 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, s));
+    MC_LAUNCH("layers.0 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
     MC_LAUNCH("layers.0 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
     MC_LAUNCH("layers.0 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
     MC_LAUNCH("layers.0 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.moe_hidden, s));
@@ -1281,9 +1287,9 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   }
   {  // layer 1: full attention over 32768 slots
     const Layer& l = m->layers[1];
-    MC_LAUNCH("layers.1 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.q, l.k_cache, l.v_cache, s));
+    MC_LAUNCH("layers.1 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, s));
     MC_LAUNCH("layers.1 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.1 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, s));
+    MC_LAUNCH("layers.1 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
     MC_LAUNCH("layers.1 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
     MC_LAUNCH("layers.1 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
     MC_LAUNCH("layers.1 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.moe_hidden, s));
@@ -1291,9 +1297,9 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   }
   {  // layer 2: full attention over 32768 slots
     const Layer& l = m->layers[2];
-    MC_LAUNCH("layers.2 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.q, l.k_cache, l.v_cache, s));
+    MC_LAUNCH("layers.2 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, s));
     MC_LAUNCH("layers.2 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.2 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, s));
+    MC_LAUNCH("layers.2 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
     MC_LAUNCH("layers.2 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
     MC_LAUNCH("layers.2 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
     MC_LAUNCH("layers.2 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.moe_hidden, s));
@@ -1301,9 +1307,9 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   }
   {  // layer 3: full attention over 32768 slots
     const Layer& l = m->layers[3];
-    MC_LAUNCH("layers.3 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.q, l.k_cache, l.v_cache, s));
+    MC_LAUNCH("layers.3 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, s));
     MC_LAUNCH("layers.3 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.3 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, s));
+    MC_LAUNCH("layers.3 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
     MC_LAUNCH("layers.3 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
     MC_LAUNCH("layers.3 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
     MC_LAUNCH("layers.3 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.moe_hidden, s));
@@ -1311,9 +1317,9 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   }
   {  // layer 4: full attention over 32768 slots
     const Layer& l = m->layers[4];
-    MC_LAUNCH("layers.4 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.q, l.k_cache, l.v_cache, s));
+    MC_LAUNCH("layers.4 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, s));
     MC_LAUNCH("layers.4 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.4 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, s));
+    MC_LAUNCH("layers.4 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
     MC_LAUNCH("layers.4 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
     MC_LAUNCH("layers.4 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
     MC_LAUNCH("layers.4 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.moe_hidden, s));
@@ -1321,9 +1327,9 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   }
   {  // layer 5: full attention over 32768 slots
     const Layer& l = m->layers[5];
-    MC_LAUNCH("layers.5 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.q, l.k_cache, l.v_cache, s));
+    MC_LAUNCH("layers.5 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, s));
     MC_LAUNCH("layers.5 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.5 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, s));
+    MC_LAUNCH("layers.5 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
     MC_LAUNCH("layers.5 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
     MC_LAUNCH("layers.5 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
     MC_LAUNCH("layers.5 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.moe_hidden, s));
@@ -1331,9 +1337,9 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   }
   {  // layer 6: full attention over 32768 slots
     const Layer& l = m->layers[6];
-    MC_LAUNCH("layers.6 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.q, l.k_cache, l.v_cache, s));
+    MC_LAUNCH("layers.6 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, s));
     MC_LAUNCH("layers.6 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.6 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, s));
+    MC_LAUNCH("layers.6 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
     MC_LAUNCH("layers.6 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
     MC_LAUNCH("layers.6 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
     MC_LAUNCH("layers.6 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.moe_hidden, s));
@@ -1341,9 +1347,9 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   }
   {  // layer 7: full attention over 32768 slots
     const Layer& l = m->layers[7];
-    MC_LAUNCH("layers.7 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.q, l.k_cache, l.v_cache, s));
+    MC_LAUNCH("layers.7 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, s));
     MC_LAUNCH("layers.7 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.7 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, s));
+    MC_LAUNCH("layers.7 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
     MC_LAUNCH("layers.7 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
     MC_LAUNCH("layers.7 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
     MC_LAUNCH("layers.7 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.moe_hidden, s));
@@ -1351,9 +1357,9 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   }
   {  // layer 8: full attention over 32768 slots
     const Layer& l = m->layers[8];
-    MC_LAUNCH("layers.8 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.q, l.k_cache, l.v_cache, s));
+    MC_LAUNCH("layers.8 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, s));
     MC_LAUNCH("layers.8 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.8 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, s));
+    MC_LAUNCH("layers.8 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
     MC_LAUNCH("layers.8 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
     MC_LAUNCH("layers.8 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
     MC_LAUNCH("layers.8 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.moe_hidden, s));
@@ -1361,9 +1367,9 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   }
   {  // layer 9: full attention over 32768 slots
     const Layer& l = m->layers[9];
-    MC_LAUNCH("layers.9 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.q, l.k_cache, l.v_cache, s));
+    MC_LAUNCH("layers.9 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, s));
     MC_LAUNCH("layers.9 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.9 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, s));
+    MC_LAUNCH("layers.9 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
     MC_LAUNCH("layers.9 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
     MC_LAUNCH("layers.9 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
     MC_LAUNCH("layers.9 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.moe_hidden, s));
@@ -1371,9 +1377,9 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   }
   {  // layer 10: full attention over 32768 slots
     const Layer& l = m->layers[10];
-    MC_LAUNCH("layers.10 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.q, l.k_cache, l.v_cache, s));
+    MC_LAUNCH("layers.10 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, s));
     MC_LAUNCH("layers.10 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.10 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, s));
+    MC_LAUNCH("layers.10 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
     MC_LAUNCH("layers.10 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
     MC_LAUNCH("layers.10 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
     MC_LAUNCH("layers.10 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.moe_hidden, s));
@@ -1381,9 +1387,9 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   }
   {  // layer 11: full attention over 32768 slots
     const Layer& l = m->layers[11];
-    MC_LAUNCH("layers.11 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.q, l.k_cache, l.v_cache, s));
+    MC_LAUNCH("layers.11 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, s));
     MC_LAUNCH("layers.11 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.11 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, s));
+    MC_LAUNCH("layers.11 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
     MC_LAUNCH("layers.11 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
     MC_LAUNCH("layers.11 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
     MC_LAUNCH("layers.11 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.moe_hidden, s));
@@ -1391,9 +1397,9 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   }
   {  // layer 12: full attention over 32768 slots
     const Layer& l = m->layers[12];
-    MC_LAUNCH("layers.12 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.q, l.k_cache, l.v_cache, s));
+    MC_LAUNCH("layers.12 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, s));
     MC_LAUNCH("layers.12 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.12 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, s));
+    MC_LAUNCH("layers.12 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
     MC_LAUNCH("layers.12 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
     MC_LAUNCH("layers.12 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
     MC_LAUNCH("layers.12 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.moe_hidden, s));
@@ -1401,9 +1407,9 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   }
   {  // layer 13: full attention over 32768 slots
     const Layer& l = m->layers[13];
-    MC_LAUNCH("layers.13 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.q, l.k_cache, l.v_cache, s));
+    MC_LAUNCH("layers.13 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, s));
     MC_LAUNCH("layers.13 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.13 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, s));
+    MC_LAUNCH("layers.13 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
     MC_LAUNCH("layers.13 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
     MC_LAUNCH("layers.13 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
     MC_LAUNCH("layers.13 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.moe_hidden, s));
@@ -1411,9 +1417,9 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   }
   {  // layer 14: full attention over 32768 slots
     const Layer& l = m->layers[14];
-    MC_LAUNCH("layers.14 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.q, l.k_cache, l.v_cache, s));
+    MC_LAUNCH("layers.14 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, s));
     MC_LAUNCH("layers.14 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.14 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, s));
+    MC_LAUNCH("layers.14 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
     MC_LAUNCH("layers.14 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
     MC_LAUNCH("layers.14 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
     MC_LAUNCH("layers.14 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.moe_hidden, s));
@@ -1421,9 +1427,9 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   }
   {  // layer 15: full attention over 32768 slots
     const Layer& l = m->layers[15];
-    MC_LAUNCH("layers.15 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.q, l.k_cache, l.v_cache, s));
+    MC_LAUNCH("layers.15 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, s));
     MC_LAUNCH("layers.15 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.15 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, s));
+    MC_LAUNCH("layers.15 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
     MC_LAUNCH("layers.15 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
     MC_LAUNCH("layers.15 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
     MC_LAUNCH("layers.15 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.moe_hidden, s));
@@ -1431,9 +1437,9 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   }
   {  // layer 16: full attention over 32768 slots
     const Layer& l = m->layers[16];
-    MC_LAUNCH("layers.16 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.q, l.k_cache, l.v_cache, s));
+    MC_LAUNCH("layers.16 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, s));
     MC_LAUNCH("layers.16 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.16 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, s));
+    MC_LAUNCH("layers.16 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
     MC_LAUNCH("layers.16 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
     MC_LAUNCH("layers.16 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
     MC_LAUNCH("layers.16 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.moe_hidden, s));
@@ -1441,9 +1447,9 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   }
   {  // layer 17: full attention over 32768 slots
     const Layer& l = m->layers[17];
-    MC_LAUNCH("layers.17 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.q, l.k_cache, l.v_cache, s));
+    MC_LAUNCH("layers.17 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, s));
     MC_LAUNCH("layers.17 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.17 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, s));
+    MC_LAUNCH("layers.17 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
     MC_LAUNCH("layers.17 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
     MC_LAUNCH("layers.17 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
     MC_LAUNCH("layers.17 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.moe_hidden, s));
@@ -1451,9 +1457,9 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   }
   {  // layer 18: full attention over 32768 slots
     const Layer& l = m->layers[18];
-    MC_LAUNCH("layers.18 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.q, l.k_cache, l.v_cache, s));
+    MC_LAUNCH("layers.18 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, s));
     MC_LAUNCH("layers.18 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.18 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, s));
+    MC_LAUNCH("layers.18 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
     MC_LAUNCH("layers.18 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
     MC_LAUNCH("layers.18 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
     MC_LAUNCH("layers.18 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.moe_hidden, s));
@@ -1461,9 +1467,9 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   }
   {  // layer 19: full attention over 32768 slots
     const Layer& l = m->layers[19];
-    MC_LAUNCH("layers.19 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.q, l.k_cache, l.v_cache, s));
+    MC_LAUNCH("layers.19 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, s));
     MC_LAUNCH("layers.19 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.19 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, s));
+    MC_LAUNCH("layers.19 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
     MC_LAUNCH("layers.19 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
     MC_LAUNCH("layers.19 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
     MC_LAUNCH("layers.19 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.moe_hidden, s));
@@ -1471,9 +1477,9 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   }
   {  // layer 20: full attention over 32768 slots
     const Layer& l = m->layers[20];
-    MC_LAUNCH("layers.20 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.q, l.k_cache, l.v_cache, s));
+    MC_LAUNCH("layers.20 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, s));
     MC_LAUNCH("layers.20 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.20 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, s));
+    MC_LAUNCH("layers.20 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
     MC_LAUNCH("layers.20 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
     MC_LAUNCH("layers.20 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
     MC_LAUNCH("layers.20 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.moe_hidden, s));
@@ -1481,9 +1487,9 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   }
   {  // layer 21: full attention over 32768 slots
     const Layer& l = m->layers[21];
-    MC_LAUNCH("layers.21 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.q, l.k_cache, l.v_cache, s));
+    MC_LAUNCH("layers.21 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, s));
     MC_LAUNCH("layers.21 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.21 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, s));
+    MC_LAUNCH("layers.21 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
     MC_LAUNCH("layers.21 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
     MC_LAUNCH("layers.21 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
     MC_LAUNCH("layers.21 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.moe_hidden, s));
@@ -1491,9 +1497,9 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   }
   {  // layer 22: full attention over 32768 slots
     const Layer& l = m->layers[22];
-    MC_LAUNCH("layers.22 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.q, l.k_cache, l.v_cache, s));
+    MC_LAUNCH("layers.22 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, s));
     MC_LAUNCH("layers.22 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.22 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, s));
+    MC_LAUNCH("layers.22 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
     MC_LAUNCH("layers.22 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
     MC_LAUNCH("layers.22 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
     MC_LAUNCH("layers.22 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.moe_hidden, s));
@@ -1501,9 +1507,9 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   }
   {  // layer 23: full attention over 32768 slots
     const Layer& l = m->layers[23];
-    MC_LAUNCH("layers.23 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.q, l.k_cache, l.v_cache, s));
+    MC_LAUNCH("layers.23 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, s));
     MC_LAUNCH("layers.23 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.23 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, s));
+    MC_LAUNCH("layers.23 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
     MC_LAUNCH("layers.23 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
     MC_LAUNCH("layers.23 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
     MC_LAUNCH("layers.23 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.moe_hidden, s));
@@ -1511,9 +1517,9 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   }
   {  // layer 24: full attention over 32768 slots
     const Layer& l = m->layers[24];
-    MC_LAUNCH("layers.24 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.q, l.k_cache, l.v_cache, s));
+    MC_LAUNCH("layers.24 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, s));
     MC_LAUNCH("layers.24 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.24 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, s));
+    MC_LAUNCH("layers.24 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
     MC_LAUNCH("layers.24 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
     MC_LAUNCH("layers.24 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
     MC_LAUNCH("layers.24 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.moe_hidden, s));
@@ -1521,9 +1527,9 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   }
   {  // layer 25: full attention over 32768 slots
     const Layer& l = m->layers[25];
-    MC_LAUNCH("layers.25 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.q, l.k_cache, l.v_cache, s));
+    MC_LAUNCH("layers.25 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, s));
     MC_LAUNCH("layers.25 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.25 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, s));
+    MC_LAUNCH("layers.25 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
     MC_LAUNCH("layers.25 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
     MC_LAUNCH("layers.25 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
     MC_LAUNCH("layers.25 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.moe_hidden, s));
@@ -1531,9 +1537,9 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   }
   {  // layer 26: full attention over 32768 slots
     const Layer& l = m->layers[26];
-    MC_LAUNCH("layers.26 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.q, l.k_cache, l.v_cache, s));
+    MC_LAUNCH("layers.26 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, s));
     MC_LAUNCH("layers.26 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.26 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, s));
+    MC_LAUNCH("layers.26 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
     MC_LAUNCH("layers.26 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
     MC_LAUNCH("layers.26 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
     MC_LAUNCH("layers.26 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.moe_hidden, s));
@@ -1541,9 +1547,9 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   }
   {  // layer 27: full attention over 32768 slots
     const Layer& l = m->layers[27];
-    MC_LAUNCH("layers.27 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.q, l.k_cache, l.v_cache, s));
+    MC_LAUNCH("layers.27 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, s));
     MC_LAUNCH("layers.27 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.27 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, s));
+    MC_LAUNCH("layers.27 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
     MC_LAUNCH("layers.27 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
     MC_LAUNCH("layers.27 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
     MC_LAUNCH("layers.27 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.moe_hidden, s));
@@ -1551,9 +1557,9 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   }
   {  // layer 28: full attention over 32768 slots
     const Layer& l = m->layers[28];
-    MC_LAUNCH("layers.28 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.q, l.k_cache, l.v_cache, s));
+    MC_LAUNCH("layers.28 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, s));
     MC_LAUNCH("layers.28 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.28 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, s));
+    MC_LAUNCH("layers.28 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
     MC_LAUNCH("layers.28 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
     MC_LAUNCH("layers.28 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
     MC_LAUNCH("layers.28 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.moe_hidden, s));
@@ -1561,9 +1567,9 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   }
   {  // layer 29: full attention over 32768 slots
     const Layer& l = m->layers[29];
-    MC_LAUNCH("layers.29 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.q, l.k_cache, l.v_cache, s));
+    MC_LAUNCH("layers.29 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, s));
     MC_LAUNCH("layers.29 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.29 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, s));
+    MC_LAUNCH("layers.29 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
     MC_LAUNCH("layers.29 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
     MC_LAUNCH("layers.29 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
     MC_LAUNCH("layers.29 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.moe_hidden, s));
@@ -1571,9 +1577,9 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   }
   {  // layer 30: full attention over 32768 slots
     const Layer& l = m->layers[30];
-    MC_LAUNCH("layers.30 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.q, l.k_cache, l.v_cache, s));
+    MC_LAUNCH("layers.30 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, s));
     MC_LAUNCH("layers.30 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.30 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, s));
+    MC_LAUNCH("layers.30 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
     MC_LAUNCH("layers.30 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
     MC_LAUNCH("layers.30 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
     MC_LAUNCH("layers.30 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.moe_hidden, s));
@@ -1581,15 +1587,15 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   }
   {  // layer 31: full attention over 32768 slots
     const Layer& l = m->layers[31];
-    MC_LAUNCH("layers.31 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.q, l.k_cache, l.v_cache, s));
+    MC_LAUNCH("layers.31 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, s));
     MC_LAUNCH("layers.31 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.31 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, s));
+    MC_LAUNCH("layers.31 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
     MC_LAUNCH("layers.31 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
     MC_LAUNCH("layers.31 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
     MC_LAUNCH("layers.31 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.moe_hidden, s));
     MC_LAUNCH("layers.31 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.residual, s));
   }
-  MC_LAUNCH("rmsnorm_output", rmsnorm_output::launch(a.residual, first, rows, m->final_norm, m->output, a.rstd, a.logits, s));
+  MC_LAUNCH("rmsnorm_output", rmsnorm_output::launch(a.residual, first, rows, m->final_norm, m->output, a.rstd, a.a16, a.logits, s));
   return cudaSuccess;
 }
 

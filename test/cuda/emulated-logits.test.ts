@@ -2,7 +2,8 @@
  * A whole CUDA library without a GPU: model.cu (the driver, every kernel, the captured decode
  * graph) built with g++ for the emulator in test/cuda/emu, loaded by the runtime like nvcc's build,
  * and checked as the GPU check checks it (bench/gpu/logits.ts): a random-weight checkpoint, its
- * prompt prefilled in chunks of 12 tokens (so a call crosses a sliding window's ring), then decode
+ * prompt prefilled in chunks of 12 tokens (so a call crosses a sliding window's ring; one case in a
+ * chunk of 80, the path of longer prefills), then decode
  * steps through the graph; logits against the float64 reference and the CPU backend (bf16 and f16
  * within 1e-2 relative L2, f32 within 1e-4).
  */
@@ -24,13 +25,15 @@ afterEach(() => {
   delete process.env.MC_EMU_SEED;
 });
 
-interface Case { config: string; dtype: Dtype; engine?: 'wgmma-all'; seed?: number }
+interface Case { config: string; dtype: Dtype; engine?: 'wgmma-all'; seed?: number; prompt?: number; chunk?: number }
 // Dense, windowed (int and per-layer list), MoE top-2 and top-1; each dtype at least once; the wgmma
 // engine under the whole model. Fresh weights each run, except MoE in 16 bits: top-k routing is
 // discontinuous, and at a fresh seed a near-tie of two gate logits (within bf16 rounding) can route
 // a token differently from float64 (bench/RESULTS.md, run 1), so those use fixed seeds, as test/e2e does.
 const CASES: Case[] = [
   { config: 'tiny-dense', dtype: 'bf16' },
+  // One 80-token chunk: prefill GEMMs of >= 64 rows narrow A once into the model's a16 buffer.
+  { config: 'tiny-dense', dtype: 'f16', prompt: 80, chunk: 80 },
   { config: 'tiny-dense-full', dtype: 'f32' },
   { config: 'tiny-window-list', dtype: 'f16' },
   { config: 'tiny-moe', dtype: 'bf16', engine: 'wgmma-all', seed: 1 },
@@ -39,13 +42,13 @@ const CASES: Case[] = [
 
 describe.skipIf(!hasNvcc())('a CUDA library on the emulator (no GPU)', () => {
   for (const c of CASES) {
-    it(`${c.config} ${c.dtype}${c.engine ? `, prefill GEMMs on ${c.engine}` : ''}: prefill and graph-replayed decode logits match float64 and the CPU backend`, async () => {
+    it(`${c.config} ${c.dtype}${c.engine ? `, prefill GEMMs on ${c.engine}` : ''}, chunks of ${c.chunk ?? 12}: prefill and graph-replayed decode logits match float64 and the CPU backend`, async () => {
       // Both read by the library when it first needs them; each case loads its own library (its own copy of that state).
       if (c.engine !== undefined) process.env.MC_CUDA_GEMM = c.engine;
       const emuSeed = String(Math.floor(Math.random() * 2 ** 31));  // the emulator's warp orders and copy timing
       process.env.MC_EMU_SEED = emuSeed;
-      const name = `emu-${c.config}-${c.dtype}${c.engine ? `-${c.engine}` : ''}`;
-      const result = await checkLogits({ name, config: c.config, dtype: c.dtype, prompt: 32, chunk: 12, decode: 10 }, {
+      const name = `emu-${c.config}-${c.dtype}${c.engine ? `-${c.engine}` : ''}-${c.chunk ?? 12}`;
+      const result = await checkLogits({ name, config: c.config, dtype: c.dtype, prompt: c.prompt ?? 32, chunk: c.chunk ?? 12, decode: 10 }, {
         workDir: join(work, 'models'), cacheDir: join(work, 'cache'), withCpu: true, seed: c.seed,
         cudaLibrary: (plan: Plan) => buildEmulatedLibrary(renderCudaSources(plan).files, join(work, 'lib', name)),
       });

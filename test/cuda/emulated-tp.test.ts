@@ -32,11 +32,12 @@ const work = mkdtempSync(join(tmpdir(), 'mc-emu-tp-'));
 afterAll(() => rmSync(work, { recursive: true, force: true }));
 
 // Fresh weights for the dense model; MoE in f32 (no bf16 routing near-ties, see emulated-logits.test.ts).
-const CASES: { config: string; dtype: Dtype; tolerance: number }[] = [
-  { config: 'tiny-dense', dtype: 'bf16', tolerance: 1e-2 },
-  { config: 'tiny-moe', dtype: 'f32', tolerance: 1e-4 },
+// The dense case prefills 70 tokens in one call (its GEMMs narrow A once into the a16 buffer), the MoE case 20 in chunks of 8.
+const CASES: { config: string; dtype: Dtype; tolerance: number; prompt: number; chunk: number }[] = [
+  { config: 'tiny-dense', dtype: 'bf16', tolerance: 1e-2, prompt: 70, chunk: 70 },
+  { config: 'tiny-moe', dtype: 'f32', tolerance: 1e-4, prompt: 20, chunk: 8 },
 ];
-const PROMPT = 20, CHUNK = 8, DECODE = 6;
+const DECODE = 6;
 
 describe.skipIf(!hasNvcc())('tensor-parallel CUDA ranks on the emulator (no GPU)', () => {
   for (const c of CASES) {
@@ -45,10 +46,10 @@ describe.skipIf(!hasNvcc())('tensor-parallel CUDA ranks on the emulator (no GPU)
       const config = loadModelConfig(join(packageRoot(), 'configs', 'models', c.config), { name: `emu-tp2-${c.config}`, maxSeqLen: 256 });
       const dir = join(work, `${c.config}-${c.dtype}`);
       const { safetensorsPath } = await writeRandomWeights(config, join(dir, 'model'), { seed, dtype: c.dtype });
-      const plan = buildPlan(config, { target: 'cuda', dtype: c.dtype, tp: 2, maxTokens: CHUNK });
+      const plan = buildPlan(config, { target: 'cuda', dtype: c.dtype, tp: 2, maxTokens: c.chunk });
       const library = await buildEmulatedLibrary(renderCudaSources(plan).files, join(dir, 'lib'));
       const header = await readSafetensorsHeader(safetensorsPath);
-      const tokens = randomTokens(mulberry32(seed), PROMPT + DECODE, config.vocab_size);
+      const tokens = randomTokens(mulberry32(seed), c.prompt + DECODE, config.vocab_size);
 
       const addon = loadNativeAddon();
       const file = new addon.MappedFile(safetensorsPath);
@@ -62,12 +63,12 @@ describe.skipIf(!hasNvcc())('tensor-parallel CUDA ranks on the emulator (no GPU)
         }
         const group = new addon.TpGroup(instances, config.vocab_size, 0);
         try {
-          for (let begin = 0; begin < PROMPT; begin += CHUNK) {
-            const part = Int32Array.from(tokens.slice(begin, Math.min(PROMPT, begin + CHUNK)));
+          for (let begin = 0; begin < c.prompt; begin += c.chunk) {
+            const part = Int32Array.from(tokens.slice(begin, Math.min(c.prompt, begin + c.chunk)));
             const out = await group.forward(part, begin, true);
             for (let t = 0; t < part.length; t++) rows.push(out.slice(t * config.vocab_size, (t + 1) * config.vocab_size));
           }
-          for (let p = PROMPT; p < tokens.length; p++) rows.push((await group.forward(Int32Array.of(tokens[p]!), p, false)).slice());
+          for (let p = c.prompt; p < tokens.length; p++) rows.push((await group.forward(Int32Array.of(tokens[p]!), p, false)).slice());
         } finally {
           group.close();
         }

@@ -176,7 +176,8 @@ void check_qkv(int T) {
   KV* d_k = poisoned<KV>(size_t(KV_SLOTS) * K::KV_DIM);
   KV* d_v = poisoned<KV>(size_t(KV_SLOTS) * K::KV_DIM);
   CK(K::prepare<KV_SLOTS>());
-  CK(K::launch<KV_SLOTS>(d_res, T, d_pos, d_norm, d_w, d_inv, d_rstd, d_q, d_k, d_v, 0));
+  uint16_t* d_a16 = poisoned<uint16_t>(size_t(T) * K::DIM);  // A narrowed once (prefill of >= 64 rows): every element written before it is read
+  CK(K::launch<KV_SLOTS>(d_res, T, d_pos, d_norm, d_w, d_inv, d_rstd, d_a16, d_q, d_k, d_v, 0));
   CK(cudaDeviceSynchronize());
   const Vec res = widen(residual), nw = widen(norm);
   const auto& wm = wqkv;
@@ -204,7 +205,7 @@ void check_qkv(int T) {
   expect_close("rmsnorm_qkv_rope_cache", T, "q", q_ref, q_got, tol_q);
   expect_close("rmsnorm_qkv_rope_cache", T, "k cache slots", k_ref, k_got, kTolW);
   expect_close("rmsnorm_qkv_rope_cache", T, "v cache slots", v_ref, v_got, kTolW);
-  cudaFree(d_res), cudaFree(d_norm), cudaFree(d_w), cudaFree(d_inv), cudaFree(d_pos), cudaFree(d_rstd), cudaFree(d_q), cudaFree(d_k), cudaFree(d_v);
+  cudaFree(d_res), cudaFree(d_norm), cudaFree(d_w), cudaFree(d_inv), cudaFree(d_pos), cudaFree(d_rstd), cudaFree(d_a16), cudaFree(d_q), cudaFree(d_k), cudaFree(d_v);
 }
 
 template <int WINDOW, int KV_SLOTS>
@@ -273,7 +274,7 @@ void check_embedding(int T) {
   cudaFree(d_tok), cudaFree(d_emb), cudaFree(d_out);
 }
 
-/** residual += x · wᵀ kernels (wo_residual, w2_residual): launch(x, T, w, residual, stream). */
+/** residual += x · wᵀ kernels (wo_residual, w2_residual): launch(x, T, w, residual, a16 scratch, stream). */
 template <int DIM, int IN, typename Launch>
 void check_residual_projection(const char* name, int T, Launch launch) {
   auto x = rand_vec<float>(size_t(T) * IN, 1.0);
@@ -282,7 +283,8 @@ void check_residual_projection(const char* name, int T, Launch launch) {
   float* d_x = upload(x);
   W* d_w = upload(w);
   float* d_r = upload(residual);
-  CK(launch(d_x, T, d_w, d_r, cudaStream_t(0)));
+  uint16_t* d_a16 = poisoned<uint16_t>(size_t(T) * IN);
+  CK(launch(d_x, T, d_w, d_r, d_a16, cudaStream_t(0)));
   CK(cudaDeviceSynchronize());
   const Vec xd = widen(x);
   const auto& wd = w;
@@ -292,7 +294,7 @@ void check_residual_projection(const char* name, int T, Launch launch) {
     for (int n = 0; n < DIM; ++n) ref.push_back(residual[int64_t(t) * DIM + n] + y[n]);
   }
   expect_close(name, T, "residual", ref, widen(download(d_r, size_t(T) * DIM)), T > 1 ? kTolW : kTolF32);
-  cudaFree(d_x), cudaFree(d_w), cudaFree(d_r);
+  cudaFree(d_x), cudaFree(d_w), cudaFree(d_r), cudaFree(d_a16);
 }
 
 void check_output(int rows) {
@@ -307,7 +309,8 @@ void check_output(int rows) {
   float* d_rstd = poisoned<float>(rows);
   float* d_logits = poisoned<float>(size_t(rows) * O::VOCAB_LOCAL);
   CK(O::prepare());
-  CK(O::launch(d_res, first, rows, d_norm, d_out, d_rstd, d_logits, 0));
+  uint16_t* d_a16 = poisoned<uint16_t>(size_t(rows) * O::DIM);
+  CK(O::launch(d_res, first, rows, d_norm, d_out, d_rstd, d_a16, d_logits, 0));
   CK(cudaDeviceSynchronize());
   const Vec res = widen(residual), nw = widen(norm);
   const auto& od = out;
@@ -318,7 +321,7 @@ void check_output(int rows) {
     ref.insert(ref.end(), y.begin(), y.end());
   }
   expect_close("rmsnorm_output", rows, "logits", ref, widen(download(d_logits, size_t(rows) * O::VOCAB_LOCAL)), rows > 1 ? kTolW : kTolF32);
-  cudaFree(d_res), cudaFree(d_norm), cudaFree(d_out), cudaFree(d_rstd), cudaFree(d_logits);
+  cudaFree(d_res), cudaFree(d_norm), cudaFree(d_out), cudaFree(d_rstd), cudaFree(d_a16), cudaFree(d_logits);
 }
 
 #if MC_DENSE
@@ -333,7 +336,8 @@ void check_w13(int T) {
   float* d_rstd = poisoned<float>(T);
   float* d_h = poisoned<float>(size_t(T) * F::HIDDEN);
   CK(F::prepare());
-  CK(F::launch(d_res, T, d_norm, d_w, d_rstd, d_h, 0));
+  uint16_t* d_a16 = poisoned<uint16_t>(size_t(T) * F::DIM);
+  CK(F::launch(d_res, T, d_norm, d_w, d_rstd, d_a16, d_h, 0));
   CK(cudaDeviceSynchronize());
   const Vec res = widen(residual), nw = widen(norm);
   const auto& wd = w13;
@@ -344,7 +348,7 @@ void check_w13(int T) {
     for (int u = 0; u < F::HIDDEN; ++u) ref.push_back(silu(a[u]) * b[u]);
   }
   expect_close("rmsnorm_w13_swiglu", T, "hidden", ref, widen(download(d_h, size_t(T) * F::HIDDEN)), T > 1 ? kTolW : kTolF32);
-  cudaFree(d_res), cudaFree(d_norm), cudaFree(d_w), cudaFree(d_rstd), cudaFree(d_h);
+  cudaFree(d_res), cudaFree(d_norm), cudaFree(d_w), cudaFree(d_rstd), cudaFree(d_a16), cudaFree(d_h);
 }
 #else
 /** Routing as Mistral does it, in double: top-k of the logits (ties to the lower index), softmax over k. */

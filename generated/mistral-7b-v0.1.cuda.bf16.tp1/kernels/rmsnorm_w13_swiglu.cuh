@@ -45,17 +45,18 @@ struct Prefill {
 };
 
 /** hidden = silu(xn · w1ᵀ) ⊙ (xn · w3ᵀ), xn = RMSNorm(residual) * ffn_norm. */
-inline cudaError_t launch(const float* residual, int T, const W* norm, const W* w13, float* rstd /*[T] scratch*/, float* hidden, cudaStream_t s) {
+inline cudaError_t launch(const float* residual, int T, const W* norm, const W* w13, float* rstd /*[T] scratch*/, uint16_t* a16 /*[T, DIM] scratch*/,
+                          float* hidden, cudaStream_t s) {
   if constexpr (mc::kTensorCores<W>) {
     if (T > 1) {
       if (cudaError_t e = mc::row_rstd<DIM>(residual, T, EPS, rstd, s)) return e;
-      return mc::gemm(Prefill{residual, rstd, norm, w13, hidden, T}, 1, T, HIDDEN, s);
+      return mc::gemm(Prefill{residual, rstd, norm, w13, hidden, T}, T, HIDDEN, s, a16);
     }
   }
   return mc::gemv(Decode{residual, norm, w13, hidden}, T, s);
 }
 inline cudaError_t prepare() {
   if (cudaError_t e = mc::gemv_prepare<Decode>()) return e;
-  return mc::gemm_prepare<Prefill>();
+  return mc::gemm_prepare<Prefill, true>();
 }
 }  // namespace rmsnorm_w13_swiglu

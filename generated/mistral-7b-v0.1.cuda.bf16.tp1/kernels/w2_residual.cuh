@@ -45,14 +45,14 @@ struct Prefill {
 };
 
 /** residual += hidden · w2ᵀ. */
-inline cudaError_t launch(const float* hidden, int T, const W* w2, float* residual, cudaStream_t s) {
+inline cudaError_t launch(const float* hidden, int T, const W* w2, float* residual, uint16_t* a16 /*[T, HIDDEN] scratch*/, cudaStream_t s) {
   if constexpr (mc::kTensorCores<W>) {
-    if (T > 1) return mc::gemm(Prefill{hidden, w2, residual, T}, 1, T, DIM, s);
+    if (T > 1) return mc::gemm(Prefill{hidden, w2, residual, T}, T, DIM, s, a16);
   }
   return mc::gemv(Decode{hidden, w2, residual}, T, s);
 }
 inline cudaError_t prepare() {
   if (cudaError_t e = mc::gemv_prepare<Decode>()) return e;
-  return mc::gemm_prepare<Prefill>();
+  return mc::gemm_prepare<Prefill, true>();
 }
 }  // namespace w2_residual

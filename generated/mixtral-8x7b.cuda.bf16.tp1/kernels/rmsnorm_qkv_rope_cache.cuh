@@ -80,12 +80,12 @@ struct Prefill {
 
 template <int KV_SLOTS>
 inline cudaError_t launch(const float* residual, int T, const int32_t* pos0, const W* norm, const W* wqkv, const double* inv_freq,
-                          float* rstd /*[T] scratch*/, float* q, KV* k_cache, KV* v_cache, cudaStream_t s) {
+                          float* rstd /*[T] scratch*/, uint16_t* a16 /*[T, DIM] scratch*/, float* q, KV* k_cache, KV* v_cache, cudaStream_t s) {
   const Epilogue<KV_SLOTS> epi{q, k_cache, v_cache, pos0, inv_freq};
   if constexpr (mc::kTensorCores<W>) {
     if (T > 1) {
       if (cudaError_t e = mc::row_rstd<DIM>(residual, T, EPS, rstd, s)) return e;
-      return mc::gemm(Prefill<KV_SLOTS>{residual, rstd, norm, wqkv, T, epi}, 1, T, QKV, s);
+      return mc::gemm(Prefill<KV_SLOTS>{residual, rstd, norm, wqkv, T, epi}, T, QKV, s, a16);
     }
   }
   return mc::gemv(Decode<KV_SLOTS>{residual, norm, wqkv, epi}, T, s);
@@ -93,6 +93,6 @@ inline cudaError_t launch(const float* residual, int T, const int32_t* pos0, con
 template <int KV_SLOTS>
 inline cudaError_t prepare() {
   if (cudaError_t e = mc::gemv_prepare<Decode<KV_SLOTS>>()) return e;
-  return mc::gemm_prepare<Prefill<KV_SLOTS>>();
+  return mc::gemm_prepare<Prefill<KV_SLOTS>, true>();
 }
 }  // namespace rmsnorm_qkv_rope_cache

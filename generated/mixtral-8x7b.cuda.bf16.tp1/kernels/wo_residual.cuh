@@ -46,14 +46,14 @@ struct Prefill {
 };
 
 /** residual += attn_out · woᵀ. */
-inline cudaError_t launch(const float* attn_out, int T, const W* wo, float* residual, cudaStream_t s) {
+inline cudaError_t launch(const float* attn_out, int T, const W* wo, float* residual, uint16_t* a16 /*[T, IN] scratch*/, cudaStream_t s) {
   if constexpr (mc::kTensorCores<W>) {
-    if (T > 1) return mc::gemm(Prefill{attn_out, wo, residual, T}, 1, T, DIM, s);
+    if (T > 1) return mc::gemm(Prefill{attn_out, wo, residual, T}, T, DIM, s, a16);
   }
   return mc::gemv(Decode{attn_out, wo, residual}, T, s);
 }
 inline cudaError_t prepare() {
   if (cudaError_t e = mc::gemv_prepare<Decode>()) return e;
-  return mc::gemm_prepare<Prefill>();
+  return mc::gemm_prepare<Prefill, true>();
 }
 }  // namespace wo_residual
