@@ -2,7 +2,8 @@
 # On the GPU machine (after bench/gpu/device/prepare.sh here; the call carries .devtools and
 # runtime/addon/build): unpacks Node, ts-morph and the prebuilt libraries, prints the card's state,
 # then runs the bundled check with the given options, its log under $OUT. With a baseline prepared,
-# `BASELINE=1` runs the same options in .devtools/base afterwards (into $OUT/base).
+# `BASELINE=1` runs the same options in .devtools/base afterwards (into $OUT/base), but only the
+# sections in BASELINE_ONLY (default decode,prefill: the kernel checks of old code tell nothing new).
 #
 #   bash bench/gpu/device/run.sh --only kernels,logits,decode,prefill
 #   BASELINE=1 bash bench/gpu/device/run.sh --only prefill
@@ -11,6 +12,9 @@
 #     over the kernel checks of tiny-moe and mistral-7b-v0.1 in bf16, with short prefills)
 #   WGMMA=1 bash bench/gpu/device/run.sh --only kernels,logits,prefill   (then the same checks with every
 #     prefill GEMM on wgmma, and prefill timed with the wgmma launch rule: $OUT/wgmma-all, $OUT/wgmma)
+#   A16_AB=1 bash bench/gpu/device/run.sh --only prefill   (then prefill again with MC_CUDA_A16=0: A read
+#     through the Op by every column block, as before run 8: $OUT/no-a16)
+# At most 8 files come back from $OUT; each check writes 3 (results.md, results.json, its log).
 set -uo pipefail
 cd "$(dirname "$0")/../../.."
 OUT="${OUT:-/tmp/mc-device-out}"
@@ -25,7 +29,12 @@ status=$?
 if [ "${BASELINE:-0}" = 1 ] && [ -f .devtools/base/.devtools/check.mjs ]; then
   echo "=== [$((SECONDS - started)) s] baseline"
   tar -xJf .devtools/base/.devtools/prebuilt.tar.xz -C .devtools/base/.devtools
-  (cd .devtools/base && /tmp/node .devtools/check.mjs --prebuilt .devtools/prebuilt/manifest.json --out "$OUT/base" "$@" 2>&1 | tee "$OUT/base.log")
+  (cd .devtools/base && /tmp/node .devtools/check.mjs --prebuilt .devtools/prebuilt/manifest.json --out "$OUT/base" "$@" --only "${BASELINE_ONLY:-decode,prefill}" 2>&1 | tee "$OUT/base.log")
+fi
+if [ "${A16_AB:-0}" = 1 ]; then
+  # Same libraries, same process kind: only the environment differs (read when a library first initializes).
+  echo "=== [$((SECONDS - started)) s] prefill with MC_CUDA_A16=0"
+  MC_CUDA_A16=0 /tmp/node .devtools/check.mjs --prebuilt .devtools/prebuilt/manifest.json --out "$OUT/no-a16" "$@" --only prefill 2>&1 | tee "$OUT/no-a16.log"
 fi
 if [ "${WGMMA:-0}" = 1 ]; then
   # Each engine in its own process: a library reads MC_CUDA_GEMM once, when it first initializes.
