@@ -112,9 +112,16 @@ struct WgmmaOp {
 };
 
 /** Emulated devices: GPUs' worth of properties, chosen to exercise the kernels' launch logic. */
+/** MC_EMU_SMS: the multiprocessors the emulated device reports (default 8: small grids already span it). */
+inline int sms_from_env() {
+  const char* s = std::getenv("MC_EMU_SMS");
+  const int n = s != nullptr ? std::atoi(s) : 0;
+  return n > 0 && n <= 1024 ? n : 8;
+}
+
 struct Device {
   int count = 8;  // devices, for tensor-parallel ranks (one per device)
-  int sms = 8;
+  int sms = sms_from_env();  // an H100 has 132: launch choices (tiles, split-K, wgmma) then follow the real ones
   size_t smem_optin = 227 * 1024;  // H100: 227 KB of dynamic shared memory per block with the opt-in
   size_t smem_default = 48 * 1024;
 };

@@ -1,8 +1,9 @@
 /**
  * `npm run cuda:emulate -- [--config NAME|DIR] [--dtype bf16|f16|f32] [--gemm mma|wgmma|wgmma-all]
- *   [--tokens 37,150] [--seed N]`: the GPU check's per-kernel checks (test/gpu/kernels.cu) for one
+ *   [--tokens 37,150] [--seed N] [--sms 132]`: the GPU check's per-kernel checks (test/gpu/kernels.cu) for one
  * config, built with g++ and run on the CPU emulator (test/cuda/emu). For a change to a CUDA kernel
- * on a machine without a GPU; real shapes work but are slow (Mistral 7B: ~4 minutes).
+ * on a machine without a GPU; real shapes work but are slow (Mistral 7B: ~4 minutes). --sms sets the
+ * emulated device's multiprocessors (default 8; 132 makes the launch choices an H100's).
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -22,6 +23,7 @@ const { values } = parseArgs({
     gemm: { type: 'string', default: 'mma' },
     tokens: { type: 'string', default: '37,150' },
     seed: { type: 'string' },
+    sms: { type: 'string', default: '8' },
   },
 });
 const dtype = values.dtype as keyof typeof WEIGHT_TYPE;
@@ -29,6 +31,8 @@ if (!(dtype in WEIGHT_TYPE)) throw new Error(`--dtype ${values.dtype}: use bf16,
 if (!['mma', 'wgmma', 'wgmma-all'].includes(values.gemm)) throw new Error(`--gemm ${values.gemm}: use mma, wgmma or wgmma-all`);
 const tokens = values.tokens.split(',').map(Number);
 if (tokens.length !== 2 || !tokens.every((t) => Number.isInteger(t) && t > 1 && t <= 4096)) throw new Error(`--tokens ${values.tokens}: two prefill lengths, e.g. 37,150`);
+const sms = Number(values.sms);
+if (!Number.isInteger(sms) || sms < 1 || sms > 1024) throw new Error(`--sms ${values.sms}: a number of multiprocessors, 1 to 1024`);
 
 const configDir = isAbsolute(values.config) || values.config.includes('/') ? values.config : join(packageRoot(), 'configs', 'models', values.config);
 const plan = buildPlan(loadModelConfig(configDir, { maxSeqLen: 1024 }), { target: 'cuda', dtype, tp: 1, maxTokens: 64 });
@@ -38,7 +42,7 @@ try {
   const binary = await buildEmulated(renderCudaSources(plan).files, join(packageRoot(), 'test', 'gpu', 'kernels.cu'), work, [`MC_WEIGHT=${WEIGHT_TYPE[dtype]}`]);
   const seed = values.seed ?? String(Math.floor(Math.random() * 2 ** 31));
   const run = await execa(binary, [seed, String(tokens[0]), String(tokens[1])], {
-    reject: false, stdout: 'inherit', stderr: 'inherit', env: { MC_CUDA_GEMM: values.gemm, MC_EMU_SEED: seed },
+    reject: false, stdout: 'inherit', stderr: 'inherit', env: { MC_CUDA_GEMM: values.gemm, MC_EMU_SEED: seed, MC_EMU_SMS: String(sms) },
   });
   process.exitCode = run.exitCode ?? 1;
 } finally {
