@@ -36,10 +36,11 @@ constexpr bool ALL_LAYERS_ROLLING = true;  // then positions may run past MAX_SE
 constexpr double ROPE_THETA = 10000.0;  // rope_theta
 constexpr int Q_DIM = N_HEADS * HEAD_DIM;
 static_assert(N_HEADS % N_KV_HEADS == 0, "query heads of a rank are whole groups of its KV heads");
-// The widest A row that a one-item prefill GEMM narrows once (gemm_narrow_a): wq|wk|wv, w1|w3 and
-// the output read DIM, wo Q_DIM, the dense w2 HIDDEN (the experts' GEMMs read A themselves); none
-// for f32 weights (no tensor-core GEMM).
+// A prefill GEMM's A narrowed once (gemm_narrow_a): the widest row (wq|wk|wv, w1|w3 and the output
+// read DIM, wo Q_DIM, w2 HIDDEN) and the most rows (each token once, or once per chosen expert);
+// none for f32 weights (no tensor-core GEMM).
 constexpr int A16_K = !mc::kTensorCores<W> ? 0 : std::max(DIM, std::max(Q_DIM, HIDDEN));
+constexpr int64_t A16_ROWS = int64_t(MAX_TOKENS);
 constexpr int N_WEIGHTS = 291;
 constexpr int64_t WEIGHT_BYTES = 14483464192;  // the device weight arena (layout: compiler/emit/render-cuda.ts)
 constexpr int64_t KV_BYTES = 603848704;         // keys and values of every layer, in the weight dtype
@@ -363,7 +364,7 @@ struct Activations {
   int32_t* io;          // [1 + MAX_TOKENS]: position of the first token, then the token ids (one copy per call)
   float* residual;      // [MAX_TOKENS, DIM] the residual stream, f32
   float* rstd;          // [MAX_TOKENS] RMSNorm row statistics of prefill GEMMs
-  uint16_t* a16;        // [MAX_TOKENS, A16_K] a prefill GEMM's A operand narrowed to the weight type (gemm_narrow_a)
+  uint16_t* a16;        // [A16_ROWS, A16_K] a prefill GEMM's A operand narrowed to the weight type (gemm_narrow_a)
   float* q;             // [MAX_TOKENS, Q_DIM] queries after RoPE
   float* attn_out;      // [MAX_TOKENS, Q_DIM]
   float* partial;       // decode attention splits [N_HEADS, MAX_SPLITS, HEAD_DIM + 2]
@@ -385,7 +386,7 @@ int64_t layout_activations(Activations& a, uintptr_t base) {
   take(a.io, 1 + MAX_TOKENS);
   take(a.residual, int64_t(MAX_TOKENS) * DIM);
   take(a.rstd, MAX_TOKENS);
-  take(a.a16, int64_t(MAX_TOKENS) * A16_K);
+  take(a.a16, A16_ROWS * A16_K);
   take(a.q, int64_t(MAX_TOKENS) * Q_DIM);
   take(a.attn_out, int64_t(MAX_TOKENS) * Q_DIM);
   take(a.partial, attention_gqa_window::PARTIAL_FLOATS);

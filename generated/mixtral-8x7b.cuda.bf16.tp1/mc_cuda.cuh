@@ -416,6 +416,18 @@ template <class Op, class = void> constexpr bool kSplitK = false;
 template <class Op> constexpr bool kSplitK<Op, std::void_t<decltype(&Op::store_add)>> = true;
 
 /**
+ * Where item `item`'s rows start in a narrowed A (A16): an Op over several items (experts) says so
+ * with a16_first_row(item) (its rows must be consecutive there); one item starts at row 0.
+ */
+template <class Op, class = void> constexpr bool kGroupedA16 = false;
+template <class Op> constexpr bool kGroupedA16<Op, std::void_t<decltype(&Op::a16_first_row)>> = true;
+template <class Op>
+__device__ __forceinline__ int a16_first_row(const Op& op, int item) {
+  if constexpr (kGroupedA16<Op>) return op.a16_first_row(item);
+  return 0;
+}
+
+/**
  * Tile shapes of the prefill GEMM: BM x BN outputs per block, WM x WN per warp (MF x NF mma tiles of
  * 16 x 8), K in steps of BK through STAGES shared-memory buffers. Rows are padded by 8 elements so
  * that the fragment loads of a warp hit 32 distinct banks.
@@ -453,10 +465,10 @@ using GemmSmall = GemmTile<64, 64, 32, 32, 4>;
  * PAIRED interleaves the two matrices every 8 columns, so one thread holds w1·x and w3·x of a unit.
  * With `splits` > 1, blockIdx.z = item * splits + split: the block sums one of `splits` ranges of
  * K steps and adds its partial through store_add.
- * A16 (one item only): A is not read through the Op; gemm_narrow_a_kernel has written it to `a16`
- * once, narrowed to W ([M, K] row-major), and its tiles are copied by cp.async beside B's. (A
- * template flag, not a runtime branch: with both paths the large tile needs more than its 128
- * registers.)
+ * A16: A is not read through the Op; gemm_narrow_a_kernel has written it to `a16` once, narrowed
+ * to W (row-major, K per row; an item's rows from a16_first_row), and its tiles are copied by
+ * cp.async beside B's. (A template flag, not a runtime branch: with both paths the large tile needs
+ * more than its 128 registers.)
  */
 template <class Op, class Tile, bool A16>
 __global__ void __launch_bounds__(Tile::THREADS, Tile::MIN_BLOCKS) gemm_kernel(const Op op, int splits, const uint16_t* __restrict__ a16) {
@@ -493,12 +505,13 @@ __global__ void __launch_bounds__(Tile::THREADS, Tile::MIN_BLOCKS) gemm_kernel(c
     }
   };
   // A16: tile row idx / 4, 16-byte chunk idx % 4 of each 32-wide k step (as for B).
+  const uint16_t* const a16_item = A16 ? a16 + int64_t(a16_first_row(op, item)) * K : nullptr;
   auto load_a16 = [&](int buf, int k0) {
 #pragma unroll
     for (int j = 0; j < Tile::A16_LOADS; ++j) {
       const int idx = tid + THREADS * j, m = m0 + idx / 4, k = k0 + 8 * (idx % 4);
       const bool ok = m < M && k < K;
-      cp_async16(As + (buf * BM + idx / 4) * LDS + 8 * (idx % 4), ok ? a16 + int64_t(m) * K + k : a16, ok ? 16 : 0);
+      cp_async16(As + (buf * BM + idx / 4) * LDS + 8 * (idx % 4), ok ? a16_item + int64_t(m) * K + k : a16, ok ? 16 : 0);
     }
   };
   // A values this thread loads through the Op: row idx / 8, 4 floats at column 4 * (idx % 8).
@@ -660,15 +673,18 @@ inline cudaError_t gemm_launch(const Op& op, int items, int max_m, int n_cols, c
 }
 
 /**
- * a16[m, :] = the Op's A row m narrowed to W ([M, K] row-major; one item): every column block of
- * the GEMM then copies 16-bit A tiles instead of reading (and normalizing, for the fused RMSNorm)
- * f32 rows again, half the bytes from L2 for the operand that every column block re-reads.
+ * Row a16_first_row(item) + m of a16 = the Op's A row m of `item` narrowed to W (block (m, item)):
+ * every column block of the GEMM then copies 16-bit A tiles instead of reading (and normalizing,
+ * for the fused RMSNorm, or gathering, for the experts) f32 rows again, half the bytes from L2 for
+ * the operand that every column block re-reads.
  */
 template <class Op>
 __global__ void __launch_bounds__(256) gemm_narrow_a_kernel(const Op op, uint16_t* __restrict__ a16) {
   using W = typename Op::W;
-  const int m = blockIdx.x;
-  for (int k = threadIdx.x * 4; k < Op::K; k += blockDim.x * 4) *reinterpret_cast<uint2*>(a16 + int64_t(m) * Op::K + k) = pack4<W>(op.a(0, m, k));
+  const int m = blockIdx.x, item = blockIdx.y;
+  if (m >= op.m_count(item)) return;
+  uint16_t* row = a16 + (int64_t(a16_first_row(op, item)) + m) * Op::K;
+  for (int k = threadIdx.x * 4; k < Op::K; k += blockDim.x * 4) *reinterpret_cast<uint2*>(row + k) = pack4<W>(op.a(item, m, k));
 }
 
 /**
@@ -736,16 +752,17 @@ inline cudaError_t gemm(const Op& op, int items, int max_m, int n_cols, cudaStre
 }
 
 /**
- * The same for one item, given a scratch of max_m x Op::K elements: from kA16MinRows rows, A is
- * narrowed into it once (gemm_narrow_a_kernel) and the GEMM copies it from there (the Op's
- * gemm_prepare<Op, true> readies those kernels).
+ * The same with a scratch for A (every item's rows, Op::K each; several items need the Op's
+ * a16_first_row): from kA16MinRows rows (max_m), A is narrowed into it once (gemm_narrow_a_kernel)
+ * and the GEMM copies it from there (gemm_prepare<Op, true> readies those kernels).
  */
 template <class Op>
-inline cudaError_t gemm(const Op& op, int max_m, int n_cols, cudaStream_t s, uint16_t* a16_scratch) {
-  if (max_m < kA16MinRows || !device_info().a16) return gemm_run<Op, false>(op, 1, max_m, n_cols, nullptr, s);
-  gemm_narrow_a_kernel<Op><<<max_m, 256, 0, s>>>(op, a16_scratch);
+inline cudaError_t gemm(const Op& op, int items, int max_m, int n_cols, cudaStream_t s, uint16_t* a16_scratch) {
+  static_assert(kTensorCores<typename Op::W>, "a GEMM on tensor cores");
+  if (max_m < kA16MinRows || !device_info().a16 || (items > 1 && !kGroupedA16<Op>)) return gemm_run<Op, false>(op, items, max_m, n_cols, nullptr, s);
+  gemm_narrow_a_kernel<Op><<<dim3(max_m, items), 256, 0, s>>>(op, a16_scratch);
   if (cudaError_t e = cudaGetLastError()) return e;
-  return gemm_run<Op, true>(op, 1, max_m, n_cols, a16_scratch, s);
+  return gemm_run<Op, true>(op, items, max_m, n_cols, a16_scratch, s);
 }
 
 // ---- attention -------------------------------------------------------------------------------------

@@ -38,10 +38,11 @@ constexpr int Q_DIM = N_HEADS * HEAD_DIM;
 static_assert(N_HEADS % N_KV_HEADS == 0, "query heads of a rank are whole groups of its KV heads");
 constexpr int EXPERTS = 8;      // moe.num_experts
 constexpr int TOP_K = 2;// moe.num_experts_per_tok
-// The widest A row that a one-item prefill GEMM narrows once (gemm_narrow_a): wq|wk|wv, w1|w3 and
-// the output read DIM, wo Q_DIM, the dense w2 HIDDEN (the experts' GEMMs read A themselves); none
-// for f32 weights (no tensor-core GEMM).
-constexpr int A16_K = !mc::kTensorCores<W> ? 0 : std::max(DIM, Q_DIM);
+// A prefill GEMM's A narrowed once (gemm_narrow_a): the widest row (wq|wk|wv, w1|w3 and the output
+// read DIM, wo Q_DIM, w2 HIDDEN) and the most rows (each token once, or once per chosen expert);
+// none for f32 weights (no tensor-core GEMM).
+constexpr int A16_K = !mc::kTensorCores<W> ? 0 : std::max(DIM, std::max(Q_DIM, HIDDEN));
+constexpr int64_t A16_ROWS = int64_t(MAX_TOKENS) * TOP_K;
 constexpr int N_WEIGHTS = 995;
 constexpr int64_t WEIGHT_BYTES = 93405585408;  // the device weight arena (layout: compiler/emit/render-cuda.ts)
 constexpr int64_t KV_BYTES = 4294967296;         // keys and values of every layer, in the weight dtype
@@ -1071,7 +1072,7 @@ struct Activations {
   int32_t* io;          // [1 + MAX_TOKENS]: position of the first token, then the token ids (one copy per call)
   float* residual;      // [MAX_TOKENS, DIM] the residual stream, f32
   float* rstd;          // [MAX_TOKENS] RMSNorm row statistics of prefill GEMMs
-  uint16_t* a16;        // [MAX_TOKENS, A16_K] a prefill GEMM's A operand narrowed to the weight type (gemm_narrow_a)
+  uint16_t* a16;        // [A16_ROWS, A16_K] a prefill GEMM's A operand narrowed to the weight type (gemm_narrow_a)
   float* q;             // [MAX_TOKENS, Q_DIM] queries after RoPE
   float* attn_out;      // [MAX_TOKENS, Q_DIM]
   float* partial;       // decode attention splits [N_HEADS, MAX_SPLITS, HEAD_DIM + 2]
@@ -1100,7 +1101,7 @@ int64_t layout_activations(Activations& a, uintptr_t base) {
   take(a.io, 1 + MAX_TOKENS);
   take(a.residual, int64_t(MAX_TOKENS) * DIM);
   take(a.rstd, MAX_TOKENS);
-  take(a.a16, int64_t(MAX_TOKENS) * A16_K);
+  take(a.a16, A16_ROWS * A16_K);
   take(a.q, int64_t(MAX_TOKENS) * Q_DIM);
   take(a.attn_out, int64_t(MAX_TOKENS) * Q_DIM);
   take(a.partial, attention_gqa_window::PARTIAL_FLOATS);
@@ -1282,8 +1283,8 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     MC_LAUNCH("layers.0 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
     MC_LAUNCH("layers.0 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
     MC_LAUNCH("layers.0 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
-    MC_LAUNCH("layers.0 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.moe_hidden, s));
-    MC_LAUNCH("layers.0 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.residual, s));
+    MC_LAUNCH("layers.0 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
+    MC_LAUNCH("layers.0 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, s));
   }
   {  // layer 1: full attention over 32768 slots
     const Layer& l = m->layers[1];
@@ -1292,8 +1293,8 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     MC_LAUNCH("layers.1 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
     MC_LAUNCH("layers.1 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
     MC_LAUNCH("layers.1 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
-    MC_LAUNCH("layers.1 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.moe_hidden, s));
-    MC_LAUNCH("layers.1 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.residual, s));
+    MC_LAUNCH("layers.1 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
+    MC_LAUNCH("layers.1 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, s));
   }
   {  // layer 2: full attention over 32768 slots
     const Layer& l = m->layers[2];
@@ -1302,8 +1303,8 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     MC_LAUNCH("layers.2 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
     MC_LAUNCH("layers.2 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
     MC_LAUNCH("layers.2 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
-    MC_LAUNCH("layers.2 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.moe_hidden, s));
-    MC_LAUNCH("layers.2 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.residual, s));
+    MC_LAUNCH("layers.2 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
+    MC_LAUNCH("layers.2 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, s));
   }
   {  // layer 3: full attention over 32768 slots
     const Layer& l = m->layers[3];
@@ -1312,8 +1313,8 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     MC_LAUNCH("layers.3 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
     MC_LAUNCH("layers.3 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
     MC_LAUNCH("layers.3 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
-    MC_LAUNCH("layers.3 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.moe_hidden, s));
-    MC_LAUNCH("layers.3 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.residual, s));
+    MC_LAUNCH("layers.3 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
+    MC_LAUNCH("layers.3 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, s));
   }
   {  // layer 4: full attention over 32768 slots
     const Layer& l = m->layers[4];
@@ -1322,8 +1323,8 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     MC_LAUNCH("layers.4 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
     MC_LAUNCH("layers.4 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
     MC_LAUNCH("layers.4 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
-    MC_LAUNCH("layers.4 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.moe_hidden, s));
-    MC_LAUNCH("layers.4 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.residual, s));
+    MC_LAUNCH("layers.4 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
+    MC_LAUNCH("layers.4 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, s));
   }
   {  // layer 5: full attention over 32768 slots
     const Layer& l = m->layers[5];
@@ -1332,8 +1333,8 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     MC_LAUNCH("layers.5 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
     MC_LAUNCH("layers.5 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
     MC_LAUNCH("layers.5 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
-    MC_LAUNCH("layers.5 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.moe_hidden, s));
-    MC_LAUNCH("layers.5 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.residual, s));
+    MC_LAUNCH("layers.5 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
+    MC_LAUNCH("layers.5 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, s));
   }
   {  // layer 6: full attention over 32768 slots
     const Layer& l = m->layers[6];
@@ -1342,8 +1343,8 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     MC_LAUNCH("layers.6 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
     MC_LAUNCH("layers.6 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
     MC_LAUNCH("layers.6 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
-    MC_LAUNCH("layers.6 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.moe_hidden, s));
-    MC_LAUNCH("layers.6 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.residual, s));
+    MC_LAUNCH("layers.6 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
+    MC_LAUNCH("layers.6 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, s));
   }
   {  // layer 7: full attention over 32768 slots
     const Layer& l = m->layers[7];
@@ -1352,8 +1353,8 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     MC_LAUNCH("layers.7 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
     MC_LAUNCH("layers.7 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
     MC_LAUNCH("layers.7 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
-    MC_LAUNCH("layers.7 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.moe_hidden, s));
-    MC_LAUNCH("layers.7 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.residual, s));
+    MC_LAUNCH("layers.7 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
+    MC_LAUNCH("layers.7 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, s));
   }
   {  // layer 8: full attention over 32768 slots
     const Layer& l = m->layers[8];
@@ -1362,8 +1363,8 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     MC_LAUNCH("layers.8 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
     MC_LAUNCH("layers.8 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
     MC_LAUNCH("layers.8 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
-    MC_LAUNCH("layers.8 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.moe_hidden, s));
-    MC_LAUNCH("layers.8 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.residual, s));
+    MC_LAUNCH("layers.8 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
+    MC_LAUNCH("layers.8 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, s));
   }
   {  // layer 9: full attention over 32768 slots
     const Layer& l = m->layers[9];
@@ -1372,8 +1373,8 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     MC_LAUNCH("layers.9 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
     MC_LAUNCH("layers.9 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
     MC_LAUNCH("layers.9 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
-    MC_LAUNCH("layers.9 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.moe_hidden, s));
-    MC_LAUNCH("layers.9 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.residual, s));
+    MC_LAUNCH("layers.9 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
+    MC_LAUNCH("layers.9 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, s));
   }
   {  // layer 10: full attention over 32768 slots
     const Layer& l = m->layers[10];
@@ -1382,8 +1383,8 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     MC_LAUNCH("layers.10 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
     MC_LAUNCH("layers.10 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
     MC_LAUNCH("layers.10 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
-    MC_LAUNCH("layers.10 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.moe_hidden, s));
-    MC_LAUNCH("layers.10 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.residual, s));
+    MC_LAUNCH("layers.10 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
+    MC_LAUNCH("layers.10 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, s));
   }
   {  // layer 11: full attention over 32768 slots
     const Layer& l = m->layers[11];
@@ -1392,8 +1393,8 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     MC_LAUNCH("layers.11 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
     MC_LAUNCH("layers.11 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
     MC_LAUNCH("layers.11 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
-    MC_LAUNCH("layers.11 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.moe_hidden, s));
-    MC_LAUNCH("layers.11 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.residual, s));
+    MC_LAUNCH("layers.11 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
+    MC_LAUNCH("layers.11 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, s));
   }
   {  // layer 12: full attention over 32768 slots
     const Layer& l = m->layers[12];
@@ -1402,8 +1403,8 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     MC_LAUNCH("layers.12 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
     MC_LAUNCH("layers.12 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
     MC_LAUNCH("layers.12 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
-    MC_LAUNCH("layers.12 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.moe_hidden, s));
-    MC_LAUNCH("layers.12 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.residual, s));
+    MC_LAUNCH("layers.12 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
+    MC_LAUNCH("layers.12 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, s));
   }
   {  // layer 13: full attention over 32768 slots
     const Layer& l = m->layers[13];
@@ -1412,8 +1413,8 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     MC_LAUNCH("layers.13 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
     MC_LAUNCH("layers.13 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
     MC_LAUNCH("layers.13 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
-    MC_LAUNCH("layers.13 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.moe_hidden, s));
-    MC_LAUNCH("layers.13 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.residual, s));
+    MC_LAUNCH("layers.13 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
+    MC_LAUNCH("layers.13 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, s));
   }
   {  // layer 14: full attention over 32768 slots
     const Layer& l = m->layers[14];
@@ -1422,8 +1423,8 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     MC_LAUNCH("layers.14 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
     MC_LAUNCH("layers.14 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
     MC_LAUNCH("layers.14 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
-    MC_LAUNCH("layers.14 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.moe_hidden, s));
-    MC_LAUNCH("layers.14 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.residual, s));
+    MC_LAUNCH("layers.14 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
+    MC_LAUNCH("layers.14 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, s));
   }
   {  // layer 15: full attention over 32768 slots
     const Layer& l = m->layers[15];
@@ -1432,8 +1433,8 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     MC_LAUNCH("layers.15 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
     MC_LAUNCH("layers.15 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
     MC_LAUNCH("layers.15 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
-    MC_LAUNCH("layers.15 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.moe_hidden, s));
-    MC_LAUNCH("layers.15 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.residual, s));
+    MC_LAUNCH("layers.15 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
+    MC_LAUNCH("layers.15 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, s));
   }
   {  // layer 16: full attention over 32768 slots
     const Layer& l = m->layers[16];
@@ -1442,8 +1443,8 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     MC_LAUNCH("layers.16 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
     MC_LAUNCH("layers.16 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
     MC_LAUNCH("layers.16 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
-    MC_LAUNCH("layers.16 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.moe_hidden, s));
-    MC_LAUNCH("layers.16 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.residual, s));
+    MC_LAUNCH("layers.16 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
+    MC_LAUNCH("layers.16 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, s));
   }
   {  // layer 17: full attention over 32768 slots
     const Layer& l = m->layers[17];
@@ -1452,8 +1453,8 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     MC_LAUNCH("layers.17 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
     MC_LAUNCH("layers.17 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
     MC_LAUNCH("layers.17 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
-    MC_LAUNCH("layers.17 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.moe_hidden, s));
-    MC_LAUNCH("layers.17 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.residual, s));
+    MC_LAUNCH("layers.17 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
+    MC_LAUNCH("layers.17 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, s));
   }
   {  // layer 18: full attention over 32768 slots
     const Layer& l = m->layers[18];
@@ -1462,8 +1463,8 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     MC_LAUNCH("layers.18 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
     MC_LAUNCH("layers.18 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
     MC_LAUNCH("layers.18 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
-    MC_LAUNCH("layers.18 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.moe_hidden, s));
-    MC_LAUNCH("layers.18 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.residual, s));
+    MC_LAUNCH("layers.18 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
+    MC_LAUNCH("layers.18 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, s));
   }
   {  // layer 19: full attention over 32768 slots
     const Layer& l = m->layers[19];
@@ -1472,8 +1473,8 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     MC_LAUNCH("layers.19 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
     MC_LAUNCH("layers.19 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
     MC_LAUNCH("layers.19 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
-    MC_LAUNCH("layers.19 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.moe_hidden, s));
-    MC_LAUNCH("layers.19 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.residual, s));
+    MC_LAUNCH("layers.19 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
+    MC_LAUNCH("layers.19 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, s));
   }
   {  // layer 20: full attention over 32768 slots
     const Layer& l = m->layers[20];
@@ -1482,8 +1483,8 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     MC_LAUNCH("layers.20 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
     MC_LAUNCH("layers.20 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
     MC_LAUNCH("layers.20 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
-    MC_LAUNCH("layers.20 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.moe_hidden, s));
-    MC_LAUNCH("layers.20 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.residual, s));
+    MC_LAUNCH("layers.20 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
+    MC_LAUNCH("layers.20 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, s));
   }
   {  // layer 21: full attention over 32768 slots
     const Layer& l = m->layers[21];
@@ -1492,8 +1493,8 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     MC_LAUNCH("layers.21 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
     MC_LAUNCH("layers.21 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
     MC_LAUNCH("layers.21 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
-    MC_LAUNCH("layers.21 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.moe_hidden, s));
-    MC_LAUNCH("layers.21 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.residual, s));
+    MC_LAUNCH("layers.21 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
+    MC_LAUNCH("layers.21 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, s));
   }
   {  // layer 22: full attention over 32768 slots
     const Layer& l = m->layers[22];
@@ -1502,8 +1503,8 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     MC_LAUNCH("layers.22 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
     MC_LAUNCH("layers.22 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
     MC_LAUNCH("layers.22 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
-    MC_LAUNCH("layers.22 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.moe_hidden, s));
-    MC_LAUNCH("layers.22 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.residual, s));
+    MC_LAUNCH("layers.22 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
+    MC_LAUNCH("layers.22 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, s));
   }
   {  // layer 23: full attention over 32768 slots
     const Layer& l = m->layers[23];
@@ -1512,8 +1513,8 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     MC_LAUNCH("layers.23 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
     MC_LAUNCH("layers.23 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
     MC_LAUNCH("layers.23 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
-    MC_LAUNCH("layers.23 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.moe_hidden, s));
-    MC_LAUNCH("layers.23 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.residual, s));
+    MC_LAUNCH("layers.23 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
+    MC_LAUNCH("layers.23 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, s));
   }
   {  // layer 24: full attention over 32768 slots
     const Layer& l = m->layers[24];
@@ -1522,8 +1523,8 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     MC_LAUNCH("layers.24 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
     MC_LAUNCH("layers.24 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
     MC_LAUNCH("layers.24 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
-    MC_LAUNCH("layers.24 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.moe_hidden, s));
-    MC_LAUNCH("layers.24 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.residual, s));
+    MC_LAUNCH("layers.24 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
+    MC_LAUNCH("layers.24 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, s));
   }
   {  // layer 25: full attention over 32768 slots
     const Layer& l = m->layers[25];
@@ -1532,8 +1533,8 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     MC_LAUNCH("layers.25 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
     MC_LAUNCH("layers.25 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
     MC_LAUNCH("layers.25 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
-    MC_LAUNCH("layers.25 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.moe_hidden, s));
-    MC_LAUNCH("layers.25 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.residual, s));
+    MC_LAUNCH("layers.25 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
+    MC_LAUNCH("layers.25 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, s));
   }
   {  // layer 26: full attention over 32768 slots
     const Layer& l = m->layers[26];
@@ -1542,8 +1543,8 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     MC_LAUNCH("layers.26 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
     MC_LAUNCH("layers.26 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
     MC_LAUNCH("layers.26 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
-    MC_LAUNCH("layers.26 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.moe_hidden, s));
-    MC_LAUNCH("layers.26 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.residual, s));
+    MC_LAUNCH("layers.26 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
+    MC_LAUNCH("layers.26 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, s));
   }
   {  // layer 27: full attention over 32768 slots
     const Layer& l = m->layers[27];
@@ -1552,8 +1553,8 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     MC_LAUNCH("layers.27 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
     MC_LAUNCH("layers.27 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
     MC_LAUNCH("layers.27 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
-    MC_LAUNCH("layers.27 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.moe_hidden, s));
-    MC_LAUNCH("layers.27 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.residual, s));
+    MC_LAUNCH("layers.27 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
+    MC_LAUNCH("layers.27 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, s));
   }
   {  // layer 28: full attention over 32768 slots
     const Layer& l = m->layers[28];
@@ -1562,8 +1563,8 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     MC_LAUNCH("layers.28 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
     MC_LAUNCH("layers.28 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
     MC_LAUNCH("layers.28 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
-    MC_LAUNCH("layers.28 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.moe_hidden, s));
-    MC_LAUNCH("layers.28 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.residual, s));
+    MC_LAUNCH("layers.28 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
+    MC_LAUNCH("layers.28 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, s));
   }
   {  // layer 29: full attention over 32768 slots
     const Layer& l = m->layers[29];
@@ -1572,8 +1573,8 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     MC_LAUNCH("layers.29 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
     MC_LAUNCH("layers.29 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
     MC_LAUNCH("layers.29 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
-    MC_LAUNCH("layers.29 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.moe_hidden, s));
-    MC_LAUNCH("layers.29 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.residual, s));
+    MC_LAUNCH("layers.29 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
+    MC_LAUNCH("layers.29 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, s));
   }
   {  // layer 30: full attention over 32768 slots
     const Layer& l = m->layers[30];
@@ -1582,8 +1583,8 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     MC_LAUNCH("layers.30 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
     MC_LAUNCH("layers.30 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
     MC_LAUNCH("layers.30 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
-    MC_LAUNCH("layers.30 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.moe_hidden, s));
-    MC_LAUNCH("layers.30 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.residual, s));
+    MC_LAUNCH("layers.30 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
+    MC_LAUNCH("layers.30 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, s));
   }
   {  // layer 31: full attention over 32768 slots
     const Layer& l = m->layers[31];
@@ -1592,8 +1593,8 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     MC_LAUNCH("layers.31 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
     MC_LAUNCH("layers.31 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
     MC_LAUNCH("layers.31 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
-    MC_LAUNCH("layers.31 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.moe_hidden, s));
-    MC_LAUNCH("layers.31 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.residual, s));
+    MC_LAUNCH("layers.31 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
+    MC_LAUNCH("layers.31 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, s));
   }
   MC_LAUNCH("rmsnorm_output", rmsnorm_output::launch(a.residual, first, rows, m->final_norm, m->output, a.rstd, a.a16, a.logits, s));
   return cudaSuccess;

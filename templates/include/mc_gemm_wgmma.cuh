@@ -112,12 +112,13 @@ __global__ void __launch_bounds__(wgmma::THREADS, 1) gemm_wgmma_kernel(const Op 
     }
   };
   // A16 (gemm_narrow_a wrote A as W): copied like B, 8 threads a 128-byte row.
+  const uint16_t* const a16_item = A16 ? a16 + int64_t(a16_first_row(op, item)) * K : nullptr;
   auto load_a16 = [&](int s, int k0) {
 #pragma unroll
     for (int j = 0; j < B_LOADS; ++j) {
       const int m = m0 + b_row(tid, j), k = k0 + 8 * b_chunk(tid, j);
       const bool ok = m < M && k < K;
-      cp_async16(a_tile(s) + swizzled(b_row(tid, j), 8 * b_chunk(tid, j)), ok ? a16 + int64_t(m) * K + k : a16, ok ? 16 : 0);
+      cp_async16(a_tile(s) + swizzled(b_row(tid, j), 8 * b_chunk(tid, j)), ok ? a16_item + int64_t(m) * K + k : a16, ok ? 16 : 0);
     }
   };
   float4 areg[A_LOADS];

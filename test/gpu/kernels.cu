@@ -447,7 +447,8 @@ void check_moe_w13(int T) {
   W* d_w = upload(w13);
   float* d_h = poisoned<float>(size_t(T) * M::TOP_K * M::HIDDEN);
   CK(M::prepare());
-  CK(M::launch(d_x, T, d_off, d_rows, d_w, d_h, 0));
+  uint16_t* d_a16 = poisoned<uint16_t>(size_t(T) * M::TOP_K * M::DIM);
+  CK(M::launch(d_x, T, d_off, d_rows, d_w, d_a16, d_h, 0));
   CK(cudaDeviceSynchronize());
   const Vec xd = widen(normed);
   const auto& wd = w13;
@@ -460,7 +461,7 @@ void check_moe_w13(int T) {
     for (int u = 0; u < M::HIDDEN; ++u) ref[int64_t(row) * M::HIDDEN + u] = silu(a[u]) * b[u];
   }
   expect_close("moe_w13_swiglu", T, "hidden", ref, widen(download(d_h, size_t(T) * M::TOP_K * M::HIDDEN)), T > 1 ? kTolW : kTolF32);
-  cudaFree(d_x), cudaFree(d_off), cudaFree(d_rows), cudaFree(d_w), cudaFree(d_h);
+  cudaFree(d_x), cudaFree(d_off), cudaFree(d_rows), cudaFree(d_w), cudaFree(d_h), cudaFree(d_a16);
 }
 
 void check_moe_w2(int T) {
@@ -478,7 +479,8 @@ void check_moe_w2(int T) {
   float* d_tmp = poisoned<float>(size_t(T) * M::TOP_K * M::DIM);
   float* d_r = upload(residual);
   CK(M::prepare());
-  CK(M::launch(d_h, T, d_off, d_pair, d_ex, d_wt, d_w, d_tmp, d_r, 0));
+  uint16_t* d_a16 = poisoned<uint16_t>(size_t(T) * M::TOP_K * M::HIDDEN);
+  CK(M::launch(d_h, T, d_off, d_pair, d_ex, d_wt, d_w, d_tmp, d_a16, d_r, 0));
   CK(cudaDeviceSynchronize());
   const Vec hd = widen(hidden);
   const auto& wd = w2;
@@ -490,7 +492,7 @@ void check_moe_w2(int T) {
       for (int d = 0; d < M::DIM; ++d) ref[int64_t(t) * M::DIM + d] += r.weight[pair] * y[d];
     }
   expect_close("moe_w2_combine_residual", T, "residual", ref, widen(download(d_r, size_t(T) * M::DIM)), T > 1 ? kTolW : kTolF32);
-  cudaFree(d_h), cudaFree(d_off), cudaFree(d_pair), cudaFree(d_ex), cudaFree(d_wt), cudaFree(d_w), cudaFree(d_tmp), cudaFree(d_r);
+  cudaFree(d_h), cudaFree(d_off), cudaFree(d_pair), cudaFree(d_ex), cudaFree(d_wt), cudaFree(d_w), cudaFree(d_tmp), cudaFree(d_r), cudaFree(d_a16);
 }
 #endif
 

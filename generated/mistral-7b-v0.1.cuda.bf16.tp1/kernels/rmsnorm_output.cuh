@@ -51,7 +51,7 @@ inline cudaError_t launch(const float* residual, int first, int rows, const W* n
     if (rows > 1) {
       const float* x = residual + int64_t(first) * DIM;
       if (cudaError_t e = mc::row_rstd<DIM>(x, rows, EPS, rstd, s)) return e;
-      return mc::gemm(Prefill{x, rstd, norm, output, logits, rows}, rows, VOCAB_LOCAL, s, a16);
+      return mc::gemm(Prefill{x, rstd, norm, output, logits, rows}, 1, rows, VOCAB_LOCAL, s, a16);
     }
   }
   return mc::gemv(Decode{residual, first, norm, output, logits}, rows, s);

@@ -85,7 +85,7 @@ inline cudaError_t launch(const float* residual, int T, const int32_t* pos0, con
   if constexpr (mc::kTensorCores<W>) {
     if (T > 1) {
       if (cudaError_t e = mc::row_rstd<DIM>(residual, T, EPS, rstd, s)) return e;
-      return mc::gemm(Prefill<KV_SLOTS>{residual, rstd, norm, wqkv, T, epi}, T, QKV, s, a16);
+      return mc::gemm(Prefill<KV_SLOTS>{residual, rstd, norm, wqkv, T, epi}, 1, T, QKV, s, a16);
     }
   }
   return mc::gemv(Decode<KV_SLOTS>{residual, norm, wqkv, epi}, T, s);

@@ -50,7 +50,7 @@ inline cudaError_t launch(const float* residual, int T, const W* norm, const W* 
   if constexpr (mc::kTensorCores<W>) {
     if (T > 1) {
       if (cudaError_t e = mc::row_rstd<DIM>(residual, T, EPS, rstd, s)) return e;
-      return mc::gemm(Prefill{residual, rstd, norm, w13, hidden, T}, T, HIDDEN, s, a16);
+      return mc::gemm(Prefill{residual, rstd, norm, w13, hidden, T}, 1, T, HIDDEN, s, a16);
     }
   }
   return mc::gemv(Decode{residual, norm, w13, hidden}, T, s);

@@ -45,6 +45,7 @@ struct Prefill {
   const W* w13;
   float* hidden;
   __device__ int m_count(int e) const { return offsets[e + 1] - offsets[e]; }
+  __device__ int a16_first_row(int e) const { return offsets[e]; }  // A narrowed once: grouped rows, each expert's consecutive
   __device__ int n_count() const { return HIDDEN; }
   __device__ float4 a(int e, int m, int k) const { return mc::load4(normed + int64_t(rows_[offsets[e] + m] / TOP_K) * DIM + k); }
   __device__ const W* b_row(int e, int which, int u) const { return w13 + e * EXPERT_STRIDE + int64_t(which * HIDDEN + u) * DIM; }
@@ -56,14 +57,15 @@ struct Prefill {
 };
 
 /** hidden[row] = silu(x · w1ᵀ) ⊙ (x · w3ᵀ) for every grouped row, x the normed input of its token. */
-inline cudaError_t launch(const float* normed, int T, const int32_t* offsets, const int32_t* rows, const W* w13, float* hidden, cudaStream_t s) {
+inline cudaError_t launch(const float* normed, int T, const int32_t* offsets, const int32_t* rows, const W* w13,
+                          uint16_t* a16 /*[T * TOP_K, DIM] scratch*/, float* hidden, cudaStream_t s) {
   if constexpr (mc::kTensorCores<W>) {
-    if (T > 1) return mc::gemm(Prefill{normed, offsets, rows, w13, hidden}, EXPERTS, T, HIDDEN, s);
+    if (T > 1) return mc::gemm(Prefill{normed, offsets, rows, w13, hidden}, EXPERTS, T, HIDDEN, s, a16);
   }
   return mc::gemv(Decode{normed, offsets, rows, w13, hidden}, T * TOP_K, s);
 }
 inline cudaError_t prepare() {
   if (cudaError_t e = mc::gemv_prepare<Decode>()) return e;
-  return mc::gemm_prepare<Prefill>();
+  return mc::gemm_prepare<Prefill, true>();
 }
 }  // namespace moe_w13_swiglu

@@ -48,6 +48,7 @@ struct Prefill {
   const W* w2;                // [EXPERTS, DIM, HIDDEN]
   float* expert_out;          // [T * TOP_K, DIM] f32, grouped
   __device__ int m_count(int e) const { return offsets[e + 1] - offsets[e]; }
+  __device__ int a16_first_row(int e) const { return offsets[e]; }  // A narrowed once: grouped rows, each expert's consecutive
   __device__ int n_count() const { return DIM; }
   __device__ float4 a(int e, int m, int k) const { return mc::load4(hidden + int64_t(offsets[e] + m) * HIDDEN + k); }
   __device__ const W* b_row(int e, int, int n) const { return w2 + e * EXPERT_STRIDE + int64_t(n) * HIDDEN; }
@@ -70,10 +71,11 @@ __global__ void __launch_bounds__(256) combine(const float* __restrict__ expert_
 }
 
 inline cudaError_t launch(const float* hidden, int T, const int32_t* offsets, const int32_t* pair_row, const int32_t* route_expert,
-                          const float* route_weight, const W* w2, float* expert_out /*[T * TOP_K, DIM] scratch*/, float* residual, cudaStream_t s) {
+                          const float* route_weight, const W* w2, float* expert_out /*[T * TOP_K, DIM] scratch*/,
+                          uint16_t* a16 /*[T * TOP_K, HIDDEN] scratch*/, float* residual, cudaStream_t s) {
   if constexpr (mc::kTensorCores<W>) {
     if (T > 1) {
-      if (cudaError_t e = mc::gemm(Prefill{hidden, offsets, w2, expert_out}, EXPERTS, T, DIM, s)) return e;
+      if (cudaError_t e = mc::gemm(Prefill{hidden, offsets, w2, expert_out}, EXPERTS, T, DIM, s, a16)) return e;
       combine<<<T, 256, 0, s>>>(expert_out, pair_row, route_weight, residual);
       return cudaGetLastError();
     }
@@ -82,6 +84,6 @@ inline cudaError_t launch(const float* hidden, int T, const int32_t* offsets, co
 }
 inline cudaError_t prepare() {
   if (cudaError_t e = mc::gemv_prepare<Decode>()) return e;
-  return mc::gemm_prepare<Prefill>();
+  return mc::gemm_prepare<Prefill, true>();
 }
 }  // namespace moe_w2_combine_residual
