@@ -8,8 +8,9 @@
 #   bash bench/gpu/device/run.sh --only kernels,logits,decode,prefill
 #   BASELINE=1 bash bench/gpu/device/run.sh --only prefill
 #   PROFILE=1 bash bench/gpu/device/run.sh --only decode --cases mistral-7b-v0.1   (then profile.mjs)
-#   SANITIZE=1 bash bench/gpu/device/run.sh --only kernels   (then compute-sanitizer racecheck and synccheck
-#     over the kernel checks of tiny-moe and mistral-7b-v0.1 in bf16, with short prefills)
+#   SANITIZE=1 bash bench/gpu/device/run.sh --only kernels   (then compute-sanitizer memcheck, racecheck and
+#     synccheck over the kernel checks of tiny-moe and mistral-7b-v0.1 in bf16, prefills of 37 and 130 tokens:
+#     split-K and A narrowed once on the 7B's shapes)
 #   WGMMA=1 bash bench/gpu/device/run.sh --only kernels,logits,prefill   (then the same checks with every
 #     prefill GEMM on wgmma, and prefill timed with the wgmma launch rule: $OUT/wgmma-all, $OUT/wgmma)
 #   A16_AB=1 bash bench/gpu/device/run.sh --only prefill   (then prefill again with MC_CUDA_A16=0: A read
@@ -53,9 +54,9 @@ if [ "${SANITIZE:-0}" = 1 ]; then
   for case in tiny-moe.bf16 mistral-7b-v0.1.bf16; do
     binary=$(/tmp/node -e 'const m = require(process.argv[1]); console.log(m.kernelChecks[process.argv[2]] ?? "")' "$PWD/.devtools/prebuilt/manifest.json" "$case")
     [ -n "$binary" ] || { echo "run.sh: no prebuilt kernel check for $case" >&2; status=1; continue; }
-    for tool in racecheck synccheck; do
+    for tool in memcheck racecheck synccheck; do
       echo "=== [$((SECONDS - started)) s] compute-sanitizer --tool $tool: $case"
-      # One log for all four (the device tool returns at most 8 files from \$OUT).
+      # One log for all six (the device tool returns at most 8 files from \$OUT).
       compute-sanitizer --tool "$tool" --error-exitcode 9 ".devtools/prebuilt/$binary" 1 37 130 2>&1 | tail -n 25 | tee -a "$OUT/sanitize.log"
       s=${PIPESTATUS[0]}
       [ "$s" = 0 ] || status=$s
