@@ -4,11 +4,11 @@
  * rendered CUDA sources and run by the emulator in test/cuda/emu (each CUDA thread a fiber; warp and
  * warpgroup instructions computed from the PTX ISA's layouts). Both prefill GEMM engines (mma.sync,
  * and wgmma for every prefill GEMM), the flash prefill attention (16-bit caches, head dims 16 and
- * 128), in bf16, f16 and f32. The "medium" configs exist for this test: K long enough that both GEMM
- * pipelines wrap around their shared-memory stages, vocabularies and widths that leave partial
- * tiles, and query groups of 3 and 6 heads per KV head.
+ * 128), in bf16, f16 and f32. The "medium" configs (test/fixtures/emu-medium-*) exist for this: K
+ * long enough that both GEMM pipelines wrap around their shared-memory stages, vocabularies and
+ * widths that leave partial tiles, and query groups of 3 and 6 heads per KV head.
  */
-import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
@@ -26,21 +26,12 @@ const root = packageRoot();
 const work = mkdtempSync(join(tmpdir(), 'mc-emu-'));
 afterAll(() => rmSync(work, { recursive: true, force: true }));
 
-const MEDIUM: Record<string, object> = {
-  // GEMM K of 384 (dim) and 1024 (hidden): 6 and 16 steps of the wgmma engine's 64, 12 and 32 of mma.sync's 32.
-  'medium-dense': { dim: 384, n_layers: 1, head_dim: 64, hidden_dim: 1024, n_heads: 12, n_kv_heads: 2, norm_eps: 1e-5, vocab_size: 1000, rope_theta: 1e6, max_seq_len: 1024 },
-  'medium-moe': {
-    dim: 384, n_layers: 1, head_dim: 128, hidden_dim: 448, n_heads: 6, n_kv_heads: 2, norm_eps: 1e-5, vocab_size: 700, rope_theta: 1e6, max_seq_len: 1024,
-    moe: { num_experts: 4, num_experts_per_tok: 2 },
-  },
-};
-
+// The medium configs (test/fixtures/emu-medium-*): GEMM K of 384 (dim) and 1024 or 448 (hidden),
+// 6 and 16 steps of the wgmma engine's 64, 12 and 32 of mma.sync's 32; vocabularies that leave
+// partial tiles; GROUP 6 and 3; head_dim 64 and 128.
 function config(name: string): ModelConfig {
-  if (!(name in MEDIUM)) return loadModelConfig(join(root, 'configs', 'models', name), { maxSeqLen: 1024 });
-  const dir = join(work, 'configs', name);
-  mkdirSync(dir, { recursive: true });
-  writeFileSync(join(dir, 'params.json'), JSON.stringify(MEDIUM[name]));
-  return loadModelConfig(dir, { name });
+  if (name.startsWith('medium-')) return loadModelConfig(join(root, 'test', 'fixtures', `emu-${name}`), { name: `emu-${name}` });
+  return loadModelConfig(join(root, 'configs', 'models', name), { maxSeqLen: 1024 });
 }
 
 interface Case { config: string; dtype: Dtype; engine: 'mma' | 'wgmma-all'; tokens: [number, number] }

@@ -1,0 +1,109 @@
+// Kernels with one deliberate bug each, for test/cuda/emulator.test.ts: the emulator must report
+// every one of them (and pass the correct variant), so that a change to the emulator cannot quietly
+// stop it from seeing what it exists to see. Built like the kernels (emulate.ts), run as
+//   selftest <case>   exit 0: the kernel ran and its result is right; 1: wrong result; else the emulator's failure.
+#include <cuda_runtime.h>
+
+#include <cstdio>
+#include <cstring>
+#include <vector>
+
+#include "mc_ptx.cuh"
+
+namespace {
+
+/** Copies 256 floats through shared memory by cp.async; `wait` false skips the wait (a race on a GPU). */
+__global__ void __launch_bounds__(64) staged_copy(const float* in, float* out, bool wait) {
+  extern __shared__ float4 smem[];
+  float* s = reinterpret_cast<float*>(smem);
+  mc::cp_async16(s + 4 * threadIdx.x, in + 4 * threadIdx.x, 16);
+  mc::cp_async_commit();
+  if (wait) mc::cp_async_wait<0>();
+  __syncthreads();
+  for (int i = 0; i < 4; ++i) out[4 * threadIdx.x + i] = s[4 * ((threadIdx.x + 1) % 64) + i];
+  if (!wait) mc::cp_async_wait<0>();
+}
+
+/** Sums a warp's lanes; `partial` lets odd lanes return first (a full-mask shuffle then has exited lanes). */
+__global__ void __launch_bounds__(32) warp_total(float* out, bool partial) {
+  if (partial && (threadIdx.x & 1)) return;
+  float v = float(threadIdx.x);
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  if (threadIdx.x == 0) out[0] = v;
+}
+
+/** Half of each warp at a barrier, the other half in a full-mask shuffle that waits for them: a deadlock. */
+__global__ void __launch_bounds__(64) divergent_barrier(float* out) {
+  if ((threadIdx.x & 31) < 16) __syncthreads();
+  else out[threadIdx.x] = __shfl_xor_sync(0xffffffffu, 1.f, 1);
+}
+
+/** Reads one float past the end of its input. */
+__global__ void __launch_bounds__(32) read_past(const float* in, float* out, int n) { out[threadIdx.x] = in[n + threadIdx.x]; }
+
+__global__ void __launch_bounds__(32) big_smem(float* out) {
+  extern __shared__ float4 smem[];
+  out[threadIdx.x] = reinterpret_cast<float*>(smem)[threadIdx.x];
+}
+
+std::vector<float> iota(int n) {
+  std::vector<float> v(n);
+  for (int i = 0; i < n; ++i) v[i] = float(i) + 0.5f;
+  return v;
+}
+
+template <typename T> T* device(const std::vector<T>& h) {
+  T* d = nullptr;
+  cudaMalloc(&d, h.size() * sizeof(T));
+  cudaMemcpy(d, h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice);
+  return d;
+}
+
+int staged(bool wait) {
+  const auto in = iota(256);
+  float* d_in = device(in);
+  float* d_out = device(std::vector<float>(256, -1.f));
+  staged_copy<<<1, 64, 256 * sizeof(float)>>>(d_in, d_out, wait);
+  if (cudaGetLastError() != cudaSuccess) return 2;
+  std::vector<float> out(256);
+  cudaMemcpy(out.data(), d_out, sizeof(float) * 256, cudaMemcpyDeviceToHost);
+  for (int t = 0; t < 64; ++t)
+    for (int i = 0; i < 4; ++i)
+      if (out[4 * t + i] != in[4 * ((t + 1) % 64) + i]) return 1;
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const char* c = argc > 1 ? argv[1] : "";
+  float* d_out = device(std::vector<float>(64, 0.f));
+  if (std::strcmp(c, "cp-async-waited") == 0) return staged(true);
+  if (std::strcmp(c, "cp-async-not-waited") == 0) {
+    // Copies land at issue or at their wait, at random per copy: over a few runs some land late.
+    for (int run = 0; run < 8; ++run)
+      if (int r = staged(false)) return r;
+    return 0;
+  }
+  if (std::strcmp(c, "warp-full") == 0 || std::strcmp(c, "warp-partial") == 0) {
+    warp_total<<<1, 32>>>(d_out, std::strcmp(c, "warp-partial") == 0);
+    float v = 0.f;
+    cudaMemcpy(&v, d_out, sizeof v, cudaMemcpyDeviceToHost);
+    return v == 496.f ? 0 : 1;  // 0 + 1 + ... + 31
+  }
+  if (std::strcmp(c, "divergent-barrier") == 0) {
+    divergent_barrier<<<1, 64>>>(d_out);
+    return 0;
+  }
+  if (std::strcmp(c, "read-past-end") == 0) {
+    float* d_in = device(iota(1024));  // a whole page: the next one is the guard page
+    read_past<<<1, 32>>>(d_in, d_out, 1024);
+    return 0;
+  }
+  if (std::strcmp(c, "smem-over-48k") == 0) {
+    big_smem<<<1, 32, 64 * 1024>>>(d_out);
+    return cudaGetLastError() == cudaErrorInvalidValue ? 4 : 0;  // 4: refused, as a GPU refuses it
+  }
+  std::fprintf(stderr, "selftest: unknown case %s\n", c);
+  return 2;
+}

@@ -1,0 +1,85 @@
+/**
+ * The CUDA emulator (test/cuda/emu) still sees what it exists to see: small kernels with one bug
+ * each (selftest.cu), and two bugs seeded into the real GEMM kernels' source, must each be reported,
+ * while the correct variants pass. Guards the emulator itself: a change that, say, made cp.async
+ * copies land at once or wgmma read its operands late would make every other emulated test blind.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { execa } from 'execa';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadModelConfig } from '../../compiler/config/load.js';
+import { renderCudaSources } from '../../compiler/emit/render-cuda.js';
+import type { SourceFile } from '../../compiler/emit/render.js';
+import { packageRoot } from '../../compiler/paths.js';
+import { buildPlan } from '../../compiler/plan/build-plan.js';
+import { buildEmulated, WEIGHT_TYPE } from './emu/emulate.js';
+import { hasNvcc } from './helpers.js';
+
+const root = packageRoot();
+const work = mkdtempSync(join(tmpdir(), 'mc-emu-self-'));
+afterAll(() => rmSync(work, { recursive: true, force: true }));
+
+describe.skipIf(!hasNvcc())('the CUDA emulator reports seeded bugs', () => {
+  let selftest = '';
+  beforeAll(async () => {
+    selftest = await buildEmulated([], join(root, 'test', 'cuda', 'emu', 'selftest.cu'), join(work, 'selftest'), []);
+  }, 120_000);
+  const run = (c: string) => execa(selftest, [c], { reject: false, all: true, env: { MC_EMU_SEED: String(Math.floor(Math.random() * 2 ** 31)) } });
+
+  it('passes the correct kernels', async () => {
+    for (const c of ['cp-async-waited', 'warp-full']) expect((await run(c)).exitCode, c).toBe(0);
+  });
+
+  it('a read of shared memory whose cp.async group was not waited for gives a wrong result', async () => {
+    expect((await run('cp-async-not-waited')).exitCode).toBe(1);
+  });
+
+  it('a full-mask shuffle with exited lanes, and half a warp at a barrier while the other half shuffles, are reported', async () => {
+    const partial = await run('warp-partial');
+    expect(partial.exitCode).toBe(3);
+    expect(partial.all).toMatch(/warp_total.*a warp collective \(__shfl_sync\) with exited lanes/);
+    const barrier = await run('divergent-barrier');
+    expect(barrier.exitCode).toBe(3);
+    expect(barrier.all).toMatch(/divergent_barrier.*deadlock: 32 threads at __syncthreads, 32 in warp collectives/);
+  });
+
+  it('a read past an allocation faults, and 64 KB of dynamic shared memory without cudaFuncSetAttribute is refused', async () => {
+    const past = await run('read-past-end');
+    expect(past.signal).toBe('SIGSEGV');
+    const smem = await run('smem-over-48k');
+    expect(smem.exitCode).toBe(4);
+    expect(smem.all).toContain("65536 bytes of dynamic shared memory, over the kernel's limit of 49152");
+  });
+
+  // The real kernels, each with one bug, on a config whose GEMMs wrap their shared-memory stages.
+  const medium = () => {
+    const dir = join(root, 'test', 'fixtures', 'emu-medium-dense');
+    return buildPlan(loadModelConfig(dir, { name: 'emu-medium-dense' }), { target: 'cuda', dtype: 'bf16', tp: 1, maxTokens: 64 });
+  };
+  const mutated = (files: SourceFile[], path: string, from: string, to: string) => files.map((f) => {
+    if (f.path !== path) return f;
+    expect(f.content, `${path} holds ${from}`).toContain(from);
+    return { path: f.path, content: f.content.replace(from, to) };
+  });
+  const kernelChecks = async (name: string, files: SourceFile[], engine: string) => {
+    const binary = await buildEmulated(files, join(root, 'test', 'gpu', 'kernels.cu'), join(work, name), [`MC_WEIGHT=${WEIGHT_TYPE.bf16}`]);
+    return execa(binary, ['7', '37', '150'], { reject: false, all: true, env: { MC_CUDA_GEMM: engine, OMP_NUM_THREADS: '1' } });
+  };
+
+  it('a wgmma stage refilled while its group is still in flight (wait_group<2>) is reported', async () => {
+    const files = mutated(renderCudaSources(medium()).files, 'mc_gemm_wgmma.cuh', 'wgmma::wait_group<1>();', 'wgmma::wait_group<2>();');
+    const r = await kernelChecks('wgmma-wait', files, 'wgmma-all');
+    expect(r.exitCode).toBe(3);
+    expect(r.all).toContain('the shared memory of a wgmma operand changed between wgmma.mma_async and the wait_group that retired it');
+  }, 300_000);
+
+  it('the mma.sync GEMM without the barrier that publishes a stage fails its checks', async () => {
+    const barrier = '    __syncthreads();  // stage kt is visible to all; every warp is done with stage kt - 1, whose buffer is refilled next';
+    const files = mutated(renderCudaSources(medium()).files, 'mc_cuda.cuh', barrier, '');
+    const r = await kernelChecks('mma-barrier', files, 'mma');
+    expect(r.exitCode).toBe(1);
+    expect(r.all).toMatch(/^FAIL +\S+ +T=(37|150) /m);
+  }, 300_000);
+});
