@@ -639,14 +639,14 @@ inline cudaError_t gemm_prepare_variant() {
   if (cudaError_t e = cudaFuncSetAttribute(gemm_kernel<Op, GemmLarge, A16>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(GemmLarge::smem_bytes()))) return e;
   return cudaFuncSetAttribute(gemm_kernel<Op, GemmSmall, A16>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(GemmSmall::smem_bytes()));
 }
-/** WITH_A16: the Op's GEMMs are launched with a scratch (the one-item gemm()), so both variants run. */
-template <class Op, bool WITH_A16 = false>
+/** Both variants of the Op's kernels: gemm() reads A through the Op below kA16MinRows rows, narrowed from there. */
+template <class Op>
 inline cudaError_t gemm_prepare() {
   if constexpr (kTensorCores<typename Op::W>) {
     if (device_info().sms == 0)
       if (cudaError_t e = init_device_info()) return e;
     if (cudaError_t e = gemm_prepare_variant<Op, false>()) return e;
-    if constexpr (WITH_A16) return gemm_prepare_variant<Op, true>();
+    return gemm_prepare_variant<Op, true>();
   }
   return cudaSuccess;
 }
@@ -745,16 +745,9 @@ inline cudaError_t gemm_run(const Op& op, int items, int max_m, int n_cols, cons
  * 1.5x as efficiently (each operand fragment feeds twice the mma): with few tokens, where the
  * weights' bytes set the time, the small tile's 4x as many blocks keep every SM streaming, and a
  * grid just over one wave of large blocks (e.g. 288 on 264 slots) is better cut small.
- */
-template <class Op>
-inline cudaError_t gemm(const Op& op, int items, int max_m, int n_cols, cudaStream_t s) {
-  return gemm_run<Op, false>(op, items, max_m, n_cols, nullptr, s);
-}
-
-/**
- * The same with a scratch for A (every item's rows, Op::K each; several items need the Op's
- * a16_first_row): from kA16MinRows rows (max_m), A is narrowed into it once (gemm_narrow_a_kernel)
- * and the GEMM copies it from there (gemm_prepare<Op, true> readies those kernels).
+ * `a16_scratch` holds every item's A rows, Op::K each (several items need the Op's a16_first_row):
+ * from kA16MinRows rows (max_m), A is narrowed into it once (gemm_narrow_a_kernel) and the GEMM
+ * copies it from there.
  */
 template <class Op>
 inline cudaError_t gemm(const Op& op, int items, int max_m, int n_cols, cudaStream_t s, uint16_t* a16_scratch) {

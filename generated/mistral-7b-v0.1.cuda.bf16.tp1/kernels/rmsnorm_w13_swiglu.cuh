@@ -57,6 +57,6 @@ inline cudaError_t launch(const float* residual, int T, const W* norm, const W* 
 }
 inline cudaError_t prepare() {
   if (cudaError_t e = mc::gemv_prepare<Decode>()) return e;
-  return mc::gemm_prepare<Prefill, true>();
+  return mc::gemm_prepare<Prefill>();
 }
 }  // namespace rmsnorm_w13_swiglu

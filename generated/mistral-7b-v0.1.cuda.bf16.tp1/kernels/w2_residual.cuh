@@ -53,6 +53,6 @@ inline cudaError_t launch(const float* hidden, int T, const W* w2, float* residu
 }
 inline cudaError_t prepare() {
   if (cudaError_t e = mc::gemv_prepare<Decode>()) return e;
-  return mc::gemm_prepare<Prefill, true>();
+  return mc::gemm_prepare<Prefill>();
 }
 }  // namespace w2_residual

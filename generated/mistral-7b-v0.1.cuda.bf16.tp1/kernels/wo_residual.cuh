@@ -54,6 +54,6 @@ inline cudaError_t launch(const float* attn_out, int T, const W* wo, float* resi
 }
 inline cudaError_t prepare() {
   if (cudaError_t e = mc::gemv_prepare<Decode>()) return e;
-  return mc::gemm_prepare<Prefill, true>();
+  return mc::gemm_prepare<Prefill>();
 }
 }  // namespace wo_residual

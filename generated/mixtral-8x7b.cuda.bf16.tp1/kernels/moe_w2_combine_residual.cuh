@@ -84,6 +84,6 @@ inline cudaError_t launch(const float* hidden, int T, const int32_t* offsets, co
 }
 inline cudaError_t prepare() {
   if (cudaError_t e = mc::gemv_prepare<Decode>()) return e;
-  return mc::gemm_prepare<Prefill, true>();
+  return mc::gemm_prepare<Prefill>();
 }
 }  // namespace moe_w2_combine_residual

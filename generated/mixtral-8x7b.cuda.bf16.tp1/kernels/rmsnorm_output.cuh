@@ -58,6 +58,6 @@ inline cudaError_t launch(const float* residual, int first, int rows, const W* n
 }
 inline cudaError_t prepare() {
   if (cudaError_t e = mc::gemv_prepare<Decode>()) return e;
-  return mc::gemm_prepare<Prefill, true>();
+  return mc::gemm_prepare<Prefill>();
 }
 }  // namespace rmsnorm_output

@@ -93,6 +93,6 @@ inline cudaError_t launch(const float* residual, int T, const int32_t* pos0, con
 template <int KV_SLOTS>
 inline cudaError_t prepare() {
   if (cudaError_t e = mc::gemv_prepare<Decode<KV_SLOTS>>()) return e;
-  return mc::gemm_prepare<Prefill<KV_SLOTS>, true>();
+  return mc::gemm_prepare<Prefill<KV_SLOTS>>();
 }
 }  // namespace rmsnorm_qkv_rope_cache
