@@ -11,7 +11,6 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { execa } from 'execa';
 import { afterAll, describe, expect, it } from 'vitest';
 import { loadModelConfig } from '../../compiler/config/load.js';
 import type { ModelConfig } from '../../compiler/config/model.js';
@@ -19,7 +18,7 @@ import { renderCudaSources } from '../../compiler/emit/render-cuda.js';
 import { packageRoot } from '../../compiler/paths.js';
 import { buildPlan } from '../../compiler/plan/build-plan.js';
 import type { Dtype } from '../../compiler/plan/types.js';
-import { buildEmulated, WEIGHT_TYPE } from './emu/emulate.js';
+import { buildEmulatedKernelChecks, runEmulatedKernelChecks } from './emu/emulate.js';
 import { hasNvcc } from './helpers.js';
 
 const root = packageRoot();
@@ -49,11 +48,9 @@ describe.skipIf(!hasNvcc())('CUDA kernels on the emulator (no GPU)', () => {
     it(`${c.config} ${c.dtype}, prefill GEMMs on ${c.engine}: every kernel check passes`, async () => {
       const plan = buildPlan(config(c.config), { target: 'cuda', dtype: c.dtype, tp: 1, maxTokens: 64 });
       const dir = join(work, `${c.config}-${c.dtype}-${c.engine}`);
-      const binary = await buildEmulated(renderCudaSources(plan).files, join(root, 'test', 'gpu', 'kernels.cu'), dir, [`MC_WEIGHT=${WEIGHT_TYPE[c.dtype]}`]);
+      const binary = await buildEmulatedKernelChecks(renderCudaSources(plan).files, c.dtype, dir);
       const seed = String(Math.floor(Math.random() * 2 ** 31));
-      const run = await execa(binary, [seed, String(c.tokens[0]), String(c.tokens[1])], {
-        reject: false, all: true, env: { MC_CUDA_GEMM: c.engine, MC_EMU_SEED: seed, OMP_NUM_THREADS: '1' },
-      });
+      const run = await runEmulatedKernelChecks(binary, { seed, tokens: c.tokens, engine: c.engine, threads: 1 });
       const out = String(run.all ?? '');
       const context = `${c.config} ${c.dtype} ${c.engine} (seed ${seed}):\n${out.split('\n').filter((l) => !l.startsWith('ok ')).join('\n')}`;
       expect(run.exitCode, context).toBe(0);

@@ -14,7 +14,7 @@ import { renderCudaSources } from '../../compiler/emit/render-cuda.js';
 import type { SourceFile } from '../../compiler/emit/render.js';
 import { packageRoot } from '../../compiler/paths.js';
 import { buildPlan } from '../../compiler/plan/build-plan.js';
-import { buildEmulated, WEIGHT_TYPE } from './emu/emulate.js';
+import { buildEmulated, buildEmulatedKernelChecks, runEmulatedKernelChecks } from './emu/emulate.js';
 import { hasNvcc } from './helpers.js';
 
 const root = packageRoot();
@@ -64,8 +64,8 @@ describe.skipIf(!hasNvcc())('the CUDA emulator reports seeded bugs', () => {
     return { path: f.path, content: f.content.replace(from, to) };
   });
   const kernelChecks = async (name: string, files: SourceFile[], engine: string) => {
-    const binary = await buildEmulated(files, join(root, 'test', 'gpu', 'kernels.cu'), join(work, name), [`MC_WEIGHT=${WEIGHT_TYPE.bf16}`]);
-    return execa(binary, ['7', '37', '150'], { reject: false, all: true, env: { MC_CUDA_GEMM: engine, OMP_NUM_THREADS: '1' } });
+    const binary = await buildEmulatedKernelChecks(files, 'bf16', join(work, name));
+    return runEmulatedKernelChecks(binary, { seed: '7', tokens: [37, 150], engine, threads: 1 });  // one fixed schedule: the bugs must show on it
   };
 
   it('a wgmma stage refilled while its group is still in flight (wait_group<2>) is reported', async () => {

@@ -79,3 +79,34 @@ export async function buildEmulated(files: readonly SourceFile[], main: string, 
   await execa('g++', [...await emulatorFlags(src, defines), '-rdynamic', join(src, 'main.cpp'), '-o', binary]);
   return binary;
 }
+
+/** test/gpu/kernels.cu (the GPU check's per-kernel checks) built against a config's rendered sources for the emulator in dir. */
+export function buildEmulatedKernelChecks(files: readonly SourceFile[], dtype: keyof typeof WEIGHT_TYPE, dir: string): Promise<string> {
+  return buildEmulated(files, join(packageRoot(), 'test', 'gpu', 'kernels.cu'), dir, [`MC_WEIGHT=${WEIGHT_TYPE[dtype]}`]);
+}
+
+export interface KernelCheckRun {
+  /** kernels.cu's input seed, also the emulator's schedule (MC_EMU_SEED). */
+  seed: string;
+  /** The two prefill lengths checked beside decode. */
+  tokens: readonly [number, number];
+  /** MC_CUDA_GEMM: mma (the default engine), wgmma, wgmma-all. */
+  engine: string;
+  /** The emulated device's multiprocessors (MC_EMU_SMS; the emulator's default 8 when absent). */
+  sms?: number;
+  /** OMP_NUM_THREADS of the float64 references (absent: OpenMP's default, every core). */
+  threads?: number;
+  /** 'inherit': the checks print to this process's output (the CLI); else captured into `all`. */
+  output?: 'capture' | 'inherit';
+}
+
+/** Runs a binary of buildEmulatedKernelChecks; never rejects (its exit code says whether every check passed). */
+export function runEmulatedKernelChecks(binary: string, run: KernelCheckRun) {
+  const env: Record<string, string> = { MC_CUDA_GEMM: run.engine, MC_EMU_SEED: run.seed };
+  if (run.sms !== undefined) env.MC_EMU_SMS = String(run.sms);
+  if (run.threads !== undefined) env.OMP_NUM_THREADS = String(run.threads);
+  const args = [run.seed, String(run.tokens[0]), String(run.tokens[1])];
+  return run.output === 'inherit'
+    ? execa(binary, args, { reject: false, stdout: 'inherit', stderr: 'inherit', env })
+    : execa(binary, args, { reject: false, all: true, env });
+}

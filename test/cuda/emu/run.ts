@@ -9,12 +9,11 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { isAbsolute, join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { execa } from 'execa';
 import { loadModelConfig } from '../../../compiler/config/load.js';
 import { renderCudaSources } from '../../../compiler/emit/render-cuda.js';
 import { packageRoot } from '../../../compiler/paths.js';
 import { buildPlan } from '../../../compiler/plan/build-plan.js';
-import { buildEmulated, WEIGHT_TYPE } from './emulate.js';
+import { buildEmulatedKernelChecks, runEmulatedKernelChecks, WEIGHT_TYPE } from './emulate.js';
 
 const { values } = parseArgs({
   options: {
@@ -39,11 +38,9 @@ const plan = buildPlan(loadModelConfig(configDir, { maxSeqLen: 1024 }), { target
 const work = mkdtempSync(join(tmpdir(), 'mc-emulate-'));
 try {
   process.stderr.write(`building the kernel checks of ${values.config} (${dtype}) for the emulator...\n`);
-  const binary = await buildEmulated(renderCudaSources(plan).files, join(packageRoot(), 'test', 'gpu', 'kernels.cu'), work, [`MC_WEIGHT=${WEIGHT_TYPE[dtype]}`]);
+  const binary = await buildEmulatedKernelChecks(renderCudaSources(plan).files, dtype, work);
   const seed = values.seed ?? String(Math.floor(Math.random() * 2 ** 31));
-  const run = await execa(binary, [seed, String(tokens[0]), String(tokens[1])], {
-    reject: false, stdout: 'inherit', stderr: 'inherit', env: { MC_CUDA_GEMM: values.gemm, MC_EMU_SEED: seed, MC_EMU_SMS: String(sms) },
-  });
+  const run = await runEmulatedKernelChecks(binary, { seed, tokens: [tokens[0]!, tokens[1]!], engine: values.gemm, sms, output: 'inherit' });
   process.exitCode = run.exitCode ?? 1;
 } finally {
   rmSync(work, { recursive: true, force: true });
