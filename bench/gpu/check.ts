@@ -14,9 +14,11 @@
  * GEMM engine of every CUDA library and kernel check of this run (it sets MC_CUDA_GEMM before any
  * library loads, so each engine needs its own run): mma (default, mma.sync), wgmma (sm_90a, where
  * the launch judges it faster), wgmma-all (sm_90a, every prefill GEMM: for the checks); asking for
- * wgmma where the code for this GPU has none fails the kernel check.
+ * wgmma where the code for this GPU has none fails the kernel check. --prefetch-mb N: each decode
+ * GEMV prefetches N MiB of the next GEMV's weights into L2 as its warps finish (MC_CUDA_PREFETCH_MB;
+ * 0, the default, switches it off; bench/RESULTS.md run 9), also one setting per run.
  *
- *   tsx bench/gpu/check.ts [--out DIR] [--only kernels,logits,decode,prefill,torch] [--cases CONFIG,...]
+ *   tsx bench/gpu/check.ts [--out DIR] [--only kernels,logits,decode,prefill,torch] [--cases CONFIG,...] [--prefetch-mb N]
  *                          [--gemm mma|wgmma|wgmma-all] [--prebuilt manifest.json] [--work DIR]
  *                          [--torch-peers eager,compiled] [--torch-timeout SECONDS]
  */
@@ -44,6 +46,7 @@ const { values } = parseArgs({
     only: { type: 'string', default: 'kernels,logits,decode,prefill,torch' },
     cases: { type: 'string' },
     gemm: { type: 'string', default: process.env.MC_CUDA_GEMM ?? 'mma' },
+    'prefetch-mb': { type: 'string', default: process.env.MC_CUDA_PREFETCH_MB ?? '0' },
     prebuilt: { type: 'string' },
     'torch-peers': { type: 'string', default: 'eager,compiled' },
     'torch-timeout': { type: 'string', default: '900' },
@@ -55,6 +58,9 @@ for (const s of sections) if (!SECTIONS.includes(s)) throw new Error(`--only: un
 const GEMM_ENGINES = ['mma', 'wgmma', 'wgmma-all'];
 if (!GEMM_ENGINES.includes(values.gemm!)) throw new Error(`--gemm: unknown engine ${values.gemm}; pass one of ${GEMM_ENGINES.join(', ')}`);
 process.env.MC_CUDA_GEMM = values.gemm;  // read by each CUDA library when it first initializes (mc_cuda.cuh)
+// MiB of the next decode GEMV's weights each GEMV prefetches into L2 as it finishes (0: off; RESULTS run 9).
+if (!/^\d+$/.test(values['prefetch-mb']!)) throw new Error(`--prefetch-mb: ${values['prefetch-mb']} is not a whole number of MiB (0 switches the L2 prefetch off)`);
+process.env.MC_CUDA_PREFETCH_MB = values['prefetch-mb'];
 const out = values.out!;
 const work = values.work!;
 mkdirSync(out, { recursive: true });
@@ -77,7 +83,7 @@ const device = await gpuInfo();
 // Mixtral with as many layers as fit this GPU (26 of 32 in 80 GB, all 32 on an H200).
 const decodeCases = selectDecodeCases(values.cases, memoryMiB(device));
 const withCpu = await hasGxx();
-log(`GPU ${device.name} (${device.memory}, driver ${device.driver}), building for ${device.archs.join(',')}; prefill GEMM engine ${values.gemm}; CPU backend ${withCpu ? 'available' : 'missing (no g++): logits checked against the float64 reference only'}`);
+log(`GPU ${device.name} (${device.memory}, driver ${device.driver}), building for ${device.archs.join(',')}; prefill GEMM engine ${values.gemm}; L2 prefetch ${values['prefetch-mb']} MiB; CPU backend ${withCpu ? 'available' : 'missing (no g++): logits checked against the float64 reference only'}`);
 
 const kernels: KernelCheckResult[] = [];
 let copyGbs: number | null = null;
@@ -172,7 +178,8 @@ if (sections.has('torch')) {
 
 // ---- summary ----
 const md: string[] = [];
-md.push(`Device: ${device.name} (${device.memory}, driver ${device.driver}); libraries built for ${device.archs.join(',')}; prefill GEMM engine: ${values.gemm} (MC_CUDA_GEMM).`);
+md.push(`Device: ${device.name} (${device.memory}, driver ${device.driver}); libraries built for ${device.archs.join(',')}; prefill GEMM engine: ${values.gemm} (MC_CUDA_GEMM); ` +
+  `decode GEMVs prefetch ${values['prefetch-mb'] === '0' ? 'nothing' : `${values['prefetch-mb']} MiB of the next GEMV's weights`} into L2 (MC_CUDA_PREFETCH_MB).`);
 if (copyGbs !== null) md.push(`Device-to-device copy bandwidth (read + write, 2 GiB, median of 20): ${copyGbs.toFixed(0)} GB/s.`);
 if (kernels.length > 0) {
   md.push('', '| kernel check (test/gpu/kernels.cu) | result |', '|---|---|');

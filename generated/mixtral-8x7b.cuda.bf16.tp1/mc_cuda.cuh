@@ -188,6 +188,7 @@ struct DeviceInfo {
   bool wgmma_built = false;  // the loaded code has the engine (sm_90a build)
   bool wgmma = false, wgmma_all = false;
   bool a16 = true;  // prefill GEMMs narrow A once (gemm_narrow_a_kernel); MC_CUDA_A16=0 switches it off (A/B timing)
+  int64_t l2_prefetch_bytes = 0;  // decode GEMVs prefetch this much of the next one's weights (L2Next); MC_CUDA_PREFETCH_MB
 };
 inline DeviceInfo& device_info() {
   static DeviceInfo info;
@@ -218,6 +219,14 @@ inline cudaError_t init_device_info() {
   device_info().wgmma_all = device_info().wgmma && all;
   const char* a16 = std::getenv("MC_CUDA_A16");
   device_info().a16 = a16 == nullptr || std::strcmp(a16, "0") != 0;
+  // MiB of the next decode GEMV's weights to prefetch into L2 (off until measured: bench/RESULTS.md
+  // run 9), at most the L2's size; anything but a whole number of MiB leaves it off.
+  int l2 = 0;
+  if (cudaError_t e = cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, device)) return e;
+  const char* mb = std::getenv("MC_CUDA_PREFETCH_MB");
+  char* end = nullptr;
+  const long long want = mb != nullptr ? std::strtoll(mb, &end, 10) : 0;
+  device_info().l2_prefetch_bytes = mb != nullptr && end != mb && *end == '\0' && want > 0 ? std::min<int64_t>(int64_t(want) << 20, l2) : 0;
   return cudaSuccess;
 }
 
@@ -304,6 +313,35 @@ __device__ __forceinline__ void dot_rows(const float* __restrict__ x, const W* (
 }
 
 /**
+ * The first `bytes` of the weights that the next weight-streaming decode kernel reads, for this
+ * GEMV's warps to prefetch into L2 as they finish. Between two GEMVs the memory pipe idles while
+ * the last warps of one drain and the next launches and waits for its first loads (~5 µs a kernel
+ * on the 7B: bench/RESULTS.md runs 1-4); bytes fetched then are bytes the next one finds in L2.
+ * Warps that are done take consecutive shares, so the prefetch runs in this kernel's tail only.
+ * Decode only: a prefill GEMM's tail is a small part of its time. Run 9 there has the prediction.
+ */
+struct L2Next {
+  const char* p = nullptr;
+  int64_t bytes = 0;  // a multiple of 16, p 16-byte aligned (l2_next); 0: nothing to prefetch
+
+  /** Warp w of `warps` hints its share: 128-byte multiples, in warp order, the last one shorter. */
+  __device__ __forceinline__ void prefetch_share(int64_t w, int64_t warps, int lane) const {
+    if (bytes <= 0) return;
+    const int64_t share = (bytes + warps * 128 - 1) / (warps * 128) * 128, first = w * share;
+    if (first < bytes) prefetch_l2_warp(p + first, uint32_t(bytes - first < share ? bytes - first : share), lane);
+  }
+};
+/** The next GEMV's weights (count elements at p), as much of them as device_info() says to prefetch. */
+template <typename T>
+inline L2Next l2_next(const T* p, int64_t count) {
+  L2Next next;
+  if (p == nullptr || reinterpret_cast<uintptr_t>(p) % 16 != 0) return next;
+  next.p = reinterpret_cast<const char*>(p);
+  next.bytes = std::min<int64_t>(count * int64_t(sizeof(T)), device_info().l2_prefetch_bytes) / 16 * 16;
+  return next;
+}
+
+/**
  * Decode GEMV: blocks stay resident and stride over the row groups (one x prologue per block). The
  * Op (a struct in a kernel template) says:
  *   W, K, ROWS (rows per warp), NSRC (x vectors per item), WARPS, GROUPS (row groups in all);
@@ -314,7 +352,7 @@ __device__ __forceinline__ void dot_rows(const float* __restrict__ x, const W* (
  *   void epilogue(item, group, acc[ROWS])          lane 0 of the warp; acc = sum over sources
  */
 template <class Op>
-__global__ void __launch_bounds__(Op::WARPS * 32) gemv_kernel(const Op op) {
+__global__ void __launch_bounds__(Op::WARPS * 32) gemv_kernel(const Op op, const L2Next next) {
   using W = typename Op::W;
   extern __shared__ float4 gemv_smem[];
   float* xs = reinterpret_cast<float*>(gemv_smem);
@@ -332,7 +370,7 @@ __global__ void __launch_bounds__(Op::WARPS * 32) gemv_kernel(const Op op) {
     }
   }
   wait_for_previous_kernel();
-  if (!op.load_x(item, xs)) return;
+  if (!op.load_x(item, xs)) group = Op::GROUPS;  // nothing to do for this item (uniform in the block)
   __syncthreads();
 #pragma unroll 1
   for (; group < Op::GROUPS; group += gridDim.x * Op::WARPS) {
@@ -353,6 +391,7 @@ __global__ void __launch_bounds__(Op::WARPS * 32) gemv_kernel(const Op op) {
     for (int r = 0; r < Op::ROWS; ++r) acc[r] = warp_sum(acc[r]);
     if (lane == 0) op.epilogue(item, group, acc);
   }
+  next.prefetch_share((int64_t(blockIdx.y) * gridDim.x + blockIdx.x) * Op::WARPS + warp, int64_t(gridDim.x) * gridDim.y * Op::WARPS, lane);
 }
 
 template <class Op> constexpr size_t gemv_smem_bytes() { return size_t(Op::NSRC) * Op::K * sizeof(float); }
@@ -376,12 +415,13 @@ inline cudaError_t gemv_prepare() {
   return cudaSuccess;
 }
 
+/** Launches the GEMV of `items` tokens (or routed rows); its warps prefetch `next` as they finish. */
 template <class Op>
-inline cudaError_t gemv(const Op& op, int items, cudaStream_t s) {
+inline cudaError_t gemv(const Op& op, int items, cudaStream_t s, L2Next next = {}) {
   const int needed = (Op::GROUPS + Op::WARPS - 1) / Op::WARPS;
   const int resident = gemv_resident_blocks<Op>() / (items > 0 ? items : 1);
   const dim3 grid(resident > 0 && resident < needed ? resident : needed, items);
-  return launch(gemv_kernel<Op>, grid, dim3(Op::WARPS * 32), gemv_smem_bytes<Op>(), s, op);
+  return launch(gemv_kernel<Op>, grid, dim3(Op::WARPS * 32), gemv_smem_bytes<Op>(), s, op, next);
 }
 
 /** ptr[r] = row (first + r) of a [n, K] matrix; rows past the end point at row 0 (read, never stored). */

@@ -1244,6 +1244,16 @@ cudaError_t prepare_kernels() {
 }
 
 /**
+ * The weights of layer `layer`'s first GEMV (wq|wk|wv), or past the last layer the output matrix:
+ * what a decode GEMV ahead of it prefetches into L2 as it finishes (mc::L2Next). The output GEMV
+ * names layer 0's, the next decode step's first.
+ */
+mc::L2Next next_wqkv(const mc_model* m, int layer) {
+  if (layer < N_LAYERS) return mc::l2_next(m->layers[layer].wqkv, int64_t(rmsnorm_qkv_rope_cache::QKV) * DIM);
+  return mc::l2_next(m->output, int64_t(VOCAB_LOCAL) * DIM);
+}
+
+/**
  * The plan's collectives (TP > 1), on the stream so that a captured decode step holds them too.
  * Row-parallel kernels add their partial sums into the residual; ranks other than 0 start from a
  * zero residual, so one all-reduce (NCCL, on device memory) gives residual + every partial sum.
@@ -1278,325 +1288,325 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   MC_LAUNCH("embedding_lookup", embedding_lookup::launch(a.io + 1, T, m->vocab_start, m->embedding, a.residual, s));
   {  // layer 0: full attention over 32768 slots
     const Layer& l = m->layers[0];
-    MC_LAUNCH("layers.0 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, s));
+    MC_LAUNCH("layers.0 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM), s));
     MC_LAUNCH("layers.0 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.0 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
+    MC_LAUNCH("layers.0 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
     MC_LAUNCH("layers.0 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
     MC_LAUNCH("layers.0 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
     MC_LAUNCH("layers.0 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
-    MC_LAUNCH("layers.0 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, s));
+    MC_LAUNCH("layers.0 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, next_wqkv(m, 0 + 1), s));
   }
   {  // layer 1: full attention over 32768 slots
     const Layer& l = m->layers[1];
-    MC_LAUNCH("layers.1 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, s));
+    MC_LAUNCH("layers.1 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM), s));
     MC_LAUNCH("layers.1 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.1 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
+    MC_LAUNCH("layers.1 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
     MC_LAUNCH("layers.1 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
     MC_LAUNCH("layers.1 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
     MC_LAUNCH("layers.1 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
-    MC_LAUNCH("layers.1 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, s));
+    MC_LAUNCH("layers.1 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, next_wqkv(m, 1 + 1), s));
   }
   {  // layer 2: full attention over 32768 slots
     const Layer& l = m->layers[2];
-    MC_LAUNCH("layers.2 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, s));
+    MC_LAUNCH("layers.2 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM), s));
     MC_LAUNCH("layers.2 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.2 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
+    MC_LAUNCH("layers.2 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
     MC_LAUNCH("layers.2 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
     MC_LAUNCH("layers.2 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
     MC_LAUNCH("layers.2 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
-    MC_LAUNCH("layers.2 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, s));
+    MC_LAUNCH("layers.2 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, next_wqkv(m, 2 + 1), s));
   }
   {  // layer 3: full attention over 32768 slots
     const Layer& l = m->layers[3];
-    MC_LAUNCH("layers.3 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, s));
+    MC_LAUNCH("layers.3 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM), s));
     MC_LAUNCH("layers.3 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.3 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
+    MC_LAUNCH("layers.3 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
     MC_LAUNCH("layers.3 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
     MC_LAUNCH("layers.3 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
     MC_LAUNCH("layers.3 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
-    MC_LAUNCH("layers.3 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, s));
+    MC_LAUNCH("layers.3 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, next_wqkv(m, 3 + 1), s));
   }
   {  // layer 4: full attention over 32768 slots
     const Layer& l = m->layers[4];
-    MC_LAUNCH("layers.4 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, s));
+    MC_LAUNCH("layers.4 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM), s));
     MC_LAUNCH("layers.4 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.4 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
+    MC_LAUNCH("layers.4 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
     MC_LAUNCH("layers.4 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
     MC_LAUNCH("layers.4 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
     MC_LAUNCH("layers.4 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
-    MC_LAUNCH("layers.4 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, s));
+    MC_LAUNCH("layers.4 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, next_wqkv(m, 4 + 1), s));
   }
   {  // layer 5: full attention over 32768 slots
     const Layer& l = m->layers[5];
-    MC_LAUNCH("layers.5 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, s));
+    MC_LAUNCH("layers.5 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM), s));
     MC_LAUNCH("layers.5 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.5 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
+    MC_LAUNCH("layers.5 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
     MC_LAUNCH("layers.5 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
     MC_LAUNCH("layers.5 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
     MC_LAUNCH("layers.5 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
-    MC_LAUNCH("layers.5 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, s));
+    MC_LAUNCH("layers.5 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, next_wqkv(m, 5 + 1), s));
   }
   {  // layer 6: full attention over 32768 slots
     const Layer& l = m->layers[6];
-    MC_LAUNCH("layers.6 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, s));
+    MC_LAUNCH("layers.6 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM), s));
     MC_LAUNCH("layers.6 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.6 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
+    MC_LAUNCH("layers.6 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
     MC_LAUNCH("layers.6 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
     MC_LAUNCH("layers.6 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
     MC_LAUNCH("layers.6 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
-    MC_LAUNCH("layers.6 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, s));
+    MC_LAUNCH("layers.6 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, next_wqkv(m, 6 + 1), s));
   }
   {  // layer 7: full attention over 32768 slots
     const Layer& l = m->layers[7];
-    MC_LAUNCH("layers.7 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, s));
+    MC_LAUNCH("layers.7 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM), s));
     MC_LAUNCH("layers.7 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.7 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
+    MC_LAUNCH("layers.7 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
     MC_LAUNCH("layers.7 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
     MC_LAUNCH("layers.7 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
     MC_LAUNCH("layers.7 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
-    MC_LAUNCH("layers.7 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, s));
+    MC_LAUNCH("layers.7 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, next_wqkv(m, 7 + 1), s));
   }
   {  // layer 8: full attention over 32768 slots
     const Layer& l = m->layers[8];
-    MC_LAUNCH("layers.8 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, s));
+    MC_LAUNCH("layers.8 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM), s));
     MC_LAUNCH("layers.8 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.8 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
+    MC_LAUNCH("layers.8 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
     MC_LAUNCH("layers.8 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
     MC_LAUNCH("layers.8 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
     MC_LAUNCH("layers.8 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
-    MC_LAUNCH("layers.8 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, s));
+    MC_LAUNCH("layers.8 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, next_wqkv(m, 8 + 1), s));
   }
   {  // layer 9: full attention over 32768 slots
     const Layer& l = m->layers[9];
-    MC_LAUNCH("layers.9 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, s));
+    MC_LAUNCH("layers.9 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM), s));
     MC_LAUNCH("layers.9 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.9 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
+    MC_LAUNCH("layers.9 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
     MC_LAUNCH("layers.9 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
     MC_LAUNCH("layers.9 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
     MC_LAUNCH("layers.9 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
-    MC_LAUNCH("layers.9 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, s));
+    MC_LAUNCH("layers.9 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, next_wqkv(m, 9 + 1), s));
   }
   {  // layer 10: full attention over 32768 slots
     const Layer& l = m->layers[10];
-    MC_LAUNCH("layers.10 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, s));
+    MC_LAUNCH("layers.10 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM), s));
     MC_LAUNCH("layers.10 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.10 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
+    MC_LAUNCH("layers.10 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
     MC_LAUNCH("layers.10 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
     MC_LAUNCH("layers.10 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
     MC_LAUNCH("layers.10 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
-    MC_LAUNCH("layers.10 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, s));
+    MC_LAUNCH("layers.10 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, next_wqkv(m, 10 + 1), s));
   }
   {  // layer 11: full attention over 32768 slots
     const Layer& l = m->layers[11];
-    MC_LAUNCH("layers.11 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, s));
+    MC_LAUNCH("layers.11 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM), s));
     MC_LAUNCH("layers.11 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.11 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
+    MC_LAUNCH("layers.11 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
     MC_LAUNCH("layers.11 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
     MC_LAUNCH("layers.11 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
     MC_LAUNCH("layers.11 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
-    MC_LAUNCH("layers.11 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, s));
+    MC_LAUNCH("layers.11 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, next_wqkv(m, 11 + 1), s));
   }
   {  // layer 12: full attention over 32768 slots
     const Layer& l = m->layers[12];
-    MC_LAUNCH("layers.12 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, s));
+    MC_LAUNCH("layers.12 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM), s));
     MC_LAUNCH("layers.12 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.12 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
+    MC_LAUNCH("layers.12 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
     MC_LAUNCH("layers.12 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
     MC_LAUNCH("layers.12 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
     MC_LAUNCH("layers.12 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
-    MC_LAUNCH("layers.12 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, s));
+    MC_LAUNCH("layers.12 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, next_wqkv(m, 12 + 1), s));
   }
   {  // layer 13: full attention over 32768 slots
     const Layer& l = m->layers[13];
-    MC_LAUNCH("layers.13 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, s));
+    MC_LAUNCH("layers.13 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM), s));
     MC_LAUNCH("layers.13 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.13 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
+    MC_LAUNCH("layers.13 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
     MC_LAUNCH("layers.13 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
     MC_LAUNCH("layers.13 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
     MC_LAUNCH("layers.13 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
-    MC_LAUNCH("layers.13 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, s));
+    MC_LAUNCH("layers.13 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, next_wqkv(m, 13 + 1), s));
   }
   {  // layer 14: full attention over 32768 slots
     const Layer& l = m->layers[14];
-    MC_LAUNCH("layers.14 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, s));
+    MC_LAUNCH("layers.14 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM), s));
     MC_LAUNCH("layers.14 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.14 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
+    MC_LAUNCH("layers.14 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
     MC_LAUNCH("layers.14 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
     MC_LAUNCH("layers.14 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
     MC_LAUNCH("layers.14 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
-    MC_LAUNCH("layers.14 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, s));
+    MC_LAUNCH("layers.14 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, next_wqkv(m, 14 + 1), s));
   }
   {  // layer 15: full attention over 32768 slots
     const Layer& l = m->layers[15];
-    MC_LAUNCH("layers.15 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, s));
+    MC_LAUNCH("layers.15 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM), s));
     MC_LAUNCH("layers.15 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.15 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
+    MC_LAUNCH("layers.15 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
     MC_LAUNCH("layers.15 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
     MC_LAUNCH("layers.15 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
     MC_LAUNCH("layers.15 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
-    MC_LAUNCH("layers.15 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, s));
+    MC_LAUNCH("layers.15 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, next_wqkv(m, 15 + 1), s));
   }
   {  // layer 16: full attention over 32768 slots
     const Layer& l = m->layers[16];
-    MC_LAUNCH("layers.16 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, s));
+    MC_LAUNCH("layers.16 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM), s));
     MC_LAUNCH("layers.16 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.16 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
+    MC_LAUNCH("layers.16 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
     MC_LAUNCH("layers.16 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
     MC_LAUNCH("layers.16 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
     MC_LAUNCH("layers.16 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
-    MC_LAUNCH("layers.16 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, s));
+    MC_LAUNCH("layers.16 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, next_wqkv(m, 16 + 1), s));
   }
   {  // layer 17: full attention over 32768 slots
     const Layer& l = m->layers[17];
-    MC_LAUNCH("layers.17 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, s));
+    MC_LAUNCH("layers.17 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM), s));
     MC_LAUNCH("layers.17 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.17 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
+    MC_LAUNCH("layers.17 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
     MC_LAUNCH("layers.17 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
     MC_LAUNCH("layers.17 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
     MC_LAUNCH("layers.17 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
-    MC_LAUNCH("layers.17 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, s));
+    MC_LAUNCH("layers.17 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, next_wqkv(m, 17 + 1), s));
   }
   {  // layer 18: full attention over 32768 slots
     const Layer& l = m->layers[18];
-    MC_LAUNCH("layers.18 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, s));
+    MC_LAUNCH("layers.18 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM), s));
     MC_LAUNCH("layers.18 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.18 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
+    MC_LAUNCH("layers.18 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
     MC_LAUNCH("layers.18 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
     MC_LAUNCH("layers.18 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
     MC_LAUNCH("layers.18 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
-    MC_LAUNCH("layers.18 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, s));
+    MC_LAUNCH("layers.18 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, next_wqkv(m, 18 + 1), s));
   }
   {  // layer 19: full attention over 32768 slots
     const Layer& l = m->layers[19];
-    MC_LAUNCH("layers.19 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, s));
+    MC_LAUNCH("layers.19 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM), s));
     MC_LAUNCH("layers.19 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.19 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
+    MC_LAUNCH("layers.19 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
     MC_LAUNCH("layers.19 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
     MC_LAUNCH("layers.19 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
     MC_LAUNCH("layers.19 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
-    MC_LAUNCH("layers.19 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, s));
+    MC_LAUNCH("layers.19 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, next_wqkv(m, 19 + 1), s));
   }
   {  // layer 20: full attention over 32768 slots
     const Layer& l = m->layers[20];
-    MC_LAUNCH("layers.20 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, s));
+    MC_LAUNCH("layers.20 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM), s));
     MC_LAUNCH("layers.20 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.20 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
+    MC_LAUNCH("layers.20 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
     MC_LAUNCH("layers.20 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
     MC_LAUNCH("layers.20 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
     MC_LAUNCH("layers.20 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
-    MC_LAUNCH("layers.20 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, s));
+    MC_LAUNCH("layers.20 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, next_wqkv(m, 20 + 1), s));
   }
   {  // layer 21: full attention over 32768 slots
     const Layer& l = m->layers[21];
-    MC_LAUNCH("layers.21 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, s));
+    MC_LAUNCH("layers.21 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM), s));
     MC_LAUNCH("layers.21 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.21 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
+    MC_LAUNCH("layers.21 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
     MC_LAUNCH("layers.21 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
     MC_LAUNCH("layers.21 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
     MC_LAUNCH("layers.21 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
-    MC_LAUNCH("layers.21 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, s));
+    MC_LAUNCH("layers.21 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, next_wqkv(m, 21 + 1), s));
   }
   {  // layer 22: full attention over 32768 slots
     const Layer& l = m->layers[22];
-    MC_LAUNCH("layers.22 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, s));
+    MC_LAUNCH("layers.22 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM), s));
     MC_LAUNCH("layers.22 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.22 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
+    MC_LAUNCH("layers.22 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
     MC_LAUNCH("layers.22 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
     MC_LAUNCH("layers.22 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
     MC_LAUNCH("layers.22 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
-    MC_LAUNCH("layers.22 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, s));
+    MC_LAUNCH("layers.22 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, next_wqkv(m, 22 + 1), s));
   }
   {  // layer 23: full attention over 32768 slots
     const Layer& l = m->layers[23];
-    MC_LAUNCH("layers.23 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, s));
+    MC_LAUNCH("layers.23 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM), s));
     MC_LAUNCH("layers.23 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.23 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
+    MC_LAUNCH("layers.23 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
     MC_LAUNCH("layers.23 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
     MC_LAUNCH("layers.23 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
     MC_LAUNCH("layers.23 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
-    MC_LAUNCH("layers.23 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, s));
+    MC_LAUNCH("layers.23 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, next_wqkv(m, 23 + 1), s));
   }
   {  // layer 24: full attention over 32768 slots
     const Layer& l = m->layers[24];
-    MC_LAUNCH("layers.24 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, s));
+    MC_LAUNCH("layers.24 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM), s));
     MC_LAUNCH("layers.24 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.24 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
+    MC_LAUNCH("layers.24 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
     MC_LAUNCH("layers.24 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
     MC_LAUNCH("layers.24 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
     MC_LAUNCH("layers.24 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
-    MC_LAUNCH("layers.24 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, s));
+    MC_LAUNCH("layers.24 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, next_wqkv(m, 24 + 1), s));
   }
   {  // layer 25: full attention over 32768 slots
     const Layer& l = m->layers[25];
-    MC_LAUNCH("layers.25 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, s));
+    MC_LAUNCH("layers.25 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM), s));
     MC_LAUNCH("layers.25 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.25 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
+    MC_LAUNCH("layers.25 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
     MC_LAUNCH("layers.25 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
     MC_LAUNCH("layers.25 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
     MC_LAUNCH("layers.25 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
-    MC_LAUNCH("layers.25 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, s));
+    MC_LAUNCH("layers.25 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, next_wqkv(m, 25 + 1), s));
   }
   {  // layer 26: full attention over 32768 slots
     const Layer& l = m->layers[26];
-    MC_LAUNCH("layers.26 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, s));
+    MC_LAUNCH("layers.26 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM), s));
     MC_LAUNCH("layers.26 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.26 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
+    MC_LAUNCH("layers.26 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
     MC_LAUNCH("layers.26 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
     MC_LAUNCH("layers.26 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
     MC_LAUNCH("layers.26 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
-    MC_LAUNCH("layers.26 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, s));
+    MC_LAUNCH("layers.26 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, next_wqkv(m, 26 + 1), s));
   }
   {  // layer 27: full attention over 32768 slots
     const Layer& l = m->layers[27];
-    MC_LAUNCH("layers.27 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, s));
+    MC_LAUNCH("layers.27 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM), s));
     MC_LAUNCH("layers.27 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.27 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
+    MC_LAUNCH("layers.27 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
     MC_LAUNCH("layers.27 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
     MC_LAUNCH("layers.27 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
     MC_LAUNCH("layers.27 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
-    MC_LAUNCH("layers.27 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, s));
+    MC_LAUNCH("layers.27 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, next_wqkv(m, 27 + 1), s));
   }
   {  // layer 28: full attention over 32768 slots
     const Layer& l = m->layers[28];
-    MC_LAUNCH("layers.28 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, s));
+    MC_LAUNCH("layers.28 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM), s));
     MC_LAUNCH("layers.28 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.28 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
+    MC_LAUNCH("layers.28 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
     MC_LAUNCH("layers.28 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
     MC_LAUNCH("layers.28 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
     MC_LAUNCH("layers.28 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
-    MC_LAUNCH("layers.28 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, s));
+    MC_LAUNCH("layers.28 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, next_wqkv(m, 28 + 1), s));
   }
   {  // layer 29: full attention over 32768 slots
     const Layer& l = m->layers[29];
-    MC_LAUNCH("layers.29 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, s));
+    MC_LAUNCH("layers.29 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM), s));
     MC_LAUNCH("layers.29 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.29 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
+    MC_LAUNCH("layers.29 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
     MC_LAUNCH("layers.29 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
     MC_LAUNCH("layers.29 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
     MC_LAUNCH("layers.29 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
-    MC_LAUNCH("layers.29 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, s));
+    MC_LAUNCH("layers.29 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, next_wqkv(m, 29 + 1), s));
   }
   {  // layer 30: full attention over 32768 slots
     const Layer& l = m->layers[30];
-    MC_LAUNCH("layers.30 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, s));
+    MC_LAUNCH("layers.30 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM), s));
     MC_LAUNCH("layers.30 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.30 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
+    MC_LAUNCH("layers.30 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
     MC_LAUNCH("layers.30 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
     MC_LAUNCH("layers.30 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
     MC_LAUNCH("layers.30 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
-    MC_LAUNCH("layers.30 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, s));
+    MC_LAUNCH("layers.30 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, next_wqkv(m, 30 + 1), s));
   }
   {  // layer 31: full attention over 32768 slots
     const Layer& l = m->layers[31];
-    MC_LAUNCH("layers.31 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, s));
+    MC_LAUNCH("layers.31 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM), s));
     MC_LAUNCH("layers.31 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.31 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, s));
+    MC_LAUNCH("layers.31 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
     MC_LAUNCH("layers.31 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
     MC_LAUNCH("layers.31 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
     MC_LAUNCH("layers.31 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
-    MC_LAUNCH("layers.31 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, s));
+    MC_LAUNCH("layers.31 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, next_wqkv(m, 31 + 1), s));
   }
-  MC_LAUNCH("rmsnorm_output", rmsnorm_output::launch(a.residual, first, rows, m->final_norm, m->output, a.rstd, a.a16, a.logits, s));
+  MC_LAUNCH("rmsnorm_output", rmsnorm_output::launch(a.residual, first, rows, m->final_norm, m->output, a.rstd, a.a16, a.logits, next_wqkv(m, 0), s));
   return cudaSuccess;
 }
 

@@ -33,6 +33,21 @@ __device__ __forceinline__ void wait_for_previous_kernel() {
 #endif
 }
 
+/**
+ * A hint to bring [p, p + bytes) of global memory into L2, given by all lanes of a warp (p 16-byte
+ * aligned, bytes a multiple of 16): nothing waits for it and a GPU may drop it. On sm_90 one lane
+ * hands the whole range to the bulk-copy engine; elsewhere the lanes prefetch it an L2 sector (32
+ * bytes) at a time, since a plain prefetch brings in a sector, not necessarily the 128-byte line.
+ */
+__device__ __forceinline__ void prefetch_l2_warp(const void* p, uint32_t bytes, int lane) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  if (lane == 0) asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(__cvta_generic_to_global(p)), "r"(bytes) : "memory");
+#else
+  const size_t g = __cvta_generic_to_global(p);
+  for (uint32_t o = 32u * unsigned(lane); o < bytes; o += 32u * 32u) asm volatile("prefetch.global.L2 [%0];" ::"l"(g + o));
+#endif
+}
+
 // ---- cp.async: global -> shared copies that bypass registers, in per-thread commit groups ---------
 __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, int src_bytes) {
   const unsigned s = unsigned(__cvta_generic_to_shared(smem));

@@ -1,6 +1,6 @@
 /**
  * The CUDA emulator (test/cuda/emu) still sees what it exists to see: small kernels with one bug
- * each (selftest.cu), and two bugs seeded into the real GEMM kernels' source, must each be reported,
+ * each (selftest.cu), and bugs seeded into the real kernels' source, must each be reported,
  * while the correct variants pass. Guards the emulator itself: a change that, say, made cp.async
  * copies land at once or wgmma read its operands late would make every other emulated test blind.
  */
@@ -81,5 +81,14 @@ describe.skipIf(!hasNvcc())('the CUDA emulator reports seeded bugs', () => {
     const r = await kernelChecks('mma-barrier', files, 'mma');
     expect(r.exitCode).toBe(1);
     expect(r.all).toMatch(/^FAIL +\S+ +T=(37|150) /m);
+  }, 300_000);
+
+  it('a decode GEMV that drops the last, shorter share of its L2 prefetch fails its prefetch checks', async () => {
+    const share = 'if (first < bytes) prefetch_l2_warp(p + first, uint32_t(bytes - first < share ? bytes - first : share), lane);';
+    const files = mutated(renderCudaSources(medium()).files, 'mc_cuda.cuh', share, 'if (first + share <= bytes) prefetch_l2_warp(p + first, uint32_t(share), lane);');
+    const r = await kernelChecks('prefetch-share', files, 'mma');
+    expect(r.exitCode).toBe(1);
+    expect(r.all).toMatch(/^FAIL +\S+ +T=1 +L2 prefetch /m);
+    expect(r.all).not.toMatch(/^FAIL .* rel L2 /m);  // a hint: every output is still right
   }, 300_000);
 });

@@ -126,6 +126,50 @@ void expect_equal(const char* kernel, int T, const char* what, const std::vector
   if (!ok) ++g_failures;
   std::printf("%s  %-32s T=%-3d %-14s %s\n", ok ? "ok  " : "FAIL", kernel, T, what, ok ? "exact" : "differs");
 }
+/**
+ * The weights of "the next GEMV", which a decode GEMV prefetches into L2 as its warps finish: a
+ * buffer of their own, of a random size (a multiple of 16 bytes, from one share per warp of the
+ * grid to several). A hint changes no output, and a GPU takes or drops it unseen, so on a GPU only
+ * the launch with it is checked; the emulator logs every prefetch, and there the GEMV must have
+ * hinted the whole range, each byte once, in 16-byte-aligned pieces (prefill GEMMs: nothing).
+ */
+struct NextWeights {
+  char* d = nullptr;
+  int64_t bytes = 16 * (1 + int64_t((uniform(g_stream++, 0) + 1) * 20000));
+  NextWeights() { CK(cudaMalloc(&d, size_t(bytes))); }
+  ~NextWeights() { cudaFree(d); }
+  mc::L2Next l2() const {
+    mc::L2Next next;
+    next.p = d;
+    next.bytes = bytes;
+#if defined(MC_EMU_LOGS_PREFETCHES)
+    mc_emu::take_prefetches();  // what earlier launches hinted
+#endif
+    return next;
+  }
+  void expect_prefetched(const char* kernel, int T, bool gemv) const {
+#if defined(MC_EMU_LOGS_PREFETCHES)
+    auto log = mc_emu::take_prefetches();
+    std::sort(log.begin(), log.end());
+    int64_t at = 0;
+    bool ok = true;
+    for (const auto& [p, n] : log) {
+      ok = ok && p == d + at && n > 0;
+      at += int64_t(n);
+    }
+    ok = ok && at == (gemv ? bytes : 0);
+    ++g_checks;
+    if (!ok) ++g_failures;
+    std::printf("%s  %-32s T=%-3d %-14s %lld of %lld bytes in %zu pieces%s\n", ok ? "ok  " : "FAIL", kernel, T, "L2 prefetch", (long long)at,
+                (long long)(gemv ? bytes : 0), log.size(), ok ? "" : " (not the whole range once, in order)");
+#else
+    (void)kernel, (void)T, (void)gemv;
+#endif
+  }
+};
+/** Whether a launch of T tokens takes the decode GEMV (which prefetches) rather than a prefill GEMM. */
+bool decode_gemv(int T) { return T == 1 || !mc::kTensorCores<W>; }
+
 /** Tolerance for outputs that went through W (bf16/f16 rounding of an operand or of the result). */
 constexpr double kTolW = std::is_same<W, float>::value ? 1e-5 : 1e-2;
 /** Tolerance for outputs computed in f32 from W-exact inputs (decode GEMV, attention, norms). */
@@ -177,7 +221,10 @@ void check_qkv(int T) {
   KV* d_v = poisoned<KV>(size_t(KV_SLOTS) * K::KV_DIM);
   CK(K::prepare<KV_SLOTS>());
   uint16_t* d_a16 = poisoned<uint16_t>(size_t(T) * K::DIM);  // A narrowed once (prefill of >= 64 rows): every element written before it is read
-  CK(K::launch<KV_SLOTS>(d_res, T, d_pos, d_norm, d_w, d_inv, d_rstd, d_a16, d_q, d_k, d_v, 0));
+  const NextWeights next;
+  CK(K::launch<KV_SLOTS>(d_res, T, d_pos, d_norm, d_w, d_inv, d_rstd, d_a16, d_q, d_k, d_v, next.l2(), 0));
+  CK(cudaDeviceSynchronize());
+  next.expect_prefetched("rmsnorm_qkv_rope_cache", T, decode_gemv(T));
   CK(cudaDeviceSynchronize());
   const Vec res = widen(residual), nw = widen(norm);
   const auto& wm = wqkv;
@@ -274,7 +321,7 @@ void check_embedding(int T) {
   cudaFree(d_tok), cudaFree(d_emb), cudaFree(d_out);
 }
 
-/** residual += x · wᵀ kernels (wo_residual, w2_residual): launch(x, T, w, residual, a16 scratch, stream). */
+/** residual += x · wᵀ kernels (wo_residual, w2_residual): launch(x, T, w, residual, a16 scratch, next weights, stream). */
 template <int DIM, int IN, typename Launch>
 void check_residual_projection(const char* name, int T, Launch launch) {
   auto x = rand_vec<float>(size_t(T) * IN, 1.0);
@@ -284,8 +331,10 @@ void check_residual_projection(const char* name, int T, Launch launch) {
   W* d_w = upload(w);
   float* d_r = upload(residual);
   uint16_t* d_a16 = poisoned<uint16_t>(size_t(T) * IN);
-  CK(launch(d_x, T, d_w, d_r, d_a16, cudaStream_t(0)));
+  const NextWeights next;
+  CK(launch(d_x, T, d_w, d_r, d_a16, next.l2(), cudaStream_t(0)));
   CK(cudaDeviceSynchronize());
+  next.expect_prefetched(name, T, decode_gemv(T));
   const Vec xd = widen(x);
   const auto& wd = w;
   Vec ref;
@@ -310,8 +359,10 @@ void check_output(int rows) {
   float* d_logits = poisoned<float>(size_t(rows) * O::VOCAB_LOCAL);
   CK(O::prepare());
   uint16_t* d_a16 = poisoned<uint16_t>(size_t(rows) * O::DIM);
-  CK(O::launch(d_res, first, rows, d_norm, d_out, d_rstd, d_a16, d_logits, 0));
+  const NextWeights next;
+  CK(O::launch(d_res, first, rows, d_norm, d_out, d_rstd, d_a16, d_logits, next.l2(), 0));
   CK(cudaDeviceSynchronize());
+  next.expect_prefetched("rmsnorm_output", rows, decode_gemv(rows));
   const Vec res = widen(residual), nw = widen(norm);
   const auto& od = out;
   Vec ref;
@@ -337,8 +388,10 @@ void check_w13(int T) {
   float* d_h = poisoned<float>(size_t(T) * F::HIDDEN);
   CK(F::prepare());
   uint16_t* d_a16 = poisoned<uint16_t>(size_t(T) * F::DIM);
-  CK(F::launch(d_res, T, d_norm, d_w, d_rstd, d_a16, d_h, 0));
+  const NextWeights next;
+  CK(F::launch(d_res, T, d_norm, d_w, d_rstd, d_a16, d_h, next.l2(), 0));
   CK(cudaDeviceSynchronize());
+  next.expect_prefetched("rmsnorm_w13_swiglu", T, decode_gemv(T));
   const Vec res = widen(residual), nw = widen(norm);
   const auto& wd = w13;
   Vec ref;
@@ -480,8 +533,10 @@ void check_moe_w2(int T) {
   float* d_r = upload(residual);
   CK(M::prepare());
   uint16_t* d_a16 = poisoned<uint16_t>(size_t(T) * M::TOP_K * M::HIDDEN);
-  CK(M::launch(d_h, T, d_off, d_pair, d_ex, d_wt, d_w, d_tmp, d_a16, d_r, 0));
+  const NextWeights next;
+  CK(M::launch(d_h, T, d_off, d_pair, d_ex, d_wt, d_w, d_tmp, d_a16, d_r, next.l2(), 0));
   CK(cudaDeviceSynchronize());
+  next.expect_prefetched("moe_w2_combine_residual", T, decode_gemv(T));
   const Vec hd = widen(hidden);
   const auto& wd = w2;
   Vec ref(residual.begin(), residual.end());

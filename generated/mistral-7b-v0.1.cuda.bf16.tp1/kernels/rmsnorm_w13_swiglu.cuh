@@ -46,14 +46,14 @@ struct Prefill {
 
 /** hidden = silu(xn · w1ᵀ) ⊙ (xn · w3ᵀ), xn = RMSNorm(residual) * ffn_norm. */
 inline cudaError_t launch(const float* residual, int T, const W* norm, const W* w13, float* rstd /*[T] scratch*/, uint16_t* a16 /*[T, DIM] scratch*/,
-                          float* hidden, cudaStream_t s) {
+                          float* hidden, mc::L2Next next, cudaStream_t s) {
   if constexpr (mc::kTensorCores<W>) {
     if (T > 1) {
       if (cudaError_t e = mc::row_rstd<DIM>(residual, T, EPS, rstd, s)) return e;
       return mc::gemm(Prefill{residual, rstd, norm, w13, hidden, T}, 1, T, HIDDEN, s, a16);
     }
   }
-  return mc::gemv(Decode{residual, norm, w13, hidden}, T, s);
+  return mc::gemv(Decode{residual, norm, w13, hidden}, T, s, next);
 }
 inline cudaError_t prepare() {
   if (cudaError_t e = mc::gemv_prepare<Decode>()) return e;

@@ -45,11 +45,11 @@ struct Prefill {
 };
 
 /** residual += hidden · w2ᵀ. */
-inline cudaError_t launch(const float* hidden, int T, const W* w2, float* residual, uint16_t* a16 /*[T, HIDDEN] scratch*/, cudaStream_t s) {
+inline cudaError_t launch(const float* hidden, int T, const W* w2, float* residual, uint16_t* a16 /*[T, HIDDEN] scratch*/, mc::L2Next next, cudaStream_t s) {
   if constexpr (mc::kTensorCores<W>) {
     if (T > 1) return mc::gemm(Prefill{hidden, w2, residual, T}, 1, T, DIM, s, a16);
   }
-  return mc::gemv(Decode{hidden, w2, residual}, T, s);
+  return mc::gemv(Decode{hidden, w2, residual}, T, s, next);
 }
 inline cudaError_t prepare() {
   if (cudaError_t e = mc::gemv_prepare<Decode>()) return e;

@@ -56,7 +56,10 @@ struct Prefill {
   }
 };
 
-/** hidden[row] = silu(x · w1ᵀ) ⊙ (x · w3ᵀ) for every grouped row, x the normed input of its token. */
+/**
+ * hidden[row] = silu(x · w1ᵀ) ⊙ (x · w3ᵀ) for every grouped row, x the normed input of its token.
+ * No mc::L2Next: the w2 rows read next are the chosen experts', one range per expert.
+ */
 inline cudaError_t launch(const float* normed, int T, const int32_t* offsets, const int32_t* rows, const W* w13,
                           uint16_t* a16 /*[T * TOP_K, DIM] scratch*/, float* hidden, cudaStream_t s) {
   if constexpr (mc::kTensorCores<W>) {

@@ -72,7 +72,7 @@ __global__ void __launch_bounds__(256) combine(const float* __restrict__ expert_
 
 inline cudaError_t launch(const float* hidden, int T, const int32_t* offsets, const int32_t* pair_row, const int32_t* route_expert,
                           const float* route_weight, const W* w2, float* expert_out /*[T * TOP_K, DIM] scratch*/,
-                          uint16_t* a16 /*[T * TOP_K, HIDDEN] scratch*/, float* residual, cudaStream_t s) {
+                          uint16_t* a16 /*[T * TOP_K, HIDDEN] scratch*/, float* residual, mc::L2Next next, cudaStream_t s) {
   if constexpr (mc::kTensorCores<W>) {
     if (T > 1) {
       if (cudaError_t e = mc::gemm(Prefill{hidden, offsets, w2, expert_out}, EXPERTS, T, DIM, s, a16)) return e;
@@ -80,7 +80,7 @@ inline cudaError_t launch(const float* hidden, int T, const int32_t* offsets, co
       return cudaGetLastError();
     }
   }
-  return mc::gemv(Decode{hidden, pair_row, route_expert, route_weight, w2, residual}, T, s);
+  return mc::gemv(Decode{hidden, pair_row, route_expert, route_weight, w2, residual}, T, s, next);
 }
 inline cudaError_t prepare() {
   if (cudaError_t e = mc::gemv_prepare<Decode>()) return e;

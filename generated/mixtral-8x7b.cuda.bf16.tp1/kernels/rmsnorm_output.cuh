@@ -46,7 +46,7 @@ struct Prefill {
 
 /** logits[i] = (RMSNorm(residual[first + i]) * norm) · outputᵀ for i < rows. */
 inline cudaError_t launch(const float* residual, int first, int rows, const W* norm, const W* output, float* rstd /*[rows] scratch*/,
-                          uint16_t* a16 /*[rows, DIM] scratch*/, float* logits, cudaStream_t s) {
+                          uint16_t* a16 /*[rows, DIM] scratch*/, float* logits, mc::L2Next next, cudaStream_t s) {
   if constexpr (mc::kTensorCores<W>) {
     if (rows > 1) {
       const float* x = residual + int64_t(first) * DIM;
@@ -54,7 +54,7 @@ inline cudaError_t launch(const float* residual, int first, int rows, const W* n
       return mc::gemm(Prefill{x, rstd, norm, output, logits, rows}, 1, rows, VOCAB_LOCAL, s, a16);
     }
   }
-  return mc::gemv(Decode{residual, first, norm, output, logits}, rows, s);
+  return mc::gemv(Decode{residual, first, norm, output, logits}, rows, s, next);
 }
 inline cudaError_t prepare() {
   if (cudaError_t e = mc::gemv_prepare<Decode>()) return e;

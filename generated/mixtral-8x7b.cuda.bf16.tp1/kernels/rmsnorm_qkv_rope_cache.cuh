@@ -80,7 +80,7 @@ struct Prefill {
 
 template <int KV_SLOTS>
 inline cudaError_t launch(const float* residual, int T, const int32_t* pos0, const W* norm, const W* wqkv, const double* inv_freq,
-                          float* rstd /*[T] scratch*/, uint16_t* a16 /*[T, DIM] scratch*/, float* q, KV* k_cache, KV* v_cache, cudaStream_t s) {
+                          float* rstd /*[T] scratch*/, uint16_t* a16 /*[T, DIM] scratch*/, float* q, KV* k_cache, KV* v_cache, mc::L2Next next, cudaStream_t s) {
   const Epilogue<KV_SLOTS> epi{q, k_cache, v_cache, pos0, inv_freq};
   if constexpr (mc::kTensorCores<W>) {
     if (T > 1) {
@@ -88,7 +88,7 @@ inline cudaError_t launch(const float* residual, int T, const int32_t* pos0, con
       return mc::gemm(Prefill<KV_SLOTS>{residual, rstd, norm, wqkv, T, epi}, 1, T, QKV, s, a16);
     }
   }
-  return mc::gemv(Decode<KV_SLOTS>{residual, norm, wqkv, epi}, T, s);
+  return mc::gemv(Decode<KV_SLOTS>{residual, norm, wqkv, epi}, T, s, next);
 }
 template <int KV_SLOTS>
 inline cudaError_t prepare() {

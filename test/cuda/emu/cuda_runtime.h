@@ -126,6 +126,7 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
   prop->major = 9;
   prop->minor = 0;
   prop->sharedMemPerBlockOptin = mc_emu::device().smem_optin;
+  prop->l2CacheSize = mc_emu::device().l2_bytes;
   prop->totalGlobalMem = size_t(64) << 30;
   return cudaSuccess;
 }
@@ -136,6 +137,7 @@ cudaError_t cudaDeviceGetAttribute(int* value, enum cudaDeviceAttr attr, int dev
     case cudaDevAttrComputeCapabilityMajor: *value = 9; return cudaSuccess;
     case cudaDevAttrComputeCapabilityMinor: *value = 0; return cudaSuccess;
     case cudaDevAttrMaxSharedMemoryPerBlockOptin: *value = int(mc_emu::device().smem_optin); return cudaSuccess;
+    case cudaDevAttrL2CacheSize: *value = mc_emu::device().l2_bytes; return cudaSuccess;
     default: return cudaErrorInvalidValue;
   }
 }

@@ -124,6 +124,7 @@ struct Device {
   int sms = sms_from_env();  // an H100 has 132: launch choices (tiles, split-K, wgmma) then follow the real ones
   size_t smem_optin = 227 * 1024;  // H100: 227 KB of dynamic shared memory per block with the opt-in
   size_t smem_default = 48 * 1024;
+  int l2_bytes = 50 * 1024 * 1024;  // H100: caps MC_CUDA_PREFETCH_MB (the emulator has no cache)
 };
 
 /** What every thread shares: the devices and the kernels' attributes (set by one thread, launched by another). */
@@ -240,6 +241,38 @@ inline bool device_free(void* p) {
   }
   munmap(mapping.first, mapping.second);
   return true;
+}
+
+/** Whether [p, p + bytes) lies inside one live device allocation (what a global-memory hint may name). */
+inline bool in_device_allocation(const void* p, size_t bytes) {
+  const size_t page = size_t(sysconf(_SC_PAGESIZE));
+  std::lock_guard<std::mutex> lock(allocations_mutex());
+  auto it = allocations().upper_bound(const_cast<void*>(p));
+  if (it == allocations().begin()) return false;
+  --it;
+  const char* start = static_cast<const char*>(it->first);
+  const char* end = static_cast<const char*>(it->second.first) + it->second.second - page;  // the guard page follows
+  const char* c = static_cast<const char*>(p);
+  return c >= start && c <= end && bytes <= size_t(end - c);
+}
+
+/**
+ * L2 prefetches the kernels asked for, {first byte, bytes} in issue order, for checks that a kernel
+ * hints exactly what it should (test/gpu/kernels.cu); take_prefetches() empties it.
+ */
+inline std::vector<std::pair<const char*, size_t>>& prefetch_log() {
+  static std::vector<std::pair<const char*, size_t>> log;
+  return log;
+}
+inline std::mutex& prefetch_log_mutex() {
+  static std::mutex m;
+  return m;
+}
+inline std::vector<std::pair<const char*, size_t>> take_prefetches() {
+  std::lock_guard<std::mutex> lock(prefetch_log_mutex());
+  std::vector<std::pair<const char*, size_t>> out;
+  out.swap(prefetch_log());
+  return out;
 }
 
 // ---- the scheduler ----------------------------------------------------------------------------------

@@ -12,6 +12,8 @@
 
 // The emulator runs the sm_90a code: wgmma included (gemm() still picks it only when MC_CUDA_GEMM asks).
 #define MC_WGMMA_ENABLED 1
+// The emulator logs L2 prefetches (mc_emu::take_prefetches), which kernel checks may compare.
+#define MC_EMU_LOGS_PREFETCHES 1
 
 namespace mc {
 
@@ -20,6 +22,20 @@ inline uint4 load_stream(const void* p) { return *static_cast<const uint4*>(p); 
 
 /** griddepcontrol.wait: kernels run one after another, so the previous one has always finished. */
 inline void wait_for_previous_kernel() {}
+
+/**
+ * cp.async.bulk.prefetch.L2 (lane 0 of the warp, as on sm_90): no cache here, so only the ISA's
+ * rules are checked (16-byte alignment, a multiple of 16 bytes) and that the range is device memory
+ * inside one allocation; the range is logged (mc_emu::take_prefetches) for checks of what is hinted.
+ */
+inline void prefetch_l2_warp(const void* p, uint32_t bytes, int lane) {
+  if ((reinterpret_cast<uintptr_t>(p) & 15u) != 0 || (bytes & 15u) != 0) mc_emu::fail("cp.async.bulk.prefetch.L2 with an address or size that is not a multiple of 16 bytes");
+  if (bytes == 0) mc_emu::fail("cp.async.bulk.prefetch.L2 of 0 bytes");
+  if (!mc_emu::in_device_allocation(p, bytes)) mc_emu::fail("an L2 prefetch of a range outside every device allocation");
+  if (lane != 0) return;
+  std::lock_guard<std::mutex> lock(mc_emu::prefetch_log_mutex());
+  mc_emu::prefetch_log().emplace_back(static_cast<const char*>(p), size_t(bytes));
+}
 
 // ---- cp.async ----------------------------------------------------------------------------------------
 /** Queued in this thread's open group; the copy happens at issue or at the wait that covers it (chosen at random). */
