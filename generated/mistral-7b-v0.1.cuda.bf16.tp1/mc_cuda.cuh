@@ -220,13 +220,14 @@ inline cudaError_t init_device_info() {
   const char* a16 = std::getenv("MC_CUDA_A16");
   device_info().a16 = a16 == nullptr || std::strcmp(a16, "0") != 0;
   // MiB of the next decode GEMV's weights to prefetch into L2 (off until measured: bench/RESULTS.md
-  // run 9), at most the L2's size; anything but a whole number of MiB leaves it off.
+  // run 9), at most the L2's whole MiB; anything but digits (a whole number of MiB) leaves it off.
   int l2 = 0;
   if (cudaError_t e = cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, device)) return e;
   const char* mb = std::getenv("MC_CUDA_PREFETCH_MB");
   char* end = nullptr;
-  const long long want = mb != nullptr ? std::strtoll(mb, &end, 10) : 0;
-  device_info().l2_prefetch_bytes = mb != nullptr && end != mb && *end == '\0' && want > 0 ? std::min<int64_t>(int64_t(want) << 20, l2) : 0;
+  const bool digits = mb != nullptr && *mb >= '0' && *mb <= '9';
+  const long long want = digits ? std::strtoll(mb, &end, 10) : 0;
+  device_info().l2_prefetch_bytes = digits && *end == '\0' && want > 0 ? int64_t(std::min<long long>(want, l2 >> 20)) << 20 : 0;
   return cudaSuccess;
 }
 

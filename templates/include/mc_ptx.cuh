@@ -43,8 +43,8 @@ __device__ __forceinline__ void prefetch_l2_warp(const void* p, uint32_t bytes, 
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   if (lane == 0) asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(__cvta_generic_to_global(p)), "r"(bytes) : "memory");
 #else
-  const size_t g = __cvta_generic_to_global(p);
-  for (uint32_t o = 32u * unsigned(lane); o < bytes; o += 32u * 32u) asm volatile("prefetch.global.L2 [%0];" ::"l"(g + o));
+  const size_t g = __cvta_generic_to_global(p), first = g & ~size_t(31);  // every sector the range touches
+  for (size_t a = first + 32u * unsigned(lane); a < g + bytes; a += 32u * 32u) asm volatile("prefetch.global.L2 [%0];" ::"l"(a));
 #endif
 }
 
