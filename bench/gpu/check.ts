@@ -14,11 +14,12 @@
  * GEMM engine of every CUDA library and kernel check of this run (it sets MC_CUDA_GEMM before any
  * library loads, so each engine needs its own run): mma (default, mma.sync), wgmma (sm_90a, where
  * the launch judges it faster), wgmma-all (sm_90a, every prefill GEMM: for the checks); asking for
- * wgmma where the code for this GPU has none fails the kernel check. --prefetch-mb N: each decode
- * GEMV prefetches N MiB of the next GEMV's weights into L2 as its warps finish (MC_CUDA_PREFETCH_MB;
- * 0, the default, switches it off; bench/RESULTS.md run 9), also one setting per run.
+ * wgmma where the code for this GPU has none fails the kernel check. --prefetch-mb N[,M]: each decode
+ * GEMV prefetches N MiB of the next GEMV's weights into L2 as its warps finish, M MiB where the
+ * attention lies between the two (MC_CUDA_PREFETCH_MB; 0, the default, switches it off;
+ * bench/RESULTS.md run 9), also one setting per run.
  *
- *   tsx bench/gpu/check.ts [--out DIR] [--only kernels,logits,decode,prefill,torch] [--cases CONFIG,...] [--prefetch-mb N]
+ *   tsx bench/gpu/check.ts [--out DIR] [--only kernels,logits,decode,prefill,torch] [--cases CONFIG,...] [--prefetch-mb N[,M]]
  *                          [--gemm mma|wgmma|wgmma-all] [--prebuilt manifest.json] [--work DIR]
  *                          [--torch-peers eager,compiled] [--torch-timeout SECONDS]
  */
@@ -59,7 +60,9 @@ const GEMM_ENGINES = ['mma', 'wgmma', 'wgmma-all'];
 if (!GEMM_ENGINES.includes(values.gemm!)) throw new Error(`--gemm: unknown engine ${values.gemm}; pass one of ${GEMM_ENGINES.join(', ')}`);
 process.env.MC_CUDA_GEMM = values.gemm;  // read by each CUDA library when it first initializes (mc_cuda.cuh)
 // MiB of the next decode GEMV's weights each GEMV prefetches into L2 as it finishes (0: off; RESULTS run 9).
-if (!/^\d+$/.test(values['prefetch-mb']!)) throw new Error(`--prefetch-mb: ${values['prefetch-mb']} is not a whole number of MiB (0 switches the L2 prefetch off)`);
+if (!/^\d+(,\d+)?$/.test(values['prefetch-mb']!)) {
+  throw new Error(`--prefetch-mb: ${values['prefetch-mb']} is neither N nor N,M whole MiB (0 switches the L2 prefetch off; M: across the attention)`);
+}
 process.env.MC_CUDA_PREFETCH_MB = values['prefetch-mb'];
 const out = values.out!;
 const work = values.work!;
@@ -68,6 +71,12 @@ mkdirSync(work, { recursive: true });
 const cacheDir = join(work, 'cache');
 const prebuilt = readManifest(values.prebuilt);
 const log = (line: string) => console.log(`[${new Date().toISOString().slice(11, 19)}] ${line}`);
+/** MC_CUDA_PREFETCH_MB in words: "N" for every GEMV, "N,M" with M across the attention (mc_cuda.cuh). */
+function prefetchWords(setting: string): string {
+  const [between, across = between] = setting.split(',').map(Number) as [number, number?];
+  if (between === 0 && across === 0) return 'nothing';
+  return between === across ? `${between} MiB of the next GEMV's weights` : `${between} MiB of the next GEMV's weights (${across} MiB across the attention)`;
+}
 const e2 = (x: number | null) => (x === null ? 'n/a' : x.toExponential(2));
 
 async function hasGxx(): Promise<boolean> {
@@ -179,7 +188,7 @@ if (sections.has('torch')) {
 // ---- summary ----
 const md: string[] = [];
 md.push(`Device: ${device.name} (${device.memory}, driver ${device.driver}); libraries built for ${device.archs.join(',')}; prefill GEMM engine: ${values.gemm} (MC_CUDA_GEMM); ` +
-  `decode GEMVs prefetch ${values['prefetch-mb'] === '0' ? 'nothing' : `${values['prefetch-mb']} MiB of the next GEMV's weights`} into L2 (MC_CUDA_PREFETCH_MB).`);
+  `decode GEMVs prefetch ${prefetchWords(values['prefetch-mb']!)} into L2 (MC_CUDA_PREFETCH_MB=${values['prefetch-mb']}).`);
 if (copyGbs !== null) md.push(`Device-to-device copy bandwidth (read + write, 2 GiB, median of 20): ${copyGbs.toFixed(0)} GB/s.`);
 if (kernels.length > 0) {
   md.push('', '| kernel check (test/gpu/kernels.cu) | result |', '|---|---|');

@@ -188,8 +188,36 @@ struct DeviceInfo {
   bool wgmma_built = false;  // the loaded code has the engine (sm_90a build)
   bool wgmma = false, wgmma_all = false;
   bool a16 = true;  // prefill GEMMs narrow A once (gemm_narrow_a_kernel); MC_CUDA_A16=0 switches it off (A/B timing)
-  int64_t l2_prefetch_bytes = 0;  // decode GEMVs prefetch this much of the next one's weights (L2Next); MC_CUDA_PREFETCH_MB
+  // Decode GEMVs prefetch this much of the next one's weights into L2 (L2Next): from a GEMV to the
+  // next, and across the attention (wq|wk|wv to wo, where the memory pipe idles for longer).
+  // MC_CUDA_PREFETCH_MB=N (both) or N,M (M across the attention); off unless set.
+  int64_t l2_prefetch_bytes = 0, l2_prefetch_attention_bytes = 0;
 };
+
+/**
+ * MC_CUDA_PREFETCH_MB: "N" or "N,M" whole MiB, each capped at the L2's whole MiB; anything else
+ * (empty, signs, spaces, other separators) gives 0 for both, i.e. off.
+ */
+inline void parse_prefetch_mib(const char* text, int l2_bytes, int64_t& between, int64_t& across) {
+  between = across = 0;
+  if (text == nullptr) return;
+  long long v[2] = {0, 0};
+  int n = 0;
+  const char* c = text;
+  for (; n < 2; ++n) {
+    if (*c < '0' || *c > '9') return;
+    char* end = nullptr;
+    v[n] = std::strtoll(c, &end, 10);
+    c = end;
+    if (*c == '\0') break;
+    if (*c != ',' || n == 1) return;
+    ++c;
+  }
+  if (n == 0) v[1] = v[0];
+  const long long cap = l2_bytes >> 20;
+  between = int64_t(std::min(v[0], cap)) << 20;
+  across = int64_t(std::min(v[1], cap)) << 20;
+}
 inline DeviceInfo& device_info() {
   static DeviceInfo info;
   return info;
@@ -219,15 +247,10 @@ inline cudaError_t init_device_info() {
   device_info().wgmma_all = device_info().wgmma && all;
   const char* a16 = std::getenv("MC_CUDA_A16");
   device_info().a16 = a16 == nullptr || std::strcmp(a16, "0") != 0;
-  // MiB of the next decode GEMV's weights to prefetch into L2 (off until measured: bench/RESULTS.md
-  // run 9), at most the L2's whole MiB; anything but digits (a whole number of MiB) leaves it off.
+  // Off until measured: bench/RESULTS.md run 9.
   int l2 = 0;
   if (cudaError_t e = cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, device)) return e;
-  const char* mb = std::getenv("MC_CUDA_PREFETCH_MB");
-  char* end = nullptr;
-  const bool digits = mb != nullptr && *mb >= '0' && *mb <= '9';
-  const long long want = digits ? std::strtoll(mb, &end, 10) : 0;
-  device_info().l2_prefetch_bytes = digits && *end == '\0' && want > 0 ? int64_t(std::min<long long>(want, l2 >> 20)) << 20 : 0;
+  parse_prefetch_mib(std::getenv("MC_CUDA_PREFETCH_MB"), l2, device_info().l2_prefetch_bytes, device_info().l2_prefetch_attention_bytes);
   return cudaSuccess;
 }
 
@@ -332,13 +355,16 @@ struct L2Next {
     if (first < bytes) prefetch_l2_warp(p + first, uint32_t(bytes - first < share ? bytes - first : share), lane);
   }
 };
+/** Where the next GEMV starts: right after this one, or after the attention (a longer idle span). */
+enum class NextIs { adjacent, after_attention };
 /** The next GEMV's weights (count elements at p), as much of them as device_info() says to prefetch. */
 template <typename T>
-inline L2Next l2_next(const T* p, int64_t count) {
+inline L2Next l2_next(const T* p, int64_t count, NextIs where = NextIs::adjacent) {
   L2Next next;
   if (p == nullptr || reinterpret_cast<uintptr_t>(p) % 16 != 0) return next;
+  const DeviceInfo& info = device_info();
   next.p = reinterpret_cast<const char*>(p);
-  next.bytes = std::min<int64_t>(count * int64_t(sizeof(T)), device_info().l2_prefetch_bytes) / 16 * 16;
+  next.bytes = std::min<int64_t>(count * int64_t(sizeof(T)), where == NextIs::after_attention ? info.l2_prefetch_attention_bytes : info.l2_prefetch_bytes) / 16 * 16;
   return next;
 }
 

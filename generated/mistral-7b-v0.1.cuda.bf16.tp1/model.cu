@@ -564,7 +564,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   MC_LAUNCH("embedding_lookup", embedding_lookup::launch(a.io + 1, T, m->vocab_start, m->embedding, a.residual, s));
   {  // layer 0: sliding window 4096, ring of 4607 slots
     const Layer& l = m->layers[0];
-    MC_LAUNCH("layers.0 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM), s));
+    MC_LAUNCH("layers.0 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
     MC_LAUNCH("layers.0 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     MC_LAUNCH("layers.0 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.w13, int64_t(2) * HIDDEN * DIM), s));
     MC_LAUNCH("layers.0 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.a16, a.ffn_hidden, mc::l2_next(l.w2, int64_t(DIM) * HIDDEN), s));
@@ -572,7 +572,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   }
   {  // layer 1: sliding window 4096, ring of 4607 slots
     const Layer& l = m->layers[1];
-    MC_LAUNCH("layers.1 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM), s));
+    MC_LAUNCH("layers.1 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
     MC_LAUNCH("layers.1 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     MC_LAUNCH("layers.1 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.w13, int64_t(2) * HIDDEN * DIM), s));
     MC_LAUNCH("layers.1 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.a16, a.ffn_hidden, mc::l2_next(l.w2, int64_t(DIM) * HIDDEN), s));
@@ -580,7 +580,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   }
   {  // layer 2: sliding window 4096, ring of 4607 slots
     const Layer& l = m->layers[2];
-    MC_LAUNCH("layers.2 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM), s));
+    MC_LAUNCH("layers.2 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
     MC_LAUNCH("layers.2 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     MC_LAUNCH("layers.2 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.w13, int64_t(2) * HIDDEN * DIM), s));
     MC_LAUNCH("layers.2 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.a16, a.ffn_hidden, mc::l2_next(l.w2, int64_t(DIM) * HIDDEN), s));
@@ -588,7 +588,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   }
   {  // layer 3: sliding window 4096, ring of 4607 slots
     const Layer& l = m->layers[3];
-    MC_LAUNCH("layers.3 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM), s));
+    MC_LAUNCH("layers.3 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
     MC_LAUNCH("layers.3 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     MC_LAUNCH("layers.3 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.w13, int64_t(2) * HIDDEN * DIM), s));
     MC_LAUNCH("layers.3 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.a16, a.ffn_hidden, mc::l2_next(l.w2, int64_t(DIM) * HIDDEN), s));
@@ -596,7 +596,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   }
   {  // layer 4: sliding window 4096, ring of 4607 slots
     const Layer& l = m->layers[4];
-    MC_LAUNCH("layers.4 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM), s));
+    MC_LAUNCH("layers.4 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
     MC_LAUNCH("layers.4 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     MC_LAUNCH("layers.4 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.w13, int64_t(2) * HIDDEN * DIM), s));
     MC_LAUNCH("layers.4 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.a16, a.ffn_hidden, mc::l2_next(l.w2, int64_t(DIM) * HIDDEN), s));
@@ -604,7 +604,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   }
   {  // layer 5: sliding window 4096, ring of 4607 slots
     const Layer& l = m->layers[5];
-    MC_LAUNCH("layers.5 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM), s));
+    MC_LAUNCH("layers.5 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
     MC_LAUNCH("layers.5 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     MC_LAUNCH("layers.5 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.w13, int64_t(2) * HIDDEN * DIM), s));
     MC_LAUNCH("layers.5 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.a16, a.ffn_hidden, mc::l2_next(l.w2, int64_t(DIM) * HIDDEN), s));
@@ -612,7 +612,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   }
   {  // layer 6: sliding window 4096, ring of 4607 slots
     const Layer& l = m->layers[6];
-    MC_LAUNCH("layers.6 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM), s));
+    MC_LAUNCH("layers.6 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
     MC_LAUNCH("layers.6 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     MC_LAUNCH("layers.6 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.w13, int64_t(2) * HIDDEN * DIM), s));
     MC_LAUNCH("layers.6 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.a16, a.ffn_hidden, mc::l2_next(l.w2, int64_t(DIM) * HIDDEN), s));
@@ -620,7 +620,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   }
   {  // layer 7: sliding window 4096, ring of 4607 slots
     const Layer& l = m->layers[7];
-    MC_LAUNCH("layers.7 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM), s));
+    MC_LAUNCH("layers.7 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
     MC_LAUNCH("layers.7 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     MC_LAUNCH("layers.7 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.w13, int64_t(2) * HIDDEN * DIM), s));
     MC_LAUNCH("layers.7 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.a16, a.ffn_hidden, mc::l2_next(l.w2, int64_t(DIM) * HIDDEN), s));
@@ -628,7 +628,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   }
   {  // layer 8: sliding window 4096, ring of 4607 slots
     const Layer& l = m->layers[8];
-    MC_LAUNCH("layers.8 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM), s));
+    MC_LAUNCH("layers.8 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
     MC_LAUNCH("layers.8 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     MC_LAUNCH("layers.8 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.w13, int64_t(2) * HIDDEN * DIM), s));
     MC_LAUNCH("layers.8 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.a16, a.ffn_hidden, mc::l2_next(l.w2, int64_t(DIM) * HIDDEN), s));
@@ -636,7 +636,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   }
   {  // layer 9: sliding window 4096, ring of 4607 slots
     const Layer& l = m->layers[9];
-    MC_LAUNCH("layers.9 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM), s));
+    MC_LAUNCH("layers.9 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
     MC_LAUNCH("layers.9 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     MC_LAUNCH("layers.9 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.w13, int64_t(2) * HIDDEN * DIM), s));
     MC_LAUNCH("layers.9 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.a16, a.ffn_hidden, mc::l2_next(l.w2, int64_t(DIM) * HIDDEN), s));
@@ -644,7 +644,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   }
   {  // layer 10: sliding window 4096, ring of 4607 slots
     const Layer& l = m->layers[10];
-    MC_LAUNCH("layers.10 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM), s));
+    MC_LAUNCH("layers.10 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
     MC_LAUNCH("layers.10 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     MC_LAUNCH("layers.10 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.w13, int64_t(2) * HIDDEN * DIM), s));
     MC_LAUNCH("layers.10 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.a16, a.ffn_hidden, mc::l2_next(l.w2, int64_t(DIM) * HIDDEN), s));
@@ -652,7 +652,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   }
   {  // layer 11: sliding window 4096, ring of 4607 slots
     const Layer& l = m->layers[11];
-    MC_LAUNCH("layers.11 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM), s));
+    MC_LAUNCH("layers.11 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
     MC_LAUNCH("layers.11 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     MC_LAUNCH("layers.11 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.w13, int64_t(2) * HIDDEN * DIM), s));
     MC_LAUNCH("layers.11 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.a16, a.ffn_hidden, mc::l2_next(l.w2, int64_t(DIM) * HIDDEN), s));
@@ -660,7 +660,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   }
   {  // layer 12: sliding window 4096, ring of 4607 slots
     const Layer& l = m->layers[12];
-    MC_LAUNCH("layers.12 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM), s));
+    MC_LAUNCH("layers.12 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
     MC_LAUNCH("layers.12 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     MC_LAUNCH("layers.12 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.w13, int64_t(2) * HIDDEN * DIM), s));
     MC_LAUNCH("layers.12 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.a16, a.ffn_hidden, mc::l2_next(l.w2, int64_t(DIM) * HIDDEN), s));
@@ -668,7 +668,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   }
   {  // layer 13: sliding window 4096, ring of 4607 slots
     const Layer& l = m->layers[13];
-    MC_LAUNCH("layers.13 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM), s));
+    MC_LAUNCH("layers.13 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
     MC_LAUNCH("layers.13 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     MC_LAUNCH("layers.13 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.w13, int64_t(2) * HIDDEN * DIM), s));
     MC_LAUNCH("layers.13 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.a16, a.ffn_hidden, mc::l2_next(l.w2, int64_t(DIM) * HIDDEN), s));
@@ -676,7 +676,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   }
   {  // layer 14: sliding window 4096, ring of 4607 slots
     const Layer& l = m->layers[14];
-    MC_LAUNCH("layers.14 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM), s));
+    MC_LAUNCH("layers.14 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
     MC_LAUNCH("layers.14 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     MC_LAUNCH("layers.14 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.w13, int64_t(2) * HIDDEN * DIM), s));
     MC_LAUNCH("layers.14 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.a16, a.ffn_hidden, mc::l2_next(l.w2, int64_t(DIM) * HIDDEN), s));
@@ -684,7 +684,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   }
   {  // layer 15: sliding window 4096, ring of 4607 slots
     const Layer& l = m->layers[15];
-    MC_LAUNCH("layers.15 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM), s));
+    MC_LAUNCH("layers.15 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
     MC_LAUNCH("layers.15 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     MC_LAUNCH("layers.15 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.w13, int64_t(2) * HIDDEN * DIM), s));
     MC_LAUNCH("layers.15 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.a16, a.ffn_hidden, mc::l2_next(l.w2, int64_t(DIM) * HIDDEN), s));
@@ -692,7 +692,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   }
   {  // layer 16: sliding window 4096, ring of 4607 slots
     const Layer& l = m->layers[16];
-    MC_LAUNCH("layers.16 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM), s));
+    MC_LAUNCH("layers.16 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
     MC_LAUNCH("layers.16 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     MC_LAUNCH("layers.16 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.w13, int64_t(2) * HIDDEN * DIM), s));
     MC_LAUNCH("layers.16 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.a16, a.ffn_hidden, mc::l2_next(l.w2, int64_t(DIM) * HIDDEN), s));
@@ -700,7 +700,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   }
   {  // layer 17: sliding window 4096, ring of 4607 slots
     const Layer& l = m->layers[17];
-    MC_LAUNCH("layers.17 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM), s));
+    MC_LAUNCH("layers.17 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
     MC_LAUNCH("layers.17 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     MC_LAUNCH("layers.17 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.w13, int64_t(2) * HIDDEN * DIM), s));
     MC_LAUNCH("layers.17 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.a16, a.ffn_hidden, mc::l2_next(l.w2, int64_t(DIM) * HIDDEN), s));
@@ -708,7 +708,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   }
   {  // layer 18: sliding window 4096, ring of 4607 slots
     const Layer& l = m->layers[18];
-    MC_LAUNCH("layers.18 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM), s));
+    MC_LAUNCH("layers.18 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
     MC_LAUNCH("layers.18 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     MC_LAUNCH("layers.18 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.w13, int64_t(2) * HIDDEN * DIM), s));
     MC_LAUNCH("layers.18 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.a16, a.ffn_hidden, mc::l2_next(l.w2, int64_t(DIM) * HIDDEN), s));
@@ -716,7 +716,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   }
   {  // layer 19: sliding window 4096, ring of 4607 slots
     const Layer& l = m->layers[19];
-    MC_LAUNCH("layers.19 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM), s));
+    MC_LAUNCH("layers.19 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
     MC_LAUNCH("layers.19 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     MC_LAUNCH("layers.19 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.w13, int64_t(2) * HIDDEN * DIM), s));
     MC_LAUNCH("layers.19 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.a16, a.ffn_hidden, mc::l2_next(l.w2, int64_t(DIM) * HIDDEN), s));
@@ -724,7 +724,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   }
   {  // layer 20: sliding window 4096, ring of 4607 slots
     const Layer& l = m->layers[20];
-    MC_LAUNCH("layers.20 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM), s));
+    MC_LAUNCH("layers.20 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
     MC_LAUNCH("layers.20 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     MC_LAUNCH("layers.20 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.w13, int64_t(2) * HIDDEN * DIM), s));
     MC_LAUNCH("layers.20 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.a16, a.ffn_hidden, mc::l2_next(l.w2, int64_t(DIM) * HIDDEN), s));
@@ -732,7 +732,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   }
   {  // layer 21: sliding window 4096, ring of 4607 slots
     const Layer& l = m->layers[21];
-    MC_LAUNCH("layers.21 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM), s));
+    MC_LAUNCH("layers.21 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
     MC_LAUNCH("layers.21 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     MC_LAUNCH("layers.21 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.w13, int64_t(2) * HIDDEN * DIM), s));
     MC_LAUNCH("layers.21 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.a16, a.ffn_hidden, mc::l2_next(l.w2, int64_t(DIM) * HIDDEN), s));
@@ -740,7 +740,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   }
   {  // layer 22: sliding window 4096, ring of 4607 slots
     const Layer& l = m->layers[22];
-    MC_LAUNCH("layers.22 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM), s));
+    MC_LAUNCH("layers.22 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
     MC_LAUNCH("layers.22 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     MC_LAUNCH("layers.22 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.w13, int64_t(2) * HIDDEN * DIM), s));
     MC_LAUNCH("layers.22 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.a16, a.ffn_hidden, mc::l2_next(l.w2, int64_t(DIM) * HIDDEN), s));
@@ -748,7 +748,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   }
   {  // layer 23: sliding window 4096, ring of 4607 slots
     const Layer& l = m->layers[23];
-    MC_LAUNCH("layers.23 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM), s));
+    MC_LAUNCH("layers.23 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
     MC_LAUNCH("layers.23 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     MC_LAUNCH("layers.23 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.w13, int64_t(2) * HIDDEN * DIM), s));
     MC_LAUNCH("layers.23 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.a16, a.ffn_hidden, mc::l2_next(l.w2, int64_t(DIM) * HIDDEN), s));
@@ -756,7 +756,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   }
   {  // layer 24: sliding window 4096, ring of 4607 slots
     const Layer& l = m->layers[24];
-    MC_LAUNCH("layers.24 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM), s));
+    MC_LAUNCH("layers.24 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
     MC_LAUNCH("layers.24 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     MC_LAUNCH("layers.24 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.w13, int64_t(2) * HIDDEN * DIM), s));
     MC_LAUNCH("layers.24 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.a16, a.ffn_hidden, mc::l2_next(l.w2, int64_t(DIM) * HIDDEN), s));
@@ -764,7 +764,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   }
   {  // layer 25: sliding window 4096, ring of 4607 slots
     const Layer& l = m->layers[25];
-    MC_LAUNCH("layers.25 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM), s));
+    MC_LAUNCH("layers.25 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
     MC_LAUNCH("layers.25 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     MC_LAUNCH("layers.25 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.w13, int64_t(2) * HIDDEN * DIM), s));
     MC_LAUNCH("layers.25 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.a16, a.ffn_hidden, mc::l2_next(l.w2, int64_t(DIM) * HIDDEN), s));
@@ -772,7 +772,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   }
   {  // layer 26: sliding window 4096, ring of 4607 slots
     const Layer& l = m->layers[26];
-    MC_LAUNCH("layers.26 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM), s));
+    MC_LAUNCH("layers.26 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
     MC_LAUNCH("layers.26 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     MC_LAUNCH("layers.26 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.w13, int64_t(2) * HIDDEN * DIM), s));
     MC_LAUNCH("layers.26 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.a16, a.ffn_hidden, mc::l2_next(l.w2, int64_t(DIM) * HIDDEN), s));
@@ -780,7 +780,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   }
   {  // layer 27: sliding window 4096, ring of 4607 slots
     const Layer& l = m->layers[27];
-    MC_LAUNCH("layers.27 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM), s));
+    MC_LAUNCH("layers.27 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
     MC_LAUNCH("layers.27 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     MC_LAUNCH("layers.27 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.w13, int64_t(2) * HIDDEN * DIM), s));
     MC_LAUNCH("layers.27 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.a16, a.ffn_hidden, mc::l2_next(l.w2, int64_t(DIM) * HIDDEN), s));
@@ -788,7 +788,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   }
   {  // layer 28: sliding window 4096, ring of 4607 slots
     const Layer& l = m->layers[28];
-    MC_LAUNCH("layers.28 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM), s));
+    MC_LAUNCH("layers.28 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
     MC_LAUNCH("layers.28 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     MC_LAUNCH("layers.28 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.w13, int64_t(2) * HIDDEN * DIM), s));
     MC_LAUNCH("layers.28 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.a16, a.ffn_hidden, mc::l2_next(l.w2, int64_t(DIM) * HIDDEN), s));
@@ -796,7 +796,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   }
   {  // layer 29: sliding window 4096, ring of 4607 slots
     const Layer& l = m->layers[29];
-    MC_LAUNCH("layers.29 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM), s));
+    MC_LAUNCH("layers.29 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
     MC_LAUNCH("layers.29 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     MC_LAUNCH("layers.29 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.w13, int64_t(2) * HIDDEN * DIM), s));
     MC_LAUNCH("layers.29 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.a16, a.ffn_hidden, mc::l2_next(l.w2, int64_t(DIM) * HIDDEN), s));
@@ -804,7 +804,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   }
   {  // layer 30: sliding window 4096, ring of 4607 slots
     const Layer& l = m->layers[30];
-    MC_LAUNCH("layers.30 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM), s));
+    MC_LAUNCH("layers.30 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
     MC_LAUNCH("layers.30 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     MC_LAUNCH("layers.30 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.w13, int64_t(2) * HIDDEN * DIM), s));
     MC_LAUNCH("layers.30 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.a16, a.ffn_hidden, mc::l2_next(l.w2, int64_t(DIM) * HIDDEN), s));
@@ -812,7 +812,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   }
   {  // layer 31: sliding window 4096, ring of 4607 slots
     const Layer& l = m->layers[31];
-    MC_LAUNCH("layers.31 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM), s));
+    MC_LAUNCH("layers.31 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
     MC_LAUNCH("layers.31 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     MC_LAUNCH("layers.31 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.w13, int64_t(2) * HIDDEN * DIM), s));
     MC_LAUNCH("layers.31 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.a16, a.ffn_hidden, mc::l2_next(l.w2, int64_t(DIM) * HIDDEN), s));

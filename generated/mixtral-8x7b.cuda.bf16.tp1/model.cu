@@ -1288,7 +1288,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   MC_LAUNCH("embedding_lookup", embedding_lookup::launch(a.io + 1, T, m->vocab_start, m->embedding, a.residual, s));
   {  // layer 0: full attention over 32768 slots
     const Layer& l = m->layers[0];
-    MC_LAUNCH("layers.0 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM), s));
+    MC_LAUNCH("layers.0 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
     MC_LAUNCH("layers.0 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     MC_LAUNCH("layers.0 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
     MC_LAUNCH("layers.0 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
@@ -1298,7 +1298,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   }
   {  // layer 1: full attention over 32768 slots
     const Layer& l = m->layers[1];
-    MC_LAUNCH("layers.1 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM), s));
+    MC_LAUNCH("layers.1 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
     MC_LAUNCH("layers.1 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     MC_LAUNCH("layers.1 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
     MC_LAUNCH("layers.1 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
@@ -1308,7 +1308,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   }
   {  // layer 2: full attention over 32768 slots
     const Layer& l = m->layers[2];
-    MC_LAUNCH("layers.2 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM), s));
+    MC_LAUNCH("layers.2 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
     MC_LAUNCH("layers.2 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     MC_LAUNCH("layers.2 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
     MC_LAUNCH("layers.2 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
@@ -1318,7 +1318,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   }
   {  // layer 3: full attention over 32768 slots
     const Layer& l = m->layers[3];
-    MC_LAUNCH("layers.3 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM), s));
+    MC_LAUNCH("layers.3 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
     MC_LAUNCH("layers.3 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     MC_LAUNCH("layers.3 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
     MC_LAUNCH("layers.3 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
@@ -1328,7 +1328,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   }
   {  // layer 4: full attention over 32768 slots
     const Layer& l = m->layers[4];
-    MC_LAUNCH("layers.4 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM), s));
+    MC_LAUNCH("layers.4 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
     MC_LAUNCH("layers.4 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     MC_LAUNCH("layers.4 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
     MC_LAUNCH("layers.4 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
@@ -1338,7 +1338,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   }
   {  // layer 5: full attention over 32768 slots
     const Layer& l = m->layers[5];
-    MC_LAUNCH("layers.5 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM), s));
+    MC_LAUNCH("layers.5 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
     MC_LAUNCH("layers.5 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     MC_LAUNCH("layers.5 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
     MC_LAUNCH("layers.5 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
@@ -1348,7 +1348,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   }
   {  // layer 6: full attention over 32768 slots
     const Layer& l = m->layers[6];
-    MC_LAUNCH("layers.6 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM), s));
+    MC_LAUNCH("layers.6 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
     MC_LAUNCH("layers.6 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     MC_LAUNCH("layers.6 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
     MC_LAUNCH("layers.6 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
@@ -1358,7 +1358,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   }
   {  // layer 7: full attention over 32768 slots
     const Layer& l = m->layers[7];
-    MC_LAUNCH("layers.7 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM), s));
+    MC_LAUNCH("layers.7 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
     MC_LAUNCH("layers.7 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     MC_LAUNCH("layers.7 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
     MC_LAUNCH("layers.7 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
@@ -1368,7 +1368,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   }
   {  // layer 8: full attention over 32768 slots
     const Layer& l = m->layers[8];
-    MC_LAUNCH("layers.8 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM), s));
+    MC_LAUNCH("layers.8 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
     MC_LAUNCH("layers.8 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     MC_LAUNCH("layers.8 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
     MC_LAUNCH("layers.8 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
@@ -1378,7 +1378,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   }
   {  // layer 9: full attention over 32768 slots
     const Layer& l = m->layers[9];
-    MC_LAUNCH("layers.9 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM), s));
+    MC_LAUNCH("layers.9 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
     MC_LAUNCH("layers.9 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     MC_LAUNCH("layers.9 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
     MC_LAUNCH("layers.9 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
@@ -1388,7 +1388,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   }
   {  // layer 10: full attention over 32768 slots
     const Layer& l = m->layers[10];
-    MC_LAUNCH("layers.10 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM), s));
+    MC_LAUNCH("layers.10 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
     MC_LAUNCH("layers.10 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     MC_LAUNCH("layers.10 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
     MC_LAUNCH("layers.10 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
@@ -1398,7 +1398,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   }
   {  // layer 11: full attention over 32768 slots
     const Layer& l = m->layers[11];
-    MC_LAUNCH("layers.11 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM), s));
+    MC_LAUNCH("layers.11 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
     MC_LAUNCH("layers.11 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     MC_LAUNCH("layers.11 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
     MC_LAUNCH("layers.11 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
@@ -1408,7 +1408,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   }
   {  // layer 12: full attention over 32768 slots
     const Layer& l = m->layers[12];
-    MC_LAUNCH("layers.12 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM), s));
+    MC_LAUNCH("layers.12 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
     MC_LAUNCH("layers.12 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     MC_LAUNCH("layers.12 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
     MC_LAUNCH("layers.12 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
@@ -1418,7 +1418,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   }
   {  // layer 13: full attention over 32768 slots
     const Layer& l = m->layers[13];
-    MC_LAUNCH("layers.13 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM), s));
+    MC_LAUNCH("layers.13 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
     MC_LAUNCH("layers.13 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     MC_LAUNCH("layers.13 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
     MC_LAUNCH("layers.13 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
@@ -1428,7 +1428,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   }
   {  // layer 14: full attention over 32768 slots
     const Layer& l = m->layers[14];
-    MC_LAUNCH("layers.14 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM), s));
+    MC_LAUNCH("layers.14 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
     MC_LAUNCH("layers.14 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     MC_LAUNCH("layers.14 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
     MC_LAUNCH("layers.14 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
@@ -1438,7 +1438,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   }
   {  // layer 15: full attention over 32768 slots
     const Layer& l = m->layers[15];
-    MC_LAUNCH("layers.15 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM), s));
+    MC_LAUNCH("layers.15 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
     MC_LAUNCH("layers.15 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     MC_LAUNCH("layers.15 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
     MC_LAUNCH("layers.15 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
@@ -1448,7 +1448,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   }
   {  // layer 16: full attention over 32768 slots
     const Layer& l = m->layers[16];
-    MC_LAUNCH("layers.16 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM), s));
+    MC_LAUNCH("layers.16 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
     MC_LAUNCH("layers.16 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     MC_LAUNCH("layers.16 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
     MC_LAUNCH("layers.16 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
@@ -1458,7 +1458,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   }
   {  // layer 17: full attention over 32768 slots
     const Layer& l = m->layers[17];
-    MC_LAUNCH("layers.17 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM), s));
+    MC_LAUNCH("layers.17 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
     MC_LAUNCH("layers.17 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     MC_LAUNCH("layers.17 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
     MC_LAUNCH("layers.17 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
@@ -1468,7 +1468,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   }
   {  // layer 18: full attention over 32768 slots
     const Layer& l = m->layers[18];
-    MC_LAUNCH("layers.18 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM), s));
+    MC_LAUNCH("layers.18 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
     MC_LAUNCH("layers.18 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     MC_LAUNCH("layers.18 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
     MC_LAUNCH("layers.18 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
@@ -1478,7 +1478,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   }
   {  // layer 19: full attention over 32768 slots
     const Layer& l = m->layers[19];
-    MC_LAUNCH("layers.19 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM), s));
+    MC_LAUNCH("layers.19 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
     MC_LAUNCH("layers.19 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     MC_LAUNCH("layers.19 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
     MC_LAUNCH("layers.19 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
@@ -1488,7 +1488,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   }
   {  // layer 20: full attention over 32768 slots
     const Layer& l = m->layers[20];
-    MC_LAUNCH("layers.20 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM), s));
+    MC_LAUNCH("layers.20 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
     MC_LAUNCH("layers.20 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     MC_LAUNCH("layers.20 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
     MC_LAUNCH("layers.20 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
@@ -1498,7 +1498,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   }
   {  // layer 21: full attention over 32768 slots
     const Layer& l = m->layers[21];
-    MC_LAUNCH("layers.21 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM), s));
+    MC_LAUNCH("layers.21 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
     MC_LAUNCH("layers.21 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     MC_LAUNCH("layers.21 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
     MC_LAUNCH("layers.21 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
@@ -1508,7 +1508,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   }
   {  // layer 22: full attention over 32768 slots
     const Layer& l = m->layers[22];
-    MC_LAUNCH("layers.22 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM), s));
+    MC_LAUNCH("layers.22 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
     MC_LAUNCH("layers.22 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     MC_LAUNCH("layers.22 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
     MC_LAUNCH("layers.22 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
@@ -1518,7 +1518,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   }
   {  // layer 23: full attention over 32768 slots
     const Layer& l = m->layers[23];
-    MC_LAUNCH("layers.23 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM), s));
+    MC_LAUNCH("layers.23 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
     MC_LAUNCH("layers.23 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     MC_LAUNCH("layers.23 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
     MC_LAUNCH("layers.23 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
@@ -1528,7 +1528,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   }
   {  // layer 24: full attention over 32768 slots
     const Layer& l = m->layers[24];
-    MC_LAUNCH("layers.24 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM), s));
+    MC_LAUNCH("layers.24 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
     MC_LAUNCH("layers.24 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     MC_LAUNCH("layers.24 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
     MC_LAUNCH("layers.24 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
@@ -1538,7 +1538,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   }
   {  // layer 25: full attention over 32768 slots
     const Layer& l = m->layers[25];
-    MC_LAUNCH("layers.25 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM), s));
+    MC_LAUNCH("layers.25 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
     MC_LAUNCH("layers.25 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     MC_LAUNCH("layers.25 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
     MC_LAUNCH("layers.25 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
@@ -1548,7 +1548,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   }
   {  // layer 26: full attention over 32768 slots
     const Layer& l = m->layers[26];
-    MC_LAUNCH("layers.26 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM), s));
+    MC_LAUNCH("layers.26 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
     MC_LAUNCH("layers.26 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     MC_LAUNCH("layers.26 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
     MC_LAUNCH("layers.26 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
@@ -1558,7 +1558,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   }
   {  // layer 27: full attention over 32768 slots
     const Layer& l = m->layers[27];
-    MC_LAUNCH("layers.27 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM), s));
+    MC_LAUNCH("layers.27 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
     MC_LAUNCH("layers.27 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     MC_LAUNCH("layers.27 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
     MC_LAUNCH("layers.27 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
@@ -1568,7 +1568,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   }
   {  // layer 28: full attention over 32768 slots
     const Layer& l = m->layers[28];
-    MC_LAUNCH("layers.28 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM), s));
+    MC_LAUNCH("layers.28 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
     MC_LAUNCH("layers.28 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     MC_LAUNCH("layers.28 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
     MC_LAUNCH("layers.28 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
@@ -1578,7 +1578,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   }
   {  // layer 29: full attention over 32768 slots
     const Layer& l = m->layers[29];
-    MC_LAUNCH("layers.29 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM), s));
+    MC_LAUNCH("layers.29 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
     MC_LAUNCH("layers.29 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     MC_LAUNCH("layers.29 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
     MC_LAUNCH("layers.29 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
@@ -1588,7 +1588,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   }
   {  // layer 30: full attention over 32768 slots
     const Layer& l = m->layers[30];
-    MC_LAUNCH("layers.30 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM), s));
+    MC_LAUNCH("layers.30 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
     MC_LAUNCH("layers.30 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     MC_LAUNCH("layers.30 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
     MC_LAUNCH("layers.30 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
@@ -1598,7 +1598,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   }
   {  // layer 31: full attention over 32768 slots
     const Layer& l = m->layers[31];
-    MC_LAUNCH("layers.31 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM), s));
+    MC_LAUNCH("layers.31 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
     MC_LAUNCH("layers.31 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     MC_LAUNCH("layers.31 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
     MC_LAUNCH("layers.31 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));

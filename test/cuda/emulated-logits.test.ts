@@ -26,7 +26,7 @@ afterEach(() => {
   delete process.env.MC_CUDA_PREFETCH_MB;
 });
 
-interface Case { config: string; dtype: Dtype; engine?: 'wgmma-all'; seed?: number; prompt?: number; chunk?: number; prefetchMb?: number }
+interface Case { config: string; dtype: Dtype; engine?: 'wgmma-all'; seed?: number; prompt?: number; chunk?: number; prefetchMb?: string }
 // Dense, windowed (int and per-layer list), MoE top-2 and top-1; each dtype at least once; the wgmma
 // engine under the whole model. Fresh weights each run, except MoE in 16 bits: top-k routing is
 // discontinuous, and at a fresh seed a near-tie of two gate logits (within bf16 rounding) can route
@@ -34,12 +34,12 @@ interface Case { config: string; dtype: Dtype; engine?: 'wgmma-all'; seed?: numb
 // prefetchMb: decode GEMVs prefetch the next GEMV's weights into L2 (MC_CUDA_PREFETCH_MB), whose
 // ranges the emulator checks against the device allocations.
 const CASES: Case[] = [
-  { config: 'tiny-dense', dtype: 'bf16', prefetchMb: 8 },
+  { config: 'tiny-dense', dtype: 'bf16', prefetchMb: '8' },
   // One 80-token chunk: prefill GEMMs of >= 64 rows narrow A once into the model's a16 buffer.
   { config: 'tiny-dense', dtype: 'f16', prompt: 80, chunk: 80 },
   { config: 'tiny-dense-full', dtype: 'f32' },
   { config: 'tiny-window-list', dtype: 'f16' },
-  { config: 'tiny-moe', dtype: 'bf16', engine: 'wgmma-all', seed: 1, prefetchMb: 8 },
+  { config: 'tiny-moe', dtype: 'bf16', engine: 'wgmma-all', seed: 1, prefetchMb: '1,8' },
   { config: 'tiny-moe-top1', dtype: 'f16', seed: 2 },
   // The experts' GEMMs narrow their gathered A rows once from 64 tokens on.
   { config: 'tiny-moe', dtype: 'bf16', seed: 3, prompt: 80, chunk: 80 },
@@ -50,7 +50,7 @@ describe.skipIf(!hasNvcc())('a CUDA library on the emulator (no GPU)', () => {
     it(`${c.config} ${c.dtype}${c.engine ? `, prefill GEMMs on ${c.engine}` : ''}${c.prefetchMb ? `, L2 prefetch ${c.prefetchMb} MiB` : ''}, chunks of ${c.chunk ?? 12}: prefill and graph-replayed decode logits match float64 and the CPU backend`, async () => {
       // Both read by the library when it first needs them; each case loads its own library (its own copy of that state).
       if (c.engine !== undefined) process.env.MC_CUDA_GEMM = c.engine;
-      if (c.prefetchMb !== undefined) process.env.MC_CUDA_PREFETCH_MB = String(c.prefetchMb);
+      if (c.prefetchMb !== undefined) process.env.MC_CUDA_PREFETCH_MB = c.prefetchMb;
       const emuSeed = String(Math.floor(Math.random() * 2 ** 31));  // the emulator's warp orders and copy timing
       process.env.MC_EMU_SEED = emuSeed;
       const name = `emu-${c.config}-${c.dtype}${c.engine ? `-${c.engine}` : ''}-${c.chunk ?? 12}`;

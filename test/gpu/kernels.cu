@@ -551,6 +551,28 @@ void check_moe_w2(int T) {
 }
 #endif
 
+/** MC_CUDA_PREFETCH_MB: "N" or "N,M" whole MiB, capped at the L2; anything else switches the prefetch off. */
+void check_prefetch_setting() {
+  struct Case { const char* text; int64_t between, across; };
+  const int64_t MiB = 1 << 20;
+  const Case cases[] = {{nullptr, 0, 0}, {"8", 8 * MiB, 8 * MiB}, {"8,24", 8 * MiB, 24 * MiB}, {"0,16", 0, 16 * MiB}, {"999", 50 * MiB, 50 * MiB},
+                        {"99999999999999999999", 50 * MiB, 50 * MiB}, {"", 0, 0}, {" 8", 0, 0}, {"+8", 0, 0}, {"8,", 0, 0}, {"8;4", 0, 0},
+                        {"8,4,2", 0, 0}, {"-1", 0, 0}, {"8MB", 0, 0}};
+  bool ok = true;
+  for (const Case& c : cases) {
+    int64_t between = -1, across = -1;
+    mc::parse_prefetch_mib(c.text, 50 * int(MiB), between, across);
+    if (between != c.between || across != c.across) {
+      std::printf("  MC_CUDA_PREFETCH_MB=%s gave %lld, %lld bytes, not %lld, %lld\n", c.text ? c.text : "(unset)", (long long)between, (long long)across,
+                  (long long)c.between, (long long)c.across);
+      ok = false;
+    }
+  }
+  ++g_checks;
+  if (!ok) ++g_failures;
+  std::printf("%s  %-32s T=%-3d %-14s %s\n", ok ? "ok  " : "FAIL", "parse_prefetch_mib", 0, "settings", ok ? "exact" : "differs");
+}
+
 /** Device-to-device copy bandwidth (bytes read + written per second), the decode ceiling's denominator. */
 void copy_bandwidth() {
   const size_t bytes = size_t(2) << 30;
@@ -600,6 +622,7 @@ int main(int argc, char** argv) {
     std::printf("FAIL MC_CUDA_GEMM=%s, but the code for this GPU has no wgmma engine (needs an sm_90a build on an sm_90 GPU)\n", engine);
     ++g_failures;
   }
+  check_prefetch_setting();
   for (int T : {1, tp, tl}) {
     check_embedding(T);
     check_qkv<1024>(T);

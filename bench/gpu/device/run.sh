@@ -15,9 +15,10 @@
 #     prefill GEMM on wgmma, and prefill timed with the wgmma launch rule: $OUT/wgmma-all, $OUT/wgmma)
 #   A16_AB=1 bash bench/gpu/device/run.sh --only prefill   (then prefill again with MC_CUDA_A16=0: A read
 #     through the Op by every column block, as before run 8: $OUT/no-a16)
-#   PREFETCH_AB="8 16" bash bench/gpu/device/run.sh --only decode   (then decode again with each amount of
-#     the next GEMV's weights prefetched into L2, MC_CUDA_PREFETCH_MB, and once more with none, so that drift
-#     between the runs shows: all in $OUT/prefetch.md and $OUT/prefetch.log, run 9 of bench/RESULTS.md)
+#   PREFETCH_AB="8 8,24" bash bench/gpu/device/run.sh --only decode   (then decode again with each amount of
+#     the next GEMV's weights prefetched into L2, MC_CUDA_PREFETCH_MB=N or N,M with M MiB across the
+#     attention, and once more with none, so that drift between the runs shows: all in $OUT/prefetch.md
+#     and $OUT/prefetch.log; run 9 of bench/RESULTS.md)
 # At most 8 files come back from $OUT; each check writes 3 (results.md, results.json, its log).
 set -uo pipefail
 cd "$(dirname "$0")/../../.."
