@@ -14,7 +14,7 @@ import { MachineError, RuntimeError } from './errors.js';
 import { checkDistributed, distributedFromEnv, type DistributedOptions } from './distributed.js';
 import type { NativeAddon, NativeCompiledLibrary, NativeDistGroup, NativeMappedFile, NativeModelInstance, NativeTpGroup } from './native.js';
 import { loadNativeAddon } from './native-loader.js';
-import { sampleToken, seededUniform } from './sampling.js';
+import { firstNonFinite, sampleToken, seededUniform } from './sampling.js';
 
 export interface LoadOptions {
   target?: Target;
@@ -310,6 +310,7 @@ class Model implements LoadedModel {
     let [last] = await this.forward(prompt, 0, false);
     let mine = this.version;
     for (let i = 0; i < options.maxTokens; i++) {
+      this.expectFinite(last!, sequence.length - 1);
       const token = sampleToken(last!, { temperature, topP }, uniform);
       if (stop.has(token)) return;
       yield token;
@@ -326,6 +327,20 @@ class Model implements LoadedModel {
     this.closed = true;
     // Closing waits for nothing: the addon defers the free until an in-flight forward settles.
     this.native.close();
+  }
+
+  /**
+   * Refuses to sample from logits with a NaN or infinity: argmax would quietly pick token 0 (NaN
+   * compares false) and every later step would build on it. logits() and forward() return such rows
+   * as they are; generation stops here with what happened and what to try.
+   */
+  private expectFinite(logits: Float32Array, position: number): void {
+    const bad = firstNonFinite(logits);
+    if (bad < 0) return;
+    const fix = this.plan.options.dtype === 'f16'
+      ? 'with f16 weights an activation beyond ±65504 overflows in the f16 matrix products: convert the checkpoint to bf16 (same size, the range of f32) or f32'
+      : 'the checkpoint may hold NaN or infinite weights';
+    throw new RuntimeError('generate', `logits at position ${position}`, `hold ${logits[bad]} at token id ${bad}: the forward pass produced a non-finite value, so no token can be sampled`, fix);
   }
 
   /** Whether a sequence of `length` tokens fits the context (always, when every layer is a ring). */

@@ -1,9 +1,11 @@
 /**
  * generate(): greedy decoding is the argmax of the full-sequence logits at every step; sampling is
  * reproducible from its seed; stop tokens, maxTokens and the end of the context end it; bad
- * options are refused with the option's name.
+ * options are refused with the option's name; logits with a NaN or infinity stop it with one line.
  */
+import { closeSync, openSync, writeSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { readSafetensorsHeader } from '../../compiler/weights/safetensors.js';
 import { loadModel, type GenerateOptions, type LoadedModel } from '../../runtime/model.js';
 import {
   argmax, collect, createWorkspace, DENSE_GQA, errorMessage, tokensFor, writeModelDir, type ModelDir, type Workspace,
@@ -109,6 +111,27 @@ describe('ending generation', () => {
   it('a prompt that fills the whole context still yields the one token it predicts', async () => {
     const prompt = tokensFor(short.dir, 24, 734);
     expect(await collect(short.model.generate(prompt, { maxTokens: 5 }))).toHaveLength(1);
+  });
+});
+
+describe('non-finite logits', () => {
+  it('stop generation with the position and the value, while logits() returns them as they are', async () => {
+    // The final norm's weights set to +inf: every logit becomes inf or NaN (inf - inf).
+    const dir = await writeModelDir(ws.root, 'overflow', { params: DENSE }, { seed: 702, dtype: 'f32' });
+    const norm = (await readSafetensorsHeader(dir.safetensorsPath)).tensors.get('norm.weight')!;
+    const fd = openSync(dir.safetensorsPath, 'r+');
+    writeSync(fd, new Uint8Array(new Float32Array((norm.end - norm.begin) / 4).fill(Infinity).buffer), 0, norm.end - norm.begin, norm.offset);
+    closeSync(fd);
+    const model = await loadModel(dir.dir, { cacheDir: ws.cacheDir });
+    try {
+      const prompt = tokensFor(dir, 5, 750);
+      const [row] = await model.forward(prompt, 0, false);
+      expect(row!.some((v) => !Number.isFinite(v))).toBe(true);
+      const message = await errorMessage(() => collect(model.generate(prompt, { maxTokens: 3 })));
+      expect(message).toMatch(/^generate: logits at position 4: hold (NaN|-?Infinity) at token id \d+: the forward pass produced a non-finite value, so no token can be sampled; the checkpoint may hold NaN or infinite weights$/);
+    } finally {
+      model.close();
+    }
   });
 });
 
