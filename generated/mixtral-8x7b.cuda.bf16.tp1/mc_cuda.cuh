@@ -495,6 +495,24 @@ __device__ __forceinline__ int a16_first_row(const Op& op, int item) {
 }
 
 /**
+ * The A rows of a GEMM with RMSNorm fused in front: A[m, k] = x[m, k] * rstd[m] * norm[k]. An Op
+ * holding one as `row_norm` (one item) leaves rstd to gemm(), which computes it where it costs
+ * least: inside gemm_narrow_a_kernel when A is narrowed once (that kernel reads each row anyway),
+ * else by a row_rstd launch before the GEMM, whose A loader then reads rstd[m].
+ */
+template <int K, typename W>
+struct RowNorm {
+  const float* x;   // [rows, K] f32
+  const W* norm;    // [K]
+  float eps;
+  float* rstd;      // [rows] scratch, written by gemm() (only where A is read through the Op)
+  __device__ __forceinline__ float4 a(int m, int k, float r) const { return mul4(scale4(load4(x + int64_t(m) * K + k), r), load4(norm + k)); }
+  __device__ __forceinline__ float4 a(int m, int k) const { return a(m, k, rstd[m]); }
+};
+template <class Op, class = void> constexpr bool kRowNorm = false;
+template <class Op> constexpr bool kRowNorm<Op, std::void_t<decltype(&Op::row_norm)>> = true;
+
+/**
  * Tile shapes of the prefill GEMM: BM x BN outputs per block, WM x WN per warp (MF x NF mma tiles of
  * 16 x 8), K in steps of BK through STAGES shared-memory buffers. Rows are padded by 8 elements so
  * that the fragment loads of a warp hit 32 distinct banks.
@@ -751,7 +769,19 @@ __global__ void __launch_bounds__(256) gemm_narrow_a_kernel(const Op op, uint16_
   const int m = blockIdx.x, item = blockIdx.y;
   if (m >= op.m_count(item)) return;
   uint16_t* row = a16 + (int64_t(a16_first_row(op, item)) + m) * Op::K;
-  for (int k = threadIdx.x * 4; k < Op::K; k += blockDim.x * 4) *reinterpret_cast<uint2*>(row + k) = pack4<W>(op.a(item, m, k));
+  if constexpr (kRowNorm<Op>) {
+    // The row's statistic here, as row_rstd_kernel computes it (same threads, same order of sums).
+    const float* x = op.row_norm.x + int64_t(m) * Op::K;
+    float ss = 0.f;
+    for (int k = threadIdx.x * 4; k < Op::K; k += blockDim.x * 4) {
+      const float4 v = load4(x + k);
+      ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+    }
+    const float r = rms_scale<Op::K>(block_sum(ss), op.row_norm.eps);
+    for (int k = threadIdx.x * 4; k < Op::K; k += blockDim.x * 4) *reinterpret_cast<uint2*>(row + k) = pack4<W>(op.row_norm.a(m, k, r));
+  } else {
+    for (int k = threadIdx.x * 4; k < Op::K; k += blockDim.x * 4) *reinterpret_cast<uint2*>(row + k) = pack4<W>(op.a(item, m, k));
+  }
 }
 
 /**
@@ -814,12 +844,20 @@ inline cudaError_t gemm_run(const Op& op, int items, int max_m, int n_cols, cons
  * grid just over one wave of large blocks (e.g. 288 on 264 slots) is better cut small.
  * `a16_scratch` holds every item's A rows, Op::K each (several items need the Op's a16_first_row):
  * from kA16MinRows rows (max_m), A is narrowed into it once (gemm_narrow_a_kernel) and the GEMM
- * copies it from there.
+ * copies it from there. An Op with a RowNorm gets its row statistics here too (RowNorm).
  */
 template <class Op>
 inline cudaError_t gemm(const Op& op, int items, int max_m, int n_cols, cudaStream_t s, uint16_t* a16_scratch) {
   static_assert(kTensorCores<typename Op::W>, "a GEMM on tensor cores");
-  if (max_m < kA16MinRows || !device_info().a16 || (items > 1 && !kGroupedA16<Op>)) return gemm_run<Op, false>(op, items, max_m, n_cols, nullptr, s);
+  if constexpr (kRowNorm<Op>) {
+    if (items != 1) return cudaErrorInvalidValue;  // one row statistic per row of the one item
+  }
+  if (max_m < kA16MinRows || !device_info().a16 || (items > 1 && !kGroupedA16<Op>)) {
+    if constexpr (kRowNorm<Op>) {
+      if (cudaError_t e = row_rstd<Op::K>(op.row_norm.x, max_m, op.row_norm.eps, op.row_norm.rstd, s)) return e;
+    }
+    return gemm_run<Op, false>(op, items, max_m, n_cols, nullptr, s);
+  }
   gemm_narrow_a_kernel<Op><<<dim3(max_m, items), 256, 0, s>>>(op, a16_scratch);
   if (cudaError_t e = cudaGetLastError()) return e;
   return gemm_run<Op, true>(op, items, max_m, n_cols, a16_scratch, s);

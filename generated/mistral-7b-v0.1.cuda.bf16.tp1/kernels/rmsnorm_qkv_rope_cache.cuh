@@ -59,21 +59,19 @@ struct Decode {
   __device__ void epilogue(int t, int g, const float (&acc)[ROWS]) const { epi(t, 2 * g, acc[0], acc[1]); }
 };
 
-/** Prefill: tensor-core GEMM whose A-loader normalizes residual rows (rstd from a pre-pass). */
+/** Prefill: tensor-core GEMM whose A rows are the normalized residual rows (mc::RowNorm). */
 template <int KV_SLOTS>
 struct Prefill {
   using W = ::W;
   static constexpr int K = DIM;
   static constexpr bool PAIRED = false;
-  const float* residual;      // [T, DIM] f32
-  const float* rstd;          // [T]
-  const W* norm;              // [DIM]
+  mc::RowNorm<DIM, W> row_norm;  // RMSNorm(residual) * attention_norm (rstd: gemm())
   const W* wqkv;              // [QKV, DIM]
   int T;
   Epilogue<KV_SLOTS> epi;
   __device__ int m_count(int) const { return T; }
   __device__ int n_count() const { return QKV; }
-  __device__ float4 a(int, int m, int k) const { return mc::mul4(mc::scale4(mc::load4(residual + int64_t(m) * DIM + k), rstd[m]), mc::load4(norm + k)); }
+  __device__ float4 a(int, int m, int k) const { return row_norm.a(m, k); }
   __device__ const W* b_row(int, int, int n) const { return wqkv + int64_t(n) * DIM; }
   __device__ void store(int, int m, int n, float v0, float v1) const { epi(m, n, v0, v1); }
 };
@@ -83,10 +81,7 @@ inline cudaError_t launch(const float* residual, int T, const int32_t* pos0, con
                           float* rstd /*[T] scratch*/, uint16_t* a16 /*[T, DIM] scratch*/, float* q, KV* k_cache, KV* v_cache, mc::L2Next next, cudaStream_t s) {
   const Epilogue<KV_SLOTS> epi{q, k_cache, v_cache, pos0, inv_freq};
   if constexpr (mc::kTensorCores<W>) {
-    if (T > 1) {
-      if (cudaError_t e = mc::row_rstd<DIM>(residual, T, EPS, rstd, s)) return e;
-      return mc::gemm(Prefill<KV_SLOTS>{residual, rstd, norm, wqkv, T, epi}, 1, T, QKV, s, a16);
-    }
+    if (T > 1) return mc::gemm(Prefill<KV_SLOTS>{mc::RowNorm<DIM, W>{residual, norm, EPS, rstd}, wqkv, T, epi}, 1, T, QKV, s, a16);
   }
   return mc::gemv(Decode<KV_SLOTS>{residual, norm, wqkv, epi}, T, s, next);
 }

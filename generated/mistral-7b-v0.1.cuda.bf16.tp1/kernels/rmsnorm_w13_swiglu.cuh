@@ -28,15 +28,13 @@ struct Prefill {
   using W = ::W;
   static constexpr int K = DIM;
   static constexpr bool PAIRED = true;
-  const float* residual;      // [T, DIM] f32
-  const float* rstd;          // [T]
-  const W* norm;              // [DIM]
+  mc::RowNorm<DIM, W> row_norm;  // RMSNorm(residual) * ffn_norm (rstd: gemm())
   const W* w13;               // [2 * HIDDEN, DIM]
   float* hidden;              // [T, HIDDEN] f32
   int T;
   __device__ int m_count(int) const { return T; }
   __device__ int n_count() const { return HIDDEN; }
-  __device__ float4 a(int, int m, int k) const { return mc::mul4(mc::scale4(mc::load4(residual + int64_t(m) * DIM + k), rstd[m]), mc::load4(norm + k)); }
+  __device__ float4 a(int, int m, int k) const { return row_norm.a(m, k); }
   __device__ const W* b_row(int, int which, int u) const { return w13 + int64_t(which * HIDDEN + u) * DIM; }
   __device__ void store_pair(int, int m, int u, float a0, float a1, float b0, float b1) const {
     hidden[int64_t(m) * HIDDEN + u] = mc::silu(a0) * b0;
@@ -48,10 +46,7 @@ struct Prefill {
 inline cudaError_t launch(const float* residual, int T, const W* norm, const W* w13, float* rstd /*[T] scratch*/, uint16_t* a16 /*[T, DIM] scratch*/,
                           float* hidden, mc::L2Next next, cudaStream_t s) {
   if constexpr (mc::kTensorCores<W>) {
-    if (T > 1) {
-      if (cudaError_t e = mc::row_rstd<DIM>(residual, T, EPS, rstd, s)) return e;
-      return mc::gemm(Prefill{residual, rstd, norm, w13, hidden, T}, 1, T, HIDDEN, s, a16);
-    }
+    if (T > 1) return mc::gemm(Prefill{mc::RowNorm<DIM, W>{residual, norm, EPS, rstd}, w13, hidden, T}, 1, T, HIDDEN, s, a16);
   }
   return mc::gemv(Decode{residual, norm, w13, hidden}, T, s, next);
 }

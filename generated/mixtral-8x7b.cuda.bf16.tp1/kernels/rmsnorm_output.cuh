@@ -28,15 +28,13 @@ struct Prefill {
   using W = ::W;
   static constexpr int K = DIM;
   static constexpr bool PAIRED = false;
-  const float* residual;      // [*, DIM] f32, rows from `first`
-  const float* rstd;          // [rows]
-  const W* norm;              // [DIM]
+  mc::RowNorm<DIM, W> row_norm;  // RMSNorm(residual rows from `first`) * norm (rstd: gemm())
   const W* output;            // [VOCAB_LOCAL, DIM]
   float* logits;              // [rows, VOCAB_LOCAL] f32
   int rows;
   __device__ int m_count(int) const { return rows; }
   __device__ int n_count() const { return VOCAB_LOCAL; }
-  __device__ float4 a(int, int m, int k) const { return mc::mul4(mc::scale4(mc::load4(residual + int64_t(m) * DIM + k), rstd[m]), mc::load4(norm + k)); }
+  __device__ float4 a(int, int m, int k) const { return row_norm.a(m, k); }
   __device__ const W* b_row(int, int, int n) const { return output + int64_t(n) * DIM; }
   __device__ void store(int, int m, int n, float v0, float v1) const {
     logits[int64_t(m) * VOCAB_LOCAL + n] = v0;
@@ -48,11 +46,7 @@ struct Prefill {
 inline cudaError_t launch(const float* residual, int first, int rows, const W* norm, const W* output, float* rstd /*[rows] scratch*/,
                           uint16_t* a16 /*[rows, DIM] scratch*/, float* logits, mc::L2Next next, cudaStream_t s) {
   if constexpr (mc::kTensorCores<W>) {
-    if (rows > 1) {
-      const float* x = residual + int64_t(first) * DIM;
-      if (cudaError_t e = mc::row_rstd<DIM>(x, rows, EPS, rstd, s)) return e;
-      return mc::gemm(Prefill{x, rstd, norm, output, logits, rows}, 1, rows, VOCAB_LOCAL, s, a16);
-    }
+    if (rows > 1) return mc::gemm(Prefill{mc::RowNorm<DIM, W>{residual + int64_t(first) * DIM, norm, EPS, rstd}, output, logits, rows}, 1, rows, VOCAB_LOCAL, s, a16);
   }
   return mc::gemv(Decode{residual, first, norm, output, logits}, rows, s, next);
 }
