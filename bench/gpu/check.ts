@@ -58,7 +58,7 @@ const SECTIONS = ['kernels', 'logits', 'decode', 'prefill', 'torch'];
 for (const s of sections) if (!SECTIONS.includes(s)) throw new Error(`--only: unknown section ${s}; pass some of ${SECTIONS.join(',')}`);
 const GEMM_ENGINES = ['mma', 'wgmma', 'wgmma-all'];
 if (!GEMM_ENGINES.includes(values.gemm!)) throw new Error(`--gemm: unknown engine ${values.gemm}; pass one of ${GEMM_ENGINES.join(', ')}`);
-process.env.MC_CUDA_GEMM = values.gemm;  // read by each CUDA library when it first initializes (mc_cuda.cuh)
+process.env.MC_CUDA_GEMM = values.gemm;  // read by each CUDA library when it first initializes (mc_device.cuh)
 // MiB of the next decode GEMV's weights each GEMV prefetches into L2 as it finishes (0: off; RESULTS run 9).
 if (!/^\d+(,\d+)?$/.test(values['prefetch-mb']!)) {
   throw new Error(`--prefetch-mb: ${values['prefetch-mb']} is neither N nor N,M whole MiB (0 switches the L2 prefetch off; M: across the attention)`);
@@ -71,7 +71,7 @@ mkdirSync(work, { recursive: true });
 const cacheDir = join(work, 'cache');
 const prebuilt = readManifest(values.prebuilt);
 const log = (line: string) => console.log(`[${new Date().toISOString().slice(11, 19)}] ${line}`);
-/** MC_CUDA_PREFETCH_MB in words: "N" for every GEMV, "N,M" with M across the attention (mc_cuda.cuh). */
+/** MC_CUDA_PREFETCH_MB in words: "N" for every GEMV, "N,M" with M across the attention (mc_device.cuh). */
 function prefetchWords(setting: string): string {
   const [between, across = between] = setting.split(',').map(Number) as [number, number?];
   if (between === 0 && across === 0) return 'nothing';

@@ -122,7 +122,7 @@ export function renderCudaSources(plan: Plan, options: RenderOptions = {}): Rend
     output_offset: at(model.tied_embeddings ? 'tok_embeddings.weight' : 'output.weight'),
     embedding_offset: at('tok_embeddings.weight'),
   };
-  files.push({ path: 'model.cu', content: compileTemplate(hb, join(dir, 'model.cu.hbs'))(context) }, ...staticFiles('mc_cuda.cuh', 'mc_ptx.cuh', 'mc_gemm_wgmma.cuh', 'mc_nccl.hpp'));
+  files.push({ path: 'model.cu', content: compileTemplate(hb, join(dir, 'model.cu.hbs'))(context) }, ...staticFiles('mc_cuda.cuh', 'mc_cuda_base.cuh', 'mc_device.cuh', 'mc_gemv.cuh', 'mc_gemm.cuh', 'mc_gemm_wgmma.cuh', 'mc_attention.cuh', 'mc_ptx.cuh', 'mc_nccl.hpp'));
   return withTypedModule(plan, files, options);
 }
 

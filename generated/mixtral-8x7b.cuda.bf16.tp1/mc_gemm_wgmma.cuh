@@ -1,4 +1,4 @@
-// The prefill GEMM on Hopper's warpgroup tensor cores (wgmma, sm_90a only). Included by mc_cuda.cuh,
+// The prefill GEMM on Hopper's warpgroup tensor cores (wgmma, sm_90a only). Included by mc_gemm.cuh,
 // whose gemm() picks it on an sm_90a device when it is switched on (MC_CUDA_GEMM=wgmma); the
 // mma.sync gemm_kernel stays the engine everywhere else. Same Op interface as gemm_kernel.
 //

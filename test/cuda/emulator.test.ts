@@ -77,7 +77,7 @@ describe.skipIf(!hasNvcc())('the CUDA emulator reports seeded bugs', () => {
 
   it('the mma.sync GEMM without the barrier that publishes a stage fails its checks', async () => {
     const barrier = '    __syncthreads();  // stage kt is visible to all; every warp is done with stage kt - 1, whose buffer is refilled next';
-    const files = mutated(renderCudaSources(medium()).files, 'mc_cuda.cuh', barrier, '');
+    const files = mutated(renderCudaSources(medium()).files, 'mc_gemm.cuh', barrier, '');
     const r = await kernelChecks('mma-barrier', files, 'mma');
     expect(r.exitCode).toBe(1);
     expect(r.all).toMatch(/^FAIL +\S+ +T=(37|150) /m);
@@ -85,7 +85,7 @@ describe.skipIf(!hasNvcc())('the CUDA emulator reports seeded bugs', () => {
 
   it('a decode GEMV that drops the last, shorter share of its L2 prefetch fails its prefetch checks', async () => {
     const share = 'if (first < bytes) prefetch_l2_warp(p + first, uint32_t(bytes - first < share ? bytes - first : share), lane);';
-    const files = mutated(renderCudaSources(medium()).files, 'mc_cuda.cuh', share, 'if (first + share <= bytes) prefetch_l2_warp(p + first, uint32_t(share), lane);');
+    const files = mutated(renderCudaSources(medium()).files, 'mc_gemv.cuh', share, 'if (first + share <= bytes) prefetch_l2_warp(p + first, uint32_t(share), lane);');
     const r = await kernelChecks('prefetch-share', files, 'mma');
     expect(r.exitCode).toBe(1);
     expect(r.all).toMatch(/^FAIL +\S+ +T=1 +L2 prefetch /m);

@@ -1,0 +1,109 @@
+// What the library knows of the GPU it runs on (multiprocessors, PDL, which GEMM engine, the
+// environment's switches), read once when the first kernel is prepared, and the launch with
+// programmatic dependent launch. Part of mc_cuda.cuh (include that).
+#pragma once
+#include "mc_cuda_base.cuh"
+
+namespace mc {
+
+/**
+ * The device this library runs on: multiprocessor count (GEMV grids), whether PDL exists (sm_90+),
+ * and whether prefill GEMMs may use the wgmma engine (mc_gemm_wgmma.cuh): only where the code loaded
+ * for this GPU was built for sm_90a, and, until that engine has passed the GPU check, only when asked
+ * for in the environment: MC_CUDA_GEMM=wgmma (where gemm() judges it faster), MC_CUDA_GEMM=wgmma-all
+ * (every prefill GEMM: kernel checks and A/B timing); unset or MC_CUDA_GEMM=mma: mma.sync only.
+ */
+struct DeviceInfo {
+  int sms = 0;
+  bool pdl = false;
+  bool wgmma_built = false;  // the loaded code has the engine (sm_90a build)
+  bool wgmma = false, wgmma_all = false;
+  bool a16 = true;  // prefill GEMMs narrow A once (gemm_narrow_a_kernel); MC_CUDA_A16=0 switches it off (A/B timing)
+  // Decode GEMVs prefetch this much of the next one's weights into L2 (L2Next): from a GEMV to the
+  // next, and across the attention (wq|wk|wv to wo, where the memory pipe idles for longer).
+  // MC_CUDA_PREFETCH_MB=N (both) or N,M (M across the attention); off unless set.
+  int64_t l2_prefetch_bytes = 0, l2_prefetch_attention_bytes = 0;
+};
+
+/**
+ * MC_CUDA_PREFETCH_MB: "N" or "N,M" whole MiB, each capped at the L2's whole MiB; anything else
+ * (empty, signs, spaces, other separators) gives 0 for both, i.e. off.
+ */
+inline void parse_prefetch_mib(const char* text, int l2_bytes, int64_t& between, int64_t& across) {
+  between = across = 0;
+  if (text == nullptr) return;
+  long long v[2] = {0, 0};
+  int n = 0;
+  const char* c = text;
+  for (; n < 2; ++n) {
+    if (*c < '0' || *c > '9') return;
+    char* end = nullptr;
+    v[n] = std::strtoll(c, &end, 10);
+    c = end;
+    if (*c == '\0') break;
+    if (*c != ',' || n == 1) return;
+    ++c;
+  }
+  if (n == 0) v[1] = v[0];
+  const long long cap = l2_bytes >> 20;
+  between = int64_t(std::min(v[0], cap)) << 20;
+  across = int64_t(std::min(v[1], cap)) << 20;
+}
+inline DeviceInfo& device_info() {
+  static DeviceInfo info;
+  return info;
+}
+/**
+ * 1 in the code built for sm_90a (the one with wgmma), 0 in every other build; read by the host from
+ * the module the driver loaded for this GPU. One per translation unit (a library is one: model.cu).
+ * device_info() is per process: it describes the GPU current at the first prepare(), which with
+ * --tp is every rank's GPU (one kind of GPU per machine).
+ */
+#if defined(MC_WGMMA_ENABLED)
+static __device__ int wgmma_built = 1;
+#else
+static __device__ int wgmma_built = 0;
+#endif
+inline cudaError_t init_device_info() {
+  int device = 0, major = 0, built = 0;
+  if (cudaError_t e = cudaGetDevice(&device)) return e;
+  if (cudaError_t e = cudaDeviceGetAttribute(&device_info().sms, cudaDevAttrMultiProcessorCount, device)) return e;
+  if (cudaError_t e = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device)) return e;
+  device_info().pdl = major >= 9;
+  if (cudaError_t e = cudaMemcpyFromSymbol(&built, wgmma_built, sizeof built)) return e;
+  const char* engine = std::getenv("MC_CUDA_GEMM");
+  const bool all = engine != nullptr && std::strcmp(engine, "wgmma-all") == 0;
+  device_info().wgmma_built = built == 1;
+  device_info().wgmma = built == 1 && (all || (engine != nullptr && std::strcmp(engine, "wgmma") == 0));
+  device_info().wgmma_all = device_info().wgmma && all;
+  const char* a16 = std::getenv("MC_CUDA_A16");
+  device_info().a16 = a16 == nullptr || std::strcmp(a16, "0") != 0;
+  // Off until measured: bench/RESULTS.md run 9.
+  int l2 = 0;
+  if (cudaError_t e = cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, device)) return e;
+  parse_prefetch_mib(std::getenv("MC_CUDA_PREFETCH_MB"), l2, device_info().l2_prefetch_bytes, device_info().l2_prefetch_attention_bytes);
+  return cudaSuccess;
+}
+
+/**
+ * Launches a kernel with programmatic dependent launch where the GPU has it (sm_90+): it may start
+ * while the previous kernel drains. Every kernel launched so must call wait_for_previous_kernel()
+ * before it reads or writes activations. (Used for the decode GEMVs; bench/RESULTS.md run 3 has
+ * why the small kernels between them are not, and why nothing triggers its dependents early.)
+ */
+template <typename... Params, typename... Args>
+inline cudaError_t launch(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t s, Args... args) {
+  cudaLaunchConfig_t config = {};
+  config.gridDim = grid;
+  config.blockDim = block;
+  config.dynamicSmemBytes = smem;
+  config.stream = s;
+  cudaLaunchAttribute pdl[1];
+  pdl[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  pdl[0].val.programmaticStreamSerializationAllowed = 1;
+  config.attrs = pdl;
+  config.numAttrs = device_info().pdl ? 1 : 0;
+  return cudaLaunchKernelEx(&config, kernel, args...);
+}
+
+}  // namespace mc

@@ -1,0 +1,169 @@
+// The CUDA kernels' basic arithmetic: element types and their 16-byte packs, warp and block
+// reductions, the block-level row loaders (RMSNorm in front of a projection) and RoPE's angles.
+// Part of mc_cuda.cuh (include that); not rendered, copied next to the generated sources.
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <type_traits>
+
+#include "mc_abi.h"
+#include "mc_ptx.cuh"  // the inline PTX (load_stream, cp.async, mma.sync, ldmatrix, wgmma)
+
+namespace mc {
+
+using bf16 = __nv_bfloat16;
+using f16 = __half;
+
+// ---- element types ------------------------------------------------------------------------------
+// Weights and the KV cache keep the checkpoint's dtype; arithmetic is float32 everywhere.
+__device__ __forceinline__ float to_f32(float x) { return x; }
+__device__ __forceinline__ float to_f32(bf16 x) { return __bfloat162float(x); }
+__device__ __forceinline__ float to_f32(f16 x) { return __half2float(x); }
+
+template <typename T> __device__ __forceinline__ T from_f32(float x);
+template <> __device__ __forceinline__ float from_f32<float>(float x) { return x; }
+template <> __device__ __forceinline__ bf16 from_f32<bf16>(float x) { return __float2bfloat16_rn(x); }
+template <> __device__ __forceinline__ f16 from_f32<f16>(float x) { return __float2half_rn(x); }
+
+/** Whether prefill GEMMs of this weight type run on tensor cores (f32 weights stay on the exact path). */
+template <typename W> constexpr bool kTensorCores = !std::is_same<W, float>::value;
+
+/** Elements of W in one 16-byte load. */
+template <typename W> constexpr int kVec = 16 / int(sizeof(W));
+
+/** The kVec<W> elements of a 16-byte chunk, widened to float. */
+template <typename W> __device__ __forceinline__ void unpack(const uint4& v, float* out);
+template <> __device__ __forceinline__ void unpack<float>(const uint4& v, float* out) {
+  out[0] = __uint_as_float(v.x), out[1] = __uint_as_float(v.y), out[2] = __uint_as_float(v.z), out[3] = __uint_as_float(v.w);
+}
+template <> __device__ __forceinline__ void unpack<bf16>(const uint4& v, float* out) {
+  const uint32_t w[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+  for (int i = 0; i < 4; ++i) out[2 * i] = __uint_as_float(w[i] << 16), out[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
+}
+template <> __device__ __forceinline__ void unpack<f16>(const uint4& v, float* out) {
+  const uint32_t w[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&w[i]));
+    out[2 * i] = f.x, out[2 * i + 1] = f.y;
+  }
+}
+
+/** Two floats narrowed to two 16-bit values in one register (half an mma operand fragment), the first in the low half. */
+template <typename W> __device__ __forceinline__ uint32_t pack2(float lo, float hi);
+template <> __device__ __forceinline__ uint32_t pack2<bf16>(float lo, float hi) {
+  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<const uint32_t*>(&v);
+}
+template <> __device__ __forceinline__ uint32_t pack2<f16>(float lo, float hi) {
+  const __half2 v = __floats2half2_rn(lo, hi);
+  return *reinterpret_cast<const uint32_t*>(&v);
+}
+/** Four floats narrowed to four 16-bit values (an mma operand fragment), low element first. */
+template <typename W> __device__ __forceinline__ uint2 pack4(float4 v) { return make_uint2(pack2<W>(v.x, v.y), pack2<W>(v.z, v.w)); }
+
+__device__ __forceinline__ float4 load4(const float* p) { return *reinterpret_cast<const float4*>(p); }
+template <typename W> __device__ __forceinline__ float4 load4(const W* p) {
+  return make_float4(to_f32(p[0]), to_f32(p[1]), to_f32(p[2]), to_f32(p[3]));
+}
+__device__ __forceinline__ float4 mul4(float4 a, float4 b) { return make_float4(a.x * b.x, a.y * b.y, a.z * b.z, a.w * b.w); }
+__device__ __forceinline__ float4 scale4(float4 a, float s) { return make_float4(a.x * s, a.y * s, a.z * s, a.w * s); }
+
+__device__ __forceinline__ float silu(float x) { return x / (1.0f + expf(-x)); }
+
+// ---- reductions -----------------------------------------------------------------------------------
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+/** Sum over the block (every thread gets it). Every thread of the block must call it. */
+__device__ __forceinline__ float block_sum(float v) {
+  __shared__ float partial[32];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = (blockDim.x + 31) >> 5;
+  v = warp_sum(v);
+  __syncthreads();  // partial[] may still be read by a previous call
+  if (lane == 0) partial[warp] = v;
+  __syncthreads();
+  float total = 0.f;
+  for (int w = 0; w < warps; ++w) total += partial[w];
+  return total;
+}
+
+// ---- block-level row loaders (the "x" of a GEMV, staged in shared memory as f32) ------------------
+/** xs[0..K) = x[0..K). */
+template <int K>
+__device__ __forceinline__ void copy_row(const float* __restrict__ x, float* xs) {
+  static_assert(K % 4 == 0, "rows are moved 4 floats at a time");
+  for (int i = threadIdx.x * 4; i < K; i += blockDim.x * 4) *reinterpret_cast<float4*>(xs + i) = load4(x + i);
+}
+
+/** 1 / sqrt(mean(x²) + eps), as the reference computes it (float32). */
+template <int K>
+__device__ __forceinline__ float rms_scale(float sum_sq, float eps) { return 1.0f / sqrtf(sum_sq / float(K) + eps); }
+
+/** xs = x * rsqrt(mean(x²) + eps) * w: RMSNorm fused in front of a projection. */
+template <int K, typename W>
+__device__ __forceinline__ void rmsnorm_row(const float* __restrict__ x, const W* __restrict__ w, float eps, float* xs) {
+  static_assert(K % 4 == 0, "rows are moved 4 floats at a time");
+  float ss = 0.f;
+  for (int i = threadIdx.x * 4; i < K; i += blockDim.x * 4) {
+    const float4 v = load4(x + i);
+    *reinterpret_cast<float4*>(xs + i) = v;
+    ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+  }
+  const float scale = rms_scale<K>(block_sum(ss), eps);
+  // Each thread rescales the elements it stored itself: no barrier needed in between.
+  for (int i = threadIdx.x * 4; i < K; i += blockDim.x * 4) {
+    *reinterpret_cast<float4*>(xs + i) = mul4(scale4(*reinterpret_cast<const float4*>(xs + i), scale), load4(w + i));
+  }
+}
+
+/** rstd[t] = 1 / sqrt(mean(x[t]²) + eps): the row statistics a prefill GEMM's normalizing A-loader needs. */
+template <int K>
+__global__ void __launch_bounds__(256) row_rstd_kernel(const float* __restrict__ x /*[T, K]*/, float eps, float* __restrict__ rstd /*[T]*/) {
+  const float* row = x + int64_t(blockIdx.x) * K;
+  float ss = 0.f;
+  for (int i = threadIdx.x * 4; i < K; i += blockDim.x * 4) {
+    const float4 v = load4(row + i);
+    ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+  }
+  const float scale = rms_scale<K>(block_sum(ss), eps);
+  if (threadIdx.x == 0) rstd[blockIdx.x] = scale;
+}
+template <int K>
+inline cudaError_t row_rstd(const float* x, int T, float eps, float* rstd, cudaStream_t s) {
+  row_rstd_kernel<K><<<T, 256, 0, s>>>(x, eps, rstd);
+  return cudaGetLastError();
+}
+
+// ---- RoPE ------------------------------------------------------------------------------------------
+/**
+ * cos and sin of pos * inv_freq, the angle formed in double as the reference does (at positions
+ * near 1e5 a float angle would lose the low bits); sm_80/sm_90 run double at half rate, and a
+ * decode step needs only (heads + kv_heads) * head_dim / 2 of them.
+ */
+__device__ __forceinline__ void rope_cos_sin(int32_t pos, double inv_freq, float& c, float& s) {
+  double sd, cd;
+  sincos(double(pos) * inv_freq, &sd, &cd);
+  c = float(cd), s = float(sd);
+}
+/** inv_freq[i] = theta^(-2i/head_dim), computed on the host with std::pow as the CPU backend does. */
+inline void rope_inv_freq(double theta, int head_dim, double* out) {
+  for (int i = 0; i < head_dim / 2; ++i) out[i] = std::pow(theta, -2.0 * i / head_dim);
+}
+
+}  // namespace mc

@@ -1,0 +1,192 @@
+// Decode (one token per item): gemv_kernel streams every weight row once with 16-byte loads into
+// f32 dot products, its blocks resident and striding over the rows; as its warps finish they
+// prefetch the next GEMV's weights into L2 (L2Next). Part of mc_cuda.cuh (include that).
+#pragma once
+#include "mc_device.cuh"
+
+namespace mc {
+
+/**
+ * A warp's stream over ROWS weight rows: each lane holds the next U 16-byte chunks of every row in
+ * registers (ROWS * U loads in flight), issues the following U while it multiplies these, and
+ * accumulates x · row in f32 with x from shared memory. Chunks are coalesced across the warp.
+ */
+template <int K, typename W, int ROWS, int U = 4>
+struct RowStream {
+  static constexpr int VEC = kVec<W>;
+  static_assert(K % VEC == 0, "a weight row is read in 16-byte chunks: K must be a multiple of 16 / sizeof(W)");
+  static constexpr int CHUNKS = K / VEC, STEP = 32 * U;
+  static constexpr bool EXACT = CHUNKS % STEP == 0;
+  uint4 w[U][ROWS];
+
+  /** Loads the U chunks at c0, c0 + 32, ... of every row. */
+  __device__ __forceinline__ void load(const W* (&rows)[ROWS], int c0) {
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int c = c0 + 32 * u;
+#pragma unroll
+      for (int r = 0; r < ROWS; ++r) w[u][r] = (EXACT || c < CHUNKS) ? load_stream(rows[r] + int64_t(c) * VEC) : make_uint4(0, 0, 0, 0);
+    }
+  }
+
+  /** acc[r] += x · row_r over the whole row; the first U chunks (at c0 = lane) must have been load()ed. */
+  __device__ __forceinline__ void run(const float* __restrict__ x, const W* (&rows)[ROWS], int lane, float (&acc)[ROWS]) {
+#pragma unroll 1
+    for (int c0 = lane; c0 < CHUNKS; c0 += STEP) {
+      uint4 cur[U][ROWS];
+#pragma unroll
+      for (int u = 0; u < U; ++u)
+#pragma unroll
+        for (int r = 0; r < ROWS; ++r) cur[u][r] = w[u][r];
+      if (c0 + STEP < CHUNKS) load(rows, c0 + STEP);  // the next U chunks fly while these are used
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+        const int c = c0 + 32 * u;
+        if (EXACT || c < CHUNKS) {
+          float xv[VEC];
+#pragma unroll
+          for (int i = 0; i < VEC; i += 4) *reinterpret_cast<float4*>(xv + i) = *reinterpret_cast<const float4*>(x + c * VEC + i);
+#pragma unroll
+          for (int r = 0; r < ROWS; ++r) {
+            float wv[VEC];
+            unpack<W>(cur[u][r], wv);
+#pragma unroll
+            for (int i = 0; i < VEC; ++i) acc[r] = fmaf(xv[i], wv[i], acc[r]);
+          }
+        }
+      }
+    }
+  }
+};
+
+/** acc[r] += x · row_r for ROWS weight rows at once (a whole row stream). */
+template <int K, typename W, int ROWS>
+__device__ __forceinline__ void dot_rows(const float* __restrict__ x, const W* (&rows)[ROWS], int lane, float (&acc)[ROWS]) {
+  RowStream<K, W, ROWS> stream;
+  stream.load(rows, lane);
+  stream.run(x, rows, lane, acc);
+}
+
+/**
+ * The first `bytes` of the weights that the next weight-streaming decode kernel reads, for this
+ * GEMV's warps to prefetch into L2 as they finish. Between two GEMVs the memory pipe idles while
+ * the last warps of one drain and the next launches and waits for its first loads (~5 µs a kernel
+ * on the 7B: bench/RESULTS.md runs 1-4); bytes fetched then are bytes the next one finds in L2.
+ * Warps that are done take consecutive shares, so the prefetch runs in this kernel's tail only.
+ * Decode only: a prefill GEMM's tail is a small part of its time. Run 9 there has the prediction.
+ */
+struct L2Next {
+  const char* p = nullptr;
+  int64_t bytes = 0;  // a multiple of 16, p 16-byte aligned (l2_next); 0: nothing to prefetch
+
+  /** Warp w of `warps` hints its share: 128-byte multiples, in warp order, the last one shorter. */
+  __device__ __forceinline__ void prefetch_share(int64_t w, int64_t warps, int lane) const {
+    if (bytes <= 0) return;
+    const int64_t share = (bytes + warps * 128 - 1) / (warps * 128) * 128, first = w * share;
+    if (first < bytes) prefetch_l2_warp(p + first, uint32_t(bytes - first < share ? bytes - first : share), lane);
+  }
+};
+/** Where the next GEMV starts: right after this one, or after the attention (a longer idle span). */
+enum class NextIs { adjacent, after_attention };
+/** The next GEMV's weights (count elements at p), as much of them as device_info() says to prefetch. */
+template <typename T>
+inline L2Next l2_next(const T* p, int64_t count, NextIs where = NextIs::adjacent) {
+  L2Next next;
+  if (p == nullptr || reinterpret_cast<uintptr_t>(p) % 16 != 0) return next;
+  const DeviceInfo& info = device_info();
+  next.p = reinterpret_cast<const char*>(p);
+  next.bytes = std::min<int64_t>(count * int64_t(sizeof(T)), where == NextIs::after_attention ? info.l2_prefetch_attention_bytes : info.l2_prefetch_bytes) / 16 * 16;
+  return next;
+}
+
+/**
+ * Decode GEMV: blocks stay resident and stride over the row groups (one x prologue per block). The
+ * Op (a struct in a kernel template) says:
+ *   W, K, ROWS (rows per warp), NSRC (x vectors per item), WARPS, GROUPS (row groups in all);
+ *   EARLY_ROWS: the rows of source 0 do not depend on earlier kernels (no routing), so a warp starts
+ *               streaming them before it waits for the previous kernel;
+ *   bool load_x(item, xs)            fill xs[NSRC][K] (all threads; false: skip this item)
+ *   void rows(item, group, src, ptr[ROWS], scale)  the weight rows of a group and the source's scale
+ *   void epilogue(item, group, acc[ROWS])          lane 0 of the warp; acc = sum over sources
+ */
+template <class Op>
+__global__ void __launch_bounds__(Op::WARPS * 32) gemv_kernel(const Op op, const L2Next next) {
+  using W = typename Op::W;
+  extern __shared__ float4 gemv_smem[];
+  float* xs = reinterpret_cast<float*>(gemv_smem);
+  const int item = blockIdx.y, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  int group = blockIdx.x * Op::WARPS + warp;
+  RowStream<Op::K, W, Op::ROWS> stream;
+  const W* ptr[Op::ROWS];
+  float scale = 1.f;
+  bool loaded = false;
+  if constexpr (Op::EARLY_ROWS) {
+    if (group < Op::GROUPS) {
+      op.rows(item, group, 0, ptr, scale);
+      stream.load(ptr, lane);
+      loaded = true;
+    }
+  }
+  wait_for_previous_kernel();
+  if (!op.load_x(item, xs)) group = Op::GROUPS;  // nothing to do for this item (uniform in the block)
+  __syncthreads();
+#pragma unroll 1
+  for (; group < Op::GROUPS; group += gridDim.x * Op::WARPS) {
+    float acc[Op::ROWS] = {};
+#pragma unroll 1
+    for (int src = 0; src < Op::NSRC; ++src) {
+      if (!loaded) {
+        op.rows(item, group, src, ptr, scale);
+        stream.load(ptr, lane);
+      }
+      loaded = false;
+      float part[Op::ROWS] = {};
+      stream.run(xs + src * Op::K, ptr, lane, part);
+#pragma unroll
+      for (int r = 0; r < Op::ROWS; ++r) acc[r] = fmaf(scale, part[r], acc[r]);
+    }
+#pragma unroll
+    for (int r = 0; r < Op::ROWS; ++r) acc[r] = warp_sum(acc[r]);
+    if (lane == 0) op.epilogue(item, group, acc);
+  }
+  next.prefetch_share((int64_t(blockIdx.y) * gridDim.x + blockIdx.x) * Op::WARPS + warp, int64_t(gridDim.x) * gridDim.y * Op::WARPS, lane);
+}
+
+template <class Op> constexpr size_t gemv_smem_bytes() { return size_t(Op::NSRC) * Op::K * sizeof(float); }
+
+/** Blocks of this GEMV that fit on the device at once (0 until gemv_prepare ran: then one block per 8 groups). */
+template <class Op>
+inline int& gemv_resident_blocks() {
+  static int blocks = 0;
+  return blocks;
+}
+
+/** Raises the kernel's dynamic shared-memory limit when x needs more than 48 KB, and sizes its grid. */
+template <class Op>
+inline cudaError_t gemv_prepare() {
+  if (device_info().sms == 0)
+    if (cudaError_t e = init_device_info()) return e;
+  if (cudaError_t e = cudaFuncSetAttribute(gemv_kernel<Op>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(gemv_smem_bytes<Op>()))) return e;
+  int per_sm = 0;
+  if (cudaError_t e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, gemv_kernel<Op>, Op::WARPS * 32, gemv_smem_bytes<Op>())) return e;
+  gemv_resident_blocks<Op>() = per_sm * device_info().sms;
+  return cudaSuccess;
+}
+
+/** Launches the GEMV of `items` tokens (or routed rows); its warps prefetch `next` as they finish. */
+template <class Op>
+inline cudaError_t gemv(const Op& op, int items, cudaStream_t s, L2Next next = {}) {
+  const int needed = (Op::GROUPS + Op::WARPS - 1) / Op::WARPS;
+  const int resident = gemv_resident_blocks<Op>() / (items > 0 ? items : 1);
+  const dim3 grid(resident > 0 && resident < needed ? resident : needed, items);
+  return launch(gemv_kernel<Op>, grid, dim3(Op::WARPS * 32), gemv_smem_bytes<Op>(), s, op, next);
+}
+
+/** ptr[r] = row (first + r) of a [n, K] matrix; rows past the end point at row 0 (read, never stored). */
+template <int K, int ROWS, typename W>
+__device__ __forceinline__ void consecutive_rows(const W* base, int first, int n, const W* (&ptr)[ROWS]) {
+#pragma unroll
+  for (int r = 0; r < ROWS; ++r) ptr[r] = base + int64_t(first + r < n ? first + r : 0) * K;
+}
+
+}  // namespace mc

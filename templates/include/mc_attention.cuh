@@ -1,0 +1,371 @@
+// Attention over the KV cache ring: split-K decode attention with its combine, and prefill
+// attention flash-attention style, on tensor cores for 16-bit caches and in exact f32 for f32
+// caches. Part of mc_cuda.cuh (include that).
+#pragma once
+#include "mc_cuda_base.cuh"
+
+namespace mc {
+
+/**
+ * Shared memory of one attention block: a tile of 32 keys and values widened to f32 (keys padded
+ * by one float so that lane j reading key j, column d hits bank (j + d) mod 32), plus the queries.
+ */
+template <int HEAD_DIM>
+struct KvTile {
+  static constexpr int KEYS = 32, KLD = HEAD_DIM + 1;
+  static constexpr size_t bytes() { return size_t(KEYS) * (KLD + HEAD_DIM) * sizeof(float); }
+};
+
+/**
+ * Loads keys/values at positions [kt, kt + n) from a ring of KV_SLOTS slots (slot = position mod
+ * KV_SLOTS) for KV head g, widening to f32.
+ */
+template <int HEAD_DIM, int KV_DIM, int KV_SLOTS, typename KV>
+__device__ __forceinline__ void load_kv_tile(const KV* __restrict__ k_cache, const KV* __restrict__ v_cache, int g, int kt, int n,
+                                             float* ks, float* vs) {
+  constexpr int VEC = kVec<KV>;
+  static_assert(HEAD_DIM % VEC == 0, "a head is read in 16-byte chunks");
+  constexpr int CPR = HEAD_DIM / VEC;  // chunks per key
+  for (int idx = threadIdx.x; idx < 2 * 32 * CPR; idx += blockDim.x) {
+    const int which = idx / (32 * CPR), rem = idx % (32 * CPR), j = rem / CPR, c = rem % CPR;
+    if (j >= n) continue;
+    const int64_t slot = int64_t(kt + j) % KV_SLOTS;
+    const KV* src = (which == 0 ? k_cache : v_cache) + slot * KV_DIM + g * HEAD_DIM + c * VEC;
+    float v[VEC];
+    unpack<KV>(*reinterpret_cast<const uint4*>(src), v);
+    float* dst = which == 0 ? ks + j * KvTile<HEAD_DIM>::KLD + c * VEC : vs + j * HEAD_DIM + c * VEC;
+#pragma unroll
+    for (int i = 0; i < VEC; ++i) dst[i] = v[i];
+  }
+}
+
+/**
+ * Online-softmax state of one query row, held by one warp: lane l owns output dims l, l + 32, ...
+ * update() folds in a tile of keys whose scores lane j computed (s = -inf where masked).
+ */
+template <int HEAD_DIM>
+struct SoftmaxRow {
+  static constexpr int DPL = (HEAD_DIM + 31) / 32;
+  float m = -INFINITY, l = 0.f, o[DPL] = {};
+
+  __device__ __forceinline__ void update(float s, int n, const float* vs, int lane) {
+    const float tile_max = warp_max(s);
+    if (tile_max == -INFINITY) return;  // every key of the tile is masked for this row
+    const float m_new = fmaxf(m, tile_max);
+    const float corr = expf(m - m_new);
+    const float p = s == -INFINITY ? 0.f : expf(s - m_new);
+    l = l * corr + warp_sum(p);
+#pragma unroll
+    for (int i = 0; i < DPL; ++i) o[i] *= corr;
+    for (int j = 0; j < n; ++j) {
+      const float pj = __shfl_sync(0xffffffffu, p, j);
+#pragma unroll
+      for (int i = 0; i < DPL; ++i) {
+        const int d = lane + 32 * i;
+        if (HEAD_DIM % 32 == 0 || d < HEAD_DIM) o[i] = fmaf(pj, vs[j * HEAD_DIM + d], o[i]);
+      }
+    }
+    m = m_new;
+  }
+};
+
+/** lane j's score q · key j (q pre-scaled by 1/sqrt(head_dim)), from the tile in shared memory. */
+template <int HEAD_DIM>
+__device__ __forceinline__ float tile_score(const float* q, const float* ks, int j) {
+  const float* k = ks + j * KvTile<HEAD_DIM>::KLD;
+  float s = 0.f;
+#pragma unroll 8
+  for (int d = 0; d < HEAD_DIM; ++d) s = fmaf(q[d], k[d], s);
+  return s;
+}
+
+/**
+ * Decode (one query token), split along the keys (flash-decoding): block (split, kv head) reads its
+ * share of the visible keys once for all GROUP query heads of the KV head (one warp each) and
+ * writes an unnormalized partial (o, m, l) per head; attention_combine merges the splits. The split
+ * length adapts to the position read from device memory, so a captured graph replays unchanged.
+ */
+template <int HEAD_DIM, int GROUP, int N_KV_HEADS, int NSPLIT, int WINDOW, int KV_SLOTS, typename KV>
+__global__ void __launch_bounds__(32 * (GROUP < 4 ? 4 : GROUP)) attention_decode_kernel(
+    const float* __restrict__ q /*[N_HEADS * HEAD_DIM]*/, const KV* __restrict__ k_cache, const KV* __restrict__ v_cache,
+    const int32_t* __restrict__ pos0, float* __restrict__ partial /*[N_HEADS, NSPLIT, HEAD_DIM + 2]*/) {
+  constexpr int KV_DIM = N_KV_HEADS * HEAD_DIM;
+  extern __shared__ float4 attn_smem[];
+  float* ks = reinterpret_cast<float*>(attn_smem);
+  float* vs = ks + 32 * KvTile<HEAD_DIM>::KLD;
+  float* qs = vs + 32 * HEAD_DIM;  // [GROUP, HEAD_DIM]
+  const int split = blockIdx.x, g = blockIdx.y, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int p = *pos0;
+  const int lo = WINDOW > 0 ? max(0, p - WINDOW + 1) : 0;
+  const int visible = p - lo + 1;
+  const int chunk = ((visible + NSPLIT - 1) / NSPLIT + 31) / 32 * 32;
+  const int begin = lo + split * chunk, end = min(p + 1, begin + chunk);
+  const float scale = 1.0f / sqrtf(float(HEAD_DIM));
+  for (int i = threadIdx.x; i < GROUP * HEAD_DIM; i += blockDim.x) qs[i] = q[g * GROUP * HEAD_DIM + i] * scale;
+  SoftmaxRow<HEAD_DIM> row;
+  for (int kt = begin; kt < end; kt += 32) {
+    const int n = min(32, end - kt);
+    __syncthreads();  // the previous tile (and qs) fully consumed / written
+    load_kv_tile<HEAD_DIM, KV_DIM, KV_SLOTS>(k_cache, v_cache, g, kt, n, ks, vs);
+    __syncthreads();
+    if (warp < GROUP) row.update(lane < n ? tile_score<HEAD_DIM>(qs + warp * HEAD_DIM, ks, lane) : -INFINITY, n, vs, lane);
+  }
+  if (warp < GROUP) {
+    float* out = partial + (int64_t(g * GROUP + warp) * NSPLIT + split) * (HEAD_DIM + 2);
+#pragma unroll
+    for (int i = 0; i < SoftmaxRow<HEAD_DIM>::DPL; ++i) {
+      const int d = lane + 32 * i;
+      if (d < HEAD_DIM) out[d] = row.o[i];
+    }
+    if (lane == 0) out[HEAD_DIM] = row.m, out[HEAD_DIM + 1] = row.l;  // an empty split: m = -inf, l = 0
+  }
+}
+
+/** out[h] = Σ_s o_s e^(m_s - M) / Σ_s l_s e^(m_s - M): the splits of one head merged. */
+template <int HEAD_DIM, int NSPLIT>
+__global__ void __launch_bounds__(128) attention_combine_kernel(const float* __restrict__ partial, float* __restrict__ out /*[N_HEADS * HEAD_DIM]*/) {
+  const float* part = partial + int64_t(blockIdx.x) * NSPLIT * (HEAD_DIM + 2);
+  float m = -INFINITY;
+  for (int s = 0; s < NSPLIT; ++s) m = fmaxf(m, part[s * (HEAD_DIM + 2) + HEAD_DIM]);
+  float l = 0.f;
+  for (int s = 0; s < NSPLIT; ++s) l += part[s * (HEAD_DIM + 2) + HEAD_DIM + 1] * expf(part[s * (HEAD_DIM + 2) + HEAD_DIM] - m);
+  for (int d = threadIdx.x; d < HEAD_DIM; d += blockDim.x) {
+    float o = 0.f;
+    for (int s = 0; s < NSPLIT; ++s) {
+      const float ms = part[s * (HEAD_DIM + 2) + HEAD_DIM];
+      if (ms != -INFINITY) o += part[s * (HEAD_DIM + 2) + d] * expf(ms - m);
+    }
+    out[int64_t(blockIdx.x) * HEAD_DIM + d] = o / l;
+  }
+}
+
+/**
+ * Prefill in f32 (f32 KV caches, or head dims that are not whole mma steps; 16-bit caches take
+ * attention_flash_prefill_kernel below): block (query tile, kv head) holds BQ tokens x GROUP heads of queries and streams the
+ * keys both tiles can see through shared memory once (flash-attention style: online softmax, no
+ * score matrix in memory); each of the 8 warps owns rows warp, warp + 8, ... Causal and window
+ * masks per row: a query at p sees keys (p - WINDOW, p].
+ */
+template <int HEAD_DIM, int GROUP>
+struct PrefillTile {
+  static constexpr int BQ = GROUP >= 32 ? 1 : 32 / GROUP;  // tokens per block: about 32 query rows
+  static constexpr int ROWS = BQ * GROUP, WARPS = 8, RPW = (ROWS + WARPS - 1) / WARPS;
+  static constexpr size_t smem_bytes() { return KvTile<HEAD_DIM>::bytes() + size_t(ROWS) * HEAD_DIM * sizeof(float); }
+};
+
+template <int HEAD_DIM, int GROUP, int N_KV_HEADS, int WINDOW, int KV_SLOTS, typename KV>
+__global__ void __launch_bounds__(256) attention_prefill_kernel(const float* __restrict__ q /*[T, N_HEADS * HEAD_DIM]*/, int T,
+                                                                const KV* __restrict__ k_cache, const KV* __restrict__ v_cache,
+                                                                const int32_t* __restrict__ pos0, float* __restrict__ out) {
+  using Tile = PrefillTile<HEAD_DIM, GROUP>;
+  constexpr int KV_DIM = N_KV_HEADS * HEAD_DIM, Q_DIM = N_KV_HEADS * GROUP * HEAD_DIM;
+  extern __shared__ float4 attn_smem[];
+  float* ks = reinterpret_cast<float*>(attn_smem);
+  float* vs = ks + 32 * KvTile<HEAD_DIM>::KLD;
+  float* qs = vs + 32 * HEAD_DIM;  // [ROWS, HEAD_DIM]
+  const int g = blockIdx.y, t0 = blockIdx.x * Tile::BQ, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int tn = min(Tile::BQ, T - t0);
+  const int p_first = *pos0 + t0, p_last = p_first + tn - 1;
+  const float scale = 1.0f / sqrtf(float(HEAD_DIM));
+  for (int i = threadIdx.x; i < Tile::ROWS * HEAD_DIM; i += blockDim.x) {
+    const int r = i / HEAD_DIM, d = i % HEAD_DIM, t = t0 + r / GROUP, h = g * GROUP + r % GROUP;
+    qs[i] = t < T ? q[int64_t(t) * Q_DIM + h * HEAD_DIM + d] * scale : 0.f;
+  }
+  SoftmaxRow<HEAD_DIM> rows[Tile::RPW];
+  const int lo = WINDOW > 0 ? max(0, p_first - WINDOW + 1) : 0;
+  for (int kt = lo; kt <= p_last; kt += 32) {
+    const int n = min(32, p_last + 1 - kt);
+    __syncthreads();
+    load_kv_tile<HEAD_DIM, KV_DIM, KV_SLOTS>(k_cache, v_cache, g, kt, n, ks, vs);
+    __syncthreads();
+#pragma unroll
+    for (int i = 0; i < Tile::RPW; ++i) {
+      const int r = warp + Tile::WARPS * i;
+      if (r >= Tile::ROWS || t0 + r / GROUP >= T) continue;  // uniform per warp
+      const int p = p_first + r / GROUP;
+      const int key = kt + lane;
+      const bool visible = lane < n && key <= p && (WINDOW == 0 || key > p - WINDOW);
+      rows[i].update(visible ? tile_score<HEAD_DIM>(qs + r * HEAD_DIM, ks, lane) : -INFINITY, n, vs, lane);
+    }
+  }
+#pragma unroll
+  for (int i = 0; i < Tile::RPW; ++i) {
+    const int r = warp + Tile::WARPS * i, t = t0 + r / GROUP;
+    if (r >= Tile::ROWS || t >= T) continue;
+    float* o = out + int64_t(t) * Q_DIM + (g * GROUP + r % GROUP) * HEAD_DIM;
+#pragma unroll
+    for (int j = 0; j < SoftmaxRow<HEAD_DIM>::DPL; ++j) {
+      const int d = lane + 32 * j;
+      if (d < HEAD_DIM) o[d] = rows[i].o[j] / rows[i].l;
+    }
+  }
+}
+
+/**
+ * Prefill on tensor cores, for 16-bit KV caches (flash-attention 2 with mma.sync m16n8k16). Block =
+ * (query tile, KV head); its 64 query rows are (token, head) pairs of the GROUP heads that share the
+ * KV head, so one read of a key tile serves the whole group. Each of the 4 warps owns 16 rows and
+ * keeps them in registers: Q as A fragments (pre-scaled by log2(e)/sqrt(HEAD_DIM), so the softmax
+ * runs on exp2), S = Q Kᵀ over 64 keys, the online softmax on the accumulators, and O += P V with
+ * P narrowed to KV's type in place (an m16n8 accumulator pair is an m16k16 A fragment) and V read
+ * by ldmatrix.trans. Key tiles are double-buffered by cp.async; keys past the tile's last query are
+ * zero-filled, so a masked score multiplies a finite value. Numerics: Q and P are rounded to KV's
+ * 16-bit type (relative error ~2^-9 each), scores and sums are f32.
+ */
+template <int HEAD_DIM, int GROUP>
+struct FlashTile {
+  static constexpr int ROWS = 64, WARPS = 4, KEYS = 64;
+  static constexpr int BQ = ROWS / GROUP;       // tokens per block (rows past BQ * GROUP idle)
+  static constexpr int LD = HEAD_DIM + 8;       // padded key/value row: fragment loads and ldmatrix rows hit distinct banks
+  static constexpr size_t smem_bytes() { return size_t(2) * 2 * KEYS * LD * sizeof(uint16_t); }
+};
+/** Whether the prefill attention of these shapes runs on tensor cores (else attention_prefill_kernel). */
+template <typename KV, int HEAD_DIM, int GROUP>
+constexpr bool kFlashPrefill = kTensorCores<KV> && HEAD_DIM % 16 == 0 && HEAD_DIM <= 128 && GROUP <= 64;
+
+template <int HEAD_DIM, int GROUP, int N_KV_HEADS, int WINDOW, int KV_SLOTS, typename KV>
+__global__ void __launch_bounds__(128) attention_flash_prefill_kernel(const float* __restrict__ q /*[T, N_HEADS * HEAD_DIM]*/, int T,
+                                                                      const KV* __restrict__ k_cache, const KV* __restrict__ v_cache,
+                                                                      const int32_t* __restrict__ pos0, float* __restrict__ out) {
+  using Tile = FlashTile<HEAD_DIM, GROUP>;
+  constexpr int KV_DIM = N_KV_HEADS * HEAD_DIM, Q_DIM = N_KV_HEADS * GROUP * HEAD_DIM;
+  constexpr int KEYS = Tile::KEYS, LD = Tile::LD, DK = HEAD_DIM / 16, DN = HEAD_DIM / 8, NF = KEYS / 8;
+  constexpr int CHUNKS = HEAD_DIM / 8;  // 16-byte chunks per key row
+  extern __shared__ float4 attn_smem[];
+  uint16_t* ks = reinterpret_cast<uint16_t*>(attn_smem);  // [2][KEYS][LD]
+  uint16_t* vs = ks + 2 * KEYS * LD;                      // [2][KEYS][LD]
+  // Last query tiles first: they see the most keys, so the short early tiles fill the tail of the grid.
+  const int g = blockIdx.y, t0 = (gridDim.x - 1 - blockIdx.x) * Tile::BQ, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int qr = lane >> 2, qc = 2 * (lane & 3);  // fragment row (and row + 8) and column pair of this lane
+  const int tn = min(Tile::BQ, T - t0);
+  const int p_first = *pos0 + t0, p_last = p_first + tn - 1;
+  const int lo = WINDOW > 0 ? max(0, p_first - WINDOW + 1) : 0;
+
+  auto load_tile = [&](int buf, int kt) {
+    for (int idx = threadIdx.x; idx < 2 * KEYS * CHUNKS; idx += blockDim.x) {
+      const int which = idx / (KEYS * CHUNKS), j = (idx / CHUNKS) % KEYS, c = idx % CHUNKS;
+      const int kp = kt + j;
+      const KV* cache = which == 0 ? k_cache : v_cache;
+      const bool ok = kp <= p_last;
+      const KV* src = ok ? cache + (int64_t(kp) % KV_SLOTS) * KV_DIM + g * HEAD_DIM + c * 8 : cache;
+      cp_async16((which == 0 ? ks : vs) + (buf * KEYS + j) * LD + c * 8, src, ok ? 16 : 0);
+    }
+  };
+  load_tile(0, lo);
+  cp_async_commit();
+
+  // This lane's two rows (qr and qr + 8 of the warp's 16): token and head, and whether they exist.
+  int row_pos[2];
+  bool row_live[2];
+  uint32_t qf[DK][4];
+  const float qscale = 1.4426950408889634f / sqrtf(float(HEAD_DIM));
+#pragma unroll
+  for (int h2 = 0; h2 < 2; ++h2) {
+    const int r = warp * 16 + qr + 8 * h2, t = t0 + r / GROUP;
+    row_live[h2] = r < Tile::BQ * GROUP && t < T;
+    row_pos[h2] = p_first + r / GROUP;
+    const float* qrow = q + int64_t(t) * Q_DIM + (g * GROUP + r % GROUP) * HEAD_DIM;
+#pragma unroll
+    for (int kc = 0; kc < DK; ++kc) {
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        const int d = 16 * kc + 8 * half + qc;
+        const float2 v = row_live[h2] ? *reinterpret_cast<const float2*>(qrow + d) : make_float2(0.f, 0.f);
+        qf[kc][h2 + 2 * half] = pack2<KV>(v.x * qscale, v.y * qscale);  // a0: (row, k), a1: (row + 8, k), a2/a3: k + 8
+      }
+    }
+  }
+
+  float o[DN][4];
+#pragma unroll
+  for (int i = 0; i < DN; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};  // l: this lane's columns only, summed over the quad at the end
+
+  int buf = 0;
+  for (int kt = lo; kt <= p_last; kt += KEYS, buf ^= 1) {
+    __syncthreads();  // every warp is done with the other buffer (the previous tile)
+    if (kt + KEYS <= p_last) load_tile(buf ^ 1, kt + KEYS);
+    cp_async_commit();
+    cp_async_wait<1>();  // this tile's copies (all but the newest group) have landed
+    __syncthreads();     // ... everyone's
+    const uint16_t* kb = ks + buf * KEYS * LD;
+    const uint16_t* vb = vs + buf * KEYS * LD;
+
+    float s[NF][4];
+#pragma unroll
+    for (int nf = 0; nf < NF; ++nf) {
+      s[nf][0] = s[nf][1] = s[nf][2] = s[nf][3] = 0.f;
+      const uint16_t* krow = kb + (nf * 8 + qr) * LD + qc;
+#pragma unroll
+      for (int kc = 0; kc < DK; ++kc) {
+        const uint32_t b[2] = {*reinterpret_cast<const uint32_t*>(krow + 16 * kc), *reinterpret_cast<const uint32_t*>(krow + 16 * kc + 8)};
+        mma16816<KV>(s[nf], qf[kc], b);
+      }
+    }
+    // Mask (causal and window), then the online softmax of rows qr (i = 0, 1) and qr + 8 (i = 2, 3).
+#pragma unroll
+    for (int h2 = 0; h2 < 2; ++h2) {
+      const int p = row_pos[h2];
+      float mx = -INFINITY;
+#pragma unroll
+      for (int nf = 0; nf < NF; ++nf)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const int kp = kt + nf * 8 + qc + e;
+          const bool visible = kp <= p && (WINDOW == 0 || kp > p - WINDOW);
+          float& x = s[nf][2 * h2 + e];
+          x = visible ? x : -INFINITY;
+          mx = fmaxf(mx, x);
+        }
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+      const float m_new = fmaxf(m[h2], mx);
+      const float base = m_new == -INFINITY ? 0.f : m_new;  // a row with nothing visible yet keeps p = 0
+      const float corr = exp2f(m[h2] - base);
+      m[h2] = m_new;
+      float sum = 0.f;
+#pragma unroll
+      for (int nf = 0; nf < NF; ++nf)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          float& x = s[nf][2 * h2 + e];
+          x = exp2f(x - base);
+          sum += x;
+        }
+      l[h2] = l[h2] * corr + sum;
+#pragma unroll
+      for (int dn = 0; dn < DN; ++dn) o[dn][2 * h2] *= corr, o[dn][2 * h2 + 1] *= corr;
+    }
+    // O += P V, 16 keys at a time: accumulator tiles 2j and 2j + 1 are the A fragment of keys 16j..16j+15.
+#pragma unroll
+    for (int j = 0; j < KEYS / 16; ++j) {
+      const uint32_t a[4] = {pack2<KV>(s[2 * j][0], s[2 * j][1]), pack2<KV>(s[2 * j][2], s[2 * j][3]),
+                             pack2<KV>(s[2 * j + 1][0], s[2 * j + 1][1]), pack2<KV>(s[2 * j + 1][2], s[2 * j + 1][3])};
+#pragma unroll
+      for (int dn = 0; dn < DN; dn += 2) {
+        // Lanes 0-15 address keys 16j + (lane & 15) at dims 8 dn, lanes 16-31 the same keys at dims 8 (dn + 1).
+        uint32_t b[4];
+        ldmatrix_x4_trans(b, vb + (16 * j + (lane & 15)) * LD + 8 * (dn + (lane >> 4)));
+        const uint32_t b0[2] = {b[0], b[1]}, b1[2] = {b[2], b[3]};
+        mma16816<KV>(o[dn], a, b0);
+        mma16816<KV>(o[dn + 1], a, b1);
+      }
+    }
+  }
+  cp_async_wait<0>();  // no copy may still target shared memory when the block exits
+
+#pragma unroll
+  for (int h2 = 0; h2 < 2; ++h2) {
+    float sum = l[h2];
+    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+    sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+    if (!row_live[h2]) continue;
+    const int r = warp * 16 + qr + 8 * h2, t = t0 + r / GROUP;
+    float* orow = out + int64_t(t) * Q_DIM + (g * GROUP + r % GROUP) * HEAD_DIM;
+    const float inv = 1.0f / sum;
+#pragma unroll
+    for (int dn = 0; dn < DN; ++dn) *reinterpret_cast<float2*>(orow + 8 * dn + qc) = make_float2(o[dn][2 * h2] * inv, o[dn][2 * h2 + 1] * inv);
+  }
+}
+
+}  // namespace mc
