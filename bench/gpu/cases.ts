@@ -9,6 +9,7 @@ import type { ModelConfig } from '../../compiler/config/model.js';
 import { packageRoot } from '../../compiler/paths.js';
 import { buildPlan } from '../../compiler/plan/build-plan.js';
 import type { Dtype, Plan } from '../../compiler/plan/types.js';
+import { DECODE_REPEATS } from './decode.js';
 
 export function shippedConfig(name: string, options: { as?: string; maxSeqLen?: number; layers?: number } = {}): ModelConfig {
   const config = loadModelConfig(join(packageRoot(), 'configs', 'models', name), { name: options.as ?? name, maxSeqLen: options.maxSeqLen });
@@ -96,8 +97,31 @@ export function decodeCases(gpuMiB: number = LENT_GPU_MIB[0]): DecodeCase[] {
 }
 /** The cases on an 80 GB H100, the GPU of every measurement so far. */
 export const DECODE_CASES: DecodeCase[] = decodeCases();
+
+/** Context (positions before the timed steps) of the long-context decode cases, per config. */
+export const LONG_CONTEXT: Readonly<Record<string, number>> = { 'mistral-7b-v0.1': 4096, 'mixtral-8x7b': 16384 };
+/**
+ * Decode at a long context (check.ts's `long` section): the same models with LONG_CONTEXT
+ * positions prefilled first. Mistral-7B's 4096-token window is then full (each step reads 4096 keys
+ * and values a layer, ~0.54 GB a token, ~4% of its bytes); Mixtral has no window (16384 positions:
+ * ~1.7 GB a token with 26 layers, ~8%). Where the decode attention (split along the keys) must
+ * stream the KV cache at the weights' pace (issue 4: "a long window still fills the GPU").
+ */
+export function longDecodeCases(gpuMiB: number = LENT_GPU_MIB[0]): DecodeCase[] {
+  return decodeCases(gpuMiB).map((c) => {
+    const context = LONG_CONTEXT[c.config]!;
+    return { ...c, label: `${c.label}, at ${context} positions`, prompt: context, decode: 64 };
+  });
+}
+
+/**
+ * The model of a decode case: a context of 1024, or of its prompt, 8 warm-up steps and the timed
+ * repetitions (decode.ts) where that is longer.
+ */
 export function decodeConfig(c: DecodeCase): ModelConfig {
-  return shippedConfig(c.config, { as: c.layers === undefined ? `bench-${c.config}` : `bench-${c.config}-${c.layers}l`, maxSeqLen: 1024, layers: c.layers });
+  const name = `bench-${c.config}${c.layers === undefined ? '' : `-${c.layers}l`}`;
+  const maxSeqLen = Math.max(1024, c.prompt + 8 + c.decode * DECODE_REPEATS);
+  return shippedConfig(c.config, { as: maxSeqLen === 1024 ? name : `${name}-${maxSeqLen}`, maxSeqLen, layers: c.layers });
 }
 /**
  * Prompt lengths of the prefill timing (one call at position 0 each), on the decode cases' models:
@@ -105,14 +129,14 @@ export function decodeConfig(c: DecodeCase): ModelConfig {
  */
 export const PREFILL_TOKENS = [16, 128, 512] as const;
 
-/** maxTokens covers the longest prefill timed, so each is one call (the decode prompt stays c.prompt). */
+/** maxTokens covers the longest prefill timed, so each is one call; a longer decode prompt is prefilled in chunks of it. */
 export function decodePlan(c: DecodeCase): Plan {
-  return buildPlan(decodeConfig(c), { target: 'cuda', dtype: 'bf16', tp: 1, maxTokens: Math.max(c.prompt, ...PREFILL_TOKENS) });
+  return buildPlan(decodeConfig(c), { target: 'cuda', dtype: 'bf16', tp: 1, maxTokens: Math.max(...PREFILL_TOKENS) });
 }
 
 /** The decode cases (for a GPU of `gpuMiB`) whose config is named in `names` (comma-separated), all of them without a list. */
-export function selectDecodeCases(names: string | undefined, gpuMiB?: number): DecodeCase[] {
-  const cases = decodeCases(gpuMiB);
+export function selectDecodeCases(names: string | undefined, gpuMiB?: number, which: 'short' | 'long' = 'short'): DecodeCase[] {
+  const cases = which === 'long' ? longDecodeCases(gpuMiB) : decodeCases(gpuMiB);
   if (names === undefined || names === '') return cases;
   const wanted = names.split(',').map((n) => n.trim());
   const unknown = wanted.filter((n) => !cases.some((c) => c.config === n));

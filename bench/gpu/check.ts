@@ -4,6 +4,8 @@
  *   logits    CUDA logits of random-weight tiny models against the CPU backend and the reference
  *   decode    our decode tokens/s at batch 1 (Mistral-7B, Mixtral-8x7B shapes), as a fraction of the
  *             bandwidth limit: weight bytes per token / device-to-device copy bandwidth of this run
+ *   long      the same after a long context (7B: its 4096-token window full; Mixtral: 16384
+ *             positions), the limit counting the KV cache each token reads too
  *   prefill   our prefill of 128 and 512 tokens on the same loaded models, as a fraction of the
  *             matrix limit: a dense bf16 GEMM's TFLOP/s measured by torch.matmul in this run
  *   torch     PyTorch + transformers on the same GPU, same shapes and lengths: eager (dynamic cache)
@@ -19,7 +21,7 @@
  * attention lies between the two (MC_CUDA_PREFETCH_MB; 0, the default, switches it off;
  * bench/RESULTS.md run 9), also one setting per run.
  *
- *   tsx bench/gpu/check.ts [--out DIR] [--only kernels,logits,decode,prefill,torch] [--cases CONFIG,...] [--prefetch-mb N[,M]]
+ *   tsx bench/gpu/check.ts [--out DIR] [--only kernels,logits,decode,long,prefill,torch] [--cases CONFIG,...] [--prefetch-mb N[,M]]
  *                          [--gemm mma|wgmma|wgmma-all] [--prebuilt manifest.json] [--work DIR]
  *                          [--torch-peers eager,compiled] [--torch-timeout SECONDS]
  */
@@ -44,7 +46,7 @@ const { values } = parseArgs({
   options: {
     out: { type: 'string', default: '/tmp/mc-gpu-check/out' },
     work: { type: 'string', default: '/tmp/mc-gpu-check' },
-    only: { type: 'string', default: 'kernels,logits,decode,prefill,torch' },
+    only: { type: 'string', default: 'kernels,logits,decode,long,prefill,torch' },
     cases: { type: 'string' },
     gemm: { type: 'string', default: process.env.MC_CUDA_GEMM ?? 'mma' },
     'prefetch-mb': { type: 'string', default: process.env.MC_CUDA_PREFETCH_MB ?? '0' },
@@ -54,7 +56,7 @@ const { values } = parseArgs({
   },
 });
 const sections = new Set(values.only!.split(','));
-const SECTIONS = ['kernels', 'logits', 'decode', 'prefill', 'torch'];
+const SECTIONS = ['kernels', 'logits', 'decode', 'long', 'prefill', 'torch'];
 for (const s of sections) if (!SECTIONS.includes(s)) throw new Error(`--only: unknown section ${s}; pass some of ${SECTIONS.join(',')}`);
 const GEMM_ENGINES = ['mma', 'wgmma', 'wgmma-all'];
 if (!GEMM_ENGINES.includes(values.gemm!)) throw new Error(`--gemm: unknown engine ${values.gemm}; pass one of ${GEMM_ENGINES.join(', ')}`);
@@ -91,12 +93,13 @@ async function hasGxx(): Promise<boolean> {
 const device = await gpuInfo();
 // Mixtral with as many layers as fit this GPU (26 of 32 in 80 GB, all 32 on an H200).
 const decodeCases = selectDecodeCases(values.cases, memoryMiB(device));
+const longCases = selectDecodeCases(values.cases, memoryMiB(device), 'long');
 const withCpu = await hasGxx();
 log(`GPU ${device.name} (${device.memory}, driver ${device.driver}), building for ${device.archs.join(',')}; prefill GEMM engine ${values.gemm}; L2 prefetch ${values['prefetch-mb']} MiB; CPU backend ${withCpu ? 'available' : 'missing (no g++): logits checked against the float64 reference only'}`);
 
 const kernels: KernelCheckResult[] = [];
 let copyGbs: number | null = null;
-if (sections.has('kernels') || sections.has('decode') || sections.has('prefill')) {
+if (sections.has('kernels') || sections.has('decode') || sections.has('long') || sections.has('prefill')) {
   const first = KERNEL_CASES[0]!;
   const binary = prebuiltKernelCheck(first, prebuilt, device.archs) ?? await buildKernelCheck(first, work, device.archs);
   copyGbs = await copyBandwidth(binary);
@@ -168,6 +171,28 @@ if (sections.has('decode') || sections.has('prefill')) {
   }
 }
 
+// The same models after a long context (longDecodeCases): the KV cache is then part of each token's bytes.
+const long: DecodeResult[] = [];
+if (sections.has('long')) {
+  const pool = join(work, 'synthetic-bf16.bin');
+  writeSyntheticWeights(pool);
+  for (const c of longCases) {
+    let model: NativeModelInstance | undefined;
+    try {
+      const plan = decodePlan(c);
+      const { library } = await libraryFor(plan, { cacheDir, archs: device.archs, prebuilt });
+      model = openSynthetic(plan, library, pool);
+      const r = benchDecode(c, plan, model);
+      long.push(r);
+      log(`decode ${c.label}: ${r.tokensPerSecond.toFixed(1)} tokens/s (${r.msPerToken.toFixed(3)} ms/token, median of ${r.msPerTokenRuns.length}: ${Math.min(...r.msPerTokenRuns).toFixed(3)}-${Math.max(...r.msPerTokenRuns).toFixed(3)}; ${(r.weightBytesPerToken / 1e9).toFixed(2)} GB of weights and ${(r.kvBytesPerToken / 1e9).toFixed(2)} GB of KV cache per token), prefill ${c.prompt} tokens in chunks of ${plan.options.maxTokens}: ${r.prefillMs.toFixed(0)} ms`);
+    } catch (err) {
+      log(`FAIL long-context decode ${c.label}: ${(err as Error).message}`);
+    } finally {
+      model?.close();
+    }
+  }
+}
+
 const torch: TorchResult[] = [];
 if (sections.has('torch')) {
   for (const c of decodeCases) {
@@ -216,6 +241,15 @@ if (decode.length > 0) {
   if (versions) md.push('', `PyTorch: ${versions}, sdpa attention, greedy, same prompt (${decodeCases[0]!.prompt}) and decode (${decodeCases[0]!.decode}) lengths, 8 warm-up steps untimed; eager: dynamic cache; compiled: static cache, torch.compile(mode="reduce-overhead") on the decode step (CUDA graphs), compile steps untimed.`);
   for (const t of torch) if (t.compiled?.error) md.push('', `PyTorch compiled ${t.label}: failed (${t.compiled.error}).`);
 }
+if (long.length > 0) {
+  md.push('', '| decode at a long context, batch 1, bf16 | layers | positions | weights/token | KV cache/token | ours tokens/s | ms/token | bandwidth limit tokens/s | fraction of limit | ms/token at 128 positions (above) |', '|---|---|---|---|---|---|---|---|---|---|');
+  for (const r of long) {
+    const limit = copyGbs === null ? NaN : (copyGbs * 1e9) / (r.weightBytesPerToken + r.kvBytesPerToken);
+    const short = decode.find((d) => r.label.startsWith(`${d.label}, at `));
+    md.push(`| ${r.label} | ${r.layers} | ${r.prompt + 8}-${r.prompt + 8 + r.decode - 1} | ${(r.weightBytesPerToken / 1e9).toFixed(2)} GB | ${(r.kvBytesPerToken / 1e9).toFixed(2)} GB | ${r.tokensPerSecond.toFixed(1)} | ${r.msPerToken.toFixed(3)} | ${limit.toFixed(1)} | ${(100 * r.tokensPerSecond / limit).toFixed(1)}% | ${short === undefined ? 'n/a' : short.msPerToken.toFixed(3)} |`);
+  }
+  md.push('', 'Long context: the prompt prefilled in chunks, 8 untimed steps, then the median of the timed repetitions (one after another); the limit counts the weights and the keys and values every layer reads (a window\'s last positions, else all).');
+}
 if (prefill.length > 0) {
   const limit = matrix === null || 'error' in matrix ? NaN : matrix.tflops;
   md.push('', '| prefill, batch 1, bf16 | P | ours ms | ours tokens/s | TFLOP/s | fraction of matrix limit | weight-read floor ms | fraction of it | PyTorch eager ms | ours / PyTorch |', '|---|---|---|---|---|---|---|---|---|---|');
@@ -232,7 +266,7 @@ if (prefill.length > 0) {
     ` PyTorch: eager, sdpa, dynamic cache, ${TORCH_PREFILL_TOKENS} tokens, median of 3 after a warm-up; ours / PyTorch = its ms / ours.`);
 }
 writeFileSync(join(out, 'results.md'), md.join('\n') + '\n');
-writeFileSync(join(out, 'results.json'), JSON.stringify({ device, copyGbs, matrix, kernels, logits, decode, prefill, torch }, null, 2) + '\n');
+writeFileSync(join(out, 'results.json'), JSON.stringify({ device, copyGbs, matrix, kernels, logits, decode, long, prefill, torch }, null, 2) + '\n');
 console.log('\n' + md.join('\n'));
 const failed = kernels.some((k) => !k.passed) || logits.some((l) => !l.pass);
 console.log(`\n${failed ? 'GPU CHECK FAILED' : 'GPU check passed'}`);

@@ -11,7 +11,7 @@ import { parseArgs } from 'node:util';
 import { buildPlanLibrary } from '../../compiler/build/build.js';
 import { parseArchs } from '../../compiler/build/nvcc.js';
 import type { Plan } from '../../compiler/plan/types.js';
-import { decodeCases, decodePlan, KERNEL_CASES, LENT_GPU_MIB, logitsPlan, LOGITS_CASES } from './cases.js';
+import { decodeCases, decodePlan, KERNEL_CASES, LENT_GPU_MIB, logitsPlan, LOGITS_CASES, longDecodeCases } from './cases.js';
 import { buildKernelCheck, kernelCheckHash } from './kernel-check.js';
 import { sourcesHash, type Manifest } from './libraries.js';
 
@@ -29,8 +29,9 @@ async function pool<T>(items: T[], work: (item: T) => Promise<void>): Promise<vo
   }));
 }
 
-// The benchmark models for every GPU the device tool lends (Mixtral's layer count follows its memory).
-const benchPlans = new Map(LENT_GPU_MIB.flatMap((mib) => decodeCases(mib)).map((c) => [decodePlan(c).key, decodePlan(c)] as const));
+// The benchmark models for every GPU the device tool lends (Mixtral's layer count follows its memory),
+// at the usual context and at a long one.
+const benchPlans = new Map(LENT_GPU_MIB.flatMap((mib) => [...decodeCases(mib), ...longDecodeCases(mib)]).map((c) => [decodePlan(c).key, decodePlan(c)] as const));
 const plans: Plan[] = [...LOGITS_CASES.map(logitsPlan), ...benchPlans.values()];
 const started = performance.now();
 await pool(plans, async (plan) => {

@@ -5,7 +5,7 @@
 # `BASELINE=1` runs the same options in .devtools/base afterwards (into $OUT/base), but only the
 # sections in BASELINE_ONLY (default decode,prefill: the kernel checks of old code tell nothing new).
 #
-#   bash bench/gpu/device/run.sh --only kernels,logits,decode,prefill
+#   bash bench/gpu/device/run.sh --only kernels,logits,decode,long,prefill
 #   BASELINE=1 bash bench/gpu/device/run.sh --only prefill
 #   PROFILE=1 bash bench/gpu/device/run.sh --only decode --cases mistral-7b-v0.1   (then profile.mjs)
 #   SANITIZE=1 bash bench/gpu/device/run.sh --only kernels   (then compute-sanitizer memcheck, racecheck and
@@ -18,7 +18,7 @@
 #   PREFETCH_AB="8 8,24" bash bench/gpu/device/run.sh --only decode   (then decode again with each amount of
 #     the next GEMV's weights prefetched into L2, MC_CUDA_PREFETCH_MB=N or N,M with M MiB across the
 #     attention, and once more with none, so that drift between the runs shows: all in $OUT/prefetch.md
-#     and $OUT/prefetch.log; run 9 of bench/RESULTS.md)
+#     and $OUT/prefetch.log; run 9 of bench/RESULTS.md; PREFETCH_ONLY=decode,long adds the long context)
 # At most 8 files come back from $OUT; each check writes 3 (results.md, results.json, its log).
 set -uo pipefail
 cd "$(dirname "$0")/../../.."
@@ -46,7 +46,7 @@ if [ -n "${PREFETCH_AB:-}" ]; then
   # of all of them in one file, since only 8 come back.
   for mb in $PREFETCH_AB 0; do
     echo "=== [$((SECONDS - started)) s] decode with --prefetch-mb $mb" | tee -a "$OUT/prefetch.log"
-    /tmp/node .devtools/check.mjs --prebuilt .devtools/prebuilt/manifest.json --out "/tmp/mc-prefetch-$mb" "$@" --only decode --prefetch-mb "$mb" 2>&1 | tee -a "$OUT/prefetch.log"
+    /tmp/node .devtools/check.mjs --prebuilt .devtools/prebuilt/manifest.json --out "/tmp/mc-prefetch-$mb" "$@" --only "${PREFETCH_ONLY:-decode}" --prefetch-mb "$mb" 2>&1 | tee -a "$OUT/prefetch.log"
     s=${PIPESTATUS[0]}
     [ "$s" = 0 ] || status=$s
     { echo "## --prefetch-mb $mb, after $((SECONDS - started)) s"; cat "/tmp/mc-prefetch-$mb/results.md"; echo; } >> "$OUT/prefetch.md"
