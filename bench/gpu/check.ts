@@ -211,6 +211,8 @@ if (sections.has('torch')) {
 }
 
 // ---- summary ----
+// The measurements first, before any formatting that could fail at the end of a long run.
+writeFileSync(join(out, 'results.json'), JSON.stringify({ device, copyGbs, matrix, kernels, logits, decode, long, prefill, torch }, null, 2) + '\n');
 const md: string[] = [];
 md.push(`Device: ${device.name} (${device.memory}, driver ${device.driver}); libraries built for ${device.archs.join(',')}; prefill GEMM engine: ${values.gemm} (MC_CUDA_GEMM); ` +
   `decode GEMVs prefetch ${prefetchWords(values['prefetch-mb']!)} into L2 (MC_CUDA_PREFETCH_MB=${values['prefetch-mb']}).`);
@@ -266,7 +268,6 @@ if (prefill.length > 0) {
     ` PyTorch: eager, sdpa, dynamic cache, ${TORCH_PREFILL_TOKENS} tokens, median of 3 after a warm-up; ours / PyTorch = its ms / ours.`);
 }
 writeFileSync(join(out, 'results.md'), md.join('\n') + '\n');
-writeFileSync(join(out, 'results.json'), JSON.stringify({ device, copyGbs, matrix, kernels, logits, decode, long, prefill, torch }, null, 2) + '\n');
 console.log('\n' + md.join('\n'));
 const failed = kernels.some((k) => !k.passed) || logits.some((l) => !l.pass);
 console.log(`\n${failed ? 'GPU CHECK FAILED' : 'GPU check passed'}`);

@@ -1,7 +1,8 @@
 /**
- * The decode benchmark's mechanics without a GPU (bench/gpu/decode.ts, on the CPU backend, which
- * speaks the same ABI): a prompt longer than the plan's maxTokens is prefilled in chunks, the timed
- * steps run, and the KV bytes per token are those of the timed positions. The long-context cases
+ * The decode and prefill benchmarks' mechanics without a GPU (bench/gpu/decode.ts and prefill.ts,
+ * on the CPU backend, which speaks the same ABI): a prompt longer than the plan's maxTokens is
+ * prefilled in chunks, the timed steps run, the KV bytes per token are those of the timed
+ * positions, and the prefill timing then restarts the sequence. The long-context cases
  * (check.ts `long`) depend on this; a GPU lease should not be the first place it runs.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -11,13 +12,14 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { decodeConfig, type DecodeCase } from '../../../bench/gpu/cases.js';
 import { benchDecode, DECODE_REPEATS, kvBytesPerToken, openSynthetic, writeSyntheticWeights } from '../../../bench/gpu/decode.js';
 import { libraryFor } from '../../../bench/gpu/libraries.js';
+import { benchPrefill, PREFILL_REPEATS } from '../../../bench/gpu/prefill.js';
 import { buildPlan } from '../../../compiler/plan/build-plan.js';
 
 const work = mkdtempSync(join(tmpdir(), 'mc-bench-decode-'));
 afterAll(() => rmSync(work, { recursive: true, force: true }));
 
 describe('the decode benchmark', () => {
-  it('prefills a prompt longer than maxTokens in chunks, then times the steps after it', async () => {
+  it('prefills a prompt longer than maxTokens in chunks, times the steps after it, then times prefills', async () => {
     const c: DecodeCase = { label: 'tiny-window-list', config: 'tiny-window-list', prompt: 21, decode: 4 };
     const plan = buildPlan(decodeConfig(c), { target: 'cpu', dtype: 'bf16', tp: 1, maxTokens: 8 });
     const { library } = await libraryFor(plan, { cacheDir: join(work, 'cache') });
@@ -32,6 +34,11 @@ describe('the decode benchmark', () => {
       // Timed positions: after the prompt and 8 warm-up steps, the repetitions one after another.
       expect(r.kvBytesPerToken).toBe(kvBytesPerToken(plan, 29, 4 * DECODE_REPEATS));
       expect(r.kvBytesPerToken).toBeGreaterThan(0);
+      // The prefill timing on the same model afterwards: each call restarts the sequence at 0.
+      const p = benchPrefill(c, plan, model, 8);
+      expect(p.msRuns).toHaveLength(PREFILL_REPEATS);
+      expect(p.tflops).toBeGreaterThan(0);
+      expect(() => benchPrefill(c, plan, model, 9)).toThrow(/needs maxTokens >= 9/);
     } finally {
       model.close();
     }
