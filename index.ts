@@ -15,7 +15,7 @@ export type { Plan, PlanOptions, KernelNode, LayerPlan, WeightEntry, ShardSlice,
 
 // Running compiled models.
 export { loadModel, type LoadedModel, type LoadOptions, type GenerateOptions, type LoadProgress } from './runtime/model.js';
-export { MachineError, RuntimeError } from './runtime/errors.js';
+export { EnvironmentError, MachineError, RuntimeError } from './runtime/errors.js';
 export { BuildError } from './compiler/build/errors.js';
 export { buildPlanLibrary, type BuildOptions, type BuildResult } from './compiler/build/build.js';
 export { renderCpuSources, type RenderedSources, type RenderOptions, type SourceFile } from './compiler/emit/render.js';

@@ -9,3 +9,9 @@ export class RuntimeError extends MistralCompileError {}
  * what is missing and what to do.
  */
 export class MachineError extends MistralCompileError {}
+
+/**
+ * A switch of the process's environment that a library reads (MC_CUDA_GEMM, MC_CUDA_A16,
+ * MC_CUDA_PREFETCH_MB) holds a value it does not accept: named, with what it accepts.
+ */
+export class EnvironmentError extends MistralCompileError {}

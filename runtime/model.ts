@@ -10,7 +10,7 @@ import type { Plan, Target, TpSize } from '../compiler/plan/types.js';
 import { WeightsError } from '../compiler/weights/errors.js';
 import { readSafetensorsHeader, type SafetensorsHeader } from '../compiler/weights/safetensors.js';
 import { checkCheckpointMatchesPlan, checkpointDtype, rankWeightViews } from './checkpoint.js';
-import { MachineError, RuntimeError } from './errors.js';
+import { EnvironmentError, MachineError, RuntimeError } from './errors.js';
 import { checkDistributed, distributedFromEnv, type DistributedOptions } from './distributed.js';
 import type { NativeAddon, NativeCompiledLibrary, NativeDistGroup, NativeMappedFile, NativeModelInstance, NativeTpGroup } from './native.js';
 import { loadNativeAddon } from './native-loader.js';
@@ -93,6 +93,9 @@ const MACHINE_FAILURE = new RegExp('mc_(?:create|check_device) failed: ((?:no CU
   '|CUDA error in [^:]*: .*\\((?:cudaErrorMemoryAllocation|cudaErrorDevicesUnavailable|cudaErrorNoKernelImageForDevice|cudaErrorUnsupportedPtxVersion' +
   '|cudaErrorInsufficientDriver|cudaErrorNoDevice), code \\d+\\))[\\s\\S]*)$');
 
+/** A library's refusal of an MC_CUDA_* variable (mc_device.cuh, check_environment): name, value, what it accepts, fix. */
+const ENVIRONMENT_FAILURE = /mc_(?:create|check_device) failed: (MC_CUDA_\w+)=("[^"]*") in the environment is not ([^;]*); (.*)$/;
+
 /** Our fix for a machine failure whose message gives none. */
 function machineFix(reason: string): string {
   if (/^no CUDA device|cudaErrorInsufficientDriver|cudaErrorNoDevice/.test(reason)) return 'run where an NVIDIA GPU and its driver are visible (nvidia-smi lists it), or use --target cpu';
@@ -110,12 +113,19 @@ function splitFix(line: string): { problem: string; fix: string | undefined } {
 /**
  * Runs a call into a library that checks the machine (mc_check_device, mc_create), turning a
  * failure of the machine's into a MachineError: the library's message, with its own fix where it
- * gives one ("...; rebuild with ..."), else ours. Any other failure passes through unchanged.
+ * gives one ("...; rebuild with ..."), else ours; a refused MC_CUDA_* variable into an
+ * EnvironmentError. Any other failure passes through unchanged.
  */
 export function withMachineErrors<T>(target: Target, create: () => T): T {
   try {
     return create();
   } catch (err) {
+    const env = err instanceof Error ? ENVIRONMENT_FAILURE.exec(err.message) : null;
+    if (env !== null) {
+      const error = new EnvironmentError('environment', env[1]!, `${env[2]} is not ${env[3]}`, env[4]!);
+      error.details = (err as Error).message;
+      throw error;
+    }
     const m = err instanceof Error ? MACHINE_FAILURE.exec(err.message) : null;
     if (m === null) throw err;
     const { problem, fix } = splitFix(m[1]!);

@@ -452,9 +452,13 @@ void free_model(mc_model* m) {
 
 double gib(int64_t bytes) { return double(bytes) / double(int64_t(1) << 30); }
 
-/** Picks the rank's GPU (`ordinal`) and checks that it exists, that this library has code for it and that the model fits. */
+/**
+ * Checks the MC_CUDA_* environment first (no GPU needed to hear of a typo), then picks the rank's GPU
+ * (`ordinal`) and checks that it exists, that this library has code for it and that the model fits.
+ */
 bool check_device(int32_t rank, int32_t ordinal, int* device, char* err, size_t errlen) {
   char message[512];
+  if (!mc::check_environment(message, sizeof message)) return set_error(err, errlen, message), false;
   int count = 0;
   const cudaError_t e = cudaGetDeviceCount(&count);
   if (e != cudaSuccess) {

@@ -26,28 +26,59 @@ struct DeviceInfo {
 };
 
 /**
- * MC_CUDA_PREFETCH_MB: "N" or "N,M" whole MiB, each capped at the L2's whole MiB; anything else
- * (empty, signs, spaces, other separators) gives 0 for both, i.e. off.
+ * MC_CUDA_PREFETCH_MB: "N" or "N,M" whole MiB, each capped at the L2's whole MiB. Anything else
+ * (empty, signs, spaces, other separators) gives 0 for both, i.e. off, and false (check_environment
+ * refuses it before a model is created); unset gives 0 and true.
  */
-inline void parse_prefetch_mib(const char* text, int l2_bytes, int64_t& between, int64_t& across) {
+inline bool parse_prefetch_mib(const char* text, int l2_bytes, int64_t& between, int64_t& across) {
   between = across = 0;
-  if (text == nullptr) return;
+  if (text == nullptr) return true;
   long long v[2] = {0, 0};
   int n = 0;
   const char* c = text;
   for (; n < 2; ++n) {
-    if (*c < '0' || *c > '9') return;
+    if (*c < '0' || *c > '9') return false;
     char* end = nullptr;
     v[n] = std::strtoll(c, &end, 10);
     c = end;
     if (*c == '\0') break;
-    if (*c != ',' || n == 1) return;
+    if (*c != ',' || n == 1) return false;
     ++c;
   }
   if (n == 0) v[1] = v[0];
   const long long cap = l2_bytes >> 20;
   between = int64_t(std::min(v[0], cap)) << 20;
   across = int64_t(std::min(v[1], cap)) << 20;
+  return true;
+}
+
+/**
+ * The MC_CUDA_* switches of this process (read by init_device_info): a value that is none of the
+ * accepted ones fails with one line ("MC_CUDA_X=...: ...; fix") instead of quietly meaning the
+ * default. Checked before anything else of a load (check_device), so no GPU is needed to hear it.
+ * An empty value is the same as unset.
+ */
+inline bool check_environment(char* message, size_t size) {
+  const auto set = [](const char* name) -> const char* {
+    const char* v = std::getenv(name);
+    return v != nullptr && *v != '\0' ? v : nullptr;
+  };
+  const auto bad = [&](const char* name, const char* value, const char* accepted, const char* example) {
+    char shown[48];  // the value as typed, cut short and with control characters replaced: one line
+    size_t i = 0;
+    for (; value[i] != '\0' && i + 1 < sizeof shown; ++i) shown[i] = (unsigned char)value[i] < 0x20 || value[i] == 0x7f ? '?' : value[i];
+    shown[i] = '\0';
+    std::snprintf(message, size, "%s=\"%s\" in the environment is not %s; unset it, or set %s", name, shown, accepted, example);
+    return false;
+  };
+  if (const char* v = set("MC_CUDA_GEMM"); v != nullptr && std::strcmp(v, "mma") != 0 && std::strcmp(v, "wgmma") != 0 && std::strcmp(v, "wgmma-all") != 0)
+    return bad("MC_CUDA_GEMM", v, "mma, wgmma or wgmma-all", "one of those");
+  if (const char* v = set("MC_CUDA_A16"); v != nullptr && std::strcmp(v, "0") != 0 && std::strcmp(v, "1") != 0)
+    return bad("MC_CUDA_A16", v, "0 or 1", "0 to read A through the Op");
+  int64_t between = 0, across = 0;
+  if (const char* v = set("MC_CUDA_PREFETCH_MB"); v != nullptr && !parse_prefetch_mib(v, 1 << 30, between, across))
+    return bad("MC_CUDA_PREFETCH_MB", v, "N or N,M whole MiB", "e.g. 8 or 8,24");
+  return true;
 }
 inline DeviceInfo& device_info() {
   static DeviceInfo info;
@@ -78,10 +109,11 @@ inline cudaError_t init_device_info() {
   device_info().wgmma_all = device_info().wgmma && all;
   const char* a16 = std::getenv("MC_CUDA_A16");
   device_info().a16 = a16 == nullptr || std::strcmp(a16, "0") != 0;
-  // Off until measured: bench/RESULTS.md run 9.
+  // Off until measured: bench/RESULTS.md run 9. (A malformed value is refused by check_environment.)
   int l2 = 0;
   if (cudaError_t e = cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, device)) return e;
-  parse_prefetch_mib(std::getenv("MC_CUDA_PREFETCH_MB"), l2, device_info().l2_prefetch_bytes, device_info().l2_prefetch_attention_bytes);
+  const char* prefetch = std::getenv("MC_CUDA_PREFETCH_MB");
+  parse_prefetch_mib(prefetch != nullptr && *prefetch != '\0' ? prefetch : nullptr, l2, device_info().l2_prefetch_bytes, device_info().l2_prefetch_attention_bytes);
   return cudaSuccess;
 }
 

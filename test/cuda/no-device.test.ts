@@ -4,6 +4,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { main } from '../../compiler/cli/main.js';
+import { EnvironmentError } from '../../runtime/errors.js';
 import { loadModel, type LoadProgress } from '../../runtime/model.js';
 import { createWorkspace, errorMessage, tokensFor, writeModelDir, type ModelDir, type Workspace } from '../e2e/helpers.js';
 import { hasGpu, hasNvcc } from './helpers.js';
@@ -49,6 +50,31 @@ describe.skipIf(hasGpu() || !hasNvcc())('without a GPU', () => {
   it('a tensor-parallel CUDA model (--tp 2, NCCL) also builds and then fails with "no CUDA device"', async () => {
     const message = await errorMessage(() => loadModel(model.dir, { target: 'cuda', tp: 2, cacheDir: ws.cacheDir }));
     expect(message).toMatch(/^--target cuda: no CUDA device: cudaGetDeviceCount returned (35|100) \(/);
+  }, 300_000);
+
+  it('a malformed MC_CUDA_* variable is named before the device check, with what it accepts', async () => {
+    const cases: Array<[string, string, RegExp]> = [
+      ['MC_CUDA_PREFETCH_MB', '8MB', /^environment: MC_CUDA_PREFETCH_MB: "8MB" is not N or N,M whole MiB; unset it, or set e\.g\. 8 or 8,24$/],
+      ['MC_CUDA_GEMM', 'wgma', /^environment: MC_CUDA_GEMM: "wgma" is not mma, wgmma or wgmma-all; unset it, or set one of those$/],
+      ['MC_CUDA_A16', 'off\n', /^environment: MC_CUDA_A16: "off\?" is not 0 or 1; unset it, or set 0 to read A through the Op$/],
+    ];
+    for (const [name, value, pattern] of cases) {
+      process.env[name] = value;
+      try {
+        const error = await loadModel(model.dir, { target: 'cuda', cacheDir: ws.cacheDir }).then(() => null, (e: unknown) => e);
+        expect(error).toBeInstanceOf(EnvironmentError);
+        expect((error as Error).message).toMatch(pattern);
+      } finally {
+        delete process.env[name];
+      }
+    }
+    // Empty is unset: the load goes on to the device check.
+    process.env.MC_CUDA_PREFETCH_MB = '';
+    try {
+      expect(await errorMessage(() => loadModel(model.dir, { target: 'cuda', cacheDir: ws.cacheDir }))).toMatch(/^--target cuda: no CUDA device: /);
+    } finally {
+      delete process.env.MC_CUDA_PREFETCH_MB;
+    }
   }, 300_000);
 
   it('the CPU backend still loads and runs in the same process afterwards', async () => {

@@ -553,18 +553,18 @@ void check_moe_w2(int T) {
 
 /** MC_CUDA_PREFETCH_MB: "N" or "N,M" whole MiB, capped at the L2; anything else switches the prefetch off. */
 void check_prefetch_setting() {
-  struct Case { const char* text; int64_t between, across; };
+  struct Case { const char* text; int64_t between, across; bool valid; };
   const int64_t MiB = 1 << 20;
-  const Case cases[] = {{nullptr, 0, 0}, {"8", 8 * MiB, 8 * MiB}, {"8,24", 8 * MiB, 24 * MiB}, {"0,16", 0, 16 * MiB}, {"999", 50 * MiB, 50 * MiB},
-                        {"99999999999999999999", 50 * MiB, 50 * MiB}, {"", 0, 0}, {" 8", 0, 0}, {"+8", 0, 0}, {"8,", 0, 0}, {"8;4", 0, 0},
-                        {"8,4,2", 0, 0}, {"-1", 0, 0}, {"8MB", 0, 0}};
+  const Case cases[] = {{nullptr, 0, 0, true}, {"8", 8 * MiB, 8 * MiB, true}, {"8,24", 8 * MiB, 24 * MiB, true}, {"0,16", 0, 16 * MiB, true},
+                        {"999", 50 * MiB, 50 * MiB, true}, {"99999999999999999999", 50 * MiB, 50 * MiB, true}, {"", 0, 0, false}, {" 8", 0, 0, false},
+                        {"+8", 0, 0, false}, {"8,", 0, 0, false}, {"8;4", 0, 0, false}, {"8,4,2", 0, 0, false}, {"-1", 0, 0, false}, {"8MB", 0, 0, false}};
   bool ok = true;
   for (const Case& c : cases) {
     int64_t between = -1, across = -1;
-    mc::parse_prefetch_mib(c.text, 50 * int(MiB), between, across);
-    if (between != c.between || across != c.across) {
-      std::printf("  MC_CUDA_PREFETCH_MB=%s gave %lld, %lld bytes, not %lld, %lld\n", c.text ? c.text : "(unset)", (long long)between, (long long)across,
-                  (long long)c.between, (long long)c.across);
+    const bool valid = mc::parse_prefetch_mib(c.text, 50 * int(MiB), between, across);
+    if (between != c.between || across != c.across || valid != c.valid) {
+      std::printf("  MC_CUDA_PREFETCH_MB=%s gave %lld, %lld bytes (%s), not %lld, %lld (%s)\n", c.text ? c.text : "(unset)", (long long)between, (long long)across,
+                  valid ? "valid" : "refused", (long long)c.between, (long long)c.across, c.valid ? "valid" : "refused");
       ok = false;
     }
   }
