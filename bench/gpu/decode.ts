@@ -104,13 +104,15 @@ export function openSynthetic(plan: Plan, library: string, poolPath: string): Na
 
 /** Decode speed of a model opened by openSynthetic (left open: the caller closes it). */
 export function benchDecode(c: DecodeCase, plan: Plan, model: NativeModelInstance): DecodeResult {
-  const tokens = randomTokens(mulberry32(7), c.prompt + c.decode + 8, plan.model.vocab_size);
+  // The prompt, 8 warm-up steps, then the timed repetitions one after another: a token for each.
+  const tokens = randomTokens(mulberry32(7), c.prompt + 8 + c.decode * DECODE_REPEATS, plan.model.vocab_size);
   let started = performance.now();
   const chunk = plan.options.maxTokens;
   for (let at = 0; at < c.prompt; at += chunk) model.forwardSync(Int32Array.from(tokens.slice(at, Math.min(c.prompt, at + chunk))), at, false);
   const prefillMs = performance.now() - started;
   let pos = c.prompt;
   const step = () => {
+    if (pos >= tokens.length) throw new Error(`decode step at position ${pos}: no token drawn for it`);
     model.forwardSync(Int32Array.of(tokens[pos]!), pos, false);
     pos += 1;
   };
