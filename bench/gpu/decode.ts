@@ -36,19 +36,30 @@ export function sliceShape(w: WeightEntry): { rows: number; cols: number } {
   return { rows, cols };
 }
 
-/** Weight bytes one decoded token reads: all of them but the embedding table (one row) and the unchosen experts. */
-export function weightBytesPerToken(plan: Plan): number {
+/**
+ * Weight bytes a call of `tokens` tokens reads at least once: every weight but the embedding table
+ * (one row a token), and of each layer's experts the share that the tokens, each picking k of E
+ * uniformly at random, use on average: 1 - (1 - k/E)^tokens (k/E for one token). The decode
+ * limit's numerator (one token) and the prefill timing's floor.
+ */
+export function weightBytesRead(plan: Plan, tokens: number): number {
   const elt = DTYPE_BYTES[plan.options.dtype];
   const moe = plan.model.moe;
+  const expertsUsed = moe === null ? 1 : 1 - (1 - moe.num_experts_per_tok / moe.num_experts) ** tokens;
   let bytes = 0;
   for (const w of plan.weights) {
     const { rows, cols } = sliceShape(w);
     let n = rows * cols * elt;
-    if (w.name === 'tok_embeddings.weight') n = cols * elt + (plan.model.tied_embeddings ? n : 0);
-    else if (moe !== null && w.name.includes('.experts.')) n *= moe.num_experts_per_tok / moe.num_experts;
+    if (w.name === 'tok_embeddings.weight') n = Math.min(rows, tokens) * cols * elt + (plan.model.tied_embeddings ? n : 0);
+    else if (moe !== null && w.name.includes('.experts.')) n *= expertsUsed;
     bytes += n;
   }
   return bytes;
+}
+
+/** Weight bytes one decoded token reads: all of them but the embedding table (one row) and the unchosen experts. */
+export function weightBytesPerToken(plan: Plan): number {
+  return weightBytesRead(plan, 1);
 }
 
 /**

@@ -7,13 +7,12 @@
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { packageRoot } from '../../compiler/paths.js';
-import { DTYPE_BYTES } from '../../compiler/plan/memory.js';
 import type { Plan } from '../../compiler/plan/types.js';
 import type { NativeModelInstance } from '../../runtime/native.js';
 import { mulberry32, randomTokens } from '../../test/reference/random.js';
 import type { DecodeCase } from './cases.js';
 import { median } from '../median.js';
-import { sliceShape } from './decode.js';
+import { sliceShape, weightBytesRead } from './decode.js';
 
 export interface PrefillFlops { linear: number; output: number; attention: number; total: number }
 
@@ -68,28 +67,8 @@ export interface PrefillResult {
   msRuns: number[];
   tokensPerSecond: number;
   tflops: number;
-  /** Weight bytes the call reads at least once (prefillWeightBytes): with few tokens, its time's floor is these ÷ bandwidth. */
+  /** Weight bytes the call reads at least once (weightBytesRead): with few tokens, its time's floor is these ÷ bandwidth. */
   weightBytes: number;
-}
-
-/**
- * Weight bytes a prefill of P tokens reads at least once: every weight but the embedding table
- * (P rows of it), and of each layer's experts the share that P tokens picking k of E uniformly at
- * random use on average, 1 - (1 - k/E)^P.
- */
-export function prefillWeightBytes(plan: Plan, tokens: number): number {
-  const elt = DTYPE_BYTES[plan.options.dtype];
-  const moe = plan.model.moe;
-  const expertsUsed = moe === null ? 1 : 1 - (1 - moe.num_experts_per_tok / moe.num_experts) ** tokens;
-  let bytes = 0;
-  for (const w of plan.weights) {
-    const { rows, cols } = sliceShape(w);
-    let n = rows * cols * elt;
-    if (w.name === 'tok_embeddings.weight') n = Math.min(rows, tokens) * cols * elt + (plan.model.tied_embeddings ? n : 0);
-    else if (moe !== null && w.name.includes('.experts.')) n *= expertsUsed;
-    bytes += n;
-  }
-  return bytes;
 }
 
 /** Prefill of `tokens` random ids at position 0, one call each, on a model opened by openSynthetic. */
@@ -107,7 +86,7 @@ export function benchPrefill(c: DecodeCase, plan: Plan, model: NativeModelInstan
   const flops = prefillFlops(plan, tokens);
   return {
     label: c.label, key: plan.key, tokens, flops, ms, msRuns, tokensPerSecond: (1000 * tokens) / ms, tflops: flops.total / (ms * 1e-3) / 1e12,
-    weightBytes: prefillWeightBytes(plan, tokens),
+    weightBytes: weightBytesRead(plan, tokens),
   };
 }
 

@@ -4,8 +4,8 @@
  */
 import { describe, expect, it } from 'vitest';
 import { decodePlan, DECODE_CASES, PREFILL_TOKENS } from '../../../bench/gpu/cases.js';
-import { weightBytesPerToken } from '../../../bench/gpu/decode.js';
-import { prefillFlops, prefillWeightBytes, visiblePairs } from '../../../bench/gpu/prefill.js';
+import { weightBytesPerToken, weightBytesRead } from '../../../bench/gpu/decode.js';
+import { prefillFlops, visiblePairs } from '../../../bench/gpu/prefill.js';
 
 const mistral = decodePlan(DECODE_CASES.find((c) => c.config === 'mistral-7b-v0.1')!);
 const mixtral = decodePlan(DECODE_CASES.find((c) => c.config === 'mixtral-8x7b')!);
@@ -42,15 +42,15 @@ describe('prefill FLOPs', () => {
 describe('the weight bytes a prefill reads at least once (its floor with few tokens)', () => {
   it('of Mistral-7B: every weight once, and P rows of the embedding', () => {
     const perLayer = 4096 * 4096 * 2 + 1024 * 4096 * 2 + 3 * 14336 * 4096 + 2 * 4096;  // wq, wo, wk, wv, w1-w3, 2 norms
-    expect(prefillWeightBytes(mistral, 16)).toBe(2 * (32 * perLayer + 4096 + 32000 * 4096 + 16 * 4096));
-    expect(prefillWeightBytes(mistral, 1)).toBe(weightBytesPerToken(mistral));
+    expect(weightBytesRead(mistral, 16)).toBe(2 * (32 * perLayer + 4096 + 32000 * 4096 + 16 * 4096));
+    expect(weightBytesRead(mistral, 1)).toBe(weightBytesPerToken(mistral));
   });
 
   it('of Mixtral: the experts that P uniformly routed tokens use on average, toward all of them', () => {
     const experts = mixtral.model.n_layers * 8 * 3 * 14336 * 4096 * 2;
-    const other = prefillWeightBytes(mixtral, 1) - experts * (2 / 8);
-    expect(prefillWeightBytes(mixtral, 16)).toBeCloseTo(other + 15 * 4096 * 2 + experts * (1 - 0.75 ** 16), -3);
-    expect(prefillWeightBytes(mixtral, 512) - other - 511 * 4096 * 2).toBeCloseTo(experts, -3);
+    const other = weightBytesRead(mixtral, 1) - experts * (2 / 8);
+    expect(weightBytesRead(mixtral, 16)).toBeCloseTo(other + 15 * 4096 * 2 + experts * (1 - 0.75 ** 16), -3);
+    expect(weightBytesRead(mixtral, 512) - other - 511 * 4096 * 2).toBeCloseTo(experts, -3);
   });
 });
 
