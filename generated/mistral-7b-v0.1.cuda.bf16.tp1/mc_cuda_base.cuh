@@ -132,16 +132,24 @@ __device__ __forceinline__ void rmsnorm_row(const float* __restrict__ x, const W
   }
 }
 
-/** rstd[t] = 1 / sqrt(mean(x[t]²) + eps): the row statistics a prefill GEMM's normalizing A-loader needs. */
+/**
+ * 1 / sqrt(mean(row²) + eps) of one row, over the whole block (every thread gets it): row_rstd and
+ * the narrowing pass of a normalizing GEMM (gemm_narrow_a_kernel) share it, so their rstd bits agree.
+ */
 template <int K>
-__global__ void __launch_bounds__(256) row_rstd_kernel(const float* __restrict__ x /*[T, K]*/, float eps, float* __restrict__ rstd /*[T]*/) {
-  const float* row = x + int64_t(blockIdx.x) * K;
+__device__ __forceinline__ float row_rms_scale(const float* __restrict__ row, float eps) {
   float ss = 0.f;
   for (int i = threadIdx.x * 4; i < K; i += blockDim.x * 4) {
     const float4 v = load4(row + i);
     ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
   }
-  const float scale = rms_scale<K>(block_sum(ss), eps);
+  return rms_scale<K>(block_sum(ss), eps);
+}
+
+/** rstd[t] = 1 / sqrt(mean(x[t]²) + eps): the row statistics a prefill GEMM's normalizing A-loader needs. */
+template <int K>
+__global__ void __launch_bounds__(256) row_rstd_kernel(const float* __restrict__ x /*[T, K]*/, float eps, float* __restrict__ rstd /*[T]*/) {
+  const float scale = row_rms_scale<K>(x + int64_t(blockIdx.x) * K, eps);
   if (threadIdx.x == 0) rstd[blockIdx.x] = scale;
 }
 template <int K>

@@ -52,6 +52,12 @@ inline bool parse_prefetch_mib(const char* text, int l2_bytes, int64_t& between,
   return true;
 }
 
+/** An MC_CUDA_* switch's value, or nullptr where it is unset or empty (empty is the same as unset). */
+inline const char* env_setting(const char* name) {
+  const char* v = std::getenv(name);
+  return v != nullptr && *v != '\0' ? v : nullptr;
+}
+
 /**
  * The MC_CUDA_* switches of this process (read by init_device_info): a value that is none of the
  * accepted ones fails with one line ("MC_CUDA_X=...: ...; fix") instead of quietly meaning the
@@ -59,10 +65,6 @@ inline bool parse_prefetch_mib(const char* text, int l2_bytes, int64_t& between,
  * An empty value is the same as unset.
  */
 inline bool check_environment(char* message, size_t size) {
-  const auto set = [](const char* name) -> const char* {
-    const char* v = std::getenv(name);
-    return v != nullptr && *v != '\0' ? v : nullptr;
-  };
   const auto bad = [&](const char* name, const char* value, const char* accepted, const char* example) {
     char shown[48];  // the value as typed, cut short and with control characters replaced: one line
     size_t i = 0;
@@ -71,12 +73,12 @@ inline bool check_environment(char* message, size_t size) {
     std::snprintf(message, size, "%s=\"%s\" in the environment is not %s; unset it, or set %s", name, shown, accepted, example);
     return false;
   };
-  if (const char* v = set("MC_CUDA_GEMM"); v != nullptr && std::strcmp(v, "mma") != 0 && std::strcmp(v, "wgmma") != 0 && std::strcmp(v, "wgmma-all") != 0)
+  if (const char* v = env_setting("MC_CUDA_GEMM"); v != nullptr && std::strcmp(v, "mma") != 0 && std::strcmp(v, "wgmma") != 0 && std::strcmp(v, "wgmma-all") != 0)
     return bad("MC_CUDA_GEMM", v, "mma, wgmma or wgmma-all", "one of those");
-  if (const char* v = set("MC_CUDA_A16"); v != nullptr && std::strcmp(v, "0") != 0 && std::strcmp(v, "1") != 0)
+  if (const char* v = env_setting("MC_CUDA_A16"); v != nullptr && std::strcmp(v, "0") != 0 && std::strcmp(v, "1") != 0)
     return bad("MC_CUDA_A16", v, "0 or 1", "0 to read A through the Op");
   int64_t between = 0, across = 0;
-  if (const char* v = set("MC_CUDA_PREFETCH_MB"); v != nullptr && !parse_prefetch_mib(v, 1 << 30, between, across))
+  if (const char* v = env_setting("MC_CUDA_PREFETCH_MB"); v != nullptr && !parse_prefetch_mib(v, 1 << 30, between, across))
     return bad("MC_CUDA_PREFETCH_MB", v, "N or N,M whole MiB", "e.g. 8 or 8,24");
   return true;
 }
@@ -102,18 +104,17 @@ inline cudaError_t init_device_info() {
   if (cudaError_t e = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device)) return e;
   device_info().pdl = major >= 9;
   if (cudaError_t e = cudaMemcpyFromSymbol(&built, wgmma_built, sizeof built)) return e;
-  const char* engine = std::getenv("MC_CUDA_GEMM");
+  const char* engine = env_setting("MC_CUDA_GEMM");
   const bool all = engine != nullptr && std::strcmp(engine, "wgmma-all") == 0;
   device_info().wgmma_built = built == 1;
   device_info().wgmma = built == 1 && (all || (engine != nullptr && std::strcmp(engine, "wgmma") == 0));
   device_info().wgmma_all = device_info().wgmma && all;
-  const char* a16 = std::getenv("MC_CUDA_A16");
+  const char* a16 = env_setting("MC_CUDA_A16");
   device_info().a16 = a16 == nullptr || std::strcmp(a16, "0") != 0;
   // Off until measured: bench/RESULTS.md run 9. (A malformed value is refused by check_environment.)
   int l2 = 0;
   if (cudaError_t e = cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, device)) return e;
-  const char* prefetch = std::getenv("MC_CUDA_PREFETCH_MB");
-  parse_prefetch_mib(prefetch != nullptr && *prefetch != '\0' ? prefetch : nullptr, l2, device_info().l2_prefetch_bytes, device_info().l2_prefetch_attention_bytes);
+  parse_prefetch_mib(env_setting("MC_CUDA_PREFETCH_MB"), l2, device_info().l2_prefetch_bytes, device_info().l2_prefetch_attention_bytes);
   return cudaSuccess;
 }
 

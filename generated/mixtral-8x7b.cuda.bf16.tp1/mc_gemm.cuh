@@ -317,14 +317,8 @@ __global__ void __launch_bounds__(256) gemm_narrow_a_kernel(const Op op, uint16_
   if (m >= op.m_count(item)) return;
   uint16_t* row = a16 + (int64_t(a16_first_row(op, item)) + m) * Op::K;
   if constexpr (kRowNorm<Op>) {
-    // The row's statistic here, as row_rstd_kernel computes it (same threads, same order of sums).
-    const float* x = op.row_norm.x + int64_t(m) * Op::K;
-    float ss = 0.f;
-    for (int k = threadIdx.x * 4; k < Op::K; k += blockDim.x * 4) {
-      const float4 v = load4(x + k);
-      ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
-    }
-    const float r = rms_scale<Op::K>(block_sum(ss), op.row_norm.eps);
+    // The row's statistic here, as row_rstd_kernel computes it.
+    const float r = row_rms_scale<Op::K>(op.row_norm.x + int64_t(m) * Op::K, op.row_norm.eps);
     for (int k = threadIdx.x * 4; k < Op::K; k += blockDim.x * 4) *reinterpret_cast<uint2*>(row + k) = pack4<W>(op.row_norm.a(m, k, r));
   } else {
     for (int k = threadIdx.x * 4; k < Op::K; k += blockDim.x * 4) *reinterpret_cast<uint2*>(row + k) = pack4<W>(op.a(item, m, k));
