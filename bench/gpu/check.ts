@@ -29,8 +29,9 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { execa } from 'execa';
+import type { Plan } from '../../compiler/plan/types.js';
 import type { NativeModelInstance } from '../../runtime/native.js';
-import { cpuLogitsPlan, decodePlan, KERNEL_CASES, LOGITS_CASES, PREFILL_TOKENS, selectDecodeCases } from './cases.js';
+import { cpuLogitsPlan, decodePlan, KERNEL_CASES, LOGITS_CASES, PREFILL_TOKENS, selectDecodeCases, type DecodeCase } from './cases.js';
 import { benchDecode, openSynthetic, writeSyntheticWeights, type DecodeResult } from './decode.js';
 import { gpuInfo, memoryMiB } from './device.js';
 import { buildKernelCheck, copyBandwidth, prebuiltKernelCheck, runKernelCheck, type KernelCheckResult } from './kernel-check.js';
@@ -141,20 +142,36 @@ if (sections.has('prefill')) {
   matrix = await matrixLimit();
   log('error' in matrix ? `matrix limit: n/a (${matrix.error})` : `matrix limit: ${matrix.tflops.toFixed(0)} TFLOP/s (bf16 ${matrix.n}^3 torch.matmul, ${matrix.ms.toFixed(3)} ms, median of 10)`);
 }
-if (sections.has('decode') || sections.has('prefill')) {
+/**
+ * Loads case c's benchmark model (views of the synthetic pool, copied to the device) and hands it to
+ * `run`, closing it after; a failure is logged as "FAIL <what> <label>" and the check goes on.
+ */
+async function onSyntheticModel(c: DecodeCase, what: string, run: (plan: Plan, model: NativeModelInstance) => void): Promise<void> {
   const pool = join(work, 'synthetic-bf16.bin');
   writeSyntheticWeights(pool);
+  let model: NativeModelInstance | undefined;
+  try {
+    const plan = decodePlan(c);
+    const { library } = await libraryFor(plan, { cacheDir, archs: device.archs, prebuilt });
+    model = openSynthetic(plan, library, pool);
+    run(plan, model);
+  } catch (err) {
+    log(`FAIL ${what} ${c.label}: ${(err as Error).message}`);
+  } finally {
+    model?.close();
+  }
+}
+const decodeLine = (r: DecodeResult) =>
+  `${r.tokensPerSecond.toFixed(1)} tokens/s (${r.msPerToken.toFixed(3)} ms/token, median of ${r.msPerTokenRuns.length}: ${Math.min(...r.msPerTokenRuns).toFixed(3)}-${Math.max(...r.msPerTokenRuns).toFixed(3)}`;
+
+if (sections.has('decode') || sections.has('prefill')) {
+  // One load serves both timings: each copies 14-71 GB of weights to the device.
   for (const c of decodeCases) {
-    // One load serves both timings: each copies 14-71 GB of weights to the device.
-    let model: NativeModelInstance | undefined;
-    try {
-      const plan = decodePlan(c);
-      const { library } = await libraryFor(plan, { cacheDir, archs: device.archs, prebuilt });
-      model = openSynthetic(plan, library, pool);
+    await onSyntheticModel(c, 'decode/prefill', (plan, model) => {
       if (sections.has('decode')) {
         const r = benchDecode(c, plan, model);
         decode.push(r);
-        log(`decode ${c.label}: ${r.tokensPerSecond.toFixed(1)} tokens/s (${r.msPerToken.toFixed(3)} ms/token, median of ${r.msPerTokenRuns.length}: ${Math.min(...r.msPerTokenRuns).toFixed(3)}-${Math.max(...r.msPerTokenRuns).toFixed(3)}; ${(r.weightBytesPerToken / 1e9).toFixed(2)} GB of weights per token), prefill ${c.prompt} tokens ${r.prefillMs.toFixed(1)} ms`);
+        log(`decode ${c.label}: ${decodeLine(r)}; ${(r.weightBytesPerToken / 1e9).toFixed(2)} GB of weights per token), prefill ${c.prompt} tokens ${r.prefillMs.toFixed(1)} ms`);
       }
       if (sections.has('prefill')) {
         for (const tokens of PREFILL_TOKENS) {
@@ -163,33 +180,19 @@ if (sections.has('decode') || sections.has('prefill')) {
           log(`prefill ${c.label}, ${tokens} tokens: ${r.ms.toFixed(2)} ms (median of ${r.msRuns.length}: ${Math.min(...r.msRuns).toFixed(2)}-${Math.max(...r.msRuns).toFixed(2)}), ${r.tokensPerSecond.toFixed(0)} tokens/s, ${(r.flops.total / 1e12).toFixed(2)} TFLOP at ${r.tflops.toFixed(1)} TFLOP/s`);
         }
       }
-    } catch (err) {
-      log(`FAIL decode/prefill ${c.label}: ${(err as Error).message}`);
-    } finally {
-      model?.close();
-    }
+    });
   }
 }
 
 // The same models after a long context (longDecodeCases): the KV cache is then part of each token's bytes.
 const long: DecodeResult[] = [];
 if (sections.has('long')) {
-  const pool = join(work, 'synthetic-bf16.bin');
-  writeSyntheticWeights(pool);
   for (const c of longCases) {
-    let model: NativeModelInstance | undefined;
-    try {
-      const plan = decodePlan(c);
-      const { library } = await libraryFor(plan, { cacheDir, archs: device.archs, prebuilt });
-      model = openSynthetic(plan, library, pool);
+    await onSyntheticModel(c, 'long-context decode', (plan, model) => {
       const r = benchDecode(c, plan, model);
       long.push(r);
-      log(`decode ${c.label}: ${r.tokensPerSecond.toFixed(1)} tokens/s (${r.msPerToken.toFixed(3)} ms/token, median of ${r.msPerTokenRuns.length}: ${Math.min(...r.msPerTokenRuns).toFixed(3)}-${Math.max(...r.msPerTokenRuns).toFixed(3)}; ${(r.weightBytesPerToken / 1e9).toFixed(2)} GB of weights and ${(r.kvBytesPerToken / 1e9).toFixed(2)} GB of KV cache per token), prefill ${c.prompt} tokens in chunks of ${plan.options.maxTokens}: ${r.prefillMs.toFixed(0)} ms`);
-    } catch (err) {
-      log(`FAIL long-context decode ${c.label}: ${(err as Error).message}`);
-    } finally {
-      model?.close();
-    }
+      log(`decode ${c.label}: ${decodeLine(r)}; ${(r.weightBytesPerToken / 1e9).toFixed(2)} GB of weights and ${(r.kvBytesPerToken / 1e9).toFixed(2)} GB of KV cache per token), prefill ${c.prompt} tokens in chunks of ${plan.options.maxTokens}: ${r.prefillMs.toFixed(0)} ms`);
+    });
   }
 }
 
