@@ -18,7 +18,8 @@
 #   PREFETCH_AB="8 8,24" bash bench/gpu/device/run.sh --only decode   (then decode again with each amount of
 #     the next GEMV's weights prefetched into L2, MC_CUDA_PREFETCH_MB=N or N,M with M MiB across the
 #     attention, and once more with none, so that drift between the runs shows: all in $OUT/prefetch.md
-#     and $OUT/prefetch.log; run 9 of bench/RESULTS.md; PREFETCH_ONLY=decode,long adds the long context)
+#     and $OUT/prefetch.log; run 9 of bench/RESULTS.md; PREFETCH_ONLY=decode,long adds the long context,
+#     PREFETCH_CASES=mistral-7b-v0.1 limits the A/B to that model; it runs first of the extras)
 # At most 8 files come back from $OUT; each check writes 3 (results.md, results.json, its log).
 set -uo pipefail
 cd "$(dirname "$0")/../../.."
@@ -31,6 +32,17 @@ nvidia-smi --query-gpu=name,driver_version,clocks.current.sm,clocks.current.memo
 started=$SECONDS
 /tmp/node .devtools/check.mjs --prebuilt .devtools/prebuilt/manifest.json --out "$OUT/main" "$@" 2>&1 | tee "$OUT/main.log"
 status=$?
+if [ -n "${PREFETCH_AB:-}" ]; then
+  # One process per amount (a library reads MC_CUDA_PREFETCH_MB when it first initializes); the results
+  # of all of them in one file, since only 8 come back.
+  for mb in $PREFETCH_AB 0; do
+    echo "=== [$((SECONDS - started)) s] decode with --prefetch-mb $mb" | tee -a "$OUT/prefetch.log"
+    /tmp/node .devtools/check.mjs --prebuilt .devtools/prebuilt/manifest.json --out "/tmp/mc-prefetch-$mb" "$@" --only "${PREFETCH_ONLY:-decode}" ${PREFETCH_CASES:+--cases "$PREFETCH_CASES"} --prefetch-mb "$mb" 2>&1 | tee -a "$OUT/prefetch.log"
+    s=${PIPESTATUS[0]}
+    [ "$s" = 0 ] || status=$s
+    { echo "## --prefetch-mb $mb, after $((SECONDS - started)) s"; cat "/tmp/mc-prefetch-$mb/results.md"; echo; } >> "$OUT/prefetch.md"
+  done
+fi
 if [ "${BASELINE:-0}" = 1 ] && [ -f .devtools/base/.devtools/check.mjs ]; then
   echo "=== [$((SECONDS - started)) s] baseline"
   tar -xJf .devtools/base/.devtools/prebuilt.tar.xz -C .devtools/base/.devtools
@@ -40,17 +52,6 @@ if [ "${A16_AB:-0}" = 1 ]; then
   # Same libraries, same process kind: only the environment differs (read when a library first initializes).
   echo "=== [$((SECONDS - started)) s] prefill with MC_CUDA_A16=0"
   MC_CUDA_A16=0 /tmp/node .devtools/check.mjs --prebuilt .devtools/prebuilt/manifest.json --out "$OUT/no-a16" "$@" --only prefill 2>&1 | tee "$OUT/no-a16.log"
-fi
-if [ -n "${PREFETCH_AB:-}" ]; then
-  # One process per amount (a library reads MC_CUDA_PREFETCH_MB when it first initializes); the results
-  # of all of them in one file, since only 8 come back.
-  for mb in $PREFETCH_AB 0; do
-    echo "=== [$((SECONDS - started)) s] decode with --prefetch-mb $mb" | tee -a "$OUT/prefetch.log"
-    /tmp/node .devtools/check.mjs --prebuilt .devtools/prebuilt/manifest.json --out "/tmp/mc-prefetch-$mb" "$@" --only "${PREFETCH_ONLY:-decode}" --prefetch-mb "$mb" 2>&1 | tee -a "$OUT/prefetch.log"
-    s=${PIPESTATUS[0]}
-    [ "$s" = 0 ] || status=$s
-    { echo "## --prefetch-mb $mb, after $((SECONDS - started)) s"; cat "/tmp/mc-prefetch-$mb/results.md"; echo; } >> "$OUT/prefetch.md"
-  done
 fi
 if [ "${WGMMA:-0}" = 1 ]; then
   # Each engine in its own process: a library reads MC_CUDA_GEMM once, when it first initializes.
