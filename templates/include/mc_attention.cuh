@@ -48,7 +48,8 @@ struct SoftmaxRow {
   static constexpr int DPL = (HEAD_DIM + 31) / 32;
   float m = -INFINITY, l = 0.f, o[DPL] = {};
 
-  __device__ __forceinline__ void update(float s, int n, const float* vs, int lane) {
+  template <typename V>
+  __device__ __forceinline__ void update(float s, int n, const V* vs, int lane) {
     const float tile_max = warp_max(s);
     if (tile_max == -INFINITY) return;  // every key of the tile is masked for this row
     const float m_new = fmaxf(m, tile_max);
@@ -62,7 +63,7 @@ struct SoftmaxRow {
 #pragma unroll
       for (int i = 0; i < DPL; ++i) {
         const int d = lane + 32 * i;
-        if (HEAD_DIM % 32 == 0 || d < HEAD_DIM) o[i] = fmaf(pj, vs[j * HEAD_DIM + d], o[i]);
+        if (HEAD_DIM % 32 == 0 || d < HEAD_DIM) o[i] = fmaf(pj, to_f32(vs[j * HEAD_DIM + d]), o[i]);
       }
     }
     m = m_new;
@@ -80,36 +81,103 @@ __device__ __forceinline__ float tile_score(const float* q, const float* ks, int
 }
 
 /**
+ * Shared memory of the decode attention: STAGES tiles of 32 keys and values as the cache stores
+ * them, copied by cp.async so that the next tiles are in flight while one is scored (a block that
+ * loaded, waited, then scored each tile streamed its keys at ~15% of the bandwidth: bench/RESULTS.md
+ * run 10), then the block's queries in f32. Key rows are padded by one 16-byte chunk: lane j reads
+ * key j in 16-byte pieces, and the 8 lanes of a quarter-warp then hit distinct banks.
+ */
+template <int HEAD_DIM, int GROUP, typename KV>
+struct DecodeTile {
+  static constexpr int KEYS = 32, STAGES = 3, VEC = kVec<KV>, CHUNKS = HEAD_DIM / VEC;  // 16-byte chunks per key
+  static constexpr int THREADS = 32 * (GROUP < 4 ? 4 : GROUP);                           // a warp per query head, at least 4 to load tiles
+  static constexpr int K_LD = HEAD_DIM + VEC;                                            // elements per padded key row
+  static constexpr int STAGE_ELEMS = KEYS * (K_LD + HEAD_DIM);                           // keys, then values
+  static constexpr size_t bytes() { return size_t(STAGES) * STAGE_ELEMS * sizeof(KV) + size_t(GROUP) * HEAD_DIM * sizeof(float); }
+  static_assert(HEAD_DIM % VEC == 0, "a head is copied in 16-byte chunks");
+};
+
+/**
  * Decode (one query token), split along the keys (flash-decoding): block (split, kv head) reads its
  * share of the visible keys once for all GROUP query heads of the KV head (one warp each) and
  * writes an unnormalized partial (o, m, l) per head; attention_combine merges the splits. The split
  * length adapts to the position read from device memory, so a captured graph replays unchanged.
+ * Tiles of 32 keys go through a STAGES-deep cp.async ring; the first ones are issued before the
+ * queries are read. Scores and sums in f32, in the same order as the f32 reference kernels.
  */
 template <int HEAD_DIM, int GROUP, int N_KV_HEADS, int NSPLIT, int WINDOW, int KV_SLOTS, typename KV>
-__global__ void __launch_bounds__(32 * (GROUP < 4 ? 4 : GROUP)) attention_decode_kernel(
+__global__ void __launch_bounds__(DecodeTile<HEAD_DIM, GROUP, KV>::THREADS) attention_decode_kernel(
     const float* __restrict__ q /*[N_HEADS * HEAD_DIM]*/, const KV* __restrict__ k_cache, const KV* __restrict__ v_cache,
     const int32_t* __restrict__ pos0, float* __restrict__ partial /*[N_HEADS, NSPLIT, HEAD_DIM + 2]*/) {
-  constexpr int KV_DIM = N_KV_HEADS * HEAD_DIM;
+  using Tile = DecodeTile<HEAD_DIM, GROUP, KV>;
+  constexpr int KV_DIM = N_KV_HEADS * HEAD_DIM, KEYS = Tile::KEYS, STAGES = Tile::STAGES, VEC = Tile::VEC, CHUNKS = Tile::CHUNKS;
+  constexpr int K_LD = Tile::K_LD, COPIES = 2 * KEYS * CHUNKS, PER_THREAD = (COPIES + Tile::THREADS - 1) / Tile::THREADS;
   extern __shared__ float4 attn_smem[];
-  float* ks = reinterpret_cast<float*>(attn_smem);
-  float* vs = ks + 32 * KvTile<HEAD_DIM>::KLD;
-  float* qs = vs + 32 * HEAD_DIM;  // [GROUP, HEAD_DIM]
+  KV* stages = reinterpret_cast<KV*>(attn_smem);                                                       // [STAGES][keys | values]
+  float* qs = reinterpret_cast<float*>(reinterpret_cast<char*>(attn_smem) + STAGES * Tile::STAGE_ELEMS * sizeof(KV));  // [GROUP, HEAD_DIM]
   const int split = blockIdx.x, g = blockIdx.y, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int p = *pos0;
   const int lo = WINDOW > 0 ? max(0, p - WINDOW + 1) : 0;
   const int visible = p - lo + 1;
-  const int chunk = ((visible + NSPLIT - 1) / NSPLIT + 31) / 32 * 32;
+  const int chunk = ((visible + NSPLIT - 1) / NSPLIT + KEYS - 1) / KEYS * KEYS;
   const int begin = lo + split * chunk, end = min(p + 1, begin + chunk);
-  const float scale = 1.0f / sqrtf(float(HEAD_DIM));
-  for (int i = threadIdx.x; i < GROUP * HEAD_DIM; i += blockDim.x) qs[i] = q[g * GROUP * HEAD_DIM + i] * scale;
-  SoftmaxRow<HEAD_DIM> row;
-  for (int kt = begin; kt < end; kt += 32) {
-    const int n = min(32, end - kt);
-    __syncthreads();  // the previous tile (and qs) fully consumed / written
-    load_kv_tile<HEAD_DIM, KV_DIM, KV_SLOTS>(k_cache, v_cache, g, kt, n, ks, vs);
-    __syncthreads();
-    if (warp < GROUP) row.update(lane < n ? tile_score<HEAD_DIM>(qs + warp * HEAD_DIM, ks, lane) : -INFINITY, n, vs, lane);
+  const int tiles = end > begin ? (end - begin + KEYS - 1) / KEYS : 0;
+
+  // Tile t (keys begin + 32t ...) into stage t mod STAGES: every copy issued before any is waited for.
+  auto load_tile = [&](int t) {
+    KV* ks = stages + (t % STAGES) * Tile::STAGE_ELEMS;
+    KV* vs = ks + KEYS * K_LD;
+    const int kt = begin + t * KEYS, n = min(KEYS, end - kt);
+#pragma unroll
+    for (int i = 0; i < PER_THREAD; ++i) {
+      const int idx = threadIdx.x + i * Tile::THREADS;
+      const int which = idx / (KEYS * CHUNKS), j = (idx / CHUNKS) % KEYS, c = idx % CHUNKS;
+      if ((COPIES % Tile::THREADS != 0 && idx >= COPIES) || j >= n) continue;  // keys past the split are never read
+      const int64_t slot = int64_t(kt + j) % KV_SLOTS;
+      const KV* src = (which == 0 ? k_cache : v_cache) + slot * KV_DIM + g * HEAD_DIM + c * VEC;
+      cp_async16(which == 0 ? ks + j * K_LD + c * VEC : vs + j * HEAD_DIM + c * VEC, src, 16);
+    }
+  };
+#pragma unroll
+  for (int t = 0; t < STAGES - 1; ++t) {
+    if (t < tiles) load_tile(t);
+    cp_async_commit();  // one group per tile slot, empty or not, so that the waits below count alike
   }
+  const float scale = 1.0f / sqrtf(float(HEAD_DIM));
+#pragma unroll
+  for (int i = 0; i < (GROUP * HEAD_DIM + Tile::THREADS - 1) / Tile::THREADS; ++i) {
+    const int idx = threadIdx.x + i * Tile::THREADS;
+    if (idx < GROUP * HEAD_DIM) qs[idx] = q[g * GROUP * HEAD_DIM + idx] * scale;
+  }
+
+  SoftmaxRow<HEAD_DIM> row;
+  for (int t = 0; t < tiles; ++t) {
+    cp_async_wait<STAGES - 2>();  // tile t's copies (all but the newest STAGES - 2 groups) have landed
+    __syncthreads();              // ... everyone's; and every warp is done with tile t - 1's stage (and qs is written)
+    if (t + STAGES - 1 < tiles) load_tile(t + STAGES - 1);  // into the stage tile t - 1 used
+    cp_async_commit();
+    if (warp < GROUP) {
+      const KV* ks = stages + (t % STAGES) * Tile::STAGE_ELEMS;
+      const KV* vs = ks + KEYS * K_LD;
+      const int n = min(KEYS, end - (begin + t * KEYS));
+      float s = -INFINITY;
+      if (lane < n) {
+        // lane j's score q · key j, d ascending as tile_score sums it
+        const float* qh = qs + warp * HEAD_DIM;
+        const KV* k = ks + lane * K_LD;
+        s = 0.f;
+#pragma unroll 4
+        for (int c = 0; c < CHUNKS; ++c) {
+          float kv[VEC];
+          unpack<KV>(*reinterpret_cast<const uint4*>(k + c * VEC), kv);
+#pragma unroll
+          for (int i = 0; i < VEC; ++i) s = fmaf(qh[c * VEC + i], kv[i], s);
+        }
+      }
+      row.update(s, n, vs, lane);
+    }
+  }
+  cp_async_wait<0>();  // no copy may still target shared memory when the block exits
   if (warp < GROUP) {
     float* out = partial + (int64_t(g * GROUP + warp) * NSPLIT + split) * (HEAD_DIM + 2);
 #pragma unroll

@@ -19,8 +19,7 @@ constexpr int splits() {
 /** Floats of the decode partials: [N_HEADS, MAX_SPLITS, HEAD_DIM + 2] (o, m, l per split). */
 constexpr int64_t PARTIAL_FLOATS = int64_t(N_HEADS) * MAX_SPLITS * (HEAD_DIM + 2);
 
-constexpr int DECODE_THREADS = 32 * (GROUP < 4 ? 4 : GROUP);  // a warp per query head, at least 4 to load tiles
-constexpr size_t DECODE_SMEM = mc::KvTile<HEAD_DIM>::bytes() + size_t(GROUP) * HEAD_DIM * sizeof(float);
+using Decode = mc::DecodeTile<HEAD_DIM, GROUP, KV>;
 using Tile = mc::PrefillTile<HEAD_DIM, GROUP>;
 using Flash = mc::FlashTile<HEAD_DIM, GROUP>;
 /** Prefill on tensor cores for 16-bit caches and head dims that are whole mma steps; f32 caches stay exact. */
@@ -38,7 +37,7 @@ inline cudaError_t launch(const float* q /*[T, N_HEADS * HEAD_DIM] f32*/, int T,
   if (T == 1) {
     constexpr int NSPLIT = splits<WINDOW, KV_SLOTS>();
     mc::attention_decode_kernel<HEAD_DIM, GROUP, N_KV_HEADS, NSPLIT, WINDOW, KV_SLOTS, KV>
-        <<<dim3(NSPLIT, N_KV_HEADS), DECODE_THREADS, DECODE_SMEM, s>>>(q, k_cache, v_cache, pos0, partial);
+        <<<dim3(NSPLIT, N_KV_HEADS), Decode::THREADS, Decode::bytes(), s>>>(q, k_cache, v_cache, pos0, partial);
     if (cudaError_t e = cudaGetLastError()) return e;
     mc::attention_combine_kernel<HEAD_DIM, NSPLIT><<<N_HEADS, 128, 0, s>>>(partial, out);
     return cudaGetLastError();
@@ -57,7 +56,7 @@ template <int WINDOW, int KV_SLOTS>
 inline cudaError_t prepare() {
   constexpr int NSPLIT = splits<WINDOW, KV_SLOTS>();
   if (cudaError_t e = cudaFuncSetAttribute(mc::attention_decode_kernel<HEAD_DIM, GROUP, N_KV_HEADS, NSPLIT, WINDOW, KV_SLOTS, KV>,
-                                           cudaFuncAttributeMaxDynamicSharedMemorySize, int(DECODE_SMEM))) return e;
+                                           cudaFuncAttributeMaxDynamicSharedMemorySize, int(Decode::bytes()))) return e;
   if constexpr (FLASH) {
     return cudaFuncSetAttribute(mc::attention_flash_prefill_kernel<HEAD_DIM, GROUP, N_KV_HEADS, WINDOW, KV_SLOTS, KV>,
                                 cudaFuncAttributeMaxDynamicSharedMemorySize, int(Flash::smem_bytes()));
