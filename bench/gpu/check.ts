@@ -80,6 +80,11 @@ function prefetchWords(setting: string): string {
   if (between === 0 && across === 0) return 'nothing';
   return between === across ? `${between} MiB of the next GEMV's weights` : `${between} MiB of the next GEMV's weights (${across} MiB across the attention)`;
 }
+/** What MC_CUDA_A16 (mc_device.cuh: the fewest rows from which a prefill GEMM narrows A once) means, in words. */
+function a16Words(setting: string | undefined): string {
+  if (setting === undefined || setting === '' || setting === '1') return 'for every prefill';
+  return setting === '0' ? 'never (A read through the Op)' : `from ${setting} tokens`;
+}
 const e2 = (x: number | null) => (x === null ? 'n/a' : x.toExponential(2));
 
 async function hasGxx(): Promise<boolean> {
@@ -218,7 +223,8 @@ if (sections.has('torch')) {
 writeFileSync(join(out, 'results.json'), JSON.stringify({ device, copyGbs, matrix, kernels, logits, decode, long, prefill, torch }, null, 2) + '\n');
 const md: string[] = [];
 md.push(`Device: ${device.name} (${device.memory}, driver ${device.driver}); libraries built for ${device.archs.join(',')}; prefill GEMM engine: ${values.gemm} (MC_CUDA_GEMM); ` +
-  `decode GEMVs prefetch ${prefetchWords(values['prefetch-mb']!)} into L2 (MC_CUDA_PREFETCH_MB=${values['prefetch-mb']}).`);
+  `decode GEMVs prefetch ${prefetchWords(values['prefetch-mb']!)} into L2 (MC_CUDA_PREFETCH_MB=${values['prefetch-mb']}); ` +
+  `prefill GEMMs narrow A once: ${a16Words(process.env.MC_CUDA_A16)} (MC_CUDA_A16${process.env.MC_CUDA_A16 ? `=${process.env.MC_CUDA_A16}` : ' unset'}).`);
 if (copyGbs !== null) md.push(`Device-to-device copy bandwidth (read + write, 2 GiB, median of 20): ${copyGbs.toFixed(0)} GB/s.`);
 if (kernels.length > 0) {
   md.push('', '| kernel check (test/gpu/kernels.cu) | result |', '|---|---|');

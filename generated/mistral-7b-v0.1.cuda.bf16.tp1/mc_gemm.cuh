@@ -271,7 +271,7 @@ inline cudaError_t gemm_prepare_variant() {
   if (cudaError_t e = cudaFuncSetAttribute(gemm_kernel<Op, GemmLarge, A16>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(GemmLarge::smem_bytes()))) return e;
   return cudaFuncSetAttribute(gemm_kernel<Op, GemmSmall, A16>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(GemmSmall::smem_bytes()));
 }
-/** Both variants of the Op's kernels: gemm() reads A through the Op below kA16MinRows rows, narrowed from there. */
+/** Both variants of the Op's kernels: gemm() reads A through the Op, or narrowed once (narrows_a). */
 template <class Op>
 inline cudaError_t gemm_prepare() {
   if constexpr (kTensorCores<typename Op::W>) {
@@ -326,11 +326,14 @@ __global__ void __launch_bounds__(256) gemm_narrow_a_kernel(const Op op, uint16_
 }
 
 /**
- * Fewest rows for which a GEMM narrows A once first (a16): a small block's f32 A rows are then as
- * many bytes as its weight rows or more (64 × K × 4 B against 64 × K × 2 B), re-read by every
- * column block; below it the extra launch costs more than the re-reads.
+ * Whether gemm() narrows A once first (a16) for a GEMM of max_m rows: from device_info().a16_min_rows
+ * rows, by default every prefill GEMM. Not only for the bytes (f32 A re-read by every column block):
+ * read through the Op, A is loaded one K step ahead in registers, so with few tokens, where a step's
+ * math is short, every step waits for an L2 round trip; narrowed, its tiles are copied by cp.async
+ * STAGES - 1 steps ahead with B's. (From 64 rows only, the 7B's 16-token prefill ran at 27% of its
+ * weight-read floor: bench/RESULTS.md, runs 5-10 and 12.)
  */
-constexpr int kA16MinRows = 64;
+inline bool narrows_a(int max_m) { return device_info().a16_min_rows > 0 && max_m >= device_info().a16_min_rows; }
 
 /** Most K ranges a GEMM is split into, and the fewest K steps (of 32) in one range. */
 constexpr int kMaxSplits = 8, kMinSplitSteps = 8;
@@ -384,7 +387,7 @@ inline cudaError_t gemm_run(const Op& op, int items, int max_m, int n_cols, cons
  * weights' bytes set the time, the small tile's 4x as many blocks keep every SM streaming, and a
  * grid just over one wave of large blocks (e.g. 288 on 264 slots) is better cut small.
  * `a16_scratch` holds every item's A rows, Op::K each (several items need the Op's a16_first_row):
- * from kA16MinRows rows (max_m), A is narrowed into it once (gemm_narrow_a_kernel) and the GEMM
+ * where narrows_a(max_m), A is narrowed into it once (gemm_narrow_a_kernel) and the GEMM
  * copies it from there. An Op with a RowNorm gets its row statistics here too (RowNorm).
  */
 template <class Op>
@@ -393,7 +396,7 @@ inline cudaError_t gemm(const Op& op, int items, int max_m, int n_cols, cudaStre
   if constexpr (kRowNorm<Op>) {
     if (items != 1) return cudaErrorInvalidValue;  // one row statistic per row of the one item
   }
-  if (max_m < kA16MinRows || !device_info().a16 || (items > 1 && !kGroupedA16<Op>)) {
+  if (!narrows_a(max_m) || (items > 1 && !kGroupedA16<Op>)) {
     if constexpr (kRowNorm<Op>) {
       if (cudaError_t e = row_rstd<Op::K>(op.row_norm.x, max_m, op.row_norm.eps, op.row_norm.rstd, s)) return e;
     }

@@ -18,7 +18,9 @@ struct DeviceInfo {
   bool pdl = false;
   bool wgmma_built = false;  // the loaded code has the engine (sm_90a build)
   bool wgmma = false, wgmma_all = false;
-  bool a16 = true;  // prefill GEMMs narrow A once (gemm_narrow_a_kernel); MC_CUDA_A16=0 switches it off (A/B timing)
+  // Prefill GEMMs of at least this many rows narrow A once (gemm_narrow_a_kernel); 0: none.
+  // MC_CUDA_A16=N sets it (0 reads A through the Op everywhere, 64 is the rule before run 12: A/B timing).
+  int a16_min_rows = 1;
   // Decode GEMVs prefetch this much of the next one's weights into L2 (L2Next): from a GEMV to the
   // next, and across the attention (wq|wk|wv to wo, where the memory pipe idles for longer).
   // MC_CUDA_PREFETCH_MB=N (both) or N,M (M across the attention); off unless set.
@@ -52,6 +54,18 @@ inline bool parse_prefetch_mib(const char* text, int l2_bytes, int64_t& between,
   return true;
 }
 
+/**
+ * MC_CUDA_A16: the fewest rows of a prefill GEMM from which A is narrowed once, "0" (never) to
+ * "65536", plain digits; -1 for anything else. 1 (every GEMM) when unset.
+ */
+inline int parse_a16_min_rows(const char* text) {
+  if (text == nullptr) return 1;
+  long long v = 0;
+  const char* c = text;
+  for (; *c >= '0' && *c <= '9' && v <= 65536; ++c) v = v * 10 + (*c - '0');
+  return c != text && *c == '\0' && v <= 65536 ? int(v) : -1;
+}
+
 /** An MC_CUDA_* switch's value, or nullptr where it is unset or empty (empty is the same as unset). */
 inline const char* env_setting(const char* name) {
   const char* v = std::getenv(name);
@@ -75,8 +89,8 @@ inline bool check_environment(char* message, size_t size) {
   };
   if (const char* v = env_setting("MC_CUDA_GEMM"); v != nullptr && std::strcmp(v, "mma") != 0 && std::strcmp(v, "wgmma") != 0 && std::strcmp(v, "wgmma-all") != 0)
     return bad("MC_CUDA_GEMM", v, "mma, wgmma or wgmma-all", "one of those");
-  if (const char* v = env_setting("MC_CUDA_A16"); v != nullptr && std::strcmp(v, "0") != 0 && std::strcmp(v, "1") != 0)
-    return bad("MC_CUDA_A16", v, "0 or 1", "0 to read A through the Op");
+  if (const char* v = env_setting("MC_CUDA_A16"); v != nullptr && parse_a16_min_rows(v) < 0)
+    return bad("MC_CUDA_A16", v, "a row count from 0 to 65536", "0 to read A through the Op, or N to narrow it from N rows");
   int64_t between = 0, across = 0;
   if (const char* v = env_setting("MC_CUDA_PREFETCH_MB"); v != nullptr && !parse_prefetch_mib(v, 1 << 30, between, across))
     return bad("MC_CUDA_PREFETCH_MB", v, "N or N,M whole MiB", "e.g. 8 or 8,24");
@@ -109,8 +123,7 @@ inline cudaError_t init_device_info() {
   device_info().wgmma_built = built == 1;
   device_info().wgmma = built == 1 && (all || (engine != nullptr && std::strcmp(engine, "wgmma") == 0));
   device_info().wgmma_all = device_info().wgmma && all;
-  const char* a16 = env_setting("MC_CUDA_A16");
-  device_info().a16 = a16 == nullptr || std::strcmp(a16, "0") != 0;
+  device_info().a16_min_rows = std::max(0, parse_a16_min_rows(env_setting("MC_CUDA_A16")));
   // Off until measured: bench/RESULTS.md run 9. (A malformed value is refused by check_environment.)
   int l2 = 0;
   if (cudaError_t e = cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, device)) return e;

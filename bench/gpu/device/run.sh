@@ -13,8 +13,9 @@
 #     split-K and A narrowed once on the 7B's shapes)
 #   WGMMA=1 bash bench/gpu/device/run.sh --only kernels,logits,prefill   (then the same checks with every
 #     prefill GEMM on wgmma, and prefill timed with the wgmma launch rule: $OUT/wgmma-all, $OUT/wgmma)
-#   A16_AB=1 bash bench/gpu/device/run.sh --only prefill   (then prefill again with MC_CUDA_A16=0: A read
-#     through the Op by every column block, as before run 8: $OUT/no-a16)
+#   A16_AB=1 bash bench/gpu/device/run.sh --only prefill   (then prefill again with MC_CUDA_A16=0, A read
+#     through the Op by every column block as before run 8, and with MC_CUDA_A16=64, A narrowed from 64 rows
+#     only as before run 12: $OUT/a16.md and $OUT/a16.log)
 #   PREFETCH_AB="8 8,24" bash bench/gpu/device/run.sh --only decode   (then decode again with each amount of
 #     the next GEMV's weights prefetched into L2, MC_CUDA_PREFETCH_MB=N or N,M with M MiB across the
 #     attention, and once more with none, so that drift between the runs shows: all in $OUT/prefetch.md
@@ -50,8 +51,13 @@ if [ "${BASELINE:-0}" = 1 ] && [ -f .devtools/base/.devtools/check.mjs ]; then
 fi
 if [ "${A16_AB:-0}" = 1 ]; then
   # Same libraries, same process kind: only the environment differs (read when a library first initializes).
-  echo "=== [$((SECONDS - started)) s] prefill with MC_CUDA_A16=0"
-  MC_CUDA_A16=0 /tmp/node .devtools/check.mjs --prebuilt .devtools/prebuilt/manifest.json --out "$OUT/no-a16" "$@" --only prefill 2>&1 | tee "$OUT/no-a16.log"
+  for rows in 0 64; do
+    echo "=== [$((SECONDS - started)) s] prefill with MC_CUDA_A16=$rows" | tee -a "$OUT/a16.log"
+    MC_CUDA_A16=$rows /tmp/node .devtools/check.mjs --prebuilt .devtools/prebuilt/manifest.json --out "/tmp/mc-a16-$rows" "$@" --only prefill 2>&1 | tee -a "$OUT/a16.log"
+    s=${PIPESTATUS[0]}
+    [ "$s" = 0 ] || status=$s
+    { echo "## MC_CUDA_A16=$rows, after $((SECONDS - started)) s"; cat "/tmp/mc-a16-$rows/results.md"; echo; } >> "$OUT/a16.md"
+  done
 fi
 if [ "${WGMMA:-0}" = 1 ]; then
   # Each engine in its own process: a library reads MC_CUDA_GEMM once, when it first initializes.
