@@ -8,6 +8,8 @@
 #   bash bench/gpu/device/run.sh --only kernels,logits,decode,long,prefill
 #   BASELINE=1 bash bench/gpu/device/run.sh --only prefill
 #   PROFILE=1 bash bench/gpu/device/run.sh --only decode --cases mistral-7b-v0.1   (then profile.mjs)
+#   PROFILE_PREFILL=16 bash bench/gpu/device/run.sh --only prefill   (then profile.mjs --prefill 16: one 16-token
+#     prefill of Mistral-7B per kernel; PROFILE_CASE=mixtral-8x7b for another model)
 #   SANITIZE=1 bash bench/gpu/device/run.sh --only kernels   (then compute-sanitizer memcheck, racecheck and
 #     synccheck over the kernel checks of tiny-moe and mistral-7b-v0.1 in bf16, prefills of 37 and 130 tokens:
 #     split-K and A narrowed once on the 7B's shapes)
@@ -88,6 +90,11 @@ fi
 if [ "${PROFILE:-0}" = 1 ]; then
   echo "=== [$((SECONDS - started)) s] profile"
   /tmp/node .devtools/profile.mjs --prebuilt .devtools/prebuilt/manifest.json --out "$OUT/profile" 2>&1 | tee "$OUT/profile.log"
+fi
+if [ -n "${PROFILE_PREFILL:-}" ]; then
+  # One prefill of that many tokens per kernel (ncu), Mistral-7B unless PROFILE_CASE names another config.
+  echo "=== [$((SECONDS - started)) s] profile of a ${PROFILE_PREFILL}-token prefill"
+  /tmp/node .devtools/profile.mjs --prebuilt .devtools/prebuilt/manifest.json --case "${PROFILE_CASE:-mistral-7b-v0.1}" --prefill "$PROFILE_PREFILL" --out "$OUT/profile-prefill" 2>&1 | tee "$OUT/profile-prefill.log"
 fi
 echo "=== [$((SECONDS - started)) s] done"
 exit $status
