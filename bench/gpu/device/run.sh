@@ -23,7 +23,11 @@
 #     attention, and once more with none, so that drift between the runs shows: all in $OUT/prefetch.md
 #     and $OUT/prefetch.log; run 9 of bench/RESULTS.md; PREFETCH_ONLY=decode,long adds the long context,
 #     PREFETCH_CASES=mistral-7b-v0.1 limits the A/B to that model; it runs first of the extras)
-# At most 8 files come back from $OUT; each check writes 3 (results.md, results.json, its log).
+# At most 8 files come back from $OUT; each check writes 3 (results.md, results.json, its log). So:
+#   BUDGET_S=540 PACK=1 PREFETCH_AB=... bash bench/gpu/device/run.sh ...   every step gets only what is left of
+#     BUDGET_S seconds (a step past it is killed, later ones are skipped), and at the end everything under $OUT
+#     is packed into $OUT/all.tgz, beside $OUT/summary.md (every results table): a call that runs out of time
+#     still returns what it measured. Keep BUDGET_S below the device call's timeout.
 set -uo pipefail
 cd "$(dirname "$0")/../../.."
 OUT="${OUT:-/tmp/mc-device-out}"
@@ -33,14 +37,29 @@ tar -xJf .devtools/node_modules.tar.xz -C .devtools || { echo "run.sh: cannot un
 tar -xJf .devtools/prebuilt.tar.xz -C .devtools || { echo "run.sh: cannot unpack .devtools/prebuilt.tar.xz" >&2; exit 1; }
 nvidia-smi --query-gpu=name,driver_version,clocks.current.sm,clocks.current.memory,temperature.gpu --format=csv
 started=$SECONDS
-/tmp/node .devtools/check.mjs --prebuilt .devtools/prebuilt/manifest.json --out "$OUT/main" "$@" 2>&1 | tee "$OUT/main.log"
+deadline=$(( SECONDS + ${BUDGET_S:-86400} ))
+# timed CMD...: CMD with the time left of BUDGET_S (exit 124 when it is killed); skipped when none is left.
+timed() {
+  local left=$(( deadline - SECONDS ))
+  if [ "$left" -lt 15 ]; then echo "=== run.sh: BUDGET_S spent, skipped: ${*:1:4} ..." >&2; return 124; fi
+  timeout -k 5 "$left" "$@"
+}
+pack() {
+  [ "${PACK:-0}" = 1 ] || return 0
+  local sum=/tmp/mc-summary.md
+  : > "$sum"
+  find "$OUT" -name '*.md' | sort | while read -r f; do { echo "# ${f#$OUT/}"; cat "$f"; echo; } >> "$sum"; done
+  tar -czf /tmp/mc-all.tgz -C "$OUT" . && rm -rf "${OUT:?}"/* && mv /tmp/mc-all.tgz "$OUT/all.tgz" && mv "$sum" "$OUT/summary.md"
+}
+trap pack EXIT
+timed /tmp/node .devtools/check.mjs --prebuilt .devtools/prebuilt/manifest.json --out "$OUT/main" "$@" 2>&1 | tee "$OUT/main.log"
 status=$?
 if [ -n "${PREFETCH_AB:-}" ]; then
   # One process per amount (a library reads MC_CUDA_PREFETCH_MB when it first initializes); the results
   # of all of them in one file, since only 8 come back.
   for mb in $PREFETCH_AB 0; do
     echo "=== [$((SECONDS - started)) s] decode with --prefetch-mb $mb" | tee -a "$OUT/prefetch.log"
-    /tmp/node .devtools/check.mjs --prebuilt .devtools/prebuilt/manifest.json --out "/tmp/mc-prefetch-$mb" "$@" --only "${PREFETCH_ONLY:-decode}" ${PREFETCH_CASES:+--cases "$PREFETCH_CASES"} --prefetch-mb "$mb" 2>&1 | tee -a "$OUT/prefetch.log"
+    timed /tmp/node .devtools/check.mjs --prebuilt .devtools/prebuilt/manifest.json --out "/tmp/mc-prefetch-$mb" "$@" --only "${PREFETCH_ONLY:-decode}" ${PREFETCH_CASES:+--cases "$PREFETCH_CASES"} --prefetch-mb "$mb" 2>&1 | tee -a "$OUT/prefetch.log"
     s=${PIPESTATUS[0]}
     [ "$s" = 0 ] || status=$s
     { echo "## --prefetch-mb $mb, after $((SECONDS - started)) s"; cat "/tmp/mc-prefetch-$mb/results.md"; echo; } >> "$OUT/prefetch.md"
@@ -49,13 +68,13 @@ fi
 if [ "${BASELINE:-0}" = 1 ] && [ -f .devtools/base/.devtools/check.mjs ]; then
   echo "=== [$((SECONDS - started)) s] baseline"
   tar -xJf .devtools/base/.devtools/prebuilt.tar.xz -C .devtools/base/.devtools
-  (cd .devtools/base && /tmp/node .devtools/check.mjs --prebuilt .devtools/prebuilt/manifest.json --out "$OUT/base" "$@" --only "${BASELINE_ONLY:-decode,prefill}" 2>&1 | tee "$OUT/base.log")
+  (cd .devtools/base && timed /tmp/node .devtools/check.mjs --prebuilt .devtools/prebuilt/manifest.json --out "$OUT/base" "$@" --only "${BASELINE_ONLY:-decode,prefill}" 2>&1 | tee "$OUT/base.log")
 fi
 if [ "${A16_AB:-0}" = 1 ]; then
   # Same libraries, same process kind: only the environment differs (read when a library first initializes).
   for rows in 0 64; do
     echo "=== [$((SECONDS - started)) s] prefill with MC_CUDA_A16=$rows" | tee -a "$OUT/a16.log"
-    MC_CUDA_A16=$rows /tmp/node .devtools/check.mjs --prebuilt .devtools/prebuilt/manifest.json --out "/tmp/mc-a16-$rows" "$@" --only prefill 2>&1 | tee -a "$OUT/a16.log"
+    MC_CUDA_A16=$rows timed /tmp/node .devtools/check.mjs --prebuilt .devtools/prebuilt/manifest.json --out "/tmp/mc-a16-$rows" "$@" --only prefill 2>&1 | tee -a "$OUT/a16.log"
     s=${PIPESTATUS[0]}
     [ "$s" = 0 ] || status=$s
     { echo "## MC_CUDA_A16=$rows, after $((SECONDS - started)) s"; cat "/tmp/mc-a16-$rows/results.md"; echo; } >> "$OUT/a16.md"
@@ -64,12 +83,12 @@ fi
 if [ "${WGMMA:-0}" = 1 ]; then
   # Each engine in its own process: a library reads MC_CUDA_GEMM once, when it first initializes.
   echo "=== [$((SECONDS - started)) s] wgmma-all: kernel checks and logits"
-  /tmp/node .devtools/check.mjs --prebuilt .devtools/prebuilt/manifest.json --out "$OUT/wgmma-all" --gemm wgmma-all --only kernels,logits 2>&1 | tee "$OUT/wgmma-all.log"
+  timed /tmp/node .devtools/check.mjs --prebuilt .devtools/prebuilt/manifest.json --out "$OUT/wgmma-all" --gemm wgmma-all --only kernels,logits 2>&1 | tee "$OUT/wgmma-all.log"
   wg_status=${PIPESTATUS[0]}
   [ "$wg_status" = 0 ] || status=$wg_status
   if [ "$wg_status" = 0 ]; then
     echo "=== [$((SECONDS - started)) s] wgmma: prefill timing"
-    /tmp/node .devtools/check.mjs --prebuilt .devtools/prebuilt/manifest.json --out "$OUT/wgmma" --gemm wgmma --only prefill 2>&1 | tee "$OUT/wgmma.log"
+    timed /tmp/node .devtools/check.mjs --prebuilt .devtools/prebuilt/manifest.json --out "$OUT/wgmma" --gemm wgmma --only prefill 2>&1 | tee "$OUT/wgmma.log"
   fi
 fi
 if [ "${SANITIZE:-0}" = 1 ]; then
@@ -81,7 +100,7 @@ if [ "${SANITIZE:-0}" = 1 ]; then
     for tool in memcheck racecheck synccheck; do
       echo "=== [$((SECONDS - started)) s] compute-sanitizer --tool $tool: $case"
       # One log for all six (the device tool returns at most 8 files from \$OUT).
-      compute-sanitizer --tool "$tool" --error-exitcode 9 ".devtools/prebuilt/$binary" 1 37 130 2>&1 | tail -n 25 | tee -a "$OUT/sanitize.log"
+      timed compute-sanitizer --tool "$tool" --error-exitcode 9 ".devtools/prebuilt/$binary" 1 37 130 2>&1 | tail -n 25 | tee -a "$OUT/sanitize.log"
       s=${PIPESTATUS[0]}
       [ "$s" = 0 ] || status=$s
     done
@@ -89,12 +108,12 @@ if [ "${SANITIZE:-0}" = 1 ]; then
 fi
 if [ "${PROFILE:-0}" = 1 ]; then
   echo "=== [$((SECONDS - started)) s] profile"
-  /tmp/node .devtools/profile.mjs --prebuilt .devtools/prebuilt/manifest.json --out "$OUT/profile" 2>&1 | tee "$OUT/profile.log"
+  timed /tmp/node .devtools/profile.mjs --prebuilt .devtools/prebuilt/manifest.json --out "$OUT/profile" 2>&1 | tee "$OUT/profile.log"
 fi
 if [ -n "${PROFILE_PREFILL:-}" ]; then
   # One prefill of that many tokens per kernel (ncu), Mistral-7B unless PROFILE_CASE names another config.
   echo "=== [$((SECONDS - started)) s] profile of a ${PROFILE_PREFILL}-token prefill"
-  /tmp/node .devtools/profile.mjs --prebuilt .devtools/prebuilt/manifest.json --case "${PROFILE_CASE:-mistral-7b-v0.1}" --prefill "$PROFILE_PREFILL" --out "$OUT/profile-prefill" 2>&1 | tee "$OUT/profile-prefill.log"
+  timed /tmp/node .devtools/profile.mjs --prebuilt .devtools/prebuilt/manifest.json --case "${PROFILE_CASE:-mistral-7b-v0.1}" --prefill "$PROFILE_PREFILL" --out "$OUT/profile-prefill" 2>&1 | tee "$OUT/profile-prefill.log"
 fi
 echo "=== [$((SECONDS - started)) s] done"
 exit $status
