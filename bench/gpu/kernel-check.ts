@@ -3,6 +3,7 @@
  * (float64 references, fresh random inputs, poisoned outputs), run, its lines collected.
  */
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { isAbsolute, join } from 'node:path';
 import { execa } from 'execa';
 import { writeSources } from '../../compiler/build/cache.js';
@@ -46,7 +47,7 @@ export interface KernelCheckResult { config: string; dtype: string; passed: bool
 
 export async function runKernelCheck(c: KernelCase, options: { workDir: string; archs: readonly string[]; prebuilt?: ReturnType<typeof readManifest> }): Promise<KernelCheckResult> {
   const binary = prebuiltKernelCheck(c, options.prebuilt, options.archs) ?? await buildKernelCheck(c, options.workDir, options.archs);
-  const run = await execa(binary, [], { reject: false, all: true, env: { OMP_NUM_THREADS: '8' } });
+  const run = await execa(binary, [], { reject: false, all: true, env: { OMP_NUM_THREADS: String(availableParallelism()) } });  // the float64 reference uses every core
   const lines = String(run.all ?? '').split('\n').filter((l) => l.trim() !== '');
   return { config: c.config, dtype: c.dtype, passed: run.exitCode === 0, lines };
 }

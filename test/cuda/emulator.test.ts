@@ -83,6 +83,14 @@ describe.skipIf(!hasNvcc())('the CUDA emulator reports seeded bugs', () => {
     expect(r.all).toMatch(/^FAIL +\S+ +T=(37|150) /m);
   }, 300_000);
 
+  it('the decode attention without the barrier before it refills a stage of its cp.async ring fails its checks', async () => {
+    const barrier = "    __syncthreads();              // ... everyone's; and every warp is done with tile t - 1's stage (and qs is written)\n";
+    const files = mutated(renderCudaSources(medium()).files, 'mc_attention.cuh', barrier, '');
+    const r = await kernelChecks('decode-attention-barrier', files, 'mma');
+    expect(r.exitCode).toBe(1);
+    expect(r.all).toMatch(/^FAIL +attention_gqa_window +T=1 /m);
+  }, 300_000);
+
   it('a decode GEMV that drops the last, shorter share of its L2 prefetch fails its prefetch checks', async () => {
     const share = 'if (first < bytes) prefetch_l2_warp(p + first, uint32_t(bytes - first < share ? bytes - first : share), lane);';
     const files = mutated(renderCudaSources(medium()).files, 'mc_gemv.cuh', share, 'if (first + share <= bytes) prefetch_l2_warp(p + first, uint32_t(share), lane);');

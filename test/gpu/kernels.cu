@@ -105,6 +105,8 @@ template <typename T> std::vector<T> download(const T* d, size_t n) {
 
 // ---- comparison ----
 int g_failures = 0, g_checks = 0;
+/** Printed after what is checked: how the checks now running differ from the default path (else ""). */
+const char* g_variant = "";
 /** Relative L2 error; a non-finite value anywhere (an unwritten, poisoned element) is a failure. */
 void expect_close(const char* kernel, int T, const char* what, const Vec& ref, const Vec& got, double tol) {
   double num = 0, den = 0;
@@ -118,13 +120,13 @@ void expect_close(const char* kernel, int T, const char* what, const Vec& ref, c
   const bool ok = err <= tol;
   ++g_checks;
   if (!ok) ++g_failures;
-  std::printf("%s  %-32s T=%-3d %-14s rel L2 %.2e (tolerance %.0e)\n", ok ? "ok  " : "FAIL", kernel, T, what, err, tol);
+  std::printf("%s  %-32s T=%-3d %-14s rel L2 %.2e (tolerance %.0e)%s\n", ok ? "ok  " : "FAIL", kernel, T, what, err, tol, g_variant);
 }
 void expect_equal(const char* kernel, int T, const char* what, const std::vector<int32_t>& ref, const std::vector<int32_t>& got) {
   const bool ok = ref == got;
   ++g_checks;
   if (!ok) ++g_failures;
-  std::printf("%s  %-32s T=%-3d %-14s %s\n", ok ? "ok  " : "FAIL", kernel, T, what, ok ? "exact" : "differs");
+  std::printf("%s  %-32s T=%-3d %-14s %s%s\n", ok ? "ok  " : "FAIL", kernel, T, what, ok ? "exact" : "differs", g_variant);
 }
 /**
  * The weights of "the next GEMV", which a decode GEMV prefetches into L2 as its warps finish: a
@@ -186,18 +188,73 @@ Vec rmsnorm(const double* x, const Vec& w, int n, double eps) {
 }
 inline double hv(double x) { return x; }
 template <typename T> double hv(T x) { return hf(x); }
-/** y[r] = Σ_k m[(row0 + r) * K + k] x[k] for r < rows, m read as stored (no widened copy of big weights). */
-template <typename T>
-Vec matvec(const std::vector<T>& m, const double* x, int64_t row0, int rows, int K) {
-  Vec y(rows);
+/** matmul's register tile: kTileRows weight rows (widened) by kTileTokens tokens, as many independent sums. */
+constexpr int kTileRows = 4, kTileTokens = 4;
+/** acc[i][j] += Σ_k w[i * K + k] · x[k * kTileTokens + j] for i < kTileRows, j < J, k ascending. */
+template <int J>
+void dot_tile(const double* w, int K, const double* x, double (&acc)[kTileRows][J]) {
+  for (int k = 0; k < K; ++k, x += kTileTokens)
+    for (int i = 0; i < kTileRows; ++i) {
+      const double wk = w[int64_t(i) * K + k];
+#pragma omp simd
+      for (int j = 0; j < J; ++j) acc[i][j] += wk * x[j];
+    }
+}
+/**
+ * Y[t * rows + r] = Σ_k m[(row0 + r) * K + k] X[t * K + k] for the T tokens t (X: T rows of K) and
+ * r < rows, m read as stored (no widened copy of big weights). Every weight row is read and widened
+ * once for all T tokens: one matrix-vector product per token read the whole matrix T times (Mistral
+ * Large 2's w1|w3, 1.4 GB in bf16, made ~1 TB of memory traffic at 700 tokens, and the GPU check ran
+ * past its 10 minutes). Each Y is the same sum as that product's (the same terms, added in k order):
+ * the tiles only interleave kTileRows x kTileTokens independent sums, so that they vectorize.
+ */
+template <typename S>
+Vec matmul(const std::vector<S>& m, const double* X, int T, int64_t row0, int rows, int K) {
+  if (T == 0) return {};
+  const int blocks = (T + kTileTokens - 1) / kTileTokens;
+  Vec xb(size_t(blocks) * K * kTileTokens, 0.0);  // X in blocks of kTileTokens tokens, token-minor
 #pragma omp parallel for schedule(static)
-  for (int r = 0; r < rows; ++r) {
-    double acc = 0;
-    const T* row = m.data() + (row0 + r) * K;
-    for (int k = 0; k < K; ++k) acc += hv(row[k]) * x[k];
-    y[r] = acc;
+  for (int t = 0; t < T; ++t)
+    for (int k = 0; k < K; ++k) xb[(int64_t(t / kTileTokens) * K + k) * kTileTokens + t % kTileTokens] = X[int64_t(t) * K + k];
+  Vec y(size_t(T) * rows);
+#pragma omp parallel
+  {
+    Vec w(size_t(kTileRows) * K);  // this thread's weight rows, widened
+#pragma omp for schedule(dynamic, 1)
+    for (int r0 = 0; r0 < rows; r0 += kTileRows) {
+      const int nr = std::min(kTileRows, rows - r0);
+      for (int i = 0; i < kTileRows; ++i) {  // past the last row: its copy, whose sums are dropped
+        const S* row = m.data() + (row0 + r0 + std::min(i, nr - 1)) * K;
+        for (int k = 0; k < K; ++k) w[int64_t(i) * K + k] = hv(row[k]);
+      }
+      for (int b = 0; b < blocks; ++b) {
+        const double* x = xb.data() + int64_t(b) * K * kTileTokens;
+        const int t0 = b * kTileTokens, nt = std::min(kTileTokens, T - t0);
+        if (nt == kTileTokens) {
+          double acc[kTileRows][kTileTokens] = {};
+          dot_tile(w.data(), K, x, acc);
+          for (int i = 0; i < nr; ++i)
+            for (int j = 0; j < kTileTokens; ++j) y[int64_t(t0 + j) * rows + r0 + i] = acc[i][j];
+        } else {
+          for (int j = 0; j < nt; ++j) {  // the last, partial block: one token at a time
+            double acc[kTileRows][1] = {};
+            dot_tile(w.data(), K, x + j, acc);
+            for (int i = 0; i < nr; ++i) y[int64_t(t0 + j) * rows + r0 + i] = acc[i][0];
+          }
+        }
+      }
+    }
   }
   return y;
+}
+/** rmsnorm of the T rows x[first], x[first + 1], ... (n wide), stacked: matmul's X. */
+Vec rmsnorm_rows(const Vec& x, int first, int T, const Vec& w, int n, double eps) {
+  Vec out(size_t(T) * n);
+  for (int t = 0; t < T; ++t) {
+    const Vec y = rmsnorm(x.data() + int64_t(first + t) * n, w, n, eps);
+    std::copy(y.begin(), y.end(), out.begin() + int64_t(t) * n);
+  }
+  return out;
 }
 double silu(double x) { return x / (1 + std::exp(-x)); }
 
@@ -220,26 +277,25 @@ void check_qkv(int T) {
   KV* d_k = poisoned<KV>(size_t(KV_SLOTS) * K::KV_DIM);
   KV* d_v = poisoned<KV>(size_t(KV_SLOTS) * K::KV_DIM);
   CK(K::prepare<KV_SLOTS>());
-  uint16_t* d_a16 = poisoned<uint16_t>(size_t(T) * K::DIM);  // A narrowed once (prefill of >= 64 rows): every element written before it is read
+  uint16_t* d_a16 = poisoned<uint16_t>(size_t(T) * K::DIM);  // A narrowed once (every prefill GEMM, by default): every element written before it is read
   const NextWeights next;
   CK(K::launch<KV_SLOTS>(d_res, T, d_pos, d_norm, d_w, d_inv, d_rstd, d_a16, d_q, d_k, d_v, next.l2(), 0));
   CK(cudaDeviceSynchronize());
   next.expect_prefetched("rmsnorm_qkv_rope_cache", T, decode_gemv(T));
   CK(cudaDeviceSynchronize());
   const Vec res = widen(residual), nw = widen(norm);
-  const auto& wm = wqkv;
+  Vec qkv = matmul(wqkv, rmsnorm_rows(res, 0, T, nw, K::DIM, K::EPS).data(), T, 0, K::QKV, K::DIM);
   Vec q_ref, k_ref, v_ref;
   for (int t = 0; t < T; ++t) {
-    const Vec x = rmsnorm(res.data() + int64_t(t) * K::DIM, nw, K::DIM, K::EPS);
-    Vec y = matvec(wm, x.data(), 0, K::QKV, K::DIM);
+    double* y = qkv.data() + int64_t(t) * K::QKV;
     for (int n = 0; n < K::Q_DIM + K::KV_DIM; n += 2) {
       const double a = double(pos0 + t) * inv_freq[(n % K::HEAD_DIM) / 2], c = std::cos(a), s = std::sin(a);
       const double x0 = y[n], x1 = y[n + 1];
       y[n] = x0 * c - x1 * s, y[n + 1] = x0 * s + x1 * c;
     }
-    q_ref.insert(q_ref.end(), y.begin(), y.begin() + K::Q_DIM);
-    k_ref.insert(k_ref.end(), y.begin() + K::Q_DIM, y.begin() + K::Q_DIM + K::KV_DIM);
-    v_ref.insert(v_ref.end(), y.begin() + K::Q_DIM + K::KV_DIM, y.end());
+    q_ref.insert(q_ref.end(), y, y + K::Q_DIM);
+    k_ref.insert(k_ref.end(), y + K::Q_DIM, y + K::Q_DIM + K::KV_DIM);
+    v_ref.insert(v_ref.end(), y + K::Q_DIM + K::KV_DIM, y + K::QKV);
   }
   const Vec q_got = widen(download(d_q, size_t(T) * K::Q_DIM));
   const auto k_all = download(d_k, size_t(KV_SLOTS) * K::KV_DIM), v_all = download(d_v, size_t(KV_SLOTS) * K::KV_DIM);
@@ -289,11 +345,12 @@ void check_attention(int T, int32_t pos0) {
       }
       double sum = 0;
       for (double& x : s) sum += (x = std::exp(x - mx));
-      for (int i = 0; i < A::HEAD_DIM; ++i) {
-        double o = 0;
-        for (int kp = lo; kp <= p; ++kp) o += s[kp - lo] * vd[int64_t(kp % KV_SLOTS) * KV_DIM + g * A::HEAD_DIM + i];
-        ref[int64_t(t) * Q_DIM + h * A::HEAD_DIM + i] = o / sum;
+      Vec o(A::HEAD_DIM, 0.0);  // each o[i] summed over kp ascending, reading the values row by row
+      for (int kp = lo; kp <= p; ++kp) {
+        const double* value = vd.data() + int64_t(kp % KV_SLOTS) * KV_DIM + g * A::HEAD_DIM;
+        for (int i = 0; i < A::HEAD_DIM; ++i) o[i] += s[kp - lo] * value[i];
       }
+      for (int i = 0; i < A::HEAD_DIM; ++i) ref[int64_t(t) * Q_DIM + h * A::HEAD_DIM + i] = o[i] / sum;
     }
   }
   char what[64];
@@ -335,13 +392,8 @@ void check_residual_projection(const char* name, int T, Launch launch) {
   CK(launch(d_x, T, d_w, d_r, d_a16, next.l2(), cudaStream_t(0)));
   CK(cudaDeviceSynchronize());
   next.expect_prefetched(name, T, decode_gemv(T));
-  const Vec xd = widen(x);
-  const auto& wd = w;
-  Vec ref;
-  for (int t = 0; t < T; ++t) {
-    const Vec y = matvec(wd, xd.data() + int64_t(t) * IN, 0, DIM, IN);
-    for (int n = 0; n < DIM; ++n) ref.push_back(residual[int64_t(t) * DIM + n] + y[n]);
-  }
+  Vec ref = matmul(w, widen(x).data(), T, 0, DIM, IN);
+  for (size_t i = 0; i < ref.size(); ++i) ref[i] = residual[i] + ref[i];
   expect_close(name, T, "residual", ref, widen(download(d_r, size_t(T) * DIM)), T > 1 ? kTolW : kTolF32);
   cudaFree(d_x), cudaFree(d_w), cudaFree(d_r), cudaFree(d_a16);
 }
@@ -364,13 +416,7 @@ void check_output(int rows) {
   CK(cudaDeviceSynchronize());
   next.expect_prefetched("rmsnorm_output", rows, decode_gemv(rows));
   const Vec res = widen(residual), nw = widen(norm);
-  const auto& od = out;
-  Vec ref;
-  for (int i = 0; i < rows; ++i) {
-    const Vec x = rmsnorm(res.data() + int64_t(first + i) * O::DIM, nw, O::DIM, O::EPS);
-    const Vec y = matvec(od, x.data(), 0, O::VOCAB_LOCAL, O::DIM);
-    ref.insert(ref.end(), y.begin(), y.end());
-  }
+  const Vec ref = matmul(out, rmsnorm_rows(res, first, rows, nw, O::DIM, O::EPS).data(), rows, 0, O::VOCAB_LOCAL, O::DIM);
   expect_close("rmsnorm_output", rows, "logits", ref, widen(download(d_logits, size_t(rows) * O::VOCAB_LOCAL)), rows > 1 ? kTolW : kTolF32);
   cudaFree(d_res), cudaFree(d_norm), cudaFree(d_out), cudaFree(d_rstd), cudaFree(d_a16), cudaFree(d_logits);
 }
@@ -393,11 +439,10 @@ void check_w13(int T) {
   CK(cudaDeviceSynchronize());
   next.expect_prefetched("rmsnorm_w13_swiglu", T, decode_gemv(T));
   const Vec res = widen(residual), nw = widen(norm);
-  const auto& wd = w13;
+  const Vec ab = matmul(w13, rmsnorm_rows(res, 0, T, nw, F::DIM, F::EPS).data(), T, 0, 2 * F::HIDDEN, F::DIM);  // w1 x | w3 x per token
   Vec ref;
   for (int t = 0; t < T; ++t) {
-    const Vec x = rmsnorm(res.data() + int64_t(t) * F::DIM, nw, F::DIM, F::EPS);
-    const Vec a = matvec(wd, x.data(), 0, F::HIDDEN, F::DIM), b = matvec(wd, x.data(), F::HIDDEN, F::HIDDEN, F::DIM);
+    const double *a = ab.data() + int64_t(t) * 2 * F::HIDDEN, *b = a + F::HIDDEN;
     for (int u = 0; u < F::HIDDEN; ++u) ref.push_back(silu(a[u]) * b[u]);
   }
   expect_close("rmsnorm_w13_swiglu", T, "hidden", ref, widen(download(d_h, size_t(T) * F::HIDDEN)), T > 1 ? kTolW : kTolF32);
@@ -437,18 +482,31 @@ void check_gate(int T) {
   CK(G::launch(d_res, T, d_norm, d_gate, d_normed, d_ex, d_wt, 0));
   CK(cudaDeviceSynchronize());
   const Vec res = widen(residual), nw = widen(norm);
-  const auto& gd = gate;
-  Vec normed_ref, wt_ref;
+  const Vec normed_ref = rmsnorm_rows(res, 0, T, nw, G::DIM, G::EPS);
+  const Vec logits = matmul(gate, normed_ref.data(), T, 0, G::EXPERTS, G::DIM);
+  Vec wt_ref;
   std::vector<int32_t> ex_ref;
-  for (int t = 0; t < T; ++t) {
-    const Vec x = rmsnorm(res.data() + int64_t(t) * G::DIM, nw, G::DIM, G::EPS);
-    normed_ref.insert(normed_ref.end(), x.begin(), x.end());
-    route(matvec(gd, x.data(), 0, G::EXPERTS, G::DIM), G::EXPERTS, G::TOP_K, ex_ref, wt_ref);
-  }
+  for (int t = 0; t < T; ++t)
+    route(Vec(logits.begin() + int64_t(t) * G::EXPERTS, logits.begin() + int64_t(t + 1) * G::EXPERTS), G::EXPERTS, G::TOP_K, ex_ref, wt_ref);
   expect_close("rmsnorm_moe_gate_topk_softmax", T, "normed", normed_ref, widen(download(d_normed, size_t(T) * G::DIM)), kTolF32);
   expect_equal("rmsnorm_moe_gate_topk_softmax", T, "experts", ex_ref, download(d_ex, size_t(T) * G::TOP_K));
   expect_close("rmsnorm_moe_gate_topk_softmax", T, "weights", wt_ref, widen(download(d_wt, size_t(T) * G::TOP_K)), kTolF32 * 10);
   cudaFree(d_res), cudaFree(d_norm), cudaFree(d_gate), cudaFree(d_normed), cudaFree(d_ex), cudaFree(d_wt);
+}
+
+/** The indices i < n of each expert (expert_of(i)), ascending: one matmul per expert reads its weights once. */
+template <typename F>
+std::vector<std::vector<int>> by_expert(int experts, int n, F expert_of) {
+  std::vector<std::vector<int>> out(experts);
+  for (int i = 0; i < n; ++i) out[expert_of(i)].push_back(i);
+  return out;
+}
+/** The rows src[row_of(i)] (n wide) for the indices i, stacked: matmul's X. */
+template <typename F>
+Vec gather(const Vec& src, int n, const std::vector<int>& indices, F row_of) {
+  Vec out(indices.size() * size_t(n));
+  for (size_t i = 0; i < indices.size(); ++i) std::copy_n(src.begin() + int64_t(row_of(indices[i])) * n, n, out.begin() + int64_t(i) * n);
+  return out;
 }
 
 /** Random distinct experts per token and the stable counting sort the kernels expect. */
@@ -504,14 +562,16 @@ void check_moe_w13(int T) {
   CK(M::launch(d_x, T, d_off, d_rows, d_w, d_a16, d_h, 0));
   CK(cudaDeviceSynchronize());
   const Vec xd = widen(normed);
-  const auto& wd = w13;
   Vec ref(size_t(T) * M::TOP_K * M::HIDDEN);
-  for (int row = 0; row < T * M::TOP_K; ++row) {
-    const int e = r.expert[r.rows[row]], t = r.rows[row] / M::TOP_K;
-    const int64_t base = int64_t(e) * 2 * M::HIDDEN;
-    const Vec a = matvec(wd, xd.data() + int64_t(t) * M::DIM, base, M::HIDDEN, M::DIM);
-    const Vec b = matvec(wd, xd.data() + int64_t(t) * M::DIM, base + M::HIDDEN, M::HIDDEN, M::DIM);
-    for (int u = 0; u < M::HIDDEN; ++u) ref[int64_t(row) * M::HIDDEN + u] = silu(a[u]) * b[u];
+  const auto rows_of = by_expert(M::EXPERTS, T * M::TOP_K, [&](int row) { return r.expert[r.rows[row]]; });
+  for (int e = 0; e < M::EXPERTS; ++e) {  // row: the token of pair r.rows[row] through its expert's w1 | w3
+    const std::vector<int>& rs = rows_of[e];
+    const Vec x = gather(xd, M::DIM, rs, [&](int row) { return r.rows[row] / M::TOP_K; });
+    const Vec ab = matmul(w13, x.data(), int(rs.size()), int64_t(e) * 2 * M::HIDDEN, 2 * M::HIDDEN, M::DIM);
+    for (size_t i = 0; i < rs.size(); ++i) {
+      const double *a = ab.data() + int64_t(i) * 2 * M::HIDDEN, *b = a + M::HIDDEN;
+      for (int u = 0; u < M::HIDDEN; ++u) ref[int64_t(rs[i]) * M::HIDDEN + u] = silu(a[u]) * b[u];
+    }
   }
   expect_close("moe_w13_swiglu", T, "hidden", ref, widen(download(d_h, size_t(T) * M::TOP_K * M::HIDDEN)), T > 1 ? kTolW : kTolF32);
   cudaFree(d_x), cudaFree(d_off), cudaFree(d_rows), cudaFree(d_w), cudaFree(d_h), cudaFree(d_a16);
@@ -538,13 +598,19 @@ void check_moe_w2(int T) {
   CK(cudaDeviceSynchronize());
   next.expect_prefetched("moe_w2_combine_residual", T, decode_gemv(T));
   const Vec hd = widen(hidden);
-  const auto& wd = w2;
+  Vec y(size_t(T) * M::TOP_K * M::DIM);  // per pair: its hidden row through its expert's w2
+  const auto pairs_of = by_expert(M::EXPERTS, T * M::TOP_K, [&](int pair) { return r.expert[pair]; });
+  for (int e = 0; e < M::EXPERTS; ++e) {
+    const std::vector<int>& ps = pairs_of[e];
+    const Vec x = gather(hd, M::HIDDEN, ps, [&](int pair) { return r.pair_row[pair]; });
+    const Vec ye = matmul(w2, x.data(), int(ps.size()), int64_t(e) * M::DIM, M::DIM, M::HIDDEN);
+    for (size_t i = 0; i < ps.size(); ++i) std::copy_n(ye.begin() + int64_t(i) * M::DIM, M::DIM, y.begin() + int64_t(ps[i]) * M::DIM);
+  }
   Vec ref(residual.begin(), residual.end());
   for (int t = 0; t < T; ++t)
     for (int k = 0; k < M::TOP_K; ++k) {
       const int pair = t * M::TOP_K + k;
-      const Vec y = matvec(wd, hd.data() + int64_t(r.pair_row[pair]) * M::HIDDEN, int64_t(r.expert[pair]) * M::DIM, M::DIM, M::HIDDEN);
-      for (int d = 0; d < M::DIM; ++d) ref[int64_t(t) * M::DIM + d] += r.weight[pair] * y[d];
+      for (int d = 0; d < M::DIM; ++d) ref[int64_t(t) * M::DIM + d] += r.weight[pair] * y[int64_t(pair) * M::DIM + d];
     }
   expect_close("moe_w2_combine_residual", T, "residual", ref, widen(download(d_r, size_t(T) * M::DIM)), T > 1 ? kTolW : kTolF32);
   cudaFree(d_h), cudaFree(d_off), cudaFree(d_pair), cudaFree(d_ex), cudaFree(d_wt), cudaFree(d_w), cudaFree(d_tmp), cudaFree(d_r), cudaFree(d_a16);
@@ -623,8 +689,7 @@ int main(int argc, char** argv) {
     ++g_failures;
   }
   check_prefetch_setting();
-  for (int T : {1, tp, tl}) {
-    check_embedding(T);
+  const auto projections = [](int T) {
     check_qkv<1024>(T);
     check_residual_projection<wo_residual::DIM, wo_residual::IN>("wo_residual", T, wo_residual::launch);
     check_output(T);
@@ -637,6 +702,19 @@ int main(int argc, char** argv) {
     check_moe_w13(T);
     check_moe_w2(T);
 #endif
+  };
+  for (int T : {1, tp, tl}) {
+    check_embedding(T);
+    projections(T);
+  }
+  if (mc::kTensorCores<W> && mc::device_info().a16_min_rows > 0) {
+    // The prefill GEMMs with A read through the Op (MC_CUDA_A16=0), the path the default no longer takes.
+    const int saved = mc::device_info().a16_min_rows;
+    mc::device_info().a16_min_rows = 0;
+    g_variant = "  [A read through the Op]";
+    projections(tp);
+    mc::device_info().a16_min_rows = saved;
+    g_variant = "";
   }
   // Decode over a full cache with empty splits, a window over a wrapped ring, prefill across the wrap
   // (positions 100 .. 100 + T - 1 cross slot 0 of the 64-slot ring at 128 for T > 28).
@@ -646,6 +724,10 @@ int main(int argc, char** argv) {
   check_attention<0, 256>(tp, 100);
   check_attention<16, 64>(tp < 48 ? tp : 48, 100);
   check_attention<0, 8192>(1, 5000);
+  // Decode splits of many tiles (more than the cp.async ring's stages): a long full cache, and a
+  // window over a ring that has wrapped several times.
+  check_attention<0, 32768>(1, 30000);
+  check_attention<4096, 4608>(1, 20000);
   // Long prefills: many 64-key tiles, a window that starts to slide inside the call, rows past T.
   check_attention<0, 1024>(tl, 50);
   check_attention<4096, 8192>(tl < 300 ? tl : 300, 3900);
