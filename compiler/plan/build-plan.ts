@@ -1,6 +1,7 @@
 import { checkpointTensors } from '../config/checkpoint.js';
 import type { ModelConfig } from '../config/model.js';
 import { PlanError } from '../errors.js';
+import { checkCudaShapes } from './cuda-limits.js';
 import { epilogueKernels, layerKernels, prologueKernels } from './kernels.js';
 import { activationBuffers, kvCachePlan } from './memory.js';
 import { MOE_WHY, rankShape, SHARDING_RULES, shardWeights } from './sharding.js';
@@ -27,6 +28,7 @@ export function buildPlan(model: ModelConfig, partial: Partial<PlanOptions> = {}
   const options: PlanOptions = { ...DEFAULT_PLAN_OPTIONS, ...partial };
   checkPlanOptions(options);
   const shape = rankShape(model, options.tp);
+  if (options.target === 'cuda') checkCudaShapes(model, shape, options.dtype, options.tp);
   const maxTokens = Math.min(options.maxTokens, model.max_seq_len);
   return {
     format: 'mistral-compile.plan/1',

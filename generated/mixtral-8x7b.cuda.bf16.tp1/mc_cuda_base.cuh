@@ -35,6 +35,13 @@ template <> __device__ __forceinline__ f16 from_f32<f16>(float x) { return __flo
 /** Whether prefill GEMMs of this weight type run on tensor cores (f32 weights stay on the exact path). */
 template <typename W> constexpr bool kTensorCores = !std::is_same<W, float>::value;
 
+/**
+ * Shared memory one block may use: what sm_80 allows after opting in (sm_90 allows 227 KB). The
+ * plan refuses a model whose kernels would need more (compiler/plan/cuda-limits.ts); the kernels
+ * static_assert it too, so that a drift between the two fails the build, not a launch.
+ */
+constexpr size_t kMaxSmemBytes = 163 * 1024;
+
 /** Elements of W in one 16-byte load. */
 template <typename W> constexpr int kVec = 16 / int(sizeof(W));
 

@@ -152,7 +152,10 @@ __global__ void __launch_bounds__(Op::WARPS * 32) gemv_kernel(const Op op, const
   next.prefetch_share((int64_t(blockIdx.y) * gridDim.x + blockIdx.x) * Op::WARPS + warp, int64_t(gridDim.x) * gridDim.y * Op::WARPS, lane);
 }
 
-template <class Op> constexpr size_t gemv_smem_bytes() { return size_t(Op::NSRC) * Op::K * sizeof(float); }
+template <class Op> constexpr size_t gemv_smem_bytes() {
+  static_assert(size_t(Op::NSRC) * Op::K * sizeof(float) <= kMaxSmemBytes, "a GEMV's input rows exceed a block's shared memory: compiler/plan/cuda-limits.ts should have refused this model");
+  return size_t(Op::NSRC) * Op::K * sizeof(float);
+}
 
 /** Blocks of this GEMV that fit on the device at once (0 until gemv_prepare ran: then one block per 8 groups). */
 template <class Op>

@@ -80,6 +80,8 @@ __device__ __forceinline__ float tile_score(const float* q, const float* ks, int
   return s;
 }
 
+/** Up to this many bytes the decode attention's ring is 3 stages deep (compiler/plan/cuda-limits.ts has the same rule). */
+constexpr size_t kDecodeThreeStagesMax = 100 * 1024;
 /**
  * Shared memory of the decode attention: STAGES tiles of 32 keys and values as the cache stores
  * them, copied by cp.async so that the next tiles are in flight while one is scored (a block that
@@ -89,11 +91,14 @@ __device__ __forceinline__ float tile_score(const float* q, const float* ks, int
  */
 template <int HEAD_DIM, int GROUP, typename KV>
 struct DecodeTile {
-  static constexpr int KEYS = 32, STAGES = 3, VEC = kVec<KV>, CHUNKS = HEAD_DIM / VEC;  // 16-byte chunks per key
-  static constexpr int THREADS = 32 * (GROUP < 4 ? 4 : GROUP);                           // a warp per query head, at least 4 to load tiles
-  static constexpr int K_LD = HEAD_DIM + VEC;                                            // elements per padded key row
-  static constexpr int STAGE_ELEMS = KEYS * (K_LD + HEAD_DIM);                           // keys, then values
-  static constexpr size_t bytes() { return size_t(STAGES) * STAGE_ELEMS * sizeof(KV) + size_t(GROUP) * HEAD_DIM * sizeof(float); }
+  static constexpr int KEYS = 32, VEC = kVec<KV>, CHUNKS = HEAD_DIM / VEC;  // 16-byte chunks per key
+  static constexpr int THREADS = 32 * (GROUP < 4 ? 4 : GROUP);              // a warp per query head, at least 4 to load tiles
+  static constexpr int K_LD = HEAD_DIM + VEC;                               // elements per padded key row
+  static constexpr int STAGE_ELEMS = KEYS * (K_LD + HEAD_DIM);              // keys, then values
+  static constexpr size_t STAGE_BYTES = size_t(STAGE_ELEMS) * sizeof(KV), Q_BYTES = size_t(GROUP) * HEAD_DIM * sizeof(float);
+  /** 3 stages, or 2 where 3 would pass kDecodeThreeStagesMax (wide f32 heads): two blocks still fit an SM. */
+  static constexpr int STAGES = 3 * STAGE_BYTES + Q_BYTES <= kDecodeThreeStagesMax ? 3 : 2;
+  static constexpr size_t bytes() { return STAGES * STAGE_BYTES + Q_BYTES; }
   static_assert(HEAD_DIM % VEC == 0, "a head is copied in 16-byte chunks");
 };
 

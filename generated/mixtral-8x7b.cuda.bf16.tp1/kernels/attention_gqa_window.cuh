@@ -24,6 +24,8 @@ using Tile = mc::PrefillTile<HEAD_DIM, GROUP>;
 using Flash = mc::FlashTile<HEAD_DIM, GROUP>;
 /** Prefill on tensor cores for 16-bit caches and head dims that are whole mma steps; f32 caches stay exact. */
 constexpr bool FLASH = mc::kFlashPrefill<KV, HEAD_DIM, GROUP>;
+static_assert(Decode::bytes() <= mc::kMaxSmemBytes && (FLASH ? Flash::smem_bytes() : Tile::smem_bytes()) <= mc::kMaxSmemBytes,
+              "attention tiles larger than a block's shared memory: compiler/plan/cuda-limits.ts should have refused this head_dim");
 
 /**
  * out = softmax(q kᵀ / sqrt(HEAD_DIM)) v over the keys each query sees: positions (p - WINDOW, p]

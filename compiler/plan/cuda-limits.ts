@@ -1,0 +1,79 @@
+import type { ModelConfig } from '../config/model.js';
+import { PlanError } from '../errors.js';
+import { DTYPE_BYTES } from './memory.js';
+import type { Dtype, Shape } from './types.js';
+
+/**
+ * The shapes the CUDA kernels can take, checked when a plan targets CUDA: a params.json that the
+ * config validation accepts but these kernels cannot run (a head_dim that is not a whole number of
+ * 16-byte chunks, a hidden_dim whose row does not fit a block's shared memory) fails here with its
+ * field and a fix, instead of in nvcc (a static_assert) or at the first launch (too much shared
+ * memory). The sizes mirror the kernels' own (named at each); the templates static_assert the same
+ * limit (mc::kMaxSmemBytes), so a drift between the two fails the build, never a launch.
+ */
+
+/** Shared memory one block may use: what sm_80 allows after opting in (sm_90 allows 227 KB). */
+export const CUDA_MAX_SMEM_BYTES = 163 * 1024;
+
+/** Elements of a 16-byte chunk: the unit every CUDA kernel reads rows in (mc::kVec). */
+export function cudaVec(dtype: Dtype): number {
+  return 16 / DTYPE_BYTES[dtype];
+}
+
+/** mc::DecodeTile: the decode attention's cp.async ring (3 stages, 2 where 3 would pass 100 KB) and its queries. */
+export function decodeAttentionSmem(headDim: number, group: number, dtype: Dtype): { stages: number; bytes: number } {
+  const elt = DTYPE_BYTES[dtype], vec = cudaVec(dtype);
+  const stage = 32 * (headDim + vec + headDim) * elt, queries = group * headDim * 4;
+  const stages = 3 * stage + queries <= DECODE_THREE_STAGES_MAX ? 3 : 2;
+  return { stages, bytes: stages * stage + queries };
+}
+/** mc::kDecodeThreeStagesMax: up to this many bytes the ring is 3 stages deep, so that two blocks still fit an SM. */
+export const DECODE_THREE_STAGES_MAX = 100 * 1024;
+
+/** The prefill attention: flash tiles (16-bit caches, head_dim ≤ 128, mc::FlashTile) or the f32 kernel's (mc::PrefillTile). */
+export function prefillAttentionSmem(headDim: number, group: number, dtype: Dtype): number {
+  if (dtype !== 'f32' && headDim % 16 === 0 && headDim <= 128 && group <= 64) return 2 * 2 * 64 * (headDim + 8) * 2;
+  const rows = (group >= 32 ? 1 : Math.floor(32 / group)) * group;
+  return 32 * (2 * headDim + 1) * 4 + rows * headDim * 4;
+}
+
+/** Every shared-memory size the plan's kernels ask for, with the params.json field that sets it. */
+function sharedMemoryNeeds(model: ModelConfig, shape: Shape, dtype: Dtype): Array<{ field: string; value: number; what: string; bytes: number; perRank?: boolean }> {
+  const group = shape.n_heads / shape.n_kv_heads;
+  const needs = [
+    { field: 'head_dim', value: model.head_dim, what: 'the decode attention', bytes: decodeAttentionSmem(model.head_dim, group, dtype).bytes },
+    { field: 'head_dim', value: model.head_dim, what: 'the prefill attention', bytes: prefillAttentionSmem(model.head_dim, group, dtype) },
+    // Decode GEMVs keep their input rows in shared memory as f32 (mc::gemv_smem_bytes: NSRC × K × 4).
+    { field: 'dim', value: model.dim, what: 'a decode GEMV\'s input row', bytes: model.dim * 4 },
+    { field: 'head_dim', value: model.head_dim, what: 'wo\'s input row (n_heads × head_dim)', bytes: shape.n_heads * model.head_dim * 4, perRank: true },
+  ];
+  if (model.moe === null) {
+    needs.push({ field: 'hidden_dim', value: model.hidden_dim, what: 'w2\'s input row', bytes: shape.hidden_dim * 4, perRank: true });
+  } else {
+    needs.push({ field: 'hidden_dim', value: model.hidden_dim, what: `the experts' w2 input rows (num_experts_per_tok = ${model.moe.num_experts_per_tok} of them)`,
+      bytes: model.moe.num_experts_per_tok * shape.hidden_dim * 4, perRank: true });
+  }
+  return needs;
+}
+
+/** Throws a PlanError naming the params.json field when the CUDA kernels cannot take this model at this dtype and --tp. */
+export function checkCudaShapes(model: ModelConfig, shape: Shape, dtype: Dtype, tp: number): void {
+  const vec = cudaVec(dtype);
+  const chunks: Array<[string, number, number, string]> = [
+    ['head_dim', model.head_dim, model.head_dim, 'a head'],
+    ['dim', model.dim, model.dim, 'a row of the residual'],
+    ['hidden_dim', model.hidden_dim, shape.hidden_dim, tp > 1 ? `a rank's share of the hidden units (hidden_dim / ${tp})` : 'a row of the hidden units'],
+  ];
+  for (const [field, value, local, what] of chunks) {
+    if (local % vec !== 0) {
+      throw new PlanError(model.source, field, `${field} = ${value}: --target cuda reads ${what} in 16-byte chunks of ${vec} ${dtype} values, and ${local} is not a multiple of ${vec}`,
+        `use --target cpu, or a ${field} that makes it a multiple of ${vec}${dtype === 'f32' ? '' : ' (or --dtype f32: multiples of 4)'}`);
+    }
+  }
+  for (const need of sharedMemoryNeeds(model, shape, dtype)) {
+    if (need.bytes > CUDA_MAX_SMEM_BYTES) {
+      throw new PlanError(model.source, need.field, `${need.field} = ${need.value}: ${need.what} needs ${Math.ceil(need.bytes / 1024)} KB of shared memory in one CUDA block, more than the ${CUDA_MAX_SMEM_BYTES / 1024} KB a block may have`,
+        `use --target cpu${need.perRank === true && tp < 8 ? ', or a larger --tp (it divides this row among the ranks)' : ''}${need.field === 'head_dim' && dtype === 'f32' ? ', or --dtype bf16' : ''}`);
+    }
+  }
+}
