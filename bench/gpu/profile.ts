@@ -140,15 +140,17 @@ const mb = (bytes: number) => (bytes / 1e6).toFixed(1);
 
 function report(c: DecodeCase, plan: Plan, launches: KernelLaunch[], meta: { device: string; ncuVersion: string; command: string; skip: number; count: number; estimate: number; plain: ChildReport | null }): { md: string; json: unknown } {
   const what = prefillTokens === null ? 'decode step' : `prefill of ${prefillTokens} tokens`;
-  const step = findStep(launches);
-  if (step === null) throw new Error(`no whole ${what} twice among the ${launches.length} profiled kernels (estimated ${meta.estimate} per step); pass a larger --count`);
+  const found = findStep(launches);
+  if (found === null) throw new Error(`no whole ${what} twice among the ${launches.length} profiled kernels (estimated ${meta.estimate} per step); pass a larger --count`);
+  // A prefill: the second of the child's two calls (the first also picks tiles and warms the caches).
+  const step = prefillTokens === null || found.start + 2 * found.length > launches.length ? found : { start: found.start + found.length, length: found.length };
   const one = launches.slice(step.start, step.start + step.length);
   const groups = groupByKernel(one);
   const stepNs = one.reduce((s, k) => s + k.durationNs, 0);
   const read = one.reduce((s, k) => s + k.dramReadBytes, 0);
   const written = one.reduce((s, k) => s + k.dramWriteBytes, 0);
   const everyStep: number[] = [];
-  for (let s = step.start; s + step.length <= launches.length; s += step.length) {
+  for (let s = found.start; s + step.length <= launches.length; s += step.length) {
     everyStep.push(launches.slice(s, s + step.length).reduce((sum, k) => sum + k.durationNs, 0) / 1e6);
   }
   // A decode step reads every weight once; a prefill of P tokens its weights at least once (weightBytesRead).

@@ -20,15 +20,15 @@ export function cudaVec(dtype: Dtype): number {
   return 16 / DTYPE_BYTES[dtype];
 }
 
-/** mc::DecodeTile: the decode attention's cp.async ring (3 stages, 2 where 3 would pass 100 KB) and its queries. */
+/** mc::DecodeTile: the decode attention's cp.async ring (3 stages, 2 where 3 would pass 96 KB) and its queries. */
 export function decodeAttentionSmem(headDim: number, group: number, dtype: Dtype): { stages: number; bytes: number } {
   const elt = DTYPE_BYTES[dtype], vec = cudaVec(dtype);
   const stage = 32 * (headDim + vec + headDim) * elt, queries = group * headDim * 4;
   const stages = 3 * stage + queries <= DECODE_THREE_STAGES_MAX ? 3 : 2;
   return { stages, bytes: stages * stage + queries };
 }
-/** mc::kDecodeThreeStagesMax: up to this many bytes the ring is 3 stages deep, so that two blocks still fit an SM. */
-export const DECODE_THREE_STAGES_MAX = 100 * 1024;
+/** mc::kDecodeThreeStagesMax: up to this many bytes the ring is 3 stages deep (under the 99 KB a block may have on compute capability 8.6 and 8.9). */
+export const DECODE_THREE_STAGES_MAX = 96 * 1024;
 
 /** The prefill attention: flash tiles (16-bit caches, head_dim ≤ 128, mc::FlashTile) or the f32 kernel's (mc::PrefillTile). */
 export function prefillAttentionSmem(headDim: number, group: number, dtype: Dtype): number {
@@ -59,6 +59,12 @@ function sharedMemoryNeeds(model: ModelConfig, shape: Shape, dtype: Dtype): Arra
 /** Throws a PlanError naming the params.json field when the CUDA kernels cannot take this model at this dtype and --tp. */
 export function checkCudaShapes(model: ModelConfig, shape: Shape, dtype: Dtype, tp: number): void {
   const vec = cudaVec(dtype);
+  // The decode attention gives each query head of a KV group a warp of one block (mc::DecodeTile).
+  const group = shape.n_heads / shape.n_kv_heads;
+  if (group > 32) {
+    throw new PlanError(model.source, 'n_kv_heads', `n_kv_heads = ${model.n_kv_heads}: ${group} query heads share a KV head${tp > 1 ? ' on a rank' : ''}, and --target cuda scores at most 32 of them in one block (a warp each)`,
+      `use --target cpu, or at least ${Math.ceil(model.n_heads / 32)} KV heads`);
+  }
   const chunks: Array<[string, number, number, string]> = [
     ['head_dim', model.head_dim, model.head_dim, 'a head'],
     ['dim', model.dim, model.dim, 'a row of the residual'],

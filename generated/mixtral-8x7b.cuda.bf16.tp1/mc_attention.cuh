@@ -80,8 +80,12 @@ __device__ __forceinline__ float tile_score(const float* q, const float* ks, int
   return s;
 }
 
-/** Up to this many bytes the decode attention's ring is 3 stages deep (compiler/plan/cuda-limits.ts has the same rule). */
-constexpr size_t kDecodeThreeStagesMax = 100 * 1024;
+/**
+ * Up to this many bytes the decode attention's ring is 3 stages deep (compiler/plan/cuda-limits.ts
+ * has the same rule): under the 99 KB a block may have on compute capability 8.6 and 8.9, where the
+ * sm_80 code also runs.
+ */
+constexpr size_t kDecodeThreeStagesMax = 96 * 1024;
 /**
  * Shared memory of the decode attention: STAGES tiles of 32 keys and values as the cache stores
  * them, copied by cp.async so that the next tiles are in flight while one is scored (a block that
@@ -96,10 +100,11 @@ struct DecodeTile {
   static constexpr int K_LD = HEAD_DIM + VEC;                               // elements per padded key row
   static constexpr int STAGE_ELEMS = KEYS * (K_LD + HEAD_DIM);              // keys, then values
   static constexpr size_t STAGE_BYTES = size_t(STAGE_ELEMS) * sizeof(KV), Q_BYTES = size_t(GROUP) * HEAD_DIM * sizeof(float);
-  /** 3 stages, or 2 where 3 would pass kDecodeThreeStagesMax (wide f32 heads): two blocks still fit an SM. */
+  /** 3 stages, or 2 where 3 would pass kDecodeThreeStagesMax (wide f32 heads). */
   static constexpr int STAGES = 3 * STAGE_BYTES + Q_BYTES <= kDecodeThreeStagesMax ? 3 : 2;
   static constexpr size_t bytes() { return STAGES * STAGE_BYTES + Q_BYTES; }
   static_assert(HEAD_DIM % VEC == 0, "a head is copied in 16-byte chunks");
+  static_assert(THREADS <= 1024, "a warp per query head of a KV group: at most 32 (compiler/plan/cuda-limits.ts refuses more)");
 };
 
 /**

@@ -41,6 +41,8 @@ const CASES: Case[] = [
     { config: c, dtype: 'bf16' as const, engine: 'wgmma-all' as const, tokens: [37, 150] as [number, number] },
     { config: c, dtype: 'f16' as const, engine: 'wgmma-all' as const, tokens: [21, 140] as [number, number] },
   ]),
+  // f32 heads of 128: the decode attention's ring is 2 stages deep there (3 would pass 96 KB).
+  { config: 'medium-moe', dtype: 'f32', engine: 'mma', tokens: [37, 150] },
 ];
 
 describe.skipIf(!hasNvcc())('CUDA kernels on the emulator (no GPU)', () => {

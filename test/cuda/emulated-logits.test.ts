@@ -24,36 +24,39 @@ afterEach(() => {
   delete process.env.MC_CUDA_GEMM;
   delete process.env.MC_EMU_SEED;
   delete process.env.MC_CUDA_PREFETCH_MB;
+  delete process.env.MC_CUDA_A16;
 });
 
-interface Case { config: string; dtype: Dtype; engine?: 'wgmma-all'; seed?: number; prompt?: number; chunk?: number; prefetchMb?: string }
+interface Case { config: string; dtype: Dtype; engine?: 'wgmma-all'; seed?: number; prompt?: number; chunk?: number; prefetchMb?: string; a16?: string }
 // Dense, windowed (int and per-layer list), MoE top-2 and top-1; each dtype at least once; the wgmma
 // engine under the whole model. Fresh weights each run, except MoE in 16 bits: top-k routing is
 // discontinuous, and at a fresh seed a near-tie of two gate logits (within bf16 rounding) can route
 // a token differently from float64 (bench/RESULTS.md, run 1), so those use fixed seeds, as test/e2e does.
 // prefetchMb: decode GEMVs prefetch the next GEMV's weights into L2 (MC_CUDA_PREFETCH_MB), whose
-// ranges the emulator checks against the device allocations.
+// ranges the emulator checks against the device allocations. a16: MC_CUDA_A16 (0: prefill GEMMs read A
+// through the Op, the path the default no longer takes).
 const CASES: Case[] = [
   { config: 'tiny-dense', dtype: 'bf16', prefetchMb: '8' },
-  // One 80-token chunk: prefill GEMMs of >= 64 rows narrow A once into the model's a16 buffer.
+  // One 80-token chunk: more rows than one 64-row tile, A narrowed once into the model's a16 buffer.
   { config: 'tiny-dense', dtype: 'f16', prompt: 80, chunk: 80 },
   { config: 'tiny-dense-full', dtype: 'f32' },
-  { config: 'tiny-window-list', dtype: 'f16' },
+  { config: 'tiny-window-list', dtype: 'f16', a16: '0' },
   { config: 'tiny-moe', dtype: 'bf16', engine: 'wgmma-all', seed: 1, prefetchMb: '1,8' },
   { config: 'tiny-moe-top1', dtype: 'f16', seed: 2 },
-  // The experts' GEMMs narrow their gathered A rows once from 64 tokens on.
+  // The experts' GEMMs over more than one 64-row tile of gathered rows (narrowed once).
   { config: 'tiny-moe', dtype: 'bf16', seed: 3, prompt: 80, chunk: 80 },
 ];
 
 describe.skipIf(!hasNvcc())('a CUDA library on the emulator (no GPU)', () => {
   for (const c of CASES) {
-    it(`${c.config} ${c.dtype}${c.engine ? `, prefill GEMMs on ${c.engine}` : ''}${c.prefetchMb ? `, L2 prefetch ${c.prefetchMb} MiB` : ''}, chunks of ${c.chunk ?? 12}: prefill and graph-replayed decode logits match float64 and the CPU backend`, async () => {
-      // Both read by the library when it first needs them; each case loads its own library (its own copy of that state).
+    it(`${c.config} ${c.dtype}${c.engine ? `, prefill GEMMs on ${c.engine}` : ''}${c.prefetchMb ? `, L2 prefetch ${c.prefetchMb} MiB` : ''}${c.a16 !== undefined ? `, MC_CUDA_A16=${c.a16}` : ''}, chunks of ${c.chunk ?? 12}: prefill and graph-replayed decode logits match float64 and the CPU backend`, async () => {
+      // Read by the library when it first needs them; each case loads its own library (its own copy of that state).
       if (c.engine !== undefined) process.env.MC_CUDA_GEMM = c.engine;
       if (c.prefetchMb !== undefined) process.env.MC_CUDA_PREFETCH_MB = c.prefetchMb;
+      if (c.a16 !== undefined) process.env.MC_CUDA_A16 = c.a16;
       const emuSeed = String(Math.floor(Math.random() * 2 ** 31));  // the emulator's warp orders and copy timing
       process.env.MC_EMU_SEED = emuSeed;
-      const name = `emu-${c.config}-${c.dtype}${c.engine ? `-${c.engine}` : ''}-${c.chunk ?? 12}`;
+      const name = `emu-${c.config}-${c.dtype}${c.engine ? `-${c.engine}` : ''}${c.a16 !== undefined ? `-a16-${c.a16}` : ''}-${c.chunk ?? 12}`;
       const result = await checkLogits({ name, config: c.config, dtype: c.dtype, prompt: c.prompt ?? 32, chunk: c.chunk ?? 12, decode: 10 }, {
         workDir: join(work, 'models'), cacheDir: join(work, 'cache'), withCpu: true, seed: c.seed,
         cudaLibrary: (plan: Plan) => buildEmulatedLibrary(renderCudaSources(plan).files, join(work, 'lib', name)),

@@ -32,7 +32,7 @@ const work = mkdtempSync(join(tmpdir(), 'mc-emu-tp-'));
 afterAll(() => rmSync(work, { recursive: true, force: true }));
 
 // Fresh weights for the dense model; MoE in f32 (no bf16 routing near-ties, see emulated-logits.test.ts).
-// The dense case prefills 70 tokens in one call (its GEMMs narrow A once into the a16 buffer), the MoE case 20 in chunks of 8.
+// The dense case prefills 70 tokens in one call (more rows than one 64-row GEMM tile), the MoE case 20 in chunks of 8.
 const CASES: { config: string; dtype: Dtype; tolerance: number; prompt: number; chunk: number }[] = [
   { config: 'tiny-dense', dtype: 'bf16', tolerance: 1e-2, prompt: 70, chunk: 70 },
   { config: 'tiny-moe', dtype: 'f32', tolerance: 1e-4, prompt: 20, chunk: 8 },

@@ -65,10 +65,19 @@ describe('the shapes the CUDA kernels can take (checked when a plan targets CUDA
       /: head_dim: head_dim = 512: the decode attention needs \d+ KB of shared memory .*; use --target cpu, or --dtype bf16$/);
   });
 
-  it('the decode attention ring is 3 stages deep, 2 where 3 would pass 100 KB; sizes as the kernels compute them', () => {
+  it('more than 32 query heads to a KV head (a warp each in one block) are refused, naming n_kv_heads', () => {
+    expect(cudaPlanError({ dim: 1024, head_dim: 16, n_heads: 64, n_kv_heads: 1 })).toBe(
+      '/m/params.json: n_kv_heads: n_kv_heads = 1: 64 query heads share a KV head, and --target cuda scores at most 32 of them in one block (a warp each); ' +
+      'use --target cpu, or at least 2 KV heads');
+    expect(cudaPlanError({ dim: 1024, head_dim: 16, n_heads: 64, n_kv_heads: 2 })).toBeNull();
+  });
+
+  it('the decode attention ring is 3 stages deep, 2 where 3 would pass 96 KB; sizes as the kernels compute them', () => {
     // Mistral 7B's heads in bf16 (mc::DecodeTile: 3 × 32 keys × (136 + 128) × 2 B + 4 heads × 128 × 4 B).
     expect(decodeAttentionSmem(128, 4, 'bf16')).toEqual({ stages: 3, bytes: 3 * 32 * 264 * 2 + 4 * 128 * 4 });
-    expect(decodeAttentionSmem(128, 4, 'f32')).toEqual({ stages: 3, bytes: 3 * 32 * 260 * 4 + 4 * 128 * 4 });  // 99.5 KB
+    // f32: 3 stages would be 99.5 KB, over the 99 KB of compute capability 8.6 / 8.9 (where the sm_80 code runs).
+    expect(decodeAttentionSmem(128, 4, 'f32')).toEqual({ stages: 2, bytes: 2 * 32 * 260 * 4 + 4 * 128 * 4 });
+    expect(decodeAttentionSmem(64, 4, 'f32')).toEqual({ stages: 3, bytes: 3 * 32 * 132 * 4 + 4 * 64 * 4 });
     expect(decodeAttentionSmem(256, 4, 'f32')).toEqual({ stages: 2, bytes: 2 * 32 * 516 * 4 + 4 * 256 * 4 });
     // Flash tiles for 16-bit caches up to head_dim 128; the f32 kernel's tiles otherwise.
     expect(prefillAttentionSmem(128, 4, 'bf16')).toBe(2 * 2 * 64 * 136 * 2);

@@ -37,7 +37,8 @@ tar -xJf .devtools/node_modules.tar.xz -C .devtools || { echo "run.sh: cannot un
 tar -xJf .devtools/prebuilt.tar.xz -C .devtools || { echo "run.sh: cannot unpack .devtools/prebuilt.tar.xz" >&2; exit 1; }
 nvidia-smi --query-gpu=name,driver_version,clocks.current.sm,clocks.current.memory,temperature.gpu --format=csv
 started=$SECONDS
-deadline=$(( SECONDS + ${BUDGET_S:-86400} ))
+# Counted from the script's start ($SECONDS), less 20 s for the packing and a killed step's grace.
+deadline=$(( ${BUDGET_S:-86400} - 20 ))
 # timed CMD...: CMD with the time left of BUDGET_S (exit 124 when it is killed); skipped when none is left.
 timed() {
   local left=$(( deadline - SECONDS ))
