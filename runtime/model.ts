@@ -87,9 +87,9 @@ export interface LoadedModel {
 /**
  * The libraries' failures that are the machine's (runtime/errors.ts MachineError), by their own
  * wording (templates/cuda/model.cu.hbs: check_device, device_alloc, cuda_error; templates/cpu/model.cpp.hbs): no GPU or driver, a
- * rank's GPU missing, no code for this GPU, too little memory, a GPU that is busy.
+ * rank's GPU missing, no code for this GPU, too little shared memory a block or memory, a GPU that is busy.
  */
-const MACHINE_FAILURE = new RegExp('mc_(?:create|check_device) failed: ((?:no CUDA device|this library has no code for|out of (?:device |host )?memory' +
+const MACHINE_FAILURE = new RegExp('mc_(?:create|check_device) failed: ((?:no CUDA device|this library has no code for|this model\'s kernels need|out of (?:device |host )?memory' +
   '|CUDA error in [^:]*: .*\\((?:cudaErrorMemoryAllocation|cudaErrorDevicesUnavailable|cudaErrorNoKernelImageForDevice|cudaErrorUnsupportedPtxVersion' +
   '|cudaErrorInsufficientDriver|cudaErrorNoDevice), code \\d+\\))[\\s\\S]*)$');
 

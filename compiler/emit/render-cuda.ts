@@ -1,5 +1,6 @@
 import { join } from 'node:path';
 import { elementCount } from '../config/checkpoint.js';
+import { cudaSharedMemoryNeeded } from '../plan/cuda-limits.js';
 import { DTYPE_BYTES } from '../plan/memory.js';
 import type { Plan } from '../plan/types.js';
 import { withTypedModule, type RenderOptions, type RenderedSources } from './render.js';
@@ -121,6 +122,7 @@ export function renderCudaSources(plan: Plan, options: RenderOptions = {}): Rend
     final_norm_offset: at('norm.weight'),
     output_offset: at(model.tied_embeddings ? 'tok_embeddings.weight' : 'output.weight'),
     embedding_offset: at('tok_embeddings.weight'),
+    smem_needed: cudaSharedMemoryNeeded(model, plan.rank_shape, plan.options.dtype),
   };
   files.push({ path: 'model.cu', content: compileTemplate(hb, join(dir, 'model.cu.hbs'))(context) }, ...staticFiles('mc_cuda.cuh', 'mc_cuda_base.cuh', 'mc_device.cuh', 'mc_gemv.cuh', 'mc_gemm.cuh', 'mc_gemm_wgmma.cuh', 'mc_attention.cuh', 'mc_ptx.cuh', 'mc_nccl.hpp'));
   return withTypedModule(plan, files, options);

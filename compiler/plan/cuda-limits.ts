@@ -56,6 +56,20 @@ function sharedMemoryNeeds(model: ModelConfig, shape: Shape, dtype: Dtype): Arra
   return needs;
 }
 
+/** mc::GemmLarge::smem_bytes(): the prefill GEMM's large tile (4 stages of 128 + 128 rows of 40 16-bit values). */
+export const GEMM_LARGE_SMEM_BYTES = 4 * (128 + 128) * 40 * 2;
+
+/**
+ * The most shared memory one block of this plan's kernels asks for, on any GPU (the sm_90a wgmma
+ * tile aside: it runs only where a block may have 227 KB): the library checks it against the GPU's
+ * opt-in limit before it allocates anything (model.cu's check_device).
+ */
+export function cudaSharedMemoryNeeded(model: ModelConfig, shape: Shape, dtype: Dtype): number {
+  const needs = sharedMemoryNeeds(model, shape, dtype).map((n) => n.bytes);
+  if (dtype !== 'f32') needs.push(GEMM_LARGE_SMEM_BYTES);
+  return Math.max(...needs);
+}
+
 /** Throws a PlanError naming the params.json field when the CUDA kernels cannot take this model at this dtype and --tp. */
 export function checkCudaShapes(model: ModelConfig, shape: Shape, dtype: Dtype, tp: number): void {
   const vec = cudaVec(dtype);

@@ -46,6 +46,10 @@ constexpr int64_t A16_ROWS = int64_t(MAX_TOKENS) * TOP_K;
 constexpr int N_WEIGHTS = 995;
 constexpr int64_t WEIGHT_BYTES = 93405585408;  // the device weight arena (layout: compiler/emit/render-cuda.ts)
 constexpr int64_t KV_BYTES = 4294967296;         // keys and values of every layer, in the weight dtype
+// The most shared memory one block of these kernels asks for (compiler/plan/cuda-limits.ts; the
+// sm_90a wgmma tile aside, which runs only where a block may have 227 KB): check_device compares it
+// with the GPU's opt-in limit, so that a GPU with less refuses the model before anything is allocated.
+constexpr int SMEM_NEEDED = 114688;
 }  // namespace
 
 // One header per fused kernel, rendered from templates/cuda/<kernel>.cuh.hbs with this model's constants.
@@ -1178,6 +1182,8 @@ double gib(int64_t bytes) { return double(bytes) / double(int64_t(1) << 30); }
  * Checks the MC_CUDA_* environment first (no GPU needed to hear of a typo), then picks the rank's GPU
  * (`ordinal`) and checks that it exists, that this library has code for it and that the model fits.
  */
+static_assert(attention_gqa_window::Decode::bytes() <= size_t(SMEM_NEEDED) && (!mc::kTensorCores<W> || mc::GemmLarge::smem_bytes() <= size_t(SMEM_NEEDED)),
+              "SMEM_NEEDED (compiler/plan/cuda-limits.ts) is below what the kernels ask for: the two disagree");
 bool check_device(int32_t rank, int32_t ordinal, int* device, char* err, size_t errlen) {
   char message[512];
   if (!mc::check_environment(message, sizeof message)) return set_error(err, errlen, message), false;
@@ -1204,6 +1210,13 @@ bool check_device(int32_t rank, int32_t ordinal, int* device, char* err, size_t 
     cudaGetLastError();
     std::snprintf(message, sizeof message, "this library has no code for %s (compute capability %d.%d): it was built for compute capabilities %s; rebuild with --arch sm_%d%d",
                   prop.name, prop.major, prop.minor, kBuiltArchs, prop.major, prop.minor);
+    return set_error(err, errlen, message), false;
+  }
+  if (prop.sharedMemPerBlockOptin < size_t(SMEM_NEEDED)) {
+    std::snprintf(message, sizeof message,
+                  "this model's kernels need %d KB of shared memory in one block, and %s (compute capability %d.%d) allows %d KB; "
+                  "run on a GPU that allows more (compute capability 8.0 or 9.0: A100, H100, H200)%s, or use --target cpu",
+                  (SMEM_NEEDED + 1023) / 1024, prop.name, prop.major, prop.minor, int(prop.sharedMemPerBlockOptin / 1024), TP < 8 ? ", rebuild with a larger --tp" : "");
     return set_error(err, errlen, message), false;
   }
   size_t free_bytes = 0, total_bytes = 0;

@@ -5,7 +5,7 @@ import { loadModelConfig } from '../../compiler/config/load.js';
 import { normalizeParams } from '../../compiler/config/normalize.js';
 import { PlanError } from '../../compiler/errors.js';
 import { buildPlan } from '../../compiler/plan/build-plan.js';
-import { CUDA_MAX_SMEM_BYTES, decodeAttentionSmem, prefillAttentionSmem } from '../../compiler/plan/cuda-limits.js';
+import { CUDA_MAX_SMEM_BYTES, cudaSharedMemoryNeeded, decodeAttentionSmem, GEMM_LARGE_SMEM_BYTES, prefillAttentionSmem } from '../../compiler/plan/cuda-limits.js';
 import { DTYPES, TP_SIZES } from '../../compiler/plan/types.js';
 
 const MODELS = join(import.meta.dirname, '../../configs/models');
@@ -86,6 +86,17 @@ describe('the shapes the CUDA kernels can take (checked when a plan targets CUDA
       const m = loadModelConfig(join(MODELS, name));
       for (const dtype of DTYPES) expect(decodeAttentionSmem(m.head_dim, m.n_heads / m.n_kv_heads, dtype).bytes).toBeLessThanOrEqual(CUDA_MAX_SMEM_BYTES);
     }
+  });
+
+  it('the most shared memory a block asks for, which the library checks against the GPU before it allocates', () => {
+    const need = (name: string, dtype: 'bf16' | 'f32') => {
+      const model = loadModelConfig(join(MODELS, name));
+      return cudaSharedMemoryNeeded(model, buildPlan(model, { target: 'cuda', dtype, tp: 1 }).rank_shape, dtype);
+    };
+    expect(need('mistral-7b-v0.1', 'bf16')).toBe(GEMM_LARGE_SMEM_BYTES);  // the 128 x 128 GEMM tile, 80 KB
+    expect(need('mistral-7b-v0.1', 'f32')).toBe(2 * 32 * 260 * 4 + 4 * 128 * 4);  // no GEMM in f32: the decode attention, 67 KB
+    expect(need('mixtral-8x7b', 'bf16')).toBe(2 * 14336 * 4);  // the experts' w2: top-2 rows of 14336 f32, 112 KB
+    for (const name of shipped) for (const dtype of DTYPES) expect(need(name, dtype)).toBeLessThanOrEqual(CUDA_MAX_SMEM_BYTES);
   });
 
   it('the CPU target takes the shapes the CUDA kernels refuse', () => {

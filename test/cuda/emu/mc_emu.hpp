@@ -119,10 +119,17 @@ inline int sms_from_env() {
   return n > 0 && n <= 1024 ? n : 8;
 }
 
+/** MC_EMU_SMEM_KB: the shared memory a block may opt into (default an H100's 227 KB; 99 is an sm_86/sm_89 GPU's). */
+inline size_t smem_optin_from_env() {
+  const char* s = std::getenv("MC_EMU_SMEM_KB");
+  const int kb = s != nullptr ? std::atoi(s) : 0;
+  return size_t(kb > 0 && kb <= 1024 ? kb : 227) * 1024;
+}
+
 struct Device {
   int count = 8;  // devices, for tensor-parallel ranks (one per device)
   int sms = sms_from_env();  // an H100 has 132: launch choices (tiles, split-K, wgmma) then follow the real ones
-  size_t smem_optin = 227 * 1024;  // H100: 227 KB of dynamic shared memory per block with the opt-in
+  size_t smem_optin = smem_optin_from_env();  // H100: 227 KB of dynamic shared memory per block with the opt-in
   size_t smem_default = 48 * 1024;
   int l2_bytes = 50 * 1024 * 1024;  // H100: caps MC_CUDA_PREFETCH_MB (the emulator has no cache)
 };
