@@ -6,7 +6,7 @@ import { normalizeParams } from '../../compiler/config/normalize.js';
 import { PlanError } from '../../compiler/errors.js';
 import { buildPlan } from '../../compiler/plan/build-plan.js';
 import { CUDA_MAX_SMEM_BYTES, cudaSharedMemoryNeeded, decodeAttentionSmem, GEMM_LARGE_SMEM_BYTES, prefillAttentionSmem } from '../../compiler/plan/cuda-limits.js';
-import { DTYPES, TP_SIZES } from '../../compiler/plan/types.js';
+import { DTYPES, TP_SIZES, type Dtype } from '../../compiler/plan/types.js';
 
 const MODELS = join(import.meta.dirname, '../../configs/models');
 const shipped = readdirSync(MODELS).filter((d) => existsSync(join(MODELS, d, 'params.json'))).sort();
@@ -89,7 +89,7 @@ describe('the shapes the CUDA kernels can take (checked when a plan targets CUDA
   });
 
   it('the most shared memory a block asks for, which the library checks against the GPU before it allocates', () => {
-    const need = (name: string, dtype: 'bf16' | 'f32') => {
+    const need = (name: string, dtype: Dtype) => {
       const model = loadModelConfig(join(MODELS, name));
       return cudaSharedMemoryNeeded(model, buildPlan(model, { target: 'cuda', dtype, tp: 1 }).rank_shape, dtype);
     };
