@@ -53,17 +53,24 @@ pack() {
   tar -czf /tmp/mc-all.tgz -C "$OUT" . && rm -rf "${OUT:?}"/* && mv /tmp/mc-all.tgz "$OUT/all.tgz" && mv "$sum" "$OUT/summary.md"
 }
 trap pack EXIT
+# variant GROUP LABEL CHECK_OPTIONS...: one more check process (an A/B arm), its log and results table
+# appended to $OUT/GROUP.log and $OUT/GROUP.md: one file each for all arms, since only 8 come back.
+variant() {
+  local group=$1 label=$2 dir
+  dir=$(mktemp -d)
+  shift 2
+  echo "=== [$((SECONDS - started)) s] $group: $label" | tee -a "$OUT/$group.log"
+  timed /tmp/node .devtools/check.mjs --prebuilt .devtools/prebuilt/manifest.json --out "$dir" "$@" 2>&1 | tee -a "$OUT/$group.log"
+  local s=${PIPESTATUS[0]}
+  [ "$s" = 0 ] || status=$s
+  { echo "## $label, after $((SECONDS - started)) s"; cat "$dir/results.md"; echo; } >> "$OUT/$group.md"
+}
 timed /tmp/node .devtools/check.mjs --prebuilt .devtools/prebuilt/manifest.json --out "$OUT/main" "$@" 2>&1 | tee "$OUT/main.log"
 status=$?
 if [ -n "${PREFETCH_AB:-}" ]; then
-  # One process per amount (a library reads MC_CUDA_PREFETCH_MB when it first initializes); the results
-  # of all of them in one file, since only 8 come back.
+  # One process per amount (a library reads MC_CUDA_PREFETCH_MB when it first initializes).
   for mb in $PREFETCH_AB 0; do
-    echo "=== [$((SECONDS - started)) s] decode with --prefetch-mb $mb" | tee -a "$OUT/prefetch.log"
-    timed /tmp/node .devtools/check.mjs --prebuilt .devtools/prebuilt/manifest.json --out "/tmp/mc-prefetch-$mb" "$@" --only "${PREFETCH_ONLY:-decode}" ${PREFETCH_CASES:+--cases "$PREFETCH_CASES"} --prefetch-mb "$mb" 2>&1 | tee -a "$OUT/prefetch.log"
-    s=${PIPESTATUS[0]}
-    [ "$s" = 0 ] || status=$s
-    { echo "## --prefetch-mb $mb, after $((SECONDS - started)) s"; cat "/tmp/mc-prefetch-$mb/results.md"; echo; } >> "$OUT/prefetch.md"
+    variant prefetch "--prefetch-mb $mb" "$@" --only "${PREFETCH_ONLY:-decode}" ${PREFETCH_CASES:+--cases "$PREFETCH_CASES"} --prefetch-mb "$mb"
   done
 fi
 if [ "${BASELINE:-0}" = 1 ] && [ -f .devtools/base/.devtools/check.mjs ]; then
@@ -74,11 +81,7 @@ fi
 if [ "${A16_AB:-0}" = 1 ]; then
   # Same libraries, same process kind: only the environment differs (read when a library first initializes).
   for rows in 0 64; do
-    echo "=== [$((SECONDS - started)) s] prefill with MC_CUDA_A16=$rows" | tee -a "$OUT/a16.log"
-    MC_CUDA_A16=$rows timed /tmp/node .devtools/check.mjs --prebuilt .devtools/prebuilt/manifest.json --out "/tmp/mc-a16-$rows" "$@" --only prefill 2>&1 | tee -a "$OUT/a16.log"
-    s=${PIPESTATUS[0]}
-    [ "$s" = 0 ] || status=$s
-    { echo "## MC_CUDA_A16=$rows, after $((SECONDS - started)) s"; cat "/tmp/mc-a16-$rows/results.md"; echo; } >> "$OUT/a16.md"
+    MC_CUDA_A16=$rows variant a16 "MC_CUDA_A16=$rows" "$@" --only prefill
   done
 fi
 if [ "${WGMMA:-0}" = 1 ]; then
