@@ -16,6 +16,7 @@ import { cudaSharedMemoryNeeded } from '../../compiler/plan/cuda-limits.js';
 import { MachineError } from '../../runtime/errors.js';
 import { withMachineErrors } from '../../runtime/model.js';
 import { loadNativeAddon } from '../../runtime/native-loader.js';
+import { errorMessage } from '../e2e/helpers.js';
 import { buildEmulatedLibrary } from './emu/emulate.js';
 import { hasNvcc } from './helpers.js';
 
@@ -38,16 +39,9 @@ describe.skipIf(!hasNvcc())('the device check and a block\'s shared memory (emul
     // Each emulated library reads MC_EMU_SMEM_KB when its device is first used: one library per setting.
     process.env.MC_EMU_SMEM_KB = '99';
     const small = new addon.CompiledLibrary(library);
-    const error = (() => {
-      try {
-        withMachineErrors('cuda', () => small.checkDevice(0, 0));
-        return null;
-      } catch (e) {
-        return e;
-      }
-    })();
-    expect(error).toBeInstanceOf(MachineError);
-    expect((error as Error).message).toMatch(
+    const check = () => withMachineErrors('cuda', () => small.checkDevice(0, 0));
+    expect(check).toThrow(MachineError);
+    expect(await errorMessage(check)).toMatch(
       /^--target cuda: this model's kernels need 112 KB of shared memory in one block, and .* \(compute capability \d+\.\d+\) allows 99 KB; run on a GPU that allows more \(compute capability 8\.0 or 9\.0: A100, H100, H200\), rebuild with a larger --tp, or use --target cpu$/);
   }, 300_000);
 
