@@ -8,6 +8,8 @@
  *             positions), the limit counting the KV cache each token reads too
  *   prefill   our prefill of 128 and 512 tokens on the same loaded models, as a fraction of the
  *             matrix limit: a dense bf16 GEMM's TFLOP/s measured by torch.matmul in this run
+ *   breakdown (not by default: a diagnostic) decode again with kernels left out, one variant a model
+ *             load (MC_CUDA_DIAG_SKIP; bench/gpu/breakdown.ts): where a step's time goes, in situ
  *   torch     PyTorch + transformers on the same GPU, same shapes and lengths: eager (dynamic cache)
  *             and compiled (static cache, torch.compile mode="reduce-overhead", CUDA graphs), and an
  *             eager prefill of 512 tokens
@@ -21,7 +23,7 @@
  * attention lies between the two (MC_CUDA_PREFETCH_MB; 0, the default, switches it off;
  * bench/RESULTS.md run 9), also one setting per run.
  *
- *   tsx bench/gpu/check.ts [--out DIR] [--only kernels,logits,decode,long,prefill,torch] [--cases CONFIG,...] [--prefetch-mb N[,M]]
+ *   tsx bench/gpu/check.ts [--out DIR] [--only kernels,logits,decode,long,prefill,torch,breakdown] [--cases CONFIG,...] [--prefetch-mb N[,M]]
  *                          [--gemm mma|wgmma|wgmma-all] [--prebuilt manifest.json] [--work DIR]
  *                          [--torch-peers eager,compiled] [--torch-timeout SECONDS]
  */
@@ -33,6 +35,7 @@ import type { Plan } from '../../compiler/plan/types.js';
 import type { NativeModelInstance } from '../../runtime/native.js';
 import { cpuLogitsPlan, decodePlan, KERNEL_CASES, LOGITS_CASES, PREFILL_TOKENS, selectDecodeCases, type DecodeCase } from './cases.js';
 import { benchDecode, openSynthetic, writeSyntheticWeights, type DecodeResult } from './decode.js';
+import { benchVariant, breakdownTable, breakdownVariants, diagSkipValue, type BreakdownResult } from './breakdown.js';
 import { gpuInfo, memoryMiB } from './device.js';
 import { buildKernelCheck, copyBandwidth, prebuiltKernelCheck, runKernelCheck, type KernelCheckResult } from './kernel-check.js';
 import { libraryFor, readManifest } from './libraries.js';
@@ -57,7 +60,7 @@ const { values } = parseArgs({
   },
 });
 const sections = new Set(values.only!.split(','));
-const SECTIONS = ['kernels', 'logits', 'decode', 'long', 'prefill', 'torch'];
+const SECTIONS = ['kernels', 'logits', 'decode', 'long', 'prefill', 'torch', 'breakdown'];
 for (const s of sections) if (!SECTIONS.includes(s)) throw new Error(`--only: unknown section ${s}; pass some of ${SECTIONS.join(',')}`);
 const GEMM_ENGINES = ['mma', 'wgmma', 'wgmma-all'];
 if (!GEMM_ENGINES.includes(values.gemm!)) throw new Error(`--gemm: unknown engine ${values.gemm}; pass one of ${GEMM_ENGINES.join(', ')}`);
@@ -85,6 +88,12 @@ function a16Words(setting: string | undefined): string {
   if (setting === undefined || setting === '' || setting === '1') return 'for every prefill';
   return setting === '0' ? 'never (A read through the Op)' : `from ${setting} tokens`;
 }
+/** MC_CUDA_PDL and MC_CUDA_PDL_TRIGGER (mc_device.cuh: which decode kernels launch with PDL, and when a GEMV lets the next one launch), in words. */
+function pdlWords(): string {
+  const pdl = process.env.MC_CUDA_PDL || 'gemv', trigger = process.env.MC_CUDA_PDL_TRIGGER || 'exit';
+  const which = pdl === 'off' ? 'no kernel' : pdl === 'all' ? 'the decode GEMVs and the kernels between them' : 'the decode GEMVs';
+  return `launched with PDL: ${which} (MC_CUDA_PDL=${pdl}), a GEMV's dependents launch ${trigger === 'last-rows' ? 'as its warps start their last rows' : 'as it exits'} (MC_CUDA_PDL_TRIGGER=${trigger})`;
+}
 const e2 = (x: number | null) => (x === null ? 'n/a' : x.toExponential(2));
 
 async function hasGxx(): Promise<boolean> {
@@ -101,11 +110,11 @@ const device = await gpuInfo();
 const decodeCases = selectDecodeCases(values.cases, memoryMiB(device));
 const longCases = selectDecodeCases(values.cases, memoryMiB(device), 'long');
 const withCpu = await hasGxx();
-log(`GPU ${device.name} (${device.memory}, driver ${device.driver}), building for ${device.archs.join(',')}; prefill GEMM engine ${values.gemm}; L2 prefetch ${values['prefetch-mb']} MiB; CPU backend ${withCpu ? 'available' : 'missing (no g++): logits checked against the float64 reference only'}`);
+log(`GPU ${device.name} (${device.memory}, driver ${device.driver}), building for ${device.archs.join(',')}; prefill GEMM engine ${values.gemm}; L2 prefetch ${values['prefetch-mb']} MiB; ${pdlWords()}; CPU backend ${withCpu ? 'available' : 'missing (no g++): logits checked against the float64 reference only'}`);
 
 const kernels: KernelCheckResult[] = [];
 let copyGbs: number | null = null;
-if (sections.has('kernels') || sections.has('decode') || sections.has('long') || sections.has('prefill')) {
+if (sections.has('kernels') || sections.has('decode') || sections.has('long') || sections.has('prefill') || sections.has('breakdown')) {
   const first = KERNEL_CASES[0]!;
   const binary = prebuiltKernelCheck(first, prebuilt, device.archs) ?? await buildKernelCheck(first, work, device.archs);
   copyGbs = await copyBandwidth(binary);
@@ -201,6 +210,27 @@ if (sections.has('long')) {
   }
 }
 
+// Decode with kernels left out: each variant its own model (the library reads MC_CUDA_DIAG_SKIP at mc_create).
+const breakdown: BreakdownResult[] = [];
+if (sections.has('breakdown')) {
+  if (process.env.MC_CUDA_DIAG_SKIP) throw new Error('MC_CUDA_DIAG_SKIP is set in the environment: unset it; the breakdown section sets it for each variant');
+  for (const c of decodeCases) {
+    for (const v of breakdownVariants(decodePlan(c))) {
+      const value = diagSkipValue(decodePlan(c), v);
+      if (value !== undefined) process.env.MC_CUDA_DIAG_SKIP = value;
+      try {
+        await onSyntheticModel(c, `breakdown (${v.label})`, (plan, model) => {
+          const r = benchVariant(c, plan, model, v);
+          breakdown.push(r);
+          log(`breakdown ${c.label}, ${v.label}: ${r.msPerToken.toFixed(3)} ms/token (median of ${r.msPerTokenRuns.length}: ${Math.min(...r.msPerTokenRuns).toFixed(3)}-${Math.max(...r.msPerTokenRuns).toFixed(3)}); ${((r.weightBytesPerToken + r.kvBytesPerToken) / 1e9).toFixed(3)} GB read`);
+        });
+      } finally {
+        delete process.env.MC_CUDA_DIAG_SKIP;
+      }
+    }
+  }
+}
+
 const torch: TorchResult[] = [];
 if (sections.has('torch')) {
   for (const c of decodeCases) {
@@ -220,11 +250,12 @@ if (sections.has('torch')) {
 
 // ---- summary ----
 // The measurements first, before any formatting that could fail at the end of a long run.
-writeFileSync(join(out, 'results.json'), JSON.stringify({ device, copyGbs, matrix, kernels, logits, decode, long, prefill, torch }, null, 2) + '\n');
+writeFileSync(join(out, 'results.json'), JSON.stringify({ device, copyGbs, matrix, kernels, logits, decode, long, prefill, breakdown, torch }, null, 2) + '\n');
 const md: string[] = [];
 md.push(`Device: ${device.name} (${device.memory}, driver ${device.driver}); libraries built for ${device.archs.join(',')}; prefill GEMM engine: ${values.gemm} (MC_CUDA_GEMM); ` +
   `decode GEMVs prefetch ${prefetchWords(values['prefetch-mb']!)} into L2 (MC_CUDA_PREFETCH_MB=${values['prefetch-mb']}); ` +
-  `prefill GEMMs narrow A once: ${a16Words(process.env.MC_CUDA_A16)} (MC_CUDA_A16${process.env.MC_CUDA_A16 ? `=${process.env.MC_CUDA_A16}` : ' unset'}).`);
+  `prefill GEMMs narrow A once: ${a16Words(process.env.MC_CUDA_A16)} (MC_CUDA_A16${process.env.MC_CUDA_A16 ? `=${process.env.MC_CUDA_A16}` : ' unset'}); ` +
+  `${pdlWords()}.`);
 if (copyGbs !== null) md.push(`Device-to-device copy bandwidth (read + write, 2 GiB, median of 20): ${copyGbs.toFixed(0)} GB/s.`);
 if (kernels.length > 0) {
   md.push('', '| kernel check (test/gpu/kernels.cu) | result |', '|---|---|');
@@ -276,6 +307,7 @@ if (prefill.length > 0) {
     (matrix === null || 'error' in matrix ? `Matrix limit: n/a${matrix !== null ? ` (${matrix.error})` : ''}.` : `Matrix limit: ${matrix.tflops.toFixed(0)} TFLOP/s, a bf16 ${matrix.n}³ torch.matmul (${matrix.torch}), median of 10 after 3 warm-up calls.`) +
     ` PyTorch: eager, sdpa, dynamic cache, ${TORCH_PREFILL_TOKENS} tokens, median of 3 after a warm-up; ours / PyTorch = its ms / ours.`);
 }
+if (breakdown.length > 0) md.push('', ...breakdownTable(breakdown, copyGbs));
 writeFileSync(join(out, 'results.md'), md.join('\n') + '\n');
 console.log('\n' + md.join('\n'));
 const failed = kernels.some((k) => !k.passed) || logits.some((l) => !l.pass);

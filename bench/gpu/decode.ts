@@ -7,7 +7,7 @@
  */
 import { randomFillSync, randomInt } from 'node:crypto';
 import { existsSync, statSync, writeFileSync } from 'node:fs';
-import type { Plan, WeightEntry } from '../../compiler/plan/types.js';
+import type { KernelName, Plan, WeightEntry } from '../../compiler/plan/types.js';
 import { DTYPE_BYTES } from '../../compiler/plan/memory.js';
 import type { NativeModelInstance, NativeWeight } from '../../runtime/native.js';
 import { mulberry32, randomTokens } from '../../test/reference/random.js';
@@ -42,24 +42,33 @@ export function sliceShape(w: WeightEntry): { rows: number; cols: number } {
  * uniformly at random, use on average: 1 - (1 - k/E)^tokens (k/E for one token). The decode
  * limit's numerator (one token) and the prefill timing's floor.
  */
-export function weightBytesRead(plan: Plan, tokens: number): number {
+export function weightBytesRead(plan: Plan, tokens: number, skipped: ReadonlySet<KernelName> = new Set()): number {
   const elt = DTYPE_BYTES[plan.options.dtype];
   const moe = plan.model.moe;
   const expertsUsed = moe === null ? 1 : 1 - (1 - moe.num_experts_per_tok / moe.num_experts) ** tokens;
+  // A weight counts once if any kernel that runs reads it; the embedding table is a row a token for
+  // the lookup and the whole table for a tied output projection.
+  const nodes = [...plan.prologue, ...plan.layers.flatMap((l) => l.kernels), ...plan.epilogue].filter((k) => !skipped.has(k.kernel));
+  const read = new Set(nodes.flatMap((k) => k.weights));
+  const lookup = nodes.some((k) => k.kernel === 'embedding_lookup'), output = nodes.some((k) => k.kernel === 'rmsnorm_output');
   let bytes = 0;
   for (const w of plan.weights) {
     const { rows, cols } = sliceShape(w);
     let n = rows * cols * elt;
-    if (w.name === 'tok_embeddings.weight') n = Math.min(rows, tokens) * cols * elt + (plan.model.tied_embeddings ? n : 0);
+    if (w.name === 'tok_embeddings.weight') n = (lookup ? Math.min(rows, tokens) * cols * elt : 0) + (plan.model.tied_embeddings && output ? n : 0);
+    else if (!read.has(w.name)) n = 0;
     else if (moe !== null && w.name.includes('.experts.')) n *= expertsUsed;
     bytes += n;
   }
   return bytes;
 }
 
-/** Weight bytes one decoded token reads: all of them but the embedding table (one row) and the unchosen experts. */
-export function weightBytesPerToken(plan: Plan): number {
-  return weightBytesRead(plan, 1);
+/**
+ * Weight bytes one decoded token reads: all of them but the embedding table (one row) and the
+ * unchosen experts; of the kernels that run only, where `skipped` (MC_CUDA_DIAG_SKIP) leaves some out.
+ */
+export function weightBytesPerToken(plan: Plan, skipped?: ReadonlySet<KernelName>): number {
+  return weightBytesRead(plan, 1, skipped);
 }
 
 /**

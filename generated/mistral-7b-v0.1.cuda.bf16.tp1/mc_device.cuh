@@ -25,6 +25,11 @@ struct DeviceInfo {
   // next, and across the attention (wq|wk|wv to wo, where the memory pipe idles for longer).
   // MC_CUDA_PREFETCH_MB=N (both) or N,M (M across the attention); off unless set.
   int64_t l2_prefetch_bytes = 0, l2_prefetch_attention_bytes = 0;
+  // Programmatic dependent launch beyond the decode GEMVs (runs 13-14 of bench/RESULTS.md time them):
+  // MC_CUDA_PDL=all also launches the small kernels between GEMVs (decode attention and its combine,
+  // the MoE routing) with it (MC_CUDA_PDL=off: nothing, to time what PDL gives); MC_CUDA_PDL_TRIGGER=
+  // last-rows lets a decode GEMV's dependents launch as its warps start their last rows, not at exit.
+  bool pdl_between = false, pdl_early_trigger = false;
 };
 
 /**
@@ -73,6 +78,20 @@ inline const char* env_setting(const char* name) {
 }
 
 /**
+ * The one line refusing an MC_CUDA_* switch's value (runtime/model.ts turns it into an
+ * EnvironmentError): name, the value as typed (cut short, control characters replaced), what the
+ * switch accepts, an example. Returns false, for `return refuse_setting(...)`.
+ */
+inline bool refuse_setting(char* message, size_t size, const char* name, const char* value, const char* accepted, const char* example) {
+  char shown[48];
+  size_t i = 0;
+  for (; value[i] != '\0' && i + 1 < sizeof shown; ++i) shown[i] = (unsigned char)value[i] < 0x20 || value[i] == 0x7f ? '?' : value[i];
+  shown[i] = '\0';
+  std::snprintf(message, size, "%s=\"%s\" in the environment is not %s; unset it, or set %s", name, shown, accepted, example);
+  return false;
+}
+
+/**
  * The MC_CUDA_* switches of this process (read by init_device_info): a value that is none of the
  * accepted ones fails with one line ("MC_CUDA_X=...: ...; fix") instead of quietly meaning the
  * default. Checked before anything else of a load (check_device), so no GPU is needed to hear it.
@@ -80,12 +99,7 @@ inline const char* env_setting(const char* name) {
  */
 inline bool check_environment(char* message, size_t size) {
   const auto bad = [&](const char* name, const char* value, const char* accepted, const char* example) {
-    char shown[48];  // the value as typed, cut short and with control characters replaced: one line
-    size_t i = 0;
-    for (; value[i] != '\0' && i + 1 < sizeof shown; ++i) shown[i] = (unsigned char)value[i] < 0x20 || value[i] == 0x7f ? '?' : value[i];
-    shown[i] = '\0';
-    std::snprintf(message, size, "%s=\"%s\" in the environment is not %s; unset it, or set %s", name, shown, accepted, example);
-    return false;
+    return refuse_setting(message, size, name, value, accepted, example);
   };
   if (const char* v = env_setting("MC_CUDA_GEMM"); v != nullptr && std::strcmp(v, "mma") != 0 && std::strcmp(v, "wgmma") != 0 && std::strcmp(v, "wgmma-all") != 0)
     return bad("MC_CUDA_GEMM", v, "mma, wgmma or wgmma-all", "one of those");
@@ -94,6 +108,10 @@ inline bool check_environment(char* message, size_t size) {
   int64_t between = 0, across = 0;
   if (const char* v = env_setting("MC_CUDA_PREFETCH_MB"); v != nullptr && !parse_prefetch_mib(v, 1 << 30, between, across))
     return bad("MC_CUDA_PREFETCH_MB", v, "N or N,M whole MiB", "e.g. 8 or 8,24");
+  if (const char* v = env_setting("MC_CUDA_PDL"); v != nullptr && std::strcmp(v, "gemv") != 0 && std::strcmp(v, "all") != 0 && std::strcmp(v, "off") != 0)
+    return bad("MC_CUDA_PDL", v, "gemv, all or off", "gemv (the default)");
+  if (const char* v = env_setting("MC_CUDA_PDL_TRIGGER"); v != nullptr && std::strcmp(v, "exit") != 0 && std::strcmp(v, "last-rows") != 0)
+    return bad("MC_CUDA_PDL_TRIGGER", v, "exit or last-rows", "exit (the default)");
   return true;
 }
 inline DeviceInfo& device_info() {
@@ -116,7 +134,11 @@ inline cudaError_t init_device_info() {
   if (cudaError_t e = cudaGetDevice(&device)) return e;
   if (cudaError_t e = cudaDeviceGetAttribute(&device_info().sms, cudaDevAttrMultiProcessorCount, device)) return e;
   if (cudaError_t e = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device)) return e;
-  device_info().pdl = major >= 9;
+  const char* pdl = env_setting("MC_CUDA_PDL");
+  device_info().pdl = major >= 9 && (pdl == nullptr || std::strcmp(pdl, "off") != 0);
+  device_info().pdl_between = device_info().pdl && pdl != nullptr && std::strcmp(pdl, "all") == 0;
+  const char* trigger = env_setting("MC_CUDA_PDL_TRIGGER");
+  device_info().pdl_early_trigger = device_info().pdl && trigger != nullptr && std::strcmp(trigger, "last-rows") == 0;
   if (cudaError_t e = cudaMemcpyFromSymbol(&built, wgmma_built, sizeof built)) return e;
   const char* engine = env_setting("MC_CUDA_GEMM");
   const bool all = engine != nullptr && std::strcmp(engine, "wgmma-all") == 0;
@@ -132,24 +154,41 @@ inline cudaError_t init_device_info() {
 }
 
 /**
- * Launches a kernel with programmatic dependent launch where the GPU has it (sm_90+): it may start
- * while the previous kernel drains. Every kernel launched so must call wait_for_previous_kernel()
- * before it reads or writes activations. (Used for the decode GEMVs; bench/RESULTS.md run 3 has
- * why the small kernels between them are not, and why nothing triggers its dependents early.)
+ * Launches a kernel, with programmatic dependent launch where `pdl` (and the GPU has it, sm_90+): it
+ * may then start while the previous kernel drains, so it must call wait_for_previous_kernel()
+ * before it reads or writes activations.
  */
 template <typename... Params, typename... Args>
-inline cudaError_t launch(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t s, Args... args) {
+inline cudaError_t launch_pdl(bool pdl, void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t s, Args... args) {
   cudaLaunchConfig_t config = {};
   config.gridDim = grid;
   config.blockDim = block;
   config.dynamicSmemBytes = smem;
   config.stream = s;
-  cudaLaunchAttribute pdl[1];
-  pdl[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  pdl[0].val.programmaticStreamSerializationAllowed = 1;
-  config.attrs = pdl;
-  config.numAttrs = device_info().pdl ? 1 : 0;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  config.attrs = attr;
+  config.numAttrs = pdl && device_info().pdl ? 1 : 0;
   return cudaLaunchKernelEx(&config, kernel, args...);
+}
+
+/** A decode GEMV's launch: with PDL wherever the GPU has it (MC_CUDA_PDL=off aside). */
+template <typename... Params, typename... Args>
+inline cudaError_t launch(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t s, Args... args) {
+  return launch_pdl(true, kernel, grid, block, smem, s, args...);
+}
+
+/**
+ * A small kernel between the decode GEMVs (the decode attention and its combine, the MoE routing):
+ * with PDL only under MC_CUDA_PDL=all. By default they wait for their predecessor in full: with
+ * PDL and early triggers everywhere decode was slower (bench/RESULTS.md runs 3 and 4); PDL alone,
+ * with the default trigger at exit, had not been timed (run 14). They call wait_for_previous_kernel()
+ * first either way (a no-op without the attribute).
+ */
+template <typename... Params, typename... Args>
+inline cudaError_t launch_between(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t s, Args... args) {
+  return launch_pdl(device_info().pdl_between, kernel, grid, block, smem, s, args...);
 }
 
 }  // namespace mc

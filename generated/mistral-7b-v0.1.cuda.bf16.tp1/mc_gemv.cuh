@@ -108,9 +108,11 @@ inline L2Next l2_next(const T* p, int64_t count, NextIs where = NextIs::adjacent
  *   bool load_x(item, xs)            fill xs[NSRC][K] (all threads; false: skip this item)
  *   void rows(item, group, src, ptr[ROWS], scale)  the weight rows of a group and the source's scale
  *   void epilogue(item, group, acc[ROWS])          lane 0 of the warp; acc = sum over sources
+ * early_trigger (MC_CUDA_PDL_TRIGGER=last-rows): the next kernel may launch once every block is on
+ * its last row group, rather than when the blocks exit.
  */
 template <class Op>
-__global__ void __launch_bounds__(Op::WARPS * 32) gemv_kernel(const Op op, const L2Next next) {
+__global__ void __launch_bounds__(Op::WARPS * 32) gemv_kernel(const Op op, const L2Next next, const bool early_trigger) {
   using W = typename Op::W;
   extern __shared__ float4 gemv_smem[];
   float* xs = reinterpret_cast<float*>(gemv_smem);
@@ -132,6 +134,9 @@ __global__ void __launch_bounds__(Op::WARPS * 32) gemv_kernel(const Op op, const
   __syncthreads();
 #pragma unroll 1
   for (; group < Op::GROUPS; group += gridDim.x * Op::WARPS) {
+    // MC_CUDA_PDL_TRIGGER=last-rows: the next kernel may launch once every block is on its last rows,
+    // so that its blocks take the SM slots these leave and start streaming their first weights.
+    if (early_trigger && group + gridDim.x * Op::WARPS >= Op::GROUPS) let_next_kernel_launch();
     float acc[Op::ROWS] = {};
 #pragma unroll 1
     for (int src = 0; src < Op::NSRC; ++src) {
@@ -149,6 +154,7 @@ __global__ void __launch_bounds__(Op::WARPS * 32) gemv_kernel(const Op op, const
     for (int r = 0; r < Op::ROWS; ++r) acc[r] = warp_sum(acc[r]);
     if (lane == 0) op.epilogue(item, group, acc);
   }
+  if (early_trigger) let_next_kernel_launch();  // a warp with no rows at all (a block's first call counts; later ones do nothing)
   next.prefetch_share((int64_t(blockIdx.y) * gridDim.x + blockIdx.x) * Op::WARPS + warp, int64_t(gridDim.x) * gridDim.y * Op::WARPS, lane);
 }
 
@@ -182,7 +188,7 @@ inline cudaError_t gemv(const Op& op, int items, cudaStream_t s, L2Next next = {
   const int needed = (Op::GROUPS + Op::WARPS - 1) / Op::WARPS;
   const int resident = gemv_resident_blocks<Op>() / (items > 0 ? items : 1);
   const dim3 grid(resident > 0 && resident < needed ? resident : needed, items);
-  return launch(gemv_kernel<Op>, grid, dim3(Op::WARPS * 32), gemv_smem_bytes<Op>(), s, op, next);
+  return launch(gemv_kernel<Op>, grid, dim3(Op::WARPS * 32), gemv_smem_bytes<Op>(), s, op, next, device_info().pdl_early_trigger);
 }
 
 /** ptr[r] = row (first + r) of a [n, K] matrix; rows past the end point at row 0 (read, never stored). */

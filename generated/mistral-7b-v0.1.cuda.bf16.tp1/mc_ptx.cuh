@@ -34,6 +34,18 @@ __device__ __forceinline__ void wait_for_previous_kernel() {
 }
 
 /**
+ * Programmatic dependent launch (sm_90+): lets the next kernel, if it was launched with the PDL
+ * attribute, launch once every block of this one has called this or exited (the first call of a
+ * block counts; later ones do nothing). It says nothing of this kernel's writes: the next one
+ * still waits for them in wait_for_previous_kernel(). Without it a block counts when it exits.
+ */
+__device__ __forceinline__ void let_next_kernel_launch() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+/**
  * A hint to bring [p, p + bytes) of global memory into L2, given by all lanes of a warp (p 16-byte
  * aligned, bytes a multiple of 16): nothing waits for it and a GPU may drop it. On sm_90 one lane
  * hands the whole range to the bulk-copy engine; elsewhere the lanes prefetch it an L2 sector (32

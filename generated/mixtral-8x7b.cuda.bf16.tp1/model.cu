@@ -1064,6 +1064,59 @@ constexpr WeightSpec kWeights[N_WEIGHTS] = {
     {"output.weight", 32000, 4096, 93143441408 },
 };
 
+/**
+ * This model's fused kernels (a forward pass launches them in this order, layer by layer), by the
+ * names MC_CUDA_DIAG_SKIP takes.
+ */
+enum Kernel : int {
+  K_EMBEDDING_LOOKUP, K_RMSNORM_QKV_ROPE_CACHE, K_ATTENTION_GQA_WINDOW, K_WO_RESIDUAL,
+  K_RMSNORM_MOE_GATE_TOPK_SOFTMAX, K_MOE_GROUP_BY_EXPERT, K_MOE_W13_SWIGLU, K_MOE_W2_COMBINE_RESIDUAL,
+  K_RMSNORM_OUTPUT, N_KERNELS
+};
+constexpr const char* kKernelNames[N_KERNELS] = {
+  "embedding_lookup", "rmsnorm_qkv_rope_cache", "attention_gqa_window", "wo_residual",
+  "rmsnorm_moe_gate_topk_softmax", "moe_group_by_expert", "moe_w13_swiglu", "moe_w2_combine_residual",
+  "rmsnorm_output",
+};
+constexpr const char* kKernelList = "embedding_lookup, rmsnorm_qkv_rope_cache, attention_gqa_window, wo_residual, "
+                                    "rmsnorm_moe_gate_topk_softmax, moe_group_by_expert, moe_w13_swiglu, moe_w2_combine_residual, "
+                                    "rmsnorm_output";
+
+/**
+ * MC_CUDA_DIAG_SKIP, a diagnostic for timing only: "name,name,..." (this model's kernels) or "all".
+ * Every forward pass then leaves those kernels' launches out, so its logits mean nothing; what it
+ * is for is a decode step's time split by kernel in situ (graph replay, PDL and every boundary as
+ * in use), where a profiler runs kernels one at a time (bench/gpu/device/run.sh BREAKDOWN=1;
+ * bench/RESULTS.md run 13). The activations start zeroed (mc_create), so a kernel left out leaves
+ * zeros or an earlier step's values behind, never an index out of range. Returns the mask of the
+ * kernels left out (unset: 0), or -1 for anything else: a name not of this model, an empty item.
+ */
+int parse_diag_skip(const char* text) {
+  if (text == nullptr) return 0;
+  if (std::strcmp(text, "all") == 0) return (1 << N_KERNELS) - 1;
+  int mask = 0;
+  for (const char* c = text;;) {
+    const char* end = std::strchr(c, ',');
+    const size_t n = end != nullptr ? size_t(end - c) : std::strlen(c);
+    int k = 0;
+    while (k < N_KERNELS && !(std::strlen(kKernelNames[k]) == n && std::strncmp(c, kKernelNames[k], n) == 0)) ++k;
+    if (k == N_KERNELS) return -1;
+    mask |= 1 << k;
+    if (end == nullptr) return mask;
+    c = end + 1;
+  }
+}
+
+/** MC_CUDA_DIAG_SKIP's mask into `mask`, or false with the one line refusing it (check_environment's form). */
+bool diag_skip_setting(int& mask, char* message, size_t size) {
+  const char* v = mc::env_setting("MC_CUDA_DIAG_SKIP");
+  mask = parse_diag_skip(v);
+  if (mask >= 0) return true;
+  char accepted[384];
+  std::snprintf(accepted, sizeof accepted, "all or a comma-separated list of this model's kernels (%s)", kKernelList);
+  return mc::refuse_setting(message, size, "MC_CUDA_DIAG_SKIP", v, accepted, "e.g. attention_gqa_window (for timing only: the logits are then wrong)");
+}
+
 /** Device pointers of one layer. */
 struct Layer {
   const W *attention_norm, *wqkv, *wo, *ffn_norm;  // wqkv: [Q_DIM + 2 * KV_DIM, DIM], wq|wk|wv
@@ -1151,6 +1204,7 @@ struct mc_model {
   const W *embedding = nullptr, *final_norm = nullptr, *output = nullptr;
   Layer layers[N_LAYERS] = {};
   Activations a = {};
+  int diag_skip = 0;                  // kernels every forward pass leaves out (MC_CUDA_DIAG_SKIP, a timing diagnostic)
   mc::nccl::Comm nccl = nullptr;      // this rank's NCCL communicator (TP > 1), set by mc_set_comm
 };
 
@@ -1187,6 +1241,8 @@ static_assert(attention_gqa_window::Decode::bytes() <= size_t(SMEM_NEEDED) && (!
 bool check_device(int32_t rank, int32_t ordinal, int* device, char* err, size_t errlen) {
   char message[512];
   if (!mc::check_environment(message, sizeof message)) return set_error(err, errlen, message), false;
+  int skip = 0;
+  if (!diag_skip_setting(skip, message, sizeof message)) return set_error(err, errlen, message), false;
   int count = 0;
   const cudaError_t e = cudaGetDeviceCount(&count);
   if (e != cudaSuccess) {
@@ -1293,6 +1349,12 @@ cudaError_t all_reduce_sum(const mc_model* m, float* data, int64_t n, cudaStream
       return e_;                          \
     }                                     \
   } while (0)
+// A fused kernel's launch, unless MC_CUDA_DIAG_SKIP leaves it out.
+#define MC_KERNEL(kernel, what, ...)       \
+  do {                                    \
+    if (!(m->diag_skip >> (kernel) & 1))  \
+      MC_LAUNCH(what, __VA_ARGS__);       \
+  } while (0)
 
 /**
  * The forward pass of T tokens whose ids and first position are already in m->a.io; logits of rows
@@ -1302,328 +1364,360 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   const cudaStream_t s = m->stream;
   Activations& a = m->a;
   const int32_t* pos0 = a.io;
-  MC_LAUNCH("embedding_lookup", embedding_lookup::launch(a.io + 1, T, m->vocab_start, m->embedding, a.residual, s));
+  MC_KERNEL(K_EMBEDDING_LOOKUP, "embedding_lookup", embedding_lookup::launch(a.io + 1, T, m->vocab_start, m->embedding, a.residual, s));
   {  // layer 0: full attention over 32768 slots
     const Layer& l = m->layers[0];
-    MC_LAUNCH("layers.0 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
-    MC_LAUNCH("layers.0 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.0 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
-    MC_LAUNCH("layers.0 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
-    MC_LAUNCH("layers.0 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
-    MC_LAUNCH("layers.0 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
-    MC_LAUNCH("layers.0 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, next_wqkv(m, 0 + 1), s));
+    MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.0 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
+    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.0 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
+    MC_KERNEL(K_WO_RESIDUAL, "layers.0 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
+    MC_KERNEL(K_RMSNORM_MOE_GATE_TOPK_SOFTMAX, "layers.0 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, a.expert_offsets, a.expert_rows, a.pair_row, s));
+    if (T > 1)  // one token: the gate kernel grouped it
+      MC_KERNEL(K_MOE_GROUP_BY_EXPERT, "layers.0 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
+    MC_KERNEL(K_MOE_W13_SWIGLU, "layers.0 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
+    MC_KERNEL(K_MOE_W2_COMBINE_RESIDUAL, "layers.0 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, next_wqkv(m, 0 + 1), s));
   }
   {  // layer 1: full attention over 32768 slots
     const Layer& l = m->layers[1];
-    MC_LAUNCH("layers.1 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
-    MC_LAUNCH("layers.1 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.1 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
-    MC_LAUNCH("layers.1 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
-    MC_LAUNCH("layers.1 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
-    MC_LAUNCH("layers.1 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
-    MC_LAUNCH("layers.1 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, next_wqkv(m, 1 + 1), s));
+    MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.1 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
+    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.1 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
+    MC_KERNEL(K_WO_RESIDUAL, "layers.1 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
+    MC_KERNEL(K_RMSNORM_MOE_GATE_TOPK_SOFTMAX, "layers.1 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, a.expert_offsets, a.expert_rows, a.pair_row, s));
+    if (T > 1)  // one token: the gate kernel grouped it
+      MC_KERNEL(K_MOE_GROUP_BY_EXPERT, "layers.1 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
+    MC_KERNEL(K_MOE_W13_SWIGLU, "layers.1 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
+    MC_KERNEL(K_MOE_W2_COMBINE_RESIDUAL, "layers.1 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, next_wqkv(m, 1 + 1), s));
   }
   {  // layer 2: full attention over 32768 slots
     const Layer& l = m->layers[2];
-    MC_LAUNCH("layers.2 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
-    MC_LAUNCH("layers.2 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.2 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
-    MC_LAUNCH("layers.2 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
-    MC_LAUNCH("layers.2 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
-    MC_LAUNCH("layers.2 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
-    MC_LAUNCH("layers.2 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, next_wqkv(m, 2 + 1), s));
+    MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.2 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
+    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.2 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
+    MC_KERNEL(K_WO_RESIDUAL, "layers.2 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
+    MC_KERNEL(K_RMSNORM_MOE_GATE_TOPK_SOFTMAX, "layers.2 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, a.expert_offsets, a.expert_rows, a.pair_row, s));
+    if (T > 1)  // one token: the gate kernel grouped it
+      MC_KERNEL(K_MOE_GROUP_BY_EXPERT, "layers.2 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
+    MC_KERNEL(K_MOE_W13_SWIGLU, "layers.2 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
+    MC_KERNEL(K_MOE_W2_COMBINE_RESIDUAL, "layers.2 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, next_wqkv(m, 2 + 1), s));
   }
   {  // layer 3: full attention over 32768 slots
     const Layer& l = m->layers[3];
-    MC_LAUNCH("layers.3 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
-    MC_LAUNCH("layers.3 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.3 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
-    MC_LAUNCH("layers.3 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
-    MC_LAUNCH("layers.3 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
-    MC_LAUNCH("layers.3 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
-    MC_LAUNCH("layers.3 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, next_wqkv(m, 3 + 1), s));
+    MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.3 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
+    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.3 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
+    MC_KERNEL(K_WO_RESIDUAL, "layers.3 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
+    MC_KERNEL(K_RMSNORM_MOE_GATE_TOPK_SOFTMAX, "layers.3 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, a.expert_offsets, a.expert_rows, a.pair_row, s));
+    if (T > 1)  // one token: the gate kernel grouped it
+      MC_KERNEL(K_MOE_GROUP_BY_EXPERT, "layers.3 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
+    MC_KERNEL(K_MOE_W13_SWIGLU, "layers.3 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
+    MC_KERNEL(K_MOE_W2_COMBINE_RESIDUAL, "layers.3 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, next_wqkv(m, 3 + 1), s));
   }
   {  // layer 4: full attention over 32768 slots
     const Layer& l = m->layers[4];
-    MC_LAUNCH("layers.4 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
-    MC_LAUNCH("layers.4 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.4 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
-    MC_LAUNCH("layers.4 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
-    MC_LAUNCH("layers.4 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
-    MC_LAUNCH("layers.4 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
-    MC_LAUNCH("layers.4 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, next_wqkv(m, 4 + 1), s));
+    MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.4 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
+    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.4 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
+    MC_KERNEL(K_WO_RESIDUAL, "layers.4 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
+    MC_KERNEL(K_RMSNORM_MOE_GATE_TOPK_SOFTMAX, "layers.4 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, a.expert_offsets, a.expert_rows, a.pair_row, s));
+    if (T > 1)  // one token: the gate kernel grouped it
+      MC_KERNEL(K_MOE_GROUP_BY_EXPERT, "layers.4 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
+    MC_KERNEL(K_MOE_W13_SWIGLU, "layers.4 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
+    MC_KERNEL(K_MOE_W2_COMBINE_RESIDUAL, "layers.4 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, next_wqkv(m, 4 + 1), s));
   }
   {  // layer 5: full attention over 32768 slots
     const Layer& l = m->layers[5];
-    MC_LAUNCH("layers.5 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
-    MC_LAUNCH("layers.5 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.5 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
-    MC_LAUNCH("layers.5 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
-    MC_LAUNCH("layers.5 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
-    MC_LAUNCH("layers.5 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
-    MC_LAUNCH("layers.5 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, next_wqkv(m, 5 + 1), s));
+    MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.5 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
+    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.5 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
+    MC_KERNEL(K_WO_RESIDUAL, "layers.5 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
+    MC_KERNEL(K_RMSNORM_MOE_GATE_TOPK_SOFTMAX, "layers.5 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, a.expert_offsets, a.expert_rows, a.pair_row, s));
+    if (T > 1)  // one token: the gate kernel grouped it
+      MC_KERNEL(K_MOE_GROUP_BY_EXPERT, "layers.5 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
+    MC_KERNEL(K_MOE_W13_SWIGLU, "layers.5 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
+    MC_KERNEL(K_MOE_W2_COMBINE_RESIDUAL, "layers.5 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, next_wqkv(m, 5 + 1), s));
   }
   {  // layer 6: full attention over 32768 slots
     const Layer& l = m->layers[6];
-    MC_LAUNCH("layers.6 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
-    MC_LAUNCH("layers.6 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.6 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
-    MC_LAUNCH("layers.6 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
-    MC_LAUNCH("layers.6 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
-    MC_LAUNCH("layers.6 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
-    MC_LAUNCH("layers.6 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, next_wqkv(m, 6 + 1), s));
+    MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.6 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
+    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.6 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
+    MC_KERNEL(K_WO_RESIDUAL, "layers.6 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
+    MC_KERNEL(K_RMSNORM_MOE_GATE_TOPK_SOFTMAX, "layers.6 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, a.expert_offsets, a.expert_rows, a.pair_row, s));
+    if (T > 1)  // one token: the gate kernel grouped it
+      MC_KERNEL(K_MOE_GROUP_BY_EXPERT, "layers.6 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
+    MC_KERNEL(K_MOE_W13_SWIGLU, "layers.6 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
+    MC_KERNEL(K_MOE_W2_COMBINE_RESIDUAL, "layers.6 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, next_wqkv(m, 6 + 1), s));
   }
   {  // layer 7: full attention over 32768 slots
     const Layer& l = m->layers[7];
-    MC_LAUNCH("layers.7 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
-    MC_LAUNCH("layers.7 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.7 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
-    MC_LAUNCH("layers.7 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
-    MC_LAUNCH("layers.7 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
-    MC_LAUNCH("layers.7 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
-    MC_LAUNCH("layers.7 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, next_wqkv(m, 7 + 1), s));
+    MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.7 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
+    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.7 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
+    MC_KERNEL(K_WO_RESIDUAL, "layers.7 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
+    MC_KERNEL(K_RMSNORM_MOE_GATE_TOPK_SOFTMAX, "layers.7 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, a.expert_offsets, a.expert_rows, a.pair_row, s));
+    if (T > 1)  // one token: the gate kernel grouped it
+      MC_KERNEL(K_MOE_GROUP_BY_EXPERT, "layers.7 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
+    MC_KERNEL(K_MOE_W13_SWIGLU, "layers.7 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
+    MC_KERNEL(K_MOE_W2_COMBINE_RESIDUAL, "layers.7 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, next_wqkv(m, 7 + 1), s));
   }
   {  // layer 8: full attention over 32768 slots
     const Layer& l = m->layers[8];
-    MC_LAUNCH("layers.8 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
-    MC_LAUNCH("layers.8 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.8 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
-    MC_LAUNCH("layers.8 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
-    MC_LAUNCH("layers.8 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
-    MC_LAUNCH("layers.8 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
-    MC_LAUNCH("layers.8 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, next_wqkv(m, 8 + 1), s));
+    MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.8 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
+    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.8 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
+    MC_KERNEL(K_WO_RESIDUAL, "layers.8 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
+    MC_KERNEL(K_RMSNORM_MOE_GATE_TOPK_SOFTMAX, "layers.8 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, a.expert_offsets, a.expert_rows, a.pair_row, s));
+    if (T > 1)  // one token: the gate kernel grouped it
+      MC_KERNEL(K_MOE_GROUP_BY_EXPERT, "layers.8 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
+    MC_KERNEL(K_MOE_W13_SWIGLU, "layers.8 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
+    MC_KERNEL(K_MOE_W2_COMBINE_RESIDUAL, "layers.8 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, next_wqkv(m, 8 + 1), s));
   }
   {  // layer 9: full attention over 32768 slots
     const Layer& l = m->layers[9];
-    MC_LAUNCH("layers.9 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
-    MC_LAUNCH("layers.9 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.9 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
-    MC_LAUNCH("layers.9 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
-    MC_LAUNCH("layers.9 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
-    MC_LAUNCH("layers.9 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
-    MC_LAUNCH("layers.9 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, next_wqkv(m, 9 + 1), s));
+    MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.9 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
+    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.9 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
+    MC_KERNEL(K_WO_RESIDUAL, "layers.9 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
+    MC_KERNEL(K_RMSNORM_MOE_GATE_TOPK_SOFTMAX, "layers.9 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, a.expert_offsets, a.expert_rows, a.pair_row, s));
+    if (T > 1)  // one token: the gate kernel grouped it
+      MC_KERNEL(K_MOE_GROUP_BY_EXPERT, "layers.9 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
+    MC_KERNEL(K_MOE_W13_SWIGLU, "layers.9 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
+    MC_KERNEL(K_MOE_W2_COMBINE_RESIDUAL, "layers.9 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, next_wqkv(m, 9 + 1), s));
   }
   {  // layer 10: full attention over 32768 slots
     const Layer& l = m->layers[10];
-    MC_LAUNCH("layers.10 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
-    MC_LAUNCH("layers.10 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.10 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
-    MC_LAUNCH("layers.10 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
-    MC_LAUNCH("layers.10 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
-    MC_LAUNCH("layers.10 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
-    MC_LAUNCH("layers.10 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, next_wqkv(m, 10 + 1), s));
+    MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.10 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
+    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.10 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
+    MC_KERNEL(K_WO_RESIDUAL, "layers.10 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
+    MC_KERNEL(K_RMSNORM_MOE_GATE_TOPK_SOFTMAX, "layers.10 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, a.expert_offsets, a.expert_rows, a.pair_row, s));
+    if (T > 1)  // one token: the gate kernel grouped it
+      MC_KERNEL(K_MOE_GROUP_BY_EXPERT, "layers.10 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
+    MC_KERNEL(K_MOE_W13_SWIGLU, "layers.10 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
+    MC_KERNEL(K_MOE_W2_COMBINE_RESIDUAL, "layers.10 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, next_wqkv(m, 10 + 1), s));
   }
   {  // layer 11: full attention over 32768 slots
     const Layer& l = m->layers[11];
-    MC_LAUNCH("layers.11 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
-    MC_LAUNCH("layers.11 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.11 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
-    MC_LAUNCH("layers.11 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
-    MC_LAUNCH("layers.11 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
-    MC_LAUNCH("layers.11 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
-    MC_LAUNCH("layers.11 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, next_wqkv(m, 11 + 1), s));
+    MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.11 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
+    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.11 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
+    MC_KERNEL(K_WO_RESIDUAL, "layers.11 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
+    MC_KERNEL(K_RMSNORM_MOE_GATE_TOPK_SOFTMAX, "layers.11 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, a.expert_offsets, a.expert_rows, a.pair_row, s));
+    if (T > 1)  // one token: the gate kernel grouped it
+      MC_KERNEL(K_MOE_GROUP_BY_EXPERT, "layers.11 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
+    MC_KERNEL(K_MOE_W13_SWIGLU, "layers.11 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
+    MC_KERNEL(K_MOE_W2_COMBINE_RESIDUAL, "layers.11 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, next_wqkv(m, 11 + 1), s));
   }
   {  // layer 12: full attention over 32768 slots
     const Layer& l = m->layers[12];
-    MC_LAUNCH("layers.12 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
-    MC_LAUNCH("layers.12 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.12 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
-    MC_LAUNCH("layers.12 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
-    MC_LAUNCH("layers.12 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
-    MC_LAUNCH("layers.12 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
-    MC_LAUNCH("layers.12 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, next_wqkv(m, 12 + 1), s));
+    MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.12 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
+    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.12 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
+    MC_KERNEL(K_WO_RESIDUAL, "layers.12 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
+    MC_KERNEL(K_RMSNORM_MOE_GATE_TOPK_SOFTMAX, "layers.12 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, a.expert_offsets, a.expert_rows, a.pair_row, s));
+    if (T > 1)  // one token: the gate kernel grouped it
+      MC_KERNEL(K_MOE_GROUP_BY_EXPERT, "layers.12 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
+    MC_KERNEL(K_MOE_W13_SWIGLU, "layers.12 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
+    MC_KERNEL(K_MOE_W2_COMBINE_RESIDUAL, "layers.12 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, next_wqkv(m, 12 + 1), s));
   }
   {  // layer 13: full attention over 32768 slots
     const Layer& l = m->layers[13];
-    MC_LAUNCH("layers.13 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
-    MC_LAUNCH("layers.13 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.13 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
-    MC_LAUNCH("layers.13 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
-    MC_LAUNCH("layers.13 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
-    MC_LAUNCH("layers.13 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
-    MC_LAUNCH("layers.13 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, next_wqkv(m, 13 + 1), s));
+    MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.13 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
+    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.13 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
+    MC_KERNEL(K_WO_RESIDUAL, "layers.13 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
+    MC_KERNEL(K_RMSNORM_MOE_GATE_TOPK_SOFTMAX, "layers.13 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, a.expert_offsets, a.expert_rows, a.pair_row, s));
+    if (T > 1)  // one token: the gate kernel grouped it
+      MC_KERNEL(K_MOE_GROUP_BY_EXPERT, "layers.13 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
+    MC_KERNEL(K_MOE_W13_SWIGLU, "layers.13 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
+    MC_KERNEL(K_MOE_W2_COMBINE_RESIDUAL, "layers.13 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, next_wqkv(m, 13 + 1), s));
   }
   {  // layer 14: full attention over 32768 slots
     const Layer& l = m->layers[14];
-    MC_LAUNCH("layers.14 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
-    MC_LAUNCH("layers.14 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.14 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
-    MC_LAUNCH("layers.14 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
-    MC_LAUNCH("layers.14 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
-    MC_LAUNCH("layers.14 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
-    MC_LAUNCH("layers.14 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, next_wqkv(m, 14 + 1), s));
+    MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.14 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
+    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.14 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
+    MC_KERNEL(K_WO_RESIDUAL, "layers.14 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
+    MC_KERNEL(K_RMSNORM_MOE_GATE_TOPK_SOFTMAX, "layers.14 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, a.expert_offsets, a.expert_rows, a.pair_row, s));
+    if (T > 1)  // one token: the gate kernel grouped it
+      MC_KERNEL(K_MOE_GROUP_BY_EXPERT, "layers.14 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
+    MC_KERNEL(K_MOE_W13_SWIGLU, "layers.14 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
+    MC_KERNEL(K_MOE_W2_COMBINE_RESIDUAL, "layers.14 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, next_wqkv(m, 14 + 1), s));
   }
   {  // layer 15: full attention over 32768 slots
     const Layer& l = m->layers[15];
-    MC_LAUNCH("layers.15 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
-    MC_LAUNCH("layers.15 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.15 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
-    MC_LAUNCH("layers.15 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
-    MC_LAUNCH("layers.15 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
-    MC_LAUNCH("layers.15 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
-    MC_LAUNCH("layers.15 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, next_wqkv(m, 15 + 1), s));
+    MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.15 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
+    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.15 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
+    MC_KERNEL(K_WO_RESIDUAL, "layers.15 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
+    MC_KERNEL(K_RMSNORM_MOE_GATE_TOPK_SOFTMAX, "layers.15 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, a.expert_offsets, a.expert_rows, a.pair_row, s));
+    if (T > 1)  // one token: the gate kernel grouped it
+      MC_KERNEL(K_MOE_GROUP_BY_EXPERT, "layers.15 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
+    MC_KERNEL(K_MOE_W13_SWIGLU, "layers.15 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
+    MC_KERNEL(K_MOE_W2_COMBINE_RESIDUAL, "layers.15 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, next_wqkv(m, 15 + 1), s));
   }
   {  // layer 16: full attention over 32768 slots
     const Layer& l = m->layers[16];
-    MC_LAUNCH("layers.16 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
-    MC_LAUNCH("layers.16 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.16 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
-    MC_LAUNCH("layers.16 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
-    MC_LAUNCH("layers.16 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
-    MC_LAUNCH("layers.16 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
-    MC_LAUNCH("layers.16 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, next_wqkv(m, 16 + 1), s));
+    MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.16 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
+    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.16 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
+    MC_KERNEL(K_WO_RESIDUAL, "layers.16 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
+    MC_KERNEL(K_RMSNORM_MOE_GATE_TOPK_SOFTMAX, "layers.16 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, a.expert_offsets, a.expert_rows, a.pair_row, s));
+    if (T > 1)  // one token: the gate kernel grouped it
+      MC_KERNEL(K_MOE_GROUP_BY_EXPERT, "layers.16 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
+    MC_KERNEL(K_MOE_W13_SWIGLU, "layers.16 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
+    MC_KERNEL(K_MOE_W2_COMBINE_RESIDUAL, "layers.16 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, next_wqkv(m, 16 + 1), s));
   }
   {  // layer 17: full attention over 32768 slots
     const Layer& l = m->layers[17];
-    MC_LAUNCH("layers.17 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
-    MC_LAUNCH("layers.17 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.17 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
-    MC_LAUNCH("layers.17 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
-    MC_LAUNCH("layers.17 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
-    MC_LAUNCH("layers.17 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
-    MC_LAUNCH("layers.17 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, next_wqkv(m, 17 + 1), s));
+    MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.17 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
+    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.17 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
+    MC_KERNEL(K_WO_RESIDUAL, "layers.17 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
+    MC_KERNEL(K_RMSNORM_MOE_GATE_TOPK_SOFTMAX, "layers.17 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, a.expert_offsets, a.expert_rows, a.pair_row, s));
+    if (T > 1)  // one token: the gate kernel grouped it
+      MC_KERNEL(K_MOE_GROUP_BY_EXPERT, "layers.17 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
+    MC_KERNEL(K_MOE_W13_SWIGLU, "layers.17 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
+    MC_KERNEL(K_MOE_W2_COMBINE_RESIDUAL, "layers.17 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, next_wqkv(m, 17 + 1), s));
   }
   {  // layer 18: full attention over 32768 slots
     const Layer& l = m->layers[18];
-    MC_LAUNCH("layers.18 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
-    MC_LAUNCH("layers.18 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.18 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
-    MC_LAUNCH("layers.18 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
-    MC_LAUNCH("layers.18 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
-    MC_LAUNCH("layers.18 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
-    MC_LAUNCH("layers.18 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, next_wqkv(m, 18 + 1), s));
+    MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.18 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
+    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.18 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
+    MC_KERNEL(K_WO_RESIDUAL, "layers.18 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
+    MC_KERNEL(K_RMSNORM_MOE_GATE_TOPK_SOFTMAX, "layers.18 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, a.expert_offsets, a.expert_rows, a.pair_row, s));
+    if (T > 1)  // one token: the gate kernel grouped it
+      MC_KERNEL(K_MOE_GROUP_BY_EXPERT, "layers.18 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
+    MC_KERNEL(K_MOE_W13_SWIGLU, "layers.18 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
+    MC_KERNEL(K_MOE_W2_COMBINE_RESIDUAL, "layers.18 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, next_wqkv(m, 18 + 1), s));
   }
   {  // layer 19: full attention over 32768 slots
     const Layer& l = m->layers[19];
-    MC_LAUNCH("layers.19 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
-    MC_LAUNCH("layers.19 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.19 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
-    MC_LAUNCH("layers.19 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
-    MC_LAUNCH("layers.19 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
-    MC_LAUNCH("layers.19 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
-    MC_LAUNCH("layers.19 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, next_wqkv(m, 19 + 1), s));
+    MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.19 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
+    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.19 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
+    MC_KERNEL(K_WO_RESIDUAL, "layers.19 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
+    MC_KERNEL(K_RMSNORM_MOE_GATE_TOPK_SOFTMAX, "layers.19 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, a.expert_offsets, a.expert_rows, a.pair_row, s));
+    if (T > 1)  // one token: the gate kernel grouped it
+      MC_KERNEL(K_MOE_GROUP_BY_EXPERT, "layers.19 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
+    MC_KERNEL(K_MOE_W13_SWIGLU, "layers.19 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
+    MC_KERNEL(K_MOE_W2_COMBINE_RESIDUAL, "layers.19 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, next_wqkv(m, 19 + 1), s));
   }
   {  // layer 20: full attention over 32768 slots
     const Layer& l = m->layers[20];
-    MC_LAUNCH("layers.20 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
-    MC_LAUNCH("layers.20 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.20 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
-    MC_LAUNCH("layers.20 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
-    MC_LAUNCH("layers.20 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
-    MC_LAUNCH("layers.20 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
-    MC_LAUNCH("layers.20 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, next_wqkv(m, 20 + 1), s));
+    MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.20 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
+    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.20 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
+    MC_KERNEL(K_WO_RESIDUAL, "layers.20 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
+    MC_KERNEL(K_RMSNORM_MOE_GATE_TOPK_SOFTMAX, "layers.20 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, a.expert_offsets, a.expert_rows, a.pair_row, s));
+    if (T > 1)  // one token: the gate kernel grouped it
+      MC_KERNEL(K_MOE_GROUP_BY_EXPERT, "layers.20 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
+    MC_KERNEL(K_MOE_W13_SWIGLU, "layers.20 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
+    MC_KERNEL(K_MOE_W2_COMBINE_RESIDUAL, "layers.20 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, next_wqkv(m, 20 + 1), s));
   }
   {  // layer 21: full attention over 32768 slots
     const Layer& l = m->layers[21];
-    MC_LAUNCH("layers.21 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
-    MC_LAUNCH("layers.21 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.21 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
-    MC_LAUNCH("layers.21 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
-    MC_LAUNCH("layers.21 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
-    MC_LAUNCH("layers.21 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
-    MC_LAUNCH("layers.21 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, next_wqkv(m, 21 + 1), s));
+    MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.21 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
+    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.21 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
+    MC_KERNEL(K_WO_RESIDUAL, "layers.21 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
+    MC_KERNEL(K_RMSNORM_MOE_GATE_TOPK_SOFTMAX, "layers.21 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, a.expert_offsets, a.expert_rows, a.pair_row, s));
+    if (T > 1)  // one token: the gate kernel grouped it
+      MC_KERNEL(K_MOE_GROUP_BY_EXPERT, "layers.21 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
+    MC_KERNEL(K_MOE_W13_SWIGLU, "layers.21 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
+    MC_KERNEL(K_MOE_W2_COMBINE_RESIDUAL, "layers.21 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, next_wqkv(m, 21 + 1), s));
   }
   {  // layer 22: full attention over 32768 slots
     const Layer& l = m->layers[22];
-    MC_LAUNCH("layers.22 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
-    MC_LAUNCH("layers.22 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.22 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
-    MC_LAUNCH("layers.22 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
-    MC_LAUNCH("layers.22 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
-    MC_LAUNCH("layers.22 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
-    MC_LAUNCH("layers.22 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, next_wqkv(m, 22 + 1), s));
+    MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.22 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
+    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.22 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
+    MC_KERNEL(K_WO_RESIDUAL, "layers.22 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
+    MC_KERNEL(K_RMSNORM_MOE_GATE_TOPK_SOFTMAX, "layers.22 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, a.expert_offsets, a.expert_rows, a.pair_row, s));
+    if (T > 1)  // one token: the gate kernel grouped it
+      MC_KERNEL(K_MOE_GROUP_BY_EXPERT, "layers.22 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
+    MC_KERNEL(K_MOE_W13_SWIGLU, "layers.22 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
+    MC_KERNEL(K_MOE_W2_COMBINE_RESIDUAL, "layers.22 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, next_wqkv(m, 22 + 1), s));
   }
   {  // layer 23: full attention over 32768 slots
     const Layer& l = m->layers[23];
-    MC_LAUNCH("layers.23 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
-    MC_LAUNCH("layers.23 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.23 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
-    MC_LAUNCH("layers.23 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
-    MC_LAUNCH("layers.23 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
-    MC_LAUNCH("layers.23 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
-    MC_LAUNCH("layers.23 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, next_wqkv(m, 23 + 1), s));
+    MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.23 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
+    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.23 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
+    MC_KERNEL(K_WO_RESIDUAL, "layers.23 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
+    MC_KERNEL(K_RMSNORM_MOE_GATE_TOPK_SOFTMAX, "layers.23 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, a.expert_offsets, a.expert_rows, a.pair_row, s));
+    if (T > 1)  // one token: the gate kernel grouped it
+      MC_KERNEL(K_MOE_GROUP_BY_EXPERT, "layers.23 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
+    MC_KERNEL(K_MOE_W13_SWIGLU, "layers.23 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
+    MC_KERNEL(K_MOE_W2_COMBINE_RESIDUAL, "layers.23 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, next_wqkv(m, 23 + 1), s));
   }
   {  // layer 24: full attention over 32768 slots
     const Layer& l = m->layers[24];
-    MC_LAUNCH("layers.24 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
-    MC_LAUNCH("layers.24 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.24 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
-    MC_LAUNCH("layers.24 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
-    MC_LAUNCH("layers.24 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
-    MC_LAUNCH("layers.24 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
-    MC_LAUNCH("layers.24 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, next_wqkv(m, 24 + 1), s));
+    MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.24 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
+    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.24 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
+    MC_KERNEL(K_WO_RESIDUAL, "layers.24 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
+    MC_KERNEL(K_RMSNORM_MOE_GATE_TOPK_SOFTMAX, "layers.24 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, a.expert_offsets, a.expert_rows, a.pair_row, s));
+    if (T > 1)  // one token: the gate kernel grouped it
+      MC_KERNEL(K_MOE_GROUP_BY_EXPERT, "layers.24 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
+    MC_KERNEL(K_MOE_W13_SWIGLU, "layers.24 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
+    MC_KERNEL(K_MOE_W2_COMBINE_RESIDUAL, "layers.24 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, next_wqkv(m, 24 + 1), s));
   }
   {  // layer 25: full attention over 32768 slots
     const Layer& l = m->layers[25];
-    MC_LAUNCH("layers.25 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
-    MC_LAUNCH("layers.25 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.25 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
-    MC_LAUNCH("layers.25 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
-    MC_LAUNCH("layers.25 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
-    MC_LAUNCH("layers.25 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
-    MC_LAUNCH("layers.25 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, next_wqkv(m, 25 + 1), s));
+    MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.25 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
+    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.25 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
+    MC_KERNEL(K_WO_RESIDUAL, "layers.25 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
+    MC_KERNEL(K_RMSNORM_MOE_GATE_TOPK_SOFTMAX, "layers.25 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, a.expert_offsets, a.expert_rows, a.pair_row, s));
+    if (T > 1)  // one token: the gate kernel grouped it
+      MC_KERNEL(K_MOE_GROUP_BY_EXPERT, "layers.25 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
+    MC_KERNEL(K_MOE_W13_SWIGLU, "layers.25 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
+    MC_KERNEL(K_MOE_W2_COMBINE_RESIDUAL, "layers.25 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, next_wqkv(m, 25 + 1), s));
   }
   {  // layer 26: full attention over 32768 slots
     const Layer& l = m->layers[26];
-    MC_LAUNCH("layers.26 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
-    MC_LAUNCH("layers.26 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.26 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
-    MC_LAUNCH("layers.26 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
-    MC_LAUNCH("layers.26 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
-    MC_LAUNCH("layers.26 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
-    MC_LAUNCH("layers.26 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, next_wqkv(m, 26 + 1), s));
+    MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.26 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
+    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.26 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
+    MC_KERNEL(K_WO_RESIDUAL, "layers.26 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
+    MC_KERNEL(K_RMSNORM_MOE_GATE_TOPK_SOFTMAX, "layers.26 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, a.expert_offsets, a.expert_rows, a.pair_row, s));
+    if (T > 1)  // one token: the gate kernel grouped it
+      MC_KERNEL(K_MOE_GROUP_BY_EXPERT, "layers.26 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
+    MC_KERNEL(K_MOE_W13_SWIGLU, "layers.26 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
+    MC_KERNEL(K_MOE_W2_COMBINE_RESIDUAL, "layers.26 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, next_wqkv(m, 26 + 1), s));
   }
   {  // layer 27: full attention over 32768 slots
     const Layer& l = m->layers[27];
-    MC_LAUNCH("layers.27 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
-    MC_LAUNCH("layers.27 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.27 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
-    MC_LAUNCH("layers.27 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
-    MC_LAUNCH("layers.27 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
-    MC_LAUNCH("layers.27 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
-    MC_LAUNCH("layers.27 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, next_wqkv(m, 27 + 1), s));
+    MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.27 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
+    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.27 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
+    MC_KERNEL(K_WO_RESIDUAL, "layers.27 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
+    MC_KERNEL(K_RMSNORM_MOE_GATE_TOPK_SOFTMAX, "layers.27 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, a.expert_offsets, a.expert_rows, a.pair_row, s));
+    if (T > 1)  // one token: the gate kernel grouped it
+      MC_KERNEL(K_MOE_GROUP_BY_EXPERT, "layers.27 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
+    MC_KERNEL(K_MOE_W13_SWIGLU, "layers.27 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
+    MC_KERNEL(K_MOE_W2_COMBINE_RESIDUAL, "layers.27 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, next_wqkv(m, 27 + 1), s));
   }
   {  // layer 28: full attention over 32768 slots
     const Layer& l = m->layers[28];
-    MC_LAUNCH("layers.28 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
-    MC_LAUNCH("layers.28 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.28 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
-    MC_LAUNCH("layers.28 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
-    MC_LAUNCH("layers.28 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
-    MC_LAUNCH("layers.28 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
-    MC_LAUNCH("layers.28 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, next_wqkv(m, 28 + 1), s));
+    MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.28 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
+    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.28 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
+    MC_KERNEL(K_WO_RESIDUAL, "layers.28 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
+    MC_KERNEL(K_RMSNORM_MOE_GATE_TOPK_SOFTMAX, "layers.28 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, a.expert_offsets, a.expert_rows, a.pair_row, s));
+    if (T > 1)  // one token: the gate kernel grouped it
+      MC_KERNEL(K_MOE_GROUP_BY_EXPERT, "layers.28 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
+    MC_KERNEL(K_MOE_W13_SWIGLU, "layers.28 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
+    MC_KERNEL(K_MOE_W2_COMBINE_RESIDUAL, "layers.28 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, next_wqkv(m, 28 + 1), s));
   }
   {  // layer 29: full attention over 32768 slots
     const Layer& l = m->layers[29];
-    MC_LAUNCH("layers.29 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
-    MC_LAUNCH("layers.29 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.29 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
-    MC_LAUNCH("layers.29 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
-    MC_LAUNCH("layers.29 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
-    MC_LAUNCH("layers.29 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
-    MC_LAUNCH("layers.29 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, next_wqkv(m, 29 + 1), s));
+    MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.29 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
+    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.29 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
+    MC_KERNEL(K_WO_RESIDUAL, "layers.29 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
+    MC_KERNEL(K_RMSNORM_MOE_GATE_TOPK_SOFTMAX, "layers.29 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, a.expert_offsets, a.expert_rows, a.pair_row, s));
+    if (T > 1)  // one token: the gate kernel grouped it
+      MC_KERNEL(K_MOE_GROUP_BY_EXPERT, "layers.29 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
+    MC_KERNEL(K_MOE_W13_SWIGLU, "layers.29 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
+    MC_KERNEL(K_MOE_W2_COMBINE_RESIDUAL, "layers.29 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, next_wqkv(m, 29 + 1), s));
   }
   {  // layer 30: full attention over 32768 slots
     const Layer& l = m->layers[30];
-    MC_LAUNCH("layers.30 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
-    MC_LAUNCH("layers.30 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.30 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
-    MC_LAUNCH("layers.30 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
-    MC_LAUNCH("layers.30 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
-    MC_LAUNCH("layers.30 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
-    MC_LAUNCH("layers.30 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, next_wqkv(m, 30 + 1), s));
+    MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.30 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
+    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.30 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
+    MC_KERNEL(K_WO_RESIDUAL, "layers.30 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
+    MC_KERNEL(K_RMSNORM_MOE_GATE_TOPK_SOFTMAX, "layers.30 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, a.expert_offsets, a.expert_rows, a.pair_row, s));
+    if (T > 1)  // one token: the gate kernel grouped it
+      MC_KERNEL(K_MOE_GROUP_BY_EXPERT, "layers.30 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
+    MC_KERNEL(K_MOE_W13_SWIGLU, "layers.30 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
+    MC_KERNEL(K_MOE_W2_COMBINE_RESIDUAL, "layers.30 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, next_wqkv(m, 30 + 1), s));
   }
   {  // layer 31: full attention over 32768 slots
     const Layer& l = m->layers[31];
-    MC_LAUNCH("layers.31 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
-    MC_LAUNCH("layers.31 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
-    MC_LAUNCH("layers.31 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
-    MC_LAUNCH("layers.31 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, s));
-    MC_LAUNCH("layers.31 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
-    MC_LAUNCH("layers.31 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
-    MC_LAUNCH("layers.31 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, next_wqkv(m, 31 + 1), s));
+    MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.31 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
+    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.31 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
+    MC_KERNEL(K_WO_RESIDUAL, "layers.31 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
+    MC_KERNEL(K_RMSNORM_MOE_GATE_TOPK_SOFTMAX, "layers.31 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, a.expert_offsets, a.expert_rows, a.pair_row, s));
+    if (T > 1)  // one token: the gate kernel grouped it
+      MC_KERNEL(K_MOE_GROUP_BY_EXPERT, "layers.31 moe_group_by_expert", moe_group_by_expert::launch(a.route_expert, T, a.expert_offsets, a.expert_rows, a.pair_row, s));
+    MC_KERNEL(K_MOE_W13_SWIGLU, "layers.31 moe_w13_swiglu", moe_w13_swiglu::launch(a.normed, T, a.expert_offsets, a.expert_rows, l.w13, a.a16, a.moe_hidden, s));
+    MC_KERNEL(K_MOE_W2_COMBINE_RESIDUAL, "layers.31 moe_w2_combine_residual", moe_w2_combine_residual::launch(a.moe_hidden, T, a.expert_offsets, a.pair_row, a.route_expert, a.route_weight, l.w2, a.expert_out, a.a16, a.residual, next_wqkv(m, 31 + 1), s));
   }
-  MC_LAUNCH("rmsnorm_output", rmsnorm_output::launch(a.residual, first, rows, m->final_norm, m->output, a.rstd, a.a16, a.logits, next_wqkv(m, 0), s));
+  MC_KERNEL(K_RMSNORM_OUTPUT, "rmsnorm_output", rmsnorm_output::launch(a.residual, first, rows, m->final_norm, m->output, a.rstd, a.a16, a.logits, next_wqkv(m, 0), s));
   return cudaSuccess;
 }
 
@@ -1689,6 +1783,7 @@ MC_EXPORT mc_model* mc_create(const mc_weight* w, int32_t n_weights, int32_t ran
   m->device = device;
   m->rank = rank;
   m->vocab_start = kVocabStart[rank];
+  diag_skip_setting(m->diag_skip, message, sizeof message);  // valid: check_device refused anything else
   const char* step = "";
   cudaError_t e = cudaSuccess;
   do {
@@ -1714,6 +1809,10 @@ MC_EXPORT mc_model* mc_create(const mc_weight* w, int32_t n_weights, int32_t ran
                                                       cudaMemcpyHostToDevice);
     }
     if (e != cudaSuccess) break;
+    // Zeroed once, so that nothing reads stale device memory: a kernel that MC_CUDA_DIAG_SKIP leaves
+    // out leaves zeros (expert 0, no rows) behind for the next, not garbage indices.
+    step = "clearing the activations";
+    if ((e = cudaMemset(m->activations, 0, size_t(activation_bytes())))) break;
     layout_activations(m->a, reinterpret_cast<uintptr_t>(m->activations));
     double inv_freq[HEAD_DIM / 2];
     mc::rope_inv_freq(ROPE_THETA, HEAD_DIM, inv_freq);

@@ -126,6 +126,7 @@ __global__ void __launch_bounds__(DecodeTile<HEAD_DIM, GROUP, KV>::THREADS) atte
   KV* stages = reinterpret_cast<KV*>(attn_smem);                                                       // [STAGES][keys | values]
   float* qs = reinterpret_cast<float*>(reinterpret_cast<char*>(attn_smem) + STAGES * Tile::STAGE_ELEMS * sizeof(KV));  // [GROUP, HEAD_DIM]
   const int split = blockIdx.x, g = blockIdx.y, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  wait_for_previous_kernel();  // launched with PDL under MC_CUDA_PDL=all: q and this position's K/V come from the QKV GEMV
   const int p = *pos0;
   const int lo = WINDOW > 0 ? max(0, p - WINDOW + 1) : 0;
   const int visible = p - lo + 1;
@@ -202,6 +203,7 @@ __global__ void __launch_bounds__(DecodeTile<HEAD_DIM, GROUP, KV>::THREADS) atte
 /** out[h] = Σ_s o_s e^(m_s - M) / Σ_s l_s e^(m_s - M): the splits of one head merged. */
 template <int HEAD_DIM, int NSPLIT>
 __global__ void __launch_bounds__(128) attention_combine_kernel(const float* __restrict__ partial, float* __restrict__ out /*[N_HEADS * HEAD_DIM]*/) {
+  wait_for_previous_kernel();  // under MC_CUDA_PDL=all
   const float* part = partial + int64_t(blockIdx.x) * NSPLIT * (HEAD_DIM + 2);
   float m = -INFINITY;
   for (int s = 0; s < NSPLIT; ++s) m = fmaxf(m, part[s * (HEAD_DIM + 2) + HEAD_DIM]);

@@ -25,35 +25,41 @@ afterEach(() => {
   delete process.env.MC_EMU_SEED;
   delete process.env.MC_CUDA_PREFETCH_MB;
   delete process.env.MC_CUDA_A16;
+  delete process.env.MC_CUDA_PDL;
+  delete process.env.MC_CUDA_PDL_TRIGGER;
 });
 
-interface Case { config: string; dtype: Dtype; engine?: 'wgmma-all'; seed?: number; prompt?: number; chunk?: number; prefetchMb?: string; a16?: string }
+interface Case { config: string; dtype: Dtype; engine?: 'wgmma-all'; seed?: number; prompt?: number; chunk?: number; prefetchMb?: string; a16?: string; pdl?: string; trigger?: string }
 // Dense, windowed (int and per-layer list), MoE top-2 and top-1; each dtype at least once; the wgmma
 // engine under the whole model. Fresh weights each run, except MoE in 16 bits: top-k routing is
 // discontinuous, and at a fresh seed a near-tie of two gate logits (within bf16 rounding) can route
 // a token differently from float64 (bench/RESULTS.md, run 1), so those use fixed seeds, as test/e2e does.
 // prefetchMb: decode GEMVs prefetch the next GEMV's weights into L2 (MC_CUDA_PREFETCH_MB), whose
 // ranges the emulator checks against the device allocations. a16: MC_CUDA_A16 (0: prefill GEMMs read A
-// through the Op, the path the default no longer takes).
+// through the Op, the path the default no longer takes). pdl, trigger: MC_CUDA_PDL and MC_CUDA_PDL_TRIGGER (the
+// launches with and without the attribute, griddepcontrol.launch_dependents; the emulator runs kernels one
+// after another, so this checks the launch paths, not the overlap).
 const CASES: Case[] = [
   { config: 'tiny-dense', dtype: 'bf16', prefetchMb: '8' },
   // One 80-token chunk: more rows than one 64-row tile, A narrowed once into the model's a16 buffer.
-  { config: 'tiny-dense', dtype: 'f16', prompt: 80, chunk: 80 },
+  { config: 'tiny-dense', dtype: 'f16', prompt: 80, chunk: 80, pdl: 'off' },
   { config: 'tiny-dense-full', dtype: 'f32' },
   { config: 'tiny-window-list', dtype: 'f16', a16: '0' },
   { config: 'tiny-moe', dtype: 'bf16', engine: 'wgmma-all', seed: 1, prefetchMb: '1,8' },
   { config: 'tiny-moe-top1', dtype: 'f16', seed: 2 },
   // The experts' GEMMs over more than one 64-row tile of gathered rows (narrowed once).
-  { config: 'tiny-moe', dtype: 'bf16', seed: 3, prompt: 80, chunk: 80 },
+  { config: 'tiny-moe', dtype: 'bf16', seed: 3, prompt: 80, chunk: 80, pdl: 'all', trigger: 'last-rows' },
 ];
 
 describe.skipIf(!hasNvcc())('a CUDA library on the emulator (no GPU)', () => {
   for (const c of CASES) {
-    it(`${c.config} ${c.dtype}${c.engine ? `, prefill GEMMs on ${c.engine}` : ''}${c.prefetchMb ? `, L2 prefetch ${c.prefetchMb} MiB` : ''}${c.a16 !== undefined ? `, MC_CUDA_A16=${c.a16}` : ''}, chunks of ${c.chunk ?? 12}: prefill and graph-replayed decode logits match float64 and the CPU backend`, async () => {
+    it(`${c.config} ${c.dtype}${c.engine ? `, prefill GEMMs on ${c.engine}` : ''}${c.prefetchMb ? `, L2 prefetch ${c.prefetchMb} MiB` : ''}${c.a16 !== undefined ? `, MC_CUDA_A16=${c.a16}` : ''}${c.pdl ? `, MC_CUDA_PDL=${c.pdl}` : ''}${c.trigger ? `, MC_CUDA_PDL_TRIGGER=${c.trigger}` : ''}, chunks of ${c.chunk ?? 12}: prefill and graph-replayed decode logits match float64 and the CPU backend`, async () => {
       // Read by the library when it first needs them; each case loads its own library (its own copy of that state).
       if (c.engine !== undefined) process.env.MC_CUDA_GEMM = c.engine;
       if (c.prefetchMb !== undefined) process.env.MC_CUDA_PREFETCH_MB = c.prefetchMb;
       if (c.a16 !== undefined) process.env.MC_CUDA_A16 = c.a16;
+      if (c.pdl !== undefined) process.env.MC_CUDA_PDL = c.pdl;
+      if (c.trigger !== undefined) process.env.MC_CUDA_PDL_TRIGGER = c.trigger;
       const emuSeed = String(Math.floor(Math.random() * 2 ** 31));  // the emulator's warp orders and copy timing
       process.env.MC_EMU_SEED = emuSeed;
       const name = `emu-${c.config}-${c.dtype}${c.engine ? `-${c.engine}` : ''}${c.a16 !== undefined ? `-a16-${c.a16}` : ''}-${c.chunk ?? 12}`;

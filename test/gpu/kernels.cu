@@ -467,6 +467,17 @@ void route(const Vec& logits, int E, int K, std::vector<int32_t>& ex, Vec& wt) {
   for (int k = 0; k < K; ++k) wt[base + k] /= sum;
 }
 
+/** The stable counting sort of T * K (token, slot) pairs by expert that the kernels expect: offsets, rows, pair_row. */
+struct Grouping {
+  std::vector<int32_t> offsets, rows, pair_row;
+  Grouping(const std::vector<int32_t>& expert, int E) : offsets(E + 1, 0), rows(expert.size()), pair_row(expert.size()) {
+    for (int32_t e : expert) ++offsets[e + 1];
+    for (int e = 0; e < E; ++e) offsets[e + 1] += offsets[e];
+    std::vector<int32_t> next(offsets.begin(), offsets.end() - 1);
+    for (size_t i = 0; i < expert.size(); ++i) rows[next[expert[i]]] = int32_t(i), pair_row[i] = next[expert[i]]++;
+  }
+};
+
 void check_gate(int T) {
   namespace G = rmsnorm_moe_gate_topk_softmax;
   auto residual = rand_vec<float>(size_t(T) * G::DIM, 1.0);
@@ -478,8 +489,12 @@ void check_gate(int T) {
   float* d_normed = poisoned<float>(size_t(T) * G::DIM);
   int32_t* d_ex = poisoned<int32_t>(size_t(T) * G::TOP_K);
   float* d_wt = poisoned<float>(size_t(T) * G::TOP_K);
+  // With one token the kernel also groups it (moe_group_by_expert's outputs); otherwise these stay poisoned.
+  int32_t* d_off = poisoned<int32_t>(G::EXPERTS + 1);
+  int32_t* d_rows = poisoned<int32_t>(size_t(T) * G::TOP_K);
+  int32_t* d_pair = poisoned<int32_t>(size_t(T) * G::TOP_K);
   CK(G::prepare());
-  CK(G::launch(d_res, T, d_norm, d_gate, d_normed, d_ex, d_wt, 0));
+  CK(G::launch(d_res, T, d_norm, d_gate, d_normed, d_ex, d_wt, d_off, d_rows, d_pair, 0));
   CK(cudaDeviceSynchronize());
   const Vec res = widen(residual), nw = widen(norm);
   const Vec normed_ref = rmsnorm_rows(res, 0, T, nw, G::DIM, G::EPS);
@@ -491,7 +506,14 @@ void check_gate(int T) {
   expect_close("rmsnorm_moe_gate_topk_softmax", T, "normed", normed_ref, widen(download(d_normed, size_t(T) * G::DIM)), kTolF32);
   expect_equal("rmsnorm_moe_gate_topk_softmax", T, "experts", ex_ref, download(d_ex, size_t(T) * G::TOP_K));
   expect_close("rmsnorm_moe_gate_topk_softmax", T, "weights", wt_ref, widen(download(d_wt, size_t(T) * G::TOP_K)), kTolF32 * 10);
+  if (T == 1) {
+    const Grouping g(ex_ref, G::EXPERTS);
+    expect_equal("rmsnorm_moe_gate_topk_softmax", T, "offsets (grouping one token)", g.offsets, download(d_off, G::EXPERTS + 1));
+    expect_equal("rmsnorm_moe_gate_topk_softmax", T, "rows (grouping one token)", g.rows, download(d_rows, size_t(T) * G::TOP_K));
+    expect_equal("rmsnorm_moe_gate_topk_softmax", T, "pair_row (grouping one token)", g.pair_row, download(d_pair, size_t(T) * G::TOP_K));
+  }
   cudaFree(d_res), cudaFree(d_norm), cudaFree(d_gate), cudaFree(d_normed), cudaFree(d_ex), cudaFree(d_wt);
+  cudaFree(d_off), cudaFree(d_rows), cudaFree(d_pair);
 }
 
 /** The indices i < n of each expert (expert_of(i)), ascending: one matmul per expert reads its weights once. */
@@ -513,7 +535,7 @@ Vec gather(const Vec& src, int n, const std::vector<int>& indices, F row_of) {
 struct Routing {
   std::vector<int32_t> expert, offsets, rows, pair_row;
   std::vector<float> weight;
-  Routing(int T, int E, int K) : offsets(E + 1, 0), rows(size_t(T) * K), pair_row(size_t(T) * K) {
+  Routing(int T, int E, int K) {
     for (int t = 0; t < T; ++t) {
       std::vector<int32_t> chosen;
       for (int k = 0; k < K; ++k) {
@@ -525,10 +547,8 @@ struct Routing {
       }
     }
     g_stream += 2;
-    for (int32_t e : expert) ++offsets[e + 1];
-    for (int e = 0; e < E; ++e) offsets[e + 1] += offsets[e];
-    std::vector<int32_t> next(offsets.begin(), offsets.end() - 1);
-    for (int i = 0; i < T * K; ++i) rows[next[expert[i]]] = i, pair_row[i] = next[expert[i]]++;
+    const Grouping g(expert, E);
+    offsets = g.offsets, rows = g.rows, pair_row = g.pair_row;
   }
 };
 

@@ -23,6 +23,11 @@
 #     attention, and once more with none, so that drift between the runs shows: all in $OUT/prefetch.md
 #     and $OUT/prefetch.log; run 9 of bench/RESULTS.md; PREFETCH_ONLY=decode,long adds the long context,
 #     PREFETCH_CASES=mistral-7b-v0.1 limits the A/B to that model; it runs first of the extras)
+#   bash bench/gpu/device/run.sh --only breakdown --cases mistral-7b-v0.1   (decode with kernels left out,
+#     MC_CUDA_DIAG_SKIP, one model load per variant: a step's time per kernel in situ; bench/gpu/breakdown.ts)
+#   PDL_AB=1 bash bench/gpu/device/run.sh --only decode   (then decode again with MC_CUDA_PDL=all, with
+#     MC_CUDA_PDL_TRIGGER=last-rows, with both, with MC_CUDA_PDL=off, and with the defaults once more so
+#     that drift shows: $OUT/pdl.md and $OUT/pdl.log; run 14 of bench/RESULTS.md; PDL_CASES=config limits it)
 # At most 8 files come back from $OUT; each check writes 3 (results.md, results.json, its log). So:
 #   BUDGET_S=540 PACK=1 PREFETCH_AB=... bash bench/gpu/device/run.sh ...   every step gets only what is left of
 #     BUDGET_S seconds (a step past it is killed, later ones are skipped), and at the end everything under $OUT
@@ -71,6 +76,16 @@ if [ -n "${PREFETCH_AB:-}" ]; then
   # One process per amount (a library reads MC_CUDA_PREFETCH_MB when it first initializes).
   for mb in $PREFETCH_AB 0; do
     variant prefetch "--prefetch-mb $mb" "$@" --only "${PREFETCH_ONLY:-decode}" ${PREFETCH_CASES:+--cases "$PREFETCH_CASES"} --prefetch-mb "$mb"
+  done
+fi
+if [ "${PDL_AB:-0}" = 1 ]; then
+  # One process per setting (a library reads MC_CUDA_PDL* when it first initializes); the defaults again last.
+  for setting in "MC_CUDA_PDL=all" "MC_CUDA_PDL_TRIGGER=last-rows" "MC_CUDA_PDL=all MC_CUDA_PDL_TRIGGER=last-rows" "MC_CUDA_PDL=off" ""; do
+    # A subshell keeps the setting (one or two NAME=VALUE words) to this arm; its status comes back as its exit.
+    # shellcheck disable=SC2086
+    ( if [ -n "$setting" ]; then export $setting; fi
+      variant pdl "${setting:-defaults again}" "$@" --only decode ${PDL_CASES:+--cases "$PDL_CASES"}
+      exit "$status" ) || status=$?
   done
 fi
 if [ "${BASELINE:-0}" = 1 ] && [ -f .devtools/base/.devtools/check.mjs ]; then

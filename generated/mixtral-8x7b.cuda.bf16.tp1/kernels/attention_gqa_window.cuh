@@ -38,11 +38,10 @@ inline cudaError_t launch(const float* q /*[T, N_HEADS * HEAD_DIM] f32*/, int T,
                           float* partial /*[PARTIAL_FLOATS] scratch*/, float* out /*[T, N_HEADS * HEAD_DIM] f32*/, cudaStream_t s) {
   if (T == 1) {
     constexpr int NSPLIT = splits<WINDOW, KV_SLOTS>();
-    mc::attention_decode_kernel<HEAD_DIM, GROUP, N_KV_HEADS, NSPLIT, WINDOW, KV_SLOTS, KV>
-        <<<dim3(NSPLIT, N_KV_HEADS), Decode::THREADS, Decode::bytes(), s>>>(q, k_cache, v_cache, pos0, partial);
-    if (cudaError_t e = cudaGetLastError()) return e;
-    mc::attention_combine_kernel<HEAD_DIM, NSPLIT><<<N_HEADS, 128, 0, s>>>(partial, out);
-    return cudaGetLastError();
+    // Small kernels between two decode GEMVs: PDL only under MC_CUDA_PDL=all (mc::launch_between).
+    if (cudaError_t e = mc::launch_between(mc::attention_decode_kernel<HEAD_DIM, GROUP, N_KV_HEADS, NSPLIT, WINDOW, KV_SLOTS, KV>,
+                                           dim3(NSPLIT, N_KV_HEADS), dim3(Decode::THREADS), Decode::bytes(), s, q, k_cache, v_cache, pos0, partial)) return e;
+    return mc::launch_between(mc::attention_combine_kernel<HEAD_DIM, NSPLIT>, dim3(N_HEADS), dim3(128), 0, s, const_cast<const float*>(partial), out);
   }
   if constexpr (FLASH) {
     mc::attention_flash_prefill_kernel<HEAD_DIM, GROUP, N_KV_HEADS, WINDOW, KV_SLOTS, KV>

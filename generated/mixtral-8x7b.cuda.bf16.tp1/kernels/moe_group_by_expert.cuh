@@ -17,6 +17,7 @@ __global__ void __launch_bounds__(THREADS) kernel(const int32_t* __restrict__ ro
                                                   int32_t* __restrict__ pair_row /*[T * TOP_K]*/) {
   __shared__ int32_t start[EXPERTS + 1];
   const int e = threadIdx.x, n = T * TOP_K;
+  mc::wait_for_previous_kernel();  // under MC_CUDA_PDL=all (mc::launch_between): the routing comes from the gate
   if (e < EXPERTS) {
     int32_t count = 0;
     for (int i = 0; i < n; ++i) count += route_expert[i] == e;
@@ -37,8 +38,7 @@ __global__ void __launch_bounds__(THREADS) kernel(const int32_t* __restrict__ ro
 }
 
 inline cudaError_t launch(const int32_t* route_expert, int T, int32_t* offsets, int32_t* rows, int32_t* pair_row, cudaStream_t s) {
-  kernel<<<1, THREADS, 0, s>>>(route_expert, T, offsets, rows, pair_row);
-  return cudaGetLastError();
+  return mc::launch_between(kernel, dim3(1), dim3(THREADS), 0, s, route_expert, T, offsets, rows, pair_row);
 }
 inline cudaError_t prepare() { return cudaSuccess; }
 }  // namespace moe_group_by_expert

@@ -8,10 +8,14 @@ constexpr int EXPERTS = 8;   // moe.num_experts
 constexpr int TOP_K = 2;           // moe.num_experts_per_tok
 constexpr int64_t EXPERT_STRIDE = int64_t(2) * HIDDEN * DIM;  // elements per expert in [EXPERTS, 2 * HIDDEN, DIM]
 
-/** The expert of grouped row r: offsets[e] <= r < offsets[e + 1]. */
+/**
+ * The expert of grouped row r: offsets[e] <= r < offsets[e + 1]. Bounded by EXPERTS, so that offsets
+ * that do not cover r (zeros where MC_CUDA_DIAG_SKIP left the routing out) give the last expert,
+ * never a read past the array.
+ */
 __device__ __forceinline__ int expert_of(const int32_t* offsets, int r) {
   int e = 0;
-  while (offsets[e + 1] <= r) ++e;
+  while (e + 1 < EXPERTS && offsets[e + 1] <= r) ++e;
   return e;
 }
 

@@ -22,6 +22,8 @@ inline uint4 load_stream(const void* p) { return *static_cast<const uint4*>(p); 
 
 /** griddepcontrol.wait: kernels run one after another, so the previous one has always finished. */
 inline void wait_for_previous_kernel() {}
+/** griddepcontrol.launch_dependents: the next kernel starts when this one has finished anyway. */
+inline void let_next_kernel_launch() {}
 
 /**
  * cp.async.bulk.prefetch.L2 (lane 0 of the warp, as on sm_90): no cache here, so only the ISA's
