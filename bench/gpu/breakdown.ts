@@ -42,7 +42,8 @@ export function breakdownVariants(plan: Plan): BreakdownVariant[] {
     if (k === 'moe_w13_swiglu' || k === 'moe_w2_combine_residual') variants.push(only(`only ${k} (and the routing)`, [...ROUTING, k]));
     else variants.push(only(`only ${k}`, [k]));
   }
-  if (plan.model.moe !== null) variants.push(only('only the routing (gate, top-k, grouping)', ROUTING));
+  // In decode the gate kernel also groups the token; moe_group_by_expert runs for prefills only.
+  if (plan.model.moe !== null) variants.push(only('only the routing (gate, top-k)', ROUTING));
   variants.push({ label: 'nothing (host round trip, empty graph)', skip: all });
   return variants;
 }
@@ -82,22 +83,22 @@ export function benchVariant(c: DecodeCase, plan: Plan, model: NativeModelInstan
 }
 
 /**
- * The results as a markdown table: per variant its time a token and a layer, the bytes of the
- * kernels that ran, and the bandwidth that makes (against the copy bandwidth), less the "nothing"
- * variant's time (the host round trip every variant pays) where the model has one.
+ * The results as a markdown table: per variant its time a token, and a layer and the bandwidth of
+ * the bytes of the kernels that ran (against the copy bandwidth) with the "nothing" variant's time
+ * (the host round trip every variant pays) taken off, where the model has one.
  */
 export function breakdownTable(results: readonly BreakdownResult[], copyGbs: number | null): string[] {
-  const md = ['| decode, batch 1, bf16: kernels that ran | ms/token (range) | µs/layer | weights + KV read/token | GB/s, less the round trip | fraction of copy bandwidth |', '|---|---|---|---|---|---|'];
+  const md = ['| decode, batch 1, bf16: kernels that ran | ms/token (range) | µs/layer, less the round trip | weights + KV read/token | GB/s, less the round trip | fraction of copy bandwidth |', '|---|---|---|---|---|---|'];
   for (const r of results) {
     const nothing = results.find((x) => x.label === r.label && x.skip.length > 0 && x.weightBytesPerToken === 0 && x.kvBytesPerToken === 0 && x.variant.startsWith('nothing'));
     const bytes = r.weightBytesPerToken + r.kvBytesPerToken;
     const ms = r.msPerToken - (nothing !== undefined && nothing !== r ? nothing.msPerToken : 0);
     const gbs = bytes > 0 && ms > 0 ? bytes / (ms * 1e6) : NaN;
-    md.push(`| ${r.label}: ${r.variant} | ${r.msPerToken.toFixed(3)} (${Math.min(...r.msPerTokenRuns).toFixed(3)}-${Math.max(...r.msPerTokenRuns).toFixed(3)}) | ${r.perLayer ? (1000 * r.msPerToken / r.layers).toFixed(1) : 'n/a'} | ` +
+    md.push(`| ${r.label}: ${r.variant} | ${r.msPerToken.toFixed(3)} (${Math.min(...r.msPerTokenRuns).toFixed(3)}-${Math.max(...r.msPerTokenRuns).toFixed(3)}) | ${r.perLayer ? (1000 * ms / r.layers).toFixed(1) : 'n/a'} | ` +
       `${(bytes / 1e9).toFixed(3)} GB | ${Number.isNaN(gbs) ? 'n/a' : gbs.toFixed(0)} | ${Number.isNaN(gbs) || copyGbs === null ? 'n/a' : `${(100 * gbs / copyGbs).toFixed(1)}%`} |`);
   }
   md.push('', 'Breakdown: the decode benchmark (same prompt, warm-up and repetitions) with the other kernels left out by MC_CUDA_DIAG_SKIP ' +
     '(their launches are not captured; the logits are meaningless), one model load per variant. "only X": X once a layer, back to back; ' +
-    '"without X" against "every kernel": what X adds to a step; "nothing": the host round trip and an empty graph, subtracted from the others\' time for their GB/s.');
+    '"without X" against "every kernel": what X adds to a step; "nothing": the host round trip and an empty graph, subtracted from the others\' time for their µs a layer and GB/s.');
   return md;
 }

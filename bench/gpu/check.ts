@@ -60,6 +60,8 @@ const { values } = parseArgs({
   },
 });
 const sections = new Set(values.only!.split(','));
+// Kernels left out would make every check fail and every timing too fast: only the breakdown sets it, per variant.
+if (process.env.MC_CUDA_DIAG_SKIP) throw new Error('MC_CUDA_DIAG_SKIP is set in the environment: unset it (the breakdown section sets it for each of its variants)');
 const SECTIONS = ['kernels', 'logits', 'decode', 'long', 'prefill', 'torch', 'breakdown'];
 for (const s of sections) if (!SECTIONS.includes(s)) throw new Error(`--only: unknown section ${s}; pass some of ${SECTIONS.join(',')}`);
 const GEMM_ENGINES = ['mma', 'wgmma', 'wgmma-all'];
@@ -92,7 +94,8 @@ function a16Words(setting: string | undefined): string {
 function pdlWords(): string {
   const pdl = process.env.MC_CUDA_PDL || 'gemv', trigger = process.env.MC_CUDA_PDL_TRIGGER || 'exit';
   const which = pdl === 'off' ? 'no kernel' : pdl === 'all' ? 'the decode GEMVs and the kernels between them' : 'the decode GEMVs';
-  return `launched with PDL: ${which} (MC_CUDA_PDL=${pdl}), a GEMV's dependents launch ${trigger === 'last-rows' ? 'as its warps start their last rows' : 'as it exits'} (MC_CUDA_PDL_TRIGGER=${trigger})`;
+  const when = pdl === 'off' ? 'n/a' : trigger === 'last-rows' ? 'as its last loads are in flight' : 'as it exits';
+  return `launched with PDL (on sm_90 and later): ${which} (MC_CUDA_PDL=${pdl}), a GEMV's dependents launch ${when} (MC_CUDA_PDL_TRIGGER=${trigger})`;
 }
 const e2 = (x: number | null) => (x === null ? 'n/a' : x.toExponential(2));
 
@@ -213,7 +216,6 @@ if (sections.has('long')) {
 // Decode with kernels left out: each variant its own model (the library reads MC_CUDA_DIAG_SKIP at mc_create).
 const breakdown: BreakdownResult[] = [];
 if (sections.has('breakdown')) {
-  if (process.env.MC_CUDA_DIAG_SKIP) throw new Error('MC_CUDA_DIAG_SKIP is set in the environment: unset it; the breakdown section sets it for each variant');
   for (const c of decodeCases) {
     for (const v of breakdownVariants(decodePlan(c))) {
       const value = diagSkipValue(decodePlan(c), v);

@@ -1086,8 +1086,8 @@ constexpr const char* kKernelList = "embedding_lookup, rmsnorm_qkv_rope_cache, a
  * MC_CUDA_DIAG_SKIP, a diagnostic for timing only: "name,name,..." (this model's kernels) or "all".
  * Every forward pass then leaves those kernels' launches out, so its logits mean nothing; what it
  * is for is a decode step's time split by kernel in situ (graph replay, PDL and every boundary as
- * in use), where a profiler runs kernels one at a time (bench/gpu/device/run.sh BREAKDOWN=1;
- * bench/RESULTS.md run 13). The activations start zeroed (mc_create), so a kernel left out leaves
+ * in use), where a profiler runs kernels one at a time (`check.ts --only breakdown`,
+ * bench/gpu/breakdown.ts; bench/RESULTS.md run 13). The activations start zeroed (mc_create), so a kernel left out leaves
  * zeros or an earlier step's values behind, never an index out of range. Returns the mask of the
  * kernels left out (unset: 0), or -1 for anything else: a name not of this model, an empty item.
  */
@@ -1783,7 +1783,10 @@ MC_EXPORT mc_model* mc_create(const mc_weight* w, int32_t n_weights, int32_t ran
   m->device = device;
   m->rank = rank;
   m->vocab_start = kVocabStart[rank];
-  diag_skip_setting(m->diag_skip, message, sizeof message);  // valid: check_device refused anything else
+  if (!diag_skip_setting(m->diag_skip, message, sizeof message)) {  // check_device read it too: only a change in between gets here
+    delete m;
+    return set_error(err, errlen, message), nullptr;
+  }
   const char* step = "";
   cudaError_t e = cudaSuccess;
   do {
@@ -1810,7 +1813,7 @@ MC_EXPORT mc_model* mc_create(const mc_weight* w, int32_t n_weights, int32_t ran
     }
     if (e != cudaSuccess) break;
     // Zeroed once, so that nothing reads stale device memory: a kernel that MC_CUDA_DIAG_SKIP leaves
-    // out leaves zeros (expert 0, no rows) behind for the next, not garbage indices.
+    // out leaves zeros behind for the next (routing: every pair on token 0, expert_of bounded), not garbage indices.
     step = "clearing the activations";
     if ((e = cudaMemset(m->activations, 0, size_t(activation_bytes())))) break;
     layout_activations(m->a, reinterpret_cast<uintptr_t>(m->activations));

@@ -25,10 +25,10 @@ struct DeviceInfo {
   // next, and across the attention (wq|wk|wv to wo, where the memory pipe idles for longer).
   // MC_CUDA_PREFETCH_MB=N (both) or N,M (M across the attention); off unless set.
   int64_t l2_prefetch_bytes = 0, l2_prefetch_attention_bytes = 0;
-  // Programmatic dependent launch beyond the decode GEMVs (runs 13-14 of bench/RESULTS.md time them):
+  // Programmatic dependent launch beyond the decode GEMVs (run 14 of bench/RESULTS.md times them):
   // MC_CUDA_PDL=all also launches the small kernels between GEMVs (decode attention and its combine,
   // the MoE routing) with it (MC_CUDA_PDL=off: nothing, to time what PDL gives); MC_CUDA_PDL_TRIGGER=
-  // last-rows lets a decode GEMV's dependents launch as its warps start their last rows, not at exit.
+  // last-rows lets a decode GEMV's dependents launch once its last loads are in flight, not at exit.
   bool pdl_between = false, pdl_early_trigger = false;
 };
 

@@ -29,8 +29,11 @@ struct RowStream {
     }
   }
 
-  /** acc[r] += x · row_r over the whole row; the first U chunks (at c0 = lane) must have been load()ed. */
-  __device__ __forceinline__ void run(const float* __restrict__ x, const W* (&rows)[ROWS], int lane, float (&acc)[ROWS]) {
+  /**
+   * acc[r] += x · row_r over the whole row; the first U chunks (at c0 = lane) must have been load()ed.
+   * trigger: once the row's last loads are in flight, let the next kernel launch (let_next_kernel_launch).
+   */
+  __device__ __forceinline__ void run(const float* __restrict__ x, const W* (&rows)[ROWS], int lane, float (&acc)[ROWS], bool trigger = false) {
 #pragma unroll 1
     for (int c0 = lane; c0 < CHUNKS; c0 += STEP) {
       uint4 cur[U][ROWS];
@@ -39,6 +42,7 @@ struct RowStream {
 #pragma unroll
         for (int r = 0; r < ROWS; ++r) cur[u][r] = w[u][r];
       if (c0 + STEP < CHUNKS) load(rows, c0 + STEP);  // the next U chunks fly while these are used
+      else if (trigger) let_next_kernel_launch();    // nothing more to load: the last round trip is in flight
 #pragma unroll
       for (int u = 0; u < U; ++u) {
         const int c = c0 + 32 * u;
@@ -108,8 +112,9 @@ inline L2Next l2_next(const T* p, int64_t count, NextIs where = NextIs::adjacent
  *   bool load_x(item, xs)            fill xs[NSRC][K] (all threads; false: skip this item)
  *   void rows(item, group, src, ptr[ROWS], scale)  the weight rows of a group and the source's scale
  *   void epilogue(item, group, acc[ROWS])          lane 0 of the warp; acc = sum over sources
- * early_trigger (MC_CUDA_PDL_TRIGGER=last-rows): the next kernel may launch once every block is on
- * its last row group, rather than when the blocks exit.
+ * early_trigger (MC_CUDA_PDL_TRIGGER=last-rows): the next kernel may launch once every block is
+ * issuing no more loads (a warp of it is on its last group's final chunks), rather than when the
+ * blocks exit.
  */
 template <class Op>
 __global__ void __launch_bounds__(Op::WARPS * 32) gemv_kernel(const Op op, const L2Next next, const bool early_trigger) {
@@ -134,9 +139,10 @@ __global__ void __launch_bounds__(Op::WARPS * 32) gemv_kernel(const Op op, const
   __syncthreads();
 #pragma unroll 1
   for (; group < Op::GROUPS; group += gridDim.x * Op::WARPS) {
-    // MC_CUDA_PDL_TRIGGER=last-rows: the next kernel may launch once every block is on its last rows,
-    // so that its blocks take the SM slots these leave and start streaming their first weights.
-    if (early_trigger && group + gridDim.x * Op::WARPS >= Op::GROUPS) let_next_kernel_launch();
+    // MC_CUDA_PDL_TRIGGER=last-rows: the next kernel may launch once every block has a warp whose last
+    // loads are in flight (its last group's final chunks; the first warp of a block to get there
+    // counts for the block), so that its blocks take the SM slots these leave and start streaming.
+    const bool last = early_trigger && group + gridDim.x * Op::WARPS >= Op::GROUPS;
     float acc[Op::ROWS] = {};
 #pragma unroll 1
     for (int src = 0; src < Op::NSRC; ++src) {
@@ -146,7 +152,7 @@ __global__ void __launch_bounds__(Op::WARPS * 32) gemv_kernel(const Op op, const
       }
       loaded = false;
       float part[Op::ROWS] = {};
-      stream.run(xs + src * Op::K, ptr, lane, part);
+      stream.run(xs + src * Op::K, ptr, lane, part, last && src == Op::NSRC - 1);
 #pragma unroll
       for (int r = 0; r < Op::ROWS; ++r) acc[r] = fmaf(scale, part[r], acc[r]);
     }

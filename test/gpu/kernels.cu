@@ -506,7 +506,12 @@ void check_gate(int T) {
   expect_close("rmsnorm_moe_gate_topk_softmax", T, "normed", normed_ref, widen(download(d_normed, size_t(T) * G::DIM)), kTolF32);
   expect_equal("rmsnorm_moe_gate_topk_softmax", T, "experts", ex_ref, download(d_ex, size_t(T) * G::TOP_K));
   expect_close("rmsnorm_moe_gate_topk_softmax", T, "weights", wt_ref, widen(download(d_wt, size_t(T) * G::TOP_K)), kTolF32 * 10);
-  if (T == 1) {
+  if (T > 1) {  // prefills leave the grouping to moe_group_by_expert: nothing written there
+    const std::vector<int32_t> untouched_off(G::EXPERTS + 1, -1), untouched(size_t(T) * G::TOP_K, -1);
+    expect_equal("rmsnorm_moe_gate_topk_softmax", T, "offsets untouched", untouched_off, download(d_off, G::EXPERTS + 1));
+    expect_equal("rmsnorm_moe_gate_topk_softmax", T, "rows untouched", untouched, download(d_rows, size_t(T) * G::TOP_K));
+    expect_equal("rmsnorm_moe_gate_topk_softmax", T, "pair_row untouched", untouched, download(d_pair, size_t(T) * G::TOP_K));
+  } else {
     const Grouping g(ex_ref, G::EXPERTS);
     expect_equal("rmsnorm_moe_gate_topk_softmax", T, "offsets (grouping one token)", g.offsets, download(d_off, G::EXPERTS + 1));
     expect_equal("rmsnorm_moe_gate_topk_softmax", T, "rows (grouping one token)", g.rows, download(d_rows, size_t(T) * G::TOP_K));
@@ -594,6 +599,22 @@ void check_moe_w13(int T) {
     }
   }
   expect_close("moe_w13_swiglu", T, "hidden", ref, widen(download(d_h, size_t(T) * M::TOP_K * M::HIDDEN)), T > 1 ? kTolW : kTolF32);
+  if (T == 1) {
+    // Routing never written (MC_CUDA_DIAG_SKIP left the gate out; activations start zeroed): offsets
+    // and rows all 0. expert_of is bounded by EXPERTS: every row reads the last expert, token 0
+    // (unbounded, it read past the offsets, which the emulator reports).
+    int32_t* d_zoff = upload(std::vector<int32_t>(M::EXPERTS + 1, 0));
+    int32_t* d_zrows = upload(std::vector<int32_t>(M::TOP_K, 0));
+    float* d_zh = poisoned<float>(size_t(M::TOP_K) * M::HIDDEN);
+    CK(M::launch(d_x, 1, d_zoff, d_zrows, d_w, d_a16, d_zh, 0));
+    CK(cudaDeviceSynchronize());
+    const Vec ab = matmul(w13, xd.data(), 1, int64_t(M::EXPERTS - 1) * 2 * M::HIDDEN, 2 * M::HIDDEN, M::DIM);
+    Vec zref(size_t(M::TOP_K) * M::HIDDEN);
+    for (int k = 0; k < M::TOP_K; ++k)
+      for (int u = 0; u < M::HIDDEN; ++u) zref[int64_t(k) * M::HIDDEN + u] = silu(ab[u]) * ab[M::HIDDEN + u];
+    expect_close("moe_w13_swiglu", T, "hidden, zero routing", zref, widen(download(d_zh, size_t(M::TOP_K) * M::HIDDEN)), kTolF32);
+    cudaFree(d_zoff), cudaFree(d_zrows), cudaFree(d_zh);
+  }
   cudaFree(d_x), cudaFree(d_off), cudaFree(d_rows), cudaFree(d_w), cudaFree(d_h), cudaFree(d_a16);
 }
 
