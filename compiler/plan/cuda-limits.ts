@@ -56,7 +56,10 @@ function sharedMemoryNeeds(model: ModelConfig, shape: Shape, dtype: Dtype): Arra
   return needs;
 }
 
-/** mc::GemmLarge::smem_bytes(): the prefill GEMM's large tile (4 stages of 128 + 128 rows of 40 16-bit values). */
+/**
+ * mc::GemmLarge::smem_bytes(): the prefill GEMM's large tile (4 stages of 128 + 128 rows of 40 16-bit
+ * values), the most of its tiles; mc::GemmDeep (8 stages of 64 + 64 rows) takes the same 80 KB.
+ */
 export const GEMM_LARGE_SMEM_BYTES = 4 * (128 + 128) * 40 * 2;
 
 /**

@@ -30,6 +30,9 @@ struct DeviceInfo {
   // the MoE routing) with it (MC_CUDA_PDL=off: nothing, to time what PDL gives); MC_CUDA_PDL_TRIGGER=
   // last-rows lets a decode GEMV's dependents launch once its last loads are in flight, not at exit.
   bool pdl_between = false, pdl_early_trigger = false;
+  // A prefill GEMM of fewer small-tile blocks than SMs that cannot split K takes the 8-stage small
+  // tile (mc::GemmDeep, run 16); MC_CUDA_GEMM_DEEP=0 keeps the 4-stage one (A/B timing).
+  bool deep_small_tile = true;
 };
 
 /**
@@ -108,6 +111,8 @@ inline bool check_environment(char* message, size_t size) {
   int64_t between = 0, across = 0;
   if (const char* v = env_setting("MC_CUDA_PREFETCH_MB"); v != nullptr && !parse_prefetch_mib(v, 1 << 30, between, across))
     return bad("MC_CUDA_PREFETCH_MB", v, "N or N,M whole MiB", "e.g. 8 or 8,24");
+  if (const char* v = env_setting("MC_CUDA_GEMM_DEEP"); v != nullptr && std::strcmp(v, "0") != 0 && std::strcmp(v, "1") != 0)
+    return bad("MC_CUDA_GEMM_DEEP", v, "0 or 1", "0 to keep the 4-stage small tile for grids smaller than the GPU");
   if (const char* v = env_setting("MC_CUDA_PDL"); v != nullptr && std::strcmp(v, "gemv") != 0 && std::strcmp(v, "all") != 0 && std::strcmp(v, "off") != 0)
     return bad("MC_CUDA_PDL", v, "gemv, all or off", "gemv (the default)");
   if (const char* v = env_setting("MC_CUDA_PDL_TRIGGER"); v != nullptr && std::strcmp(v, "exit") != 0 && std::strcmp(v, "last-rows") != 0)
@@ -146,6 +151,8 @@ inline cudaError_t init_device_info() {
   device_info().wgmma = built == 1 && (all || (engine != nullptr && std::strcmp(engine, "wgmma") == 0));
   device_info().wgmma_all = device_info().wgmma && all;
   device_info().a16_min_rows = std::max(0, parse_a16_min_rows(env_setting("MC_CUDA_A16")));
+  const char* deep = env_setting("MC_CUDA_GEMM_DEEP");
+  device_info().deep_small_tile = deep == nullptr || std::strcmp(deep, "0") != 0;
   // Off until measured: bench/RESULTS.md run 9. (A malformed value is refused by check_environment.)
   int l2 = 0;
   if (cudaError_t e = cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, device)) return e;

@@ -1236,7 +1236,8 @@ double gib(int64_t bytes) { return double(bytes) / double(int64_t(1) << 30); }
  * Checks the MC_CUDA_* environment first (no GPU needed to hear of a typo), then picks the rank's GPU
  * (`ordinal`) and checks that it exists, that this library has code for it and that the model fits.
  */
-static_assert(attention_gqa_window::Decode::bytes() <= size_t(SMEM_NEEDED) && (!mc::kTensorCores<W> || mc::GemmLarge::smem_bytes() <= size_t(SMEM_NEEDED)),
+static_assert(attention_gqa_window::Decode::bytes() <= size_t(SMEM_NEEDED) &&
+                  (!mc::kTensorCores<W> || (mc::GemmLarge::smem_bytes() <= size_t(SMEM_NEEDED) && mc::GemmDeep::smem_bytes() <= size_t(SMEM_NEEDED))),
               "SMEM_NEEDED (compiler/plan/cuda-limits.ts) is below what the kernels ask for: the two disagree");
 bool check_device(int32_t rank, int32_t ordinal, int* device, char* err, size_t errlen) {
   char message[512];

@@ -64,9 +64,9 @@ template <class Op> constexpr bool kRowNorm<Op, std::void_t<decltype(&Op::row_no
  * 16 x 8), K in steps of BK through STAGES shared-memory buffers. Rows are padded by 8 elements so
  * that the fragment loads of a warp hit 32 distinct banks.
  */
-template <int BM_, int BN_, int WM_, int WN_, int MIN_BLOCKS_>
+template <int BM_, int BN_, int WM_, int WN_, int MIN_BLOCKS_, int STAGES_ = 4>
 struct GemmTile {
-  static constexpr int BM = BM_, BN = BN_, WM = WM_, WN = WN_, BK = 32, STAGES = 4, LDS = BK + 8;
+  static constexpr int BM = BM_, BN = BN_, WM = WM_, WN = WN_, BK = 32, STAGES = STAGES_, LDS = BK + 8;
   static constexpr int MIN_BLOCKS = MIN_BLOCKS_;  // blocks per SM the register budget is cut for (128 registers a thread)
   static constexpr int WARPS = (BM / WM) * (BN / WN), THREADS = 32 * WARPS, MF = WM / 16, NF = WN / 8;
   static constexpr int A_LOADS = BM * BK / 4 / THREADS;  // float4 of A per thread per stage
@@ -79,6 +79,13 @@ struct GemmTile {
 using GemmLarge = GemmTile<128, 128, 64, 32, 2>;
 /** Few tokens: the weights' bytes set the time, so more, smaller blocks keep every SM streaming. */
 using GemmSmall = GemmTile<64, 64, 32, 32, 4>;
+/**
+ * The small tile 8 stages deep (80 KB, as the large tile): for a grid of fewer blocks than SMs that
+ * cannot split K (its epilogue is not a sum: wq|wk|wv's RoPE and KV-cache write, w1|w3's SwiGLU),
+ * e.g. the 7B's wq|wk|wv over ≤ 64 tokens, 96 blocks. There each block streams alone, and its
+ * bandwidth is the bytes it keeps in flight over the memory latency: 7 stages of 5 KB instead of 3.
+ */
+using GemmDeep = GemmTile<64, 64, 32, 32, 2, 8>;
 
 /**
  * C[m, n] = A[m, :] · B[n, :] on tensor cores (mma.sync m16n8k16, f32 accumulators). B (weights) is
@@ -269,6 +276,9 @@ inline cudaError_t gemm_prepare_variant() {
   if (device_info().wgmma)
     if (cudaError_t e = cudaFuncSetAttribute(gemm_wgmma_kernel<Op, A16>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(wgmma::SMEM_BYTES))) return e;
   if (cudaError_t e = cudaFuncSetAttribute(gemm_kernel<Op, GemmLarge, A16>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(GemmLarge::smem_bytes()))) return e;
+  if constexpr (!kSplitK<Op>) {
+    if (cudaError_t e = cudaFuncSetAttribute(gemm_kernel<Op, GemmDeep, A16>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(GemmDeep::smem_bytes()))) return e;
+  }
   return cudaFuncSetAttribute(gemm_kernel<Op, GemmSmall, A16>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(GemmSmall::smem_bytes()));
 }
 /** Both variants of the Op's kernels: gemm() reads A through the Op, or narrowed once (narrows_a). */
@@ -373,8 +383,13 @@ inline cudaError_t gemm_run(const Op& op, int items, int max_m, int n_cols, cons
       return cudaGetLastError();
     }
   }
-  const int splits = gemm_splits<Op>(gemm_blocks<GemmSmall::BM, GemmSmall::BN>(b_rows, max_m, items), sms);
+  const int64_t small_blocks = gemm_blocks<GemmSmall::BM, GemmSmall::BN>(b_rows, max_m, items);
+  const int splits = gemm_splits<Op>(small_blocks, sms);
   if (splits > 1) return gemm_launch<Op, GemmSmall, A16>(op, items, max_m, n_cols, a16, s, splits);
+  if constexpr (!kSplitK<Op>) {
+    // Fewer blocks than SMs and no split: each block alone on its SM, as deep as it can be (run 16).
+    if (small_blocks < sms && device_info().deep_small_tile) return gemm_launch<Op, GemmDeep, A16>(op, items, max_m, n_cols, a16, s);
+  }
   // A large wave is 2 small waves of work (4x the work per block, half the slots), done in 2 / 1.5 of the time.
   if (4 * large_waves < 3 * small_waves) return gemm_launch<Op, GemmLarge, A16>(op, items, max_m, n_cols, a16, s);
   return gemm_launch<Op, GemmSmall, A16>(op, items, max_m, n_cols, a16, s);

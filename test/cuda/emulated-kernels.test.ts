@@ -33,7 +33,7 @@ function config(name: string): ModelConfig {
   return loadModelConfig(join(root, 'configs', 'models', name), { maxSeqLen: 1024 });
 }
 
-interface Case { config: string; dtype: Dtype; engine: 'mma' | 'wgmma-all'; tokens: [number, number] }
+interface Case { config: string; dtype: Dtype; engine: 'mma' | 'wgmma-all'; tokens: [number, number]; sms?: number }
 const CASES: Case[] = [
   ...(['tiny-dense', 'tiny-moe'] as const).flatMap((c) => (['bf16', 'f16', 'f32'] as const).map((dtype) => ({ config: c, dtype, engine: 'mma' as const, tokens: [37, 150] as [number, number] }))),
   ...(['medium-dense', 'medium-moe'] as const).flatMap((c) => [
@@ -43,16 +43,19 @@ const CASES: Case[] = [
   ]),
   // f32 heads of 128: the decode attention's ring is 2 stages deep there (3 would pass 96 KB).
   { config: 'medium-moe', dtype: 'f32', engine: 'mma', tokens: [37, 150] },
+  // On 32 multiprocessors wq|wk|wv over 37 tokens is 16 blocks: fewer than SMs, no split-K, so the
+  // 8-stage small tile (mc::GemmDeep), its ring wrapping over 12 K steps.
+  { config: 'medium-dense', dtype: 'bf16', engine: 'mma', tokens: [37, 150], sms: 32 },
 ];
 
 describe.skipIf(!hasNvcc())('CUDA kernels on the emulator (no GPU)', () => {
   for (const c of CASES) {
-    it(`${c.config} ${c.dtype}, prefill GEMMs on ${c.engine}: every kernel check passes`, async () => {
+    it(`${c.config} ${c.dtype}, prefill GEMMs on ${c.engine}${c.sms ? `, ${c.sms} SMs` : ''}: every kernel check passes`, async () => {
       const plan = buildPlan(config(c.config), { target: 'cuda', dtype: c.dtype, tp: 1, maxTokens: 64 });
-      const dir = join(work, `${c.config}-${c.dtype}-${c.engine}`);
+      const dir = join(work, `${c.config}-${c.dtype}-${c.engine}${c.sms ? `-${c.sms}` : ''}`);
       const binary = await buildEmulatedKernelChecks(renderCudaSources(plan).files, c.dtype, dir);
       const seed = String(Math.floor(Math.random() * 2 ** 31));
-      const run = await runEmulatedKernelChecks(binary, { seed, tokens: c.tokens, engine: c.engine, threads: 1 });
+      const run = await runEmulatedKernelChecks(binary, { seed, tokens: c.tokens, engine: c.engine, threads: 1, sms: c.sms });
       const out = String(run.all ?? '');
       const context = `${c.config} ${c.dtype} ${c.engine} (seed ${seed}):\n${out.split('\n').filter((l) => !l.startsWith('ok ')).join('\n')}`;
       expect(run.exitCode, context).toBe(0);

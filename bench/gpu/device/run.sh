@@ -25,6 +25,8 @@
 #     PREFETCH_CASES=mistral-7b-v0.1 limits the A/B to that model; it runs first of the extras)
 #   bash bench/gpu/device/run.sh --only breakdown --cases mistral-7b-v0.1   (decode with kernels left out,
 #     MC_CUDA_DIAG_SKIP, one model load per variant: a step's time per kernel in situ; bench/gpu/breakdown.ts)
+#   DEEP_AB=1 bash bench/gpu/device/run.sh --only prefill   (then prefill again with MC_CUDA_GEMM_DEEP=0: the
+#     4-stage small tile where run 16 takes the 8-stage one: $OUT/deep.md and $OUT/deep.log)
 #   PDL_AB=1 bash bench/gpu/device/run.sh --only decode   (then decode again with MC_CUDA_PDL=all, with
 #     MC_CUDA_PDL_TRIGGER=last-rows, with both, with MC_CUDA_PDL=off, and with the defaults once more so
 #     that drift shows: $OUT/pdl.md and $OUT/pdl.log; run 14 of bench/RESULTS.md; PDL_CASES=config limits it)
@@ -98,6 +100,10 @@ if [ "${A16_AB:-0}" = 1 ]; then
   for rows in 0 64; do
     MC_CUDA_A16=$rows variant a16 "MC_CUDA_A16=$rows" "$@" --only prefill
   done
+fi
+if [ "${DEEP_AB:-0}" = 1 ]; then
+  # The 8-stage small tile for grids smaller than the GPU (run 16) against the 4-stage one, same libraries.
+  MC_CUDA_GEMM_DEEP=0 variant deep "MC_CUDA_GEMM_DEEP=0" "$@" --only prefill
 fi
 if [ "${WGMMA:-0}" = 1 ]; then
   # Each engine in its own process: a library reads MC_CUDA_GEMM once, when it first initializes.
