@@ -9,7 +9,8 @@ import type { Dtype, Shape } from './types.js';
  * 16-byte chunks, a hidden_dim whose row does not fit a block's shared memory) fails here with its
  * field and a fix, instead of in nvcc (a static_assert) or at the first launch (too much shared
  * memory). The sizes mirror the kernels' own (named at each); the templates static_assert the same
- * limit (mc::kMaxSmemBytes), so a drift between the two fails the build, never a launch.
+ * limit (mc::kMaxSmemBytes), and model.cu that cudaSharedMemoryNeeded equals the largest of the
+ * kernels' own sizes (kernels_smem), so a drift between the two fails the build, never a launch.
  */
 
 /** Shared memory one block may use: what sm_80 allows after opting in (sm_90 allows 227 KB). */
