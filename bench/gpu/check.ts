@@ -21,10 +21,11 @@
  * wgmma where the code for this GPU has none fails the kernel check. --prefetch-mb N[,M]: each decode
  * GEMV prefetches N MiB of the next GEMV's weights into L2 as its warps finish, M MiB where the
  * attention lies between the two (MC_CUDA_PREFETCH_MB; 0, the default, switches it off;
- * bench/RESULTS.md run 9), also one setting per run.
+ * bench/RESULTS.md run 9), also one setting per run. --dtypes limits the kernel and logits checks to
+ * those weight dtypes (default all three; a GEMM engine's run needs bf16,f16 only).
  *
  *   tsx bench/gpu/check.ts [--out DIR] [--only kernels,logits,decode,long,prefill,torch,breakdown] [--cases CONFIG,...] [--prefetch-mb N[,M]]
- *                          [--gemm mma|wgmma|wgmma-all] [--prebuilt manifest.json] [--work DIR]
+ *                          [--gemm mma|wgmma|wgmma-all] [--dtypes bf16,f16,f32] [--prebuilt manifest.json] [--work DIR]
  *                          [--torch-peers eager,compiled] [--torch-timeout SECONDS]
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -52,6 +53,7 @@ const { values } = parseArgs({
     work: { type: 'string', default: '/tmp/mc-gpu-check' },
     only: { type: 'string', default: 'kernels,logits,decode,long,prefill,torch' },
     cases: { type: 'string' },
+    dtypes: { type: 'string', default: 'bf16,f16,f32' },
     gemm: { type: 'string', default: process.env.MC_CUDA_GEMM ?? 'mma' },
     'prefetch-mb': { type: 'string', default: process.env.MC_CUDA_PREFETCH_MB ?? '0' },
     prebuilt: { type: 'string' },
@@ -64,6 +66,12 @@ const sections = new Set(values.only!.split(','));
 if (process.env.MC_CUDA_DIAG_SKIP) throw new Error('MC_CUDA_DIAG_SKIP is set in the environment: unset it (the breakdown section sets it for each of its variants)');
 const SECTIONS = ['kernels', 'logits', 'decode', 'long', 'prefill', 'torch', 'breakdown'];
 for (const s of sections) if (!SECTIONS.includes(s)) throw new Error(`--only: unknown section ${s}; pass some of ${SECTIONS.join(',')}`);
+// The kernel and logits checks of these weight dtypes only (f32 has no tensor-core GEMM: a run that checks
+// a GEMM engine needs bf16 and f16 only).
+const dtypes = new Set(values.dtypes!.split(','));
+for (const d of dtypes) if (!['bf16', 'f16', 'f32'].includes(d)) throw new Error(`--dtypes: unknown dtype ${d}; pass some of bf16,f16,f32`);
+const kernelCases = KERNEL_CASES.filter((c) => dtypes.has(c.dtype));
+const logitsCases = LOGITS_CASES.filter((c) => dtypes.has(c.dtype));
 const GEMM_ENGINES = ['mma', 'wgmma', 'wgmma-all'];
 if (!GEMM_ENGINES.includes(values.gemm!)) throw new Error(`--gemm: unknown engine ${values.gemm}; pass one of ${GEMM_ENGINES.join(', ')}`);
 process.env.MC_CUDA_GEMM = values.gemm;  // read by each CUDA library when it first initializes (mc_device.cuh)
@@ -124,7 +132,7 @@ if (sections.has('kernels') || sections.has('decode') || sections.has('long') ||
   log(`device-to-device copy: ${copyGbs.toFixed(0)} GB/s (read + write)`);
 }
 if (sections.has('kernels')) {
-  for (const c of KERNEL_CASES) {
+  for (const c of kernelCases) {
     const r = await runKernelCheck(c, { workDir: work, archs: device.archs, prebuilt });
     kernels.push(r);
     for (const line of r.lines) console.log(`  ${c.config}.${c.dtype}: ${line}`);
@@ -136,10 +144,10 @@ if (sections.has('logits')) {
   if (withCpu) {
     // The CPU libraries (g++, one core each) in parallel up front; checkLogits then finds them cached.
     const started = performance.now();
-    await Promise.all(LOGITS_CASES.map((c) => libraryFor(cpuLogitsPlan(c), { cacheDir })));
-    log(`built ${LOGITS_CASES.length} CPU libraries in ${((performance.now() - started) / 1000).toFixed(0)} s`);
+    await Promise.all(logitsCases.map((c) => libraryFor(cpuLogitsPlan(c), { cacheDir })));
+    log(`built ${logitsCases.length} CPU libraries in ${((performance.now() - started) / 1000).toFixed(0)} s`);
   }
-  for (const c of LOGITS_CASES) {
+  for (const c of logitsCases) {
     try {
       const r = await checkLogits(c, { workDir: work, cacheDir, archs: device.archs, withCpu, prebuilt });
       logits.push(r);

@@ -13,8 +13,9 @@
 #   SANITIZE=1 bash bench/gpu/device/run.sh --only kernels   (then compute-sanitizer memcheck, racecheck and
 #     synccheck over the kernel checks of tiny-moe and mistral-7b-v0.1 in bf16, prefills of 37 and 130 tokens:
 #     split-K and A narrowed once on the 7B's shapes)
-#   WGMMA=1 bash bench/gpu/device/run.sh --only kernels,logits,prefill   (then the same checks with every
-#     prefill GEMM on wgmma, and prefill timed with the wgmma launch rule: $OUT/wgmma-all, $OUT/wgmma)
+#   WGMMA=1 bash bench/gpu/device/run.sh --only kernels,logits,prefill   (then the kernel and logits checks in
+#     bf16 and f16 with every prefill GEMM on wgmma, and prefill timed with the wgmma launch rule: $OUT/wgmma-all,
+#     $OUT/wgmma)
 #   A16_AB=1 bash bench/gpu/device/run.sh --only prefill   (then prefill again with MC_CUDA_A16=0, A read
 #     through the Op by every column block as before run 8, and with MC_CUDA_A16=64, A narrowed from 64 rows
 #     only as before run 12: $OUT/a16.md and $OUT/a16.log)
@@ -108,7 +109,8 @@ fi
 if [ "${WGMMA:-0}" = 1 ]; then
   # Each engine in its own process: a library reads MC_CUDA_GEMM once, when it first initializes.
   echo "=== [$((SECONDS - started)) s] wgmma-all: kernel checks and logits"
-  timed /tmp/node .devtools/check.mjs --prebuilt .devtools/prebuilt/manifest.json --out "$OUT/wgmma-all" --gemm wgmma-all --only kernels,logits 2>&1 | tee "$OUT/wgmma-all.log"
+  # bf16 and f16 only: f32 weights have no tensor-core GEMM, so their checks do not depend on the engine.
+  timed /tmp/node .devtools/check.mjs --prebuilt .devtools/prebuilt/manifest.json --out "$OUT/wgmma-all" --gemm wgmma-all --only kernels,logits --dtypes bf16,f16 2>&1 | tee "$OUT/wgmma-all.log"
   wg_status=${PIPESTATUS[0]}
   [ "$wg_status" = 0 ] || status=$wg_status
   if [ "$wg_status" = 0 ]; then
