@@ -11,6 +11,7 @@
  * "nothing" is a token's host round trip and the launch of an empty graph, which every variant pays.
  */
 import type { KernelName, Plan } from '../../compiler/plan/types.js';
+import { kernelNodes } from '../../compiler/plan/kernels.js';
 import type { NativeModelInstance } from '../../runtime/native.js';
 import type { DecodeCase } from './cases.js';
 import { benchDecode, weightBytesPerToken } from './decode.js';
@@ -23,7 +24,7 @@ export interface BreakdownVariant {
 
 /** The plan's kernels in launch order, each once. */
 export function planKernels(plan: Plan): KernelName[] {
-  return [...new Set([...plan.prologue, ...plan.layers.flatMap((l) => l.kernels), ...plan.epilogue].map((k) => k.kernel))];
+  return [...new Set(kernelNodes(plan).map((k) => k.kernel))];
 }
 
 // The experts' kernels read the routing that these write: alone they would stream no expert at all.

@@ -9,6 +9,7 @@ import { randomFillSync, randomInt } from 'node:crypto';
 import { existsSync, statSync, writeFileSync } from 'node:fs';
 import type { KernelName, Plan, WeightEntry } from '../../compiler/plan/types.js';
 import { DTYPE_BYTES } from '../../compiler/plan/memory.js';
+import { kernelNodes } from '../../compiler/plan/kernels.js';
 import type { NativeModelInstance, NativeWeight } from '../../runtime/native.js';
 import { mulberry32, randomTokens } from '../../test/reference/random.js';
 import type { DecodeCase } from './cases.js';
@@ -48,7 +49,7 @@ export function weightBytesRead(plan: Plan, tokens: number, skipped: ReadonlySet
   const expertsUsed = moe === null ? 1 : 1 - (1 - moe.num_experts_per_tok / moe.num_experts) ** tokens;
   // A weight counts once if any kernel that runs reads it; the embedding table is a row a token for
   // the lookup and the whole table for a tied output projection.
-  const nodes = [...plan.prologue, ...plan.layers.flatMap((l) => l.kernels), ...plan.epilogue].filter((k) => !skipped.has(k.kernel));
+  const nodes = kernelNodes(plan).filter((k) => !skipped.has(k.kernel));
   const read = new Set(nodes.flatMap((k) => k.weights));
   const lookup = nodes.some((k) => k.kernel === 'embedding_lookup'), output = nodes.some((k) => k.kernel === 'rmsnorm_output');
   let bytes = 0;

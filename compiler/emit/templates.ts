@@ -2,6 +2,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import Handlebars from 'handlebars';
 import { packageRoot } from '../paths.js';
+import { kernelNodes } from '../plan/kernels.js';
 import type { KernelNode, Plan, WeightEntry } from '../plan/types.js';
 import { cxxComment, cxxFloat, cxxInt, cxxName } from './safe.js';
 
@@ -46,7 +47,7 @@ export function compileTemplate(hb: typeof Handlebars, file: string) {
  */
 export function renderKernels(plan: Plan, hb: typeof Handlebars, dir: string, ext: string): SourceFile[] {
   const firstNodes = new Map<string, KernelNode>();
-  for (const node of [...plan.prologue, ...plan.layers.flatMap((l) => l.kernels), ...plan.epilogue]) {
+  for (const node of kernelNodes(plan)) {
     if (!firstNodes.has(node.kernel)) firstNodes.set(node.kernel, node);
   }
   return [...firstNodes].map(([kernel, node]) => ({

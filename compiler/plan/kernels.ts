@@ -1,6 +1,6 @@
 import type { ModelConfig } from '../config/model.js';
 import { kvSlots } from './memory.js';
-import type { Collective, KernelNode, LayerPlan, Shape, TpSize } from './types.js';
+import type { Collective, KernelNode, LayerPlan, Plan, Shape, TpSize } from './types.js';
 
 /**
  * The fusion pass: the sequence of fused kernels per layer. Each node's name is the template that
@@ -141,4 +141,9 @@ export function epilogueKernels(model: ModelConfig, shape: Shape, tp: TpSize): K
     constants: { dim: model.dim, vocab_local: shape.vocab_size },
     collective: reduceIf(tp, 'all_gather_vocab'),
   }];
+}
+
+/** Every kernel node of a plan in launch order: the prologue, each layer's kernels, the epilogue. */
+export function kernelNodes(plan: Plan): KernelNode[] {
+  return [...plan.prologue, ...plan.layers.flatMap((l) => l.kernels), ...plan.epilogue];
 }

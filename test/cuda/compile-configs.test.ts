@@ -11,6 +11,7 @@ import { loadModelConfig } from '../../compiler/config/load.js';
 import { renderCudaSources } from '../../compiler/emit/render-cuda.js';
 import { packageRoot } from '../../compiler/paths.js';
 import { buildPlan } from '../../compiler/plan/build-plan.js';
+import { kernelNodes } from '../../compiler/plan/kernels.js';
 import type { Dtype } from '../../compiler/plan/types.js';
 import { hasNvcc } from './helpers.js';
 
@@ -74,7 +75,7 @@ describe('CUDA sources', () => {
 
   it('have one kernel header per fused kernel of the plan, named after it', () => {
     const plan = buildPlan(loadModelConfig(join(packageRoot(), 'configs', 'models', 'tiny-moe')), { target: 'cuda' });
-    const kernels = new Set([...plan.prologue, ...plan.layers.flatMap((l) => l.kernels), ...plan.epilogue].map((k) => k.kernel));
+    const kernels = new Set(kernelNodes(plan).map((k) => k.kernel));
     const headers = renderCudaSources(plan).files.map((f) => f.path).filter((p) => p.startsWith('kernels/'));
     expect(headers.sort()).toEqual([...kernels].map((k) => `kernels/${k}.cuh`).sort());
   });
