@@ -106,19 +106,22 @@ export interface DecodeResult {
 /** Timed repetitions of the decode run; the median is reported (one run alone spread ~2%, bench/RESULTS.md run 4). */
 export const DECODE_REPEATS = 5;
 
+/** A random 256-byte-aligned offset of the pool where `bytes` fit: each benchmark weight its own. */
+const randomPoolOffset = (_index: number, bytes: number): number => randomInt(0, Math.floor((SYNTHETIC_BYTES - bytes) / 256) + 1) * 256;
+
 /**
- * The benchmark model: every weight a view at its own random offset of the synthetic pool, copied
+ * The benchmark model: every weight a view at its own offset of the synthetic pool (random, unless
+ * `offsetOf(weight index, bytes)` says otherwise: a test that opens the same weights twice), copied
  * to the GPU by mc_create. Opened once per model and shared by the decode and prefill timings
  * (and profile.ts): a load copies 14-71 GB to the device.
  */
-export function openSynthetic(plan: Plan, library: string, poolPath: string): NativeModelInstance {
+export function openSynthetic(plan: Plan, library: string, poolPath: string, offsetOf = randomPoolOffset): NativeModelInstance {
   const elt = DTYPE_BYTES[plan.options.dtype];
-  const views: NativeWeight[] = plan.weights.map((w) => {
+  const views: NativeWeight[] = plan.weights.map((w, i) => {
     const { rows, cols } = sliceShape(w);
     const bytes = rows * cols * elt;
     if (bytes > SYNTHETIC_BYTES) throw new Error(`${w.name} (${bytes} bytes) is larger than the synthetic pool`);
-    const offset = randomInt(0, Math.floor((SYNTHETIC_BYTES - bytes) / 256) + 1) * 256;
-    return { offset, rowStride: cols, rows, cols, bytes };
+    return { offset: offsetOf(i, bytes), rowStride: cols, rows, cols, bytes };
   });
   return openViews(library, poolPath, views);
 }

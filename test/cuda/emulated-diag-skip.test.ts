@@ -17,8 +17,7 @@ import { loadNativeAddon } from '../../runtime/native-loader.js';
 import type { NativeModelInstance } from '../../runtime/native.js';
 import { benchVariant, breakdownVariants, diagSkipValue } from '../../bench/gpu/breakdown.js';
 import { decodeConfig, type DecodeCase } from '../../bench/gpu/cases.js';
-import { DECODE_REPEATS, openSynthetic, sliceShape, SYNTHETIC_BYTES, weightBytesPerToken, writeSyntheticWeights } from '../../bench/gpu/decode.js';
-import { openViews } from '../../bench/gpu/libraries.js';
+import { DECODE_REPEATS, openSynthetic, SYNTHETIC_BYTES, weightBytesPerToken, writeSyntheticWeights } from '../../bench/gpu/decode.js';
 import { buildEmulatedLibrary } from './emu/emulate.js';
 import { hasNvcc } from './helpers.js';
 
@@ -40,13 +39,7 @@ describe.skipIf(!hasNvcc())('MC_CUDA_DIAG_SKIP (emulated GPU)', () => {
   }, 300_000);
 
   /** The benchmark's kind of model, but each weight at a fixed offset of the pool: the same weights at every open. */
-  function openFixed(): NativeModelInstance {
-    const views = plan.weights.map((w, i) => {
-      const { rows, cols } = sliceShape(w);
-      return { offset: (i * 1_048_576) % (SYNTHETIC_BYTES - 2 * rows * cols), rowStride: cols, rows, cols, bytes: 2 * rows * cols };
-    });
-    return openViews(library, pool, views);
-  }
+  const openFixed = (): NativeModelInstance => openSynthetic(plan, library, pool, (i, bytes) => (i * 1_048_576) % (SYNTHETIC_BYTES - bytes));
 
   /** Prefill of 5 tokens (all rows), then 2 graph-replayed decode steps: their logits, in order. */
   function run(skip: string | undefined): Float32Array[] {
