@@ -27,6 +27,9 @@ export function planKernels(plan: Plan): KernelName[] {
   return [...new Set(kernelNodes(plan).map((k) => k.kernel))];
 }
 
+/** The variant with every kernel left out: a token's host round trip and an empty graph, which every variant pays. */
+export const NOTHING = 'nothing (host round trip, empty graph)';
+
 // The experts' kernels read the routing that these write: alone they would stream no expert at all.
 const ROUTING: KernelName[] = ['rmsnorm_moe_gate_topk_softmax', 'moe_group_by_expert'];
 
@@ -45,7 +48,7 @@ export function breakdownVariants(plan: Plan): BreakdownVariant[] {
   }
   // In decode the gate kernel also groups the token; moe_group_by_expert runs for prefills only.
   if (plan.model.moe !== null) variants.push(only('only the routing (gate, top-k)', ROUTING));
-  variants.push({ label: 'nothing (host round trip, empty graph)', skip: all });
+  variants.push({ label: NOTHING, skip: all });
   return variants;
 }
 
@@ -91,7 +94,7 @@ export function benchVariant(c: DecodeCase, plan: Plan, model: NativeModelInstan
 export function breakdownTable(results: readonly BreakdownResult[], copyGbs: number | null): string[] {
   const md = ['| decode, batch 1, bf16: kernels that ran | ms/token (range) | µs/layer, less the round trip | weights + KV read/token | GB/s, less the round trip | fraction of copy bandwidth |', '|---|---|---|---|---|---|'];
   for (const r of results) {
-    const nothing = results.find((x) => x.label === r.label && x.skip.length > 0 && x.weightBytesPerToken === 0 && x.kvBytesPerToken === 0 && x.variant.startsWith('nothing'));
+    const nothing = results.find((x) => x.label === r.label && x.variant === NOTHING);
     const bytes = r.weightBytesPerToken + r.kvBytesPerToken;
     const ms = r.msPerToken - (nothing !== undefined && nothing !== r ? nothing.msPerToken : 0);
     const gbs = bytes > 0 && ms > 0 ? bytes / (ms * 1e6) : NaN;

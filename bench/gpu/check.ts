@@ -225,8 +225,9 @@ if (sections.has('long')) {
 const breakdown: BreakdownResult[] = [];
 if (sections.has('breakdown')) {
   for (const c of decodeCases) {
-    for (const v of breakdownVariants(decodePlan(c))) {
-      const value = diagSkipValue(decodePlan(c), v);
+    const plan = decodePlan(c);
+    for (const v of breakdownVariants(plan)) {
+      const value = diagSkipValue(plan, v);
       if (value !== undefined) process.env.MC_CUDA_DIAG_SKIP = value;
       try {
         await onSyntheticModel(c, `breakdown (${v.label})`, (plan, model) => {
