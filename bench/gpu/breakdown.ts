@@ -11,10 +11,9 @@
  * "nothing" is a token's host round trip and the launch of an empty graph, which every variant pays.
  */
 import type { KernelName, Plan } from '../../compiler/plan/types.js';
-import { kernelNodes } from '../../compiler/plan/kernels.js';
 import type { NativeModelInstance } from '../../runtime/native.js';
 import type { DecodeCase } from './cases.js';
-import { benchDecode, weightBytesPerToken } from './decode.js';
+import { benchDecode, planNodes, weightBytesPerToken } from './decode.js';
 
 export interface BreakdownVariant {
   label: string;
@@ -24,7 +23,7 @@ export interface BreakdownVariant {
 
 /** The plan's kernels in launch order, each once. */
 export function planKernels(plan: Plan): KernelName[] {
-  return [...new Set(kernelNodes(plan).map((k) => k.kernel))];
+  return [...new Set(planNodes(plan).map((k) => k.kernel))];
 }
 
 /** The variant with every kernel left out: a token's host round trip and an empty graph, which every variant pays. */

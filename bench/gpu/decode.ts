@@ -7,9 +7,8 @@
  */
 import { randomFillSync, randomInt } from 'node:crypto';
 import { existsSync, statSync, writeFileSync } from 'node:fs';
-import type { KernelName, Plan, WeightEntry } from '../../compiler/plan/types.js';
+import type { KernelName, KernelNode, Plan, WeightEntry } from '../../compiler/plan/types.js';
 import { DTYPE_BYTES } from '../../compiler/plan/memory.js';
-import { kernelNodes } from '../../compiler/plan/kernels.js';
 import type { NativeModelInstance, NativeWeight } from '../../runtime/native.js';
 import { mulberry32, randomTokens } from '../../test/reference/random.js';
 import type { DecodeCase } from './cases.js';
@@ -38,6 +37,15 @@ export function sliceShape(w: WeightEntry): { rows: number; cols: number } {
 }
 
 /**
+ * A plan's kernel nodes in launch order: compiler/plan/kernels.ts's kernelNodes, spelled out here
+ * because bench/gpu also runs against a baseline checkout's compiler (prepare.sh --baseline), which
+ * may predate that helper: these scripts import only what older plans already had.
+ */
+export function planNodes(plan: Plan): KernelNode[] {
+  return [...plan.prologue, ...plan.layers.flatMap((l) => l.kernels), ...plan.epilogue];
+}
+
+/**
  * Weight bytes a call of `tokens` tokens reads at least once: every weight but the embedding table
  * (one row a token), and of each layer's experts the share that the tokens, each picking k of E
  * uniformly at random, use on average: 1 - (1 - k/E)^tokens (k/E for one token). The decode
@@ -49,7 +57,7 @@ export function weightBytesRead(plan: Plan, tokens: number, skipped: ReadonlySet
   const expertsUsed = moe === null ? 1 : 1 - (1 - moe.num_experts_per_tok / moe.num_experts) ** tokens;
   // A weight counts once if any kernel that runs reads it; the embedding table is a row a token for
   // the lookup and the whole table for a tied output projection.
-  const nodes = kernelNodes(plan).filter((k) => !skipped.has(k.kernel));
+  const nodes = planNodes(plan).filter((k) => !skipped.has(k.kernel));
   const read = new Set(nodes.flatMap((k) => k.weights));
   const lookup = nodes.some((k) => k.kernel === 'embedding_lookup'), output = nodes.some((k) => k.kernel === 'rmsnorm_output');
   let bytes = 0;
