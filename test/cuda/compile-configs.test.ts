@@ -13,23 +13,7 @@ import { packageRoot } from '../../compiler/paths.js';
 import { buildPlan } from '../../compiler/plan/build-plan.js';
 import { kernelNodes } from '../../compiler/plan/kernels.js';
 import type { Dtype } from '../../compiler/plan/types.js';
-import { hasNvcc } from './helpers.js';
-
-/** A counting semaphore: two compilers at a time, whatever vitest's own concurrency. */
-function limiter(slots: number) {
-  const waiting: Array<() => void> = [];
-  return async <T>(work: () => Promise<T>): Promise<T> => {
-    if (slots > 0) slots--;
-    else await new Promise<void>((resolve) => waiting.push(resolve));
-    try {
-      return await work();
-    } finally {
-      const next = waiting.shift();
-      if (next) next();
-      else slots++;
-    }
-  };
-}
+import { hasNvcc, limiter } from './helpers.js';
 
 const CONFIGS = readdirSync(join(packageRoot(), 'configs', 'models'), { withFileTypes: true }).filter((d) => d.isDirectory()).map((d) => d.name).sort();
 /** Every config in bf16 (the checkpoints' dtype), and the other two dtypes once each. */

@@ -17,9 +17,9 @@ import type { ModelConfig } from '../../compiler/config/model.js';
 import { renderCudaSources } from '../../compiler/emit/render-cuda.js';
 import { packageRoot } from '../../compiler/paths.js';
 import { buildPlan } from '../../compiler/plan/build-plan.js';
-import type { Dtype } from '../../compiler/plan/types.js';
+import type { Dtype, Plan } from '../../compiler/plan/types.js';
 import { buildEmulatedKernelChecks, runEmulatedKernelChecks } from './emu/emulate.js';
-import { hasNvcc } from './helpers.js';
+import { hasNvcc, limiter } from './helpers.js';
 
 const root = packageRoot();
 const work = mkdtempSync(join(tmpdir(), 'mc-emu-'));
@@ -48,14 +48,23 @@ const CASES: Case[] = [
   { config: 'medium-dense', dtype: 'bf16', engine: 'mma', tokens: [37, 150], sms: 32 },
 ];
 
+// Two at a time (CI has 2 cores; each build and each run is one thread), and one build per config
+// and dtype: the cases of one source differ only in the run's switches (engine, SMs).
+const slot = limiter(2);
+const builds = new Map<string, Promise<string>>();
+function kernelChecks(plan: Plan, c: Case): Promise<string> {
+  const key = `${c.config}-${c.dtype}`;
+  if (!builds.has(key)) builds.set(key, slot(() => buildEmulatedKernelChecks(renderCudaSources(plan).files, c.dtype, join(work, key))));
+  return builds.get(key)!;
+}
+
 describe.skipIf(!hasNvcc())('CUDA kernels on the emulator (no GPU)', () => {
   for (const c of CASES) {
-    it(`${c.config} ${c.dtype}, prefill GEMMs on ${c.engine}${c.sms ? `, ${c.sms} SMs` : ''}: every kernel check passes`, async () => {
+    it.concurrent(`${c.config} ${c.dtype}, prefill GEMMs on ${c.engine}${c.sms ? `, ${c.sms} SMs` : ''}: every kernel check passes`, async () => {
       const plan = buildPlan(config(c.config), { target: 'cuda', dtype: c.dtype, tp: 1, maxTokens: 64 });
-      const dir = join(work, `${c.config}-${c.dtype}-${c.engine}${c.sms ? `-${c.sms}` : ''}`);
-      const binary = await buildEmulatedKernelChecks(renderCudaSources(plan).files, c.dtype, dir);
+      const binary = await kernelChecks(plan, c);
       const seed = String(Math.floor(Math.random() * 2 ** 31));
-      const run = await runEmulatedKernelChecks(binary, { seed, tokens: c.tokens, engine: c.engine, threads: 1, sms: c.sms });
+      const run = await slot(async () => await runEmulatedKernelChecks(binary, { seed, tokens: c.tokens, engine: c.engine, threads: 1, sms: c.sms }));
       const out = String(run.all ?? '');
       const context = `${c.config} ${c.dtype} ${c.engine} (seed ${seed}):\n${out.split('\n').filter((l) => !l.startsWith('ok ')).join('\n')}`;
       expect(run.exitCode, context).toBe(0);

@@ -15,7 +15,7 @@ import type { SourceFile } from '../../compiler/emit/render.js';
 import { packageRoot } from '../../compiler/paths.js';
 import { buildPlan } from '../../compiler/plan/build-plan.js';
 import { buildEmulated, buildEmulatedKernelChecks, runEmulatedKernelChecks } from './emu/emulate.js';
-import { hasNvcc } from './helpers.js';
+import { hasNvcc, limiter } from './helpers.js';
 
 const root = packageRoot();
 const work = mkdtempSync(join(tmpdir(), 'mc-emu-self-'));
@@ -63,19 +63,21 @@ describe.skipIf(!hasNvcc())('the CUDA emulator reports seeded bugs', () => {
     expect(f.content, `${path} holds ${from}`).toContain(from);
     return { path: f.path, content: f.content.replace(from, to) };
   });
-  const kernelChecks = async (name: string, files: SourceFile[], engine: string) => {
+  // The four seeded bugs below build and run two at a time (CI has 2 cores; each is one thread).
+  const slot = limiter(2);
+  const kernelChecks = (name: string, files: SourceFile[], engine: string) => slot(async () => {
     const binary = await buildEmulatedKernelChecks(files, 'bf16', join(work, name));
     return runEmulatedKernelChecks(binary, { seed: '7', tokens: [37, 150], engine, threads: 1 });  // one fixed schedule: the bugs must show on it
-  };
+  });
 
-  it('a wgmma stage refilled while its group is still in flight (wait_group<2>) is reported', async () => {
+  it.concurrent('a wgmma stage refilled while its group is still in flight (wait_group<2>) is reported', async () => {
     const files = mutated(renderCudaSources(medium()).files, 'mc_gemm_wgmma.cuh', 'wgmma::wait_group<1>();', 'wgmma::wait_group<2>();');
     const r = await kernelChecks('wgmma-wait', files, 'wgmma-all');
     expect(r.exitCode).toBe(3);
     expect(r.all).toContain('the shared memory of a wgmma operand changed between wgmma.mma_async and the wait_group that retired it');
   }, 300_000);
 
-  it('the mma.sync GEMM without the barrier that publishes a stage fails its checks', async () => {
+  it.concurrent('the mma.sync GEMM without the barrier that publishes a stage fails its checks', async () => {
     const barrier = '    __syncthreads();  // stage kt is visible to all; every warp is done with stage kt - 1, whose buffer is refilled next';
     const files = mutated(renderCudaSources(medium()).files, 'mc_gemm.cuh', barrier, '');
     const r = await kernelChecks('mma-barrier', files, 'mma');
@@ -83,7 +85,7 @@ describe.skipIf(!hasNvcc())('the CUDA emulator reports seeded bugs', () => {
     expect(r.all).toMatch(/^FAIL +\S+ +T=(37|150) /m);
   }, 300_000);
 
-  it('the decode attention without the barrier before it refills a stage of its cp.async ring fails its checks', async () => {
+  it.concurrent('the decode attention without the barrier before it refills a stage of its cp.async ring fails its checks', async () => {
     const barrier = "    __syncthreads();              // ... everyone's; and every warp is done with tile t - 1's stage (and qs is written)\n";
     const files = mutated(renderCudaSources(medium()).files, 'mc_attention.cuh', barrier, '');
     const r = await kernelChecks('decode-attention-barrier', files, 'mma');
@@ -91,7 +93,7 @@ describe.skipIf(!hasNvcc())('the CUDA emulator reports seeded bugs', () => {
     expect(r.all).toMatch(/^FAIL +attention_gqa_window +T=1 /m);
   }, 300_000);
 
-  it('a decode GEMV that drops the last, shorter share of its L2 prefetch fails its prefetch checks', async () => {
+  it.concurrent('a decode GEMV that drops the last, shorter share of its L2 prefetch fails its prefetch checks', async () => {
     const share = 'if (first < bytes) prefetch_l2_warp(p + first, uint32_t(bytes - first < share ? bytes - first : share), lane);';
     const files = mutated(renderCudaSources(medium()).files, 'mc_gemv.cuh', share, 'if (first + share <= bytes) prefetch_l2_warp(p + first, uint32_t(share), lane);');
     const r = await kernelChecks('prefetch-share', files, 'mma');

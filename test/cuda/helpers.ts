@@ -21,3 +21,22 @@ export function hasGpu(): boolean {
     return false;
   }
 }
+
+/**
+ * A counting semaphore: at most `slots` of the works handed to it run at once, whatever vitest's
+ * own concurrency (CI machines have 2 cores; a test file's compilers and emulator runs share them).
+ */
+export function limiter(slots: number) {
+  const waiting: Array<() => void> = [];
+  return async <T>(work: () => Promise<T>): Promise<T> => {
+    if (slots > 0) slots--;
+    else await new Promise<void>((resolve) => waiting.push(resolve));
+    try {
+      return await work();
+    } finally {
+      const next = waiting.shift();
+      if (next) next();
+      else slots++;
+    }
+  };
+}
