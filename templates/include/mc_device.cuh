@@ -2,6 +2,8 @@
 // environment's switches), read once when the first kernel is prepared, and the launch with
 // programmatic dependent launch. Part of mc_cuda.cuh (include that).
 #pragma once
+#include <initializer_list>
+
 #include "mc_cuda_base.cuh"
 
 namespace mc {
@@ -95,28 +97,49 @@ inline bool refuse_setting(char* message, size_t size, const char* name, const c
 }
 
 /**
+ * An MC_CUDA_* switch of named values, spelled here only: check_environment refuses anything else,
+ * init_device_info reads which one it is (choice()). values[0] is what unset (or empty) means.
+ */
+struct Choice {
+  const char* name;
+  const char* values[3];  // nullptr after the last where fewer
+  const char* example;    // the refusal's fix
+};
+inline constexpr Choice kGemmEngine = {"MC_CUDA_GEMM", {"mma", "wgmma", "wgmma-all"}, "one of those"};
+inline constexpr Choice kGemmDeep = {"MC_CUDA_GEMM_DEEP", {"1", "0"}, "0 to keep the 4-stage small tile for grids smaller than the GPU"};
+inline constexpr Choice kPdl = {"MC_CUDA_PDL", {"gemv", "all", "off"}, "gemv (the default)"};
+inline constexpr Choice kPdlTrigger = {"MC_CUDA_PDL_TRIGGER", {"exit", "last-rows"}, "exit (the default)"};
+
+/** The index of the switch's value among its values: 0 where it is unset or empty, -1 where it is none of them. */
+inline int choice(const Choice& c) {
+  const char* v = env_setting(c.name);
+  if (v == nullptr) return 0;
+  for (int i = 0; i < 3 && c.values[i] != nullptr; ++i)
+    if (std::strcmp(v, c.values[i]) == 0) return i;
+  return -1;
+}
+
+/**
  * The MC_CUDA_* switches of this process (read by init_device_info): a value that is none of the
  * accepted ones fails with one line ("MC_CUDA_X=...: ...; fix") instead of quietly meaning the
  * default. Checked before anything else of a load (check_device), so no GPU is needed to hear it.
  * An empty value is the same as unset.
  */
 inline bool check_environment(char* message, size_t size) {
-  const auto bad = [&](const char* name, const char* value, const char* accepted, const char* example) {
-    return refuse_setting(message, size, name, value, accepted, example);
-  };
-  if (const char* v = env_setting("MC_CUDA_GEMM"); v != nullptr && std::strcmp(v, "mma") != 0 && std::strcmp(v, "wgmma") != 0 && std::strcmp(v, "wgmma-all") != 0)
-    return bad("MC_CUDA_GEMM", v, "mma, wgmma or wgmma-all", "one of those");
+  for (const Choice* c : {&kGemmEngine, &kGemmDeep, &kPdl, &kPdlTrigger}) {
+    if (choice(*c) >= 0) continue;
+    char accepted[96] = "";  // "a, b or c"
+    int n = 0;
+    while (n < 3 && c->values[n] != nullptr) ++n;
+    for (int i = 0; i < n; ++i)
+      std::snprintf(accepted + std::strlen(accepted), sizeof accepted - std::strlen(accepted), "%s%s", i == 0 ? "" : i + 1 == n ? " or " : ", ", c->values[i]);
+    return refuse_setting(message, size, c->name, env_setting(c->name), accepted, c->example);
+  }
   if (const char* v = env_setting("MC_CUDA_A16"); v != nullptr && parse_a16_min_rows(v) < 0)
-    return bad("MC_CUDA_A16", v, "a row count from 0 to 65536", "0 to read A through the Op, or N to narrow it from N rows");
+    return refuse_setting(message, size, "MC_CUDA_A16", v, "a row count from 0 to 65536", "0 to read A through the Op, or N to narrow it from N rows");
   int64_t between = 0, across = 0;
   if (const char* v = env_setting("MC_CUDA_PREFETCH_MB"); v != nullptr && !parse_prefetch_mib(v, 1 << 30, between, across))
-    return bad("MC_CUDA_PREFETCH_MB", v, "N or N,M whole MiB", "e.g. 8 or 8,24");
-  if (const char* v = env_setting("MC_CUDA_GEMM_DEEP"); v != nullptr && std::strcmp(v, "0") != 0 && std::strcmp(v, "1") != 0)
-    return bad("MC_CUDA_GEMM_DEEP", v, "0 or 1", "0 to keep the 4-stage small tile for grids smaller than the GPU");
-  if (const char* v = env_setting("MC_CUDA_PDL"); v != nullptr && std::strcmp(v, "gemv") != 0 && std::strcmp(v, "all") != 0 && std::strcmp(v, "off") != 0)
-    return bad("MC_CUDA_PDL", v, "gemv, all or off", "gemv (the default)");
-  if (const char* v = env_setting("MC_CUDA_PDL_TRIGGER"); v != nullptr && std::strcmp(v, "exit") != 0 && std::strcmp(v, "last-rows") != 0)
-    return bad("MC_CUDA_PDL_TRIGGER", v, "exit or last-rows", "exit (the default)");
+    return refuse_setting(message, size, "MC_CUDA_PREFETCH_MB", v, "N or N,M whole MiB", "e.g. 8 or 8,24");
   return true;
 }
 inline DeviceInfo& device_info() {
@@ -139,20 +162,17 @@ inline cudaError_t init_device_info() {
   if (cudaError_t e = cudaGetDevice(&device)) return e;
   if (cudaError_t e = cudaDeviceGetAttribute(&device_info().sms, cudaDevAttrMultiProcessorCount, device)) return e;
   if (cudaError_t e = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device)) return e;
-  const char* pdl = env_setting("MC_CUDA_PDL");
-  device_info().pdl = major >= 9 && (pdl == nullptr || std::strcmp(pdl, "off") != 0);
-  device_info().pdl_between = device_info().pdl && pdl != nullptr && std::strcmp(pdl, "all") == 0;
-  const char* trigger = env_setting("MC_CUDA_PDL_TRIGGER");
-  device_info().pdl_early_trigger = device_info().pdl && trigger != nullptr && std::strcmp(trigger, "last-rows") == 0;
+  const int pdl = choice(kPdl);  // gemv, all, off (a malformed value is refused by check_environment)
+  device_info().pdl = major >= 9 && pdl != 2;
+  device_info().pdl_between = device_info().pdl && pdl == 1;
+  device_info().pdl_early_trigger = device_info().pdl && choice(kPdlTrigger) == 1;  // exit, last-rows
   if (cudaError_t e = cudaMemcpyFromSymbol(&built, wgmma_built, sizeof built)) return e;
-  const char* engine = env_setting("MC_CUDA_GEMM");
-  const bool all = engine != nullptr && std::strcmp(engine, "wgmma-all") == 0;
+  const int engine = choice(kGemmEngine);  // mma, wgmma, wgmma-all
   device_info().wgmma_built = built == 1;
-  device_info().wgmma = built == 1 && (all || (engine != nullptr && std::strcmp(engine, "wgmma") == 0));
-  device_info().wgmma_all = device_info().wgmma && all;
+  device_info().wgmma = built == 1 && engine >= 1;
+  device_info().wgmma_all = device_info().wgmma && engine == 2;
   device_info().a16_min_rows = std::max(0, parse_a16_min_rows(env_setting("MC_CUDA_A16")));
-  const char* deep = env_setting("MC_CUDA_GEMM_DEEP");
-  device_info().deep_small_tile = deep == nullptr || std::strcmp(deep, "0") != 0;
+  device_info().deep_small_tile = choice(kGemmDeep) != 1;  // 1, 0
   // Off until measured: bench/RESULTS.md run 9. (A malformed value is refused by check_environment.)
   int l2 = 0;
   if (cudaError_t e = cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, device)) return e;

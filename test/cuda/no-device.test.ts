@@ -59,7 +59,7 @@ describe.skipIf(hasGpu() || !hasNvcc())('without a GPU', () => {
       ['MC_CUDA_A16', 'off\n', /^environment: MC_CUDA_A16: "off\?" is not a row count from 0 to 65536; unset it, or set 0 to read A through the Op, or N to narrow it from N rows$/],
       ['MC_CUDA_A16', '65537', /^environment: MC_CUDA_A16: "65537" is not a row count from 0 to 65536; /],
       ['MC_CUDA_A16', '-1', /^environment: MC_CUDA_A16: "-1" is not a row count/],
-      ['MC_CUDA_GEMM_DEEP', 'yes', /^environment: MC_CUDA_GEMM_DEEP: "yes" is not 0 or 1; unset it, or set 0 to keep the 4-stage small tile for grids smaller than the GPU$/],
+      ['MC_CUDA_GEMM_DEEP', 'yes', /^environment: MC_CUDA_GEMM_DEEP: "yes" is not 1 or 0; unset it, or set 0 to keep the 4-stage small tile for grids smaller than the GPU$/],
       ['MC_CUDA_PDL', 'yes', /^environment: MC_CUDA_PDL: "yes" is not gemv, all or off; unset it, or set gemv \(the default\)$/],
       ['MC_CUDA_PDL_TRIGGER', 'early', /^environment: MC_CUDA_PDL_TRIGGER: "early" is not exit or last-rows; unset it, or set exit \(the default\)$/],
       ['MC_CUDA_DIAG_SKIP', 'attention', /^environment: MC_CUDA_DIAG_SKIP: "attention" is not all or a comma-separated list of this model's kernels \(embedding_lookup, .*, rmsnorm_output\); unset it, or set e\.g\. attention_gqa_window \(for timing only: the logits are then wrong\)$/],
