@@ -33,11 +33,15 @@ function config(name: string): ModelConfig {
   return loadModelConfig(join(root, 'configs', 'models', name), { maxSeqLen: 1024 });
 }
 
-interface Case { config: string; dtype: Dtype; engine: 'mma' | 'wgmma-all'; tokens: [number, number]; sms?: number }
+interface Case { config: string; dtype: Dtype; engine: 'mma' | 'wgmma-all'; tokens: [number, number]; sms?: number; env?: Record<string, string> }
+// MC_CUDA_PDL=all with the last-rows trigger (run 14): the attention, its combine and the MoE routing
+// also launched with PDL, GEMVs letting the next kernel launch from their last rows; every kernel
+// after the staged inputs' kernel then goes through the emulator's PDL check (test/gpu/kernels.cu: Staging).
+const PDL_ALL = { MC_CUDA_PDL: 'all', MC_CUDA_PDL_TRIGGER: 'last-rows' };
 const CASES: Case[] = [
   ...(['tiny-dense', 'tiny-moe'] as const).flatMap((c) => (['bf16', 'f16', 'f32'] as const).map((dtype) => ({ config: c, dtype, engine: 'mma' as const, tokens: [37, 150] as [number, number] }))),
   ...(['medium-dense', 'medium-moe'] as const).flatMap((c) => [
-    { config: c, dtype: 'bf16' as const, engine: 'mma' as const, tokens: [37, 150] as [number, number] },
+    { config: c, dtype: 'bf16' as const, engine: 'mma' as const, tokens: [37, 150] as [number, number], env: c === 'medium-moe' ? PDL_ALL : undefined },
     { config: c, dtype: 'bf16' as const, engine: 'wgmma-all' as const, tokens: [37, 150] as [number, number] },
     { config: c, dtype: 'f16' as const, engine: 'wgmma-all' as const, tokens: [21, 140] as [number, number] },
   ]),
@@ -60,11 +64,11 @@ function kernelChecks(plan: Plan, c: Case): Promise<string> {
 
 describe.skipIf(!hasNvcc())('CUDA kernels on the emulator (no GPU)', () => {
   for (const c of CASES) {
-    it.concurrent(`${c.config} ${c.dtype}, prefill GEMMs on ${c.engine}${c.sms ? `, ${c.sms} SMs` : ''}: every kernel check passes`, async () => {
+    it.concurrent(`${c.config} ${c.dtype}, prefill GEMMs on ${c.engine}${c.sms ? `, ${c.sms} SMs` : ''}${c.env ? `, ${Object.entries(c.env).map(([k, v]) => `${k}=${v}`).join(' ')}` : ''}: every kernel check passes`, async () => {
       const plan = buildPlan(config(c.config), { target: 'cuda', dtype: c.dtype, tp: 1, maxTokens: 64 });
       const binary = await kernelChecks(plan, c);
       const seed = String(Math.floor(Math.random() * 2 ** 31));
-      const run = await slot(async () => await runEmulatedKernelChecks(binary, { seed, tokens: c.tokens, engine: c.engine, threads: 1, sms: c.sms }));
+      const run = await slot(async () => await runEmulatedKernelChecks(binary, { seed, tokens: c.tokens, engine: c.engine, threads: 1, sms: c.sms, env: c.env }));
       const out = String(run.all ?? '');
       const context = `${c.config} ${c.dtype} ${c.engine} (seed ${seed}):\n${out.split('\n').filter((l) => !l.startsWith('ok ')).join('\n')}`;
       expect(run.exitCode, context).toBe(0);

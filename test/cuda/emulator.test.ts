@@ -63,11 +63,11 @@ describe.skipIf(!hasNvcc())('the CUDA emulator reports seeded bugs', () => {
     expect(f.content, `${path} holds ${from}`).toContain(from);
     return { path: f.path, content: f.content.replace(from, to) };
   });
-  // The four seeded bugs below build and run two at a time (CI has 2 cores; each is one thread).
+  // The seeded bugs below build and run two at a time (CI has 2 cores; each is one thread).
   const slot = limiter(2);
-  const kernelChecks = (name: string, files: SourceFile[], engine: string) => slot(async () => {
+  const kernelChecks = (name: string, files: SourceFile[], engine: string, env?: Record<string, string>) => slot(async () => {
     const binary = await buildEmulatedKernelChecks(files, 'bf16', join(work, name));
-    return runEmulatedKernelChecks(binary, { seed: '7', tokens: [37, 150], engine, threads: 1 });  // one fixed schedule: the bugs must show on it
+    return runEmulatedKernelChecks(binary, { seed: '7', tokens: [37, 150], engine, threads: 1, env });  // one fixed schedule: the bugs must show on it
   });
 
   it.concurrent('a wgmma stage refilled while its group is still in flight (wait_group<2>) is reported', async () => {
@@ -100,5 +100,23 @@ describe.skipIf(!hasNvcc())('the CUDA emulator reports seeded bugs', () => {
     expect(r.exitCode).toBe(1);
     expect(r.all).toMatch(/^FAIL +\S+ +T=1 +L2 prefetch /m);
     expect(r.all).not.toMatch(/^FAIL .* rel L2 /m);  // a hint: every output is still right
+  }, 300_000);
+
+  // Programmatic dependent launch: before griddepcontrol.wait a kernel may run beside the previous
+  // one (kernels.cu writes each check's inputs in a kernel launched just before the checked one).
+  it.concurrent('a decode GEMV that reads its input rows before griddepcontrol.wait fails the PDL check', async () => {
+    const wait = '  wait_for_previous_kernel();\n  if (!op.load_x(item, xs)) group = Op::GROUPS;';
+    const early = '  const bool any = op.load_x(item, xs);\n  wait_for_previous_kernel();\n  if (!any) group = Op::GROUPS;';
+    const r = await kernelChecks('pdl-early-read', mutated(renderCudaSources(medium()).files, 'mc_gemv.cuh', wait, early), 'mma');
+    expect(r.exitCode).toBe(3);
+    expect(r.all).toMatch(/gemv_kernel.*: reads a device allocation \(\d+ bytes at \S+\) that the previous kernel \(stage_kernel\) wrote, before griddepcontrol\.wait/);
+  }, 300_000);
+
+  it.concurrent('a decode GEMV that lets the next kernel launch before its own wait (MC_CUDA_PDL_TRIGGER=last-rows) is reported', async () => {
+    const wait = '  wait_for_previous_kernel();\n  if (!op.load_x(item, xs)) group = Op::GROUPS;';
+    const trigger = '  if (early_trigger) let_next_kernel_launch();\n  wait_for_previous_kernel();\n  if (!op.load_x(item, xs)) group = Op::GROUPS;';
+    const r = await kernelChecks('pdl-trigger-first', mutated(renderCudaSources(medium()).files, 'mc_gemv.cuh', wait, trigger), 'mma', { MC_CUDA_PDL_TRIGGER: 'last-rows' });
+    expect(r.exitCode).toBe(3);
+    expect(r.all).toContain('griddepcontrol.launch_dependents before griddepcontrol.wait in a kernel launched with programmatic dependent launch');
   }, 300_000);
 });

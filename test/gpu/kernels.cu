@@ -103,6 +103,60 @@ template <typename T> std::vector<T> download(const T* d, size_t n) {
   return h;
 }
 
+// ---- activations written by a kernel just before the one checked ----
+/**
+ * In a forward pass a kernel's activations (its input rows, the residual it adds to, the KV cache,
+ * the position, the routing) are written by the kernel before it, and a kernel launched with PDL
+ * (the decode GEMVs; under MC_CUDA_PDL=all also the attention, its combine and the MoE routing) may
+ * run while that one still does, up to its griddepcontrol.wait. So here too: a Staging buffer is
+ * NaN (-1 as int32) until Staging::launch(), called right before the checked kernel, starts
+ * stage_kernel, which lets the next kernel launch at once (griddepcontrol.launch_dependents), spins
+ * ~20 µs and only then copies the values in. A kernel that touched them before its wait reads
+ * poison on a GPU, and fails the emulator's PDL check (test/cuda/emu/mc_emu.hpp).
+ */
+struct StageList {
+  const char* src[8];
+  char* dst[8];
+  int64_t bytes[8];
+  int n = 0;
+};
+__global__ void stage_kernel(const StageList list) {
+  mc::let_next_kernel_launch();  // the checked kernel may launch now, and run up to its wait
+#if defined(__CUDA_ARCH__)
+  const long long start = clock64();
+  while (clock64() - start < 40000) {}  // ~20 µs: whatever it reads before its wait is still poison
+#endif
+  for (int c = 0; c < list.n; ++c)
+    for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < list.bytes[c]; i += int64_t(gridDim.x) * blockDim.x) list.dst[c][i] = list.src[c][i];
+}
+struct Staging {
+  StageList list;
+  std::vector<void*> sources;
+  Staging() = default;
+  Staging(const Staging&) = delete;
+  /** A device buffer that will hold h: poison until launch(). */
+  template <typename T> T* operator()(const std::vector<T>& h) {
+    if (list.n == 8) {
+      std::printf("kernels.cu: more than 8 staged buffers in one check\n");
+      std::exit(2);
+    }
+    T* src = upload(h);
+    T* dst = poisoned<T>(h.size());
+    list.src[list.n] = reinterpret_cast<const char*>(src), list.dst[list.n] = reinterpret_cast<char*>(dst), list.bytes[list.n] = int64_t(h.size() * sizeof(T));
+    ++list.n;
+    sources.push_back(src);
+    return dst;
+  }
+  /** Right before the checked kernel's launch (no copy or synchronization in between). */
+  void launch() {
+    stage_kernel<<<8, 256>>>(list);
+    CK(cudaGetLastError());
+  }
+  ~Staging() {  // after the check's synchronization
+    for (void* p : sources) cudaFree(p);
+  }
+};
+
 // ---- comparison ----
 int g_failures = 0, g_checks = 0;
 /** Printed after what is checked: how the checks now running differ from the default path (else ""). */
@@ -267,11 +321,12 @@ void check_qkv(int T) {
   auto wqkv = rand_vec<W>(size_t(K::QKV) * K::DIM, 1.0 / std::sqrt(double(K::DIM)));
   std::vector<double> inv_freq(K::HEAD_DIM / 2);
   mc::rope_inv_freq(10000.0, K::HEAD_DIM, inv_freq.data());
-  float* d_res = upload(residual);
+  Staging in;
+  float* d_res = in(residual);
   W* d_norm = upload(norm);
   W* d_w = upload(wqkv);
   double* d_inv = upload(inv_freq);
-  int32_t* d_pos = upload(std::vector<int32_t>{pos0});
+  int32_t* d_pos = in(std::vector<int32_t>{pos0});
   float* d_rstd = poisoned<float>(T);
   float* d_q = poisoned<float>(size_t(T) * K::Q_DIM);
   KV* d_k = poisoned<KV>(size_t(KV_SLOTS) * K::KV_DIM);
@@ -279,6 +334,7 @@ void check_qkv(int T) {
   CK(K::prepare<KV_SLOTS>());
   uint16_t* d_a16 = poisoned<uint16_t>(size_t(T) * K::DIM);  // A narrowed once (every prefill GEMM, by default): every element written before it is read
   const NextWeights next;
+  in.launch();
   CK(K::launch<KV_SLOTS>(d_res, T, d_pos, d_norm, d_w, d_inv, d_rstd, d_a16, d_q, d_k, d_v, next.l2(), 0));
   CK(cudaDeviceSynchronize());
   next.expect_prefetched("rmsnorm_qkv_rope_cache", T, decode_gemv(T));
@@ -318,13 +374,15 @@ void check_attention(int T, int32_t pos0) {
   auto q = rand_vec<float>(size_t(T) * Q_DIM, 1.0);
   auto kc = rand_vec<KV>(size_t(KV_SLOTS) * KV_DIM, 1.0);
   auto vc = rand_vec<KV>(size_t(KV_SLOTS) * KV_DIM, 1.0);
-  float* d_q = upload(q);
-  KV* d_k = upload(kc);
-  KV* d_v = upload(vc);
-  int32_t* d_pos = upload(std::vector<int32_t>{pos0});
+  Staging in;
+  float* d_q = in(q);
+  KV* d_k = in(kc);
+  KV* d_v = in(vc);
+  int32_t* d_pos = in(std::vector<int32_t>{pos0});
   float* d_part = poisoned<float>(A::PARTIAL_FLOATS);
   float* d_out = poisoned<float>(size_t(T) * Q_DIM);
   CK(A::prepare<WINDOW, KV_SLOTS>());
+  in.launch();
   CK(A::launch<WINDOW, KV_SLOTS>(d_q, T, d_pos, d_k, d_v, d_part, d_out, 0));
   CK(cudaDeviceSynchronize());
   const Vec kd = widen(kc), vd = widen(vc);
@@ -366,9 +424,11 @@ void check_embedding(int T) {
   for (int t = 0; t < T; ++t) tokens[t] = int32_t((uniform(g_stream, t) + 1) * 0.5 * E::VOCAB_LOCAL);
   ++g_stream;
   auto emb = rand_vec<W>(size_t(E::VOCAB_LOCAL) * E::DIM, 1.0);
-  int32_t* d_tok = upload(tokens);
+  Staging in;
+  int32_t* d_tok = in(tokens);
   W* d_emb = upload(emb);
   float* d_out = poisoned<float>(size_t(T) * E::DIM);
+  in.launch();
   CK(E::launch(d_tok, T, 0, d_emb, d_out, 0));
   CK(cudaDeviceSynchronize());
   Vec ref;
@@ -384,11 +444,13 @@ void check_residual_projection(const char* name, int T, Launch launch) {
   auto x = rand_vec<float>(size_t(T) * IN, 1.0);
   auto w = rand_vec<W>(size_t(DIM) * IN, 1.0 / std::sqrt(double(IN)));
   auto residual = rand_vec<float>(size_t(T) * DIM, 1.0);
-  float* d_x = upload(x);
+  Staging in;
+  float* d_x = in(x);
   W* d_w = upload(w);
-  float* d_r = upload(residual);
+  float* d_r = in(residual);
   uint16_t* d_a16 = poisoned<uint16_t>(size_t(T) * IN);
   const NextWeights next;
+  in.launch();
   CK(launch(d_x, T, d_w, d_r, d_a16, next.l2(), cudaStream_t(0)));
   CK(cudaDeviceSynchronize());
   next.expect_prefetched(name, T, decode_gemv(T));
@@ -404,7 +466,8 @@ void check_output(int rows) {
   auto residual = rand_vec<float>(size_t(first + rows) * O::DIM, 1.0);
   auto norm = rand_vec<W>(O::DIM, 0.2, 1.0);
   auto out = rand_vec<W>(size_t(O::VOCAB_LOCAL) * O::DIM, 1.0 / std::sqrt(double(O::DIM)));
-  float* d_res = upload(residual);
+  Staging in;
+  float* d_res = in(residual);
   W* d_norm = upload(norm);
   W* d_out = upload(out);
   float* d_rstd = poisoned<float>(rows);
@@ -412,6 +475,7 @@ void check_output(int rows) {
   CK(O::prepare());
   uint16_t* d_a16 = poisoned<uint16_t>(size_t(rows) * O::DIM);
   const NextWeights next;
+  in.launch();
   CK(O::launch(d_res, first, rows, d_norm, d_out, d_rstd, d_a16, d_logits, next.l2(), 0));
   CK(cudaDeviceSynchronize());
   next.expect_prefetched("rmsnorm_output", rows, decode_gemv(rows));
@@ -427,7 +491,8 @@ void check_w13(int T) {
   auto residual = rand_vec<float>(size_t(T) * F::DIM, 1.0);
   auto norm = rand_vec<W>(F::DIM, 0.2, 1.0);
   auto w13 = rand_vec<W>(size_t(2) * F::HIDDEN * F::DIM, 1.0 / std::sqrt(double(F::DIM)));
-  float* d_res = upload(residual);
+  Staging in;
+  float* d_res = in(residual);
   W* d_norm = upload(norm);
   W* d_w = upload(w13);
   float* d_rstd = poisoned<float>(T);
@@ -435,6 +500,7 @@ void check_w13(int T) {
   CK(F::prepare());
   uint16_t* d_a16 = poisoned<uint16_t>(size_t(T) * F::DIM);
   const NextWeights next;
+  in.launch();
   CK(F::launch(d_res, T, d_norm, d_w, d_rstd, d_a16, d_h, next.l2(), 0));
   CK(cudaDeviceSynchronize());
   next.expect_prefetched("rmsnorm_w13_swiglu", T, decode_gemv(T));
@@ -483,7 +549,8 @@ void check_gate(int T) {
   auto residual = rand_vec<float>(size_t(T) * G::DIM, 1.0);
   auto norm = rand_vec<W>(G::DIM, 0.2, 1.0);
   auto gate = rand_vec<W>(size_t(G::EXPERTS) * G::DIM, 1.0 / std::sqrt(double(G::DIM)));
-  float* d_res = upload(residual);
+  Staging in;
+  float* d_res = in(residual);
   W* d_norm = upload(norm);
   W* d_gate = upload(gate);
   float* d_normed = poisoned<float>(size_t(T) * G::DIM);
@@ -494,6 +561,7 @@ void check_gate(int T) {
   int32_t* d_rows = poisoned<int32_t>(size_t(T) * G::TOP_K);
   int32_t* d_pair = poisoned<int32_t>(size_t(T) * G::TOP_K);
   CK(G::prepare());
+  in.launch();
   CK(G::launch(d_res, T, d_norm, d_gate, d_normed, d_ex, d_wt, d_off, d_rows, d_pair, 0));
   CK(cudaDeviceSynchronize());
   const Vec res = widen(residual), nw = widen(norm);
@@ -560,10 +628,12 @@ struct Routing {
 void check_group(int T) {
   namespace G = moe_group_by_expert;
   const Routing r(T, G::EXPERTS, G::TOP_K);
-  int32_t* d_ex = upload(r.expert);
+  Staging in;
+  int32_t* d_ex = in(r.expert);
   int32_t* d_off = poisoned<int32_t>(G::EXPERTS + 1);
   int32_t* d_rows = poisoned<int32_t>(size_t(T) * G::TOP_K);
   int32_t* d_pair = poisoned<int32_t>(size_t(T) * G::TOP_K);
+  in.launch();
   CK(G::launch(d_ex, T, d_off, d_rows, d_pair, 0));
   CK(cudaDeviceSynchronize());
   expect_equal("moe_group_by_expert", T, "offsets", r.offsets, download(d_off, G::EXPERTS + 1));
@@ -577,13 +647,15 @@ void check_moe_w13(int T) {
   const Routing r(T, M::EXPERTS, M::TOP_K);
   auto normed = rand_vec<float>(size_t(T) * M::DIM, 1.0);
   auto w13 = rand_vec<W>(size_t(M::EXPERTS) * M::EXPERT_STRIDE, 1.0 / std::sqrt(double(M::DIM)));
-  float* d_x = upload(normed);
-  int32_t* d_off = upload(r.offsets);
-  int32_t* d_rows = upload(r.rows);
+  Staging in;
+  float* d_x = in(normed);
+  int32_t* d_off = in(r.offsets);
+  int32_t* d_rows = in(r.rows);
   W* d_w = upload(w13);
   float* d_h = poisoned<float>(size_t(T) * M::TOP_K * M::HIDDEN);
   CK(M::prepare());
   uint16_t* d_a16 = poisoned<uint16_t>(size_t(T) * M::TOP_K * M::DIM);
+  in.launch();
   CK(M::launch(d_x, T, d_off, d_rows, d_w, d_a16, d_h, 0));
   CK(cudaDeviceSynchronize());
   const Vec xd = widen(normed);
@@ -624,17 +696,19 @@ void check_moe_w2(int T) {
   auto hidden = rand_vec<float>(size_t(T) * M::TOP_K * M::HIDDEN, 1.0);
   auto w2 = rand_vec<W>(size_t(M::EXPERTS) * M::EXPERT_STRIDE, 1.0 / std::sqrt(double(M::HIDDEN)));
   auto residual = rand_vec<float>(size_t(T) * M::DIM, 1.0);
-  float* d_h = upload(hidden);
-  int32_t* d_off = upload(r.offsets);
-  int32_t* d_pair = upload(r.pair_row);
-  int32_t* d_ex = upload(r.expert);
-  float* d_wt = upload(r.weight);
+  Staging in;
+  float* d_h = in(hidden);
+  int32_t* d_off = in(r.offsets);
+  int32_t* d_pair = in(r.pair_row);
+  int32_t* d_ex = in(r.expert);
+  float* d_wt = in(r.weight);
   W* d_w = upload(w2);
   float* d_tmp = poisoned<float>(size_t(T) * M::TOP_K * M::DIM);
-  float* d_r = upload(residual);
+  float* d_r = in(residual);
   CK(M::prepare());
   uint16_t* d_a16 = poisoned<uint16_t>(size_t(T) * M::TOP_K * M::HIDDEN);
   const NextWeights next;
+  in.launch();
   CK(M::launch(d_h, T, d_off, d_pair, d_ex, d_wt, d_w, d_tmp, d_a16, d_r, next.l2(), 0));
   CK(cudaDeviceSynchronize());
   next.expect_prefetched("moe_w2_combine_residual", T, decode_gemv(T));

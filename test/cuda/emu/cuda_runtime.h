@@ -76,9 +76,9 @@ static bool mc_emu_capturing() { return mc_emu::state().capture != nullptr; }
 /** Runs `op` now, or records it when `s` is the capturing stream. */
 template <class F> static cudaError_t mc_emu_on_stream(cudaStream_t s, F op) {
   mc_emu::State& st = mc_emu::state();
-  if (st.capture != nullptr && s == st.capture_stream) return st.capture->push_back([op]() { return op(), cudaSuccess; }), cudaSuccess;
+  if (st.capture != nullptr && s == st.capture_stream) return st.capture->push_back([op]() { return op(), mc_emu::not_a_kernel(), cudaSuccess; }), cudaSuccess;
   if (st.capture != nullptr && s == nullptr) return cudaErrorStreamCaptureImplicit;
-  return op(), cudaSuccess;
+  return op(), mc_emu::not_a_kernel(), cudaSuccess;
 }
 using mc_emu_graph = std::vector<std::function<cudaError_t()>>;
 
@@ -113,10 +113,14 @@ cudaError_t cudaSetDevice(int d) {
   if (d < 0 || d >= mc_emu::device().count) return cudaErrorInvalidDevice;
   return mc_emu::state().device = d, cudaSuccess;
 }
-cudaError_t cudaDeviceSynchronize(void) { return mc_emu::state().capture != nullptr ? cudaErrorStreamCaptureUnsupported : cudaSuccess; }
+cudaError_t cudaDeviceSynchronize(void) {
+  if (mc_emu::state().capture != nullptr) return cudaErrorStreamCaptureUnsupported;
+  return mc_emu::not_a_kernel(), cudaSuccess;
+}
 cudaError_t cudaStreamSynchronize(cudaStream_t s) {
   const mc_emu::State& st = mc_emu::state();
-  return st.capture != nullptr && (s == st.capture_stream || s == nullptr) ? cudaErrorStreamCaptureUnsupported : cudaSuccess;
+  if (st.capture != nullptr && (s == st.capture_stream || s == nullptr)) return cudaErrorStreamCaptureUnsupported;
+  return mc_emu::not_a_kernel(), cudaSuccess;
 }
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
   if (device < 0 || device >= mc_emu::device().count) return cudaErrorInvalidDevice;
@@ -153,20 +157,20 @@ cudaError_t cudaMallocHost(void** p, size_t bytes) {
 cudaError_t cudaFreeHost(void* p) { return std::free(p), cudaSuccess; }
 cudaError_t cudaMemcpy(void* dst, const void* src, size_t n, enum cudaMemcpyKind) {
   if (mc_emu_capturing()) return cudaErrorStreamCaptureUnsupported;
-  return std::memmove(dst, src, n), cudaSuccess;
+  return std::memmove(dst, src, n), mc_emu::not_a_kernel(), cudaSuccess;
 }
 cudaError_t cudaMemcpy2D(void* dst, size_t dpitch, const void* src, size_t spitch, size_t width, size_t height, enum cudaMemcpyKind) {
   if (mc_emu_capturing()) return cudaErrorStreamCaptureUnsupported;
   if (width > dpitch || width > spitch) return cudaErrorInvalidPitchValue;
   for (size_t r = 0; r < height; ++r) std::memmove(static_cast<char*>(dst) + r * dpitch, static_cast<const char*>(src) + r * spitch, width);
-  return cudaSuccess;
+  return mc_emu::not_a_kernel(), cudaSuccess;
 }
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t n, enum cudaMemcpyKind, cudaStream_t s) {
   return mc_emu_on_stream(s, [=]() { std::memmove(dst, src, n); });
 }
 cudaError_t cudaMemset(void* p, int v, size_t n) {
   if (mc_emu_capturing()) return cudaErrorStreamCaptureUnsupported;
-  return std::memset(p, v, n), cudaSuccess;
+  return std::memset(p, v, n), mc_emu::not_a_kernel(), cudaSuccess;
 }
 cudaError_t cudaMemsetAsync(void* p, int v, size_t n, cudaStream_t s) {
   return mc_emu_on_stream(s, [=]() { std::memset(p, v, n); });
@@ -259,6 +263,9 @@ cudaError_t cudaMemcpyFromSymbol(void* dst, const T& symbol, size_t n = sizeof(T
 }
 template <typename... P, typename... A>
 cudaError_t cudaLaunchKernelEx(const cudaLaunchConfig_t* config, void (*kernel)(P...), A&&... args) {
+  bool pdl = false;  // cudaLaunchAttributeProgrammaticStreamSerialization: the PDL check (mc_emu.hpp)
+  for (unsigned i = 0; i < config->numAttrs; ++i)
+    pdl = pdl || (config->attrs[i].id == cudaLaunchAttributeProgrammaticStreamSerialization && config->attrs[i].val.programmaticStreamSerializationAllowed != 0);
   return mc_emu::launch(kernel, "kernel (cudaLaunchKernelEx)", config->gridDim, config->blockDim, config->dynamicSmemBytes,
-                        std::tuple<P...>(std::forward<A>(args)...), config->stream);
+                        std::tuple<P...>(std::forward<A>(args)...), config->stream, pdl);
 }

@@ -98,11 +98,13 @@ export interface KernelCheckRun {
   threads?: number;
   /** 'inherit': the checks print to this process's output (the CLI); else captured into `all`. */
   output?: 'capture' | 'inherit';
+  /** More of the library's switches (MC_CUDA_PDL, MC_CUDA_PDL_TRIGGER, ...). */
+  env?: Readonly<Record<string, string>>;
 }
 
 /** Runs a binary of buildEmulatedKernelChecks; never rejects (its exit code says whether every check passed). */
 export function runEmulatedKernelChecks(binary: string, run: KernelCheckRun) {
-  const env: Record<string, string> = { MC_CUDA_GEMM: run.engine, MC_EMU_SEED: run.seed };
+  const env: Record<string, string> = { ...run.env, MC_CUDA_GEMM: run.engine, MC_EMU_SEED: run.seed };
   if (run.sms !== undefined) env.MC_EMU_SMS = String(run.sms);
   if (run.threads !== undefined) env.OMP_NUM_THREADS = String(run.threads);
   const args = [run.seed, String(run.tokens[0]), String(run.tokens[1])];

@@ -12,7 +12,9 @@
 // wgmma accumulators used before wait_group (they are written at the wait), a wgmma operand whose
 // shared memory changes between issue and wait_group (either way round), copies or wgmma groups
 // still in flight at exit, global accesses past an allocation (a guard page follows each), a
-// dynamic shared-memory size over the limit or above 48 KB without cudaFuncSetAttribute. What it
+// dynamic shared-memory size over the limit or above 48 KB without cudaFuncSetAttribute, and a
+// kernel launched with programmatic dependent launch that touches, before its griddepcontrol.wait,
+// memory the kernel before it touched (the PDL check, above launch()). What it
 // cannot see: timing, the memory model between warps inside one barrier interval (warps run in a
 // random order per round, which finds some of those), a missing fence.proxy.async (the emulator has
 // one proxy), bank conflicts, register pressure.
@@ -23,6 +25,7 @@
 #include <dlfcn.h>
 #include <cxxabi.h>
 #include <sys/mman.h>
+#include <signal.h>
 #include <ucontext.h>
 #include <unistd.h>
 
@@ -51,7 +54,7 @@ namespace mc_emu {
 [[noreturn]] inline void fail(const std::string& what);
 
 /** What a fiber is blocked on. */
-enum class Wait { none, block, warp, group, done };
+enum class Wait { none, block, warp, group, pdl, done };
 /** Collective operations; the fibers of one warp (warpgroup) must all reach the same one. */
 enum class Op { none, shfl, syncwarp, mma_bf16, mma_f16, ldmatrix_x4_trans, wg_fence, wg_mma_bf16, wg_mma_f16, wg_commit, wg_wait };
 
@@ -89,6 +92,7 @@ struct Fiber {
   uint3 tid;
   int linear = 0;
   Wait wait = Wait::none;
+  bool pdl_waited = false;  // this thread has called griddepcontrol.wait
   // cp.async groups of this thread: committed (oldest first) and the one being filled
   std::vector<std::vector<Copy>> cp_groups;
   std::vector<Copy> cp_open;
@@ -177,11 +181,17 @@ struct State {
   std::vector<std::vector<std::vector<std::unique_ptr<WgmmaOp>>>> wg_groups;  // per warpgroup: committed, oldest first
   std::vector<bool> wg_fenced;
   uint64_t launches = 0, switches = 0;
+  // Programmatic dependent launch (the PDL check, before launch() below)
+  bool prev_kernel = false;      // the last operation on this thread's device was a kernel (not a copy or a sync)
+  std::string prev_kernel_name;  // ... that one
+  bool pdl = false;              // the running launch has the PDL attribute
+  bool pre_wait = false;         // ... after a kernel, and its running block has not passed griddepcontrol.wait
 };
 inline State& state() {
   static thread_local State s;
   return s;
 }
+inline int current_device() { return state().device; }
 
 /** The shared window: dynamic shared memory starts at shared address 16, not on a 1024-byte boundary (as after static shared memory). */
 constexpr uint32_t kSmemBase = 16;
@@ -214,9 +224,23 @@ inline char* smem_pointer(uint32_t addr, size_t bytes) {
   return s.smem + (addr - kSmemBase);
 }
 
-/** Every device allocation's mapping (for munmap); ranks allocate from threads of their own. */
-inline std::map<void*, std::pair<void*, size_t>>& allocations() {
-  static std::map<void*, std::pair<void*, size_t>> m;
+/** A device allocation's mapping: its body, then a PROT_NONE guard page. */
+struct Mapping {
+  char* base = nullptr;  // the mmap, page-aligned; the body's pages are [base, base + total - page)
+  size_t total = 0;
+  int device = 0;        // the allocating thread's device (cudaSetDevice): tensor-parallel ranks have one each
+  int prot = PROT_READ | PROT_WRITE;  // the body's protection now (the PDL check narrows it during launches)
+  uint8_t prev = 0, now = 0;  // kTouched | kWritten: by the previous kernel on its device, by the running one
+};
+constexpr uint8_t kTouched = 1, kWritten = 2;
+inline size_t page_bytes() {
+  static const size_t page = size_t(sysconf(_SC_PAGESIZE));
+  return page;
+}
+
+/** Every device allocation's mapping, by its first byte; ranks allocate from threads of their own. */
+inline std::map<void*, Mapping>& allocations() {
+  static std::map<void*, Mapping> m;
   return m;
 }
 inline std::mutex& allocations_mutex() {
@@ -225,7 +249,7 @@ inline std::mutex& allocations_mutex() {
 }
 /** Device memory: its end is followed by a PROT_NONE page, so that a read or write past it faults. */
 inline void* device_alloc(size_t bytes) {
-  const size_t page = size_t(sysconf(_SC_PAGESIZE));
+  const size_t page = page_bytes();
   const size_t body = (bytes + 15) / 16 * 16;
   const size_t total = (body + page - 1) / page * page + page;
   char* base = static_cast<char*>(mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
@@ -234,11 +258,12 @@ inline void* device_alloc(size_t bytes) {
   char* p = base + total - page - body;
   std::memset(p, 0xa5, body);  // not zero: a kernel that reads what nothing wrote sees junk, as on a GPU
   std::lock_guard<std::mutex> lock(allocations_mutex());
-  allocations()[p] = {base, total};
+  Mapping& m = allocations()[p];
+  m.base = base, m.total = total, m.device = current_device();
   return p;
 }
 inline bool device_free(void* p) {
-  std::pair<void*, size_t> mapping;
+  Mapping mapping;
   {
     std::lock_guard<std::mutex> lock(allocations_mutex());
     auto it = allocations().find(p);
@@ -246,19 +271,18 @@ inline bool device_free(void* p) {
     mapping = it->second;
     allocations().erase(it);
   }
-  munmap(mapping.first, mapping.second);
+  munmap(mapping.base, mapping.total);
   return true;
 }
 
 /** Whether [p, p + bytes) lies inside one live device allocation (what a global-memory hint may name). */
 inline bool in_device_allocation(const void* p, size_t bytes) {
-  const size_t page = size_t(sysconf(_SC_PAGESIZE));
   std::lock_guard<std::mutex> lock(allocations_mutex());
   auto it = allocations().upper_bound(const_cast<void*>(p));
   if (it == allocations().begin()) return false;
   --it;
   const char* start = static_cast<const char*>(it->first);
-  const char* end = static_cast<const char*>(it->second.first) + it->second.second - page;  // the guard page follows
+  const char* end = it->second.base + it->second.total - page_bytes();  // the guard page follows
   const char* c = static_cast<const char*>(p);
   return c >= start && c <= end && bytes <= size_t(end - c);
 }
@@ -468,16 +492,29 @@ inline void run_block(int threads, size_t stack_bytes) {
         if (f.wait == Wait::block) f.wait = Wait::none;
       progress = true;
     }
+    // griddepcontrol.wait (a PDL launch after a kernel): the block goes past it once every thread that
+    // has not exited has reached it; until then none of its threads may touch what the previous kernel did.
+    bool all_pdl = true, any_pdl = false;
+    for (const Fiber& f : s.fibers) {
+      any_pdl = any_pdl || f.wait == Wait::pdl;
+      all_pdl = all_pdl && (f.wait == Wait::pdl || f.wait == Wait::done);
+    }
+    if (any_pdl && all_pdl) {
+      for (Fiber& f : s.fibers)
+        if (f.wait == Wait::pdl) f.wait = Wait::none;
+      s.pre_wait = false;
+      progress = true;
+    }
     if (!progress && alive > 0) {
-      int bar = 0, warp = 0, group = 0, done = 0;
+      int bar = 0, warp = 0, group = 0, pdl = 0, done = 0;
       std::string ops;
       for (const Fiber& f : s.fibers) {
-        bar += f.wait == Wait::block, warp += f.wait == Wait::warp, group += f.wait == Wait::group, done += f.wait == Wait::done;
+        bar += f.wait == Wait::block, warp += f.wait == Wait::warp, group += f.wait == Wait::group, pdl += f.wait == Wait::pdl, done += f.wait == Wait::done;
         if ((f.wait == Wait::warp || f.wait == Wait::group) && ops.find(op_name(f.op)) == std::string::npos) ops += std::string(" ") + op_name(f.op);
       }
       char buf[256];
-      std::snprintf(buf, sizeof buf, "deadlock: %d threads at __syncthreads, %d in warp collectives, %d in warpgroup collectives (%s ), %d exited", bar, warp, group,
-                    ops.c_str(), done);
+      std::snprintf(buf, sizeof buf, "deadlock: %d threads at __syncthreads, %d in warp collectives, %d in warpgroup collectives (%s ), %d at griddepcontrol.wait, %d exited",
+                    bar, warp, group, ops.c_str(), pdl, done);
       fail(buf);
     }
   }
@@ -498,13 +535,154 @@ inline std::string kernel_name(const void* fn, const char* text) {
   return text;
 }
 
+// ---- programmatic dependent launch: the PDL check ---------------------------------------------------
+// A kernel launched with PDL after another may run on a GPU while that one still runs, until its
+// griddepcontrol.wait: before it, it may only touch what the previous kernel neither writes nor
+// reads (in practice: only read the weights, which no kernel writes). Kernels run one after another
+// here, so a read before the wait would still see finished data: the emulator checks the rule
+// instead. During a launch the body of every device allocation of the device is protected, and
+// the first read and the first write of each fault into on_segv, which records them (kTouched,
+// kWritten) and opens the allocation that far; a PDL launch after a kernel closes the allocations
+// that kernel touched again before each block, and an access to one of them (a write, where the
+// previous kernel only read it) before the block's griddepcontrol.wait fails the run. Granularity:
+// whole allocations (model.cu has three: weights, KV cache, activations). Copies, memsets, an
+// all-reduce and synchronizations end the dependency (a PDL launch after them waits in full).
+// The block's threads all wait together (a block-wide point here, per thread on a GPU: a kernel
+// whose threads wait at different points, some at a barrier first, reports a deadlock).
+// x86-64 only (a fault's read/write bit); MC_EMU_PDL_CHECK=0 switches it off.
+
+inline bool pdl_check_enabled() {
+#if defined(__x86_64__)
+  static const bool on = [] {
+    const char* v = std::getenv("MC_EMU_PDL_CHECK");
+    return v == nullptr || std::strcmp(v, "0") != 0;
+  }();
+  return on;
+#else
+  return false;
+#endif
+}
+
+/** The launch whose accesses are tracked on this OS thread (read by the fault handler), else nullptr. */
+inline thread_local State* tracking = nullptr;
+inline struct sigaction& previous_segv_action() {
+  static struct sigaction a;
+  return a;
+}
+
+/** A fault that is not the PDL check's: what was there before (a guard page's fault then ends the process). */
+inline void pass_on_segv(int sig, siginfo_t* info, void* context) {
+  const struct sigaction& p = previous_segv_action();
+  if ((p.sa_flags & SA_SIGINFO) != 0 && p.sa_sigaction != nullptr) return p.sa_sigaction(sig, info, context);
+  if ((p.sa_flags & SA_SIGINFO) == 0 && p.sa_handler != SIG_DFL && p.sa_handler != SIG_IGN) return p.sa_handler(sig);
+  sigaction(SIGSEGV, &p, nullptr);  // the default action: the access runs again and ends the process
+}
+
+inline void on_segv(int sig, siginfo_t* info, void* context) {
+#if defined(__x86_64__)
+  State* s = tracking;
+  char* addr = static_cast<char*>(info->si_addr);
+  if (s != nullptr) {
+    std::lock_guard<std::mutex> lock(allocations_mutex());
+    auto it = allocations().upper_bound(addr);
+    if (it != allocations().begin()) {
+      --it;
+      Mapping& m = it->second;
+      const size_t body = m.total - page_bytes();
+      if (addr >= m.base && addr < m.base + body && m.device == s->device && m.prot != (PROT_READ | PROT_WRITE)) {
+        const bool write = (static_cast<ucontext_t*>(context)->uc_mcontext.gregs[REG_ERR] & 2) != 0;
+        if (s->pre_wait && ((m.prev & kWritten) != 0 || (write && (m.prev & kTouched) != 0))) {
+          char what[400];
+          std::snprintf(what, sizeof what,
+                        "%s a device allocation (%zu bytes at %p) that the previous kernel (%s) %s, before griddepcontrol.wait: launched with programmatic "
+                        "dependent launch, this kernel may run while that one still does (before the wait, only read what no kernel writes: the weights)",
+                        write ? "writes" : "reads", body - size_t(static_cast<char*>(it->first) - m.base), it->first, s->prev_kernel_name.c_str(),
+                        (m.prev & kWritten) != 0 ? "wrote" : "read");
+          tracking = nullptr;  // a fault while failing is not one to record
+          fail(what);
+        }
+        m.now |= uint8_t(kTouched | (write ? kWritten : 0));
+        m.prot = write ? PROT_READ | PROT_WRITE : PROT_READ;
+        mprotect(m.base, body, m.prot);
+        return;  // the access runs again, now allowed
+      }
+    }
+  }
+#endif
+  pass_on_segv(sig, info, context);
+}
+
+/** Sets `prot` on every allocation of `device` for which keep(mapping) holds, except the block's shared memory. */
+template <class F>
+inline void protect_where(int device, const void* smem, int prot, F keep) {
+  std::lock_guard<std::mutex> lock(allocations_mutex());
+  for (auto& [p, m] : allocations())
+    if (m.device == device && p != smem && m.prot != prot && keep(m)) {
+      m.prot = prot;
+      mprotect(m.base, m.total - page_bytes(), prot);
+    }
+}
+
+/** A launch begins: every allocation of the device closed, so that its first accesses are seen. */
+inline void track_begin(State& s, const void* smem) {
+  if (!pdl_check_enabled()) return;
+  static std::once_flag installed;
+  std::call_once(installed, [] {
+    struct sigaction a = {};
+    a.sa_sigaction = on_segv;
+    a.sa_flags = SA_SIGINFO | SA_NODEFER;
+    sigemptyset(&a.sa_mask);
+    sigaction(SIGSEGV, &a, &previous_segv_action());
+  });
+  {
+    std::lock_guard<std::mutex> lock(allocations_mutex());
+    for (auto& [p, m] : allocations())
+      if (m.device == s.device && p != smem) m.now = 0;
+  }
+  protect_where(s.device, smem, PROT_NONE, [](const Mapping&) { return true; });
+  tracking = &s;
+}
+/** A block of a PDL launch after a kernel begins: what that kernel touched is closed again. */
+inline void track_block(State& s, const void* smem) {
+  if (pdl_check_enabled()) protect_where(s.device, smem, PROT_NONE, [](const Mapping& m) { return m.prev != 0; });
+}
+/** The launch ended: everything open again, and what it touched is now the previous kernel's. */
+inline void track_end(State& s, const void* smem) {
+  s.prev_kernel = true;
+  s.prev_kernel_name = s.kernel;
+  if (!pdl_check_enabled()) return;
+  tracking = nullptr;
+  protect_where(s.device, smem, PROT_READ | PROT_WRITE, [](const Mapping&) { return true; });
+  std::lock_guard<std::mutex> lock(allocations_mutex());
+  for (auto& [p, m] : allocations())
+    if (m.device == s.device && p != smem) m.prev = m.now;
+}
+/** A copy, memset, all-reduce or synchronization on this thread's device: a PDL launch after it waits in full. */
+inline void not_a_kernel() { state().prev_kernel = false; }
+
+/** griddepcontrol.wait: where the block's threads may start to touch what the previous kernel did. */
+inline void pdl_wait() {
+  State& s = state();
+  if (s.current == nullptr) fail("griddepcontrol.wait outside a kernel");
+  s.current->pdl_waited = true;
+  if (s.pre_wait) yield(Wait::pdl);
+}
+/** griddepcontrol.launch_dependents: only after the wait, or the next kernel could run beside the one before this. */
+inline void pdl_trigger() {
+  State& s = state();
+  if (s.current == nullptr) fail("griddepcontrol.launch_dependents outside a kernel");
+  if (s.pdl && !s.current->pdl_waited)
+    fail("griddepcontrol.launch_dependents before griddepcontrol.wait in a kernel launched with programmatic dependent launch: the next kernel "
+         "could start while the one before this still runs (bench/RESULTS.md run 3: chains of early-resident kernels)");
+}
+
 /** Runs kernel(args...) over the grid, block after block; returns the launch error (as cudaGetLastError would). */
 template <typename... P>
-cudaError_t launch(void (*kernel)(P...), const char* name, dim3 grid, dim3 block, size_t smem, std::tuple<P...> args, cudaStream_t stream = nullptr) {
+cudaError_t launch(void (*kernel)(P...), const char* name, dim3 grid, dim3 block, size_t smem, std::tuple<P...> args, cudaStream_t stream = nullptr, bool pdl = false) {
   State& s = state();
   if (s.capture != nullptr && stream == s.capture_stream) {
-    // Captured: the arguments are kept by value, as a CUDA graph keeps a kernel's parameters.
-    s.capture->push_back([=]() { return launch(kernel, name, grid, block, smem, args); });
+    // Captured: the arguments are kept by value, as a CUDA graph keeps a kernel's parameters (and its PDL edge).
+    s.capture->push_back([=]() { return launch(kernel, name, grid, block, smem, args, nullptr, pdl); });
     return cudaSuccess;
   }
   if (s.capture != nullptr && stream == nullptr) return cudaErrorStreamCaptureImplicit;  // the legacy stream while this thread captures
@@ -528,14 +706,21 @@ cudaError_t launch(void (*kernel)(P...), const char* name, dim3 grid, dim3 block
   blockDim = block;
   gridDim = grid;
   s.body = [&]() { std::apply(kernel, args); };
+  s.pdl = pdl;
+  const bool after_kernel = pdl && s.prev_kernel;  // may run beside the previous kernel until its wait
+  track_begin(s, region);
   for (unsigned z = 0; z < grid.z; ++z)
     for (unsigned y = 0; y < grid.y; ++y)
       for (unsigned x = 0; x < grid.x; ++x) {
         blockIdx = make_uint3(x, y, z);
         if (region != nullptr) std::memset(region, 0xa5, smem);  // junk, not the previous block's data
         s.smem = region;
+        s.pre_wait = after_kernel;
+        if (after_kernel) track_block(s, region);
         run_block(int(threads), 256 * 1024);
       }
+  track_end(s, region);
+  s.pdl = s.pre_wait = false;
   if (region != nullptr) device_free(region);
   s.smem = nullptr;
   s.body = nullptr;

@@ -20,10 +20,13 @@ namespace mc {
 /** ld.global.nc: a plain load here (the emulator has no caches). */
 inline uint4 load_stream(const void* p) { return *static_cast<const uint4*>(p); }
 
-/** griddepcontrol.wait: kernels run one after another, so the previous one has always finished. */
-inline void wait_for_previous_kernel() {}
-/** griddepcontrol.launch_dependents: the next kernel starts when this one has finished anyway. */
-inline void let_next_kernel_launch() {}
+/**
+ * griddepcontrol.wait: kernels run one after another, so the previous one has always finished; the
+ * emulator checks instead that nothing before it touched what that kernel did (mc_emu.hpp, the PDL check).
+ */
+inline void wait_for_previous_kernel() { mc_emu::pdl_wait(); }
+/** griddepcontrol.launch_dependents: the next kernel starts when this one has finished anyway; checked to come after the wait. */
+inline void let_next_kernel_launch() { mc_emu::pdl_trigger(); }
 
 /**
  * cp.async.bulk.prefetch.L2 (lane 0 of the warp, as on sm_90): no cache here, so only the ISA's
