@@ -45,6 +45,10 @@ describe.skipIf(!hasNvcc())('the CUDA emulator reports seeded bugs', () => {
     expect(barrier.all).toMatch(/divergent_barrier.*deadlock: 32 threads at __syncthreads, 32 in warp collectives/);
   });
 
+  it('a block that reads what another block of the same launch writes sees it only sometimes (blocks run in a random order)', async () => {
+    expect((await run('read-other-block')).exitCode).toBe(1);
+  });
+
   it('a read past an allocation faults, and 64 KB of dynamic shared memory without cudaFuncSetAttribute is refused', async () => {
     const past = await run('read-past-end');
     expect(past.signal).toBe('SIGSEGV');

@@ -1,4 +1,4 @@
-// The CUDA emulator's core: runs a kernel's blocks one after another on the CPU, every thread of a
+// The CUDA emulator's core: runs a kernel's blocks one after another (in a random order) on the CPU, every thread of a
 // block a fiber (ucontext) on one OS thread, switching only where CUDA threads synchronize:
 // __syncthreads, warp collectives (shuffles, mma.sync, ldmatrix) and warpgroup collectives (wgmma).
 // A collective completes when every live thread of its warp (warpgroup) has reached one of the same
@@ -709,16 +709,22 @@ cudaError_t launch(void (*kernel)(P...), const char* name, dim3 grid, dim3 block
   s.pdl = pdl;
   const bool after_kernel = pdl && s.prev_kernel;  // may run beside the previous kernel until its wait
   track_begin(s, region);
+  // Blocks in a random order (a GPU promises none): a block that reads what another block of the
+  // same launch writes, without anything ordering the two, then sees it sometimes only.
+  std::vector<uint3> blocks;
+  blocks.reserve(size_t(grid.x) * grid.y * grid.z);
   for (unsigned z = 0; z < grid.z; ++z)
     for (unsigned y = 0; y < grid.y; ++y)
-      for (unsigned x = 0; x < grid.x; ++x) {
-        blockIdx = make_uint3(x, y, z);
-        if (region != nullptr) std::memset(region, 0xa5, smem);  // junk, not the previous block's data
-        s.smem = region;
-        s.pre_wait = after_kernel;
-        if (after_kernel) track_block(s, region);
-        run_block(int(threads), 256 * 1024);
-      }
+      for (unsigned x = 0; x < grid.x; ++x) blocks.push_back(make_uint3(x, y, z));
+  std::shuffle(blocks.begin(), blocks.end(), s.rng);
+  for (const uint3& b : blocks) {
+    blockIdx = b;
+    if (region != nullptr) std::memset(region, 0xa5, smem);  // junk, not the previous block's data
+    s.smem = region;
+    s.pre_wait = after_kernel;
+    if (after_kernel) track_block(s, region);
+    run_block(int(threads), 256 * 1024);
+  }
   track_end(s, region);
   s.pdl = s.pre_wait = false;
   if (region != nullptr) device_free(region);

@@ -46,6 +46,13 @@ __global__ void __launch_bounds__(32) big_smem(float* out) {
   out[threadIdx.x] = reinterpret_cast<float*>(smem)[threadIdx.x];
 }
 
+/** Block b marks itself done, then copies block b - 1's mark: nothing orders the blocks of one launch. */
+__global__ void __launch_bounds__(32) read_other_block(float* out) {
+  if (threadIdx.x != 0) return;
+  out[blockIdx.x] = 1.f;
+  if (blockIdx.x > 0) out[gridDim.x + blockIdx.x] = out[blockIdx.x - 1];
+}
+
 std::vector<float> iota(int n) {
   std::vector<float> v(n);
   for (int i = 0; i < n; ++i) v[i] = float(i) + 0.5f;
@@ -83,6 +90,18 @@ int main(int argc, char** argv) {
     // Copies land at issue or at their wait, at random per copy: over a few runs some land late.
     for (int run = 0; run < 8; ++run)
       if (int r = staged(false)) return r;
+    return 0;
+  }
+  if (std::strcmp(c, "read-other-block") == 0) {
+    // Blocks run in a random order: over a few launches some block runs before the one it reads.
+    for (int run = 0; run < 4; ++run) {
+      float* d = device(std::vector<float>(16, 0.f));
+      read_other_block<<<8, 32>>>(d);
+      std::vector<float> out(16);
+      cudaMemcpy(out.data(), d, sizeof(float) * 16, cudaMemcpyDeviceToHost);
+      for (int b = 1; b < 8; ++b)
+        if (out[8 + b] != 1.f) return 1;
+    }
     return 0;
   }
   if (std::strcmp(c, "warp-full") == 0 || std::strcmp(c, "warp-partial") == 0) {
