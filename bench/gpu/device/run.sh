@@ -28,6 +28,9 @@
 #     MC_CUDA_DIAG_SKIP, one model load per variant: a step's time per kernel in situ; bench/gpu/breakdown.ts)
 #   DEEP_AB=1 bash bench/gpu/device/run.sh --only prefill   (then prefill again with MC_CUDA_GEMM_DEEP=0: the
 #     4-stage small tile where run 16 takes the 8-stage one: $OUT/deep.md and $OUT/deep.log)
+#   PDL_CHECK=1 bash bench/gpu/device/run.sh --only kernels   (then the kernel checks of tiny-dense, tiny-moe and
+#     mistral-7b-v0.1 in bf16, and the bf16 logits, with MC_CUDA_PDL=all and MC_CUDA_PDL_TRIGGER=last-rows:
+#     $OUT/pdl-check.log and $OUT/pdl-check.md; what run 14's settings need before one becomes a default)
 #   PDL_AB=1 bash bench/gpu/device/run.sh --only decode   (then decode again with MC_CUDA_PDL=all, with
 #     MC_CUDA_PDL_TRIGGER=last-rows, with both, with MC_CUDA_PDL=off, and with the defaults once more so
 #     that drift shows: $OUT/pdl.md and $OUT/pdl.log; run 14 of bench/RESULTS.md; PDL_CASES=config limits it)
@@ -117,6 +120,22 @@ if [ "${WGMMA:-0}" = 1 ]; then
     echo "=== [$((SECONDS - started)) s] wgmma: prefill timing"
     timed /tmp/node .devtools/check.mjs --prebuilt .devtools/prebuilt/manifest.json --out "$OUT/wgmma" --gemm wgmma --only prefill 2>&1 | tee "$OUT/wgmma.log"
   fi
+fi
+if [ "${PDL_CHECK:-0}" = 1 ]; then
+  # Run 14's PDL settings (MC_CUDA_PDL=all, MC_CUDA_PDL_TRIGGER=last-rows) checked before any becomes a
+  # default: the kernel checks (kernels.cu starts each checked kernel while the one writing its inputs
+  # still runs: Staging) and the bf16 logits, whose decode graph then overlaps every boundary it can.
+  for case in tiny-dense.bf16 tiny-moe.bf16 mistral-7b-v0.1.bf16; do
+    binary=$(/tmp/node -e 'const m = require(process.argv[1]); console.log(m.kernelChecks[process.argv[2]] ?? "")' "$PWD/.devtools/prebuilt/manifest.json" "$case")
+    [ -n "$binary" ] || { echo "run.sh: no prebuilt kernel check for $case" >&2; status=1; continue; }
+    echo "=== [$((SECONDS - started)) s] kernel checks of $case, MC_CUDA_PDL=all MC_CUDA_PDL_TRIGGER=last-rows" | tee -a "$OUT/pdl-check.log"
+    MC_CUDA_PDL=all MC_CUDA_PDL_TRIGGER=last-rows timed ".devtools/prebuilt/$binary" "$RANDOM" 37 130 2>&1 | grep -v '^ok ' | tee -a "$OUT/pdl-check.log"
+    s=${PIPESTATUS[0]}
+    [ "$s" = 0 ] || status=$s
+  done
+  ( export MC_CUDA_PDL=all MC_CUDA_PDL_TRIGGER=last-rows
+    variant pdl-check "MC_CUDA_PDL=all MC_CUDA_PDL_TRIGGER=last-rows: logits" "$@" --only logits --dtypes bf16
+    exit "$status" ) || status=$?
 fi
 if [ "${SANITIZE:-0}" = 1 ]; then
   # The checks draw fresh inputs and compare with float64; under the sanitizer, shared-memory races
