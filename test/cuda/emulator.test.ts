@@ -106,6 +106,12 @@ describe.skipIf(!hasNvcc())('the CUDA emulator reports seeded bugs', () => {
     expect(r.all).not.toMatch(/^FAIL .* rel L2 /m);  // a hint: every output is still right
   }, 300_000);
 
+  it.concurrent('a decode GEMV whose accumulators start uninitialized fails its checks (locals start as a pattern, not zero)', async () => {
+    const r = await kernelChecks('uninitialized-acc', mutated(renderCudaSources(medium()).files, 'mc_gemv.cuh', '    float acc[Op::ROWS] = {};', '    float acc[Op::ROWS];'), 'mma');
+    expect(r.exitCode).toBe(1);
+    expect(r.all).toMatch(/^FAIL +wo_residual +T=1 /m);
+  }, 300_000);
+
   // Programmatic dependent launch: before griddepcontrol.wait a kernel may run beside the previous
   // one (kernels.cu writes each check's inputs in a kernel launched just before the checked one).
   it.concurrent('a decode GEMV that reads its input rows before griddepcontrol.wait fails the PDL check', async () => {
