@@ -45,6 +45,10 @@ describe.skipIf(!hasNvcc())('the CUDA emulator reports seeded bugs', () => {
     expect(barrier.all).toMatch(/divergent_barrier.*deadlock: 32 threads at __syncthreads, 32 in warp collectives/);
   });
 
+  it('static shared memory starts as junk in every block, not as the previous block\'s values', async () => {
+    expect((await run('static-smem-junk')).exitCode).toBe(0);
+  });
+
   it('a block that reads what another block of the same launch writes sees it only sometimes (blocks run in a random order)', async () => {
     expect((await run('read-other-block')).exitCode).toBe(1);
   });

@@ -1,8 +1,9 @@
 /**
  * Builds CUDA sources for the CPU emulator (mc_emu.hpp): the rendered kernels and headers unchanged
  * except for the two forms g++ cannot parse — `kernel<<<grid, block, smem, stream>>>(args)` and
- * `extern __shared__ T name[];` — plus the emulator's cuda_runtime.h and mc_ptx.cuh in place of
- * CUDA's runtime header and the inline PTX. Used by the emulated kernel checks (CI has no GPU).
+ * `extern __shared__ T name[];` — and static `__shared__ T name[N];` (junk at each block's start),
+ * plus the emulator's cuda_runtime.h and mc_ptx.cuh in place of CUDA's runtime header and the
+ * inline PTX. Used by the emulated kernel checks (CI has no GPU).
  */
 import { execa } from 'execa';
 import { mkdirSync, readFileSync } from 'node:fs';
@@ -20,12 +21,15 @@ const EMU_FILES = ['cuda_runtime.h', 'mc_emu.hpp', 'mc_ptx.cuh', 'mc_nccl.hpp'];
 const CALLEE = String.raw`((?:::)?[A-Za-z_][\w:]*(?:<[^<>;{}]*(?:<[^<>;{}]*>[^<>;{}]*)*>)?)`;
 const CHEVRON = new RegExp(`${CALLEE}\\s*<<<([\\s\\S]*?)>>>\\s*\\(`, 'g');
 const DYNAMIC_SMEM = /extern\s+__shared__\s+([\w:]+)\s+(\w+)\s*\[\s*\]\s*;/g;
+// `__shared__ T name[N];` (not extern): junk at every block's start (mc_emu::static_smem), one array per declaration.
+const STATIC_SMEM = /(?<!extern\s+)__shared__\s+([\w:]+)\s+(\w+)\s*\[([^\]\[;]+)\]\s*;/g;
 
 /** The source with its launches and dynamic shared memory in the emulator's C++ spelling. */
 export function emulatorSpelling(source: string): string {
   return source
     .replace(CHEVRON, (_, kernel: string, config: string) => `::mc_emu::chevron(${kernel}, ${JSON.stringify(kernel)}, ${config})(`)
-    .replace(DYNAMIC_SMEM, (_, type: string, name: string) => `${type}* const ${name} = ::mc_emu::dynamic_smem<${type}>();`);
+    .replace(DYNAMIC_SMEM, (_, type: string, name: string) => `${type}* const ${name} = ::mc_emu::dynamic_smem<${type}>();`)
+    .replace(STATIC_SMEM, (_, type: string, name: string, size: string) => `${type} (&${name})[${size}] = ::mc_emu::static_smem<${type}[${size}], __COUNTER__>();`);
 }
 
 /** The rendered files for the emulator: C++ spelling, and the emulator's headers beside them. */

@@ -181,6 +181,7 @@ struct State {
   std::vector<std::vector<std::vector<std::unique_ptr<WgmmaOp>>>> wg_groups;  // per warpgroup: committed, oldest first
   std::vector<bool> wg_fenced;
   uint64_t launches = 0, switches = 0;
+  uint64_t blocks_run = 0;  // blocks begun on this thread: static shared memory is refilled with junk once per block
   // Programmatic dependent launch (the PDL check, before launch() below)
   bool prev_kernel = false;      // the last operation on this thread's device was a kernel (not a copy or a sync)
   std::string prev_kernel_name;  // ... that one
@@ -723,6 +724,7 @@ cudaError_t launch(void (*kernel)(P...), const char* name, dim3 grid, dim3 block
     s.smem = region;
     s.pre_wait = after_kernel;
     if (after_kernel) track_block(s, region);
+    ++s.blocks_run;
     run_block(int(threads), 256 * 1024);
   }
   track_end(s, region);
@@ -755,6 +757,23 @@ Chevron<P...> chevron(void (*kernel)(P...), const char* name, dim3 grid, dim3 bl
 template <typename T>
 T* dynamic_smem() {
   return reinterpret_cast<T*>(state().smem);
+}
+
+/**
+ * A static `__shared__ T name[N];` (emulate.ts rewrites it to a reference to this): one array per
+ * declaration and OS thread, junk at the start of every block as on a GPU (a plain static would
+ * hold the previous block's values, which a read before the write would take for right ones).
+ */
+template <typename A, int ID>
+A& static_smem() {
+  static thread_local A storage;
+  static thread_local uint64_t block = 0;
+  State& s = state();
+  if (block != s.blocks_run) {
+    std::memset(static_cast<void*>(&storage), 0xa5, sizeof storage);
+    block = s.blocks_run;
+  }
+  return storage;
 }
 
 // ---- collectives ------------------------------------------------------------------------------------

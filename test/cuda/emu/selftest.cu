@@ -53,6 +53,13 @@ __global__ void __launch_bounds__(32) read_other_block(float* out) {
   if (blockIdx.x > 0) out[gridDim.x + blockIdx.x] = out[blockIdx.x - 1];
 }
 
+/** Reads its static shared memory before writing it: junk in every block on a GPU, never the previous block's 7s. */
+__global__ void __launch_bounds__(32) read_static_smem(float* out) {
+  __shared__ float s[32];
+  out[blockIdx.x * 32 + threadIdx.x] = s[threadIdx.x];
+  s[threadIdx.x] = 7.f;
+}
+
 std::vector<float> iota(int n) {
   std::vector<float> v(n);
   for (int i = 0; i < n; ++i) v[i] = float(i) + 0.5f;
@@ -102,6 +109,15 @@ int main(int argc, char** argv) {
       for (int b = 1; b < 8; ++b)
         if (out[8 + b] != 1.f) return 1;
     }
+    return 0;
+  }
+  if (std::strcmp(c, "static-smem-junk") == 0) {
+    float* d = device(std::vector<float>(128, 0.f));
+    read_static_smem<<<4, 32>>>(d);
+    std::vector<float> out(128);
+    cudaMemcpy(out.data(), d, sizeof(float) * 128, cudaMemcpyDeviceToHost);
+    for (float v : out)
+      if (v == 7.f || v == 0.f) return 1;  // the previous block's value, or never-written zeros
     return 0;
   }
   if (std::strcmp(c, "warp-full") == 0 || std::strcmp(c, "warp-partial") == 0) {
