@@ -55,10 +55,12 @@ export const WEIGHT_TYPE = { f32: 'float', bf16: 'mc::bf16', f16: 'mc::f16' } as
 /**
  * The g++ flags of every emulated build. -ftrivial-auto-var-init=pattern: a local read before it is
  * written (a register on a GPU: garbage) holds a NaN-like pattern, not the zeros of a fresh fiber
- * stack that let such a kernel pass. -rdynamic lets the emulator name a failing kernel in an executable.
+ * stack that let such a kernel pass. -fsanitize=alignment: a float4 or uint4 access at an address
+ * that is not a multiple of 16 (a GPU faults: "misaligned address"; x86 does not mind) ends the
+ * run with UBSan's line. -rdynamic lets the emulator name a failing kernel in an executable.
  */
 async function emulatorFlags(src: string, defines: readonly string[]): Promise<string[]> {
-  return ['-std=c++17', '-O1', '-g0', '-fopenmp', '-w', '-ftrivial-auto-var-init=pattern', '-I', src, '-I', await cudaIncludeDir(), '-include', 'cuda_runtime.h', ...defines.map((d) => `-D${d}`)];
+  return ['-std=c++17', '-O1', '-g0', '-fopenmp', '-w', '-ftrivial-auto-var-init=pattern', '-fsanitize=alignment', '-fno-sanitize-recover=alignment', '-I', src, '-I', await cudaIncludeDir(), '-include', 'cuda_runtime.h', ...defines.map((d) => `-D${d}`)];
 }
 
 /**
