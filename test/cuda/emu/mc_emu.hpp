@@ -14,7 +14,9 @@
 // still in flight at exit, global accesses past an allocation (a guard page follows each), a
 // dynamic shared-memory size over the limit or above 48 KB without cudaFuncSetAttribute, and a
 // kernel launched with programmatic dependent launch that touches, before its griddepcontrol.wait,
-// memory the kernel before it touched (the PDL check, above launch()). What it
+// memory the kernel before it touched (the PDL check, above launch()); blocks run in a random order,
+// static shared memory starts each block as junk, and the builds (emulate.ts) start locals as a
+// pattern and stop at a misaligned vector access (UBSan). What it
 // cannot see: timing, the memory model between warps inside one barrier interval (warps run in a
 // random order per round, which finds some of those), a missing fence.proxy.async (the emulator has
 // one proxy), bank conflicts, register pressure.
