@@ -10,13 +10,14 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { renderCudaSources } from '../../compiler/emit/render-cuda.js';
 import type { Plan } from '../../compiler/plan/types.js';
 import type { Dtype } from '../../compiler/plan/types.js';
+import { logitsPlan, type LogitsCase } from '../../bench/gpu/cases.js';
 import { checkLogits } from '../../bench/gpu/logits.js';
 import { buildEmulatedLibrary } from './emu/emulate.js';
-import { hasNvcc } from './helpers.js';
+import { hasNvcc, limiter } from './helpers.js';
 
 const work = mkdtempSync(join(tmpdir(), 'mc-emu-logits-'));
 afterAll(() => rmSync(work, { recursive: true, force: true }));
@@ -51,7 +52,27 @@ const CASES: Case[] = [
   { config: 'tiny-moe', dtype: 'bf16', seed: 3, prompt: 80, chunk: 80, pdl: 'all', trigger: 'last-rows' },
 ];
 
+const logitsCase = (c: Case): LogitsCase => ({
+  name: `emu-${c.config}-${c.dtype}${c.engine ? `-${c.engine}` : ''}${c.a16 !== undefined ? `-a16-${c.a16}` : ''}-${c.chunk ?? 12}`,
+  config: c.config, dtype: c.dtype, prompt: c.prompt ?? 32, chunk: c.chunk ?? 12, decode: 10,
+});
+// The cases run one after another (each sets the library's switches in this process's environment),
+// but their emulated libraries are built ahead, two at a time (CI has 2 cores), while they run.
+const slot = limiter(2);
+const libraries = new Map<string, Promise<string>>();
+function library(name: string, plan: Plan): Promise<string> {
+  if (!libraries.has(name)) {
+    const built = slot(() => buildEmulatedLibrary(renderCudaSources(plan).files, join(work, 'lib', name)));
+    built.catch(() => {});  // reported by the case that awaits it
+    libraries.set(name, built);
+  }
+  return libraries.get(name)!;
+}
+
 describe.skipIf(!hasNvcc())('a CUDA library on the emulator (no GPU)', () => {
+  beforeAll(() => {
+    for (const c of CASES) library(logitsCase(c).name, logitsPlan(logitsCase(c)));
+  });
   for (const c of CASES) {
     it(`${c.config} ${c.dtype}${c.engine ? `, prefill GEMMs on ${c.engine}` : ''}${c.prefetchMb ? `, L2 prefetch ${c.prefetchMb} MiB` : ''}${c.a16 !== undefined ? `, MC_CUDA_A16=${c.a16}` : ''}${c.pdl ? `, MC_CUDA_PDL=${c.pdl}` : ''}${c.trigger ? `, MC_CUDA_PDL_TRIGGER=${c.trigger}` : ''}, chunks of ${c.chunk ?? 12}: prefill and graph-replayed decode logits match float64 and the CPU backend`, async () => {
       // Read by the library when it first needs them; each case loads its own library (its own copy of that state).
@@ -62,10 +83,10 @@ describe.skipIf(!hasNvcc())('a CUDA library on the emulator (no GPU)', () => {
       if (c.trigger !== undefined) process.env.MC_CUDA_PDL_TRIGGER = c.trigger;
       const emuSeed = String(Math.floor(Math.random() * 2 ** 31));  // the emulator's warp orders and copy timing
       process.env.MC_EMU_SEED = emuSeed;
-      const name = `emu-${c.config}-${c.dtype}${c.engine ? `-${c.engine}` : ''}${c.a16 !== undefined ? `-a16-${c.a16}` : ''}-${c.chunk ?? 12}`;
-      const result = await checkLogits({ name, config: c.config, dtype: c.dtype, prompt: c.prompt ?? 32, chunk: c.chunk ?? 12, decode: 10 }, {
+      const lc = logitsCase(c);
+      const result = await checkLogits(lc, {
         workDir: join(work, 'models'), cacheDir: join(work, 'cache'), withCpu: true, seed: c.seed,
-        cudaLibrary: (plan: Plan) => buildEmulatedLibrary(renderCudaSources(plan).files, join(work, 'lib', name)),
+        cudaLibrary: (plan: Plan) => library(lc.name, plan),
       });
       const summary = `${JSON.stringify(result)} MC_EMU_SEED=${emuSeed}`;
       expect(result.pass, summary).toBe(true);

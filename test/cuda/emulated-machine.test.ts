@@ -5,7 +5,7 @@
  * cudaFuncSetAttribute with "invalid argument". On the emulator (test/cuda/emu), whose device
  * reports MC_EMU_SMEM_KB of opt-in shared memory a block.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
@@ -31,14 +31,23 @@ describe.skipIf(!hasNvcc())('the device check and a block\'s shared memory (emul
   const model = normalizeParams({ dim: 64, n_layers: 1, head_dim: 16, hidden_dim: 28672, n_heads: 4, n_kv_heads: 2, norm_eps: 1e-5, vocab_size: 512, rope_theta: 1e6 },
     join(work, 'params.json'), { name: 'wide-ffn' });
   const plan = buildPlan(model, { target: 'cuda', dtype: 'bf16', tp: 1, maxTokens: 16 });
+  // One build; each setting loads its own copy of the file (a library reads MC_EMU_SMEM_KB once, and
+  // dlopen of one path twice would give the same library).
+  let built: Promise<string> | undefined;
+  const library = async (copy: string) => {
+    built ??= buildEmulatedLibrary(renderCudaSources(plan).files, join(work, 'lib'));
+    const path = join(work, `${copy}.so`);
+    copyFileSync(await built, path);
+    return path;
+  };
 
   it('a GPU with 99 KB a block is refused with what the model needs and what the GPU allows', async () => {
     expect(cudaSharedMemoryNeeded(model, plan.rank_shape, 'bf16')).toBe(28672 * 4);
-    const library = await buildEmulatedLibrary(renderCudaSources(plan).files, join(work, 'lib'));
+    const path = await library('smem-99');
     const addon = loadNativeAddon();
     // Each emulated library reads MC_EMU_SMEM_KB when its device is first used: one library per setting.
     process.env.MC_EMU_SMEM_KB = '99';
-    const small = new addon.CompiledLibrary(library);
+    const small = new addon.CompiledLibrary(path);
     const check = () => withMachineErrors('cuda', () => small.checkDevice(0, 0));
     expect(check).toThrow(MachineError);
     expect(await errorMessage(check)).toMatch(
@@ -46,9 +55,9 @@ describe.skipIf(!hasNvcc())('the device check and a block\'s shared memory (emul
   }, 300_000);
 
   it('the same library on a GPU that allows 227 KB a block passes the check', async () => {
-    const library = await buildEmulatedLibrary(renderCudaSources(plan).files, join(work, 'lib-227'));
+    const path = await library('smem-227');
     const addon = loadNativeAddon();
-    const large = new addon.CompiledLibrary(library);
+    const large = new addon.CompiledLibrary(path);
     expect(large.checkDevice(0, 0)).toBe(true);
   }, 300_000);
 });
