@@ -109,10 +109,13 @@ template <typename T> std::vector<T> download(const T* d, size_t n) {
  * the position, the routing) are written by the kernel before it, and a kernel launched with PDL
  * (the decode GEMVs; under MC_CUDA_PDL=all also the attention, its combine and the MoE routing) may
  * run while that one still does, up to its griddepcontrol.wait. So here too: a Staging buffer is
- * NaN (-1 as int32) until Staging::launch(), called right before the checked kernel, starts
- * stage_kernel, which lets the next kernel launch at once (griddepcontrol.launch_dependents), spins
- * ~20 µs and only then copies the values in. A kernel that touched them before its wait reads
- * poison on a GPU, and fails the emulator's PDL check (test/cuda/emu/mc_emu.hpp).
+ * NaN (-1 as int32) until Staging::around(launch) has launched stage_kernel and then the checked
+ * kernel. stage_kernel lets its dependents launch at once (griddepcontrol.launch_dependents) and,
+ * on a GPU, holds its copies until the host has launched the checked kernel (a flag in mapped host
+ * memory) and ~20 µs more: a kernel that touched its inputs before its wait reads poison (the
+ * PDL overlap line of the output says whether a PDL launch did start early on this GPU). On the
+ * emulator, which runs kernels one after another, its PDL check fails such a kernel instead
+ * (test/cuda/emu/mc_emu.hpp).
  */
 struct StageList {
   const char* src[8];
@@ -120,21 +123,44 @@ struct StageList {
   int64_t bytes[8];
   int n = 0;
 };
-__global__ void stage_kernel(const StageList list) {
+#if defined(__CUDA_ARCH__)
+__device__ __forceinline__ uint64_t global_ns() {
+  uint64_t t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+#endif
+__global__ void stage_kernel(const StageList list, const volatile int* launched) {
   mc::let_next_kernel_launch();  // the checked kernel may launch now, and run up to its wait
 #if defined(__CUDA_ARCH__)
-  const long long start = clock64();
-  while (clock64() - start < 40000) {}  // ~20 µs: whatever it reads before its wait is still poison
+  if (threadIdx.x == 0 && launched != nullptr) {
+    const uint64_t start = global_ns();
+    while (*launched == 0 && global_ns() - start < 50000000) {}  // the host's launch of the checked kernel (at most 50 ms)
+    const uint64_t go = global_ns();
+    while (global_ns() - go < 20000) {}  // ~20 µs for it to start and run up to its wait
+  }
+  __syncthreads();
 #endif
   for (int c = 0; c < list.n; ++c)
     for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < list.bytes[c]; i += int64_t(gridDim.x) * blockDim.x) list.dst[c][i] = list.src[c][i];
+}
+/** Mapped host memory: 1 once the host has launched the checked kernel (a GPU only; nullptr on the emulator). */
+volatile int* g_launched_host = nullptr;
+int* g_launched_device = nullptr;
+void init_staging() {
+#if !defined(__CUDACC_EMULATED__)
+  int* host = nullptr;
+  CK(cudaHostAlloc(reinterpret_cast<void**>(&host), sizeof(int), cudaHostAllocMapped));
+  CK(cudaHostGetDevicePointer(reinterpret_cast<void**>(&g_launched_device), host, 0));
+  g_launched_host = host;
+#endif
 }
 struct Staging {
   StageList list;
   std::vector<void*> sources;
   Staging() = default;
   Staging(const Staging&) = delete;
-  /** A device buffer that will hold h: poison until launch(). */
+  /** A device buffer that will hold h: poison until around() has run. */
   template <typename T> T* operator()(const std::vector<T>& h) {
     if (list.n == 8) {
       std::printf("kernels.cu: more than 8 staged buffers in one check\n");
@@ -147,10 +173,14 @@ struct Staging {
     sources.push_back(src);
     return dst;
   }
-  /** Right before the checked kernel's launch (no copy or synchronization in between). */
-  void launch() {
-    stage_kernel<<<8, 256>>>(list);
+  /** stage_kernel, then launch() (the checked kernel's launch, nothing else), then the copies may go. */
+  template <typename F> cudaError_t around(F launch) {
+    if (g_launched_host != nullptr) *g_launched_host = 0;
+    stage_kernel<<<8, 256>>>(list, g_launched_device);
     CK(cudaGetLastError());
+    const cudaError_t e = launch();
+    if (g_launched_host != nullptr) *g_launched_host = 1;
+    return e;
   }
   ~Staging() {  // after the check's synchronization
     for (void* p : sources) cudaFree(p);
@@ -334,8 +364,7 @@ void check_qkv(int T) {
   CK(K::prepare<KV_SLOTS>());
   uint16_t* d_a16 = poisoned<uint16_t>(size_t(T) * K::DIM);  // A narrowed once (every prefill GEMM, by default): every element written before it is read
   const NextWeights next;
-  in.launch();
-  CK(K::launch<KV_SLOTS>(d_res, T, d_pos, d_norm, d_w, d_inv, d_rstd, d_a16, d_q, d_k, d_v, next.l2(), 0));
+  CK(in.around([&] { return K::launch<KV_SLOTS>(d_res, T, d_pos, d_norm, d_w, d_inv, d_rstd, d_a16, d_q, d_k, d_v, next.l2(), 0); }));
   CK(cudaDeviceSynchronize());
   next.expect_prefetched("rmsnorm_qkv_rope_cache", T, decode_gemv(T));
   CK(cudaDeviceSynchronize());
@@ -382,8 +411,7 @@ void check_attention(int T, int32_t pos0) {
   float* d_part = poisoned<float>(A::PARTIAL_FLOATS);
   float* d_out = poisoned<float>(size_t(T) * Q_DIM);
   CK(A::prepare<WINDOW, KV_SLOTS>());
-  in.launch();
-  CK(A::launch<WINDOW, KV_SLOTS>(d_q, T, d_pos, d_k, d_v, d_part, d_out, 0));
+  CK(in.around([&] { return A::launch<WINDOW, KV_SLOTS>(d_q, T, d_pos, d_k, d_v, d_part, d_out, 0); }));
   CK(cudaDeviceSynchronize());
   const Vec kd = widen(kc), vd = widen(vc);
   Vec ref(size_t(T) * Q_DIM);
@@ -428,8 +456,7 @@ void check_embedding(int T) {
   int32_t* d_tok = in(tokens);
   W* d_emb = upload(emb);
   float* d_out = poisoned<float>(size_t(T) * E::DIM);
-  in.launch();
-  CK(E::launch(d_tok, T, 0, d_emb, d_out, 0));
+  CK(in.around([&] { return E::launch(d_tok, T, 0, d_emb, d_out, 0); }));
   CK(cudaDeviceSynchronize());
   Vec ref;
   for (int t = 0; t < T; ++t)
@@ -450,8 +477,7 @@ void check_residual_projection(const char* name, int T, Launch launch) {
   float* d_r = in(residual);
   uint16_t* d_a16 = poisoned<uint16_t>(size_t(T) * IN);
   const NextWeights next;
-  in.launch();
-  CK(launch(d_x, T, d_w, d_r, d_a16, next.l2(), cudaStream_t(0)));
+  CK(in.around([&] { return launch(d_x, T, d_w, d_r, d_a16, next.l2(), cudaStream_t(0)); }));
   CK(cudaDeviceSynchronize());
   next.expect_prefetched(name, T, decode_gemv(T));
   Vec ref = matmul(w, widen(x).data(), T, 0, DIM, IN);
@@ -475,8 +501,7 @@ void check_output(int rows) {
   CK(O::prepare());
   uint16_t* d_a16 = poisoned<uint16_t>(size_t(rows) * O::DIM);
   const NextWeights next;
-  in.launch();
-  CK(O::launch(d_res, first, rows, d_norm, d_out, d_rstd, d_a16, d_logits, next.l2(), 0));
+  CK(in.around([&] { return O::launch(d_res, first, rows, d_norm, d_out, d_rstd, d_a16, d_logits, next.l2(), 0); }));
   CK(cudaDeviceSynchronize());
   next.expect_prefetched("rmsnorm_output", rows, decode_gemv(rows));
   const Vec res = widen(residual), nw = widen(norm);
@@ -500,8 +525,7 @@ void check_w13(int T) {
   CK(F::prepare());
   uint16_t* d_a16 = poisoned<uint16_t>(size_t(T) * F::DIM);
   const NextWeights next;
-  in.launch();
-  CK(F::launch(d_res, T, d_norm, d_w, d_rstd, d_a16, d_h, next.l2(), 0));
+  CK(in.around([&] { return F::launch(d_res, T, d_norm, d_w, d_rstd, d_a16, d_h, next.l2(), 0); }));
   CK(cudaDeviceSynchronize());
   next.expect_prefetched("rmsnorm_w13_swiglu", T, decode_gemv(T));
   const Vec res = widen(residual), nw = widen(norm);
@@ -561,8 +585,7 @@ void check_gate(int T) {
   int32_t* d_rows = poisoned<int32_t>(size_t(T) * G::TOP_K);
   int32_t* d_pair = poisoned<int32_t>(size_t(T) * G::TOP_K);
   CK(G::prepare());
-  in.launch();
-  CK(G::launch(d_res, T, d_norm, d_gate, d_normed, d_ex, d_wt, d_off, d_rows, d_pair, 0));
+  CK(in.around([&] { return G::launch(d_res, T, d_norm, d_gate, d_normed, d_ex, d_wt, d_off, d_rows, d_pair, 0); }));
   CK(cudaDeviceSynchronize());
   const Vec res = widen(residual), nw = widen(norm);
   const Vec normed_ref = rmsnorm_rows(res, 0, T, nw, G::DIM, G::EPS);
@@ -633,8 +656,7 @@ void check_group(int T) {
   int32_t* d_off = poisoned<int32_t>(G::EXPERTS + 1);
   int32_t* d_rows = poisoned<int32_t>(size_t(T) * G::TOP_K);
   int32_t* d_pair = poisoned<int32_t>(size_t(T) * G::TOP_K);
-  in.launch();
-  CK(G::launch(d_ex, T, d_off, d_rows, d_pair, 0));
+  CK(in.around([&] { return G::launch(d_ex, T, d_off, d_rows, d_pair, 0); }));
   CK(cudaDeviceSynchronize());
   expect_equal("moe_group_by_expert", T, "offsets", r.offsets, download(d_off, G::EXPERTS + 1));
   expect_equal("moe_group_by_expert", T, "rows", r.rows, download(d_rows, size_t(T) * G::TOP_K));
@@ -655,8 +677,7 @@ void check_moe_w13(int T) {
   float* d_h = poisoned<float>(size_t(T) * M::TOP_K * M::HIDDEN);
   CK(M::prepare());
   uint16_t* d_a16 = poisoned<uint16_t>(size_t(T) * M::TOP_K * M::DIM);
-  in.launch();
-  CK(M::launch(d_x, T, d_off, d_rows, d_w, d_a16, d_h, 0));
+  CK(in.around([&] { return M::launch(d_x, T, d_off, d_rows, d_w, d_a16, d_h, 0); }));
   CK(cudaDeviceSynchronize());
   const Vec xd = widen(normed);
   Vec ref(size_t(T) * M::TOP_K * M::HIDDEN);
@@ -708,8 +729,7 @@ void check_moe_w2(int T) {
   CK(M::prepare());
   uint16_t* d_a16 = poisoned<uint16_t>(size_t(T) * M::TOP_K * M::HIDDEN);
   const NextWeights next;
-  in.launch();
-  CK(M::launch(d_h, T, d_off, d_pair, d_ex, d_wt, d_w, d_tmp, d_a16, d_r, next.l2(), 0));
+  CK(in.around([&] { return M::launch(d_h, T, d_off, d_pair, d_ex, d_wt, d_w, d_tmp, d_a16, d_r, next.l2(), 0); }));
   CK(cudaDeviceSynchronize());
   next.expect_prefetched("moe_w2_combine_residual", T, decode_gemv(T));
   const Vec hd = widen(hidden);
@@ -731,6 +751,34 @@ void check_moe_w2(int T) {
   cudaFree(d_h), cudaFree(d_off), cudaFree(d_pair), cudaFree(d_ex), cudaFree(d_wt), cudaFree(d_w), cudaFree(d_tmp), cudaFree(d_r), cudaFree(d_a16);
 }
 #endif
+
+/** Launched with PDL after stage_kernel: its input before griddepcontrol.wait (out[0]) and after it (out[1]). */
+__global__ void pdl_probe_kernel(const float* in, float* out) {
+  if (threadIdx.x == 0) out[0] = *static_cast<const volatile float*>(in);
+  mc::wait_for_previous_kernel();
+  if (threadIdx.x == 0) out[1] = *static_cast<const volatile float*>(in);
+}
+/**
+ * Whether the staged checks overlapped on this GPU: a PDL launch after stage_kernel that reads its
+ * input before its wait should see the poison (a line, not a check: it depends on the GPU and the
+ * driver), and after the wait the value (a check). Not on the emulator, whose PDL check forbids the
+ * early read.
+ */
+void check_pdl_overlap() {
+#if !defined(__CUDACC_EMULATED__)
+  Staging in;
+  float* d_in = in(std::vector<float>{1.f});
+  float* d_out = poisoned<float>(2);
+  CK(in.around([&] { return mc::launch_pdl(true, pdl_probe_kernel, dim3(1), dim3(32), 0, cudaStream_t(0), static_cast<const float*>(d_in), d_out); }));
+  CK(cudaDeviceSynchronize());
+  const auto out = download(d_out, 2);
+  std::printf("PDL overlap: %s\n", !mc::device_info().pdl ? "no PDL launches here (a GPU before sm_90, or MC_CUDA_PDL=off): the staged checks ran in order"
+                                   : std::isnan(out[0])   ? "a PDL launch read its input before its wait while stage_kernel ran: the staged checks overlapped"
+                                                          : "not seen (a PDL launch read its input only once it was written): the staged checks may not have overlapped");
+  expect_close("pdl_probe", 1, "after the wait", Vec{1.0}, Vec{double(out[1])}, 0.0);
+  cudaFree(d_in), cudaFree(d_out);
+#endif
+}
 
 /** MC_CUDA_PREFETCH_MB: "N" or "N,M" whole MiB, capped at the L2; anything else switches the prefetch off. */
 void check_prefetch_setting() {
@@ -804,6 +852,8 @@ int main(int argc, char** argv) {
     ++g_failures;
   }
   check_prefetch_setting();
+  init_staging();
+  check_pdl_overlap();
   const auto projections = [](int T) {
     check_qkv<1024>(T);
     check_residual_projection<wo_residual::DIM, wo_residual::IN>("wo_residual", T, wo_residual::launch);

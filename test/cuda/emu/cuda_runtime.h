@@ -111,6 +111,7 @@ cudaError_t cudaGetDeviceCount(int* n) { return *n = mc_emu::device().count, cud
 cudaError_t cudaGetDevice(int* d) { return *d = mc_emu::state().device, cudaSuccess; }
 cudaError_t cudaSetDevice(int d) {
   if (d < 0 || d >= mc_emu::device().count) return cudaErrorInvalidDevice;
+  if (d != mc_emu::state().device) mc_emu::not_a_kernel();  // the previous kernel ran on another device
   return mc_emu::state().device = d, cudaSuccess;
 }
 cudaError_t cudaDeviceSynchronize(void) {
@@ -207,6 +208,7 @@ cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t graph, unsig
 }
 cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t s) {
   if (mc_emu_capturing()) return cudaErrorStreamCaptureUnsupported;
+  mc_emu::not_a_kernel();  // a graph's first kernel waits for what came before the graph in full
   for (const auto& step : *reinterpret_cast<mc_emu_graph*>(exec))
     if (const cudaError_t e = step()) return e;
   (void)s;
@@ -226,7 +228,7 @@ cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t) {
   *reinterpret_cast<double*>(e) = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
   return cudaSuccess;
 }
-cudaError_t cudaEventSynchronize(cudaEvent_t) { return cudaSuccess; }
+cudaError_t cudaEventSynchronize(cudaEvent_t) { return mc_emu::not_a_kernel(), cudaSuccess; }
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t a, cudaEvent_t b) {
   return *ms = float(*reinterpret_cast<double*>(b) - *reinterpret_cast<double*>(a)), cudaSuccess;
 }

@@ -26,10 +26,14 @@ const STATIC_SMEM = /(?<!extern\s+)__shared__\s+([\w:]+)\s+(\w+)\s*\[([^\]\[;]+)
 
 /** The source with its launches and dynamic shared memory in the emulator's C++ spelling. */
 export function emulatorSpelling(source: string): string {
-  return source
+  const out = source
     .replace(CHEVRON, (_, kernel: string, config: string) => `::mc_emu::chevron(${kernel}, ${JSON.stringify(kernel)}, ${config})(`)
     .replace(DYNAMIC_SMEM, (_, type: string, name: string) => `${type}* const ${name} = ::mc_emu::dynamic_smem<${type}>();`)
     .replace(STATIC_SMEM, (_, type: string, name: string, size: string) => `${type} (&${name})[${size}] = ::mc_emu::static_smem<${type}[${size}], __COUNTER__>();`);
+  // Any other form (two dimensions, a scalar, volatile) would fall back to a plain static, which keeps the previous block's values.
+  const left = /^[ \t]*(?:static[ \t]+|volatile[ \t]+)*__shared__\b.*$/m.exec(out);
+  if (left !== null) throw new Error(`emulate.ts: a __shared__ declaration the emulator does not rewrite (write it as \`__shared__ T name[N];\`): ${left[0].trim()}`);
+  return out;
 }
 
 /** The rendered files for the emulator: C++ spelling, and the emulator's headers beside them. */

@@ -35,6 +35,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cerrno>
 #include <cstring>
 #include <functional>
 #include <atomic>
@@ -573,42 +574,58 @@ inline struct sigaction& previous_segv_action() {
   return a;
 }
 
-/** A fault that is not the PDL check's: what was there before (a guard page's fault then ends the process). */
+/**
+ * A fault that is not the PDL check's: what was there before (a guard page's fault then ends the
+ * process: the access runs again under the default action; a SIGSEGV sent by kill is raised again).
+ */
 inline void pass_on_segv(int sig, siginfo_t* info, void* context) {
   const struct sigaction& p = previous_segv_action();
   if ((p.sa_flags & SA_SIGINFO) != 0 && p.sa_sigaction != nullptr) return p.sa_sigaction(sig, info, context);
   if ((p.sa_flags & SA_SIGINFO) == 0 && p.sa_handler != SIG_DFL && p.sa_handler != SIG_IGN) return p.sa_handler(sig);
-  sigaction(SIGSEGV, &p, nullptr);  // the default action: the access runs again and ends the process
+  sigaction(SIGSEGV, &p, nullptr);
+  if (info->si_code <= 0) raise(sig);
 }
 
 inline void on_segv(int sig, siginfo_t* info, void* context) {
 #if defined(__x86_64__)
   State* s = tracking;
   char* addr = static_cast<char*>(info->si_addr);
-  if (s != nullptr) {
-    std::lock_guard<std::mutex> lock(allocations_mutex());
-    auto it = allocations().upper_bound(addr);
-    if (it != allocations().begin()) {
-      --it;
-      Mapping& m = it->second;
-      const size_t body = m.total - page_bytes();
-      if (addr >= m.base && addr < m.base + body && m.device == s->device && m.prot != (PROT_READ | PROT_WRITE)) {
-        const bool write = (static_cast<ucontext_t*>(context)->uc_mcontext.gregs[REG_ERR] & 2) != 0;
-        if (s->pre_wait && ((m.prev & kWritten) != 0 || (write && (m.prev & kTouched) != 0))) {
-          char what[400];
-          std::snprintf(what, sizeof what,
-                        "%s a device allocation (%zu bytes at %p) that the previous kernel (%s) %s, before griddepcontrol.wait: launched with programmatic "
-                        "dependent launch, this kernel may run while that one still does (before the wait, only read what no kernel writes: the weights)",
-                        write ? "writes" : "reads", body - size_t(static_cast<char*>(it->first) - m.base), it->first, s->prev_kernel_name.c_str(),
-                        (m.prev & kWritten) != 0 ? "wrote" : "read");
-          tracking = nullptr;  // a fault while failing is not one to record
-          fail(what);
+  if (info->si_code == SEGV_ACCERR) {
+    char what[400] = "";
+    bool handled = false;
+    {
+      std::lock_guard<std::mutex> lock(allocations_mutex());
+      auto it = allocations().upper_bound(addr);
+      if (it != allocations().begin()) {
+        --it;
+        Mapping& m = it->second;
+        const size_t body = m.total - page_bytes();
+        if (addr >= m.base && addr < m.base + body && m.prot != (PROT_READ | PROT_WRITE)) {
+          const bool write = (static_cast<ucontext_t*>(context)->uc_mcontext.gregs[REG_ERR] & 2) != 0;
+          if (s == nullptr || m.device != s->device) {
+            std::snprintf(what, sizeof what,
+                          "device memory of device %d touched by a host thread while another thread's launch on that device tracks it (the PDL check "
+                          "follows one thread per device: run such models one at a time, or set MC_EMU_PDL_CHECK=0)", m.device);
+          } else if (s->pre_wait && ((m.prev & kWritten) != 0 || (write && (m.prev & kTouched) != 0))) {
+            std::snprintf(what, sizeof what,
+                          "%s a device allocation (%zu bytes at %p) that the previous kernel (%s) %s, before griddepcontrol.wait: launched with "
+                          "programmatic dependent launch, this kernel may run while that one still does (before the wait, only read what no kernel "
+                          "writes: the weights)",
+                          write ? "writes" : "reads", body - size_t(static_cast<char*>(it->first) - m.base), it->first, s->prev_kernel_name.c_str(),
+                          (m.prev & kWritten) != 0 ? "wrote" : "read");
+          } else {
+            m.now |= uint8_t(kTouched | (write ? kWritten : 0));
+            m.prot = write ? PROT_READ | PROT_WRITE : PROT_READ;
+            if (mprotect(m.base, body, m.prot) != 0) std::snprintf(what, sizeof what, "mprotect failed while tracking device memory (%s)", std::strerror(errno));
+            else handled = true;  // the access runs again, now allowed
+          }
         }
-        m.now |= uint8_t(kTouched | (write ? kWritten : 0));
-        m.prot = write ? PROT_READ | PROT_WRITE : PROT_READ;
-        mprotect(m.base, body, m.prot);
-        return;  // the access runs again, now allowed
       }
+    }
+    if (handled) return;
+    if (what[0] != '\0') {
+      tracking = nullptr;  // a fault while failing is not one to record
+      fail(what);          // outside the lock: exit-time destructors may free device memory
     }
   }
 #endif
@@ -768,7 +785,7 @@ T* dynamic_smem() {
  */
 template <typename A, int ID>
 A& static_smem() {
-  static thread_local A storage;
+  alignas(16) static thread_local A storage;
   static thread_local uint64_t block = 0;
   State& s = state();
   if (block != s.blocks_run) {

@@ -51,6 +51,8 @@ inline void cp_async16(void* smem, const void* gmem, int src_bytes) {
   if ((addr & 15u) != 0 || (reinterpret_cast<uintptr_t>(gmem) & 15u) != 0) mc_emu::fail("cp.async with an address that is not 16-byte aligned");
   if (src_bytes < 0 || src_bytes > 16) mc_emu::fail("cp.async source size outside 0..16");
   const mc_emu::Copy c{smem, gmem, src_bytes};
+  // Before griddepcontrol.wait a GPU may read the source at once, whenever this copy lands here.
+  if (s.pre_wait && src_bytes > 0) (void)*static_cast<const volatile char*>(gmem);
   if (s.rng() & 1) {
     c.run();  // landed early: a reader that skipped its wait could not tell
     return;
