@@ -485,30 +485,22 @@ inline void run_block(int threads, size_t stack_bytes) {
         progress = true;
       }
     }
-    // __syncthreads: every thread that has not exited is waiting at one.
-    bool all_bar = true, any_bar = false;
-    for (const Fiber& f : s.fibers) {
-      any_bar = any_bar || f.wait == Wait::block;
-      all_bar = all_bar && (f.wait == Wait::block || f.wait == Wait::done);
-    }
-    if (any_bar && all_bar) {
+    // A block-wide wait completes once every thread that has not exited is waiting at it: __syncthreads,
+    // and griddepcontrol.wait (a PDL launch after a kernel: until then none of the block's threads may
+    // touch what the previous kernel did).
+    const auto release_block = [&](Wait w) {
+      bool all = true, any = false;
+      for (const Fiber& f : s.fibers) {
+        any = any || f.wait == w;
+        all = all && (f.wait == w || f.wait == Wait::done);
+      }
+      if (!any || !all) return false;
       for (Fiber& f : s.fibers)
-        if (f.wait == Wait::block) f.wait = Wait::none;
-      progress = true;
-    }
-    // griddepcontrol.wait (a PDL launch after a kernel): the block goes past it once every thread that
-    // has not exited has reached it; until then none of its threads may touch what the previous kernel did.
-    bool all_pdl = true, any_pdl = false;
-    for (const Fiber& f : s.fibers) {
-      any_pdl = any_pdl || f.wait == Wait::pdl;
-      all_pdl = all_pdl && (f.wait == Wait::pdl || f.wait == Wait::done);
-    }
-    if (any_pdl && all_pdl) {
-      for (Fiber& f : s.fibers)
-        if (f.wait == Wait::pdl) f.wait = Wait::none;
-      s.pre_wait = false;
-      progress = true;
-    }
+        if (f.wait == w) f.wait = Wait::none;
+      return true;
+    };
+    if (release_block(Wait::block)) progress = true;
+    if (release_block(Wait::pdl)) s.pre_wait = false, progress = true;
     if (!progress && alive > 0) {
       int bar = 0, warp = 0, group = 0, pdl = 0, done = 0;
       std::string ops;
