@@ -19,7 +19,7 @@ import { packageRoot } from '../../compiler/paths.js';
 import { buildPlan } from '../../compiler/plan/build-plan.js';
 import type { Dtype, Plan } from '../../compiler/plan/types.js';
 import { buildEmulatedKernelChecks, runEmulatedKernelChecks } from './emu/emulate.js';
-import { hasNvcc, limiter } from './helpers.js';
+import { hasNvcc, limiter, oncePerKey } from './helpers.js';
 
 const root = packageRoot();
 const work = mkdtempSync(join(tmpdir(), 'mc-emu-'));
@@ -55,11 +55,10 @@ const CASES: Case[] = [
 // Two at a time (CI has 2 cores; each build and each run is one thread), and one build per config
 // and dtype: the cases of one source differ only in the run's switches (engine, SMs).
 const slot = limiter(2);
-const builds = new Map<string, Promise<string>>();
+const build = oncePerKey<string>(slot);
 function kernelChecks(plan: Plan, c: Case): Promise<string> {
   const key = `${c.config}-${c.dtype}`;
-  if (!builds.has(key)) builds.set(key, slot(() => buildEmulatedKernelChecks(renderCudaSources(plan).files, c.dtype, join(work, key))));
-  return builds.get(key)!;
+  return build(key, () => buildEmulatedKernelChecks(renderCudaSources(plan).files, c.dtype, join(work, key)));
 }
 
 describe.skipIf(!hasNvcc())('CUDA kernels on the emulator (no GPU)', () => {

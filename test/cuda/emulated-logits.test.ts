@@ -17,7 +17,7 @@ import type { Dtype } from '../../compiler/plan/types.js';
 import { logitsPlan, type LogitsCase } from '../../bench/gpu/cases.js';
 import { checkLogits } from '../../bench/gpu/logits.js';
 import { buildEmulatedLibrary } from './emu/emulate.js';
-import { hasNvcc, limiter } from './helpers.js';
+import { hasNvcc, limiter, oncePerKey } from './helpers.js';
 
 const work = mkdtempSync(join(tmpdir(), 'mc-emu-logits-'));
 afterAll(() => rmSync(work, { recursive: true, force: true }));
@@ -58,16 +58,8 @@ const logitsCase = (c: Case): LogitsCase => ({
 });
 // The cases run one after another (each sets the library's switches in this process's environment),
 // but their emulated libraries are built ahead, two at a time (CI has 2 cores), while they run.
-const slot = limiter(2);
-const libraries = new Map<string, Promise<string>>();
-function library(name: string, plan: Plan): Promise<string> {
-  if (!libraries.has(name)) {
-    const built = slot(() => buildEmulatedLibrary(renderCudaSources(plan).files, join(work, 'lib', name)));
-    built.catch(() => {});  // reported by the case that awaits it
-    libraries.set(name, built);
-  }
-  return libraries.get(name)!;
-}
+const build = oncePerKey<string>(limiter(2));
+const library = (name: string, plan: Plan) => build(name, () => buildEmulatedLibrary(renderCudaSources(plan).files, join(work, 'lib', name)));
 
 describe.skipIf(!hasNvcc())('a CUDA library on the emulator (no GPU)', () => {
   beforeAll(() => {

@@ -40,3 +40,20 @@ export function limiter(slots: number) {
     }
   };
 }
+
+/**
+ * work() once per key, through `slot`: every caller of a key shares that one promise (a build that
+ * several cases use; a rejection reaches each caller that awaits it, never as an unhandled one).
+ */
+export function oncePerKey<T>(slot: ReturnType<typeof limiter>) {
+  const started = new Map<string, Promise<T>>();
+  return (key: string, work: () => Promise<T>): Promise<T> => {
+    let done = started.get(key);
+    if (done === undefined) {
+      done = slot(work);
+      done.catch(() => {});
+      started.set(key, done);
+    }
+    return done;
+  };
+}
