@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import {
-  attention, feedForward, matvec, moeRoute, referenceLogits, rmsnorm, rope, softmax, type AttentionShape,
+  attention, feedForward, matvec, moeRoute, referenceLogits, rmsnorm, rope, routingGap, softmax, type AttentionShape,
 } from './forward.js';
 import { maxAbsDiff, relativeL2 } from './metrics.js';
 import { lookup, mulberry32, randomArray, randomTokens, randomWeights, testModel } from './random.js';
@@ -134,6 +134,28 @@ describe('moeRoute', () => {
     const three = moeRoute([1, 3, 3, 0.5], 3);
     expect(three.experts).toEqual([1, 2, 0]);
     expect(maxAbsDiff(three.weights, softmax([3, 3, 1]))).toBe(0);
+  });
+});
+
+describe('routingGap', () => {
+  it('is the gap at the top-k boundary over the RMS of the gate logits: 0 at a tie, Infinity when all are chosen', () => {
+    const rms = Math.sqrt((9 + 1 + 4 + 0.25) / 4);
+    expect(routingGap([1, 3, 2, 0.5], 1)).toBeCloseTo(1 / rms, 15);
+    expect(routingGap([1, 3, 2, 0.5], 2)).toBeCloseTo(1 / rms, 15);
+    expect(routingGap([1, 3, 2, 0.5], 3)).toBeCloseTo(0.5 / rms, 15);
+    expect(routingGap([1, 3, 3, 0.5], 1)).toBe(0);
+    expect(routingGap([1, 3, 3, 0.5], 4)).toBe(Infinity);
+  });
+
+  it('is seen by referenceLogits for every layer and position of an MoE model, on the gate logits it routes by', () => {
+    const model = testModel({ ...DENSE, moe: { num_experts: 4, num_experts_per_tok: 2 } });
+    const w = lookup(randomWeights(model, 30));
+    const tokens = randomTokens(mulberry32(31), 6, model.vocab_size);
+    const seen: string[] = [];
+    const plain = referenceLogits(model, w, tokens);
+    const observed = referenceLogits(model, w, tokens, { gate: (layer, p, g) => { expect(g.length).toBe(4); seen.push(`${layer}:${p}`); } });
+    expect(seen.sort()).toEqual([0, 1].flatMap((l) => tokens.map((_, p) => `${l}:${p}`)).sort());
+    expect(observed).toEqual(plain);
   });
 });
 

@@ -157,6 +157,20 @@ export function moeRoute(gateLogits: Vector, k: number): MoeRoute {
   return { experts, weights: softmax(experts.map((e) => gateLogits[e]!)) };
 }
 
+/**
+ * How far a routing decision is from a tie: the gap between the k-th and (k+1)-th largest gate
+ * logits over their root mean square (Infinity when every expert is chosen). Top-k is discontinuous
+ * at a tie: where the gap is within the rounding of 16-bit activations, a backend may choose the
+ * other expert and neither it nor this reference is wrong (bench/gpu/logits.ts draws its inputs
+ * away from such ties).
+ */
+export function routingGap(gateLogits: Vector, k: number): number {
+  if (k >= gateLogits.length) return Infinity;
+  const sorted = Array.from(gateLogits).sort((a, b) => b - a);
+  const rms = Math.sqrt(sorted.reduce((s, g) => s + g * g, 0) / sorted.length);
+  return (sorted[k - 1]! - sorted[k]!) / rms;
+}
+
 export interface ExpertWeights {
   w1: Vector;
   w2: Vector;
@@ -165,8 +179,10 @@ export interface ExpertWeights {
 
 /** Sparse MoE feed-forward: Σ over the routed experts of weight_j · FFN_j(x). gate [num_experts, dim]. */
 export function moeFeedForward(x: Vector, gate: Vector, experts: ExpertWeights[], k: number, dim: number,
-  hidden: number): Float64Array {
-  const route = moeRoute(matvec(gate, x, experts.length, dim), k);
+  hidden: number, onGate?: (gateLogits: Float64Array) => void): Float64Array {
+  const gateLogits = matvec(gate, x, experts.length, dim);
+  onGate?.(gateLogits);
+  const route = moeRoute(gateLogits, k);
   const y = new Float64Array(dim);
   route.experts.forEach((e, j) => {
     const { w1, w2, w3 } = experts[e]!;
@@ -176,13 +192,19 @@ export function moeFeedForward(x: Vector, gate: Vector, experts: ExpertWeights[]
   return y;
 }
 
+export interface ReferenceObserver {
+  /** Each MoE routing decision's gate logits (before top-k), by layer and position. */
+  gate?(layer: number, position: number, gateLogits: Float64Array): void;
+}
+
 /**
  * Logits for every position of `tokens` (one forward pass over the whole sequence, as a prefill):
  * result[p] is row-major [vocab_size], the prediction for the token after position p.
  *
- * Every tensor of checkpointTensors(model) is looked up once and its length checked.
+ * Every tensor of checkpointTensors(model) is looked up once and its length checked. `observer.gate`
+ * sees each MoE routing decision (routingGap: how near a tie it is).
  */
-export function referenceLogits(model: ModelConfig, weight: WeightLookup, tokens: number[]): Float64Array[] {
+export function referenceLogits(model: ModelConfig, weight: WeightLookup, tokens: number[], observer: ReferenceObserver = {}): Float64Array[] {
   const { dim, head_dim, n_heads, n_kv_heads, hidden_dim, vocab_size, norm_eps, rope_theta } = model;
   for (const t of tokens) {
     if (!Number.isInteger(t) || t < 0 || t >= vocab_size) throw new Error(`referenceLogits: token ${t} is outside the vocabulary 0..${vocab_size - 1}`);
@@ -216,7 +238,7 @@ export function referenceLogits(model: ModelConfig, weight: WeightLookup, tokens
 
     const ffnNorm = get(`${l}.ffn_norm.weight`);
     const f = `${l}.feed_forward`;
-    h = h.map((hp) => {
+    h = h.map((hp, p) => {
       const x = rmsnorm(hp, ffnNorm, norm_eps);
       if (model.moe === null) {
         return add(hp, feedForward(x, get(`${f}.w1.weight`), get(`${f}.w2.weight`), get(`${f}.w3.weight`), dim, hidden_dim));
@@ -226,7 +248,8 @@ export function referenceLogits(model: ModelConfig, weight: WeightLookup, tokens
         w2: get(`${f}.experts.${j}.w2.weight`),
         w3: get(`${f}.experts.${j}.w3.weight`),
       }));
-      return add(hp, moeFeedForward(x, get(`${f}.gate.weight`), experts, model.moe.num_experts_per_tok, dim, hidden_dim));
+      return add(hp, moeFeedForward(x, get(`${f}.gate.weight`), experts, model.moe.num_experts_per_tok, dim, hidden_dim,
+        observer.gate && ((g) => observer.gate!(layer, p, g))));
     });
   }
 
