@@ -31,6 +31,10 @@
 #   PDL_CHECK=1 bash bench/gpu/device/run.sh --only kernels   (then the kernel checks of tiny-dense, tiny-moe and
 #     mistral-7b-v0.1 in bf16, and the bf16 logits, with MC_CUDA_PDL=all and MC_CUDA_PDL_TRIGGER=last-rows:
 #     $OUT/pdl-check.log and $OUT/pdl-check.md; what run 14's settings need before one becomes a default)
+#   KERNELS=tiny-dense.bf16,mistral-7b-v0.1.bf16 bash bench/gpu/device/run.sh --only decode   (then the kernel checks
+#     of the named cases only, their prebuilt checkers run directly with a fresh seed and the default
+#     prefills (37 and 700 tokens), where --only kernels runs every case of bench/gpu/cases.ts, Mistral Large 2's
+#     float64 reference too; KERNELS_GEMM=wgmma-all checks them with every prefill GEMM on wgmma: $OUT/kernels.log)
 #   PDL_AB=1 bash bench/gpu/device/run.sh --only decode   (then decode again with MC_CUDA_PDL=all, with
 #     MC_CUDA_PDL_TRIGGER=last-rows, with both, with MC_CUDA_PDL=off, and with the defaults once more so
 #     that drift shows: $OUT/pdl.md and $OUT/pdl.log; run 14 of bench/RESULTS.md; PDL_CASES=config limits it)
@@ -78,6 +82,17 @@ variant() {
 }
 timed /tmp/node .devtools/check.mjs --prebuilt .devtools/prebuilt/manifest.json --out "$OUT/main" "$@" 2>&1 | tee "$OUT/main.log"
 status=$?
+if [ -n "${KERNELS:-}" ]; then
+  # Each case's own checker, as --only kernels runs it (every core for the float64 reference), one log for all.
+  for case in ${KERNELS//,/ }; do
+    binary=$(/tmp/node -e 'const m = require(process.argv[1]); console.log(m.kernelChecks[process.argv[2]] ?? "")' "$PWD/.devtools/prebuilt/manifest.json" "$case")
+    [ -n "$binary" ] || { echo "run.sh: no prebuilt kernel check for $case" >&2; status=1; continue; }
+    echo "=== [$((SECONDS - started)) s] kernel checks of $case, MC_CUDA_GEMM=${KERNELS_GEMM:-mma}" | tee -a "$OUT/kernels.log"
+    MC_CUDA_GEMM=${KERNELS_GEMM:-mma} OMP_NUM_THREADS=$(nproc) timed ".devtools/prebuilt/$binary" 2>&1 | tee -a "$OUT/kernels.log" | grep -v '^ok '
+    s=${PIPESTATUS[0]}
+    [ "$s" = 0 ] || status=$s
+  done
+fi
 if [ -n "${PREFETCH_AB:-}" ]; then
   # One process per amount (a library reads MC_CUDA_PREFETCH_MB when it first initializes).
   for mb in $PREFETCH_AB 0; do
