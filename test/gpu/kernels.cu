@@ -113,7 +113,8 @@ template <typename T> std::vector<T> download(const T* d, size_t n) {
  * kernel. stage_kernel lets its dependents launch at once (griddepcontrol.launch_dependents) and,
  * on a GPU, holds its copies until the host has launched the checked kernel (a flag in mapped host
  * memory) and ~20 µs more: a kernel that touched its inputs before its wait reads poison (the
- * PDL overlap line of the output says whether a PDL launch did start early on this GPU). On the
+ * PDL overlap line of the output says whether a PDL launch did start early on this GPU; main() loads
+ * every kernel eagerly, since a lazily loaded kernel's first launch may wait for the context). On the
  * emulator, which runs kernels one after another, its PDL check fails such a kernel instead
  * (test/cuda/emu/mc_emu.hpp).
  */
@@ -830,6 +831,11 @@ void copy_bandwidth() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Every kernel loaded at the first CUDA call. Loaded lazily (CUDA's default since 12.2), a kernel's
+  // first launch may synchronize the context, so it waits for stage_kernel to finish its copies (or
+  // its 50 ms bound) and can never start beside it: on the H200 of 2026-11-26 every checker printed
+  // "PDL overlap: not seen" so (its probe kernel is launched once). Read when CUDA initializes.
+  setenv("CUDA_MODULE_LOADING", "EAGER", 1);
   if (argc > 1 && std::strcmp(argv[1], "--copy-bandwidth") == 0) return copy_bandwidth(), 0;
   g_seed = argc > 1 ? std::strtoull(argv[1], nullptr, 10) : uint64_t(std::chrono::steady_clock::now().time_since_epoch().count());
   const int tp = argc > 2 ? std::atoi(argv[2]) : 37;   // prefill tokens: not a multiple of the 64-row GEMM tile
