@@ -45,7 +45,7 @@ export const LOGITS_TOLERANCE: Record<Dtype, number> = { bf16: 1e-2, f16: 1e-2, 
  * gap at the top-k boundary over the gate logits' RMS) for a draw of tokens to be checked. Top-k is
  * discontinuous: at a fresh seed about half the draws of tiny-moe (42 tokens, 2 layers: 84 decisions)
  * hold a decision within 0.005 of a tie, where rounding the activations to 16 bits can route a token
- * to the other expert (the GPU check of 2026-11-26 failed 22 of 80 tiny-moe runs in bf16 so, CUDA
+ * to the other expert (the GPU check of 2026-11-26 failed 27 of 170 tiny-moe runs in bf16 so, CUDA
  * and CPU alike, each reproduced by the emulator at the same seed; the largest gap seen flipped was
  * 0.0057). 0.02 keeps 3.5 times that; f32 rounds 2^16 times finer. Whole draws of 42 tokens would
  * pass 0.02 6% of the time in top-2 (26% in top-1): checkLogits redraws from the first tie on instead.
