@@ -84,15 +84,21 @@ variant() {
   [ "$s" = 0 ] || status=$s
   { echo "## $label, after $((SECONDS - started)) s"; cat "$dir/results.md"; echo; } >> "$OUT/$group.md"
 }
+# kernel_check CASE (config.dtype): the path of its prebuilt kernel checker, or a line on stderr and status 1.
+kernel_check() {
+  local binary
+  binary=$(/tmp/node -e 'const m = require(process.argv[1]); console.log(m.kernelChecks[process.argv[2]] ?? "")' "$PWD/.devtools/prebuilt/manifest.json" "$1")
+  [ -n "$binary" ] || { echo "run.sh: no prebuilt kernel check for $1" >&2; return 1; }
+  echo ".devtools/prebuilt/$binary"
+}
 timed /tmp/node .devtools/check.mjs --prebuilt .devtools/prebuilt/manifest.json --out "$OUT/main" "$@" 2>&1 | tee "$OUT/main.log"
 status=$?
 if [ -n "${KERNELS:-}" ]; then
   # Each case's own checker, as --only kernels runs it (every core for the float64 reference), one log for all.
   for case in ${KERNELS//,/ }; do
-    binary=$(/tmp/node -e 'const m = require(process.argv[1]); console.log(m.kernelChecks[process.argv[2]] ?? "")' "$PWD/.devtools/prebuilt/manifest.json" "$case")
-    [ -n "$binary" ] || { echo "run.sh: no prebuilt kernel check for $case" >&2; status=1; continue; }
+    binary=$(kernel_check "$case") || { status=1; continue; }
     echo "=== [$((SECONDS - started)) s] kernel checks of $case, MC_CUDA_GEMM=${KERNELS_GEMM:-mma}" | tee -a "$OUT/kernels.log"
-    MC_CUDA_GEMM=${KERNELS_GEMM:-mma} OMP_NUM_THREADS=$(nproc) timed ".devtools/prebuilt/$binary" 2>&1 | tee -a "$OUT/kernels.log" | grep -v '^ok '
+    MC_CUDA_GEMM=${KERNELS_GEMM:-mma} OMP_NUM_THREADS=$(nproc) timed "$binary" 2>&1 | tee -a "$OUT/kernels.log" | grep -v '^ok '
     s=${PIPESTATUS[0]}
     [ "$s" = 0 ] || status=$s
   done
@@ -153,10 +159,9 @@ if [ "${PDL_CHECK:-0}" = 1 ]; then
   # default: the kernel checks (kernels.cu starts each checked kernel while the one writing its inputs
   # still runs: Staging) and the bf16 logits, whose decode graph then overlaps every boundary it can.
   for case in tiny-dense.bf16 tiny-moe.bf16 mistral-7b-v0.1.bf16; do
-    binary=$(/tmp/node -e 'const m = require(process.argv[1]); console.log(m.kernelChecks[process.argv[2]] ?? "")' "$PWD/.devtools/prebuilt/manifest.json" "$case")
-    [ -n "$binary" ] || { echo "run.sh: no prebuilt kernel check for $case" >&2; status=1; continue; }
+    binary=$(kernel_check "$case") || { status=1; continue; }
     echo "=== [$((SECONDS - started)) s] kernel checks of $case, MC_CUDA_PDL=all MC_CUDA_PDL_TRIGGER=last-rows" | tee -a "$OUT/pdl-check.log"
-    MC_CUDA_PDL=all MC_CUDA_PDL_TRIGGER=last-rows timed ".devtools/prebuilt/$binary" "$RANDOM" 37 130 2>&1 | grep -v '^ok ' | tee -a "$OUT/pdl-check.log"
+    MC_CUDA_PDL=all MC_CUDA_PDL_TRIGGER=last-rows timed "$binary" "$RANDOM" 37 130 2>&1 | grep -v '^ok ' | tee -a "$OUT/pdl-check.log"
     s=${PIPESTATUS[0]}
     [ "$s" = 0 ] || status=$s
   done
@@ -168,12 +173,11 @@ if [ "${SANITIZE:-0}" = 1 ]; then
   # The checks draw fresh inputs and compare with float64; under the sanitizer, shared-memory races
   # and barrier misuse are reported even where the numbers happen to come out right.
   for case in tiny-moe.bf16 mistral-7b-v0.1.bf16; do
-    binary=$(/tmp/node -e 'const m = require(process.argv[1]); console.log(m.kernelChecks[process.argv[2]] ?? "")' "$PWD/.devtools/prebuilt/manifest.json" "$case")
-    [ -n "$binary" ] || { echo "run.sh: no prebuilt kernel check for $case" >&2; status=1; continue; }
+    binary=$(kernel_check "$case") || { status=1; continue; }
     for tool in memcheck racecheck synccheck; do
       echo "=== [$((SECONDS - started)) s] compute-sanitizer --tool $tool: $case"
       # One log for all six (the device tool returns at most 8 files from \$OUT).
-      timed compute-sanitizer --tool "$tool" --error-exitcode 9 ".devtools/prebuilt/$binary" 1 37 130 2>&1 | tail -n 25 | tee -a "$OUT/sanitize.log"
+      timed compute-sanitizer --tool "$tool" --error-exitcode 9 "$binary" 1 37 130 2>&1 | tail -n 25 | tee -a "$OUT/sanitize.log"
       s=${PIPESTATUS[0]}
       [ "$s" = 0 ] || status=$s
     done
