@@ -417,7 +417,8 @@ void check_attention(int T, int32_t pos0) {
   CK(cudaDeviceSynchronize());
   if (T == 1 && !mc::device_info().attn_combine_kernel) {
     // The fused combine leaves its counters zero for the next launch (every layer and graph replay
-    // reuses them), and gives the bits of the combine kernel (MC_CUDA_ATTN_COMBINE=kernel) on the same inputs.
+    // reuses them), and gives the bits of the combine kernel (MC_CUDA_ATTN_COMBINE=kernel) on the same
+    // inputs: so every decode case below checks both paths against float64.
     expect_equal("attention_gqa_window", T, "split counters", std::vector<int32_t>(A::N_KV_HEADS, 0), download(A::split_counters(d_part), A::N_KV_HEADS));
     float* d_out2 = poisoned<float>(Q_DIM);
     mc::device_info().attn_combine_kernel = true;
@@ -907,16 +908,6 @@ int main(int argc, char** argv) {
   }
   // Decode over a full cache with empty splits, a window over a wrapped ring, prefill across the wrap
   // (positions 100 .. 100 + T - 1 cross slot 0 of the 64-slot ring at 128 for T > 28).
-  if (!mc::device_info().attn_combine_kernel) {
-    // The decode splits merged by a combine kernel (MC_CUDA_ATTN_COMBINE=kernel), the path the default no longer takes.
-    mc::device_info().attn_combine_kernel = true;
-    g_variant = "  [combine kernel]";
-    check_attention<0, 256>(1, 200);
-    check_attention<16, 64>(1, 150);
-    check_attention<4096, 4608>(1, 20000);
-    mc::device_info().attn_combine_kernel = false;
-    g_variant = "";
-  }
   check_attention<0, 256>(1, 200);
   check_attention<0, 256>(1, 3);
   check_attention<16, 64>(1, 150);
