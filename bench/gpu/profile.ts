@@ -120,14 +120,13 @@ function findNcu(): string {
 }
 
 /**
- * Kernel launches of one decode step as the plan suggests: one per kernel node, plus, under
- * MC_CUDA_ATTN_COMBINE=kernel, the split-K combine that each layer's decode attention then launches
- * after it (templates/cuda/attention_gqa_window). Only an estimate for --launch-skip/--launch-count:
- * the report counts the real ones.
+ * Kernel launches of one decode step as the plan suggests: one per kernel node, plus the split-K
+ * combine that each layer's decode attention launches after it (templates/cuda/attention_gqa_window).
+ * Only an estimate for --launch-skip/--launch-count: the report counts the real ones.
  */
 function launchesPerStepEstimate(plan: Plan): number {
   const nodes = plan.prologue.length + plan.epilogue.length + plan.layers.reduce((n, l) => n + l.kernels.length, 0);
-  return nodes + (process.env.MC_CUDA_ATTN_COMBINE === 'kernel' ? plan.layers.length : 0);
+  return nodes + plan.layers.length;
 }
 
 /** The first "Error: …" line of a failed child's output, else its last lines. */

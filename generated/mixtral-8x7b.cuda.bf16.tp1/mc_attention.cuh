@@ -1,4 +1,4 @@
-// Attention over the KV cache ring: split-K decode attention (its last blocks combine), and prefill
+// Attention over the KV cache ring: split-K decode attention with its combine, and prefill
 // attention flash-attention style, on tensor cores for 16-bit caches and in exact f32 for f32
 // caches. Part of mc_cuda.cuh (include that).
 #pragma once
@@ -108,53 +108,17 @@ struct DecodeTile {
 };
 
 /**
- * out[h] = Σ_s o_s e^(m_s - M) / Σ_s l_s e^(m_s - M): the NSPLIT partials (o, m, l) of one head
- * merged, dims first, first + STEP, ... Every term in s order, so the combine kernel (STEP 128, a
- * dim a thread) and the decode kernel's last blocks (STEP 32, a head a warp) give the same bits.
- * The splits' loads are independent (s unrolled), so they are in flight together.
- */
-template <int HEAD_DIM, int NSPLIT, int STEP>
-__device__ __forceinline__ void combine_splits(const float* part /*[NSPLIT, HEAD_DIM + 2]*/, float* out /*[HEAD_DIM]*/, int first) {
-  constexpr int DPT = (HEAD_DIM + STEP - 1) / STEP;  // dims a thread
-  float m = -INFINITY;
-#pragma unroll 8
-  for (int s = 0; s < NSPLIT; ++s) m = fmaxf(m, part[s * (HEAD_DIM + 2) + HEAD_DIM]);
-  float l = 0.f, o[DPT] = {};
-#pragma unroll 8
-  for (int s = 0; s < NSPLIT; ++s) {
-    const float ms = part[s * (HEAD_DIM + 2) + HEAD_DIM];
-    l += part[s * (HEAD_DIM + 2) + HEAD_DIM + 1] * expf(ms - m);
-    if (ms == -INFINITY) continue;  // an empty split (its o is 0; never read)
-#pragma unroll
-    for (int i = 0; i < DPT; ++i) {
-      const int d = first + STEP * i;
-      if (HEAD_DIM % STEP == 0 || d < HEAD_DIM) o[i] += part[s * (HEAD_DIM + 2) + d] * expf(ms - m);
-    }
-  }
-#pragma unroll
-  for (int i = 0; i < DPT; ++i) {
-    const int d = first + STEP * i;
-    if (HEAD_DIM % STEP == 0 || d < HEAD_DIM) out[d] = o[i] / l;
-  }
-}
-
-/**
  * Decode (one query token), split along the keys (flash-decoding): block (split, kv head) reads its
  * share of the visible keys once for all GROUP query heads of the KV head (one warp each) and
- * writes an unnormalized partial (o, m, l) per head. The split length adapts to the position read
- * from device memory, so a captured graph replays unchanged. Tiles of 32 keys go through a
- * STAGES-deep cp.async ring; the first ones are issued before the queries are read. Scores and sums
- * in f32, in the same order as the f32 reference kernels.
- * The splits are merged (combine_splits) into `merged` by the last block of each KV head to finish,
- * counted in done[g] (zero before the launch, zero again after it: the last block resets it), so that no
- * combine kernel (and no kernel boundary) follows; with done == nullptr (MC_CUDA_ATTN_COMBINE=kernel)
- * attention_combine_kernel merges them instead.
+ * writes an unnormalized partial (o, m, l) per head; attention_combine merges the splits. The split
+ * length adapts to the position read from device memory, so a captured graph replays unchanged.
+ * Tiles of 32 keys go through a STAGES-deep cp.async ring; the first ones are issued before the
+ * queries are read. Scores and sums in f32, in the same order as the f32 reference kernels.
  */
 template <int HEAD_DIM, int GROUP, int N_KV_HEADS, int NSPLIT, int WINDOW, int KV_SLOTS, typename KV>
 __global__ void __launch_bounds__(DecodeTile<HEAD_DIM, GROUP, KV>::THREADS) attention_decode_kernel(
     const float* __restrict__ q /*[N_HEADS * HEAD_DIM]*/, const KV* __restrict__ k_cache, const KV* __restrict__ v_cache,
-    const int32_t* __restrict__ pos0, float* __restrict__ partial /*[N_HEADS, NSPLIT, HEAD_DIM + 2]*/,
-    int* __restrict__ done /*[N_KV_HEADS] or nullptr*/, float* __restrict__ merged /*[N_HEADS * HEAD_DIM]*/) {
+    const int32_t* __restrict__ pos0, float* __restrict__ partial /*[N_HEADS, NSPLIT, HEAD_DIM + 2]*/) {
   using Tile = DecodeTile<HEAD_DIM, GROUP, KV>;
   constexpr int KV_DIM = N_KV_HEADS * HEAD_DIM, KEYS = Tile::KEYS, STAGES = Tile::STAGES, VEC = Tile::VEC, CHUNKS = Tile::CHUNKS;
   constexpr int K_LD = Tile::K_LD, COPIES = 2 * KEYS * CHUNKS, PER_THREAD = (COPIES + Tile::THREADS - 1) / Tile::THREADS;
@@ -234,29 +198,25 @@ __global__ void __launch_bounds__(DecodeTile<HEAD_DIM, GROUP, KV>::THREADS) atte
     }
     if (lane == 0) out[HEAD_DIM] = row.m, out[HEAD_DIM + 1] = row.l;  // an empty split: m = -inf, l = 0
   }
-  if (done == nullptr) return;
-  // The last of the NSPLIT blocks of KV head g merges its heads' splits: each block's partials are
-  // made visible (fence) before it counts itself; the last one's fence orders its reads after the
-  // count (plain loads then see them: no block of this launch read these addresses before).
-  __shared__ int last[1];
-  __threadfence();
-  __syncthreads();
-  if (threadIdx.x == 0) last[0] = atomicAdd(done + g, 1) == NSPLIT - 1;
-  __syncthreads();
-  if (last[0] == 0) return;
-  __threadfence();
-  if (warp < GROUP) {
-    const int h = g * GROUP + warp;
-    combine_splits<HEAD_DIM, NSPLIT, 32>(partial + int64_t(h) * NSPLIT * (HEAD_DIM + 2), merged + int64_t(h) * HEAD_DIM, lane);
-  }
-  if (threadIdx.x == 0) done[g] = 0;  // for the next launch (the next layer, the next replay of the graph)
 }
 
-/** The splits of head blockIdx.x merged (MC_CUDA_ATTN_COMBINE=kernel; by default the decode kernel's last blocks do it). */
+/** out[h] = Σ_s o_s e^(m_s - M) / Σ_s l_s e^(m_s - M): the splits of one head merged. */
 template <int HEAD_DIM, int NSPLIT>
 __global__ void __launch_bounds__(128) attention_combine_kernel(const float* __restrict__ partial, float* __restrict__ out /*[N_HEADS * HEAD_DIM]*/) {
   wait_for_previous_kernel();  // under MC_CUDA_PDL=all
-  combine_splits<HEAD_DIM, NSPLIT, 128>(partial + int64_t(blockIdx.x) * NSPLIT * (HEAD_DIM + 2), out + int64_t(blockIdx.x) * HEAD_DIM, threadIdx.x);
+  const float* part = partial + int64_t(blockIdx.x) * NSPLIT * (HEAD_DIM + 2);
+  float m = -INFINITY;
+  for (int s = 0; s < NSPLIT; ++s) m = fmaxf(m, part[s * (HEAD_DIM + 2) + HEAD_DIM]);
+  float l = 0.f;
+  for (int s = 0; s < NSPLIT; ++s) l += part[s * (HEAD_DIM + 2) + HEAD_DIM + 1] * expf(part[s * (HEAD_DIM + 2) + HEAD_DIM] - m);
+  for (int d = threadIdx.x; d < HEAD_DIM; d += blockDim.x) {
+    float o = 0.f;
+    for (int s = 0; s < NSPLIT; ++s) {
+      const float ms = part[s * (HEAD_DIM + 2) + HEAD_DIM];
+      if (ms != -INFINITY) o += part[s * (HEAD_DIM + 2) + d] * expf(ms - m);
+    }
+    out[int64_t(blockIdx.x) * HEAD_DIM + d] = o / l;
+  }
 }
 
 /**

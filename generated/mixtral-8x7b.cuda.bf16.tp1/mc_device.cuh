@@ -35,9 +35,6 @@ struct DeviceInfo {
   // A prefill GEMM of fewer small-tile blocks than SMs that cannot split K takes the 8-stage small
   // tile (mc::GemmDeep, run 16); MC_CUDA_GEMM_DEEP=0 keeps the 4-stage one (A/B timing).
   bool deep_small_tile = true;
-  // The decode attention's splits merged by a combine kernel of their own (MC_CUDA_ATTN_COMBINE=kernel,
-  // the path before run 17) instead of by the last block of each KV head (A/B timing).
-  bool attn_combine_kernel = false;
 };
 
 /**
@@ -112,7 +109,6 @@ inline constexpr Choice kGemmEngine = {"MC_CUDA_GEMM", {"mma", "wgmma", "wgmma-a
 inline constexpr Choice kGemmDeep = {"MC_CUDA_GEMM_DEEP", {"1", "0"}, "0 to keep the 4-stage small tile for grids smaller than the GPU"};
 inline constexpr Choice kPdl = {"MC_CUDA_PDL", {"gemv", "all", "off"}, "gemv (the default)"};
 inline constexpr Choice kPdlTrigger = {"MC_CUDA_PDL_TRIGGER", {"exit", "last-rows"}, "exit (the default)"};
-inline constexpr Choice kAttnCombine = {"MC_CUDA_ATTN_COMBINE", {"fused", "kernel"}, "kernel to merge the decode attention's splits in a kernel of their own"};
 
 /** The index of the switch's value among its values: 0 where it is unset or empty, -1 where it is none of them. */
 inline int choice(const Choice& c) {
@@ -130,7 +126,7 @@ inline int choice(const Choice& c) {
  * An empty value is the same as unset.
  */
 inline bool check_environment(char* message, size_t size) {
-  for (const Choice* c : {&kGemmEngine, &kGemmDeep, &kPdl, &kPdlTrigger, &kAttnCombine}) {
+  for (const Choice* c : {&kGemmEngine, &kGemmDeep, &kPdl, &kPdlTrigger}) {
     if (choice(*c) >= 0) continue;
     char accepted[96] = "";  // "a, b or c"
     int n = 0;
@@ -177,7 +173,6 @@ inline cudaError_t init_device_info() {
   device_info().wgmma_all = device_info().wgmma && engine == 2;
   device_info().a16_min_rows = std::max(0, parse_a16_min_rows(env_setting("MC_CUDA_A16")));
   device_info().deep_small_tile = choice(kGemmDeep) != 1;  // 1, 0
-  device_info().attn_combine_kernel = choice(kAttnCombine) == 1;  // fused, kernel
   // Off until measured: bench/RESULTS.md run 9. (A malformed value is refused by check_environment.)
   int l2 = 0;
   if (cudaError_t e = cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, device)) return e;

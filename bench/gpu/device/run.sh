@@ -28,10 +28,6 @@
 #     MC_CUDA_DIAG_SKIP, one model load per variant: a step's time per kernel in situ; bench/gpu/breakdown.ts)
 #   DEEP_AB=1 bash bench/gpu/device/run.sh --only prefill   (then prefill again with MC_CUDA_GEMM_DEEP=0: the
 #     4-stage small tile where run 16 takes the 8-stage one: $OUT/deep.md and $OUT/deep.log)
-#   COMBINE_AB=1 bash bench/gpu/device/run.sh --only decode,long   (then decode and the long context again with
-#     MC_CUDA_ATTN_COMBINE=kernel, the decode attention's splits merged by a kernel of their own as before
-#     run 17, with the defaults, and with the kernel once more, alternating so that drift shows: $OUT/combine.md
-#     and $OUT/combine.log)
 #   PDL_CHECK=1 bash bench/gpu/device/run.sh --only kernels   (then the kernel checks of tiny-dense, tiny-moe and
 #     mistral-7b-v0.1 in bf16, and the bf16 logits, with MC_CUDA_PDL=all and MC_CUDA_PDL_TRIGGER=last-rows:
 #     $OUT/pdl-check.log and $OUT/pdl-check.md; what run 14's settings need before one becomes a default)
@@ -133,14 +129,6 @@ fi
 if [ "${DEEP_AB:-0}" = 1 ]; then
   # The 8-stage small tile for grids smaller than the GPU (run 16) against the 4-stage one, same libraries.
   MC_CUDA_GEMM_DEEP=0 variant deep "MC_CUDA_GEMM_DEEP=0" "$@" --only prefill
-fi
-if [ "${COMBINE_AB:-0}" = 1 ]; then
-  # Run 17: one process per arm (a library reads MC_CUDA_ATTN_COMBINE when it first initializes), alternating.
-  for arm in kernel defaults kernel; do
-    ( if [ "$arm" = kernel ]; then export MC_CUDA_ATTN_COMBINE=kernel; fi
-      variant combine "${arm/kernel/MC_CUDA_ATTN_COMBINE=kernel}" "$@" --only decode,long
-      exit "$status" ) || status=$?
-  done
 fi
 if [ "${WGMMA:-0}" = 1 ]; then
   # Each engine in its own process: a library reads MC_CUDA_GEMM once, when it first initializes.

@@ -17,15 +17,7 @@ constexpr int splits() {
   return (visible + 31) / 32 < MAX_SPLITS ? (visible + 31) / 32 : MAX_SPLITS;
 }
 /** Floats of the decode partials: [N_HEADS, MAX_SPLITS, HEAD_DIM + 2] (o, m, l per split). */
-constexpr int64_t SPLIT_FLOATS = int64_t(N_HEADS) * MAX_SPLITS * (HEAD_DIM + 2);
-/**
- * The decode scratch: the partials, then N_KV_HEADS int counters of finished splits (the fused
- * combine: the last split of a KV head merges them). The counters must be zero when the scratch is
- * first used (the model's activations start zeroed); each launch leaves them zero.
- */
-constexpr int64_t PARTIAL_FLOATS = SPLIT_FLOATS + N_KV_HEADS;
-static_assert(sizeof(int) == sizeof(float), "a counter takes one float of the scratch");
-inline int* split_counters(float* partial) { return reinterpret_cast<int*>(partial + SPLIT_FLOATS); }
+constexpr int64_t PARTIAL_FLOATS = int64_t(N_HEADS) * MAX_SPLITS * (HEAD_DIM + 2);
 
 using Decode = mc::DecodeTile<HEAD_DIM, GROUP, KV>;
 using Tile = mc::PrefillTile<HEAD_DIM, GROUP>;
@@ -37,8 +29,7 @@ static_assert(Decode::bytes() <= mc::kMaxSmemBytes && (FLASH ? Flash::smem_bytes
 
 /**
  * out = softmax(q kᵀ / sqrt(HEAD_DIM)) v over the keys each query sees: positions (p - WINDOW, p]
- * (WINDOW 0: [0, p]) of the ring of KV_SLOTS slots. T = 1: split-K decode, its splits merged by the
- * last block of each KV head (MC_CUDA_ATTN_COMBINE=kernel: by a combine kernel after it); T > 1:
+ * (WINDOW 0: [0, p]) of the ring of KV_SLOTS slots. T = 1: split-K decode plus a combine; T > 1:
  * the tiled prefill kernel (on tensor cores where FLASH).
  */
 template <int WINDOW, int KV_SLOTS>
@@ -48,11 +39,8 @@ inline cudaError_t launch(const float* q /*[T, N_HEADS * HEAD_DIM] f32*/, int T,
   if (T == 1) {
     constexpr int NSPLIT = splits<WINDOW, KV_SLOTS>();
     // Small kernels between two decode GEMVs: PDL only under MC_CUDA_PDL=all (mc::launch_between).
-    const bool fused = !mc::device_info().attn_combine_kernel;
     if (cudaError_t e = mc::launch_between(mc::attention_decode_kernel<HEAD_DIM, GROUP, N_KV_HEADS, NSPLIT, WINDOW, KV_SLOTS, KV>,
-                                           dim3(NSPLIT, N_KV_HEADS), dim3(Decode::THREADS), Decode::bytes(), s, q, k_cache, v_cache, pos0, partial,
-                                           fused ? split_counters(partial) : nullptr, out)) return e;
-    if (fused) return cudaSuccess;
+                                           dim3(NSPLIT, N_KV_HEADS), dim3(Decode::THREADS), Decode::bytes(), s, q, k_cache, v_cache, pos0, partial)) return e;
     return mc::launch_between(mc::attention_combine_kernel<HEAD_DIM, NSPLIT>, dim3(N_HEADS), dim3(128), 0, s, const_cast<const float*>(partial), out);
   }
   if constexpr (FLASH) {

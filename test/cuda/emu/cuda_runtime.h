@@ -61,8 +61,8 @@ inline unsigned __float_as_uint(float f) {
   return u;
 }
 /** An OS thread runs its blocks one after another: an atomic is a plain read-modify-write. */
-template <typename T> T atomicAdd(T* p, T v) {
-  const T old = *p;
+inline float atomicAdd(float* p, float v) {
+  const float old = *p;
   *p = old + v;
   return old;
 }
