@@ -49,6 +49,7 @@ export const LOGITS_TOLERANCE: Record<Dtype, number> = { bf16: 1e-2, f16: 1e-2, 
  * and CPU alike, each reproduced by the emulator at the same seed; the largest gap seen flipped was
  * 0.0057). 0.02 keeps 3.5 times that; f32 rounds 2^16 times finer. Whole draws of 42 tokens would
  * pass 0.02 6% of the time in top-2 (26% in top-1): checkLogits redraws from the first tie on instead.
+ * (These fractions and gaps: bench/gpu/routing-ties.ts.)
  */
 export const ROUTING_MARGIN: Record<Dtype, number> = { bf16: 0.02, f16: 0.02, f32: 1e-3 };
 
