@@ -68,10 +68,7 @@ export async function checkLogits(c: LogitsCase, options: LogitsOptions): Promis
   const config = shippedConfig(c.config, { as: c.name });
   const dir = join(options.workDir, c.name);
   const { safetensorsPath } = await writeRandomWeights(config, dir, { seed, dtype: c.dtype });
-  const header = await readSafetensorsHeader(safetensorsPath);
-  const weights = new Map<string, Float32Array>();
-  for (const [name, info] of header.tensors) weights.set(name, await readTensorF32(safetensorsPath, info));
-  const { tokens, reference, forwards, gap } = drawTokens(c, config, lookup(weights), mulberry32(seed));
+  const { tokens, reference, forwards, gap } = drawTokens(c, config, await readWeightsF32(safetensorsPath), mulberry32(seed));
   const vocab = config.vocab_size;
 
   const plan = logitsPlan(c);
@@ -111,6 +108,14 @@ export async function checkLogits(c: LogitsCase, options: LogitsOptions): Promis
   };
   result.pass = [result.prefillVsReference, result.decodeVsReference, result.prefillVsCpu ?? 0, result.decodeVsCpu ?? 0].every((e) => e <= tolerance);
   return result;
+}
+
+/** Every tensor of a safetensors file widened to f32, for the float64 reference. */
+export async function readWeightsF32(safetensorsPath: string): Promise<WeightLookup> {
+  const header = await readSafetensorsHeader(safetensorsPath);
+  const weights = new Map<string, Float32Array>();
+  for (const [name, info] of header.tensors) weights.set(name, await readTensorF32(safetensorsPath, info));
+  return lookup(weights);
 }
 
 /** Forward passes of the reference before giving up (each redraw fixes at least one position's routing; ~7 are needed at 90 tokens). */

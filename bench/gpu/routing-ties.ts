@@ -11,20 +11,17 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { writeRandomWeights } from '../../compiler/weights/random.js';
-import { readSafetensorsHeader, readTensorF32 } from '../../compiler/weights/safetensors.js';
 import { referenceLogits, routingGap, type WeightLookup } from '../../test/reference/forward.js';
-import { lookup, mulberry32, randomTokens } from '../../test/reference/random.js';
+import { mulberry32, randomTokens } from '../../test/reference/random.js';
 import { LOGITS_CASES, shippedConfig, type LogitsCase } from './cases.js';
+import { readWeightsF32 } from './logits.js';
 
 const { values } = parseArgs({ options: { seeds: { type: 'string' } } });
 const work = mkdtempSync(join(tmpdir(), 'mc-routing-ties-'));
 
 async function weightsOf(c: LogitsCase, seed: number): Promise<WeightLookup> {
   const { safetensorsPath } = await writeRandomWeights(shippedConfig(c.config, { as: c.name }), join(work, `${c.name}-${seed}`), { seed, dtype: c.dtype });
-  const header = await readSafetensorsHeader(safetensorsPath);
-  const w = new Map<string, Float32Array>();
-  for (const [name, info] of header.tensors) w.set(name, await readTensorF32(safetensorsPath, info));
-  return lookup(w);
+  return readWeightsF32(safetensorsPath);
 }
 /** The smallest routingGap over every layer and position of these tokens. */
 function smallestGap(c: LogitsCase, weight: WeightLookup, tokens: number[]): number {
