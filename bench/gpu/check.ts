@@ -10,6 +10,8 @@
  *             matrix limit: a dense bf16 GEMM's TFLOP/s measured by torch.matmul in this run
  *   breakdown (not by default: a diagnostic) decode again with kernels left out, one variant a model
  *             load (MC_CUDA_DIAG_SKIP; bench/gpu/breakdown.ts): where a step's time goes, in situ
+ *   boundaries (not by default: a diagnostic) what the boundary between two decode GEMVs costs as
+ *             kernels in a graph and as a grid barrier in one persistent kernel (bench/gpu/boundaries.cu)
  *   torch     PyTorch + transformers on the same GPU, same shapes and lengths: eager (dynamic cache)
  *             and compiled (static cache, torch.compile mode="reduce-overhead", CUDA graphs), and an
  *             eager prefill of 512 tokens
@@ -24,7 +26,7 @@
  * bench/RESULTS.md run 9), also one setting per run. --dtypes limits the kernel and logits checks to
  * those weight dtypes (default all three; a GEMM engine's run needs bf16,f16 only).
  *
- *   tsx bench/gpu/check.ts [--out DIR] [--only kernels,logits,decode,long,prefill,torch,breakdown] [--cases CONFIG,...] [--prefetch-mb N[,M]]
+ *   tsx bench/gpu/check.ts [--out DIR] [--only kernels,logits,decode,long,prefill,torch,breakdown,boundaries] [--cases CONFIG,...] [--prefetch-mb N[,M]]
  *                          [--gemm mma|wgmma|wgmma-all] [--dtypes bf16,f16,f32] [--prebuilt manifest.json] [--work DIR]
  *                          [--torch-peers eager,compiled] [--torch-timeout SECONDS]
  */
@@ -37,6 +39,7 @@ import type { NativeModelInstance } from '../../runtime/native.js';
 import { cpuLogitsPlan, decodePlan, KERNEL_CASES, LOGITS_CASES, PREFILL_TOKENS, selectDecodeCases, type DecodeCase } from './cases.js';
 import { benchDecode, openSynthetic, writeSyntheticWeights, type DecodeResult } from './decode.js';
 import { benchVariant, breakdownTable, breakdownVariants, diagSkipValue, type BreakdownResult } from './breakdown.js';
+import { boundariesTable, buildBoundaries, prebuiltBoundaries, runBoundaries, type BoundariesResult } from './boundaries.js';
 import { gpuInfo, memoryMiB } from './device.js';
 import { buildKernelCheck, copyBandwidth, prebuiltKernelCheck, runKernelCheck, type KernelCheckResult } from './kernel-check.js';
 import { libraryFor, readManifest } from './libraries.js';
@@ -64,7 +67,7 @@ const { values } = parseArgs({
 const sections = new Set(values.only!.split(','));
 // Kernels left out would make every check fail and every timing too fast: only the breakdown sets it, per variant.
 if (process.env.MC_CUDA_DIAG_SKIP) throw new Error('MC_CUDA_DIAG_SKIP is set in the environment: unset it (the breakdown section sets it for each of its variants)');
-const SECTIONS = ['kernels', 'logits', 'decode', 'long', 'prefill', 'torch', 'breakdown'];
+const SECTIONS = ['kernels', 'logits', 'decode', 'long', 'prefill', 'torch', 'breakdown', 'boundaries'];
 for (const s of sections) if (!SECTIONS.includes(s)) throw new Error(`--only: unknown section ${s}; pass some of ${SECTIONS.join(',')}`);
 // The kernel and logits checks of these weight dtypes only (f32 has no tensor-core GEMM: a run that checks
 // a GEMM engine needs bf16 and f16 only).
@@ -130,6 +133,19 @@ if (sections.has('kernels') || sections.has('decode') || sections.has('long') ||
   const binary = prebuiltKernelCheck(first, prebuilt, device.archs) ?? await buildKernelCheck(first, work, device.archs);
   copyGbs = await copyBandwidth(binary);
   log(`device-to-device copy: ${copyGbs.toFixed(0)} GB/s (read + write)`);
+}
+// Its own process, first: it needs ~16 GB of device memory with no model loaded beside it.
+let boundaries: BoundariesResult | { error: string } | null = null;
+if (sections.has('boundaries')) {
+  try {
+    const binary = prebuiltBoundaries(prebuilt, device.archs) ?? await buildBoundaries(join(work, 'boundaries'), device.archs);
+    const r = await runBoundaries(binary);
+    boundaries = r;
+    log(`boundaries: ${r.variants.map((v) => `${v.name} ${v.ms.toFixed(3)} ms (${(100 * v.fraction).toFixed(1)}%${v.name === 'streaming' ? '' : `, ${v.boundary_us.toFixed(2)} µs a boundary`})`).join('; ')}; checks ${r.ok ? 'ok' : 'FAILED'}`);
+  } catch (err) {
+    boundaries = { error: (err as Error).message };
+    log(`FAIL boundaries: ${(err as Error).message}`);
+  }
 }
 if (sections.has('kernels')) {
   for (const c of kernelCases) {
@@ -261,7 +277,7 @@ if (sections.has('torch')) {
 
 // ---- summary ----
 // The measurements first, before any formatting that could fail at the end of a long run.
-writeFileSync(join(out, 'results.json'), JSON.stringify({ device, copyGbs, matrix, kernels, logits, decode, long, prefill, breakdown, torch }, null, 2) + '\n');
+writeFileSync(join(out, 'results.json'), JSON.stringify({ device, copyGbs, matrix, kernels, logits, decode, long, prefill, breakdown, boundaries, torch }, null, 2) + '\n');
 const md: string[] = [];
 md.push(`Device: ${device.name} (${device.memory}, driver ${device.driver}); libraries built for ${device.archs.join(',')}; prefill GEMM engine: ${values.gemm} (MC_CUDA_GEMM); ` +
   `decode GEMVs prefetch ${prefetchWords(values['prefetch-mb']!)} into L2 (MC_CUDA_PREFETCH_MB=${values['prefetch-mb']}); ` +
@@ -319,8 +335,9 @@ if (prefill.length > 0) {
     ` PyTorch: eager, sdpa, dynamic cache, ${TORCH_PREFILL_TOKENS} tokens, median of 3 after a warm-up; ours / PyTorch = its ms / ours.`);
 }
 if (breakdown.length > 0) md.push('', ...breakdownTable(breakdown, copyGbs));
+if (boundaries !== null) md.push('', ...('error' in boundaries ? [`Boundaries: FAILED (${boundaries.error}).`] : boundariesTable(boundaries)));
 writeFileSync(join(out, 'results.md'), md.join('\n') + '\n');
 console.log('\n' + md.join('\n'));
-const failed = kernels.some((k) => !k.passed) || logits.some((l) => !l.pass);
+const failed = kernels.some((k) => !k.passed) || logits.some((l) => !l.pass) || (boundaries !== null && ('error' in boundaries || !boundaries.ok));
 console.log(`\n${failed ? 'GPU CHECK FAILED' : 'GPU check passed'}`);
 process.exitCode = failed ? 1 : 0;

@@ -22,6 +22,8 @@ export interface Manifest {
   kernelChecks: Record<string, string>;
   /** "config.dtype" → hash of the sources that binary was built from (kernelCheckHash); absent in older manifests. */
   kernelCheckSources?: Record<string, string>;
+  /** bench/gpu/boundaries.cu's binary (relative to the manifest) and the hash of its sources (boundariesSources); absent in older manifests. */
+  boundaries?: { sources: string; binary: string };
 }
 
 export function sourcesHash(plan: Plan): string {

@@ -1,7 +1,8 @@
 /**
  * Compiles what check.ts and profile.ts need ahead of time (on a machine with nvcc and no GPU): every
- * case of cases.ts (logits and kernel checks in bf16, f16 and f32; the decode/prefill models), into
- * DIR with a manifest.json that --prebuilt reads: a lease is then spent measuring, not compiling.
+ * case of cases.ts (logits and kernel checks in bf16, f16 and f32; the decode/prefill models) and the
+ * boundary benchmark (boundaries.cu), into DIR with a manifest.json that --prebuilt reads: a lease is
+ * then spent measuring, not compiling.
  *
  *   tsx bench/gpu/prebuild.ts DIR [--arch sm_90a]
  */
@@ -10,8 +11,10 @@ import { basename, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { buildPlanLibrary } from '../../compiler/build/build.js';
 import { parseArchs } from '../../compiler/build/nvcc.js';
+import { hashFiles } from '../../compiler/emit/render.js';
 import type { Plan } from '../../compiler/plan/types.js';
 import { decodeCases, decodePlan, KERNEL_CASES, LENT_GPU_MIB, logitsPlan, LOGITS_CASES, longDecodeCases } from './cases.js';
+import { boundariesSources, buildBoundaries } from './boundaries.js';
 import { buildKernelCheck, kernelCheckHash } from './kernel-check.js';
 import { sourcesHash, type Manifest } from './libraries.js';
 
@@ -47,5 +50,8 @@ await pool(KERNEL_CASES, async (c) => {
   manifest.kernelCheckSources![`${c.config}.${c.dtype}`] = kernelCheckHash(c);
   console.log(`kernel check ${c.config}.${c.dtype}: ${binary}`);
 });
+const boundaries = await buildBoundaries(join(dir, 'boundaries'), archs);
+manifest.boundaries = { sources: hashFiles(boundariesSources()), binary: join('boundaries', basename(boundaries)) };
+console.log(`boundary benchmark: ${boundaries}`);
 writeFileSync(join(dir, 'manifest.json'), JSON.stringify(manifest, null, 2) + '\n');
-console.log(`prebuilt ${plans.length} libraries and ${KERNEL_CASES.length} kernel checks for ${archs.join(',')} in ${((performance.now() - started) / 1000).toFixed(0)} s`);
+console.log(`prebuilt ${plans.length} libraries, ${KERNEL_CASES.length} kernel checks and the boundary benchmark for ${archs.join(',')} in ${((performance.now() - started) / 1000).toFixed(0)} s`);

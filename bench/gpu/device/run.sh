@@ -26,6 +26,8 @@
 #     PREFETCH_CASES=mistral-7b-v0.1 limits the A/B to that model; it runs first of the extras)
 #   bash bench/gpu/device/run.sh --only breakdown --cases mistral-7b-v0.1   (decode with kernels left out,
 #     MC_CUDA_DIAG_SKIP, one model load per variant: a step's time per kernel in situ; bench/gpu/breakdown.ts)
+#   bash bench/gpu/device/run.sh --only boundaries   (~20 s: what a boundary between two decode GEMVs costs as
+#     kernels in a graph and as a grid barrier in one persistent kernel, bench/gpu/boundaries.cu; RESULTS run 17)
 #   DEEP_AB=1 bash bench/gpu/device/run.sh --only prefill   (then prefill again with MC_CUDA_GEMM_DEEP=0: the
 #     4-stage small tile where run 16 takes the 8-stage one: $OUT/deep.md and $OUT/deep.log)
 #   PDL_CHECK=1 bash bench/gpu/device/run.sh --only kernels   (then the kernel checks of tiny-dense, tiny-moe and

@@ -1,0 +1,470 @@
+// What the boundary between two decode GEMVs costs, and how much of it one persistent kernel with a
+// grid barrier between the GEMVs would save (bench/RESULTS.md, run 17). Not a kernel of the product:
+// a measurement that decides whether the product's decode step should become such a kernel.
+//
+// The chain: a dense Mistral layer's four decode GEMVs (wq|wk|wv, wo, w1|w3, w2) with the 7B's
+// shapes, LAYERS times, random bf16 weights (the 7B's weight bytes but the embedding and the output
+// matrix). Each GEMV's input is the one before's output (scaled so that values stay ~1; w2's from
+// w1|w3's pairs of rows), so every GEMV must wait for the previous one in full, as in decode.
+//   kernels      the product's own decode GEMV (mc::gemv_kernel) once per GEMV, in one CUDA graph,
+//                launched as decode launches it (PDL on sm_90: each starts its first weight loads
+//                while the one before drains)
+//   kernels-nopdl  the same without PDL
+//   persistent   one cooperative kernel over the whole chain: the same warp code (mc::RowStream),
+//                a grid barrier between two GEMVs, each warp's first loads of the next GEMV issued
+//                before it arrives at the barrier
+//   streaming    the same kernel with no barrier and no dependency (every GEMV reads one fixed input):
+//                what streaming these weights costs with nothing to wait for, the floor of the others
+// (variant − streaming) / GEMVs is the cost of a boundary. The copy bandwidth is measured as the
+// kernel checks measure it (test/gpu/kernels.cu), so that the fractions compare with RESULTS.
+//
+// Checks (exit 1 if one fails): kernels, kernels-nopdl and persistent give bit-identical outputs
+// (the same arithmetic in the same order; a block that read a stale input would change them), the
+// last GEMV of each variant matches a float64 reference (relative L2 ≤ 1e-5, NaN fails), and so does
+// streaming's.
+//
+//   boundaries [--layers N] [--reps N] [--blocks N] [--seed S] [--copy-mib N] [--json]
+// Shapes: -DMC_DIM, -DMC_HIDDEN, -DMC_QKV at compile time (the 7B's by default). The CUDA emulator
+// (test/cuda/emu) runs it at small shapes with --blocks 1: it runs blocks one after another, so a
+// grid barrier over more than one block is beyond it.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "mc_cuda.cuh"
+
+#ifndef MC_DIM
+#define MC_DIM 4096
+#endif
+#ifndef MC_HIDDEN
+#define MC_HIDDEN 14336
+#endif
+#ifndef MC_QKV
+#define MC_QKV 6144  // n_heads * head_dim + 2 * n_kv_heads * head_dim: 4096 + 2 * 1024
+#endif
+
+namespace {
+
+using W = mc::bf16;
+constexpr int DIM = MC_DIM, HIDDEN = MC_HIDDEN, QKV = MC_QKV;
+static_assert(QKV >= DIM && DIM % 2 == 0 && HIDDEN % 2 == 0, "wo reads the first DIM outputs of wq|wk|wv");
+
+#define CK(call)                                                                                     \
+  do {                                                                                               \
+    const cudaError_t e_ = (call);                                                                   \
+    if (e_ != cudaSuccess) {                                                                         \
+      std::fprintf(stderr, "boundaries: %s: %s (line %d)\n", #call, cudaGetErrorString(e_), __LINE__); \
+      std::exit(2);                                                                                  \
+    }                                                                                                \
+  } while (0)
+
+/** How a GEMV's input comes from the output before it: a scaled copy, or (w2) the sum of each pair. */
+enum Map { kCopy = 0, kPairs = 1 };
+
+/**
+ * One decode GEMV of the chain as a gemv_kernel Op: x = map(prev) (all K of it), y = W x, two rows
+ * a warp as the product's GEMVs read them. `prev` is the fixed input where the chain is independent.
+ */
+template <int N, int IN, int MAP>
+struct Gemv {
+  using W = ::W;
+  static constexpr int K = IN, R = N, ROWS = 2, NSRC = 1, WARPS = 8, GROUPS = N / 2;
+  static constexpr bool EARLY_ROWS = true;  // weights only: streamed before waiting for the GEMV before
+  const float* prev;
+  const W* w;  // [R, K]
+  float* y;    // [R]
+  float scale;
+  __device__ bool load_x(int, float* xs) const {
+    for (int i = threadIdx.x; i < K; i += blockDim.x) xs[i] = scale * (MAP == kPairs ? prev[2 * i] + prev[2 * i + 1] : prev[i]);
+    return true;
+  }
+  __device__ void rows(int, int g, int, const W* (&ptr)[ROWS], float&) const { mc::consecutive_rows<K>(w, 2 * g, R, ptr); }
+  __device__ void epilogue(int, int g, const float (&acc)[ROWS]) const { y[2 * g] = acc[0], y[2 * g + 1] = acc[1]; }
+};
+// x stays ~1 where W is uniform in [-1, 1] (variance 1/3): y ~ sqrt(K / 3) x.
+using Qkv = Gemv<QKV, DIM, kCopy>;
+using Wo = Gemv<DIM, DIM, kCopy>;
+using W13 = Gemv<2 * HIDDEN, DIM, kCopy>;
+using W2 = Gemv<DIM, HIDDEN, kPairs>;
+constexpr int GEMVS_PER_LAYER = 4;
+
+/** Every layer's weights and the activations (one buffer per GEMV, reused by every layer). */
+struct Chain {
+  const W* const* w;  // [layers * 4] device pointers: wq|wk|wv, wo, w1|w3, w2
+  int layers;
+  const float* x0;    // [2 * HIDDEN] the first input (and every input where independent)
+  float *y_qkv, *y_wo, *y_w13, *y_w2;
+  bool independent;
+  __host__ __device__ Qkv qkv(int l) const { return {independent || l == 0 ? x0 : y_w2, w[4 * l], y_qkv, scale(DIM)}; }
+  __host__ __device__ Wo wo(int l) const { return {independent ? x0 : y_qkv, w[4 * l + 1], y_wo, scale(DIM)}; }
+  __host__ __device__ W13 w13(int l) const { return {independent ? x0 : y_wo, w[4 * l + 2], y_w13, scale(DIM)}; }
+  __host__ __device__ W2 w2(int l) const { return {independent ? x0 : y_w13, w[4 * l + 3], y_w2, scale(DIM) * 0.70710678f}; }
+  __host__ __device__ static float scale(int k) { return 1.0f / sqrtf(float(k) / 3.0f); }
+};
+
+constexpr size_t kSmemBytes = size_t(std::max(DIM, HIDDEN)) * sizeof(float);
+
+/** Arrival `target` of the grid at counter *count (zeroed before the launch): every block's writes before it are seen after it. */
+__device__ __forceinline__ void grid_barrier(unsigned* count, unsigned target) {
+  __syncthreads();
+#if defined(__CUDACC_EMULATED__)
+  (void)count, (void)target;
+  if (gridDim.x != 1) __trap();  // the emulator runs blocks one after another: a wider barrier would never open
+#else
+  if (threadIdx.x == 0) {
+    __threadfence();
+    atomicAdd(count, 1u);
+    unsigned seen = 0;
+    do asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(seen) : "l"(count) : "memory");
+    while (seen < target);
+    __threadfence();
+  }
+#endif
+  __syncthreads();
+}
+
+/**
+ * A warp's first loads of the next GEMV, held across the barrier in front of it: the chunks of a
+ * mc::RowStream (whose layout is the same for every K), one set of registers for every GEMV.
+ */
+struct Early {
+  uint4 w[4][2];
+  const W* ptr[2];
+  bool loaded;
+};
+static_assert(sizeof(mc::RowStream<DIM, W, 2>::w) == sizeof(Early::w) && sizeof(mc::RowStream<HIDDEN, W, 2>::w) == sizeof(Early::w), "a RowStream of 4 chunks of 2 rows");
+
+/** Issues a warp's first loads of its first group of `op` (before the barrier in front of it). */
+template <class Op>
+__device__ __forceinline__ void first_loads(const Op& op, Early& early, int warp, int lane) {
+  early.loaded = warp < Op::GROUPS;
+  if (!early.loaded) return;
+  float unused;
+  op.rows(0, warp, 0, early.ptr, unused);
+  mc::RowStream<Op::K, W, 2> stream;
+  stream.load(early.ptr, lane);
+#pragma unroll
+  for (int u = 0; u < 4; ++u)
+#pragma unroll
+    for (int r = 0; r < 2; ++r) early.w[u][r] = stream.w[u][r];
+}
+
+/** A warp's share of one GEMV, as gemv_kernel computes it (same loads, same order of sums). */
+template <class Op>
+__device__ __forceinline__ void run_gemv(const Op& op, float* xs, const Early& early, int warp, int warps, int lane) {
+  op.load_x(0, xs);
+  __syncthreads();
+  mc::RowStream<Op::K, W, 2> stream;
+  const W* ptr[2] = {early.ptr[0], early.ptr[1]};
+  bool loaded = early.loaded;
+  if (loaded) {
+#pragma unroll
+    for (int u = 0; u < 4; ++u)
+#pragma unroll
+      for (int r = 0; r < 2; ++r) stream.w[u][r] = early.w[u][r];
+  }
+  for (int group = warp; group < Op::GROUPS; group += warps) {
+    if (!loaded) {
+      float unused;
+      op.rows(0, group, 0, ptr, unused);
+      stream.load(ptr, lane);
+    }
+    loaded = false;
+    float part[2] = {}, acc[2] = {};
+    stream.run(xs, ptr, lane, part);
+#pragma unroll
+    for (int r = 0; r < 2; ++r) acc[r] = mc::warp_sum(fmaf(1.f, part[r], acc[r]));
+    if (lane == 0) op.epilogue(0, group, acc);
+  }
+  __syncthreads();  // xs is the next GEMV's
+}
+
+/** The whole chain in one launch (cooperative: every block resident), a grid barrier between two GEMVs unless `barriers` is off. */
+__global__ void __launch_bounds__(256, 2) persistent_kernel(const Chain c, unsigned* count, const bool barriers) {
+  extern __shared__ float4 boundary_smem[];
+  float* xs = reinterpret_cast<float*>(boundary_smem);
+  const int lane = threadIdx.x & 31, warp = blockIdx.x * 8 + (threadIdx.x >> 5), warps = gridDim.x * 8;
+  unsigned target = 0;
+  auto barrier = [&]() {
+    if (barriers) grid_barrier(count, target += gridDim.x);
+  };
+  Early early;
+  first_loads(c.qkv(0), early, warp, lane);
+#pragma unroll 1
+  for (int l = 0; l < c.layers; ++l) {
+    run_gemv(c.qkv(l), xs, early, warp, warps, lane);
+    first_loads(c.wo(l), early, warp, lane);
+    barrier();
+#if defined(MC_BOUNDARIES_FAULT)  // a seeded fault for the emulated test: the last layer's w1|w3 reads a stale wo output
+    if (l + 1 < c.layers)
+#endif
+    run_gemv(c.wo(l), xs, early, warp, warps, lane);
+    first_loads(c.w13(l), early, warp, lane);
+    barrier();
+    run_gemv(c.w13(l), xs, early, warp, warps, lane);
+    first_loads(c.w2(l), early, warp, lane);
+    barrier();
+    run_gemv(c.w2(l), xs, early, warp, warps, lane);
+    if (l + 1 < c.layers) first_loads(c.qkv(l + 1), early, warp, lane);
+    barrier();
+  }
+}
+
+/** Uniform values in [-1, 1) as bf16, from the element's index and the seed (splitmix64). */
+__global__ void fill_kernel(W* w, size_t n, uint64_t seed) {
+  for (size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
+    uint64_t z = seed + 0x9e3779b97f4a7c15ull * (i + 1);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    w[i] = __float2bfloat16_rn(float(double(z >> 11) * (2.0 / 9007199254740992.0) - 1.0));
+  }
+}
+
+float bf16_bits_to_float(uint16_t b) {
+  const uint32_t u = uint32_t(b) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+/** Median of `reps` replays of `graph`, in ms (after 3 untimed ones). */
+double time_graph(cudaGraphExec_t graph, cudaStream_t s, int reps) {
+  cudaEvent_t a, b;
+  CK(cudaEventCreate(&a));
+  CK(cudaEventCreate(&b));
+  for (int i = 0; i < 3; ++i) CK(cudaGraphLaunch(graph, s));
+  std::vector<float> ms;
+  for (int i = 0; i < reps; ++i) {
+    CK(cudaEventRecord(a, s));
+    CK(cudaGraphLaunch(graph, s));
+    CK(cudaEventRecord(b, s));
+    CK(cudaEventSynchronize(b));
+    float t = 0;
+    CK(cudaEventElapsedTime(&t, a, b));
+    ms.push_back(t);
+  }
+  CK(cudaEventDestroy(a));
+  CK(cudaEventDestroy(b));
+  std::sort(ms.begin(), ms.end());
+  return ms[ms.size() / 2];
+}
+
+/** Device-to-device copy bandwidth in GB/s, read + write (as test/gpu/kernels.cu --copy-bandwidth). */
+double copy_bandwidth(size_t bytes) {
+  void *a = nullptr, *b = nullptr;
+  CK(cudaMalloc(&a, bytes));
+  CK(cudaMalloc(&b, bytes));
+  CK(cudaMemset(a, 0x3c, bytes));
+  cudaEvent_t start, stop;
+  CK(cudaEventCreate(&start));
+  CK(cudaEventCreate(&stop));
+  for (int i = 0; i < 3; ++i) CK(cudaMemcpy(b, a, bytes, cudaMemcpyDeviceToDevice));
+  std::vector<float> ms;
+  for (int i = 0; i < 20; ++i) {
+    CK(cudaEventRecord(start));
+    CK(cudaMemcpyAsync(i % 2 ? a : b, i % 2 ? b : a, bytes, cudaMemcpyDeviceToDevice));
+    CK(cudaEventRecord(stop));
+    CK(cudaEventSynchronize(stop));
+    float t = 0;
+    CK(cudaEventElapsedTime(&t, start, stop));
+    ms.push_back(t);
+  }
+  std::sort(ms.begin(), ms.end());
+  CK(cudaEventDestroy(start));
+  CK(cudaEventDestroy(stop));
+  CK(cudaFree(a));
+  CK(cudaFree(b));
+  return 2.0 * double(bytes) / (ms[ms.size() / 2] * 1e-3) / 1e9;
+}
+
+struct Variant {
+  std::string name;
+  double ms = 0;
+  std::vector<float> y_w13, y_w2;  // the last layer's: the last GEMV's input and output
+};
+
+std::vector<float> to_host(const float* p, size_t n) {
+  std::vector<float> v(n);
+  CK(cudaMemcpy(v.data(), p, n * sizeof(float), cudaMemcpyDeviceToHost));
+  return v;
+}
+
+/** Relative L2 error of y against w2 · x in float64, x the pairs of `input` scaled as W2::load_x does (w2: the last layer's, bf16 bits). */
+double last_gemv_error(const std::vector<uint16_t>& w2, const std::vector<float>& input, const std::vector<float>& y) {
+  const float scale = Chain::scale(DIM) * 0.70710678f;  // W2::load_x's x, in its float arithmetic
+  std::vector<double> x(HIDDEN);
+  for (int i = 0; i < HIDDEN; ++i) x[size_t(i)] = double(scale * (input[2 * size_t(i)] + input[2 * size_t(i) + 1]));
+  double num = 0, den = 0;
+  for (int r = 0; r < DIM; ++r) {
+    double ref = 0;
+    for (int k = 0; k < HIDDEN; ++k) ref += double(bf16_bits_to_float(w2[size_t(r) * HIDDEN + k])) * x[size_t(k)];
+    const double d = double(y[size_t(r)]) - ref;
+    num += d * d, den += ref * ref;
+  }
+  const double e = std::sqrt(num / den);
+  return std::isfinite(e) && std::isfinite(num) ? e : INFINITY;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  setenv("CUDA_MODULE_LOADING", "EAGER", 1);  // no kernel's first launch synchronizes the context (kernels.cu has why)
+  int layers = 32, reps = 20, blocks = 0, copy_mib = 2048;
+  uint64_t seed = uint64_t(std::chrono::steady_clock::now().time_since_epoch().count());
+  bool json = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto value = [&]() -> const char* {
+      if (i + 1 >= argc) std::fprintf(stderr, "boundaries: %s needs a value\n", a.c_str()), std::exit(2);
+      return argv[++i];
+    };
+    if (a == "--layers") layers = std::atoi(value());
+    else if (a == "--reps") reps = std::atoi(value());
+    else if (a == "--blocks") blocks = std::atoi(value());
+    else if (a == "--seed") seed = std::strtoull(value(), nullptr, 10);
+    else if (a == "--copy-mib") copy_mib = std::atoi(value());
+    else if (a == "--json") json = true;
+    else std::fprintf(stderr, "boundaries: unknown argument %s (usage: boundaries [--layers N] [--reps N] [--blocks N] [--seed S] [--copy-mib N] [--json])\n", a.c_str()), std::exit(2);
+  }
+  if (layers < 1 || reps < 1 || blocks < 0 || copy_mib < 1)
+    std::fprintf(stderr, "boundaries: --layers, --reps and --copy-mib must be at least 1, --blocks at least 0 (0: every block the GPU holds)\n"), std::exit(2);
+
+  cudaDeviceProp prop;
+  CK(cudaGetDeviceProperties(&prop, 0));
+  CK(mc::gemv_prepare<Qkv>());
+  CK(mc::gemv_prepare<Wo>());
+  CK(mc::gemv_prepare<W13>());
+  CK(mc::gemv_prepare<W2>());
+  CK(cudaFuncSetAttribute(persistent_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kSmemBytes)));
+  int per_sm = 0;
+  CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, persistent_kernel, 256, kSmemBytes));
+  const int resident = per_sm * mc::device_info().sms;
+  if (blocks == 0) blocks = resident;
+  if (blocks > resident) std::fprintf(stderr, "boundaries: --blocks %d, but only %d blocks of the persistent kernel fit this GPU at once\n", blocks, resident), std::exit(2);
+
+  // The weights: one allocation per matrix, as the product's loader makes them.
+  const size_t sizes[GEMVS_PER_LAYER] = {size_t(QKV) * DIM, size_t(DIM) * DIM, size_t(2) * HIDDEN * DIM, size_t(DIM) * HIDDEN};
+  std::vector<W*> weights(size_t(layers) * GEMVS_PER_LAYER);
+  double weight_bytes = 0;
+  for (size_t i = 0; i < weights.size(); ++i) {
+    const size_t n = sizes[i % GEMVS_PER_LAYER];
+    CK(cudaMalloc(&weights[i], n * sizeof(W)));
+    fill_kernel<<<1024, 256>>>(weights[i], n, seed + i);
+    CK(cudaGetLastError());
+    weight_bytes += double(n) * sizeof(W);
+  }
+  const W** w_dev = nullptr;
+  CK(cudaMalloc(&w_dev, weights.size() * sizeof(W*)));
+  CK(cudaMemcpy(w_dev, weights.data(), weights.size() * sizeof(W*), cudaMemcpyHostToDevice));
+  std::vector<float> x0(2 * size_t(HIDDEN));  // w2 reads pairs of its input: 2 * HIDDEN values
+  uint64_t z = seed;
+  for (float& v : x0) z = z * 6364136223846793005ull + 1442695040888963407ull, v = float(double(z >> 11) * (2.0 / 9007199254740992.0) - 1.0);
+  float *x0_dev = nullptr, *y = nullptr;
+  unsigned* count = nullptr;
+  CK(cudaMalloc(&x0_dev, x0.size() * sizeof(float)));
+  CK(cudaMemcpy(x0_dev, x0.data(), x0.size() * sizeof(float), cudaMemcpyHostToDevice));
+  const size_t y_floats = size_t(QKV) + DIM + 2 * size_t(HIDDEN) + DIM;
+  CK(cudaMalloc(&y, y_floats * sizeof(float)));
+  CK(cudaMalloc(&count, sizeof(unsigned)));
+  const Chain dependent{w_dev, layers, x0_dev, y, y + QKV, y + QKV + DIM, y + QKV + DIM + 2 * HIDDEN, false};
+  Chain independent = dependent;
+  independent.independent = true;
+  std::vector<uint16_t> w2_last(size_t(DIM) * HIDDEN);
+  CK(cudaMemcpy(w2_last.data(), weights.back(), w2_last.size() * sizeof(uint16_t), cudaMemcpyDeviceToHost));
+
+  cudaStream_t s;
+  CK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  // Each variant captured into one graph, replayed; the activations poisoned (NaN bits) before its first replay.
+  auto capture = [&](auto&& record) {
+    cudaGraph_t g;
+    cudaGraphExec_t e;
+    CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+    record();
+    CK(cudaStreamEndCapture(s, &g));
+    CK(cudaGraphInstantiate(&e, g, 0));
+    CK(cudaGraphDestroy(g));
+    return e;
+  };
+  auto kernels = [&](bool pdl) {
+    return [&, pdl]() {
+      mc::device_info().pdl = pdl && prop.major >= 9;  // mc::launch reads it at each launch (as decode's capture does)
+      for (int l = 0; l < layers; ++l) {
+        CK(mc::gemv(dependent.qkv(l), 1, s));
+        CK(mc::gemv(dependent.wo(l), 1, s));
+        CK(mc::gemv(dependent.w13(l), 1, s));
+        CK(mc::gemv(dependent.w2(l), 1, s));
+      }
+    };
+  };
+  auto persistent = [&](const Chain& c, bool barriers) {
+    return [&, barriers]() {
+      CK(cudaMemsetAsync(count, 0, sizeof(unsigned), s));
+      cudaLaunchConfig_t config = {};
+      config.gridDim = dim3(unsigned(blocks));
+      config.blockDim = dim3(256);
+      config.dynamicSmemBytes = kSmemBytes;
+      config.stream = s;
+      cudaLaunchAttribute attr[1];
+      attr[0].id = cudaLaunchAttributeCooperative;  // refused, not hung, if the grid does not fit at once
+      attr[0].val.cooperative = 1;
+      config.attrs = attr;
+      config.numAttrs = 1;
+      CK(cudaLaunchKernelEx(&config, persistent_kernel, c, count, barriers));
+    };
+  };
+  const bool pdl_default = mc::device_info().pdl;
+  std::vector<Variant> variants;
+  auto run = [&](const std::string& name, auto&& record) {
+    cudaGraphExec_t e = capture(record);
+    CK(cudaMemset(y, 0xff, y_floats * sizeof(float)));
+    Variant v{name};
+    v.ms = time_graph(e, s, reps);
+    CK(cudaStreamSynchronize(s));
+    v.y_w13 = to_host(dependent.y_w13, 2 * size_t(HIDDEN));
+    v.y_w2 = to_host(dependent.y_w2, DIM);
+    CK(cudaGraphExecDestroy(e));
+    variants.push_back(std::move(v));
+  };
+  run("kernels", kernels(pdl_default));
+  run("kernels-nopdl", kernels(false));
+  run("persistent", persistent(dependent, true));
+  run("streaming", persistent(independent, false));
+  run("kernels (again)", kernels(pdl_default));
+  mc::device_info().pdl = pdl_default;
+  const double copy_gbs = copy_bandwidth(size_t(copy_mib) << 20);
+
+  // Checks: the dependent variants agree bit for bit, and each last GEMV matches float64.
+  bool ok = true;
+  std::string failures;
+  for (const Variant& v : variants) {
+    // The chained variants' last w2 reads the w1|w3 output they left; streaming's reads x0.
+    const bool chained = v.name != "streaming";
+    if (chained && std::memcmp(v.y_w2.data(), variants[0].y_w2.data(), DIM * sizeof(float)) != 0) ok = false, failures += " " + v.name + " differs from kernels;";
+    const double e = last_gemv_error(w2_last, chained ? v.y_w13 : x0, v.y_w2);
+    if (!(e <= 1e-5)) ok = false, failures += " " + v.name + " last GEMV off float64 (relative L2 " + std::to_string(e) + ");";
+  }
+  const double limit_ms = weight_bytes / (copy_gbs * 1e9) * 1e3;  // the weights read once at the copy's (read + write) rate, as RESULTS counts it
+  const int gemvs = layers * GEMVS_PER_LAYER;
+  const double floor_ms = variants[3].ms;
+  if (json) {
+    std::printf("{\"device\":\"%s\",\"sms\":%d,\"blocks\":%d,\"layers\":%d,\"gemvs\":%d,\"weight_bytes\":%.0f,\"copy_gbs\":%.1f,\"limit_ms\":%.4f,\"ok\":%s,\"variants\":[",
+                prop.name, mc::device_info().sms, blocks, layers, gemvs, weight_bytes, copy_gbs, limit_ms, ok ? "true" : "false");
+    for (size_t i = 0; i < variants.size(); ++i)
+      std::printf("%s{\"name\":\"%s\",\"ms\":%.4f,\"fraction\":%.4f,\"boundary_us\":%.3f}", i ? "," : "", variants[i].name.c_str(), variants[i].ms, limit_ms / variants[i].ms,
+                  (variants[i].ms - floor_ms) * 1e3 / gemvs);
+    std::printf("]}\n");
+  } else {
+    std::printf("%s, %d SMs, persistent grid %d blocks; %d layers, %d GEMVs, %.2f GB of bf16 weights; copy %.0f GB/s: limit %.3f ms\n", prop.name,
+                mc::device_info().sms, blocks, layers, gemvs, weight_bytes / 1e9, copy_gbs, limit_ms);
+    for (const Variant& v : variants)
+      std::printf("%-16s %8.3f ms  %5.1f%% of the limit  %+7.2f us a boundary against streaming\n", v.name.c_str(), v.ms, 100 * limit_ms / v.ms, (v.ms - floor_ms) * 1e3 / gemvs);
+  }
+  if (!ok) std::fprintf(stderr, "boundaries: checks failed:%s\n", failures.c_str());
+  return ok ? 0 : 1;
+}

@@ -1,0 +1,58 @@
+/**
+ * The boundary benchmark (bench/gpu/boundaries.cu, `check.ts --only boundaries`): it builds with
+ * nvcc for both GPU generations at the 7B's shapes, and on the CUDA emulator at small shapes its
+ * variants agree bit for bit and with float64, a stale input in the persistent kernel fails its
+ * checks, and a grid barrier the emulator cannot open stops the run instead of hanging it.
+ */
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { boundariesSources, boundariesTable, buildBoundaries, prebuiltBoundaries, runBoundaries } from '../../bench/gpu/boundaries.js';
+import { hashFiles } from '../../compiler/emit/render.js';
+import { packageRoot } from '../../compiler/paths.js';
+import { buildEmulated } from './emu/emulate.js';
+import { hasNvcc } from './helpers.js';
+
+const work = mkdtempSync(join(tmpdir(), 'mc-boundaries-'));
+afterAll(() => rmSync(work, { recursive: true, force: true }));
+const SOURCE = join(packageRoot(), 'bench', 'gpu', 'boundaries.cu');
+const SMALL = ['MC_DIM=64', 'MC_HIDDEN=128', 'MC_QKV=96'];
+// One block for the persistent kernel (the emulator runs blocks one after another), a small copy.
+const EMULATED_RUN = ['--blocks', '1', '--layers', '2', '--reps', '1', '--copy-mib', '4'];
+const headers = () => boundariesSources().filter((f) => f.path !== 'boundaries.cu');
+
+describe.skipIf(!hasNvcc())('the boundary benchmark', () => {
+  let emulated: string;
+  beforeAll(async () => {
+    emulated = await buildEmulated(headers(), SOURCE, join(work, 'emu'), SMALL);
+  }, 120_000);
+
+  it('builds with nvcc for sm_90a and sm_80 at Mistral-7B\'s shapes; a prebuilt binary is taken only from today\'s sources and GPUs', async () => {
+    const binary = await buildBoundaries(join(work, 'nvcc'), ['sm_90a', 'sm_80']);
+    expect(existsSync(binary)).toBe(true);
+    const manifest = (sources: string) => ({ dir: work, manifest: { archs: ['sm_90a', 'sm_80'], libraries: {}, kernelChecks: {}, boundaries: { sources, binary } } });
+    expect(prebuiltBoundaries(manifest(hashFiles(boundariesSources())), ['sm_90a', 'sm_80'])).toBe(binary);
+    expect(prebuiltBoundaries(manifest('0'.repeat(64)), ['sm_90a', 'sm_80'])).toBeUndefined();
+    expect(prebuiltBoundaries(manifest(hashFiles(boundariesSources())), ['sm_80'])).toBeUndefined();
+  }, 180_000);
+
+  it('on the emulator: five variants, each timed, the chained ones bit-identical and every last GEMV within 1e-5 of float64', async () => {
+    const r = await runBoundaries(emulated, EMULATED_RUN);
+    expect(r.ok).toBe(true);
+    expect(r.variants.map((v) => v.name)).toEqual(['kernels', 'kernels-nopdl', 'persistent', 'streaming', 'kernels (again)']);
+    for (const v of r.variants) expect(v.ms > 0 && Number.isFinite(v.boundary_us)).toBe(true);
+    expect(r).toMatchObject({ blocks: 1, layers: 2, gemvs: 8 });
+    // 2 layers of (96 + 64 + 256 + 64) rows of 64 or 128 bf16 values
+    expect(r.weight_bytes).toBe(2 * 2 * (96 * 64 + 64 * 64 + 256 * 64 + 64 * 128));
+    const table = boundariesTable(r).join('\n');
+    expect(table).toContain('| persistent |');
+    expect(table).toContain('bit-identical, each last GEMV within 1e-5 of float64: yes');
+  }, 120_000);
+
+  it('fails its checks when the persistent kernel reads a stale input (a seeded fault), and stops where a grid barrier could never open', async () => {
+    const faulty = await buildEmulated(headers(), SOURCE, join(work, 'emu-fault'), [...SMALL, 'MC_BOUNDARIES_FAULT=1']);
+    await expect(runBoundaries(faulty, EMULATED_RUN)).rejects.toThrow(/persistent differs from kernels/);
+    await expect(runBoundaries(emulated, ['--blocks', '2', ...EMULATED_RUN.slice(2)])).rejects.toThrow(/__trap/);
+  }, 180_000);
+});
