@@ -12,13 +12,15 @@
 //   kernels-nopdl  the same without PDL
 //   persistent   one cooperative kernel over the whole chain: the same warp code (mc::RowStream),
 //                a grid barrier between two GEMVs, each warp's first loads of the next GEMV issued
-//                before it arrives at the barrier
+//                before it arrives at the barrier; every warp its fixed share of rows, as gemv_kernel
+//   persistent-dynamic  the same, the rows after each warp's first group handed out as warps ask
+//                (a counter a GEMV): whether uneven finishing (the tail) is part of the cost
 //   streaming    the same kernel with no barrier and no dependency (every GEMV reads one fixed input):
 //                what streaming these weights costs with nothing to wait for, the floor of the others
 // (variant − streaming) / GEMVs is the cost of a boundary. The copy bandwidth is measured as the
 // kernel checks measure it (test/gpu/kernels.cu), so that the fractions compare with RESULTS.
 //
-// Checks (exit 1 if one fails): kernels, kernels-nopdl and persistent give bit-identical outputs
+// Checks (exit 1 if one fails): kernels, kernels-nopdl and both persistent give bit-identical outputs
 // (the same arithmetic in the same order; a block that read a stale input would change them), the
 // last GEMV of each variant matches a float64 reference (relative L2 ≤ 1e-5, NaN fails), and so does
 // streaming's.
@@ -154,9 +156,13 @@ __device__ __forceinline__ void first_loads(const Op& op, Early& early, int warp
     for (int r = 0; r < 2; ++r) early.w[u][r] = stream.w[u][r];
 }
 
-/** A warp's share of one GEMV, as gemv_kernel computes it (same loads, same order of sums). */
+/**
+ * A warp's share of one GEMV, as gemv_kernel computes it (same loads, same order of sums). Each warp
+ * starts with group `warp`; after that it takes every `warps`-th group, or, with a `ticket` (a counter
+ * of this GEMV, zeroed), the next group no warp has taken yet, asked for as it starts the one before.
+ */
 template <class Op>
-__device__ __forceinline__ void run_gemv(const Op& op, float* xs, const Early& early, int warp, int warps, int lane) {
+__device__ __forceinline__ void run_gemv(const Op& op, float* xs, const Early& early, int warp, int warps, int lane, unsigned* ticket) {
   op.load_x(0, xs);
   __syncthreads();
   mc::RowStream<Op::K, W, 2> stream;
@@ -168,7 +174,9 @@ __device__ __forceinline__ void run_gemv(const Op& op, float* xs, const Early& e
 #pragma unroll
       for (int r = 0; r < 2; ++r) stream.w[u][r] = early.w[u][r];
   }
-  for (int group = warp; group < Op::GROUPS; group += warps) {
+  for (int group = warp; group < Op::GROUPS;) {
+    unsigned taken = 0;
+    if (ticket != nullptr && lane == 0) taken = atomicAdd(ticket, 1u);  // its latency hidden by this group's stream
     if (!loaded) {
       float unused;
       op.rows(0, group, 0, ptr, unused);
@@ -180,12 +188,19 @@ __device__ __forceinline__ void run_gemv(const Op& op, float* xs, const Early& e
 #pragma unroll
     for (int r = 0; r < 2; ++r) acc[r] = mc::warp_sum(fmaf(1.f, part[r], acc[r]));
     if (lane == 0) op.epilogue(0, group, acc);
+    group = ticket != nullptr ? warps + int(__shfl_sync(0xffffffffu, taken, 0)) : group + warps;
   }
   __syncthreads();  // xs is the next GEMV's
 }
 
-/** The whole chain in one launch (cooperative: every block resident), a grid barrier between two GEMVs unless `barriers` is off. */
-__global__ void __launch_bounds__(256, 2) persistent_kernel(const Chain c, unsigned* count, const bool barriers) {
+/**
+ * The whole chain in one launch (cooperative: every block resident), a grid barrier between two
+ * GEMVs unless `barriers` is off. DYNAMIC: groups handed out as warps ask, from `tickets` ([GEMVs],
+ * zeroed); else every warp its fixed share, as gemv_kernel (a template argument: the fixed kernel
+ * keeps its registers, 128 and no spills on sm_90a).
+ */
+template <bool DYNAMIC>
+__global__ void __launch_bounds__(256, 2) persistent_kernel(const Chain c, unsigned* count, unsigned* tickets, const bool barriers) {
   extern __shared__ float4 boundary_smem[];
   float* xs = reinterpret_cast<float*>(boundary_smem);
   const int lane = threadIdx.x & 31, warp = blockIdx.x * 8 + (threadIdx.x >> 5), warps = gridDim.x * 8;
@@ -193,23 +208,24 @@ __global__ void __launch_bounds__(256, 2) persistent_kernel(const Chain c, unsig
   auto barrier = [&]() {
     if (barriers) grid_barrier(count, target += gridDim.x);
   };
+  auto ticket = [&](int l, int i) { return DYNAMIC ? tickets + GEMVS_PER_LAYER * l + i : nullptr; };
   Early early;
   first_loads(c.qkv(0), early, warp, lane);
 #pragma unroll 1
   for (int l = 0; l < c.layers; ++l) {
-    run_gemv(c.qkv(l), xs, early, warp, warps, lane);
+    run_gemv(c.qkv(l), xs, early, warp, warps, lane, ticket(l, 0));
     first_loads(c.wo(l), early, warp, lane);
     barrier();
 #if defined(MC_BOUNDARIES_FAULT)  // a seeded fault for the emulated test: the last layer's w1|w3 reads a stale wo output
     if (l + 1 < c.layers)
 #endif
-    run_gemv(c.wo(l), xs, early, warp, warps, lane);
+    run_gemv(c.wo(l), xs, early, warp, warps, lane, ticket(l, 1));
     first_loads(c.w13(l), early, warp, lane);
     barrier();
-    run_gemv(c.w13(l), xs, early, warp, warps, lane);
+    run_gemv(c.w13(l), xs, early, warp, warps, lane, ticket(l, 2));
     first_loads(c.w2(l), early, warp, lane);
     barrier();
-    run_gemv(c.w2(l), xs, early, warp, warps, lane);
+    run_gemv(c.w2(l), xs, early, warp, warps, lane, ticket(l, 3));
     if (l + 1 < c.layers) first_loads(c.qkv(l + 1), early, warp, lane);
     barrier();
   }
@@ -341,10 +357,13 @@ int main(int argc, char** argv) {
   CK(mc::gemv_prepare<Wo>());
   CK(mc::gemv_prepare<W13>());
   CK(mc::gemv_prepare<W2>());
-  CK(cudaFuncSetAttribute(persistent_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kSmemBytes)));
-  int per_sm = 0;
-  CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, persistent_kernel, 256, kSmemBytes));
-  const int resident = per_sm * mc::device_info().sms;
+  int resident = 0;  // blocks of both persistent kernels that fit the GPU at once
+  for (auto kernel : {persistent_kernel<false>, persistent_kernel<true>}) {
+    CK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kSmemBytes)));
+    int per_sm = 0;
+    CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, 256, kSmemBytes));
+    resident = resident == 0 ? per_sm * mc::device_info().sms : std::min(resident, per_sm * mc::device_info().sms);
+  }
   if (blocks == 0) blocks = resident;
   if (blocks > resident) std::fprintf(stderr, "boundaries: --blocks %d, but only %d blocks of the persistent kernel fit this GPU at once\n", blocks, resident), std::exit(2);
 
@@ -366,12 +385,13 @@ int main(int argc, char** argv) {
   uint64_t z = seed;
   for (float& v : x0) z = z * 6364136223846793005ull + 1442695040888963407ull, v = float(double(z >> 11) * (2.0 / 9007199254740992.0) - 1.0);
   float *x0_dev = nullptr, *y = nullptr;
-  unsigned* count = nullptr;
+  unsigned* count = nullptr;  // [1 + GEMVs]: the barrier's arrivals, then each GEMV's ticket
   CK(cudaMalloc(&x0_dev, x0.size() * sizeof(float)));
   CK(cudaMemcpy(x0_dev, x0.data(), x0.size() * sizeof(float), cudaMemcpyHostToDevice));
   const size_t y_floats = size_t(QKV) + DIM + 2 * size_t(HIDDEN) + DIM;
   CK(cudaMalloc(&y, y_floats * sizeof(float)));
-  CK(cudaMalloc(&count, sizeof(unsigned)));
+  const size_t counters = 1 + size_t(layers) * GEMVS_PER_LAYER;
+  CK(cudaMalloc(&count, counters * sizeof(unsigned)));
   const Chain dependent{w_dev, layers, x0_dev, y, y + QKV, y + QKV + DIM, y + QKV + DIM + 2 * HIDDEN, false};
   Chain independent = dependent;
   independent.independent = true;
@@ -402,9 +422,9 @@ int main(int argc, char** argv) {
       }
     };
   };
-  auto persistent = [&](const Chain& c, bool barriers) {
-    return [&, barriers]() {
-      CK(cudaMemsetAsync(count, 0, sizeof(unsigned), s));
+  auto persistent = [&](const Chain& c, bool barriers, bool dynamic) {
+    return [&, barriers, dynamic]() {
+      CK(cudaMemsetAsync(count, 0, counters * sizeof(unsigned), s));
       cudaLaunchConfig_t config = {};
       config.gridDim = dim3(unsigned(blocks));
       config.blockDim = dim3(256);
@@ -415,7 +435,7 @@ int main(int argc, char** argv) {
       attr[0].val.cooperative = 1;
       config.attrs = attr;
       config.numAttrs = 1;
-      CK(cudaLaunchKernelEx(&config, persistent_kernel, c, count, barriers));
+      CK(cudaLaunchKernelEx(&config, dynamic ? persistent_kernel<true> : persistent_kernel<false>, c, count, count + 1, barriers));
     };
   };
   const bool pdl_default = mc::device_info().pdl;
@@ -433,8 +453,9 @@ int main(int argc, char** argv) {
   };
   run("kernels", kernels(pdl_default));
   run("kernels-nopdl", kernels(false));
-  run("persistent", persistent(dependent, true));
-  run("streaming", persistent(independent, false));
+  run("persistent", persistent(dependent, true, false));
+  run("persistent-dynamic", persistent(dependent, true, true));
+  run("streaming", persistent(independent, false, false));
   run("kernels (again)", kernels(pdl_default));
   mc::device_info().pdl = pdl_default;
   const double copy_gbs = copy_bandwidth(size_t(copy_mib) << 20);
@@ -451,7 +472,7 @@ int main(int argc, char** argv) {
   }
   const double limit_ms = weight_bytes / (copy_gbs * 1e9) * 1e3;  // the weights read once at the copy's (read + write) rate, as RESULTS counts it
   const int gemvs = layers * GEMVS_PER_LAYER;
-  const double floor_ms = variants[3].ms;
+  const double floor_ms = std::find_if(variants.begin(), variants.end(), [](const Variant& v) { return v.name == "streaming"; })->ms;
   if (json) {
     std::printf("{\"device\":\"%s\",\"sms\":%d,\"blocks\":%d,\"layers\":%d,\"gemvs\":%d,\"weight_bytes\":%.0f,\"copy_gbs\":%.1f,\"limit_ms\":%.4f,\"ok\":%s,\"variants\":[",
                 prop.name, mc::device_info().sms, blocks, layers, gemvs, weight_bytes, copy_gbs, limit_ms, ok ? "true" : "false");
@@ -463,7 +484,7 @@ int main(int argc, char** argv) {
     std::printf("%s, %d SMs, persistent grid %d blocks; %d layers, %d GEMVs, %.2f GB of bf16 weights; copy %.0f GB/s: limit %.3f ms\n", prop.name,
                 mc::device_info().sms, blocks, layers, gemvs, weight_bytes / 1e9, copy_gbs, limit_ms);
     for (const Variant& v : variants)
-      std::printf("%-16s %8.3f ms  %5.1f%% of the limit  %+7.2f us a boundary against streaming\n", v.name.c_str(), v.ms, 100 * limit_ms / v.ms, (v.ms - floor_ms) * 1e3 / gemvs);
+      std::printf("%-20s %8.3f ms  %5.1f%% of the limit  %+7.2f us a boundary against streaming\n", v.name.c_str(), v.ms, 100 * limit_ms / v.ms, (v.ms - floor_ms) * 1e3 / gemvs);
   }
   if (!ok) std::fprintf(stderr, "boundaries: checks failed:%s\n", failures.c_str());
   return ok ? 0 : 1;

@@ -81,7 +81,8 @@ export function boundariesTable(r: BoundariesResult): string[] {
     '',
     `Limit: the weights ÷ the copy bandwidth of this run (${r.copy_gbs.toFixed(0)} GB/s, read + write): ${r.limit_ms.toFixed(3)} ms. ` +
       `kernels: the product's decode GEMV (mc::gemv_kernel) once per GEMV in one CUDA graph, PDL as decode launches it; kernels-nopdl: without PDL; ` +
-      `persistent: one cooperative kernel of ${r.blocks} blocks (${r.sms} SMs), a grid barrier between two GEMVs, each warp's first loads of the next GEMV issued before the barrier; ` +
-      `streaming: the same kernel with no barrier and no dependency (the floor). Outputs of kernels, kernels-nopdl and persistent bit-identical, each last GEMV within 1e-5 of float64: ${r.ok ? 'yes' : 'NO'}.`,
+      `persistent: one cooperative kernel of ${r.blocks} blocks (${r.sms} SMs), a grid barrier between two GEMVs, each warp's first loads of the next GEMV issued before the barrier, each warp its fixed rows; ` +
+      `persistent-dynamic: the same, rows after each warp's first handed out as warps ask (a counter a GEMV); ` +
+      `streaming: the same kernel with no barrier and no dependency (the floor). Outputs of kernels, kernels-nopdl and both persistent bit-identical, each last GEMV within 1e-5 of float64: ${r.ok ? 'yes' : 'NO'}.`,
   ];
 }

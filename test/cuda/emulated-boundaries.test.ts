@@ -37,10 +37,10 @@ describe.skipIf(!hasNvcc())('the boundary benchmark', () => {
     expect(prebuiltBoundaries(manifest(hashFiles(boundariesSources())), ['sm_80'])).toBeUndefined();
   }, 180_000);
 
-  it('on the emulator: five variants, each timed, the chained ones bit-identical and every last GEMV within 1e-5 of float64', async () => {
+  it('on the emulator: six variants, each timed, the chained ones bit-identical and every last GEMV within 1e-5 of float64', async () => {
     const r = await runBoundaries(emulated, EMULATED_RUN);
     expect(r.ok).toBe(true);
-    expect(r.variants.map((v) => v.name)).toEqual(['kernels', 'kernels-nopdl', 'persistent', 'streaming', 'kernels (again)']);
+    expect(r.variants.map((v) => v.name)).toEqual(['kernels', 'kernels-nopdl', 'persistent', 'persistent-dynamic', 'streaming', 'kernels (again)']);
     for (const v of r.variants) expect(v.ms > 0 && Number.isFinite(v.boundary_us)).toBe(true);
     expect(r).toMatchObject({ blocks: 1, layers: 2, gemvs: 8 });
     // 2 layers of (96 + 64 + 256 + 64) rows of 64 or 128 bf16 values
