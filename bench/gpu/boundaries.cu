@@ -27,8 +27,8 @@
 //
 //   boundaries [--layers N] [--reps N] [--blocks N] [--seed S] [--copy-mib N] [--json]
 // Shapes: -DMC_DIM, -DMC_HIDDEN, -DMC_QKV at compile time (the 7B's by default). The CUDA emulator
-// (test/cuda/emu) runs it at small shapes with --blocks 1: it runs blocks one after another, so a
-// grid barrier over more than one block is beyond it.
+// (test/cuda/emu) runs it at small shapes and a few blocks (its cooperative launches take turns
+// between grid barriers).
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -115,8 +115,10 @@ constexpr size_t kSmemBytes = size_t(std::max(DIM, HIDDEN)) * sizeof(float);
 __device__ __forceinline__ void grid_barrier(unsigned* count, unsigned target) {
   __syncthreads();
 #if defined(__CUDACC_EMULATED__)
-  (void)count, (void)target;
-  if (gridDim.x != 1) __trap();  // the emulator runs blocks one after another: a wider barrier would never open
+  // The emulator switches threads only where they synchronize: a poll would never see the others arrive.
+  if (threadIdx.x == 0) atomicAdd(count, 1u);
+  mc_emu::grid_sync();
+  if (*count < target) __trap();  // the count the GPU's poll waits for is there once the whole grid is
 #else
   if (threadIdx.x == 0) {
     __threadfence();

@@ -53,6 +53,17 @@ describe.skipIf(!hasNvcc())('the CUDA emulator reports seeded bugs', () => {
     expect((await run('read-other-block')).exitCode).toBe(1);
   });
 
+  it('a cooperative launch holds every block at a grid barrier until all arrive; a grid barrier elsewhere, a block that skips it, a grid too large are reported', async () => {
+    expect((await run('grid-barrier')).exitCode).toBe(0);
+    const plain = await run('grid-barrier-not-cooperative');
+    expect(plain.exitCode).toBe(3);
+    expect(plain.all).toContain('a grid barrier in a kernel not launched cooperatively');
+    const early = await run('grid-barrier-early-exit');
+    expect(early.exitCode).toBe(3);
+    expect(early.all).toContain('a block exited while other blocks wait at a grid barrier');
+    expect((await run('grid-too-large')).exitCode).toBe(4);
+  });
+
   it('a read past an allocation faults, and 64 KB of dynamic shared memory without cudaFuncSetAttribute is refused', async () => {
     const past = await run('read-past-end');
     expect(past.signal).toBe('SIGSEGV');

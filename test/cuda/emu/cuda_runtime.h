@@ -245,10 +245,8 @@ cudaError_t cudaFuncSetAttribute(const void* func, enum cudaFuncAttribute attr, 
   return cudaSuccess;
 }
 cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessor(int* blocks, const void*, int block_size, size_t smem) {
-  // An H100's limits: 2048 threads, 228 KB of shared memory (1 KB reserved per block), 32 blocks.
-  int n = std::min(32, 2048 / std::max(1, block_size));
-  if (smem > 0) n = std::min(n, int((228 * 1024) / (smem + 1024)));
-  return *blocks = n, cudaSuccess;
+  // An H100's limits: 2048 threads, 228 KB of shared memory (1 KB reserved per block), 32 blocks (registers are not emulated).
+  return *blocks = mc_emu::resident_blocks(block_size, smem) / mc_emu::device().sms, cudaSuccess;
 }
 }  // extern "C"
 
@@ -270,9 +268,12 @@ cudaError_t cudaMemcpyFromSymbol(void* dst, const T& symbol, size_t n = sizeof(T
 }
 template <typename... P, typename... A>
 cudaError_t cudaLaunchKernelEx(const cudaLaunchConfig_t* config, void (*kernel)(P...), A&&... args) {
-  bool pdl = false;  // cudaLaunchAttributeProgrammaticStreamSerialization: the PDL check (mc_emu.hpp)
-  for (unsigned i = 0; i < config->numAttrs; ++i)
+  bool pdl = false;          // cudaLaunchAttributeProgrammaticStreamSerialization: the PDL check (mc_emu.hpp)
+  bool cooperative = false;  // cudaLaunchAttributeCooperative: every block resident at once, grid barriers allowed
+  for (unsigned i = 0; i < config->numAttrs; ++i) {
     pdl = pdl || (config->attrs[i].id == cudaLaunchAttributeProgrammaticStreamSerialization && config->attrs[i].val.programmaticStreamSerializationAllowed != 0);
+    cooperative = cooperative || (config->attrs[i].id == cudaLaunchAttributeCooperative && config->attrs[i].val.cooperative != 0);
+  }
   return mc_emu::launch(kernel, "kernel (cudaLaunchKernelEx)", config->gridDim, config->blockDim, config->dynamicSmemBytes,
-                        std::tuple<P...>(std::forward<A>(args)...), config->stream, pdl);
+                        std::tuple<P...>(std::forward<A>(args)...), config->stream, pdl, cooperative);
 }

@@ -17,6 +17,9 @@
 // memory the kernel before it touched (the PDL check, above launch()); blocks run in a random order,
 // static shared memory starts each block as junk, and the builds (emulate.ts) start locals as a
 // pattern and stop at a misaligned vector access (UBSan). What it
+// A cooperative launch (cudaLaunchAttributeCooperative) holds all its blocks at once, taking turns
+// between grid barriers (mc_emu::grid_sync: a block's threads all wait there; the GPU code polls a
+// counter instead, which fibers switched only at synchronization would never see move). What it
 // cannot see: timing, the memory model between warps inside one barrier interval (warps run in a
 // random order per round, which finds some of those), a missing fence.proxy.async (the emulator has
 // one proxy), bank conflicts, register pressure.
@@ -57,7 +60,7 @@ namespace mc_emu {
 [[noreturn]] inline void fail(const std::string& what);
 
 /** What a fiber is blocked on. */
-enum class Wait { none, block, warp, group, pdl, done };
+enum class Wait { none, block, warp, group, pdl, grid, done };
 /** Collective operations; the fibers of one warp (warpgroup) must all reach the same one. */
 enum class Op { none, shfl, syncwarp, mma_bf16, mma_f16, ldmatrix_x4_trans, wg_fence, wg_mma_bf16, wg_mma_f16, wg_commit, wg_wait };
 
@@ -190,6 +193,7 @@ struct State {
   std::string prev_kernel_name;  // ... that one
   bool pdl = false;              // the running launch has the PDL attribute
   bool pre_wait = false;         // ... after a kernel, and its running block has not passed griddepcontrol.wait
+  bool cooperative = false;      // the running launch is cooperative (its blocks resident together: grid barriers allowed)
 };
 inline State& state() {
   static thread_local State s;
@@ -380,7 +384,8 @@ inline void fiber_entry() {
 void resolve_warp(int first, int count);
 void resolve_group(int first, int count);
 
-inline void run_block(int threads, size_t stack_bytes) {
+/** Sets up the running block's fibers (their stacks from s.stacks, more mapped where it has too few). */
+inline void start_block(int threads, size_t stack_bytes) {
   State& s = state();
   s.fibers.assign(size_t(threads), Fiber{});
   const int groups = (threads + 127) / 128;
@@ -416,9 +421,18 @@ inline void run_block(int threads, size_t stack_bytes) {
     makecontext(&f.ctx, fiber_entry, 0);
 #endif
   }
+}
+
+/**
+ * Runs the running block's fibers until every thread has exited (true) or every thread that has not
+ * waits at a grid barrier (false: a cooperative launch resumes the block once the whole grid is there).
+ */
+inline bool resume_block(int threads) {
+  State& s = state();
   std::vector<int> order(static_cast<size_t>(threads));
   for (int i = 0; i < threads; ++i) order[size_t(i)] = i;
-  int alive = threads;
+  int alive = 0;
+  for (const Fiber& f : s.fibers) alive += f.wait != Wait::done;
   auto run = [&](Fiber& f) {
     s.current = &f;
     threadIdx = f.tid;
@@ -502,18 +516,28 @@ inline void run_block(int threads, size_t stack_bytes) {
     if (release_block(Wait::block)) progress = true;
     if (release_block(Wait::pdl)) s.pre_wait = false, progress = true;
     if (!progress && alive > 0) {
-      int bar = 0, warp = 0, group = 0, pdl = 0, done = 0;
+      int bar = 0, warp = 0, group = 0, pdl = 0, grid = 0, done = 0;
       std::string ops;
       for (const Fiber& f : s.fibers) {
-        bar += f.wait == Wait::block, warp += f.wait == Wait::warp, group += f.wait == Wait::group, pdl += f.wait == Wait::pdl, done += f.wait == Wait::done;
+        bar += f.wait == Wait::block, warp += f.wait == Wait::warp, group += f.wait == Wait::group, pdl += f.wait == Wait::pdl, grid += f.wait == Wait::grid,
+            done += f.wait == Wait::done;
         if ((f.wait == Wait::warp || f.wait == Wait::group) && ops.find(op_name(f.op)) == std::string::npos) ops += std::string(" ") + op_name(f.op);
       }
-      char buf[256];
-      std::snprintf(buf, sizeof buf, "deadlock: %d threads at __syncthreads, %d in warp collectives, %d in warpgroup collectives (%s ), %d at griddepcontrol.wait, %d exited",
-                    bar, warp, group, ops.c_str(), pdl, done);
+      if (grid == alive) return false;  // the whole block is at a grid barrier: the launch goes on with the other blocks
+      char buf[320];
+      std::snprintf(buf, sizeof buf,
+                    "deadlock: %d threads at __syncthreads, %d in warp collectives, %d in warpgroup collectives (%s ), %d at griddepcontrol.wait, %d at a grid "
+                    "barrier, %d exited",
+                    bar, warp, group, ops.c_str(), pdl, grid, done);
       fail(buf);
     }
   }
+  return true;
+}
+
+inline void run_block(int threads, size_t stack_bytes) {
+  start_block(threads, stack_bytes);
+  if (!resume_block(threads)) fail("a grid barrier in a kernel not launched cooperatively");  // grid_sync() fails first
 }
 
 /** The kernel's demangled name (the binary is linked with -rdynamic), else the launch's text. */
@@ -688,18 +712,94 @@ inline void pdl_trigger() {
          "could start while the one before this still runs (bench/RESULTS.md run 3: chains of early-resident kernels)");
 }
 
+/** Blocks of `threads` threads and `smem` bytes of dynamic shared memory that the emulated device holds at once (its occupancy rule). */
+inline int resident_blocks(int threads, size_t smem) {
+  int per_sm = std::min(32, 2048 / std::max(1, threads));
+  if (smem > 0) per_sm = std::min(per_sm, int((228 * 1024) / (smem + 1024)));
+  return per_sm * device().sms;
+}
+
+/** A grid barrier of a cooperative launch: every thread of every block of the grid arrives before any goes on. */
+inline void grid_sync() {
+  State& s = state();
+  if (s.current == nullptr) fail("a grid barrier outside a kernel");
+  if (!s.cooperative)
+    fail("a grid barrier in a kernel not launched cooperatively (cudaLaunchAttributeCooperative): on a GPU its blocks need not be resident together, "
+         "and the barrier may never open");
+  yield(Wait::grid);
+}
+
+/** One block of a cooperative launch between its turns: its fibers, their stacks, its warpgroups' wgmma state. */
+struct SuspendedBlock {
+  uint3 idx;
+  bool started = false, done = false;
+  std::vector<Fiber> fibers;
+  std::vector<char*> stacks;
+  std::vector<std::vector<std::unique_ptr<WgmmaOp>>> wg_open;
+  std::vector<std::vector<std::vector<std::unique_ptr<WgmmaOp>>>> wg_groups;
+  std::vector<bool> wg_fenced;
+  void swap_with(State& s) {
+    std::swap(fibers, s.fibers), std::swap(stacks, s.stacks), std::swap(wg_open, s.wg_open), std::swap(wg_groups, s.wg_groups), std::swap(wg_fenced, s.wg_fenced);
+  }
+};
+
+/**
+ * A cooperative launch: every block resident at once, as a GPU guarantees it (or refuses the launch).
+ * Blocks take turns, each running until it exits or waits at a grid barrier in full; once every block
+ * waits there, all go on (a block that exits while others wait would hang a GPU: a failure here).
+ * Each block has its own dynamic shared memory (a slice of one region); static __shared__ arrays are
+ * junk again at each turn, so a kernel must not keep them across a grid barrier.
+ */
+inline void run_cooperative(const std::vector<uint3>& blocks, int threads, char* region, size_t smem) {
+  State& s = state();
+  std::vector<char*> pool;  // the thread's fiber stacks, handed to the blocks as they start
+  pool.swap(s.stacks);
+  std::vector<SuspendedBlock> grid(blocks.size());
+  for (size_t b = 0; b < blocks.size(); ++b) grid[b].idx = blocks[b];
+  std::vector<size_t> order(blocks.size());
+  for (size_t b = 0; b < order.size(); ++b) order[b] = b;
+  for (size_t left = blocks.size(); left > 0;) {
+    for (size_t b : order) {
+      SuspendedBlock& blk = grid[b];
+      if (blk.done) continue;
+      blockIdx = blk.idx;
+      s.smem = region != nullptr ? region + b * smem : nullptr;
+      ++s.blocks_run;  // static shared memory: junk at each turn
+      if (!blk.started)
+        while (blk.stacks.size() < size_t(threads) && !pool.empty()) blk.stacks.push_back(pool.back()), pool.pop_back();
+      blk.swap_with(s);
+      if (!blk.started) start_block(threads, 256 * 1024);  // maps the stacks the pool did not have
+      else
+        for (Fiber& f : s.fibers)
+          if (f.wait == Wait::grid) f.wait = Wait::none;  // the whole grid reached the barrier
+      blk.started = true;
+      blk.done = resume_block(threads);
+      blk.swap_with(s);
+      left -= blk.done;
+    }
+    // Every block either exits or waits at the barrier in one turn (all were released together).
+    if (left > 0 && left != blocks.size()) fail("a block exited while other blocks wait at a grid barrier: on a GPU the grid would never finish");
+    std::shuffle(order.begin(), order.end(), s.rng);  // blocks pass each barrier in a different order
+  }
+  for (SuspendedBlock& blk : grid) pool.insert(pool.end(), blk.stacks.begin(), blk.stacks.end());
+  s.stacks.swap(pool);
+}
+
 /** Runs kernel(args...) over the grid, block after block; returns the launch error (as cudaGetLastError would). */
 template <typename... P>
-cudaError_t launch(void (*kernel)(P...), const char* name, dim3 grid, dim3 block, size_t smem, std::tuple<P...> args, cudaStream_t stream = nullptr, bool pdl = false) {
+cudaError_t launch(void (*kernel)(P...), const char* name, dim3 grid, dim3 block, size_t smem, std::tuple<P...> args, cudaStream_t stream = nullptr, bool pdl = false,
+                   bool cooperative = false) {
   State& s = state();
   if (s.capture != nullptr && stream == s.capture_stream) {
     // Captured: the arguments are kept by value, as a CUDA graph keeps a kernel's parameters (and its PDL edge).
-    s.capture->push_back([=]() { return launch(kernel, name, grid, block, smem, args, nullptr, pdl); });
+    s.capture->push_back([=]() { return launch(kernel, name, grid, block, smem, args, nullptr, pdl, cooperative); });
     return cudaSuccess;
   }
   if (s.capture != nullptr && stream == nullptr) return cudaErrorStreamCaptureImplicit;  // the legacy stream while this thread captures
   const uint64_t threads = uint64_t(block.x) * block.y * block.z;
   if (grid.x == 0 || grid.y == 0 || grid.z == 0 || threads == 0 || threads > 1024 || grid.y > 65535 || grid.z > 65535) return cudaErrorInvalidConfiguration;
+  if (cooperative && uint64_t(grid.x) * grid.y * grid.z > uint64_t(resident_blocks(int(threads), smem))) return cudaErrorCooperativeLaunchTooLarge;
+  if (cooperative && pdl) fail("a cooperative launch with programmatic dependent launch is not emulated");
   size_t limit = device().smem_default;
   {
     std::lock_guard<std::mutex> lock(global().mu);
@@ -719,7 +819,13 @@ cudaError_t launch(void (*kernel)(P...), const char* name, dim3 grid, dim3 block
   gridDim = grid;
   s.body = [&]() { std::apply(kernel, args); };
   s.pdl = pdl;
+  s.cooperative = cooperative;
   const bool after_kernel = pdl && s.prev_kernel;  // may run beside the previous kernel until its wait
+  if (cooperative && region != nullptr) {
+    // one region, a slice for each block (all are resident at once)
+    device_free(region);
+    region = static_cast<char*>(device_alloc(smem * size_t(grid.x) * grid.y * grid.z));  // junk, as every allocation starts
+  }
   track_begin(s, region);
   // Blocks in a random order (a GPU promises none): a block that reads what another block of the
   // same launch writes, without anything ordering the two, then sees it sometimes only.
@@ -729,17 +835,21 @@ cudaError_t launch(void (*kernel)(P...), const char* name, dim3 grid, dim3 block
     for (unsigned y = 0; y < grid.y; ++y)
       for (unsigned x = 0; x < grid.x; ++x) blocks.push_back(make_uint3(x, y, z));
   std::shuffle(blocks.begin(), blocks.end(), s.rng);
-  for (const uint3& b : blocks) {
-    blockIdx = b;
-    if (region != nullptr) std::memset(region, 0xa5, smem);  // junk, not the previous block's data
-    s.smem = region;
-    s.pre_wait = after_kernel;
-    if (after_kernel) track_block(s, region);
-    ++s.blocks_run;
-    run_block(int(threads), 256 * 1024);
+  if (cooperative) {
+    run_cooperative(blocks, int(threads), region, smem);
+  } else {
+    for (const uint3& b : blocks) {
+      blockIdx = b;
+      if (region != nullptr) std::memset(region, 0xa5, smem);  // junk, not the previous block's data
+      s.smem = region;
+      s.pre_wait = after_kernel;
+      if (after_kernel) track_block(s, region);
+      ++s.blocks_run;
+      run_block(int(threads), 256 * 1024);
+    }
   }
   track_end(s, region);
-  s.pdl = s.pre_wait = false;
+  s.pdl = s.pre_wait = s.cooperative = false;
   if (region != nullptr) device_free(region);
   s.smem = nullptr;
   s.body = nullptr;

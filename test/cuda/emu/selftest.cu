@@ -60,6 +60,44 @@ __global__ void __launch_bounds__(32) read_static_smem(float* out) {
   s[threadIdx.x] = 7.f;
 }
 
+/**
+ * Before a grid barrier each block marks itself and keeps its index in dynamic shared memory; after
+ * it, each copies the next block's mark and its own kept index. `early_exit`: block 0 returns before
+ * the barrier (on a GPU the others would wait for ever).
+ */
+__global__ void __launch_bounds__(32) grid_exchange(float* out, bool early_exit) {
+  extern __shared__ float4 smem[];
+  float* s = reinterpret_cast<float*>(smem);
+  const int b = int(blockIdx.x), n = int(gridDim.x);
+  if (early_exit && b == 0) return;
+  if (threadIdx.x == 0) out[b] = float(b + 1), s[0] = float(b);
+  __syncthreads();
+  mc_emu::grid_sync();
+  if (threadIdx.x == 0) out[n + b] = out[(b + 1) % n], out[2 * n + b] = s[0];
+}
+
+/** grid_exchange over `blocks` blocks, launched cooperatively or not: 0 if every block saw the next one's mark and kept its shared memory. */
+int grid_barrier(int blocks, bool cooperative, bool early_exit) {
+  float* d = nullptr;
+  cudaMalloc(&d, 3 * blocks * sizeof(float));
+  cudaLaunchConfig_t config = {};
+  config.gridDim = dim3(unsigned(blocks));
+  config.blockDim = dim3(32);
+  config.dynamicSmemBytes = 16;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeCooperative;
+  attr[0].val.cooperative = 1;
+  config.attrs = attr;
+  config.numAttrs = cooperative ? 1 : 0;
+  const cudaError_t e = cudaLaunchKernelEx(&config, grid_exchange, d, early_exit);
+  if (e == cudaErrorCooperativeLaunchTooLarge) return 4;
+  std::vector<float> out(3 * size_t(blocks));
+  cudaMemcpy(out.data(), d, out.size() * sizeof(float), cudaMemcpyDeviceToHost);
+  for (int b = 0; b < blocks; ++b)
+    if (out[size_t(blocks + b)] != float((b + 1) % blocks + 1) || out[size_t(2 * blocks + b)] != float(b)) return 1;
+  return 0;
+}
+
 std::vector<float> iota(int n) {
   std::vector<float> v(n);
   for (int i = 0; i < n; ++i) v[i] = float(i) + 0.5f;
@@ -139,6 +177,16 @@ int main(int argc, char** argv) {
     big_smem<<<1, 32, 64 * 1024>>>(d_out);
     return cudaGetLastError() == cudaErrorInvalidValue ? 4 : 0;  // 4: refused, as a GPU refuses it
   }
+  if (std::strcmp(c, "grid-barrier") == 0) {
+    // blocks pass the barrier in a different order each time
+    for (int run = 0; run < 4; ++run)
+      if (int r = grid_barrier(8, true, false)) return r;
+    return 0;
+  }
+  if (std::strcmp(c, "grid-barrier-not-cooperative") == 0) return grid_barrier(8, false, false);
+  if (std::strcmp(c, "grid-barrier-early-exit") == 0) return grid_barrier(8, true, true);
+  // More blocks than the emulated device holds at once (32 a multiprocessor of 8; MC_EMU_SMS unset).
+  if (std::strcmp(c, "grid-too-large") == 0) return grid_barrier(8 * 32 + 1, true, false);
   std::fprintf(stderr, "selftest: unknown case %s\n", c);
   return 2;
 }
