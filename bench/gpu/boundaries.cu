@@ -159,7 +159,7 @@ __device__ __forceinline__ void first_loads(const Op& op, Early& early, int warp
 }
 
 /**
- * A warp's share of one GEMV, as gemv_kernel computes it (same loads, same order of sums). Each warp
+ * A warp's share of one GEMV, each group as gemv_kernel computes it (mc::gemv_group). Each warp
  * starts with group `warp`; after that it takes every `warps`-th group, or, with a `ticket` (a counter
  * of this GEMV, zeroed), the next group no warp has taken yet, asked for as it starts the one before.
  */
@@ -176,20 +176,12 @@ __device__ __forceinline__ void run_gemv(const Op& op, float* xs, const Early& e
 #pragma unroll
       for (int r = 0; r < 2; ++r) stream.w[u][r] = early.w[u][r];
   }
+  float scale = 1.f;  // as rows() leaves it (every source of these Ops has scale 1)
   for (int group = warp; group < Op::GROUPS;) {
     unsigned taken = 0;
     if (ticket != nullptr && lane == 0) taken = atomicAdd(ticket, 1u);  // its latency hidden by this group's stream
-    if (!loaded) {
-      float unused;
-      op.rows(0, group, 0, ptr, unused);
-      stream.load(ptr, lane);
-    }
+    mc::gemv_group(op, 0, group, xs, stream, ptr, scale, loaded, false, lane);
     loaded = false;
-    float part[2] = {}, acc[2] = {};
-    stream.run(xs, ptr, lane, part);
-#pragma unroll
-    for (int r = 0; r < 2; ++r) acc[r] = mc::warp_sum(fmaf(1.f, part[r], acc[r]));
-    if (lane == 0) op.epilogue(0, group, acc);
     group = ticket != nullptr ? warps + int(__shfl_sync(0xffffffffu, taken, 0)) : group + warps;
   }
   __syncthreads();  // xs is the next GEMV's

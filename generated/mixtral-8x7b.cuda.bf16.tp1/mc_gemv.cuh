@@ -104,6 +104,34 @@ inline L2Next l2_next(const T* p, int64_t count, NextIs where = NextIs::adjacent
 }
 
 /**
+ * One warp's row group of a decode GEMV: acc = Σ over sources of scale · (x_src · rows), reduced
+ * across the warp, then the Op's epilogue on lane 0. `loaded`: source 0's rows (ptr, scale) are in
+ * the stream already (issued before the warp waited for the kernel before). `trigger`: let the next
+ * kernel launch once the last loads are in flight. gemv_kernel's loop body; also what a persistent
+ * kernel over several GEMVs runs per group (bench/gpu/boundaries.cu).
+ */
+template <class Op>
+__device__ __forceinline__ void gemv_group(const Op& op, int item, int group, const float* __restrict__ xs, RowStream<Op::K, typename Op::W, Op::ROWS>& stream,
+                                           const typename Op::W* (&ptr)[Op::ROWS], float& scale, bool loaded, bool trigger, int lane) {
+  float acc[Op::ROWS] = {};
+#pragma unroll 1
+  for (int src = 0; src < Op::NSRC; ++src) {
+    if (!loaded) {
+      op.rows(item, group, src, ptr, scale);
+      stream.load(ptr, lane);
+    }
+    loaded = false;
+    float part[Op::ROWS] = {};
+    stream.run(xs + src * Op::K, ptr, lane, part, trigger && src == Op::NSRC - 1);
+#pragma unroll
+    for (int r = 0; r < Op::ROWS; ++r) acc[r] = fmaf(scale, part[r], acc[r]);
+  }
+#pragma unroll
+  for (int r = 0; r < Op::ROWS; ++r) acc[r] = warp_sum(acc[r]);
+  if (lane == 0) op.epilogue(item, group, acc);
+}
+
+/**
  * Decode GEMV: blocks stay resident and stride over the row groups (one x prologue per block). The
  * Op (a struct in a kernel template) says:
  *   W, K, ROWS (rows per warp), NSRC (x vectors per item), WARPS, GROUPS (row groups in all);
@@ -143,22 +171,8 @@ __global__ void __launch_bounds__(Op::WARPS * 32) gemv_kernel(const Op op, const
     // loads are in flight (its last group's final chunks; the first warp of a block to get there
     // counts for the block), so that its blocks take the SM slots these leave and start streaming.
     const bool last = early_trigger && group + gridDim.x * Op::WARPS >= Op::GROUPS;
-    float acc[Op::ROWS] = {};
-#pragma unroll 1
-    for (int src = 0; src < Op::NSRC; ++src) {
-      if (!loaded) {
-        op.rows(item, group, src, ptr, scale);
-        stream.load(ptr, lane);
-      }
-      loaded = false;
-      float part[Op::ROWS] = {};
-      stream.run(xs + src * Op::K, ptr, lane, part, last && src == Op::NSRC - 1);
-#pragma unroll
-      for (int r = 0; r < Op::ROWS; ++r) acc[r] = fmaf(scale, part[r], acc[r]);
-    }
-#pragma unroll
-    for (int r = 0; r < Op::ROWS; ++r) acc[r] = warp_sum(acc[r]);
-    if (lane == 0) op.epilogue(item, group, acc);
+    gemv_group(op, item, group, xs, stream, ptr, scale, loaded, last, lane);
+    loaded = false;
   }
   if (early_trigger) let_next_kernel_launch();  // a warp with no rows at all (a block's first call counts; later ones do nothing)
   next.prefetch_share((int64_t(blockIdx.y) * gridDim.x + blockIdx.x) * Op::WARPS + warp, int64_t(gridDim.x) * gridDim.y * Op::WARPS, lane);
