@@ -10,6 +10,8 @@
 //                launched as decode launches it (PDL on sm_90: each starts its first weight loads
 //                while the one before drains)
 //   kernels-nopdl  the same without PDL
+//   chain        the product's mc::gemv_chain (MC_CUDA_DECODE=chain): one cooperative launch a layer
+//                over its four GEMVs, a grid barrier between two, in one CUDA graph
 //   persistent   one cooperative kernel over the whole chain: the same warp code (mc::RowStream),
 //                a grid barrier between two GEMVs, each warp's first loads of the next GEMV issued
 //                before it arrives at the barrier; every warp its fixed share of rows, as gemv_kernel
@@ -20,7 +22,7 @@
 // (variant − streaming) / GEMVs is the cost of a boundary. The copy bandwidth is measured as the
 // kernel checks measure it (test/gpu/kernels.cu), so that the fractions compare with RESULTS.
 //
-// Checks (exit 1 if one fails): kernels, kernels-nopdl and both persistent give bit-identical outputs
+// Checks (exit 1 if one fails): kernels, kernels-nopdl, chain and both persistent give bit-identical outputs
 // (the same arithmetic in the same order; a block that read a stale input would change them), the
 // last GEMV of each variant matches a float64 reference (relative L2 ≤ 1e-5, NaN fails), and so does
 // streaming's.
@@ -111,116 +113,40 @@ struct Chain {
 
 constexpr size_t kSmemBytes = size_t(std::max(DIM, HIDDEN)) * sizeof(float);
 
-/** Arrival `target` of the grid at counter *count (zeroed before the launch): every block's writes before it are seen after it. */
-__device__ __forceinline__ void grid_barrier(unsigned* count, unsigned target) {
-  __syncthreads();
-#if defined(__CUDACC_EMULATED__)
-  // The emulator switches threads only where they synchronize: a poll would never see the others arrive.
-  if (threadIdx.x == 0) atomicAdd(count, 1u);
-  mc_emu::grid_sync();
-  if (*count < target) __trap();  // the count the GPU's poll waits for is there once the whole grid is
-#else
-  if (threadIdx.x == 0) {
-    __threadfence();
-    atomicAdd(count, 1u);
-    unsigned seen = 0;
-    do asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(seen) : "l"(count) : "memory");
-    while (seen < target);
-    __threadfence();
-  }
-#endif
-  __syncthreads();
-}
-
 /**
- * A warp's first loads of the next GEMV, held across the barrier in front of it: the chunks of a
- * mc::RowStream (whose layout is the same for every K), one set of registers for every GEMV.
- */
-struct Early {
-  uint4 w[4][2];
-  const W* ptr[2];
-  bool loaded;
-};
-static_assert(sizeof(mc::RowStream<DIM, W, 2>::w) == sizeof(Early::w) && sizeof(mc::RowStream<HIDDEN, W, 2>::w) == sizeof(Early::w), "a RowStream of 4 chunks of 2 rows");
-
-/** Issues a warp's first loads of its first group of `op` (before the barrier in front of it). */
-template <class Op>
-__device__ __forceinline__ void first_loads(const Op& op, Early& early, int warp, int lane) {
-  early.loaded = warp < Op::GROUPS;
-  if (!early.loaded) return;
-  float unused;
-  op.rows(0, warp, 0, early.ptr, unused);
-  mc::RowStream<Op::K, W, 2> stream;
-  stream.load(early.ptr, lane);
-#pragma unroll
-  for (int u = 0; u < 4; ++u)
-#pragma unroll
-    for (int r = 0; r < 2; ++r) early.w[u][r] = stream.w[u][r];
-}
-
-/**
- * A warp's share of one GEMV, each group as gemv_kernel computes it (mc::gemv_group). Each warp
- * starts with group `warp`; after that it takes every `warps`-th group, or, with a `ticket` (a counter
- * of this GEMV, zeroed), the next group no warp has taken yet, asked for as it starts the one before.
- */
-template <class Op>
-__device__ __forceinline__ void run_gemv(const Op& op, float* xs, const Early& early, int warp, int warps, int lane, unsigned* ticket) {
-  op.load_x(0, xs);
-  __syncthreads();
-  mc::RowStream<Op::K, W, 2> stream;
-  const W* ptr[2] = {early.ptr[0], early.ptr[1]};
-  bool loaded = early.loaded;
-  if (loaded) {
-#pragma unroll
-    for (int u = 0; u < 4; ++u)
-#pragma unroll
-      for (int r = 0; r < 2; ++r) stream.w[u][r] = early.w[u][r];
-  }
-  float scale = 1.f;  // as rows() leaves it (every source of these Ops has scale 1)
-  for (int group = warp; group < Op::GROUPS;) {
-    unsigned taken = 0;
-    if (ticket != nullptr && lane == 0) taken = atomicAdd(ticket, 1u);  // its latency hidden by this group's stream
-    mc::gemv_group(op, 0, group, xs, stream, ptr, scale, loaded, false, lane);
-    loaded = false;
-    group = ticket != nullptr ? warps + int(__shfl_sync(0xffffffffu, taken, 0)) : group + warps;
-  }
-  __syncthreads();  // xs is the next GEMV's
-}
-
-/**
- * The whole chain in one launch (cooperative: every block resident), a grid barrier between two
- * GEMVs unless `barriers` is off. DYNAMIC: groups handed out as warps ask, from `tickets` ([GEMVs],
- * zeroed); else every warp its fixed share, as gemv_kernel (a template argument: the fixed kernel
- * keeps its registers, 128 and no spills on sm_90a).
+ * The whole chain in one launch (cooperative: every block resident), the product's chain pieces
+ * (mc::chain_gemv, a grid barrier between two GEMVs unless `barriers` is off, each warp's first
+ * loads of the next GEMV before it). DYNAMIC: groups after each warp's first handed out as warps
+ * ask, from `tickets` ([GEMVs], zeroed); else every warp its fixed share, as gemv_kernel (a template
+ * argument: the fixed kernel keeps its registers).
  */
 template <bool DYNAMIC>
-__global__ void __launch_bounds__(256, 2) persistent_kernel(const Chain c, unsigned* count, unsigned* tickets, const bool barriers) {
+__global__ void __launch_bounds__(256, 2) persistent_kernel(const Chain c, unsigned* arrivals, unsigned* tickets, const bool barriers) {
   extern __shared__ float4 boundary_smem[];
   float* xs = reinterpret_cast<float*>(boundary_smem);
   const int lane = threadIdx.x & 31, warp = blockIdx.x * 8 + (threadIdx.x >> 5), warps = gridDim.x * 8;
-  unsigned target = 0;
   auto barrier = [&]() {
-    if (barriers) grid_barrier(count, target += gridDim.x);
+    if (barriers) mc::grid_barrier(arrivals);
   };
   auto ticket = [&](int l, int i) { return DYNAMIC ? tickets + GEMVS_PER_LAYER * l + i : nullptr; };
-  Early early;
-  first_loads(c.qkv(0), early, warp, lane);
+  mc::ChainEarly<W> early;
+  mc::chain_first_loads(c.qkv(0), early, warp, lane);
 #pragma unroll 1
   for (int l = 0; l < c.layers; ++l) {
-    run_gemv(c.qkv(l), xs, early, warp, warps, lane, ticket(l, 0));
-    first_loads(c.wo(l), early, warp, lane);
+    mc::chain_gemv(c.qkv(l), xs, early, warp, warps, lane, ticket(l, 0));
+    mc::chain_first_loads(c.wo(l), early, warp, lane);
     barrier();
 #if defined(MC_BOUNDARIES_FAULT)  // a seeded fault for the emulated test: the last layer's w1|w3 reads a stale wo output
     if (l + 1 < c.layers)
 #endif
-    run_gemv(c.wo(l), xs, early, warp, warps, lane, ticket(l, 1));
-    first_loads(c.w13(l), early, warp, lane);
+    mc::chain_gemv(c.wo(l), xs, early, warp, warps, lane, ticket(l, 1));
+    mc::chain_first_loads(c.w13(l), early, warp, lane);
     barrier();
-    run_gemv(c.w13(l), xs, early, warp, warps, lane, ticket(l, 2));
-    first_loads(c.w2(l), early, warp, lane);
+    mc::chain_gemv(c.w13(l), xs, early, warp, warps, lane, ticket(l, 2));
+    mc::chain_first_loads(c.w2(l), early, warp, lane);
     barrier();
-    run_gemv(c.w2(l), xs, early, warp, warps, lane, ticket(l, 3));
-    if (l + 1 < c.layers) first_loads(c.qkv(l + 1), early, warp, lane);
+    mc::chain_gemv(c.w2(l), xs, early, warp, warps, lane, ticket(l, 3));
+    if (l + 1 < c.layers) mc::chain_first_loads(c.qkv(l + 1), early, warp, lane);
     barrier();
   }
 }
@@ -386,6 +312,7 @@ int main(int argc, char** argv) {
   CK(cudaMalloc(&y, y_floats * sizeof(float)));
   const size_t counters = 1 + size_t(layers) * GEMVS_PER_LAYER;
   CK(cudaMalloc(&count, counters * sizeof(unsigned)));
+  CK(cudaMemset(count, 0, counters * sizeof(unsigned)));  // mc::grid_barrier's counter starts at 0 (the persistent variants zero it again)
   const Chain dependent{w_dev, layers, x0_dev, y, y + QKV, y + QKV + DIM, y + QKV + DIM + 2 * HIDDEN, false};
   Chain independent = dependent;
   independent.independent = true;
@@ -415,6 +342,11 @@ int main(int argc, char** argv) {
         CK(mc::gemv(dependent.w2(l), 1, s));
       }
     };
+  };
+  // The product's chain (MC_CUDA_DECODE=chain decodes a dense layer so): one cooperative launch a layer.
+  if (cudaError_t e = mc::gemv_chain_prepare<Qkv, Wo, W13, W2>()) std::fprintf(stderr, "boundaries: gemv_chain_prepare: %s\n", cudaGetErrorString(e)), std::exit(2);
+  auto chained = [&]() {
+    for (int l = 0; l < layers; ++l) CK(mc::gemv_chain(count, s, dependent.qkv(l), dependent.wo(l), dependent.w13(l), dependent.w2(l)));
   };
   auto persistent = [&](const Chain& c, bool barriers, bool dynamic) {
     return [&, barriers, dynamic]() {
@@ -447,6 +379,7 @@ int main(int argc, char** argv) {
   };
   run("kernels", kernels(pdl_default));
   run("kernels-nopdl", kernels(false));
+  run("chain", chained);
   run("persistent", persistent(dependent, true, false));
   run("persistent-dynamic", persistent(dependent, true, true));
   run("streaming", persistent(independent, false, false));

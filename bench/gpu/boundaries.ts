@@ -65,8 +65,8 @@ export interface BoundariesResult {
 }
 
 /** Runs the program; rejects with its output when it fails (a failed check included: exit 1). */
-export async function runBoundaries(binary: string, args: readonly string[] = []): Promise<BoundariesResult> {
-  const run = await execa(binary, ['--json', ...args], { reject: false, all: true });
+export async function runBoundaries(binary: string, args: readonly string[] = [], env: Readonly<Record<string, string>> = {}): Promise<BoundariesResult> {
+  const run = await execa(binary, ['--json', ...args], { reject: false, all: true, env });
   const line = String(run.stdout ?? '').split('\n').find((l) => l.startsWith('{'));
   if (run.exitCode !== 0 || line === undefined) throw new Error(`${binary} exited with ${run.exitCode}: ${String(run.all ?? '').trim()}`);
   return JSON.parse(line) as BoundariesResult;
@@ -81,8 +81,9 @@ export function boundariesTable(r: BoundariesResult): string[] {
     '',
     `Limit: the weights ÷ the copy bandwidth of this run (${r.copy_gbs.toFixed(0)} GB/s, read + write): ${r.limit_ms.toFixed(3)} ms. ` +
       `kernels: the product's decode GEMV (mc::gemv_kernel) once per GEMV in one CUDA graph, PDL as decode launches it; kernels-nopdl: without PDL; ` +
+      `chain: the product's mc::gemv_chain (MC_CUDA_DECODE=chain), one cooperative launch a layer over its four GEMVs with grid barriers between them; ` +
       `persistent: one cooperative kernel of ${r.blocks} blocks (${r.sms} SMs), a grid barrier between two GEMVs, each warp's first loads of the next GEMV issued before the barrier, each warp its fixed rows; ` +
       `persistent-dynamic: the same, rows after each warp's first handed out as warps ask (a counter a GEMV); ` +
-      `streaming: the same kernel with no barrier and no dependency (the floor). Outputs of kernels, kernels-nopdl and both persistent bit-identical, each last GEMV within 1e-5 of float64: ${r.ok ? 'yes' : 'NO'}.`,
+      `streaming: the same kernel with no barrier and no dependency (the floor). Outputs of kernels, kernels-nopdl, chain and both persistent bit-identical, each last GEMV within 1e-5 of float64: ${r.ok ? 'yes' : 'NO'}.`,
   ];
 }

@@ -46,6 +46,27 @@ __device__ __forceinline__ void let_next_kernel_launch() {
 }
 
 /**
+ * A barrier of every thread of a one-dimensional grid launched cooperatively (all its blocks resident
+ * at once): what any block wrote before it, every block reads after it. `arrivals` is one counter
+ * for as many such barriers and launches as run one after another; it starts at 0 and never needs
+ * resetting: each barrier adds exactly 2^31 to it (block 0 adds 2^31 - (gridDim.x - 1), the others 1),
+ * so its top bit flips when the last block arrives, and each block's thread 0 polls for that flip.
+ */
+__device__ __forceinline__ void grid_barrier(unsigned* arrivals) {
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    const unsigned add = blockIdx.x == 0 ? 0x80000000u - (gridDim.x - 1) : 1u;
+    __threadfence();  // this block's writes (ordered before by __syncthreads) before its arrival
+    const unsigned before = atomicAdd(arrivals, add);
+    unsigned now;
+    do asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(now) : "l"(arrivals) : "memory");
+    while (((before ^ now) & 0x80000000u) == 0);
+    __threadfence();
+  }
+  __syncthreads();
+}
+
+/**
  * A hint to bring [p, p + bytes) of global memory into L2, given by all lanes of a warp (p 16-byte
  * aligned, bytes a multiple of 16): nothing waits for it and a GPU may drop it. On sm_90 one lane
  * hands the whole range to the bulk-copy engine; elsewhere the lanes prefetch it an L2 sector (32

@@ -211,6 +211,143 @@ inline cudaError_t gemv(const Op& op, int items, cudaStream_t s, L2Next next = {
   return launch(gemv_kernel<Op>, grid, dim3(Op::WARPS * 32), gemv_smem_bytes<Op>(), s, op, next, device_info().pdl_early_trigger);
 }
 
+// ---- decode GEMVs chained in one cooperative kernel (MC_CUDA_DECODE=chain) -------------------------
+// Between two decode GEMV kernels the 7B loses a few µs each (bench/RESULTS.md runs 9, 13, 14): the
+// launch, the drain of the one before, the next one's first loads. A chain runs several GEMVs in one
+// kernel whose blocks are all resident (a cooperative launch), a grid barrier between two, and each
+// warp issues its first loads of the next GEMV before it arrives at the barrier. Each row group is
+// computed by gemv_group, as gemv_kernel does, so the results are the same bits. Ops of one token
+// (item 0), two rows a warp, eight warps a block, one source (the dense model's decode GEMVs).
+
+/** A warp's first loads of the next GEMV of a chain, held across the barrier in front of it. */
+template <typename W>
+struct ChainEarly {
+  uint4 w[4][2];  // a RowStream<K, W, 2>'s chunks (the same layout for every K): one set of registers for every GEMV
+  const W* ptr[2];
+  float scale;
+  bool loaded;
+};
+
+/** Issues a warp's loads of its first group of `op` (before the barrier in front of op). */
+template <class Op>
+__device__ __forceinline__ void chain_first_loads(const Op& op, ChainEarly<typename Op::W>& early, int warp, int lane) {
+  static_assert(Op::ROWS == 2 && Op::NSRC == 1 && Op::WARPS == 8, "a chain's GEMVs stream two rows a warp, eight warps a block, one source");
+  early.loaded = warp < Op::GROUPS;
+  if (!early.loaded) return;
+  early.scale = 1.f;
+  op.rows(0, warp, 0, early.ptr, early.scale);
+  RowStream<Op::K, typename Op::W, 2> stream;
+  stream.load(early.ptr, lane);
+#pragma unroll
+  for (int u = 0; u < 4; ++u)
+#pragma unroll
+    for (int r = 0; r < 2; ++r) early.w[u][r] = stream.w[u][r];
+}
+
+/**
+ * One GEMV of a chain: its x prologue, then warp `warp`'s groups, the first from `early`; after it
+ * every `warps`-th, or with a `ticket` (a counter of this GEMV, zeroed) the next one no warp has
+ * taken, asked for as the warp starts the one before (bench/gpu/boundaries.cu times both).
+ */
+template <class Op>
+__device__ __forceinline__ void chain_gemv(const Op& op, float* xs, const ChainEarly<typename Op::W>& early, int warp, int warps, int lane, unsigned* ticket = nullptr) {
+  const bool any = op.load_x(0, xs);
+  __syncthreads();
+  RowStream<Op::K, typename Op::W, 2> stream;
+  const typename Op::W* ptr[2] = {early.ptr[0], early.ptr[1]};
+  float scale = early.scale;
+  bool loaded = early.loaded;
+  if (loaded) {
+#pragma unroll
+    for (int u = 0; u < 4; ++u)
+#pragma unroll
+      for (int r = 0; r < 2; ++r) stream.w[u][r] = early.w[u][r];
+  }
+#pragma unroll 1
+  for (int group = warp; any && group < Op::GROUPS;) {
+    unsigned taken = 0;
+    if (ticket != nullptr && lane == 0) taken = atomicAdd(ticket, 1u);  // its latency hidden by this group's stream
+    gemv_group(op, 0, group, xs, stream, ptr, scale, loaded, false, lane);
+    loaded = false;
+    group = ticket != nullptr ? warps + int(__shfl_sync(0xffffffffu, taken, 0)) : group + warps;
+  }
+  __syncthreads();  // xs is the next GEMV's
+}
+
+/** The GEMVs of a chain, in order (kernel parameters). */
+template <class... Ops> struct GemvChain;
+template <class Op> struct GemvChain<Op> { Op op; };
+template <class Op, class Next, class... Rest> struct GemvChain<Op, Next, Rest...> {
+  Op op;
+  GemvChain<Next, Rest...> rest;
+};
+template <class Op> GemvChain<Op> make_chain(const Op& op) { return {op}; }
+template <class Op, class Next, class... Rest>
+GemvChain<Op, Next, Rest...> make_chain(const Op& op, const Next& next, const Rest&... rest) { return {op, make_chain(next, rest...)}; }
+
+template <class Op, class... Rest>
+__device__ __forceinline__ void run_chain(const GemvChain<Op, Rest...>& chain, float* xs, ChainEarly<typename Op::W>& early, int warp, int warps, int lane, unsigned* arrivals) {
+  chain_gemv(chain.op, xs, early, warp, warps, lane);
+  if constexpr (sizeof...(Rest) > 0) {
+    chain_first_loads(chain.rest.op, early, warp, lane);
+    grid_barrier(arrivals);  // what this GEMV wrote (the residual, the hidden state) is read by the next one's prologue
+    run_chain(chain.rest, xs, early, warp, warps, lane, arrivals);
+  }
+}
+
+template <class... Ops>
+constexpr size_t chain_smem_bytes() {
+  size_t bytes = 0;
+  for (size_t b : {gemv_smem_bytes<Ops>()...}) bytes = b > bytes ? b : bytes;
+  return bytes;
+}
+
+/** The chain's GEMVs in one launch; `arrivals`: the grid barrier's counter (zeroed once, see grid_barrier). */
+template <class First, class... Ops>
+__global__ void __launch_bounds__(256, 2) gemv_chain_kernel(const GemvChain<First, Ops...> chain, unsigned* arrivals) {
+  extern __shared__ float4 gemv_smem[];
+  float* xs = reinterpret_cast<float*>(gemv_smem);
+  const int lane = threadIdx.x & 31, warp = blockIdx.x * 8 + (threadIdx.x >> 5), warps = gridDim.x * 8;
+  ChainEarly<typename First::W> early;
+  chain_first_loads(chain.op, early, warp, lane);  // weights only, before the kernel ahead of it is done
+  wait_for_previous_kernel();
+  run_chain(chain, xs, early, warp, warps, lane, arrivals);
+}
+
+/** Blocks of the chain kernel that fit on the device at once: its grid (0 until gemv_chain_prepare ran). */
+template <class... Ops>
+inline int& gemv_chain_blocks() {
+  static int blocks = 0;
+  return blocks;
+}
+
+template <class... Ops>
+inline cudaError_t gemv_chain_prepare() {
+  if (device_info().sms == 0)
+    if (cudaError_t e = init_device_info()) return e;
+  if (cudaError_t e = cudaFuncSetAttribute(gemv_chain_kernel<Ops...>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(chain_smem_bytes<Ops...>()))) return e;
+  int per_sm = 0;
+  if (cudaError_t e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, gemv_chain_kernel<Ops...>, 256, chain_smem_bytes<Ops...>())) return e;
+  gemv_chain_blocks<Ops...>() = per_sm * device_info().sms;
+  return per_sm > 0 ? cudaSuccess : cudaErrorInvalidConfiguration;
+}
+
+/** Launches the chain of one token's GEMVs (cooperative: every block resident, or the launch fails). */
+template <class... Ops>
+inline cudaError_t gemv_chain(unsigned* arrivals, cudaStream_t s, const Ops&... ops) {
+  cudaLaunchConfig_t config = {};
+  config.gridDim = dim3(unsigned(gemv_chain_blocks<Ops...>()));
+  config.blockDim = dim3(256);
+  config.dynamicSmemBytes = chain_smem_bytes<Ops...>();
+  config.stream = s;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeCooperative;
+  attr[0].val.cooperative = 1;
+  config.attrs = attr;
+  config.numAttrs = 1;
+  return cudaLaunchKernelEx(&config, gemv_chain_kernel<Ops...>, make_chain(ops...), arrivals);
+}
+
 /** ptr[r] = row (first + r) of a [n, K] matrix; rows past the end point at row 0 (read, never stored). */
 template <int K, int ROWS, typename W>
 __device__ __forceinline__ void consecutive_rows(const W* base, int first, int n, const W* (&ptr)[ROWS]) {

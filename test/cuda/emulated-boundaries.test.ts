@@ -1,8 +1,8 @@
 /**
  * The boundary benchmark (bench/gpu/boundaries.cu, `check.ts --only boundaries`): it builds with
  * nvcc for both GPU generations at the 7B's shapes, and on the CUDA emulator at small shapes its
- * variants agree bit for bit and with float64 (the persistent kernels over several blocks, which pass
- * their grid barriers in turn), a stale input in the persistent kernel fails its checks, and a grid
+ * variants agree bit for bit and with float64 (the product's GEMV chain and the persistent kernels
+ * over several blocks, which pass their grid barriers in turn), a stale input in the persistent kernel fails its checks, and a grid
  * larger than the GPU holds at once is refused with one line.
  */
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
@@ -19,8 +19,10 @@ const work = mkdtempSync(join(tmpdir(), 'mc-boundaries-'));
 afterAll(() => rmSync(work, { recursive: true, force: true }));
 const SOURCE = join(packageRoot(), 'bench', 'gpu', 'boundaries.cu');
 const SMALL = ['MC_DIM=64', 'MC_HIDDEN=128', 'MC_QKV=96'];
-// 4 blocks of 8 warps for the persistent kernel (w1|w3's 128 row groups: 4 a warp), a small copy.
+// 4 blocks of 8 warps for the persistent kernel (w1|w3's 128 row groups: 4 a warp), a small copy;
+// one emulated multiprocessor (8 such blocks: the grid of the kernels and of the chain).
 const EMULATED_RUN = ['--blocks', '4', '--layers', '2', '--reps', '1', '--copy-mib', '4'];
+const ONE_SM = { MC_EMU_SMS: '1' };
 const headers = () => boundariesSources().filter((f) => f.path !== 'boundaries.cu');
 
 describe.skipIf(!hasNvcc())('the boundary benchmark', () => {
@@ -38,10 +40,10 @@ describe.skipIf(!hasNvcc())('the boundary benchmark', () => {
     expect(prebuiltBoundaries(manifest(hashFiles(boundariesSources())), ['sm_80'])).toBeUndefined();
   }, 180_000);
 
-  it('on the emulator: six variants, each timed, the chained ones bit-identical and every last GEMV within 1e-5 of float64', async () => {
-    const r = await runBoundaries(emulated, EMULATED_RUN);
+  it('on the emulator: seven variants, each timed, the chained ones bit-identical and every last GEMV within 1e-5 of float64', async () => {
+    const r = await runBoundaries(emulated, EMULATED_RUN, ONE_SM);
     expect(r.ok).toBe(true);
-    expect(r.variants.map((v) => v.name)).toEqual(['kernels', 'kernels-nopdl', 'persistent', 'persistent-dynamic', 'streaming', 'kernels (again)']);
+    expect(r.variants.map((v) => v.name)).toEqual(['kernels', 'kernels-nopdl', 'chain', 'persistent', 'persistent-dynamic', 'streaming', 'kernels (again)']);
     for (const v of r.variants) expect(v.ms > 0 && Number.isFinite(v.boundary_us)).toBe(true);
     expect(r).toMatchObject({ blocks: 4, layers: 2, gemvs: 8 });
     // 2 layers of (96 + 64 + 256 + 64) rows of 64 or 128 bf16 values
@@ -53,8 +55,7 @@ describe.skipIf(!hasNvcc())('the boundary benchmark', () => {
 
   it('fails its checks when the persistent kernel reads a stale input (a seeded fault); refuses a grid the GPU cannot hold at once', async () => {
     const faulty = await buildEmulated(headers(), SOURCE, join(work, 'emu-fault'), [...SMALL, 'MC_BOUNDARIES_FAULT=1']);
-    await expect(runBoundaries(faulty, EMULATED_RUN)).rejects.toThrow(/persistent differs from kernels.*persistent-dynamic differs from kernels/);
-    // the emulated device: 8 SMs of 8 such blocks
-    await expect(runBoundaries(emulated, ['--blocks', '65', ...EMULATED_RUN.slice(2)])).rejects.toThrow(/--blocks 65, but only 64 blocks of the persistent kernel fit this GPU at once/);
+    await expect(runBoundaries(faulty, EMULATED_RUN, ONE_SM)).rejects.toThrow(/persistent differs from kernels.*persistent-dynamic differs from kernels/);
+    await expect(runBoundaries(emulated, ['--blocks', '9', ...EMULATED_RUN.slice(2)], ONE_SM)).rejects.toThrow(/--blocks 9, but only 8 blocks of the persistent kernel fit this GPU at once/);
   }, 180_000);
 });

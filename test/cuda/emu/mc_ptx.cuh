@@ -42,6 +42,20 @@ inline void prefetch_l2_warp(const void* p, uint32_t bytes, int lane) {
   mc_emu::prefetch_log().emplace_back(static_cast<const char*>(p), size_t(bytes));
 }
 
+/**
+ * The grid barrier of a cooperative launch: the counter moves as on a GPU (block 0 adds 2^31 -
+ * (gridDim.x - 1), the others 1), but the threads wait in mc_emu::grid_sync (a poll would never see
+ * another fiber move); once the whole grid is there, the counter's top bit must have flipped.
+ */
+inline void grid_barrier(unsigned* arrivals) {
+  __syncthreads();
+  unsigned before = 0;
+  if (threadIdx.x == 0) before = atomicAdd(arrivals, blockIdx.x == 0 ? 0x80000000u - (gridDim.x - 1) : 1u);
+  mc_emu::grid_sync();
+  if (threadIdx.x == 0 && ((before ^ *arrivals) & 0x80000000u) == 0) mc_emu::fail("grid_barrier: the whole grid arrived, but the counter's top bit did not flip (a counter that did not start at 0?)");
+  __syncthreads();
+}
+
 // ---- cp.async ----------------------------------------------------------------------------------------
 /** Queued in this thread's open group; the copy happens at issue or at the wait that covers it (chosen at random). */
 inline void cp_async16(void* smem, const void* gmem, int src_bytes) {
