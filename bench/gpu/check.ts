@@ -101,6 +101,12 @@ function a16Words(setting: string | undefined): string {
   if (setting === undefined || setting === '' || setting === '1') return 'for every prefill';
   return setting === '0' ? 'never (A read through the Op)' : `from ${setting} tokens`;
 }
+/** MC_CUDA_DECODE (mc_device.cuh: a dense layer's decode GEMVs as one kernel, or one kernel each), in words. */
+function decodeWords(): string {
+  return process.env.MC_CUDA_DECODE === 'chain'
+    ? 'a dense layer\'s wo, w1|w3, w2 and the next layer\'s wq|wk|wv in one cooperative kernel with grid barriers (MC_CUDA_DECODE=chain)'
+    : 'one kernel a decode GEMV (MC_CUDA_DECODE unset)';
+}
 /** MC_CUDA_PDL and MC_CUDA_PDL_TRIGGER (mc_device.cuh: which decode kernels launch with PDL, and when a GEMV lets the next one launch), in words. */
 function pdlWords(): string {
   const pdl = process.env.MC_CUDA_PDL || 'gemv', trigger = process.env.MC_CUDA_PDL_TRIGGER || 'exit';
@@ -282,7 +288,7 @@ const md: string[] = [];
 md.push(`Device: ${device.name} (${device.memory}, driver ${device.driver}); libraries built for ${device.archs.join(',')}; prefill GEMM engine: ${values.gemm} (MC_CUDA_GEMM); ` +
   `decode GEMVs prefetch ${prefetchWords(values['prefetch-mb']!)} into L2 (MC_CUDA_PREFETCH_MB=${values['prefetch-mb']}); ` +
   `prefill GEMMs narrow A once: ${a16Words(process.env.MC_CUDA_A16)} (MC_CUDA_A16${process.env.MC_CUDA_A16 ? `=${process.env.MC_CUDA_A16}` : ' unset'}); ` +
-  `${pdlWords()}; grids of fewer small-tile blocks than SMs that cannot split K take the ${process.env.MC_CUDA_GEMM_DEEP === '0' ? '4' : '8'}-stage small tile (MC_CUDA_GEMM_DEEP${process.env.MC_CUDA_GEMM_DEEP ? `=${process.env.MC_CUDA_GEMM_DEEP}` : ' unset'}).`);
+  `${pdlWords()}; decode: ${decodeWords()}; grids of fewer small-tile blocks than SMs that cannot split K take the ${process.env.MC_CUDA_GEMM_DEEP === '0' ? '4' : '8'}-stage small tile (MC_CUDA_GEMM_DEEP${process.env.MC_CUDA_GEMM_DEEP ? `=${process.env.MC_CUDA_GEMM_DEEP}` : ' unset'}).`);
 if (copyGbs !== null) md.push(`Device-to-device copy bandwidth (read + write, 2 GiB, median of 20): ${copyGbs.toFixed(0)} GB/s.`);
 if (kernels.length > 0) {
   md.push('', '| kernel check (test/gpu/kernels.cu) | result |', '|---|---|');

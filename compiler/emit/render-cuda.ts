@@ -108,6 +108,11 @@ export function renderCudaSources(plan: Plan, options: RenderOptions = {}): Rend
     kvOffset = kv.v + align(kvSlots * kvRowBytes);
     return { layer: l.layer, window: l.window, window_or_zero: l.window ?? 0, kv_slots: kvSlots, off, kv };
   });
+  // A dense model on one rank may chain each layer's decode GEMVs in one kernel (MC_CUDA_DECODE=chain,
+  // mc::gemv_chain): wo, w1|w3, w2 and the next layer's wq|wk|wv, whose KV ring it writes. With
+  // TP > 1 an all-reduce sits between them; MoE layers route between theirs.
+  const decodeChain = model.moe === null && plan.options.tp === 1;
+  const chained = layers.map((l, i) => ({ ...l, next_kv_slots: i + 1 < layers.length ? layers[i + 1]!.kv_slots : null, next_layer: i + 1 < layers.length ? i + 1 : null }));
   // Distinct template instantiations, for prepare() (shared-memory limits are set per instantiation).
   const attentionVariants = uniqueBy(layers.map((l) => ({ window: l.window_or_zero, kv_slots: l.kv_slots })), (v) => `${v.window}/${v.kv_slots}`);
   const qkvVariants = uniqueBy(layers.map((l) => ({ kv_slots: l.kv_slots })), (v) => `${v.kv_slots}`);
@@ -116,9 +121,12 @@ export function renderCudaSources(plan: Plan, options: RenderOptions = {}): Rend
     weights: layout.weights,
     arena_bytes: layout.bytes,
     kv_bytes: kvOffset,
-    layers,
+    layers: chained,
     attention_variants: attentionVariants,
     qkv_variants: qkvVariants,
+    decode_chain: decodeChain,
+    // one chain type per next layer's KV ring length, and the last layer's (no next layer)
+    chain_variants: decodeChain ? uniqueBy(chained.map((l) => ({ next_kv_slots: l.next_kv_slots })), (v) => `${v.next_kv_slots}`) : [],
     final_norm_offset: at('norm.weight'),
     output_offset: at(model.tied_embeddings ? 'tok_embeddings.weight' : 'output.weight'),
     embedding_offset: at('tok_embeddings.weight'),

@@ -328,7 +328,11 @@ inline cudaError_t gemv_chain_prepare() {
   if (cudaError_t e = cudaFuncSetAttribute(gemv_chain_kernel<Ops...>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(chain_smem_bytes<Ops...>()))) return e;
   int per_sm = 0;
   if (cudaError_t e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, gemv_chain_kernel<Ops...>, 256, chain_smem_bytes<Ops...>())) return e;
-  gemv_chain_blocks<Ops...>() = per_sm * device_info().sms;
+  // Every block resident, two an SM at most (the decode GEMVs' grid on the GPUs this runs on: 8 warps
+  // of ~90 registers, 2 blocks an SM), and none without a row group in the widest GEMV.
+  int needed = 0;
+  for (int groups : {Ops::GROUPS...}) needed = std::max(needed, (groups + 7) / 8);
+  gemv_chain_blocks<Ops...>() = std::min(std::min(per_sm, 2) * device_info().sms, needed);
   return per_sm > 0 ? cudaSuccess : cudaErrorInvalidConfiguration;
 }
 

@@ -28,9 +28,10 @@ afterEach(() => {
   delete process.env.MC_CUDA_A16;
   delete process.env.MC_CUDA_PDL;
   delete process.env.MC_CUDA_PDL_TRIGGER;
+  delete process.env.MC_CUDA_DECODE;
 });
 
-interface Case { config: string; dtype: Dtype; engine?: 'wgmma-all'; prompt?: number; chunk?: number; prefetchMb?: string; a16?: string; pdl?: string; trigger?: string }
+interface Case { config: string; dtype: Dtype; engine?: 'wgmma-all'; prompt?: number; chunk?: number; prefetchMb?: string; a16?: string; pdl?: string; trigger?: string; decode?: 'chain' }
 // Dense, windowed (int and per-layer list), MoE top-2 and top-1; each dtype at least once; the wgmma
 // engine under the whole model. Fresh weights and tokens each run, MoE too: checkLogits draws the
 // tokens again until no routing decision of the float64 reference is near a tie (ROUTING_MARGIN in
@@ -39,7 +40,9 @@ interface Case { config: string; dtype: Dtype; engine?: 'wgmma-all'; prompt?: nu
 // ranges the emulator checks against the device allocations. a16: MC_CUDA_A16 (0: prefill GEMMs read A
 // through the Op, the path the default no longer takes). pdl, trigger: MC_CUDA_PDL and MC_CUDA_PDL_TRIGGER (the
 // launches with and without the attribute, griddepcontrol.launch_dependents; the emulator runs kernels one
-// after another, so this checks the launch paths, not the overlap).
+// after another, so this checks the launch paths, not the overlap). decode: MC_CUDA_DECODE=chain (a dense
+// layer's decode GEMVs in one cooperative kernel a layer, whose blocks the emulator holds at once;
+// per-layer windows: a chain type per next layer's KV ring).
 const CASES: Case[] = [
   { config: 'tiny-dense', dtype: 'bf16', prefetchMb: '8' },
   // One 80-token chunk: more rows than one 64-row tile, A narrowed once into the model's a16 buffer.
@@ -50,10 +53,12 @@ const CASES: Case[] = [
   { config: 'tiny-moe-top1', dtype: 'f16' },
   // The experts' GEMMs over more than one 64-row tile of gathered rows (narrowed once).
   { config: 'tiny-moe', dtype: 'bf16', prompt: 80, chunk: 80, pdl: 'all', trigger: 'last-rows' },
+  { config: 'tiny-window-list', dtype: 'bf16', decode: 'chain' },
+  { config: 'tiny-dense-full', dtype: 'f32', decode: 'chain' },
 ];
 
 const logitsCase = (c: Case): LogitsCase => ({
-  name: `emu-${c.config}-${c.dtype}${c.engine ? `-${c.engine}` : ''}${c.a16 !== undefined ? `-a16-${c.a16}` : ''}-${c.chunk ?? 12}`,
+  name: `emu-${c.config}-${c.dtype}${c.engine ? `-${c.engine}` : ''}${c.a16 !== undefined ? `-a16-${c.a16}` : ''}${c.decode ? `-${c.decode}` : ''}-${c.chunk ?? 12}`,
   config: c.config, dtype: c.dtype, prompt: c.prompt ?? 32, chunk: c.chunk ?? 12, decode: 10,
 });
 // The cases run one after another (each sets the library's switches in this process's environment),
@@ -66,13 +71,14 @@ describe.skipIf(!hasNvcc())('a CUDA library on the emulator (no GPU)', () => {
     for (const c of CASES) library(logitsCase(c).name, logitsPlan(logitsCase(c)));
   });
   for (const c of CASES) {
-    it(`${c.config} ${c.dtype}${c.engine ? `, prefill GEMMs on ${c.engine}` : ''}${c.prefetchMb ? `, L2 prefetch ${c.prefetchMb} MiB` : ''}${c.a16 !== undefined ? `, MC_CUDA_A16=${c.a16}` : ''}${c.pdl ? `, MC_CUDA_PDL=${c.pdl}` : ''}${c.trigger ? `, MC_CUDA_PDL_TRIGGER=${c.trigger}` : ''}, chunks of ${c.chunk ?? 12}: prefill and graph-replayed decode logits match float64 and the CPU backend`, async () => {
+    it(`${c.config} ${c.dtype}${c.engine ? `, prefill GEMMs on ${c.engine}` : ''}${c.prefetchMb ? `, L2 prefetch ${c.prefetchMb} MiB` : ''}${c.a16 !== undefined ? `, MC_CUDA_A16=${c.a16}` : ''}${c.pdl ? `, MC_CUDA_PDL=${c.pdl}` : ''}${c.trigger ? `, MC_CUDA_PDL_TRIGGER=${c.trigger}` : ''}${c.decode ? `, MC_CUDA_DECODE=${c.decode}` : ''}, chunks of ${c.chunk ?? 12}: prefill and graph-replayed decode logits match float64 and the CPU backend`, async () => {
       // Read by the library when it first needs them; each case loads its own library (its own copy of that state).
       if (c.engine !== undefined) process.env.MC_CUDA_GEMM = c.engine;
       if (c.prefetchMb !== undefined) process.env.MC_CUDA_PREFETCH_MB = c.prefetchMb;
       if (c.a16 !== undefined) process.env.MC_CUDA_A16 = c.a16;
       if (c.pdl !== undefined) process.env.MC_CUDA_PDL = c.pdl;
       if (c.trigger !== undefined) process.env.MC_CUDA_PDL_TRIGGER = c.trigger;
+      if (c.decode !== undefined) process.env.MC_CUDA_DECODE = c.decode;
       const emuSeed = String(Math.floor(Math.random() * 2 ** 31));  // the emulator's warp orders and copy timing
       process.env.MC_EMU_SEED = emuSeed;
       const lc = logitsCase(c);

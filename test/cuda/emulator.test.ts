@@ -122,9 +122,16 @@ describe.skipIf(!hasNvcc())('the CUDA emulator reports seeded bugs', () => {
   }, 300_000);
 
   it.concurrent('a decode GEMV whose accumulators start uninitialized fails its checks (locals start as a pattern, not zero)', async () => {
-    const r = await kernelChecks('uninitialized-acc', mutated(renderCudaSources(medium()).files, 'mc_gemv.cuh', '    float acc[Op::ROWS] = {};', '    float acc[Op::ROWS];'), 'mma');
+    const r = await kernelChecks('uninitialized-acc', mutated(renderCudaSources(medium()).files, 'mc_gemv.cuh', '  float acc[Op::ROWS] = {};', '  float acc[Op::ROWS];'), 'mma');
     expect(r.exitCode).toBe(1);
     expect(r.all).toMatch(/^FAIL +wo_residual +T=1 /m);
+  }, 300_000);
+
+  it.concurrent('a decode chain without the grid barrier between two GEMVs fails its checks (MC_CUDA_DECODE=chain)', async () => {
+    const barrier = '    grid_barrier(arrivals);  // what this GEMV wrote (the residual, the hidden state) is read by the next one\'s prologue\n';
+    const r = await kernelChecks('chain-barrier', mutated(renderCudaSources(medium()).files, 'mc_gemv.cuh', barrier, ''), 'mma');
+    expect(r.exitCode).toBe(1);
+    expect(r.all).toMatch(/^FAIL +gemv_chain \(wo\.\.next wqkv\) +T=1 +residual +differs/m);
   }, 300_000);
 
   it.concurrent('a GEMV input row read as float4 from an address 8 bytes off fails (a GPU faults on it; x86 would not)', async () => {

@@ -539,6 +539,79 @@ void check_w13(int T) {
   expect_close("rmsnorm_w13_swiglu", T, "hidden", ref, widen(download(d_h, size_t(T) * F::HIDDEN)), T > 1 ? kTolW : kTolF32);
   cudaFree(d_res), cudaFree(d_norm), cudaFree(d_w), cudaFree(d_rstd), cudaFree(d_a16), cudaFree(d_h);
 }
+
+/** Two device buffers hold the same bits (as int32 words, for expect_equal). */
+template <typename T> std::vector<int32_t> bits(const T* d, size_t n) {
+  const auto h = download(d, n);
+  std::vector<int32_t> words((h.size() * sizeof(T) + 3) / 4, 0);
+  std::memcpy(words.data(), h.data(), h.size() * sizeof(T));
+  return words;
+}
+
+/**
+ * MC_CUDA_DECODE=chain (mc::gemv_chain): one token's wo, w1|w3, w2 and the next layer's wq|wk|wv in
+ * one cooperative kernel with grid barriers give the same bits as the four decode GEMVs launched one
+ * after another (each checked against float64 above): the residual, the hidden state, q and the KV
+ * ring. `with_next`: the chain of a layer before another (4 GEMVs), else the last layer's (3).
+ */
+void check_decode_chain(bool with_next) {
+  namespace O = wo_residual;
+  namespace F = rmsnorm_w13_swiglu;
+  namespace D = w2_residual;
+  namespace Q = rmsnorm_qkv_rope_cache;
+  constexpr int KV_SLOTS = 1024;
+  const int32_t pos0 = int32_t((uniform(g_stream++, 0) + 1) * 500);
+  const auto attn_out = rand_vec<float>(O::IN, 1.0), residual = rand_vec<float>(O::DIM, 1.0);
+  const auto wo = rand_vec<W>(size_t(O::DIM) * O::IN, 1.0 / std::sqrt(double(O::IN)));
+  const auto ffn_norm = rand_vec<W>(F::DIM, 0.2, 1.0), attention_norm = rand_vec<W>(Q::DIM, 0.2, 1.0);
+  const auto w13 = rand_vec<W>(size_t(2) * F::HIDDEN * F::DIM, 1.0 / std::sqrt(double(F::DIM)));
+  const auto w2 = rand_vec<W>(size_t(D::DIM) * D::HIDDEN, 1.0 / std::sqrt(double(D::HIDDEN)));
+  const auto wqkv = rand_vec<W>(size_t(Q::QKV) * Q::DIM, 1.0 / std::sqrt(double(Q::DIM)));
+  std::vector<double> inv_freq(Q::HEAD_DIM / 2);
+  mc::rope_inv_freq(10000.0, Q::HEAD_DIM, inv_freq.data());
+  W *d_wo = upload(wo), *d_fn = upload(ffn_norm), *d_an = upload(attention_norm), *d_w13 = upload(w13), *d_w2 = upload(w2), *d_wqkv = upload(wqkv);
+  float* d_attn = upload(attn_out);
+  double* d_inv = upload(inv_freq);
+  int32_t* d_pos = upload(std::vector<int32_t>{pos0});
+  unsigned* d_arrivals = upload(std::vector<unsigned>{0u});
+  // Each path's own outputs: the residual it adds to, the hidden state, q, the KV ring (poisoned where not written).
+  struct Out {
+    float *residual, *hidden, *q;
+    KV *k, *v;
+  } path[2];
+  for (Out& o : path) {
+    o.residual = upload(residual), o.hidden = poisoned<float>(F::HIDDEN), o.q = poisoned<float>(Q::Q_DIM);
+    o.k = poisoned<KV>(size_t(KV_SLOTS) * Q::KV_DIM), o.v = poisoned<KV>(size_t(KV_SLOTS) * Q::KV_DIM);
+  }
+  float* d_rstd = poisoned<float>(1);
+  uint16_t* d_a16 = poisoned<uint16_t>(size_t(F::HIDDEN) + Q::DIM);
+  CK(Q::prepare<KV_SLOTS>());
+  CK(O::launch(d_attn, 1, d_wo, path[0].residual, d_a16, {}, 0));
+  CK(F::launch(path[0].residual, 1, d_fn, d_w13, d_rstd, d_a16, path[0].hidden, {}, 0));
+  CK(D::launch(path[0].hidden, 1, d_w2, path[0].residual, d_a16, {}, 0));
+  if (with_next) CK(Q::launch<KV_SLOTS>(path[0].residual, 1, d_pos, d_an, d_wqkv, d_inv, d_rstd, d_a16, path[0].q, path[0].k, path[0].v, {}, 0));
+  const Out& c = path[1];
+  if (with_next) {
+    CK(mc::gemv_chain_prepare<O::Decode, F::Decode, D::Decode, Q::Decode<KV_SLOTS>>());
+    CK(mc::gemv_chain(d_arrivals, 0, O::decode(d_attn, d_wo, c.residual), F::decode(c.residual, d_fn, d_w13, c.hidden), D::decode(c.hidden, d_w2, c.residual),
+                      Q::decode<KV_SLOTS>(c.residual, d_pos, d_an, d_wqkv, d_inv, c.q, c.k, c.v)));
+  } else {
+    CK(mc::gemv_chain_prepare<O::Decode, F::Decode, D::Decode>());
+    CK(mc::gemv_chain(d_arrivals, 0, O::decode(d_attn, d_wo, c.residual), F::decode(c.residual, d_fn, d_w13, c.hidden), D::decode(c.hidden, d_w2, c.residual)));
+  }
+  CK(cudaDeviceSynchronize());
+  const char* name = with_next ? "gemv_chain (wo..next wqkv)" : "gemv_chain (wo, w13, w2)";
+  expect_equal(name, 1, "residual", bits(path[0].residual, O::DIM), bits(c.residual, O::DIM));
+  expect_equal(name, 1, "hidden", bits(path[0].hidden, F::HIDDEN), bits(c.hidden, F::HIDDEN));
+  if (with_next) {
+    expect_equal(name, 1, "q", bits(path[0].q, Q::Q_DIM), bits(c.q, Q::Q_DIM));
+    expect_equal(name, 1, "k cache", bits(path[0].k, size_t(KV_SLOTS) * Q::KV_DIM), bits(c.k, size_t(KV_SLOTS) * Q::KV_DIM));
+    expect_equal(name, 1, "v cache", bits(path[0].v, size_t(KV_SLOTS) * Q::KV_DIM), bits(c.v, size_t(KV_SLOTS) * Q::KV_DIM));
+  }
+  for (Out& o : path) cudaFree(o.residual), cudaFree(o.hidden), cudaFree(o.q), cudaFree(o.k), cudaFree(o.v);
+  cudaFree(d_wo), cudaFree(d_fn), cudaFree(d_an), cudaFree(d_w13), cudaFree(d_w2), cudaFree(d_wqkv), cudaFree(d_attn), cudaFree(d_inv), cudaFree(d_pos);
+  cudaFree(d_arrivals), cudaFree(d_rstd), cudaFree(d_a16);
+}
 #else
 /** Routing as Mistral does it, in double: top-k of the logits (ties to the lower index), softmax over k. */
 void route(const Vec& logits, int E, int K, std::vector<int32_t>& ex, Vec& wt) {
@@ -878,6 +951,10 @@ int main(int argc, char** argv) {
     check_embedding(T);
     projections(T);
   }
+#if MC_DENSE
+  check_decode_chain(true);
+  check_decode_chain(false);
+#endif
   if (mc::kTensorCores<W> && mc::device_info().a16_min_rows > 0) {
     // The prefill GEMMs with A read through the Op (MC_CUDA_A16=0), the path the default no longer takes.
     const int saved = mc::device_info().a16_min_rows;

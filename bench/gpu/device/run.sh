@@ -26,6 +26,9 @@
 #     PREFETCH_CASES=mistral-7b-v0.1 limits the A/B to that model; it runs first of the extras)
 #   bash bench/gpu/device/run.sh --only breakdown --cases mistral-7b-v0.1   (decode with kernels left out,
 #     MC_CUDA_DIAG_SKIP, one model load per variant: a step's time per kernel in situ; bench/gpu/breakdown.ts)
+#   CHAIN_AB=1 bash bench/gpu/device/run.sh --only decode   (then decode again with MC_CUDA_DECODE=chain, a dense
+#     layer's wo, w1|w3, w2 and the next wq|wk|wv in one cooperative kernel, and with the defaults once more:
+#     $OUT/chain.md and $OUT/chain.log; run 18 of bench/RESULTS.md; CHAIN_CASES=mistral-7b-v0.1 limits it)
 #   bash bench/gpu/device/run.sh --only boundaries   (~20 s: what a boundary between two decode GEMVs costs as
 #     kernels in a graph and as a grid barrier in one persistent kernel, bench/gpu/boundaries.cu; RESULTS run 17)
 #   DEEP_AB=1 bash bench/gpu/device/run.sh --only prefill   (then prefill again with MC_CUDA_GEMM_DEEP=0: the
@@ -105,6 +108,16 @@ if [ -n "${PREFETCH_AB:-}" ]; then
   # One process per amount (a library reads MC_CUDA_PREFETCH_MB when it first initializes).
   for mb in $PREFETCH_AB 0; do
     variant prefetch "--prefetch-mb $mb" "$@" --only "${PREFETCH_ONLY:-decode}" ${PREFETCH_CASES:+--cases "$PREFETCH_CASES"} --prefetch-mb "$mb"
+  done
+fi
+if [ "${CHAIN_AB:-0}" = 1 ]; then
+  # Decode with each dense layer's wo, w1|w3, w2 and the next wq|wk|wv in one cooperative kernel
+  # (MC_CUDA_DECODE=chain, run 18), then the defaults again; Mixtral has no chain (one arm for it is the same code).
+  for setting in "MC_CUDA_DECODE=chain" ""; do
+    # shellcheck disable=SC2086
+    ( if [ -n "$setting" ]; then export $setting; fi
+      variant chain "${setting:-defaults again}" "$@" --only decode ${CHAIN_CASES:+--cases "$CHAIN_CASES"}
+      exit "$status" ) || status=$?
   done
 fi
 if [ "${PDL_AB:-0}" = 1 ]; then

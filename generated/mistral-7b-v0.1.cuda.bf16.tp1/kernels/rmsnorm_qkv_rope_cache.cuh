@@ -76,6 +76,12 @@ struct Prefill {
   __device__ void store(int, int m, int n, float v0, float v1) const { epi(m, n, v0, v1); }
 };
 
+/** The decode GEMV's Op: what launch() runs for one token, and a link of a decode chain (mc::gemv_chain). */
+template <int KV_SLOTS>
+inline Decode<KV_SLOTS> decode(const float* residual, const int32_t* pos0, const W* norm, const W* wqkv, const double* inv_freq, float* q, KV* k_cache, KV* v_cache) {
+  return {residual, norm, wqkv, Epilogue<KV_SLOTS>{q, k_cache, v_cache, pos0, inv_freq}};
+}
+
 template <int KV_SLOTS>
 inline cudaError_t launch(const float* residual, int T, const int32_t* pos0, const W* norm, const W* wqkv, const double* inv_freq,
                           float* rstd /*[T] scratch*/, uint16_t* a16 /*[T, DIM] scratch*/, float* q, KV* k_cache, KV* v_cache, mc::L2Next next, cudaStream_t s) {
@@ -83,7 +89,7 @@ inline cudaError_t launch(const float* residual, int T, const int32_t* pos0, con
   if constexpr (mc::kTensorCores<W>) {
     if (T > 1) return mc::gemm(Prefill<KV_SLOTS>{mc::RowNorm<DIM, W>{residual, norm, EPS, rstd}, wqkv, T, epi}, 1, T, QKV, s, a16);
   }
-  return mc::gemv(Decode<KV_SLOTS>{residual, norm, wqkv, epi}, T, s, next);
+  return mc::gemv(decode<KV_SLOTS>(residual, pos0, norm, wqkv, inv_freq, q, k_cache, v_cache), T, s, next);
 }
 template <int KV_SLOTS>
 inline cudaError_t prepare() {

@@ -43,12 +43,15 @@ struct Prefill {
 };
 
 /** hidden = silu(xn · w1ᵀ) ⊙ (xn · w3ᵀ), xn = RMSNorm(residual) * ffn_norm. */
+/** The decode GEMV's Op: what launch() runs for one token, and a link of a decode chain (mc::gemv_chain). */
+inline Decode decode(const float* residual, const W* norm, const W* w13, float* hidden) { return {residual, norm, w13, hidden}; }
+
 inline cudaError_t launch(const float* residual, int T, const W* norm, const W* w13, float* rstd /*[T] scratch*/, uint16_t* a16 /*[T, DIM] scratch*/,
                           float* hidden, mc::L2Next next, cudaStream_t s) {
   if constexpr (mc::kTensorCores<W>) {
     if (T > 1) return mc::gemm(Prefill{mc::RowNorm<DIM, W>{residual, norm, EPS, rstd}, w13, hidden, T}, 1, T, HIDDEN, s, a16);
   }
-  return mc::gemv(Decode{residual, norm, w13, hidden}, T, s, next);
+  return mc::gemv(decode(residual, norm, w13, hidden), T, s, next);
 }
 inline cudaError_t prepare() {
   if (cudaError_t e = mc::gemv_prepare<Decode>()) return e;

@@ -45,11 +45,14 @@ struct Prefill {
 };
 
 /** residual += hidden · w2ᵀ. */
+/** The decode GEMV's Op: what launch() runs for one token, and a link of a decode chain (mc::gemv_chain). */
+inline Decode decode(const float* hidden, const W* w2, float* residual) { return {hidden, w2, residual}; }
+
 inline cudaError_t launch(const float* hidden, int T, const W* w2, float* residual, uint16_t* a16 /*[T, HIDDEN] scratch*/, mc::L2Next next, cudaStream_t s) {
   if constexpr (mc::kTensorCores<W>) {
     if (T > 1) return mc::gemm(Prefill{hidden, w2, residual, T}, 1, T, DIM, s, a16);
   }
-  return mc::gemv(Decode{hidden, w2, residual}, T, s, next);
+  return mc::gemv(decode(hidden, w2, residual), T, s, next);
 }
 inline cudaError_t prepare() {
   if (cudaError_t e = mc::gemv_prepare<Decode>()) return e;

@@ -46,11 +46,14 @@ struct Prefill {
 };
 
 /** residual += attn_out · woᵀ. */
+/** The decode GEMV's Op: what launch() runs for one token, and a link of a decode chain (mc::gemv_chain). */
+inline Decode decode(const float* attn_out, const W* wo, float* residual) { return {attn_out, wo, residual}; }
+
 inline cudaError_t launch(const float* attn_out, int T, const W* wo, float* residual, uint16_t* a16 /*[T, IN] scratch*/, mc::L2Next next, cudaStream_t s) {
   if constexpr (mc::kTensorCores<W>) {
     if (T > 1) return mc::gemm(Prefill{attn_out, wo, residual, T}, 1, T, DIM, s, a16);
   }
-  return mc::gemv(Decode{attn_out, wo, residual}, T, s, next);
+  return mc::gemv(decode(attn_out, wo, residual), T, s, next);
 }
 inline cudaError_t prepare() {
   if (cudaError_t e = mc::gemv_prepare<Decode>()) return e;

@@ -750,10 +750,37 @@ struct SuspendedBlock {
  * Each block has its own dynamic shared memory (a slice of one region); static __shared__ arrays are
  * junk again at each turn, so a kernel must not keep them across a grid barrier.
  */
+/** Bytes of one fiber's stack. */
+constexpr size_t kFiberStack = 256 * 1024;
+/** Written at the bottom of each stack of a cooperative block: a fiber that ran past its stack changed it. */
+constexpr uint64_t kStackCanary = 0x5ca1ab1e0ddba11ull;
+
 inline void run_cooperative(const std::vector<uint3>& blocks, int threads, char* region, size_t smem) {
   State& s = state();
-  std::vector<char*> pool;  // the thread's fiber stacks, handed to the blocks as they start
+  std::vector<char*> pool;  // the thread's own fiber stacks, back in place at the end
   pool.swap(s.stacks);
+  // A grid resident at once may hold tens of thousands of threads: a stack each with its own guard
+  // page would pass the kernel's limit of mappings (vm.max_map_count), so each block's stacks are
+  // one mapping, a guard page below it and a canary at the bottom of each stack.
+  std::vector<std::pair<char*, size_t>> slabs;
+  const auto stacks_of = [&](SuspendedBlock& blk) {
+    const size_t page = page_bytes(), bytes = page + size_t(threads) * kFiberStack;
+    char* base = static_cast<char*>(mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+    if (base == MAP_FAILED)
+      fail("out of memory for the fiber stacks of a cooperative launch of " + std::to_string(blocks.size() * size_t(threads)) +
+           " threads (every block resident at once): emulate fewer multiprocessors (MC_EMU_SMS)");
+    mprotect(base, page, PROT_NONE);
+    slabs.emplace_back(base, bytes);
+    for (int i = 0; i < threads; ++i) {
+      char* stack = base + page + size_t(i) * kFiberStack;
+      std::memcpy(stack, &kStackCanary, sizeof kStackCanary);
+      blk.stacks.push_back(stack);
+    }
+  };
+  const auto check_stacks = [&](const SuspendedBlock& blk) {
+    for (char* stack : blk.stacks)
+      if (std::memcmp(stack, &kStackCanary, sizeof kStackCanary) != 0) fail("a thread of a cooperative launch ran past the bottom of its fiber stack");
+  };
   std::vector<SuspendedBlock> grid(blocks.size());
   for (size_t b = 0; b < blocks.size(); ++b) grid[b].idx = blocks[b];
   std::vector<size_t> order(blocks.size());
@@ -765,23 +792,23 @@ inline void run_cooperative(const std::vector<uint3>& blocks, int threads, char*
       blockIdx = blk.idx;
       s.smem = region != nullptr ? region + b * smem : nullptr;
       ++s.blocks_run;  // static shared memory: junk at each turn
-      if (!blk.started)
-        while (blk.stacks.size() < size_t(threads) && !pool.empty()) blk.stacks.push_back(pool.back()), pool.pop_back();
+      if (!blk.started) stacks_of(blk);
       blk.swap_with(s);
-      if (!blk.started) start_block(threads, 256 * 1024);  // maps the stacks the pool did not have
+      if (!blk.started) start_block(threads, kFiberStack);
       else
         for (Fiber& f : s.fibers)
           if (f.wait == Wait::grid) f.wait = Wait::none;  // the whole grid reached the barrier
       blk.started = true;
       blk.done = resume_block(threads);
       blk.swap_with(s);
+      check_stacks(blk);
       left -= blk.done;
     }
     // Every block either exits or waits at the barrier in one turn (all were released together).
     if (left > 0 && left != blocks.size()) fail("a block exited while other blocks wait at a grid barrier: on a GPU the grid would never finish");
     std::shuffle(order.begin(), order.end(), s.rng);  // blocks pass each barrier in a different order
   }
-  for (SuspendedBlock& blk : grid) pool.insert(pool.end(), blk.stacks.begin(), blk.stacks.end());
+  for (const auto& [base, bytes] : slabs) munmap(base, bytes);
   s.stacks.swap(pool);
 }
 
@@ -845,7 +872,7 @@ cudaError_t launch(void (*kernel)(P...), const char* name, dim3 grid, dim3 block
       s.pre_wait = after_kernel;
       if (after_kernel) track_block(s, region);
       ++s.blocks_run;
-      run_block(int(threads), 256 * 1024);
+      run_block(int(threads), kFiberStack);
     }
   }
   track_end(s, region);
