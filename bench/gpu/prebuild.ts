@@ -6,12 +6,13 @@
  *
  *   tsx bench/gpu/prebuild.ts DIR [--arch sm_90a]
  */
-import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { buildPlanLibrary } from '../../compiler/build/build.js';
 import { parseArchs } from '../../compiler/build/nvcc.js';
 import { hashFiles } from '../../compiler/emit/render.js';
+import { packageRoot } from '../../compiler/paths.js';
 import type { Plan } from '../../compiler/plan/types.js';
 import { decodeCases, decodePlan, KERNEL_CASES, LENT_GPU_MIB, logitsPlan, LOGITS_CASES, longDecodeCases } from './cases.js';
 import { boundariesSources, buildBoundaries } from './boundaries.js';
@@ -50,8 +51,11 @@ await pool(KERNEL_CASES, async (c) => {
   manifest.kernelCheckSources![`${c.config}.${c.dtype}`] = kernelCheckHash(c);
   console.log(`kernel check ${c.config}.${c.dtype}: ${binary}`);
 });
-const boundaries = await buildBoundaries(join(dir, 'boundaries'), archs);
-manifest.boundaries = { sources: hashFiles(boundariesSources()), binary: join('boundaries', basename(boundaries)) };
-console.log(`boundary benchmark: ${boundaries}`);
+// A baseline tree (prepare.sh --baseline) from before the benchmark has none: its run times decode and prefill only.
+if (existsSync(join(packageRoot(), 'bench', 'gpu', 'boundaries.cu'))) {
+  const boundaries = await buildBoundaries(join(dir, 'boundaries'), archs);
+  manifest.boundaries = { sources: hashFiles(boundariesSources()), binary: join('boundaries', basename(boundaries)) };
+  console.log(`boundary benchmark: ${boundaries}`);
+}
 writeFileSync(join(dir, 'manifest.json'), JSON.stringify(manifest, null, 2) + '\n');
-console.log(`prebuilt ${plans.length} libraries, ${KERNEL_CASES.length} kernel checks and the boundary benchmark for ${archs.join(',')} in ${((performance.now() - started) / 1000).toFixed(0)} s`);
+console.log(`prebuilt ${plans.length} libraries, ${KERNEL_CASES.length} kernel checks${manifest.boundaries ? ' and the boundary benchmark' : ''} for ${archs.join(',')} in ${((performance.now() - started) / 1000).toFixed(0)} s`);
