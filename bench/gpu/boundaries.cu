@@ -19,15 +19,16 @@
 //                (a counter a GEMV): whether uneven finishing (the tail) is part of the cost
 //   streaming    the same kernel with no barrier and no dependency (every GEMV reads one fixed input):
 //                what streaming these weights costs with nothing to wait for, the floor of the others
-// (variant − streaming) / GEMVs is the cost of a boundary. The copy bandwidth is measured as the
-// kernel checks measure it (test/gpu/kernels.cu), so that the fractions compare with RESULTS.
+// (variant − streaming) / GEMVs is the cost of a boundary. The limit is the weights ÷ --copy-gbs, the
+// copy bandwidth of the same run as the kernel checker measures it (`kernels --copy-bandwidth`, which
+// check.ts runs once for all its sections), so that the fractions compare with RESULTS.
 //
 // Checks (exit 1 if one fails): kernels, kernels-nopdl, chain and both persistent give bit-identical outputs
 // (the same arithmetic in the same order; a block that read a stale input would change them), the
 // last GEMV of each variant matches a float64 reference (relative L2 ≤ 1e-5, NaN fails), and so does
 // streaming's.
 //
-//   boundaries [--layers N] [--reps N] [--blocks N] [--seed S] [--copy-mib N] [--json]
+//   boundaries --copy-gbs G [--layers N] [--reps N] [--blocks N] [--seed S] [--json]
 // Shapes: -DMC_DIM, -DMC_HIDDEN, -DMC_QKV at compile time (the 7B's by default). The CUDA emulator
 // (test/cuda/emu) runs it at small shapes and a few blocks (its cooperative launches take turns
 // between grid barriers).
@@ -191,34 +192,6 @@ double time_graph(cudaGraphExec_t graph, cudaStream_t s, int reps) {
   return ms[ms.size() / 2];
 }
 
-/** Device-to-device copy bandwidth in GB/s, read + write (as test/gpu/kernels.cu --copy-bandwidth). */
-double copy_bandwidth(size_t bytes) {
-  void *a = nullptr, *b = nullptr;
-  CK(cudaMalloc(&a, bytes));
-  CK(cudaMalloc(&b, bytes));
-  CK(cudaMemset(a, 0x3c, bytes));
-  cudaEvent_t start, stop;
-  CK(cudaEventCreate(&start));
-  CK(cudaEventCreate(&stop));
-  for (int i = 0; i < 3; ++i) CK(cudaMemcpy(b, a, bytes, cudaMemcpyDeviceToDevice));
-  std::vector<float> ms;
-  for (int i = 0; i < 20; ++i) {
-    CK(cudaEventRecord(start));
-    CK(cudaMemcpyAsync(i % 2 ? a : b, i % 2 ? b : a, bytes, cudaMemcpyDeviceToDevice));
-    CK(cudaEventRecord(stop));
-    CK(cudaEventSynchronize(stop));
-    float t = 0;
-    CK(cudaEventElapsedTime(&t, start, stop));
-    ms.push_back(t);
-  }
-  std::sort(ms.begin(), ms.end());
-  CK(cudaEventDestroy(start));
-  CK(cudaEventDestroy(stop));
-  CK(cudaFree(a));
-  CK(cudaFree(b));
-  return 2.0 * double(bytes) / (ms[ms.size() / 2] * 1e-3) / 1e9;
-}
-
 struct Variant {
   std::string name;
   double ms = 0;
@@ -251,7 +224,8 @@ double last_gemv_error(const std::vector<uint16_t>& w2, const std::vector<float>
 
 int main(int argc, char** argv) {
   setenv("CUDA_MODULE_LOADING", "EAGER", 1);  // no kernel's first launch synchronizes the context (kernels.cu has why)
-  int layers = 32, reps = 20, blocks = 0, copy_mib = 2048;
+  int layers = 32, reps = 20, blocks = 0;
+  double copy_gbs = 0;
   uint64_t seed = uint64_t(std::chrono::steady_clock::now().time_since_epoch().count());
   bool json = false;
   for (int i = 1; i < argc; ++i) {
@@ -264,12 +238,14 @@ int main(int argc, char** argv) {
     else if (a == "--reps") reps = std::atoi(value());
     else if (a == "--blocks") blocks = std::atoi(value());
     else if (a == "--seed") seed = std::strtoull(value(), nullptr, 10);
-    else if (a == "--copy-mib") copy_mib = std::atoi(value());
+    else if (a == "--copy-gbs") copy_gbs = std::atof(value());
     else if (a == "--json") json = true;
-    else std::fprintf(stderr, "boundaries: unknown argument %s (usage: boundaries [--layers N] [--reps N] [--blocks N] [--seed S] [--copy-mib N] [--json])\n", a.c_str()), std::exit(2);
+    else std::fprintf(stderr, "boundaries: unknown argument %s (usage: boundaries --copy-gbs G [--layers N] [--reps N] [--blocks N] [--seed S] [--json])\n", a.c_str()), std::exit(2);
   }
-  if (layers < 1 || reps < 1 || blocks < 0 || copy_mib < 1)
-    std::fprintf(stderr, "boundaries: --layers, --reps and --copy-mib must be at least 1, --blocks at least 0 (0: every block the GPU holds)\n"), std::exit(2);
+  if (layers < 1 || reps < 1 || blocks < 0)
+    std::fprintf(stderr, "boundaries: --layers and --reps must be at least 1, --blocks at least 0 (0: every block the GPU holds)\n"), std::exit(2);
+  if (!(copy_gbs > 0))
+    std::fprintf(stderr, "boundaries: --copy-gbs G is needed: the device-to-device copy bandwidth of this GPU in GB/s (a kernel checker's --copy-bandwidth prints it)\n"), std::exit(2);
 
   cudaDeviceProp prop;
   CK(cudaGetDeviceProperties(&prop, 0));
@@ -385,7 +361,6 @@ int main(int argc, char** argv) {
   run("streaming", persistent(independent, false, false));
   run("kernels (again)", kernels(pdl_default));
   mc::device_info().pdl = pdl_default;
-  const double copy_gbs = copy_bandwidth(size_t(copy_mib) << 20);
 
   // Checks: the dependent variants agree bit for bit, and each last GEMV matches float64.
   bool ok = true;

@@ -64,9 +64,12 @@ export interface BoundariesResult {
   variants: BoundaryVariant[];
 }
 
-/** Runs the program; rejects with its output when it fails (a failed check included: exit 1). */
-export async function runBoundaries(binary: string, args: readonly string[] = [], env: Readonly<Record<string, string>> = {}): Promise<BoundariesResult> {
-  const run = await execa(binary, ['--json', ...args], { reject: false, all: true, env });
+/**
+ * Runs the program against `copyGbs` (the run's device-to-device copy bandwidth, GB/s, as the kernel
+ * checker measures it); rejects with its output when it fails (a failed check included: exit 1).
+ */
+export async function runBoundaries(binary: string, copyGbs: number, args: readonly string[] = [], env: Readonly<Record<string, string>> = {}): Promise<BoundariesResult> {
+  const run = await execa(binary, ['--json', '--copy-gbs', String(copyGbs), ...args], { reject: false, all: true, env });
   const line = String(run.stdout ?? '').split('\n').find((l) => l.startsWith('{'));
   if (run.exitCode !== 0 || line === undefined) throw new Error(`${binary} exited with ${run.exitCode}: ${String(run.all ?? '').trim()}`);
   return JSON.parse(line) as BoundariesResult;

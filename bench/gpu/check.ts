@@ -134,7 +134,7 @@ log(`GPU ${device.name} (${device.memory}, driver ${device.driver}), building fo
 
 const kernels: KernelCheckResult[] = [];
 let copyGbs: number | null = null;
-if (sections.has('kernels') || sections.has('decode') || sections.has('long') || sections.has('prefill') || sections.has('breakdown')) {
+if (sections.has('kernels') || sections.has('decode') || sections.has('long') || sections.has('prefill') || sections.has('breakdown') || sections.has('boundaries')) {
   const first = KERNEL_CASES[0]!;
   const binary = prebuiltKernelCheck(first, prebuilt, device.archs) ?? await buildKernelCheck(first, work, device.archs);
   copyGbs = await copyBandwidth(binary);
@@ -145,7 +145,7 @@ let boundaries: BoundariesResult | { error: string } | null = null;
 if (sections.has('boundaries')) {
   try {
     const binary = prebuiltBoundaries(prebuilt, device.archs) ?? await buildBoundaries(join(work, 'boundaries'), device.archs);
-    const r = await runBoundaries(binary);
+    const r = await runBoundaries(binary, copyGbs!);
     boundaries = r;
     log(`boundaries: ${r.variants.map((v) => `${v.name} ${v.ms.toFixed(3)} ms (${(100 * v.fraction).toFixed(1)}%${v.name === 'streaming' ? '' : `, ${v.boundary_us.toFixed(2)} µs a boundary`})`).join('; ')}; checks ${r.ok ? 'ok' : 'FAILED'}`);
   } catch (err) {

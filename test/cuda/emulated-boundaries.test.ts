@@ -8,6 +8,7 @@
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { boundariesSources, boundariesTable, buildBoundaries, prebuiltBoundaries, runBoundaries } from '../../bench/gpu/boundaries.js';
 import { hashFiles } from '../../compiler/emit/render.js';
@@ -19,9 +20,10 @@ const work = mkdtempSync(join(tmpdir(), 'mc-boundaries-'));
 afterAll(() => rmSync(work, { recursive: true, force: true }));
 const SOURCE = join(packageRoot(), 'bench', 'gpu', 'boundaries.cu');
 const SMALL = ['MC_DIM=64', 'MC_HIDDEN=128', 'MC_QKV=96'];
-// 4 blocks of 8 warps for the persistent kernel (w1|w3's 128 row groups: 4 a warp), a small copy;
+// 4 blocks of 8 warps for the persistent kernel (w1|w3's 128 row groups: 4 a warp);
 // one emulated multiprocessor (8 such blocks: the grid of the kernels and of the chain).
-const EMULATED_RUN = ['--blocks', '4', '--layers', '2', '--reps', '1', '--copy-mib', '4'];
+const EMULATED_RUN = ['--blocks', '4', '--layers', '2', '--reps', '1'];
+const COPY_GBS = 100;  // the limit's bandwidth (the emulator's own has no meaning)
 const ONE_SM = { MC_EMU_SMS: '1' };
 const headers = () => boundariesSources().filter((f) => f.path !== 'boundaries.cu');
 
@@ -41,7 +43,7 @@ describe.skipIf(!hasNvcc())('the boundary benchmark', () => {
   }, 180_000);
 
   it('on the emulator: seven variants, each timed, the chained ones bit-identical and every last GEMV within 1e-5 of float64', async () => {
-    const r = await runBoundaries(emulated, EMULATED_RUN, ONE_SM);
+    const r = await runBoundaries(emulated, COPY_GBS, EMULATED_RUN, ONE_SM);
     expect(r.ok).toBe(true);
     expect(r.variants.map((v) => v.name)).toEqual(['kernels', 'kernels-nopdl', 'chain', 'persistent', 'persistent-dynamic', 'streaming', 'kernels (again)']);
     for (const v of r.variants) expect(v.ms > 0 && Number.isFinite(v.boundary_us)).toBe(true);
@@ -53,9 +55,12 @@ describe.skipIf(!hasNvcc())('the boundary benchmark', () => {
     expect(table).toContain('bit-identical, each last GEMV within 1e-5 of float64: yes');
   }, 120_000);
 
-  it('fails its checks when the persistent kernel reads a stale input (a seeded fault); refuses a grid the GPU cannot hold at once', async () => {
+  it('fails its checks when the persistent kernel reads a stale input (a seeded fault); refuses a grid the GPU cannot hold at once, and a run without the copy bandwidth', async () => {
     const faulty = await buildEmulated(headers(), SOURCE, join(work, 'emu-fault'), [...SMALL, 'MC_BOUNDARIES_FAULT=1']);
-    await expect(runBoundaries(faulty, EMULATED_RUN, ONE_SM)).rejects.toThrow(/persistent differs from kernels.*persistent-dynamic differs from kernels/);
-    await expect(runBoundaries(emulated, ['--blocks', '9', ...EMULATED_RUN.slice(2)], ONE_SM)).rejects.toThrow(/--blocks 9, but only 8 blocks of the persistent kernel fit this GPU at once/);
+    await expect(runBoundaries(faulty, COPY_GBS, EMULATED_RUN, ONE_SM)).rejects.toThrow(/persistent differs from kernels.*persistent-dynamic differs from kernels/);
+    await expect(runBoundaries(emulated, COPY_GBS, ['--blocks', '9', ...EMULATED_RUN.slice(2)], ONE_SM)).rejects.toThrow(/--blocks 9, but only 8 blocks of the persistent kernel fit this GPU at once/);
+    const noCopy = await execa(emulated, EMULATED_RUN, { reject: false, all: true, env: ONE_SM });
+    expect(noCopy.exitCode).toBe(2);
+    expect(noCopy.all).toContain('--copy-gbs G is needed');
   }, 180_000);
 });
