@@ -743,6 +743,11 @@ struct SuspendedBlock {
   }
 };
 
+/** Bytes of one fiber's stack. */
+constexpr size_t kFiberStack = 256 * 1024;
+/** Written at the bottom of each stack of a cooperative block: a fiber that ran past its stack changed it. */
+constexpr uint64_t kStackCanary = 0x5ca1ab1e0ddba11ull;
+
 /**
  * A cooperative launch: every block resident at once, as a GPU guarantees it (or refuses the launch).
  * Blocks take turns, each running until it exits or waits at a grid barrier in full; once every block
@@ -750,11 +755,6 @@ struct SuspendedBlock {
  * Each block has its own dynamic shared memory (a slice of one region); static __shared__ arrays are
  * junk again at each turn, so a kernel must not keep them across a grid barrier.
  */
-/** Bytes of one fiber's stack. */
-constexpr size_t kFiberStack = 256 * 1024;
-/** Written at the bottom of each stack of a cooperative block: a fiber that ran past its stack changed it. */
-constexpr uint64_t kStackCanary = 0x5ca1ab1e0ddba11ull;
-
 inline void run_cooperative(const std::vector<uint3>& blocks, int threads, char* region, size_t smem) {
   State& s = state();
   std::vector<char*> pool;  // the thread's own fiber stacks, back in place at the end
@@ -841,18 +841,15 @@ cudaError_t launch(void (*kernel)(P...), const char* name, dim3 grid, dim3 block
   ++s.launches;
   s.kernel = kernel_name(reinterpret_cast<const void*>(kernel), name);
   s.smem_bytes = smem;
-  char* region = smem > 0 ? static_cast<char*>(device_alloc(smem)) : nullptr;
+  // The blocks' dynamic shared memory: one block's at a time, or a slice for each block of a cooperative launch (all resident at once).
+  const size_t region_blocks = cooperative ? size_t(grid.x) * grid.y * grid.z : 1;
+  char* region = smem > 0 ? static_cast<char*>(device_alloc(smem * region_blocks)) : nullptr;
   blockDim = block;
   gridDim = grid;
   s.body = [&]() { std::apply(kernel, args); };
   s.pdl = pdl;
   s.cooperative = cooperative;
   const bool after_kernel = pdl && s.prev_kernel;  // may run beside the previous kernel until its wait
-  if (cooperative && region != nullptr) {
-    // one region, a slice for each block (all are resident at once)
-    device_free(region);
-    region = static_cast<char*>(device_alloc(smem * size_t(grid.x) * grid.y * grid.z));  // junk, as every allocation starts
-  }
   track_begin(s, region);
   // Blocks in a random order (a GPU promises none): a block that reads what another block of the
   // same launch writes, without anything ordering the two, then sees it sometimes only.
