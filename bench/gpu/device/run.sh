@@ -51,6 +51,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/../../.."
 OUT="${OUT:-/tmp/mc-device-out}"
+check_args=("$@")  # the check options, for the A/B arms (decode_ab)
 mkdir -p "$OUT" && OUT="$(cd "$OUT" && pwd)"  # absolute: the baseline runs from .devtools/base
 xz -dc .devtools/node.xz > /tmp/node && chmod +x /tmp/node || { echo "run.sh: cannot unpack .devtools/node.xz (run prepare.sh first)" >&2; exit 1; }
 tar -xJf .devtools/node_modules.tar.xz -C .devtools || { echo "run.sh: cannot unpack .devtools/node_modules.tar.xz" >&2; exit 1; }
@@ -110,25 +111,28 @@ if [ -n "${PREFETCH_AB:-}" ]; then
     variant prefetch "--prefetch-mb $mb" "$@" --only "${PREFETCH_ONLY:-decode}" ${PREFETCH_CASES:+--cases "$PREFETCH_CASES"} --prefetch-mb "$mb"
   done
 fi
-if [ "${CHAIN_AB:-0}" = 1 ]; then
-  # Decode with each dense layer's wo, w1|w3, w2 and the next wq|wk|wv in one cooperative kernel
-  # (MC_CUDA_DECODE=chain, run 18), then the defaults again; Mixtral has no chain (one arm for it is the same code).
-  for setting in "MC_CUDA_DECODE=chain" ""; do
+# decode_ab GROUP CASES SETTING...: decode once per setting (NAME=VALUE words; "" for the defaults), each
+# in its own process (a library reads its MC_CUDA_* switches when it first initializes), CASES limiting
+# the configs (empty: all), with the check options this script was given.
+decode_ab() {
+  local group=$1 cases=$2 setting
+  shift 2
+  for setting in "$@"; do
+    # A subshell keeps the setting to this arm; its status comes back as its exit.
     # shellcheck disable=SC2086
     ( if [ -n "$setting" ]; then export $setting; fi
-      variant chain "${setting:-defaults again}" "$@" --only decode ${CHAIN_CASES:+--cases "$CHAIN_CASES"}
+      variant "$group" "${setting:-defaults again}" "${check_args[@]}" --only decode ${cases:+--cases "$cases"}
       exit "$status" ) || status=$?
   done
+}
+if [ "${CHAIN_AB:-0}" = 1 ]; then
+  # Each dense layer's wo, w1|w3, w2 and the next wq|wk|wv in one cooperative kernel (MC_CUDA_DECODE=chain,
+  # run 18), then the defaults again; Mixtral has no chain (its arms run the same code).
+  decode_ab chain "${CHAIN_CASES:-}" "MC_CUDA_DECODE=chain" ""
 fi
 if [ "${PDL_AB:-0}" = 1 ]; then
-  # One process per setting (a library reads MC_CUDA_PDL* when it first initializes); the defaults again last.
-  for setting in "MC_CUDA_PDL=all" "MC_CUDA_PDL_TRIGGER=last-rows" "MC_CUDA_PDL=all MC_CUDA_PDL_TRIGGER=last-rows" "MC_CUDA_PDL=off" ""; do
-    # A subshell keeps the setting (one or two NAME=VALUE words) to this arm; its status comes back as its exit.
-    # shellcheck disable=SC2086
-    ( if [ -n "$setting" ]; then export $setting; fi
-      variant pdl "${setting:-defaults again}" "$@" --only decode ${PDL_CASES:+--cases "$PDL_CASES"}
-      exit "$status" ) || status=$?
-  done
+  # Run 14's settings, the defaults again last.
+  decode_ab pdl "${PDL_CASES:-}" "MC_CUDA_PDL=all" "MC_CUDA_PDL_TRIGGER=last-rows" "MC_CUDA_PDL=all MC_CUDA_PDL_TRIGGER=last-rows" "MC_CUDA_PDL=off" ""
 fi
 if [ "${BASELINE:-0}" = 1 ] && [ -f .devtools/base/.devtools/check.mjs ]; then
   echo "=== [$((SECONDS - started)) s] baseline"
