@@ -101,11 +101,15 @@ function a16Words(setting: string | undefined): string {
   if (setting === undefined || setting === '' || setting === '1') return 'for every prefill';
   return setting === '0' ? 'never (A read through the Op)' : `from ${setting} tokens`;
 }
-/** MC_CUDA_DECODE (mc_device.cuh: a dense layer's decode GEMVs as one kernel, or one kernel each), in words. */
+/** MC_CUDA_DECODE (mc_device.cuh: a dense layer's decode GEMVs, and its attention, as one kernel, or one kernel each), in words. */
 function decodeWords(): string {
-  return process.env.MC_CUDA_DECODE === 'chain'
-    ? 'a dense layer\'s wo, w1|w3, w2 and the next layer\'s wq|wk|wv in one cooperative kernel with grid barriers (MC_CUDA_DECODE=chain)'
-    : 'one kernel a decode GEMV (MC_CUDA_DECODE unset)';
+  const mode = process.env.MC_CUDA_DECODE;
+  if (mode === 'chain') return 'a dense layer\'s wo, w1|w3, w2 and the next layer\'s wq|wk|wv in one cooperative kernel with grid barriers (MC_CUDA_DECODE=chain)';
+  if (mode === 'layer') {
+    return 'a dense layer\'s decode attention, its combine, wo, w1|w3, w2 and the next layer\'s wq|wk|wv in one cooperative kernel with grid barriers ' +
+      '(MC_CUDA_DECODE=layer; a model with more than 8 query heads a KV head: as chain)';
+  }
+  return 'one kernel a decode GEMV (MC_CUDA_DECODE unset)';
 }
 /** MC_CUDA_PDL and MC_CUDA_PDL_TRIGGER (mc_device.cuh: which decode kernels launch with PDL, and when a GEMV lets the next one launch), in words. */
 function pdlWords(): string {

@@ -112,6 +112,9 @@ export function renderCudaSources(plan: Plan, options: RenderOptions = {}): Rend
   // mc::gemv_chain): wo, w1|w3, w2 and the next layer's wq|wk|wv, whose KV ring it writes. With
   // TP > 1 an all-reduce sits between them; MoE layers route between theirs.
   const decodeChain = model.moe === null && plan.options.tp === 1;
+  // MC_CUDA_DECODE=layer puts the decode attention and its combine in front of the chain (a layer one
+  // kernel): a chain's block has 8 warps, one a query head of the KV group (mc::DecodeAttentionPhase).
+  const decodeLayer = decodeChain && model.n_heads / model.n_kv_heads <= 8;
   const chained = layers.map((l, i) => ({ ...l, next_kv_slots: i + 1 < layers.length ? layers[i + 1]!.kv_slots : null, next_layer: i + 1 < layers.length ? i + 1 : null }));
   // Distinct template instantiations, for prepare() (shared-memory limits are set per instantiation).
   const attentionVariants = uniqueBy(layers.map((l) => ({ window: l.window_or_zero, kv_slots: l.kv_slots })), (v) => `${v.window}/${v.kv_slots}`);
@@ -127,6 +130,11 @@ export function renderCudaSources(plan: Plan, options: RenderOptions = {}): Rend
     decode_chain: decodeChain,
     // one chain type per next layer's KV ring length, and the last layer's (no next layer)
     chain_variants: decodeChain ? uniqueBy(chained.map((l) => ({ next_kv_slots: l.next_kv_slots })), (v) => `${v.next_kv_slots}`) : [],
+    decode_layer: decodeLayer,
+    // one layer chain type per (window, KV ring, next layer's KV ring)
+    layer_variants: decodeLayer
+      ? uniqueBy(chained.map((l) => ({ window: l.window_or_zero, kv_slots: l.kv_slots, next_kv_slots: l.next_kv_slots })), (v) => `${v.window}/${v.kv_slots}/${v.next_kv_slots}`)
+      : [],
     final_norm_offset: at('norm.weight'),
     output_offset: at(model.tied_embeddings ? 'tok_embeddings.weight' : 'output.weight'),
     embedding_offset: at('tok_embeddings.weight'),

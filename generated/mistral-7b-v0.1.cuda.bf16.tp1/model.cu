@@ -613,6 +613,10 @@ cudaError_t prepare_kernels() {
     if (cudaError_t e = mc::gemv_chain_prepare<wo_residual::Decode, rmsnorm_w13_swiglu::Decode, w2_residual::Decode, rmsnorm_qkv_rope_cache::Decode<4607>>()) return e;
     if (cudaError_t e = mc::gemv_chain_prepare<wo_residual::Decode, rmsnorm_w13_swiglu::Decode, w2_residual::Decode>()) return e;
   }
+  if (mc::device_info().decode_layer) {  // MC_CUDA_DECODE=layer
+    if (cudaError_t e = mc::gemv_chain_prepare<attention_gqa_window::DecodePhase<4096, 4607>, attention_gqa_window::CombinePhase<4096, 4607>, wo_residual::Decode, rmsnorm_w13_swiglu::Decode, w2_residual::Decode, rmsnorm_qkv_rope_cache::Decode<4607>>()) return e;
+    if (cudaError_t e = mc::gemv_chain_prepare<attention_gqa_window::DecodePhase<4096, 4607>, attention_gqa_window::CombinePhase<4096, 4607>, wo_residual::Decode, rmsnorm_w13_swiglu::Decode, w2_residual::Decode>()) return e;
+  }
   return rmsnorm_output::prepare();
 }
 
@@ -667,10 +671,21 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   // MC_CUDA_DECODE=chain: one token's wo, w1|w3, w2 and the next layer's wq|wk|wv in one kernel a
   // layer (not under MC_CUDA_DIAG_SKIP, whose variants leave single kernels out).
   const bool chain = T == 1 && mc::device_info().decode_chain && m->diag_skip == 0;
+  // MC_CUDA_DECODE=layer: the decode attention and its combine too, in front of wo (a layer one kernel).
+  const bool layer = chain && mc::device_info().decode_layer;
   MC_KERNEL(K_EMBEDDING_LOOKUP, "embedding_lookup", embedding_lookup::launch(a.io + 1, T, m->vocab_start, m->embedding, a.residual, s));
   {  // layer 0: sliding window 4096, ring of 4607 slots
     const Layer& l = m->layers[0];
     MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.0 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
+    if (layer) {
+      const Layer& next = m->layers[1];
+      MC_LAUNCH("layers.0 attention_gqa_window, wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.1 rmsnorm_qkv_rope_cache (one chain)",
+                mc::gemv_chain(a.arrivals, s, attention_gqa_window::decode<4096, 4607>(a.q, pos0, l.k_cache, l.v_cache, a.partial),
+                               attention_gqa_window::combine<4096, 4607>(a.partial, a.attn_out),
+                               wo_residual::decode(a.attn_out, l.wo, a.residual), rmsnorm_w13_swiglu::decode(a.residual, l.ffn_norm, l.w13, a.ffn_hidden),
+                               w2_residual::decode(a.ffn_hidden, l.w2, a.residual),
+                               rmsnorm_qkv_rope_cache::decode<4607>(a.residual, pos0, next.attention_norm, next.wqkv, a.inv_freq, a.q, next.k_cache, next.v_cache)));
+    } else {
     MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.0 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     if (chain) {
       const Layer& next = m->layers[1];
@@ -683,11 +698,21 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     MC_KERNEL(K_RMSNORM_W13_SWIGLU, "layers.0 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.a16, a.ffn_hidden, mc::l2_next(l.w2, int64_t(DIM) * HIDDEN), s));
     MC_KERNEL(K_W2_RESIDUAL, "layers.0 w2_residual", w2_residual::launch(a.ffn_hidden, T, l.w2, a.residual, a.a16, next_wqkv(m, 0 + 1), s));
     }
+    }
   }
   {  // layer 1: sliding window 4096, ring of 4607 slots
     const Layer& l = m->layers[1];
     if (!chain)  // else the layer before's chain ran it
     MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.1 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
+    if (layer) {
+      const Layer& next = m->layers[2];
+      MC_LAUNCH("layers.1 attention_gqa_window, wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.2 rmsnorm_qkv_rope_cache (one chain)",
+                mc::gemv_chain(a.arrivals, s, attention_gqa_window::decode<4096, 4607>(a.q, pos0, l.k_cache, l.v_cache, a.partial),
+                               attention_gqa_window::combine<4096, 4607>(a.partial, a.attn_out),
+                               wo_residual::decode(a.attn_out, l.wo, a.residual), rmsnorm_w13_swiglu::decode(a.residual, l.ffn_norm, l.w13, a.ffn_hidden),
+                               w2_residual::decode(a.ffn_hidden, l.w2, a.residual),
+                               rmsnorm_qkv_rope_cache::decode<4607>(a.residual, pos0, next.attention_norm, next.wqkv, a.inv_freq, a.q, next.k_cache, next.v_cache)));
+    } else {
     MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.1 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     if (chain) {
       const Layer& next = m->layers[2];
@@ -700,11 +725,21 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     MC_KERNEL(K_RMSNORM_W13_SWIGLU, "layers.1 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.a16, a.ffn_hidden, mc::l2_next(l.w2, int64_t(DIM) * HIDDEN), s));
     MC_KERNEL(K_W2_RESIDUAL, "layers.1 w2_residual", w2_residual::launch(a.ffn_hidden, T, l.w2, a.residual, a.a16, next_wqkv(m, 1 + 1), s));
     }
+    }
   }
   {  // layer 2: sliding window 4096, ring of 4607 slots
     const Layer& l = m->layers[2];
     if (!chain)  // else the layer before's chain ran it
     MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.2 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
+    if (layer) {
+      const Layer& next = m->layers[3];
+      MC_LAUNCH("layers.2 attention_gqa_window, wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.3 rmsnorm_qkv_rope_cache (one chain)",
+                mc::gemv_chain(a.arrivals, s, attention_gqa_window::decode<4096, 4607>(a.q, pos0, l.k_cache, l.v_cache, a.partial),
+                               attention_gqa_window::combine<4096, 4607>(a.partial, a.attn_out),
+                               wo_residual::decode(a.attn_out, l.wo, a.residual), rmsnorm_w13_swiglu::decode(a.residual, l.ffn_norm, l.w13, a.ffn_hidden),
+                               w2_residual::decode(a.ffn_hidden, l.w2, a.residual),
+                               rmsnorm_qkv_rope_cache::decode<4607>(a.residual, pos0, next.attention_norm, next.wqkv, a.inv_freq, a.q, next.k_cache, next.v_cache)));
+    } else {
     MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.2 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     if (chain) {
       const Layer& next = m->layers[3];
@@ -717,11 +752,21 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     MC_KERNEL(K_RMSNORM_W13_SWIGLU, "layers.2 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.a16, a.ffn_hidden, mc::l2_next(l.w2, int64_t(DIM) * HIDDEN), s));
     MC_KERNEL(K_W2_RESIDUAL, "layers.2 w2_residual", w2_residual::launch(a.ffn_hidden, T, l.w2, a.residual, a.a16, next_wqkv(m, 2 + 1), s));
     }
+    }
   }
   {  // layer 3: sliding window 4096, ring of 4607 slots
     const Layer& l = m->layers[3];
     if (!chain)  // else the layer before's chain ran it
     MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.3 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
+    if (layer) {
+      const Layer& next = m->layers[4];
+      MC_LAUNCH("layers.3 attention_gqa_window, wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.4 rmsnorm_qkv_rope_cache (one chain)",
+                mc::gemv_chain(a.arrivals, s, attention_gqa_window::decode<4096, 4607>(a.q, pos0, l.k_cache, l.v_cache, a.partial),
+                               attention_gqa_window::combine<4096, 4607>(a.partial, a.attn_out),
+                               wo_residual::decode(a.attn_out, l.wo, a.residual), rmsnorm_w13_swiglu::decode(a.residual, l.ffn_norm, l.w13, a.ffn_hidden),
+                               w2_residual::decode(a.ffn_hidden, l.w2, a.residual),
+                               rmsnorm_qkv_rope_cache::decode<4607>(a.residual, pos0, next.attention_norm, next.wqkv, a.inv_freq, a.q, next.k_cache, next.v_cache)));
+    } else {
     MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.3 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     if (chain) {
       const Layer& next = m->layers[4];
@@ -734,11 +779,21 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     MC_KERNEL(K_RMSNORM_W13_SWIGLU, "layers.3 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.a16, a.ffn_hidden, mc::l2_next(l.w2, int64_t(DIM) * HIDDEN), s));
     MC_KERNEL(K_W2_RESIDUAL, "layers.3 w2_residual", w2_residual::launch(a.ffn_hidden, T, l.w2, a.residual, a.a16, next_wqkv(m, 3 + 1), s));
     }
+    }
   }
   {  // layer 4: sliding window 4096, ring of 4607 slots
     const Layer& l = m->layers[4];
     if (!chain)  // else the layer before's chain ran it
     MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.4 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
+    if (layer) {
+      const Layer& next = m->layers[5];
+      MC_LAUNCH("layers.4 attention_gqa_window, wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.5 rmsnorm_qkv_rope_cache (one chain)",
+                mc::gemv_chain(a.arrivals, s, attention_gqa_window::decode<4096, 4607>(a.q, pos0, l.k_cache, l.v_cache, a.partial),
+                               attention_gqa_window::combine<4096, 4607>(a.partial, a.attn_out),
+                               wo_residual::decode(a.attn_out, l.wo, a.residual), rmsnorm_w13_swiglu::decode(a.residual, l.ffn_norm, l.w13, a.ffn_hidden),
+                               w2_residual::decode(a.ffn_hidden, l.w2, a.residual),
+                               rmsnorm_qkv_rope_cache::decode<4607>(a.residual, pos0, next.attention_norm, next.wqkv, a.inv_freq, a.q, next.k_cache, next.v_cache)));
+    } else {
     MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.4 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     if (chain) {
       const Layer& next = m->layers[5];
@@ -751,11 +806,21 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     MC_KERNEL(K_RMSNORM_W13_SWIGLU, "layers.4 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.a16, a.ffn_hidden, mc::l2_next(l.w2, int64_t(DIM) * HIDDEN), s));
     MC_KERNEL(K_W2_RESIDUAL, "layers.4 w2_residual", w2_residual::launch(a.ffn_hidden, T, l.w2, a.residual, a.a16, next_wqkv(m, 4 + 1), s));
     }
+    }
   }
   {  // layer 5: sliding window 4096, ring of 4607 slots
     const Layer& l = m->layers[5];
     if (!chain)  // else the layer before's chain ran it
     MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.5 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
+    if (layer) {
+      const Layer& next = m->layers[6];
+      MC_LAUNCH("layers.5 attention_gqa_window, wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.6 rmsnorm_qkv_rope_cache (one chain)",
+                mc::gemv_chain(a.arrivals, s, attention_gqa_window::decode<4096, 4607>(a.q, pos0, l.k_cache, l.v_cache, a.partial),
+                               attention_gqa_window::combine<4096, 4607>(a.partial, a.attn_out),
+                               wo_residual::decode(a.attn_out, l.wo, a.residual), rmsnorm_w13_swiglu::decode(a.residual, l.ffn_norm, l.w13, a.ffn_hidden),
+                               w2_residual::decode(a.ffn_hidden, l.w2, a.residual),
+                               rmsnorm_qkv_rope_cache::decode<4607>(a.residual, pos0, next.attention_norm, next.wqkv, a.inv_freq, a.q, next.k_cache, next.v_cache)));
+    } else {
     MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.5 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     if (chain) {
       const Layer& next = m->layers[6];
@@ -768,11 +833,21 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     MC_KERNEL(K_RMSNORM_W13_SWIGLU, "layers.5 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.a16, a.ffn_hidden, mc::l2_next(l.w2, int64_t(DIM) * HIDDEN), s));
     MC_KERNEL(K_W2_RESIDUAL, "layers.5 w2_residual", w2_residual::launch(a.ffn_hidden, T, l.w2, a.residual, a.a16, next_wqkv(m, 5 + 1), s));
     }
+    }
   }
   {  // layer 6: sliding window 4096, ring of 4607 slots
     const Layer& l = m->layers[6];
     if (!chain)  // else the layer before's chain ran it
     MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.6 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
+    if (layer) {
+      const Layer& next = m->layers[7];
+      MC_LAUNCH("layers.6 attention_gqa_window, wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.7 rmsnorm_qkv_rope_cache (one chain)",
+                mc::gemv_chain(a.arrivals, s, attention_gqa_window::decode<4096, 4607>(a.q, pos0, l.k_cache, l.v_cache, a.partial),
+                               attention_gqa_window::combine<4096, 4607>(a.partial, a.attn_out),
+                               wo_residual::decode(a.attn_out, l.wo, a.residual), rmsnorm_w13_swiglu::decode(a.residual, l.ffn_norm, l.w13, a.ffn_hidden),
+                               w2_residual::decode(a.ffn_hidden, l.w2, a.residual),
+                               rmsnorm_qkv_rope_cache::decode<4607>(a.residual, pos0, next.attention_norm, next.wqkv, a.inv_freq, a.q, next.k_cache, next.v_cache)));
+    } else {
     MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.6 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     if (chain) {
       const Layer& next = m->layers[7];
@@ -785,11 +860,21 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     MC_KERNEL(K_RMSNORM_W13_SWIGLU, "layers.6 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.a16, a.ffn_hidden, mc::l2_next(l.w2, int64_t(DIM) * HIDDEN), s));
     MC_KERNEL(K_W2_RESIDUAL, "layers.6 w2_residual", w2_residual::launch(a.ffn_hidden, T, l.w2, a.residual, a.a16, next_wqkv(m, 6 + 1), s));
     }
+    }
   }
   {  // layer 7: sliding window 4096, ring of 4607 slots
     const Layer& l = m->layers[7];
     if (!chain)  // else the layer before's chain ran it
     MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.7 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
+    if (layer) {
+      const Layer& next = m->layers[8];
+      MC_LAUNCH("layers.7 attention_gqa_window, wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.8 rmsnorm_qkv_rope_cache (one chain)",
+                mc::gemv_chain(a.arrivals, s, attention_gqa_window::decode<4096, 4607>(a.q, pos0, l.k_cache, l.v_cache, a.partial),
+                               attention_gqa_window::combine<4096, 4607>(a.partial, a.attn_out),
+                               wo_residual::decode(a.attn_out, l.wo, a.residual), rmsnorm_w13_swiglu::decode(a.residual, l.ffn_norm, l.w13, a.ffn_hidden),
+                               w2_residual::decode(a.ffn_hidden, l.w2, a.residual),
+                               rmsnorm_qkv_rope_cache::decode<4607>(a.residual, pos0, next.attention_norm, next.wqkv, a.inv_freq, a.q, next.k_cache, next.v_cache)));
+    } else {
     MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.7 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     if (chain) {
       const Layer& next = m->layers[8];
@@ -802,11 +887,21 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     MC_KERNEL(K_RMSNORM_W13_SWIGLU, "layers.7 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.a16, a.ffn_hidden, mc::l2_next(l.w2, int64_t(DIM) * HIDDEN), s));
     MC_KERNEL(K_W2_RESIDUAL, "layers.7 w2_residual", w2_residual::launch(a.ffn_hidden, T, l.w2, a.residual, a.a16, next_wqkv(m, 7 + 1), s));
     }
+    }
   }
   {  // layer 8: sliding window 4096, ring of 4607 slots
     const Layer& l = m->layers[8];
     if (!chain)  // else the layer before's chain ran it
     MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.8 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
+    if (layer) {
+      const Layer& next = m->layers[9];
+      MC_LAUNCH("layers.8 attention_gqa_window, wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.9 rmsnorm_qkv_rope_cache (one chain)",
+                mc::gemv_chain(a.arrivals, s, attention_gqa_window::decode<4096, 4607>(a.q, pos0, l.k_cache, l.v_cache, a.partial),
+                               attention_gqa_window::combine<4096, 4607>(a.partial, a.attn_out),
+                               wo_residual::decode(a.attn_out, l.wo, a.residual), rmsnorm_w13_swiglu::decode(a.residual, l.ffn_norm, l.w13, a.ffn_hidden),
+                               w2_residual::decode(a.ffn_hidden, l.w2, a.residual),
+                               rmsnorm_qkv_rope_cache::decode<4607>(a.residual, pos0, next.attention_norm, next.wqkv, a.inv_freq, a.q, next.k_cache, next.v_cache)));
+    } else {
     MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.8 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     if (chain) {
       const Layer& next = m->layers[9];
@@ -819,11 +914,21 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     MC_KERNEL(K_RMSNORM_W13_SWIGLU, "layers.8 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.a16, a.ffn_hidden, mc::l2_next(l.w2, int64_t(DIM) * HIDDEN), s));
     MC_KERNEL(K_W2_RESIDUAL, "layers.8 w2_residual", w2_residual::launch(a.ffn_hidden, T, l.w2, a.residual, a.a16, next_wqkv(m, 8 + 1), s));
     }
+    }
   }
   {  // layer 9: sliding window 4096, ring of 4607 slots
     const Layer& l = m->layers[9];
     if (!chain)  // else the layer before's chain ran it
     MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.9 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
+    if (layer) {
+      const Layer& next = m->layers[10];
+      MC_LAUNCH("layers.9 attention_gqa_window, wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.10 rmsnorm_qkv_rope_cache (one chain)",
+                mc::gemv_chain(a.arrivals, s, attention_gqa_window::decode<4096, 4607>(a.q, pos0, l.k_cache, l.v_cache, a.partial),
+                               attention_gqa_window::combine<4096, 4607>(a.partial, a.attn_out),
+                               wo_residual::decode(a.attn_out, l.wo, a.residual), rmsnorm_w13_swiglu::decode(a.residual, l.ffn_norm, l.w13, a.ffn_hidden),
+                               w2_residual::decode(a.ffn_hidden, l.w2, a.residual),
+                               rmsnorm_qkv_rope_cache::decode<4607>(a.residual, pos0, next.attention_norm, next.wqkv, a.inv_freq, a.q, next.k_cache, next.v_cache)));
+    } else {
     MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.9 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     if (chain) {
       const Layer& next = m->layers[10];
@@ -836,11 +941,21 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     MC_KERNEL(K_RMSNORM_W13_SWIGLU, "layers.9 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.a16, a.ffn_hidden, mc::l2_next(l.w2, int64_t(DIM) * HIDDEN), s));
     MC_KERNEL(K_W2_RESIDUAL, "layers.9 w2_residual", w2_residual::launch(a.ffn_hidden, T, l.w2, a.residual, a.a16, next_wqkv(m, 9 + 1), s));
     }
+    }
   }
   {  // layer 10: sliding window 4096, ring of 4607 slots
     const Layer& l = m->layers[10];
     if (!chain)  // else the layer before's chain ran it
     MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.10 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
+    if (layer) {
+      const Layer& next = m->layers[11];
+      MC_LAUNCH("layers.10 attention_gqa_window, wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.11 rmsnorm_qkv_rope_cache (one chain)",
+                mc::gemv_chain(a.arrivals, s, attention_gqa_window::decode<4096, 4607>(a.q, pos0, l.k_cache, l.v_cache, a.partial),
+                               attention_gqa_window::combine<4096, 4607>(a.partial, a.attn_out),
+                               wo_residual::decode(a.attn_out, l.wo, a.residual), rmsnorm_w13_swiglu::decode(a.residual, l.ffn_norm, l.w13, a.ffn_hidden),
+                               w2_residual::decode(a.ffn_hidden, l.w2, a.residual),
+                               rmsnorm_qkv_rope_cache::decode<4607>(a.residual, pos0, next.attention_norm, next.wqkv, a.inv_freq, a.q, next.k_cache, next.v_cache)));
+    } else {
     MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.10 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     if (chain) {
       const Layer& next = m->layers[11];
@@ -853,11 +968,21 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     MC_KERNEL(K_RMSNORM_W13_SWIGLU, "layers.10 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.a16, a.ffn_hidden, mc::l2_next(l.w2, int64_t(DIM) * HIDDEN), s));
     MC_KERNEL(K_W2_RESIDUAL, "layers.10 w2_residual", w2_residual::launch(a.ffn_hidden, T, l.w2, a.residual, a.a16, next_wqkv(m, 10 + 1), s));
     }
+    }
   }
   {  // layer 11: sliding window 4096, ring of 4607 slots
     const Layer& l = m->layers[11];
     if (!chain)  // else the layer before's chain ran it
     MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.11 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
+    if (layer) {
+      const Layer& next = m->layers[12];
+      MC_LAUNCH("layers.11 attention_gqa_window, wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.12 rmsnorm_qkv_rope_cache (one chain)",
+                mc::gemv_chain(a.arrivals, s, attention_gqa_window::decode<4096, 4607>(a.q, pos0, l.k_cache, l.v_cache, a.partial),
+                               attention_gqa_window::combine<4096, 4607>(a.partial, a.attn_out),
+                               wo_residual::decode(a.attn_out, l.wo, a.residual), rmsnorm_w13_swiglu::decode(a.residual, l.ffn_norm, l.w13, a.ffn_hidden),
+                               w2_residual::decode(a.ffn_hidden, l.w2, a.residual),
+                               rmsnorm_qkv_rope_cache::decode<4607>(a.residual, pos0, next.attention_norm, next.wqkv, a.inv_freq, a.q, next.k_cache, next.v_cache)));
+    } else {
     MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.11 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     if (chain) {
       const Layer& next = m->layers[12];
@@ -870,11 +995,21 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     MC_KERNEL(K_RMSNORM_W13_SWIGLU, "layers.11 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.a16, a.ffn_hidden, mc::l2_next(l.w2, int64_t(DIM) * HIDDEN), s));
     MC_KERNEL(K_W2_RESIDUAL, "layers.11 w2_residual", w2_residual::launch(a.ffn_hidden, T, l.w2, a.residual, a.a16, next_wqkv(m, 11 + 1), s));
     }
+    }
   }
   {  // layer 12: sliding window 4096, ring of 4607 slots
     const Layer& l = m->layers[12];
     if (!chain)  // else the layer before's chain ran it
     MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.12 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
+    if (layer) {
+      const Layer& next = m->layers[13];
+      MC_LAUNCH("layers.12 attention_gqa_window, wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.13 rmsnorm_qkv_rope_cache (one chain)",
+                mc::gemv_chain(a.arrivals, s, attention_gqa_window::decode<4096, 4607>(a.q, pos0, l.k_cache, l.v_cache, a.partial),
+                               attention_gqa_window::combine<4096, 4607>(a.partial, a.attn_out),
+                               wo_residual::decode(a.attn_out, l.wo, a.residual), rmsnorm_w13_swiglu::decode(a.residual, l.ffn_norm, l.w13, a.ffn_hidden),
+                               w2_residual::decode(a.ffn_hidden, l.w2, a.residual),
+                               rmsnorm_qkv_rope_cache::decode<4607>(a.residual, pos0, next.attention_norm, next.wqkv, a.inv_freq, a.q, next.k_cache, next.v_cache)));
+    } else {
     MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.12 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     if (chain) {
       const Layer& next = m->layers[13];
@@ -887,11 +1022,21 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     MC_KERNEL(K_RMSNORM_W13_SWIGLU, "layers.12 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.a16, a.ffn_hidden, mc::l2_next(l.w2, int64_t(DIM) * HIDDEN), s));
     MC_KERNEL(K_W2_RESIDUAL, "layers.12 w2_residual", w2_residual::launch(a.ffn_hidden, T, l.w2, a.residual, a.a16, next_wqkv(m, 12 + 1), s));
     }
+    }
   }
   {  // layer 13: sliding window 4096, ring of 4607 slots
     const Layer& l = m->layers[13];
     if (!chain)  // else the layer before's chain ran it
     MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.13 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
+    if (layer) {
+      const Layer& next = m->layers[14];
+      MC_LAUNCH("layers.13 attention_gqa_window, wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.14 rmsnorm_qkv_rope_cache (one chain)",
+                mc::gemv_chain(a.arrivals, s, attention_gqa_window::decode<4096, 4607>(a.q, pos0, l.k_cache, l.v_cache, a.partial),
+                               attention_gqa_window::combine<4096, 4607>(a.partial, a.attn_out),
+                               wo_residual::decode(a.attn_out, l.wo, a.residual), rmsnorm_w13_swiglu::decode(a.residual, l.ffn_norm, l.w13, a.ffn_hidden),
+                               w2_residual::decode(a.ffn_hidden, l.w2, a.residual),
+                               rmsnorm_qkv_rope_cache::decode<4607>(a.residual, pos0, next.attention_norm, next.wqkv, a.inv_freq, a.q, next.k_cache, next.v_cache)));
+    } else {
     MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.13 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     if (chain) {
       const Layer& next = m->layers[14];
@@ -904,11 +1049,21 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     MC_KERNEL(K_RMSNORM_W13_SWIGLU, "layers.13 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.a16, a.ffn_hidden, mc::l2_next(l.w2, int64_t(DIM) * HIDDEN), s));
     MC_KERNEL(K_W2_RESIDUAL, "layers.13 w2_residual", w2_residual::launch(a.ffn_hidden, T, l.w2, a.residual, a.a16, next_wqkv(m, 13 + 1), s));
     }
+    }
   }
   {  // layer 14: sliding window 4096, ring of 4607 slots
     const Layer& l = m->layers[14];
     if (!chain)  // else the layer before's chain ran it
     MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.14 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
+    if (layer) {
+      const Layer& next = m->layers[15];
+      MC_LAUNCH("layers.14 attention_gqa_window, wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.15 rmsnorm_qkv_rope_cache (one chain)",
+                mc::gemv_chain(a.arrivals, s, attention_gqa_window::decode<4096, 4607>(a.q, pos0, l.k_cache, l.v_cache, a.partial),
+                               attention_gqa_window::combine<4096, 4607>(a.partial, a.attn_out),
+                               wo_residual::decode(a.attn_out, l.wo, a.residual), rmsnorm_w13_swiglu::decode(a.residual, l.ffn_norm, l.w13, a.ffn_hidden),
+                               w2_residual::decode(a.ffn_hidden, l.w2, a.residual),
+                               rmsnorm_qkv_rope_cache::decode<4607>(a.residual, pos0, next.attention_norm, next.wqkv, a.inv_freq, a.q, next.k_cache, next.v_cache)));
+    } else {
     MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.14 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     if (chain) {
       const Layer& next = m->layers[15];
@@ -921,11 +1076,21 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     MC_KERNEL(K_RMSNORM_W13_SWIGLU, "layers.14 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.a16, a.ffn_hidden, mc::l2_next(l.w2, int64_t(DIM) * HIDDEN), s));
     MC_KERNEL(K_W2_RESIDUAL, "layers.14 w2_residual", w2_residual::launch(a.ffn_hidden, T, l.w2, a.residual, a.a16, next_wqkv(m, 14 + 1), s));
     }
+    }
   }
   {  // layer 15: sliding window 4096, ring of 4607 slots
     const Layer& l = m->layers[15];
     if (!chain)  // else the layer before's chain ran it
     MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.15 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
+    if (layer) {
+      const Layer& next = m->layers[16];
+      MC_LAUNCH("layers.15 attention_gqa_window, wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.16 rmsnorm_qkv_rope_cache (one chain)",
+                mc::gemv_chain(a.arrivals, s, attention_gqa_window::decode<4096, 4607>(a.q, pos0, l.k_cache, l.v_cache, a.partial),
+                               attention_gqa_window::combine<4096, 4607>(a.partial, a.attn_out),
+                               wo_residual::decode(a.attn_out, l.wo, a.residual), rmsnorm_w13_swiglu::decode(a.residual, l.ffn_norm, l.w13, a.ffn_hidden),
+                               w2_residual::decode(a.ffn_hidden, l.w2, a.residual),
+                               rmsnorm_qkv_rope_cache::decode<4607>(a.residual, pos0, next.attention_norm, next.wqkv, a.inv_freq, a.q, next.k_cache, next.v_cache)));
+    } else {
     MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.15 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     if (chain) {
       const Layer& next = m->layers[16];
@@ -938,11 +1103,21 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     MC_KERNEL(K_RMSNORM_W13_SWIGLU, "layers.15 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.a16, a.ffn_hidden, mc::l2_next(l.w2, int64_t(DIM) * HIDDEN), s));
     MC_KERNEL(K_W2_RESIDUAL, "layers.15 w2_residual", w2_residual::launch(a.ffn_hidden, T, l.w2, a.residual, a.a16, next_wqkv(m, 15 + 1), s));
     }
+    }
   }
   {  // layer 16: sliding window 4096, ring of 4607 slots
     const Layer& l = m->layers[16];
     if (!chain)  // else the layer before's chain ran it
     MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.16 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
+    if (layer) {
+      const Layer& next = m->layers[17];
+      MC_LAUNCH("layers.16 attention_gqa_window, wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.17 rmsnorm_qkv_rope_cache (one chain)",
+                mc::gemv_chain(a.arrivals, s, attention_gqa_window::decode<4096, 4607>(a.q, pos0, l.k_cache, l.v_cache, a.partial),
+                               attention_gqa_window::combine<4096, 4607>(a.partial, a.attn_out),
+                               wo_residual::decode(a.attn_out, l.wo, a.residual), rmsnorm_w13_swiglu::decode(a.residual, l.ffn_norm, l.w13, a.ffn_hidden),
+                               w2_residual::decode(a.ffn_hidden, l.w2, a.residual),
+                               rmsnorm_qkv_rope_cache::decode<4607>(a.residual, pos0, next.attention_norm, next.wqkv, a.inv_freq, a.q, next.k_cache, next.v_cache)));
+    } else {
     MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.16 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     if (chain) {
       const Layer& next = m->layers[17];
@@ -955,11 +1130,21 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     MC_KERNEL(K_RMSNORM_W13_SWIGLU, "layers.16 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.a16, a.ffn_hidden, mc::l2_next(l.w2, int64_t(DIM) * HIDDEN), s));
     MC_KERNEL(K_W2_RESIDUAL, "layers.16 w2_residual", w2_residual::launch(a.ffn_hidden, T, l.w2, a.residual, a.a16, next_wqkv(m, 16 + 1), s));
     }
+    }
   }
   {  // layer 17: sliding window 4096, ring of 4607 slots
     const Layer& l = m->layers[17];
     if (!chain)  // else the layer before's chain ran it
     MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.17 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
+    if (layer) {
+      const Layer& next = m->layers[18];
+      MC_LAUNCH("layers.17 attention_gqa_window, wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.18 rmsnorm_qkv_rope_cache (one chain)",
+                mc::gemv_chain(a.arrivals, s, attention_gqa_window::decode<4096, 4607>(a.q, pos0, l.k_cache, l.v_cache, a.partial),
+                               attention_gqa_window::combine<4096, 4607>(a.partial, a.attn_out),
+                               wo_residual::decode(a.attn_out, l.wo, a.residual), rmsnorm_w13_swiglu::decode(a.residual, l.ffn_norm, l.w13, a.ffn_hidden),
+                               w2_residual::decode(a.ffn_hidden, l.w2, a.residual),
+                               rmsnorm_qkv_rope_cache::decode<4607>(a.residual, pos0, next.attention_norm, next.wqkv, a.inv_freq, a.q, next.k_cache, next.v_cache)));
+    } else {
     MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.17 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     if (chain) {
       const Layer& next = m->layers[18];
@@ -972,11 +1157,21 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     MC_KERNEL(K_RMSNORM_W13_SWIGLU, "layers.17 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.a16, a.ffn_hidden, mc::l2_next(l.w2, int64_t(DIM) * HIDDEN), s));
     MC_KERNEL(K_W2_RESIDUAL, "layers.17 w2_residual", w2_residual::launch(a.ffn_hidden, T, l.w2, a.residual, a.a16, next_wqkv(m, 17 + 1), s));
     }
+    }
   }
   {  // layer 18: sliding window 4096, ring of 4607 slots
     const Layer& l = m->layers[18];
     if (!chain)  // else the layer before's chain ran it
     MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.18 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
+    if (layer) {
+      const Layer& next = m->layers[19];
+      MC_LAUNCH("layers.18 attention_gqa_window, wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.19 rmsnorm_qkv_rope_cache (one chain)",
+                mc::gemv_chain(a.arrivals, s, attention_gqa_window::decode<4096, 4607>(a.q, pos0, l.k_cache, l.v_cache, a.partial),
+                               attention_gqa_window::combine<4096, 4607>(a.partial, a.attn_out),
+                               wo_residual::decode(a.attn_out, l.wo, a.residual), rmsnorm_w13_swiglu::decode(a.residual, l.ffn_norm, l.w13, a.ffn_hidden),
+                               w2_residual::decode(a.ffn_hidden, l.w2, a.residual),
+                               rmsnorm_qkv_rope_cache::decode<4607>(a.residual, pos0, next.attention_norm, next.wqkv, a.inv_freq, a.q, next.k_cache, next.v_cache)));
+    } else {
     MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.18 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     if (chain) {
       const Layer& next = m->layers[19];
@@ -989,11 +1184,21 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     MC_KERNEL(K_RMSNORM_W13_SWIGLU, "layers.18 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.a16, a.ffn_hidden, mc::l2_next(l.w2, int64_t(DIM) * HIDDEN), s));
     MC_KERNEL(K_W2_RESIDUAL, "layers.18 w2_residual", w2_residual::launch(a.ffn_hidden, T, l.w2, a.residual, a.a16, next_wqkv(m, 18 + 1), s));
     }
+    }
   }
   {  // layer 19: sliding window 4096, ring of 4607 slots
     const Layer& l = m->layers[19];
     if (!chain)  // else the layer before's chain ran it
     MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.19 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
+    if (layer) {
+      const Layer& next = m->layers[20];
+      MC_LAUNCH("layers.19 attention_gqa_window, wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.20 rmsnorm_qkv_rope_cache (one chain)",
+                mc::gemv_chain(a.arrivals, s, attention_gqa_window::decode<4096, 4607>(a.q, pos0, l.k_cache, l.v_cache, a.partial),
+                               attention_gqa_window::combine<4096, 4607>(a.partial, a.attn_out),
+                               wo_residual::decode(a.attn_out, l.wo, a.residual), rmsnorm_w13_swiglu::decode(a.residual, l.ffn_norm, l.w13, a.ffn_hidden),
+                               w2_residual::decode(a.ffn_hidden, l.w2, a.residual),
+                               rmsnorm_qkv_rope_cache::decode<4607>(a.residual, pos0, next.attention_norm, next.wqkv, a.inv_freq, a.q, next.k_cache, next.v_cache)));
+    } else {
     MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.19 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     if (chain) {
       const Layer& next = m->layers[20];
@@ -1006,11 +1211,21 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     MC_KERNEL(K_RMSNORM_W13_SWIGLU, "layers.19 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.a16, a.ffn_hidden, mc::l2_next(l.w2, int64_t(DIM) * HIDDEN), s));
     MC_KERNEL(K_W2_RESIDUAL, "layers.19 w2_residual", w2_residual::launch(a.ffn_hidden, T, l.w2, a.residual, a.a16, next_wqkv(m, 19 + 1), s));
     }
+    }
   }
   {  // layer 20: sliding window 4096, ring of 4607 slots
     const Layer& l = m->layers[20];
     if (!chain)  // else the layer before's chain ran it
     MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.20 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
+    if (layer) {
+      const Layer& next = m->layers[21];
+      MC_LAUNCH("layers.20 attention_gqa_window, wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.21 rmsnorm_qkv_rope_cache (one chain)",
+                mc::gemv_chain(a.arrivals, s, attention_gqa_window::decode<4096, 4607>(a.q, pos0, l.k_cache, l.v_cache, a.partial),
+                               attention_gqa_window::combine<4096, 4607>(a.partial, a.attn_out),
+                               wo_residual::decode(a.attn_out, l.wo, a.residual), rmsnorm_w13_swiglu::decode(a.residual, l.ffn_norm, l.w13, a.ffn_hidden),
+                               w2_residual::decode(a.ffn_hidden, l.w2, a.residual),
+                               rmsnorm_qkv_rope_cache::decode<4607>(a.residual, pos0, next.attention_norm, next.wqkv, a.inv_freq, a.q, next.k_cache, next.v_cache)));
+    } else {
     MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.20 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     if (chain) {
       const Layer& next = m->layers[21];
@@ -1023,11 +1238,21 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     MC_KERNEL(K_RMSNORM_W13_SWIGLU, "layers.20 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.a16, a.ffn_hidden, mc::l2_next(l.w2, int64_t(DIM) * HIDDEN), s));
     MC_KERNEL(K_W2_RESIDUAL, "layers.20 w2_residual", w2_residual::launch(a.ffn_hidden, T, l.w2, a.residual, a.a16, next_wqkv(m, 20 + 1), s));
     }
+    }
   }
   {  // layer 21: sliding window 4096, ring of 4607 slots
     const Layer& l = m->layers[21];
     if (!chain)  // else the layer before's chain ran it
     MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.21 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
+    if (layer) {
+      const Layer& next = m->layers[22];
+      MC_LAUNCH("layers.21 attention_gqa_window, wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.22 rmsnorm_qkv_rope_cache (one chain)",
+                mc::gemv_chain(a.arrivals, s, attention_gqa_window::decode<4096, 4607>(a.q, pos0, l.k_cache, l.v_cache, a.partial),
+                               attention_gqa_window::combine<4096, 4607>(a.partial, a.attn_out),
+                               wo_residual::decode(a.attn_out, l.wo, a.residual), rmsnorm_w13_swiglu::decode(a.residual, l.ffn_norm, l.w13, a.ffn_hidden),
+                               w2_residual::decode(a.ffn_hidden, l.w2, a.residual),
+                               rmsnorm_qkv_rope_cache::decode<4607>(a.residual, pos0, next.attention_norm, next.wqkv, a.inv_freq, a.q, next.k_cache, next.v_cache)));
+    } else {
     MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.21 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     if (chain) {
       const Layer& next = m->layers[22];
@@ -1040,11 +1265,21 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     MC_KERNEL(K_RMSNORM_W13_SWIGLU, "layers.21 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.a16, a.ffn_hidden, mc::l2_next(l.w2, int64_t(DIM) * HIDDEN), s));
     MC_KERNEL(K_W2_RESIDUAL, "layers.21 w2_residual", w2_residual::launch(a.ffn_hidden, T, l.w2, a.residual, a.a16, next_wqkv(m, 21 + 1), s));
     }
+    }
   }
   {  // layer 22: sliding window 4096, ring of 4607 slots
     const Layer& l = m->layers[22];
     if (!chain)  // else the layer before's chain ran it
     MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.22 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
+    if (layer) {
+      const Layer& next = m->layers[23];
+      MC_LAUNCH("layers.22 attention_gqa_window, wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.23 rmsnorm_qkv_rope_cache (one chain)",
+                mc::gemv_chain(a.arrivals, s, attention_gqa_window::decode<4096, 4607>(a.q, pos0, l.k_cache, l.v_cache, a.partial),
+                               attention_gqa_window::combine<4096, 4607>(a.partial, a.attn_out),
+                               wo_residual::decode(a.attn_out, l.wo, a.residual), rmsnorm_w13_swiglu::decode(a.residual, l.ffn_norm, l.w13, a.ffn_hidden),
+                               w2_residual::decode(a.ffn_hidden, l.w2, a.residual),
+                               rmsnorm_qkv_rope_cache::decode<4607>(a.residual, pos0, next.attention_norm, next.wqkv, a.inv_freq, a.q, next.k_cache, next.v_cache)));
+    } else {
     MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.22 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     if (chain) {
       const Layer& next = m->layers[23];
@@ -1057,11 +1292,21 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     MC_KERNEL(K_RMSNORM_W13_SWIGLU, "layers.22 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.a16, a.ffn_hidden, mc::l2_next(l.w2, int64_t(DIM) * HIDDEN), s));
     MC_KERNEL(K_W2_RESIDUAL, "layers.22 w2_residual", w2_residual::launch(a.ffn_hidden, T, l.w2, a.residual, a.a16, next_wqkv(m, 22 + 1), s));
     }
+    }
   }
   {  // layer 23: sliding window 4096, ring of 4607 slots
     const Layer& l = m->layers[23];
     if (!chain)  // else the layer before's chain ran it
     MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.23 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
+    if (layer) {
+      const Layer& next = m->layers[24];
+      MC_LAUNCH("layers.23 attention_gqa_window, wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.24 rmsnorm_qkv_rope_cache (one chain)",
+                mc::gemv_chain(a.arrivals, s, attention_gqa_window::decode<4096, 4607>(a.q, pos0, l.k_cache, l.v_cache, a.partial),
+                               attention_gqa_window::combine<4096, 4607>(a.partial, a.attn_out),
+                               wo_residual::decode(a.attn_out, l.wo, a.residual), rmsnorm_w13_swiglu::decode(a.residual, l.ffn_norm, l.w13, a.ffn_hidden),
+                               w2_residual::decode(a.ffn_hidden, l.w2, a.residual),
+                               rmsnorm_qkv_rope_cache::decode<4607>(a.residual, pos0, next.attention_norm, next.wqkv, a.inv_freq, a.q, next.k_cache, next.v_cache)));
+    } else {
     MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.23 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     if (chain) {
       const Layer& next = m->layers[24];
@@ -1074,11 +1319,21 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     MC_KERNEL(K_RMSNORM_W13_SWIGLU, "layers.23 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.a16, a.ffn_hidden, mc::l2_next(l.w2, int64_t(DIM) * HIDDEN), s));
     MC_KERNEL(K_W2_RESIDUAL, "layers.23 w2_residual", w2_residual::launch(a.ffn_hidden, T, l.w2, a.residual, a.a16, next_wqkv(m, 23 + 1), s));
     }
+    }
   }
   {  // layer 24: sliding window 4096, ring of 4607 slots
     const Layer& l = m->layers[24];
     if (!chain)  // else the layer before's chain ran it
     MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.24 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
+    if (layer) {
+      const Layer& next = m->layers[25];
+      MC_LAUNCH("layers.24 attention_gqa_window, wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.25 rmsnorm_qkv_rope_cache (one chain)",
+                mc::gemv_chain(a.arrivals, s, attention_gqa_window::decode<4096, 4607>(a.q, pos0, l.k_cache, l.v_cache, a.partial),
+                               attention_gqa_window::combine<4096, 4607>(a.partial, a.attn_out),
+                               wo_residual::decode(a.attn_out, l.wo, a.residual), rmsnorm_w13_swiglu::decode(a.residual, l.ffn_norm, l.w13, a.ffn_hidden),
+                               w2_residual::decode(a.ffn_hidden, l.w2, a.residual),
+                               rmsnorm_qkv_rope_cache::decode<4607>(a.residual, pos0, next.attention_norm, next.wqkv, a.inv_freq, a.q, next.k_cache, next.v_cache)));
+    } else {
     MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.24 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     if (chain) {
       const Layer& next = m->layers[25];
@@ -1091,11 +1346,21 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     MC_KERNEL(K_RMSNORM_W13_SWIGLU, "layers.24 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.a16, a.ffn_hidden, mc::l2_next(l.w2, int64_t(DIM) * HIDDEN), s));
     MC_KERNEL(K_W2_RESIDUAL, "layers.24 w2_residual", w2_residual::launch(a.ffn_hidden, T, l.w2, a.residual, a.a16, next_wqkv(m, 24 + 1), s));
     }
+    }
   }
   {  // layer 25: sliding window 4096, ring of 4607 slots
     const Layer& l = m->layers[25];
     if (!chain)  // else the layer before's chain ran it
     MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.25 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
+    if (layer) {
+      const Layer& next = m->layers[26];
+      MC_LAUNCH("layers.25 attention_gqa_window, wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.26 rmsnorm_qkv_rope_cache (one chain)",
+                mc::gemv_chain(a.arrivals, s, attention_gqa_window::decode<4096, 4607>(a.q, pos0, l.k_cache, l.v_cache, a.partial),
+                               attention_gqa_window::combine<4096, 4607>(a.partial, a.attn_out),
+                               wo_residual::decode(a.attn_out, l.wo, a.residual), rmsnorm_w13_swiglu::decode(a.residual, l.ffn_norm, l.w13, a.ffn_hidden),
+                               w2_residual::decode(a.ffn_hidden, l.w2, a.residual),
+                               rmsnorm_qkv_rope_cache::decode<4607>(a.residual, pos0, next.attention_norm, next.wqkv, a.inv_freq, a.q, next.k_cache, next.v_cache)));
+    } else {
     MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.25 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     if (chain) {
       const Layer& next = m->layers[26];
@@ -1108,11 +1373,21 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     MC_KERNEL(K_RMSNORM_W13_SWIGLU, "layers.25 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.a16, a.ffn_hidden, mc::l2_next(l.w2, int64_t(DIM) * HIDDEN), s));
     MC_KERNEL(K_W2_RESIDUAL, "layers.25 w2_residual", w2_residual::launch(a.ffn_hidden, T, l.w2, a.residual, a.a16, next_wqkv(m, 25 + 1), s));
     }
+    }
   }
   {  // layer 26: sliding window 4096, ring of 4607 slots
     const Layer& l = m->layers[26];
     if (!chain)  // else the layer before's chain ran it
     MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.26 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
+    if (layer) {
+      const Layer& next = m->layers[27];
+      MC_LAUNCH("layers.26 attention_gqa_window, wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.27 rmsnorm_qkv_rope_cache (one chain)",
+                mc::gemv_chain(a.arrivals, s, attention_gqa_window::decode<4096, 4607>(a.q, pos0, l.k_cache, l.v_cache, a.partial),
+                               attention_gqa_window::combine<4096, 4607>(a.partial, a.attn_out),
+                               wo_residual::decode(a.attn_out, l.wo, a.residual), rmsnorm_w13_swiglu::decode(a.residual, l.ffn_norm, l.w13, a.ffn_hidden),
+                               w2_residual::decode(a.ffn_hidden, l.w2, a.residual),
+                               rmsnorm_qkv_rope_cache::decode<4607>(a.residual, pos0, next.attention_norm, next.wqkv, a.inv_freq, a.q, next.k_cache, next.v_cache)));
+    } else {
     MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.26 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     if (chain) {
       const Layer& next = m->layers[27];
@@ -1125,11 +1400,21 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     MC_KERNEL(K_RMSNORM_W13_SWIGLU, "layers.26 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.a16, a.ffn_hidden, mc::l2_next(l.w2, int64_t(DIM) * HIDDEN), s));
     MC_KERNEL(K_W2_RESIDUAL, "layers.26 w2_residual", w2_residual::launch(a.ffn_hidden, T, l.w2, a.residual, a.a16, next_wqkv(m, 26 + 1), s));
     }
+    }
   }
   {  // layer 27: sliding window 4096, ring of 4607 slots
     const Layer& l = m->layers[27];
     if (!chain)  // else the layer before's chain ran it
     MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.27 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
+    if (layer) {
+      const Layer& next = m->layers[28];
+      MC_LAUNCH("layers.27 attention_gqa_window, wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.28 rmsnorm_qkv_rope_cache (one chain)",
+                mc::gemv_chain(a.arrivals, s, attention_gqa_window::decode<4096, 4607>(a.q, pos0, l.k_cache, l.v_cache, a.partial),
+                               attention_gqa_window::combine<4096, 4607>(a.partial, a.attn_out),
+                               wo_residual::decode(a.attn_out, l.wo, a.residual), rmsnorm_w13_swiglu::decode(a.residual, l.ffn_norm, l.w13, a.ffn_hidden),
+                               w2_residual::decode(a.ffn_hidden, l.w2, a.residual),
+                               rmsnorm_qkv_rope_cache::decode<4607>(a.residual, pos0, next.attention_norm, next.wqkv, a.inv_freq, a.q, next.k_cache, next.v_cache)));
+    } else {
     MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.27 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     if (chain) {
       const Layer& next = m->layers[28];
@@ -1142,11 +1427,21 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     MC_KERNEL(K_RMSNORM_W13_SWIGLU, "layers.27 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.a16, a.ffn_hidden, mc::l2_next(l.w2, int64_t(DIM) * HIDDEN), s));
     MC_KERNEL(K_W2_RESIDUAL, "layers.27 w2_residual", w2_residual::launch(a.ffn_hidden, T, l.w2, a.residual, a.a16, next_wqkv(m, 27 + 1), s));
     }
+    }
   }
   {  // layer 28: sliding window 4096, ring of 4607 slots
     const Layer& l = m->layers[28];
     if (!chain)  // else the layer before's chain ran it
     MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.28 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
+    if (layer) {
+      const Layer& next = m->layers[29];
+      MC_LAUNCH("layers.28 attention_gqa_window, wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.29 rmsnorm_qkv_rope_cache (one chain)",
+                mc::gemv_chain(a.arrivals, s, attention_gqa_window::decode<4096, 4607>(a.q, pos0, l.k_cache, l.v_cache, a.partial),
+                               attention_gqa_window::combine<4096, 4607>(a.partial, a.attn_out),
+                               wo_residual::decode(a.attn_out, l.wo, a.residual), rmsnorm_w13_swiglu::decode(a.residual, l.ffn_norm, l.w13, a.ffn_hidden),
+                               w2_residual::decode(a.ffn_hidden, l.w2, a.residual),
+                               rmsnorm_qkv_rope_cache::decode<4607>(a.residual, pos0, next.attention_norm, next.wqkv, a.inv_freq, a.q, next.k_cache, next.v_cache)));
+    } else {
     MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.28 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     if (chain) {
       const Layer& next = m->layers[29];
@@ -1159,11 +1454,21 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     MC_KERNEL(K_RMSNORM_W13_SWIGLU, "layers.28 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.a16, a.ffn_hidden, mc::l2_next(l.w2, int64_t(DIM) * HIDDEN), s));
     MC_KERNEL(K_W2_RESIDUAL, "layers.28 w2_residual", w2_residual::launch(a.ffn_hidden, T, l.w2, a.residual, a.a16, next_wqkv(m, 28 + 1), s));
     }
+    }
   }
   {  // layer 29: sliding window 4096, ring of 4607 slots
     const Layer& l = m->layers[29];
     if (!chain)  // else the layer before's chain ran it
     MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.29 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
+    if (layer) {
+      const Layer& next = m->layers[30];
+      MC_LAUNCH("layers.29 attention_gqa_window, wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.30 rmsnorm_qkv_rope_cache (one chain)",
+                mc::gemv_chain(a.arrivals, s, attention_gqa_window::decode<4096, 4607>(a.q, pos0, l.k_cache, l.v_cache, a.partial),
+                               attention_gqa_window::combine<4096, 4607>(a.partial, a.attn_out),
+                               wo_residual::decode(a.attn_out, l.wo, a.residual), rmsnorm_w13_swiglu::decode(a.residual, l.ffn_norm, l.w13, a.ffn_hidden),
+                               w2_residual::decode(a.ffn_hidden, l.w2, a.residual),
+                               rmsnorm_qkv_rope_cache::decode<4607>(a.residual, pos0, next.attention_norm, next.wqkv, a.inv_freq, a.q, next.k_cache, next.v_cache)));
+    } else {
     MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.29 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     if (chain) {
       const Layer& next = m->layers[30];
@@ -1176,11 +1481,21 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     MC_KERNEL(K_RMSNORM_W13_SWIGLU, "layers.29 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.a16, a.ffn_hidden, mc::l2_next(l.w2, int64_t(DIM) * HIDDEN), s));
     MC_KERNEL(K_W2_RESIDUAL, "layers.29 w2_residual", w2_residual::launch(a.ffn_hidden, T, l.w2, a.residual, a.a16, next_wqkv(m, 29 + 1), s));
     }
+    }
   }
   {  // layer 30: sliding window 4096, ring of 4607 slots
     const Layer& l = m->layers[30];
     if (!chain)  // else the layer before's chain ran it
     MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.30 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
+    if (layer) {
+      const Layer& next = m->layers[31];
+      MC_LAUNCH("layers.30 attention_gqa_window, wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.31 rmsnorm_qkv_rope_cache (one chain)",
+                mc::gemv_chain(a.arrivals, s, attention_gqa_window::decode<4096, 4607>(a.q, pos0, l.k_cache, l.v_cache, a.partial),
+                               attention_gqa_window::combine<4096, 4607>(a.partial, a.attn_out),
+                               wo_residual::decode(a.attn_out, l.wo, a.residual), rmsnorm_w13_swiglu::decode(a.residual, l.ffn_norm, l.w13, a.ffn_hidden),
+                               w2_residual::decode(a.ffn_hidden, l.w2, a.residual),
+                               rmsnorm_qkv_rope_cache::decode<4607>(a.residual, pos0, next.attention_norm, next.wqkv, a.inv_freq, a.q, next.k_cache, next.v_cache)));
+    } else {
     MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.30 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     if (chain) {
       const Layer& next = m->layers[31];
@@ -1193,11 +1508,19 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     MC_KERNEL(K_RMSNORM_W13_SWIGLU, "layers.30 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.a16, a.ffn_hidden, mc::l2_next(l.w2, int64_t(DIM) * HIDDEN), s));
     MC_KERNEL(K_W2_RESIDUAL, "layers.30 w2_residual", w2_residual::launch(a.ffn_hidden, T, l.w2, a.residual, a.a16, next_wqkv(m, 30 + 1), s));
     }
+    }
   }
   {  // layer 31: sliding window 4096, ring of 4607 slots
     const Layer& l = m->layers[31];
     if (!chain)  // else the layer before's chain ran it
     MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.31 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
+    if (layer) {
+      MC_LAUNCH("layers.31 attention_gqa_window, wo_residual, rmsnorm_w13_swiglu and w2_residual (one chain)",
+                mc::gemv_chain(a.arrivals, s, attention_gqa_window::decode<4096, 4607>(a.q, pos0, l.k_cache, l.v_cache, a.partial),
+                               attention_gqa_window::combine<4096, 4607>(a.partial, a.attn_out),
+                               wo_residual::decode(a.attn_out, l.wo, a.residual), rmsnorm_w13_swiglu::decode(a.residual, l.ffn_norm, l.w13, a.ffn_hidden),
+                               w2_residual::decode(a.ffn_hidden, l.w2, a.residual)));
+    } else {
     MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.31 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     if (chain) {
       MC_LAUNCH("layers.31 wo_residual, rmsnorm_w13_swiglu and w2_residual (one chain)",
@@ -1207,6 +1530,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     MC_KERNEL(K_WO_RESIDUAL, "layers.31 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.w13, int64_t(2) * HIDDEN * DIM), s));
     MC_KERNEL(K_RMSNORM_W13_SWIGLU, "layers.31 rmsnorm_w13_swiglu", rmsnorm_w13_swiglu::launch(a.residual, T, l.ffn_norm, l.w13, a.rstd, a.a16, a.ffn_hidden, mc::l2_next(l.w2, int64_t(DIM) * HIDDEN), s));
     MC_KERNEL(K_W2_RESIDUAL, "layers.31 w2_residual", w2_residual::launch(a.ffn_hidden, T, l.w2, a.residual, a.a16, next_wqkv(m, 31 + 1), s));
+    }
     }
   }
   MC_KERNEL(K_RMSNORM_OUTPUT, "rmsnorm_output", rmsnorm_output::launch(a.residual, first, rows, m->final_norm, m->output, a.rstd, a.a16, a.logits, next_wqkv(m, 0), s));

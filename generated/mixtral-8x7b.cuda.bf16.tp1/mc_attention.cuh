@@ -108,25 +108,26 @@ struct DecodeTile {
 };
 
 /**
- * Decode (one query token), split along the keys (flash-decoding): block (split, kv head) reads its
- * share of the visible keys once for all GROUP query heads of the KV head (one warp each) and
- * writes an unnormalized partial (o, m, l) per head; attention_combine merges the splits. The split
- * length adapts to the position read from device memory, so a captured graph replays unchanged.
- * Tiles of 32 keys go through a STAGES-deep cp.async ring; the first ones are issued before the
- * queries are read. Scores and sums in f32, in the same order as the f32 reference kernels.
+ * Decode (one query token), split along the keys (flash-decoding): item (split, kv head) reads its
+ * share of the visible keys once for all GROUP query heads of the KV head (warps 0 .. GROUP - 1 of
+ * the block, one a head; every warp of the block copies) and writes an unnormalized partial (o, m,
+ * l) per head; the combine merges the splits. The split length adapts to the position read from
+ * device memory, so a captured graph replays unchanged. Tiles of 32 keys go through a STAGES-deep
+ * cp.async ring in `smem` (DecodeTile::bytes()); the first ones are issued before the queries are
+ * read. Scores and sums in f32, in the same order as the f32 reference kernels. The same bits
+ * whatever THREADS is (only who copies changes): attention_decode_kernel runs one item a block,
+ * a decode chain (MC_CUDA_DECODE=layer, DecodeAttentionPhase) several a block of 256 threads.
  */
-template <int HEAD_DIM, int GROUP, int N_KV_HEADS, int NSPLIT, int WINDOW, int KV_SLOTS, typename KV>
-__global__ void __launch_bounds__(DecodeTile<HEAD_DIM, GROUP, KV>::THREADS) attention_decode_kernel(
-    const float* __restrict__ q /*[N_HEADS * HEAD_DIM]*/, const KV* __restrict__ k_cache, const KV* __restrict__ v_cache,
-    const int32_t* __restrict__ pos0, float* __restrict__ partial /*[N_HEADS, NSPLIT, HEAD_DIM + 2]*/) {
+template <int HEAD_DIM, int GROUP, int N_KV_HEADS, int NSPLIT, int WINDOW, int KV_SLOTS, typename KV, int THREADS>
+__device__ __forceinline__ void attention_decode_item(const float* __restrict__ q, const KV* __restrict__ k_cache, const KV* __restrict__ v_cache,
+                                                      const int32_t* __restrict__ pos0, float* __restrict__ partial, int split, int g, float4* smem) {
   using Tile = DecodeTile<HEAD_DIM, GROUP, KV>;
+  static_assert(THREADS % 32 == 0 && THREADS >= 32 * GROUP, "a warp per query head of the KV group");
   constexpr int KV_DIM = N_KV_HEADS * HEAD_DIM, KEYS = Tile::KEYS, STAGES = Tile::STAGES, VEC = Tile::VEC, CHUNKS = Tile::CHUNKS;
-  constexpr int K_LD = Tile::K_LD, COPIES = 2 * KEYS * CHUNKS, PER_THREAD = (COPIES + Tile::THREADS - 1) / Tile::THREADS;
-  extern __shared__ float4 attn_smem[];
-  KV* stages = reinterpret_cast<KV*>(attn_smem);                                                       // [STAGES][keys | values]
-  float* qs = reinterpret_cast<float*>(reinterpret_cast<char*>(attn_smem) + STAGES * Tile::STAGE_ELEMS * sizeof(KV));  // [GROUP, HEAD_DIM]
-  const int split = blockIdx.x, g = blockIdx.y, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  wait_for_previous_kernel();  // launched with PDL under MC_CUDA_PDL=all: q and this position's K/V come from the QKV GEMV
+  constexpr int K_LD = Tile::K_LD, COPIES = 2 * KEYS * CHUNKS, PER_THREAD = (COPIES + THREADS - 1) / THREADS;
+  KV* stages = reinterpret_cast<KV*>(smem);                                                        // [STAGES][keys | values]
+  float* qs = reinterpret_cast<float*>(reinterpret_cast<char*>(smem) + STAGES * Tile::STAGE_ELEMS * sizeof(KV));  // [GROUP, HEAD_DIM]
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int p = *pos0;
   const int lo = WINDOW > 0 ? max(0, p - WINDOW + 1) : 0;
   const int visible = p - lo + 1;
@@ -141,9 +142,9 @@ __global__ void __launch_bounds__(DecodeTile<HEAD_DIM, GROUP, KV>::THREADS) atte
     const int kt = begin + t * KEYS, n = min(KEYS, end - kt);
 #pragma unroll
     for (int i = 0; i < PER_THREAD; ++i) {
-      const int idx = threadIdx.x + i * Tile::THREADS;
+      const int idx = threadIdx.x + i * THREADS;
       const int which = idx / (KEYS * CHUNKS), j = (idx / CHUNKS) % KEYS, c = idx % CHUNKS;
-      if ((COPIES % Tile::THREADS != 0 && idx >= COPIES) || j >= n) continue;  // keys past the split are never read
+      if ((COPIES % THREADS != 0 && idx >= COPIES) || j >= n) continue;  // keys past the split are never read
       const int64_t slot = int64_t(kt + j) % KV_SLOTS;
       const KV* src = (which == 0 ? k_cache : v_cache) + slot * KV_DIM + g * HEAD_DIM + c * VEC;
       cp_async16(which == 0 ? ks + j * K_LD + c * VEC : vs + j * HEAD_DIM + c * VEC, src, 16);
@@ -156,8 +157,8 @@ __global__ void __launch_bounds__(DecodeTile<HEAD_DIM, GROUP, KV>::THREADS) atte
   }
   const float scale = 1.0f / sqrtf(float(HEAD_DIM));
 #pragma unroll
-  for (int i = 0; i < (GROUP * HEAD_DIM + Tile::THREADS - 1) / Tile::THREADS; ++i) {
-    const int idx = threadIdx.x + i * Tile::THREADS;
+  for (int i = 0; i < (GROUP * HEAD_DIM + THREADS - 1) / THREADS; ++i) {
+    const int idx = threadIdx.x + i * THREADS;
     if (idx < GROUP * HEAD_DIM) qs[idx] = q[g * GROUP * HEAD_DIM + idx] * scale;
   }
 
@@ -188,7 +189,7 @@ __global__ void __launch_bounds__(DecodeTile<HEAD_DIM, GROUP, KV>::THREADS) atte
       row.update(s, n, vs, lane);
     }
   }
-  cp_async_wait<0>();  // no copy may still target shared memory when the block exits
+  cp_async_wait<0>();  // no copy may still target shared memory when the block exits (or its next item starts)
   if (warp < GROUP) {
     float* out = partial + (int64_t(g * GROUP + warp) * NSPLIT + split) * (HEAD_DIM + 2);
 #pragma unroll
@@ -200,24 +201,79 @@ __global__ void __launch_bounds__(DecodeTile<HEAD_DIM, GROUP, KV>::THREADS) atte
   }
 }
 
-/** out[h] = Σ_s o_s e^(m_s - M) / Σ_s l_s e^(m_s - M): the splits of one head merged. */
+/** The decode attention as kernels launch it: block (split, kv head), one item each. */
+template <int HEAD_DIM, int GROUP, int N_KV_HEADS, int NSPLIT, int WINDOW, int KV_SLOTS, typename KV>
+__global__ void __launch_bounds__(DecodeTile<HEAD_DIM, GROUP, KV>::THREADS) attention_decode_kernel(
+    const float* __restrict__ q /*[N_HEADS * HEAD_DIM]*/, const KV* __restrict__ k_cache, const KV* __restrict__ v_cache,
+    const int32_t* __restrict__ pos0, float* __restrict__ partial /*[N_HEADS, NSPLIT, HEAD_DIM + 2]*/) {
+  extern __shared__ float4 attn_smem[];
+  wait_for_previous_kernel();  // launched with PDL under MC_CUDA_PDL=all: q and this position's K/V come from the QKV GEMV
+  attention_decode_item<HEAD_DIM, GROUP, N_KV_HEADS, NSPLIT, WINDOW, KV_SLOTS, KV, DecodeTile<HEAD_DIM, GROUP, KV>::THREADS>(
+      q, k_cache, v_cache, pos0, partial, blockIdx.x, blockIdx.y, attn_smem);
+}
+
+/** out[h] = Σ_s o_s e^(m_s - M) / Σ_s l_s e^(m_s - M): the splits of head h merged, by `threads` threads from `tid`. */
 template <int HEAD_DIM, int NSPLIT>
-__global__ void __launch_bounds__(128) attention_combine_kernel(const float* __restrict__ partial, float* __restrict__ out /*[N_HEADS * HEAD_DIM]*/) {
-  wait_for_previous_kernel();  // under MC_CUDA_PDL=all
-  const float* part = partial + int64_t(blockIdx.x) * NSPLIT * (HEAD_DIM + 2);
+__device__ __forceinline__ void attention_combine_head(const float* __restrict__ partial, float* __restrict__ out /*[N_HEADS * HEAD_DIM]*/, int h, int tid, int threads) {
+  const float* part = partial + int64_t(h) * NSPLIT * (HEAD_DIM + 2);
   float m = -INFINITY;
   for (int s = 0; s < NSPLIT; ++s) m = fmaxf(m, part[s * (HEAD_DIM + 2) + HEAD_DIM]);
   float l = 0.f;
   for (int s = 0; s < NSPLIT; ++s) l += part[s * (HEAD_DIM + 2) + HEAD_DIM + 1] * expf(part[s * (HEAD_DIM + 2) + HEAD_DIM] - m);
-  for (int d = threadIdx.x; d < HEAD_DIM; d += blockDim.x) {
+  for (int d = tid; d < HEAD_DIM; d += threads) {
     float o = 0.f;
     for (int s = 0; s < NSPLIT; ++s) {
       const float ms = part[s * (HEAD_DIM + 2) + HEAD_DIM];
       if (ms != -INFINITY) o += part[s * (HEAD_DIM + 2) + d] * expf(ms - m);
     }
-    out[int64_t(blockIdx.x) * HEAD_DIM + d] = o / l;
+    out[int64_t(h) * HEAD_DIM + d] = o / l;
   }
 }
+
+/** The combine as kernels launch it: a block per head. */
+template <int HEAD_DIM, int NSPLIT>
+__global__ void __launch_bounds__(128) attention_combine_kernel(const float* __restrict__ partial, float* __restrict__ out /*[N_HEADS * HEAD_DIM]*/) {
+  wait_for_previous_kernel();  // under MC_CUDA_PDL=all
+  attention_combine_head<HEAD_DIM, NSPLIT>(partial, out, blockIdx.x, threadIdx.x, blockDim.x);
+}
+
+// ---- the decode attention as phases of a decode chain (MC_CUDA_DECODE=layer, mc::gemv_chain) -------
+// A phase is a chain link that is not a GEMV: every block of the chain's grid (256 threads) calls
+// run(), which strides over the phase's items; a grid barrier separates it from the links around it.
+
+/** The decode attention's items (split, kv head), each as attention_decode_kernel's block computes it. */
+template <int HEAD_DIM, int GROUP, int N_KV_HEADS, int NSPLIT, int WINDOW, int KV_SLOTS, typename KV>
+struct DecodeAttentionPhase {
+  static constexpr bool PHASE = true;
+  static constexpr int ITEMS = NSPLIT * N_KV_HEADS;
+  static constexpr size_t smem_bytes() { return DecodeTile<HEAD_DIM, GROUP, KV>::bytes(); }
+  const float* q;  // [N_HEADS * HEAD_DIM]
+  const KV *k_cache, *v_cache;
+  const int32_t* pos0;
+  float* partial;  // [N_HEADS, NSPLIT, HEAD_DIM + 2]
+  __device__ __forceinline__ void run(float4* smem) const {
+    static_assert(GROUP <= 8, "a chain's block has 8 warps: one a query head of the KV group");
+#pragma unroll 1
+    for (int item = blockIdx.x; item < ITEMS; item += gridDim.x) {
+      attention_decode_item<HEAD_DIM, GROUP, N_KV_HEADS, NSPLIT, WINDOW, KV_SLOTS, KV, 256>(q, k_cache, v_cache, pos0, partial, item % NSPLIT, item / NSPLIT, smem);
+      __syncthreads();  // every warp is done with the ring before the next item refills it
+    }
+  }
+};
+
+/** The combine's heads, each as attention_combine_kernel's block computes it. */
+template <int HEAD_DIM, int N_HEADS, int NSPLIT>
+struct DecodeCombinePhase {
+  static constexpr bool PHASE = true;
+  static constexpr int ITEMS = N_HEADS;
+  static constexpr size_t smem_bytes() { return 0; }
+  const float* partial;
+  float* out;  // [N_HEADS * HEAD_DIM]
+  __device__ __forceinline__ void run(float4*) const {
+#pragma unroll 1
+    for (int h = blockIdx.x; h < N_HEADS; h += gridDim.x) attention_combine_head<HEAD_DIM, NSPLIT>(partial, out, h, threadIdx.x, blockDim.x);
+  }
+};
 
 /**
  * Prefill in f32 (f32 KV caches, or head dims that are not whole mma steps; 16-bit caches take

@@ -37,8 +37,10 @@ struct DeviceInfo {
   bool deep_small_tile = true;
   // MC_CUDA_DECODE=chain: a dense model's decode step (one rank) runs each layer's wo, w1|w3, w2 and
   // the next layer's wq|wk|wv as one cooperative kernel with grid barriers (mc::gemv_chain) instead
-  // of four launches; off ("kernels") until timed (bench/RESULTS.md runs 17 and 18).
-  bool decode_chain = false;
+  // of four launches; MC_CUDA_DECODE=layer also the decode attention and its combine before them (a
+  // layer one kernel, where a block's 8 warps hold a KV group's query heads; else as chain). Off
+  // ("kernels") until timed (bench/RESULTS.md runs 17, 18 and 19).
+  bool decode_chain = false, decode_layer = false;
 };
 
 /**
@@ -113,7 +115,7 @@ inline constexpr Choice kGemmEngine = {"MC_CUDA_GEMM", {"mma", "wgmma", "wgmma-a
 inline constexpr Choice kGemmDeep = {"MC_CUDA_GEMM_DEEP", {"1", "0"}, "0 to keep the 4-stage small tile for grids smaller than the GPU"};
 inline constexpr Choice kPdl = {"MC_CUDA_PDL", {"gemv", "all", "off"}, "gemv (the default)"};
 inline constexpr Choice kPdlTrigger = {"MC_CUDA_PDL_TRIGGER", {"exit", "last-rows"}, "exit (the default)"};
-inline constexpr Choice kDecode = {"MC_CUDA_DECODE", {"kernels", "chain"}, "kernels (the default)"};
+inline constexpr Choice kDecode = {"MC_CUDA_DECODE", {"kernels", "chain", "layer"}, "kernels (the default)"};
 
 /** The index of the switch's value among its values: 0 where it is unset or empty, -1 where it is none of them. */
 inline int choice(const Choice& c) {
@@ -171,7 +173,8 @@ inline cudaError_t init_device_info() {
   device_info().pdl = major >= 9 && pdl != 2;
   device_info().pdl_between = device_info().pdl && pdl == 1;
   device_info().pdl_early_trigger = device_info().pdl && choice(kPdlTrigger) == 1;  // exit, last-rows
-  device_info().decode_chain = choice(kDecode) == 1;                                 // kernels, chain
+  device_info().decode_chain = choice(kDecode) >= 1;                                 // kernels, chain, layer
+  device_info().decode_layer = choice(kDecode) == 2;
   if (cudaError_t e = cudaMemcpyFromSymbol(&built, wgmma_built, sizeof built)) return e;
   const int engine = choice(kGemmEngine);  // mma, wgmma, wgmma-all
   device_info().wgmma_built = built == 1;

@@ -211,13 +211,28 @@ inline cudaError_t gemv(const Op& op, int items, cudaStream_t s, L2Next next = {
   return launch(gemv_kernel<Op>, grid, dim3(Op::WARPS * 32), gemv_smem_bytes<Op>(), s, op, next, device_info().pdl_early_trigger);
 }
 
-// ---- decode GEMVs chained in one cooperative kernel (MC_CUDA_DECODE=chain) -------------------------
+// ---- decode GEMVs chained in one cooperative kernel (MC_CUDA_DECODE=chain or layer) ---------------
 // Between two decode GEMV kernels the 7B loses a few µs each (bench/RESULTS.md runs 9, 13, 14): the
 // launch, the drain of the one before, the next one's first loads. A chain runs several GEMVs in one
 // kernel whose blocks are all resident (a cooperative launch), a grid barrier between two, and each
 // warp issues its first loads of the next GEMV before it arrives at the barrier. Each row group is
 // computed by gemv_group, as gemv_kernel does, so the results are the same bits. Ops of one token
 // (item 0), two rows a warp, eight warps a block, one source (the dense model's decode GEMVs).
+// A link may also be a phase (an Op with PHASE = true and run(smem), e.g. the decode attention of
+// mc_attention.cuh: MC_CUDA_DECODE=layer): every block calls it between two grid barriers, and the
+// first loads of the GEMV after it are issued before it, held in registers while it runs.
+
+/** Whether a chain link is a phase (PHASE = true) rather than a GEMV Op. */
+template <class Op, class = void> struct ChainPhase { static constexpr bool value = false; };
+template <class Op> struct ChainPhase<Op, decltype(void(Op::PHASE))> { static constexpr bool value = Op::PHASE; };
+template <class Op> constexpr bool kChainPhase = ChainPhase<Op>::value;
+
+/** The first GEMV Op among a chain's links (its weight type is the chain's). */
+template <class... Ops> struct FirstGemv;
+template <class Op, class... Rest> struct FirstGemv<Op, Rest...> {
+  using type = std::conditional_t<kChainPhase<Op>, typename FirstGemv<Rest...>::type, Op>;
+};
+template <> struct FirstGemv<> { using type = void; };
 
 /** A warp's first loads of the next GEMV of a chain, held across the barrier in front of it. */
 template <typename W>
@@ -274,7 +289,7 @@ __device__ __forceinline__ void chain_gemv(const Op& op, float* xs, const ChainE
   __syncthreads();  // xs is the next GEMV's
 }
 
-/** The GEMVs of a chain, in order (kernel parameters). */
+/** The links of a chain, in order (kernel parameters). */
 template <class... Ops> struct GemvChain;
 template <class Op> struct GemvChain<Op> { Op op; };
 template <class Op, class Next, class... Rest> struct GemvChain<Op, Next, Rest...> {
@@ -285,33 +300,57 @@ template <class Op> GemvChain<Op> make_chain(const Op& op) { return {op}; }
 template <class Op, class Next, class... Rest>
 GemvChain<Op, Next, Rest...> make_chain(const Op& op, const Next& next, const Rest&... rest) { return {op, make_chain(next, rest...)}; }
 
-template <class Op, class... Rest>
-__device__ __forceinline__ void run_chain(const GemvChain<Op, Rest...>& chain, float* xs, ChainEarly<typename Op::W>& early, int warp, int warps, int lane, unsigned* arrivals) {
-  chain_gemv(chain.op, xs, early, warp, warps, lane);
+/** Issues a warp's first loads of the first GEMV among the links (none if they are all phases). */
+template <class Op, class... Rest, typename W>
+__device__ __forceinline__ void chain_next_loads(const GemvChain<Op, Rest...>& chain, ChainEarly<W>& early, int warp, int lane) {
+  if constexpr (!kChainPhase<Op>) chain_first_loads(chain.op, early, warp, lane);
+  else if constexpr (sizeof...(Rest) > 0) chain_next_loads(chain.rest, early, warp, lane);
+}
+
+template <class Op, class... Rest, typename W>
+__device__ __forceinline__ void run_chain(const GemvChain<Op, Rest...>& chain, float4* smem, ChainEarly<W>& early, int warp, int warps, int lane, unsigned* arrivals) {
+  if constexpr (kChainPhase<Op>) {
+    chain.op.run(smem);  // the next GEMV's first loads, if any, stay in flight meanwhile
+  } else {
+    chain_gemv(chain.op, reinterpret_cast<float*>(smem), early, warp, warps, lane);
+    if constexpr (sizeof...(Rest) > 0) chain_next_loads(chain.rest, early, warp, lane);
+  }
   if constexpr (sizeof...(Rest) > 0) {
-    chain_first_loads(chain.rest.op, early, warp, lane);
-    grid_barrier(arrivals);  // what this GEMV wrote (the residual, the hidden state) is read by the next one's prologue
-    run_chain(chain.rest, xs, early, warp, warps, lane, arrivals);
+    grid_barrier(arrivals);  // what this link wrote (the residual, the hidden state, the attention's partials) is read by the next one
+    run_chain(chain.rest, smem, early, warp, warps, lane, arrivals);
   }
 }
 
+/** Shared memory of a link: a GEMV's x, or what a phase says. */
+template <class Op>
+constexpr size_t chain_link_smem_bytes() {
+  if constexpr (kChainPhase<Op>) return Op::smem_bytes();
+  else return gemv_smem_bytes<Op>();
+}
 template <class... Ops>
 constexpr size_t chain_smem_bytes() {
   size_t bytes = 0;
-  for (size_t b : {gemv_smem_bytes<Ops>()...}) bytes = b > bytes ? b : bytes;
+  for (size_t b : {chain_link_smem_bytes<Ops>()...}) bytes = b > bytes ? b : bytes;
   return bytes;
 }
+/** Blocks a link can keep busy: a GEMV's groups over 8 warps, a phase's items. */
+template <class Op>
+constexpr int chain_link_blocks() {
+  if constexpr (kChainPhase<Op>) return Op::ITEMS;
+  else return (Op::GROUPS + 7) / 8;
+}
 
-/** The chain's GEMVs in one launch; `arrivals`: the grid barrier's counter (zeroed once, see grid_barrier). */
+/** The chain's links in one launch; `arrivals`: the grid barrier's counter (zeroed once, see grid_barrier). */
 template <class First, class... Ops>
 __global__ void __launch_bounds__(256, 2) gemv_chain_kernel(const GemvChain<First, Ops...> chain, unsigned* arrivals) {
+  using Gemv = typename FirstGemv<First, Ops...>::type;
+  static_assert(!std::is_void_v<Gemv>, "a chain holds at least one GEMV");
   extern __shared__ float4 gemv_smem[];
-  float* xs = reinterpret_cast<float*>(gemv_smem);
   const int lane = threadIdx.x & 31, warp = blockIdx.x * 8 + (threadIdx.x >> 5), warps = gridDim.x * 8;
-  ChainEarly<typename First::W> early;
-  chain_first_loads(chain.op, early, warp, lane);  // weights only, before the kernel ahead of it is done
+  ChainEarly<typename Gemv::W> early;
+  chain_next_loads(chain, early, warp, lane);  // weights only, before the kernel ahead of it is done
   wait_for_previous_kernel();
-  run_chain(chain, xs, early, warp, warps, lane, arrivals);
+  run_chain(chain, gemv_smem, early, warp, warps, lane, arrivals);
 }
 
 /** Blocks of the chain kernel that fit on the device at once: its grid (0 until gemv_chain_prepare ran). */
@@ -329,14 +368,14 @@ inline cudaError_t gemv_chain_prepare() {
   int per_sm = 0;
   if (cudaError_t e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, gemv_chain_kernel<Ops...>, 256, chain_smem_bytes<Ops...>())) return e;
   // Every block resident, two an SM at most (the decode GEMVs' grid on the GPUs this runs on: 8 warps
-  // of ~90 registers, 2 blocks an SM), and none without a row group in the widest GEMV.
+  // of ~90 registers, 2 blocks an SM), and none without work in the widest link.
   int needed = 0;
-  for (int groups : {Ops::GROUPS...}) needed = std::max(needed, (groups + 7) / 8);
+  for (int blocks : {chain_link_blocks<Ops>()...}) needed = std::max(needed, blocks);
   gemv_chain_blocks<Ops...>() = std::min(std::min(per_sm, 2) * device_info().sms, needed);
   return per_sm > 0 ? cudaSuccess : cudaErrorInvalidConfiguration;
 }
 
-/** Launches the chain of one token's GEMVs (cooperative: every block resident, or the launch fails). */
+/** Launches the chain of one token's GEMVs and phases (cooperative: every block resident, or the launch fails). */
 template <class... Ops>
 inline cudaError_t gemv_chain(unsigned* arrivals, cudaStream_t s, const Ops&... ops) {
   cudaLaunchConfig_t config = {};

@@ -29,7 +29,7 @@ describe.skipIf(!hasNvcc())('MC_CUDA_* switches, read by the library', () => {
     const r = await execa(probe, [], { reject: false, all: true, env, extendEnv: false });
     return { code: r.exitCode, line: String(r.all ?? '').trim() };
   };
-  const defaults = { pdl: '1', between: '0', early: '0', wgmma: '0', wgmma_all: '0', deep: '1', a16: '1', prefetch: '0,0', chain: '0' };
+  const defaults = { pdl: '1', between: '0', early: '0', wgmma: '0', wgmma_all: '0', deep: '1', a16: '1', prefetch: '0,0', chain: '0', layer: '0' };
   const fields = (line: string) => Object.fromEntries(line.split(' ').map((kv) => kv.split('=') as [string, string]));
 
   it('unset, and set empty, mean the defaults', async () => {
@@ -57,6 +57,7 @@ describe.skipIf(!hasNvcc())('MC_CUDA_* switches, read by the library', () => {
       [{ MC_CUDA_PREFETCH_MB: '64,8' }, { prefetch: '50,8' }],  // capped at the L2
       [{ MC_CUDA_DECODE: 'kernels' }, {}],
       [{ MC_CUDA_DECODE: 'chain' }, { chain: '1' }],
+      [{ MC_CUDA_DECODE: 'layer' }, { chain: '1', layer: '1' }],  // the layer's GEMVs are a chain
     ];
     for (const [env, changed] of cases) {
       const { code, line } = await read(env);
@@ -73,7 +74,7 @@ describe.skipIf(!hasNvcc())('MC_CUDA_* switches, read by the library', () => {
       [{ MC_CUDA_GEMM_DEEP: 'yes' }, 'MC_CUDA_GEMM_DEEP="yes" in the environment is not 1 or 0; unset it, or set 0 to keep the 4-stage small tile for grids smaller than the GPU'],
       [{ MC_CUDA_A16: '-1' }, 'MC_CUDA_A16="-1" in the environment is not a row count from 0 to 65536; unset it, or set 0 to read A through the Op, or N to narrow it from N rows'],
       [{ MC_CUDA_PREFETCH_MB: '1,2,3' }, 'MC_CUDA_PREFETCH_MB="1,2,3" in the environment is not N or N,M whole MiB; unset it, or set e.g. 8 or 8,24'],
-      [{ MC_CUDA_DECODE: 'persistent' }, 'MC_CUDA_DECODE="persistent" in the environment is not kernels or chain; unset it, or set kernels (the default)'],
+      [{ MC_CUDA_DECODE: 'persistent' }, 'MC_CUDA_DECODE="persistent" in the environment is not kernels, chain or layer; unset it, or set kernels (the default)'],
     ];
     for (const [env, message] of cases) {
       expect(await read(env), JSON.stringify(env)).toEqual({ code: 2, line: `refused: ${message}` });

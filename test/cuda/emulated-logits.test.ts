@@ -31,7 +31,7 @@ afterEach(() => {
   delete process.env.MC_CUDA_DECODE;
 });
 
-interface Case { config: string; dtype: Dtype; engine?: 'wgmma-all'; prompt?: number; chunk?: number; prefetchMb?: string; a16?: string; pdl?: string; trigger?: string; decode?: 'chain' }
+interface Case { config: string; dtype: Dtype; engine?: 'wgmma-all'; prompt?: number; chunk?: number; prefetchMb?: string; a16?: string; pdl?: string; trigger?: string; decode?: 'chain' | 'layer' }
 // Dense, windowed (int and per-layer list), MoE top-2 and top-1; each dtype at least once; the wgmma
 // engine under the whole model. Fresh weights and tokens each run, MoE too: checkLogits draws the
 // tokens again until no routing decision of the float64 reference is near a tie (ROUTING_MARGIN in
@@ -41,8 +41,8 @@ interface Case { config: string; dtype: Dtype; engine?: 'wgmma-all'; prompt?: nu
 // through the Op, the path the default no longer takes). pdl, trigger: MC_CUDA_PDL and MC_CUDA_PDL_TRIGGER (the
 // launches with and without the attribute, griddepcontrol.launch_dependents; the emulator runs kernels one
 // after another, so this checks the launch paths, not the overlap). decode: MC_CUDA_DECODE=chain (a dense
-// layer's decode GEMVs in one cooperative kernel a layer, whose blocks the emulator holds at once;
-// per-layer windows: a chain type per next layer's KV ring).
+// layer's decode GEMVs in one cooperative kernel a layer, whose blocks the emulator holds at once) or
+// layer (its decode attention and combine too; per-layer windows: a chain type per window and KV ring).
 const CASES: Case[] = [
   { config: 'tiny-dense', dtype: 'bf16', prefetchMb: '8' },
   // One 80-token chunk: more rows than one 64-row tile, A narrowed once into the model's a16 buffer.
@@ -53,7 +53,7 @@ const CASES: Case[] = [
   { config: 'tiny-moe-top1', dtype: 'f16' },
   // The experts' GEMMs over more than one 64-row tile of gathered rows (narrowed once).
   { config: 'tiny-moe', dtype: 'bf16', prompt: 80, chunk: 80, pdl: 'all', trigger: 'last-rows' },
-  { config: 'tiny-window-list', dtype: 'bf16', decode: 'chain' },
+  { config: 'tiny-window-list', dtype: 'bf16', decode: 'layer' },
   { config: 'tiny-dense-full', dtype: 'f32', decode: 'chain' },
 ];
 

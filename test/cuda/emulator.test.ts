@@ -127,11 +127,12 @@ describe.skipIf(!hasNvcc())('the CUDA emulator reports seeded bugs', () => {
     expect(r.all).toMatch(/^FAIL +wo_residual +T=1 /m);
   }, 300_000);
 
-  it.concurrent('a decode chain without the grid barrier between two GEMVs fails its checks (MC_CUDA_DECODE=chain)', async () => {
-    const barrier = '    grid_barrier(arrivals);  // what this GEMV wrote (the residual, the hidden state) is read by the next one\'s prologue\n';
+  it.concurrent('a decode chain without the grid barrier between two links fails its checks (MC_CUDA_DECODE=chain and layer)', async () => {
+    const barrier = '    grid_barrier(arrivals);  // what this link wrote (the residual, the hidden state, the attention\'s partials) is read by the next one\n';
     const r = await kernelChecks('chain-barrier', mutated(renderCudaSources(medium()).files, 'mc_gemv.cuh', barrier, ''), 'mma');
     expect(r.exitCode).toBe(1);
     expect(r.all).toMatch(/^FAIL +gemv_chain \(wo\.\.next wqkv\) +T=1 +residual +differs/m);
+    expect(r.all).toMatch(/^FAIL +gemv_chain \(attention\.\.next wqkv\) +T=1 +attention w0\/8192@\d+ +differs/m);  // the combine read partials not yet written
   }, 300_000);
 
   it.concurrent('a GEMV input row read as float4 from an address 8 bytes off fails (a GPU faults on it; x86 would not)', async () => {

@@ -612,6 +612,90 @@ void check_decode_chain(bool with_next) {
   cudaFree(d_wo), cudaFree(d_fn), cudaFree(d_an), cudaFree(d_w13), cudaFree(d_w2), cudaFree(d_wqkv), cudaFree(d_attn), cudaFree(d_inv), cudaFree(d_pos);
   cudaFree(d_arrivals), cudaFree(d_rstd), cudaFree(d_a16);
 }
+
+/**
+ * MC_CUDA_DECODE=layer: the decode attention and its combine as the chain's first two links, in
+ * front of wo, w1|w3, w2 (and the next layer's wq|wk|wv), give the same bits as the attention's two
+ * kernels (checked against float64 by check_attention) and the four GEMVs launched one after another:
+ * the attention's output, the residual, the hidden state, q (which the next layer's wq|wk|wv
+ * overwrites, as in the model) and the next layer's KV ring. pos0 is drawn so that the splits hold
+ * several tiles and, with a window, the ring has wrapped.
+ */
+template <int WINDOW, int KV_SLOTS>
+void check_decode_layer(bool with_next) {
+  namespace A = attention_gqa_window;
+  if constexpr (A::GROUP > 8) {
+    return;  // no layer chain for this model (compiler/emit/render-cuda.ts): a chain's block has 8 warps
+  } else {
+    namespace O = wo_residual;
+    namespace F = rmsnorm_w13_swiglu;
+    namespace D = w2_residual;
+    namespace Q = rmsnorm_qkv_rope_cache;
+    constexpr int NEXT_SLOTS = 1024;
+    // Full attention: a position in the second half of the cache; a window: after the ring wrapped once or twice.
+    const int lo = WINDOW > 0 ? KV_SLOTS : KV_SLOTS / 2, hi = WINDOW > 0 ? 3 * KV_SLOTS : KV_SLOTS;
+    const int32_t pos0 = lo + int32_t((uniform(g_stream++, 0) + 1) * 0.5 * (hi - lo - 1));
+    const auto q = rand_vec<float>(A::N_HEADS * A::HEAD_DIM, 1.0), residual = rand_vec<float>(O::DIM, 1.0);
+    const auto kc = rand_vec<KV>(size_t(KV_SLOTS) * Q::KV_DIM, 1.0), vc = rand_vec<KV>(size_t(KV_SLOTS) * Q::KV_DIM, 1.0);
+    const auto wo = rand_vec<W>(size_t(O::DIM) * O::IN, 1.0 / std::sqrt(double(O::IN)));
+    const auto ffn_norm = rand_vec<W>(F::DIM, 0.2, 1.0), attention_norm = rand_vec<W>(Q::DIM, 0.2, 1.0);
+    const auto w13 = rand_vec<W>(size_t(2) * F::HIDDEN * F::DIM, 1.0 / std::sqrt(double(F::DIM)));
+    const auto w2 = rand_vec<W>(size_t(D::DIM) * D::HIDDEN, 1.0 / std::sqrt(double(D::HIDDEN)));
+    const auto wqkv = rand_vec<W>(size_t(Q::QKV) * Q::DIM, 1.0 / std::sqrt(double(Q::DIM)));
+    std::vector<double> inv_freq(Q::HEAD_DIM / 2);
+    mc::rope_inv_freq(10000.0, Q::HEAD_DIM, inv_freq.data());
+    W *d_wo = upload(wo), *d_fn = upload(ffn_norm), *d_an = upload(attention_norm), *d_w13 = upload(w13), *d_w2 = upload(w2), *d_wqkv = upload(wqkv);
+    KV *d_k = upload(kc), *d_v = upload(vc);
+    double* d_inv = upload(inv_freq);
+    int32_t* d_pos = upload(std::vector<int32_t>{pos0});
+    unsigned* d_arrivals = upload(std::vector<unsigned>{0u});
+    struct Out {
+      float *q, *partial, *attn, *residual, *hidden;
+      KV *k, *v;  // the next layer's ring
+    } path[2];
+    for (Out& o : path) {
+      o.q = upload(q), o.partial = poisoned<float>(A::PARTIAL_FLOATS), o.attn = poisoned<float>(O::IN), o.residual = upload(residual);
+      o.hidden = poisoned<float>(F::HIDDEN), o.k = poisoned<KV>(size_t(NEXT_SLOTS) * Q::KV_DIM), o.v = poisoned<KV>(size_t(NEXT_SLOTS) * Q::KV_DIM);
+    }
+    float* d_rstd = poisoned<float>(1);
+    uint16_t* d_a16 = poisoned<uint16_t>(size_t(F::HIDDEN) + Q::DIM);
+    CK(A::prepare<WINDOW, KV_SLOTS>());
+    CK(Q::prepare<NEXT_SLOTS>());
+    const Out& k = path[0];
+    CK(A::launch<WINDOW, KV_SLOTS>(k.q, 1, d_pos, d_k, d_v, k.partial, k.attn, 0));
+    CK(O::launch(k.attn, 1, d_wo, k.residual, d_a16, {}, 0));
+    CK(F::launch(k.residual, 1, d_fn, d_w13, d_rstd, d_a16, k.hidden, {}, 0));
+    CK(D::launch(k.hidden, 1, d_w2, k.residual, d_a16, {}, 0));
+    if (with_next) CK(Q::launch<NEXT_SLOTS>(k.residual, 1, d_pos, d_an, d_wqkv, d_inv, d_rstd, d_a16, k.q, k.k, k.v, {}, 0));
+    const Out& c = path[1];
+    const auto attention = A::decode<WINDOW, KV_SLOTS>(c.q, d_pos, d_k, d_v, c.partial);
+    const auto combine = A::combine<WINDOW, KV_SLOTS>(c.partial, c.attn);
+    if (with_next) {
+      CK(mc::gemv_chain_prepare<A::DecodePhase<WINDOW, KV_SLOTS>, A::CombinePhase<WINDOW, KV_SLOTS>, O::Decode, F::Decode, D::Decode, Q::Decode<NEXT_SLOTS>>());
+      CK(mc::gemv_chain(d_arrivals, 0, attention, combine, O::decode(c.attn, d_wo, c.residual), F::decode(c.residual, d_fn, d_w13, c.hidden),
+                        D::decode(c.hidden, d_w2, c.residual), Q::decode<NEXT_SLOTS>(c.residual, d_pos, d_an, d_wqkv, d_inv, c.q, c.k, c.v)));
+    } else {
+      CK(mc::gemv_chain_prepare<A::DecodePhase<WINDOW, KV_SLOTS>, A::CombinePhase<WINDOW, KV_SLOTS>, O::Decode, F::Decode, D::Decode>());
+      CK(mc::gemv_chain(d_arrivals, 0, attention, combine, O::decode(c.attn, d_wo, c.residual), F::decode(c.residual, d_fn, d_w13, c.hidden),
+                        D::decode(c.hidden, d_w2, c.residual)));
+    }
+    CK(cudaDeviceSynchronize());
+    const char* name = with_next ? "gemv_chain (attention..next wqkv)" : "gemv_chain (attention..w2)";
+    char where[48];
+    std::snprintf(where, sizeof where, "attention w%d/%d@%d", WINDOW, KV_SLOTS, pos0);
+    expect_equal(name, 1, where, bits(k.attn, O::IN), bits(c.attn, O::IN));
+    expect_equal(name, 1, "residual", bits(k.residual, O::DIM), bits(c.residual, O::DIM));
+    expect_equal(name, 1, "hidden", bits(k.hidden, F::HIDDEN), bits(c.hidden, F::HIDDEN));
+    expect_equal(name, 1, "q", bits(k.q, Q::Q_DIM), bits(c.q, Q::Q_DIM));
+    if (with_next) {
+      expect_equal(name, 1, "k cache", bits(k.k, size_t(NEXT_SLOTS) * Q::KV_DIM), bits(c.k, size_t(NEXT_SLOTS) * Q::KV_DIM));
+      expect_equal(name, 1, "v cache", bits(k.v, size_t(NEXT_SLOTS) * Q::KV_DIM), bits(c.v, size_t(NEXT_SLOTS) * Q::KV_DIM));
+    }
+    for (Out& o : path) cudaFree(o.q), cudaFree(o.partial), cudaFree(o.attn), cudaFree(o.residual), cudaFree(o.hidden), cudaFree(o.k), cudaFree(o.v);
+    cudaFree(d_wo), cudaFree(d_fn), cudaFree(d_an), cudaFree(d_w13), cudaFree(d_w2), cudaFree(d_wqkv), cudaFree(d_k), cudaFree(d_v), cudaFree(d_inv), cudaFree(d_pos);
+    cudaFree(d_arrivals), cudaFree(d_rstd), cudaFree(d_a16);
+  }
+}
 #else
 /** Routing as Mistral does it, in double: top-k of the logits (ties to the lower index), softmax over k. */
 void route(const Vec& logits, int E, int K, std::vector<int32_t>& ex, Vec& wt) {
@@ -954,6 +1038,10 @@ int main(int argc, char** argv) {
 #if MC_DENSE
   check_decode_chain(true);
   check_decode_chain(false);
+  // The layer chain over a long full cache and over a window of a wrapped ring (splits of several
+  // tiles where the model has as many KV heads as the 7B).
+  check_decode_layer<0, 8192>(true);
+  check_decode_layer<4096, 4608>(false);
 #endif
   if (mc::kTensorCores<W> && mc::device_info().a16_min_rows > 0) {
     // The prefill GEMMs with A read through the Op (MC_CUDA_A16=0), the path the default no longer takes.

@@ -27,8 +27,9 @@
 #   bash bench/gpu/device/run.sh --only breakdown --cases mistral-7b-v0.1   (decode with kernels left out,
 #     MC_CUDA_DIAG_SKIP, one model load per variant: a step's time per kernel in situ; bench/gpu/breakdown.ts)
 #   CHAIN_AB=1 bash bench/gpu/device/run.sh --only decode   (then decode again with MC_CUDA_DECODE=chain, a dense
-#     layer's wo, w1|w3, w2 and the next wq|wk|wv in one cooperative kernel, and with the defaults once more:
-#     $OUT/chain.md and $OUT/chain.log; run 18 of bench/RESULTS.md; CHAIN_CASES=mistral-7b-v0.1 limits it)
+#     layer's wo, w1|w3, w2 and the next wq|wk|wv in one cooperative kernel, with MC_CUDA_DECODE=layer, its
+#     decode attention and combine in that kernel too, and with the defaults once more: $OUT/chain.md and
+#     $OUT/chain.log; runs 18 and 19 of bench/RESULTS.md; CHAIN_CASES=mistral-7b-v0.1 limits it)
 #   bash bench/gpu/device/run.sh --only boundaries   (~20 s: what a boundary between two decode GEMVs costs as
 #     kernels in a graph and as a grid barrier in one persistent kernel, bench/gpu/boundaries.cu; RESULTS run 17)
 #   DEEP_AB=1 bash bench/gpu/device/run.sh --only prefill   (then prefill again with MC_CUDA_GEMM_DEEP=0: the
@@ -127,8 +128,9 @@ decode_ab() {
 }
 if [ "${CHAIN_AB:-0}" = 1 ]; then
   # Each dense layer's wo, w1|w3, w2 and the next wq|wk|wv in one cooperative kernel (MC_CUDA_DECODE=chain,
-  # run 18), then the defaults again; Mixtral has no chain (its arms run the same code).
-  decode_ab chain "${CHAIN_CASES:-}" "MC_CUDA_DECODE=chain" ""
+  # run 18), then with the layer's decode attention and combine in it too (layer, run 19), then the
+  # defaults again; Mixtral has no chain (its arms run the same code).
+  decode_ab chain "${CHAIN_CASES:-}" "MC_CUDA_DECODE=chain" "MC_CUDA_DECODE=layer" ""
 fi
 if [ "${PDL_AB:-0}" = 1 ]; then
   # Run 14's settings, the defaults again last.

@@ -53,6 +53,22 @@ inline cudaError_t launch(const float* q /*[T, N_HEADS * HEAD_DIM] f32*/, int T,
   return cudaGetLastError();
 }
 
+/**
+ * The decode attention and its combine as phases of a decode chain (MC_CUDA_DECODE=layer,
+ * mc::gemv_chain): the same items as launch() at T = 1, computed by the chain's blocks of 8 warps
+ * (the model renders a layer chain only where GROUP <= 8).
+ */
+template <int WINDOW, int KV_SLOTS>
+using DecodePhase = mc::DecodeAttentionPhase<HEAD_DIM, GROUP, N_KV_HEADS, splits<WINDOW, KV_SLOTS>(), WINDOW, KV_SLOTS, KV>;
+template <int WINDOW, int KV_SLOTS>
+using CombinePhase = mc::DecodeCombinePhase<HEAD_DIM, N_HEADS, splits<WINDOW, KV_SLOTS>()>;
+template <int WINDOW, int KV_SLOTS>
+inline DecodePhase<WINDOW, KV_SLOTS> decode(const float* q, const int32_t* pos0, const KV* k_cache, const KV* v_cache, float* partial) {
+  return {q, k_cache, v_cache, pos0, partial};
+}
+template <int WINDOW, int KV_SLOTS>
+inline CombinePhase<WINDOW, KV_SLOTS> combine(const float* partial, float* out) { return {partial, out}; }
+
 template <int WINDOW, int KV_SLOTS>
 inline cudaError_t prepare() {
   constexpr int NSPLIT = splits<WINDOW, KV_SLOTS>();
