@@ -348,8 +348,8 @@ __global__ void __launch_bounds__(256, 2) gemv_chain_kernel(const GemvChain<Firs
   extern __shared__ float4 gemv_smem[];
   const int lane = threadIdx.x & 31, warp = blockIdx.x * 8 + (threadIdx.x >> 5), warps = gridDim.x * 8;
   ChainEarly<typename Gemv::W> early;
-  chain_next_loads(chain, early, warp, lane);  // weights only, before the kernel ahead of it is done
-  wait_for_previous_kernel();
+  chain_next_loads(chain, early, warp, lane);  // weights only: in flight through any phases before the first GEMV
+  wait_for_previous_kernel();                  // a no-op: a cooperative launch has no PDL, the kernel ahead is done
   run_chain(chain, gemv_smem, early, warp, warps, lane, arrivals);
 }
 

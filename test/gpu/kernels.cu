@@ -615,14 +615,14 @@ void check_decode_chain(bool with_next) {
 
 /**
  * MC_CUDA_DECODE=layer: the decode attention and its combine as the chain's first two links, in
- * front of wo, w1|w3, w2 (and the next layer's wq|wk|wv), give the same bits as the attention's two
- * kernels (checked against float64 by check_attention) and the four GEMVs launched one after another:
- * the attention's output, the residual, the hidden state, q (which the next layer's wq|wk|wv
- * overwrites, as in the model) and the next layer's KV ring. pos0 is drawn so that the splits hold
- * several tiles and, with a window, the ring has wrapped.
+ * front of wo, w1|w3, w2 (and the next layer's wq|wk|wv: `with_next`), give the same bits as the
+ * attention's two kernels (checked against float64 by check_attention) and the three or four GEMVs
+ * launched one after another: the attention's output, the residual, the hidden state, and with the
+ * next layer q (which its wq|wk|wv overwrites, as in the model) and its KV ring. pos0 is drawn so
+ * that the splits hold several tiles and, with a window, the ring has wrapped.
  */
 template <int WINDOW, int KV_SLOTS>
-void check_decode_layer(bool with_next) {
+void check_decode_layer(bool with_next, int max_blocks = 0) {
   namespace A = attention_gqa_window;
   if constexpr (A::GROUP > 8) {
     return;  // no layer chain for this model (compiler/emit/render-cuda.ts): a chain's block has 8 warps
@@ -670,24 +670,36 @@ void check_decode_layer(bool with_next) {
     const Out& c = path[1];
     const auto attention = A::decode<WINDOW, KV_SLOTS>(c.q, d_pos, d_k, d_v, c.partial);
     const auto combine = A::combine<WINDOW, KV_SLOTS>(c.partial, c.attn);
+    // max_blocks: a smaller grid than prepare sizes (as on a GPU with fewer SMs), so that blocks take
+    // several attention items and combine heads in turn, refilling the ring between items.
+    auto run = [&](int& blocks, auto launch) {
+      const int prepared = blocks;
+      if (max_blocks > 0) blocks = std::min(max_blocks, prepared);
+      CK(launch());
+      blocks = prepared;
+    };
     if (with_next) {
       CK(mc::gemv_chain_prepare<A::DecodePhase<WINDOW, KV_SLOTS>, A::CombinePhase<WINDOW, KV_SLOTS>, O::Decode, F::Decode, D::Decode, Q::Decode<NEXT_SLOTS>>());
-      CK(mc::gemv_chain(d_arrivals, 0, attention, combine, O::decode(c.attn, d_wo, c.residual), F::decode(c.residual, d_fn, d_w13, c.hidden),
-                        D::decode(c.hidden, d_w2, c.residual), Q::decode<NEXT_SLOTS>(c.residual, d_pos, d_an, d_wqkv, d_inv, c.q, c.k, c.v)));
+      run(mc::gemv_chain_blocks<A::DecodePhase<WINDOW, KV_SLOTS>, A::CombinePhase<WINDOW, KV_SLOTS>, O::Decode, F::Decode, D::Decode, Q::Decode<NEXT_SLOTS>>(), [&] {
+        return mc::gemv_chain(d_arrivals, 0, attention, combine, O::decode(c.attn, d_wo, c.residual), F::decode(c.residual, d_fn, d_w13, c.hidden),
+                              D::decode(c.hidden, d_w2, c.residual), Q::decode<NEXT_SLOTS>(c.residual, d_pos, d_an, d_wqkv, d_inv, c.q, c.k, c.v));
+      });
     } else {
       CK(mc::gemv_chain_prepare<A::DecodePhase<WINDOW, KV_SLOTS>, A::CombinePhase<WINDOW, KV_SLOTS>, O::Decode, F::Decode, D::Decode>());
-      CK(mc::gemv_chain(d_arrivals, 0, attention, combine, O::decode(c.attn, d_wo, c.residual), F::decode(c.residual, d_fn, d_w13, c.hidden),
-                        D::decode(c.hidden, d_w2, c.residual)));
+      run(mc::gemv_chain_blocks<A::DecodePhase<WINDOW, KV_SLOTS>, A::CombinePhase<WINDOW, KV_SLOTS>, O::Decode, F::Decode, D::Decode>(), [&] {
+        return mc::gemv_chain(d_arrivals, 0, attention, combine, O::decode(c.attn, d_wo, c.residual), F::decode(c.residual, d_fn, d_w13, c.hidden),
+                              D::decode(c.hidden, d_w2, c.residual));
+      });
     }
     CK(cudaDeviceSynchronize());
     const char* name = with_next ? "gemv_chain (attention..next wqkv)" : "gemv_chain (attention..w2)";
-    char where[48];
-    std::snprintf(where, sizeof where, "attention w%d/%d@%d", WINDOW, KV_SLOTS, pos0);
+    char where[64];
+    std::snprintf(where, sizeof where, "attention w%d/%d@%d%s", WINDOW, KV_SLOTS, pos0, max_blocks > 0 ? " small grid" : "");
     expect_equal(name, 1, where, bits(k.attn, O::IN), bits(c.attn, O::IN));
     expect_equal(name, 1, "residual", bits(k.residual, O::DIM), bits(c.residual, O::DIM));
     expect_equal(name, 1, "hidden", bits(k.hidden, F::HIDDEN), bits(c.hidden, F::HIDDEN));
-    expect_equal(name, 1, "q", bits(k.q, Q::Q_DIM), bits(c.q, Q::Q_DIM));
     if (with_next) {
+      expect_equal(name, 1, "q", bits(k.q, Q::Q_DIM), bits(c.q, Q::Q_DIM));
       expect_equal(name, 1, "k cache", bits(k.k, size_t(NEXT_SLOTS) * Q::KV_DIM), bits(c.k, size_t(NEXT_SLOTS) * Q::KV_DIM));
       expect_equal(name, 1, "v cache", bits(k.v, size_t(NEXT_SLOTS) * Q::KV_DIM), bits(c.v, size_t(NEXT_SLOTS) * Q::KV_DIM));
     }
@@ -1039,9 +1051,12 @@ int main(int argc, char** argv) {
   check_decode_chain(true);
   check_decode_chain(false);
   // The layer chain over a long full cache and over a window of a wrapped ring (splits of several
-  // tiles where the model has as many KV heads as the 7B).
+  // tiles where the model has as many KV heads as the 7B), the last layer's too, and on a grid of 37
+  // blocks, each taking several attention items and combine heads in turn.
   check_decode_layer<0, 8192>(true);
+  check_decode_layer<4096, 4608>(true);
   check_decode_layer<4096, 4608>(false);
+  check_decode_layer<0, 8192>(true, 37);
 #endif
   if (mc::kTensorCores<W> && mc::device_info().a16_min_rows > 0) {
     // The prefill GEMMs with A read through the Op (MC_CUDA_A16=0), the path the default no longer takes.
