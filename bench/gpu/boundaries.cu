@@ -292,6 +292,11 @@ int main(int argc, char** argv) {
   const Chain dependent{w_dev, layers, x0_dev, y, y + QKV, y + QKV + DIM, y + QKV + DIM + 2 * HIDDEN, false};
   Chain independent = dependent;
   independent.independent = true;
+  // The same chain for the host, which builds the kernels' and the product chain's Ops: its weight
+  // pointers from host memory (w_dev is device memory: reading it on the host faults on a GPU, though
+  // not on the emulator, whose device memory is the host's).
+  Chain host = dependent;
+  host.w = weights.data();
   std::vector<uint16_t> w2_last(size_t(DIM) * HIDDEN);
   CK(cudaMemcpy(w2_last.data(), weights.back(), w2_last.size() * sizeof(uint16_t), cudaMemcpyDeviceToHost));
 
@@ -312,17 +317,17 @@ int main(int argc, char** argv) {
     return [&, pdl]() {
       mc::device_info().pdl = pdl && prop.major >= 9;  // mc::launch reads it at each launch (as decode's capture does)
       for (int l = 0; l < layers; ++l) {
-        CK(mc::gemv(dependent.qkv(l), 1, s));
-        CK(mc::gemv(dependent.wo(l), 1, s));
-        CK(mc::gemv(dependent.w13(l), 1, s));
-        CK(mc::gemv(dependent.w2(l), 1, s));
+        CK(mc::gemv(host.qkv(l), 1, s));
+        CK(mc::gemv(host.wo(l), 1, s));
+        CK(mc::gemv(host.w13(l), 1, s));
+        CK(mc::gemv(host.w2(l), 1, s));
       }
     };
   };
   // The product's chain (MC_CUDA_DECODE=chain decodes a dense layer so): one cooperative launch a layer.
   if (cudaError_t e = mc::gemv_chain_prepare<Qkv, Wo, W13, W2>()) std::fprintf(stderr, "boundaries: gemv_chain_prepare: %s\n", cudaGetErrorString(e)), std::exit(2);
   auto chained = [&]() {
-    for (int l = 0; l < layers; ++l) CK(mc::gemv_chain(count, s, dependent.qkv(l), dependent.wo(l), dependent.w13(l), dependent.w2(l)));
+    for (int l = 0; l < layers; ++l) CK(mc::gemv_chain(count, s, host.qkv(l), host.wo(l), host.w13(l), host.w2(l)));
   };
   auto persistent = [&](const Chain& c, bool barriers, bool dynamic) {
     return [&, barriers, dynamic]() {
