@@ -111,6 +111,12 @@ function decodeWords(): string {
   }
   return 'one kernel a decode GEMV (MC_CUDA_DECODE unset)';
 }
+/** MC_CUDA_X (mc_device.cuh: where wo's and w2's decode GEMVs read their input), in words. */
+function xWords(): string {
+  return process.env.MC_CUDA_X === 'stream'
+    ? 'wo and w2 read x in the stream (MC_CUDA_X=stream)'
+    : 'every decode GEMV copies x into shared memory first (MC_CUDA_X unset)';
+}
 /** MC_CUDA_PDL and MC_CUDA_PDL_TRIGGER (mc_device.cuh: which decode kernels launch with PDL, and when a GEMV lets the next one launch), in words. */
 function pdlWords(): string {
   const pdl = process.env.MC_CUDA_PDL || 'gemv', trigger = process.env.MC_CUDA_PDL_TRIGGER || 'exit';
@@ -292,7 +298,7 @@ const md: string[] = [];
 md.push(`Device: ${device.name} (${device.memory}, driver ${device.driver}); libraries built for ${device.archs.join(',')}; prefill GEMM engine: ${values.gemm} (MC_CUDA_GEMM); ` +
   `decode GEMVs prefetch ${prefetchWords(values['prefetch-mb']!)} into L2 (MC_CUDA_PREFETCH_MB=${values['prefetch-mb']}); ` +
   `prefill GEMMs narrow A once: ${a16Words(process.env.MC_CUDA_A16)} (MC_CUDA_A16${process.env.MC_CUDA_A16 ? `=${process.env.MC_CUDA_A16}` : ' unset'}); ` +
-  `${pdlWords()}; decode: ${decodeWords()}; grids of fewer small-tile blocks than SMs that cannot split K take the ${process.env.MC_CUDA_GEMM_DEEP === '0' ? '4' : '8'}-stage small tile (MC_CUDA_GEMM_DEEP${process.env.MC_CUDA_GEMM_DEEP ? `=${process.env.MC_CUDA_GEMM_DEEP}` : ' unset'}).`);
+  `${pdlWords()}; decode: ${decodeWords()}; ${xWords()}; grids of fewer small-tile blocks than SMs that cannot split K take the ${process.env.MC_CUDA_GEMM_DEEP === '0' ? '4' : '8'}-stage small tile (MC_CUDA_GEMM_DEEP${process.env.MC_CUDA_GEMM_DEEP ? `=${process.env.MC_CUDA_GEMM_DEEP}` : ' unset'}).`);
 if (copyGbs !== null) md.push(`Device-to-device copy bandwidth (read + write, 2 GiB, median of 20): ${copyGbs.toFixed(0)} GB/s.`);
 if (kernels.length > 0) {
   md.push('', '| kernel check (test/gpu/kernels.cu) | result |', '|---|---|');

@@ -6,10 +6,27 @@
 
 namespace mc {
 
+// ---- where a GEMV's x comes from: at(i) gives x[i .. i + 4) --------------------------------------
+/** x copied into shared memory by the block (the Op's load_x; a decode chain's GEMVs, the MoE experts). */
+struct XShared {
+  const float* p;
+  __device__ __forceinline__ float4 at(int i) const { return *reinterpret_cast<const float4*>(p + i); }
+};
+/**
+ * x read where it lies, in the stream beside the weights (through L1: the block's warps read the
+ * same row), under MC_CUDA_X=stream. No prologue: a block that first copies all of x into shared
+ * memory leaves the memory pipe idle at every GEMV boundary (bench/RESULTS.md run 17, experiment B;
+ * run 20: for GEMVs with an RMSNorm in front, normalizing in the stream cost more than it saved).
+ */
+struct XRow {
+  const float* __restrict__ p;
+  __device__ __forceinline__ float4 at(int i) const { return load4(p + i); }
+};
+
 /**
  * A warp's stream over ROWS weight rows: each lane holds the next U 16-byte chunks of every row in
  * registers (ROWS * U loads in flight), issues the following U while it multiplies these, and
- * accumulates x · row in f32 with x from shared memory. Chunks are coalesced across the warp.
+ * accumulates x · row in f32, x from an X (XShared, XRow). Chunks are coalesced across the warp.
  */
 template <int K, typename W, int ROWS, int U = 4>
 struct RowStream {
@@ -33,7 +50,8 @@ struct RowStream {
    * acc[r] += x · row_r over the whole row; the first U chunks (at c0 = lane) must have been load()ed.
    * trigger: once the row's last loads are in flight, let the next kernel launch (let_next_kernel_launch).
    */
-  __device__ __forceinline__ void run(const float* __restrict__ x, const W* (&rows)[ROWS], int lane, float (&acc)[ROWS], bool trigger = false) {
+  template <class X>
+  __device__ __forceinline__ void run(const X& x, const W* (&rows)[ROWS], int lane, float (&acc)[ROWS], bool trigger = false) {
 #pragma unroll 1
     for (int c0 = lane; c0 < CHUNKS; c0 += STEP) {
       uint4 cur[U][ROWS];
@@ -49,7 +67,7 @@ struct RowStream {
         if (EXACT || c < CHUNKS) {
           float xv[VEC];
 #pragma unroll
-          for (int i = 0; i < VEC; i += 4) *reinterpret_cast<float4*>(xv + i) = *reinterpret_cast<const float4*>(x + c * VEC + i);
+          for (int i = 0; i < VEC; i += 4) *reinterpret_cast<float4*>(xv + i) = x.at(c * VEC + i);
 #pragma unroll
           for (int r = 0; r < ROWS; ++r) {
             float wv[VEC];
@@ -63,12 +81,12 @@ struct RowStream {
   }
 };
 
-/** acc[r] += x · row_r for ROWS weight rows at once (a whole row stream). */
+/** acc[r] += x · row_r for ROWS weight rows at once (a whole row stream), x in shared memory. */
 template <int K, typename W, int ROWS>
 __device__ __forceinline__ void dot_rows(const float* __restrict__ x, const W* (&rows)[ROWS], int lane, float (&acc)[ROWS]) {
   RowStream<K, W, ROWS> stream;
   stream.load(rows, lane);
-  stream.run(x, rows, lane, acc);
+  stream.run(XShared{x}, rows, lane, acc);
 }
 
 /**
@@ -103,15 +121,21 @@ inline L2Next l2_next(const T* p, int64_t count, NextIs where = NextIs::adjacent
   return next;
 }
 
+/** Whether the Op's decode GEMV reads x in the stream (it has x_in), not from a shared-memory copy. */
+template <class Op, class = void> struct XInStream { static constexpr bool value = false; };
+template <class Op> struct XInStream<Op, decltype(void(&Op::x_in))> { static constexpr bool value = true; };
+template <class Op> constexpr bool kXInStream = XInStream<Op>::value;
+
+
 /**
- * One warp's row group of a decode GEMV: acc = Σ over sources of scale · (x_src · rows), reduced
- * across the warp, then the Op's epilogue on lane 0. `loaded`: source 0's rows (ptr, scale) are in
+ * One warp's row group of a decode GEMV: acc = Σ over sources of scale · (x_src · rows), x_src =
+ * x_of(src) (an X), reduced across the warp, then the Op's epilogue on lane 0. `loaded`: source 0's rows (ptr, scale) are in
  * the stream already (issued before the warp waited for the kernel before). `trigger`: let the next
  * kernel launch once the last loads are in flight. gemv_kernel's loop body; also what a persistent
  * kernel over several GEMVs runs per group (bench/gpu/boundaries.cu).
  */
-template <class Op>
-__device__ __forceinline__ void gemv_group(const Op& op, int item, int group, const float* __restrict__ xs, RowStream<Op::K, typename Op::W, Op::ROWS>& stream,
+template <class Op, class XOf>
+__device__ __forceinline__ void gemv_group(const Op& op, int item, int group, const XOf& x_of, RowStream<Op::K, typename Op::W, Op::ROWS>& stream,
                                            const typename Op::W* (&ptr)[Op::ROWS], float& scale, bool loaded, bool trigger, int lane) {
   float acc[Op::ROWS] = {};
 #pragma unroll 1
@@ -122,7 +146,7 @@ __device__ __forceinline__ void gemv_group(const Op& op, int item, int group, co
     }
     loaded = false;
     float part[Op::ROWS] = {};
-    stream.run(xs + src * Op::K, ptr, lane, part, trigger && src == Op::NSRC - 1);
+    stream.run(x_of(src), ptr, lane, part, trigger && src == Op::NSRC - 1);
 #pragma unroll
     for (int r = 0; r < Op::ROWS; ++r) acc[r] = fmaf(scale, part[r], acc[r]);
   }
@@ -138,13 +162,16 @@ __device__ __forceinline__ void gemv_group(const Op& op, int item, int group, co
  *   EARLY_ROWS: the rows of source 0 do not depend on earlier kernels (no routing), so a warp starts
  *               streaming them before it waits for the previous kernel;
  *   bool load_x(item, xs)            fill xs[NSRC][K] (all threads; false: skip this item)
+ *   X x_in(item, lane)               optional (one source, every item live, no transform): x read in
+ *                                    the stream (XRow) under MC_CUDA_X=stream, no shared memory;
+ *                                    load_x still serves the other setting and the decode chains
  *   void rows(item, group, src, ptr[ROWS], scale)  the weight rows of a group and the source's scale
  *   void epilogue(item, group, acc[ROWS])          lane 0 of the warp; acc = sum over sources
  * early_trigger (MC_CUDA_PDL_TRIGGER=last-rows): the next kernel may launch once every block is
  * issuing no more loads (a warp of it is on its last group's final chunks), rather than when the
  * blocks exit.
  */
-template <class Op>
+template <class Op, bool X_STREAM = false>
 __global__ void __launch_bounds__(Op::WARPS * 32) gemv_kernel(const Op op, const L2Next next, const bool early_trigger) {
   using W = typename Op::W;
   extern __shared__ float4 gemv_smem[];
@@ -163,16 +190,25 @@ __global__ void __launch_bounds__(Op::WARPS * 32) gemv_kernel(const Op op, const
     }
   }
   wait_for_previous_kernel();
-  if (!op.load_x(item, xs)) group = Op::GROUPS;  // nothing to do for this item (uniform in the block)
-  __syncthreads();
+  // MC_CUDA_PDL_TRIGGER=last-rows: the next kernel may launch once every block has a warp whose last
+  // loads are in flight (its last group's final chunks; the first warp of a block to get there
+  // counts for the block), so that its blocks take the SM slots these leave and start streaming.
+  auto groups = [&](const auto& x_of) {
 #pragma unroll 1
-  for (; group < Op::GROUPS; group += gridDim.x * Op::WARPS) {
-    // MC_CUDA_PDL_TRIGGER=last-rows: the next kernel may launch once every block has a warp whose last
-    // loads are in flight (its last group's final chunks; the first warp of a block to get there
-    // counts for the block), so that its blocks take the SM slots these leave and start streaming.
-    const bool last = early_trigger && group + gridDim.x * Op::WARPS >= Op::GROUPS;
-    gemv_group(op, item, group, xs, stream, ptr, scale, loaded, last, lane);
-    loaded = false;
+    for (; group < Op::GROUPS; group += gridDim.x * Op::WARPS) {
+      const bool last = early_trigger && group + gridDim.x * Op::WARPS >= Op::GROUPS;
+      gemv_group(op, item, group, x_of, stream, ptr, scale, loaded, last, lane);
+      loaded = false;
+    }
+  };
+  if constexpr (X_STREAM) {  // MC_CUDA_X=stream, for an Op with x_in
+    static_assert(kXInStream<Op> && Op::NSRC == 1, "x read in the stream: an Op with x_in, one source");
+    const auto x = op.x_in(item, lane);
+    groups([&](int) { return x; });
+  } else {
+    if (!op.load_x(item, xs)) group = Op::GROUPS;  // nothing to do for this item (uniform in the block)
+    __syncthreads();
+    groups([&](int src) { return XShared{xs + src * Op::K}; });
   }
   if (early_trigger) let_next_kernel_launch();  // a warp with no rows at all (a block's first call counts; later ones do nothing)
   next.prefetch_share((int64_t(blockIdx.y) * gridDim.x + blockIdx.x) * Op::WARPS + warp, int64_t(gridDim.x) * gridDim.y * Op::WARPS, lane);
@@ -182,6 +218,7 @@ template <class Op> constexpr size_t gemv_smem_bytes() {
   static_assert(size_t(Op::NSRC) * Op::K * sizeof(float) <= kMaxSmemBytes, "a GEMV's input rows exceed a block's shared memory: compiler/plan/cuda-limits.ts should have refused this model");
   return size_t(Op::NSRC) * Op::K * sizeof(float);
 }
+
 
 /** Blocks of this GEMV that fit on the device at once (0 until gemv_prepare ran: then one block per 8 groups). */
 template <class Op>
@@ -196,6 +233,7 @@ inline cudaError_t gemv_prepare() {
   if (device_info().sms == 0)
     if (cudaError_t e = init_device_info()) return e;
   if (cudaError_t e = cudaFuncSetAttribute(gemv_kernel<Op>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(gemv_smem_bytes<Op>()))) return e;
+  // MC_CUDA_X=stream's kernel (no shared memory) runs the grid sized here, so that both settings run the same one.
   int per_sm = 0;
   if (cudaError_t e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, gemv_kernel<Op>, Op::WARPS * 32, gemv_smem_bytes<Op>())) return e;
   gemv_resident_blocks<Op>() = per_sm * device_info().sms;
@@ -208,6 +246,9 @@ inline cudaError_t gemv(const Op& op, int items, cudaStream_t s, L2Next next = {
   const int needed = (Op::GROUPS + Op::WARPS - 1) / Op::WARPS;
   const int resident = gemv_resident_blocks<Op>() / (items > 0 ? items : 1);
   const dim3 grid(resident > 0 && resident < needed ? resident : needed, items);
+  if constexpr (kXInStream<Op>) {
+    if (device_info().x_stream) return launch(gemv_kernel<Op, true>, grid, dim3(Op::WARPS * 32), 0, s, op, next, device_info().pdl_early_trigger);
+  }
   return launch(gemv_kernel<Op>, grid, dim3(Op::WARPS * 32), gemv_smem_bytes<Op>(), s, op, next, device_info().pdl_early_trigger);
 }
 
@@ -282,7 +323,7 @@ __device__ __forceinline__ void chain_gemv(const Op& op, float* xs, const ChainE
   for (int group = warp; any && group < Op::GROUPS;) {
     unsigned taken = 0;
     if (ticket != nullptr && lane == 0) taken = atomicAdd(ticket, 1u);  // its latency hidden by this group's stream
-    gemv_group(op, 0, group, xs, stream, ptr, scale, loaded, false, lane);
+    gemv_group(op, 0, group, [&](int) { return XShared{xs}; }, stream, ptr, scale, loaded, false, lane);
     loaded = false;
     group = ticket != nullptr ? warps + int(__shfl_sync(0xffffffffu, taken, 0)) : group + warps;
   }

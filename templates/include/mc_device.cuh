@@ -41,6 +41,10 @@ struct DeviceInfo {
   // layer one kernel, where a block's 8 warps hold a KV group's query heads; else as chain). Off
   // ("kernels") until timed (bench/RESULTS.md runs 17, 18 and 19).
   bool decode_chain = false, decode_layer = false;
+  // MC_CUDA_X=stream: decode GEMVs whose input needs no transform (wo, w2) read it in the stream
+  // instead of copying it into shared memory first (mc::XRow; bench/RESULTS.md runs 17 and 20-21).
+  // Off ("shared") until timed in a whole decode step.
+  bool x_stream = false;
 };
 
 /**
@@ -116,6 +120,7 @@ inline constexpr Choice kGemmDeep = {"MC_CUDA_GEMM_DEEP", {"1", "0"}, "0 to keep
 inline constexpr Choice kPdl = {"MC_CUDA_PDL", {"gemv", "all", "off"}, "gemv (the default)"};
 inline constexpr Choice kPdlTrigger = {"MC_CUDA_PDL_TRIGGER", {"exit", "last-rows"}, "exit (the default)"};
 inline constexpr Choice kDecode = {"MC_CUDA_DECODE", {"kernels", "chain", "layer"}, "kernels (the default)"};
+inline constexpr Choice kXSource = {"MC_CUDA_X", {"shared", "stream"}, "shared (the default)"};
 
 /** The index of the switch's value among its values: 0 where it is unset or empty, -1 where it is none of them. */
 inline int choice(const Choice& c) {
@@ -133,7 +138,7 @@ inline int choice(const Choice& c) {
  * An empty value is the same as unset.
  */
 inline bool check_environment(char* message, size_t size) {
-  for (const Choice* c : {&kGemmEngine, &kGemmDeep, &kPdl, &kPdlTrigger, &kDecode}) {
+  for (const Choice* c : {&kGemmEngine, &kGemmDeep, &kPdl, &kPdlTrigger, &kDecode, &kXSource}) {
     if (choice(*c) >= 0) continue;
     char accepted[96] = "";  // "a, b or c"
     int n = 0;
@@ -175,6 +180,7 @@ inline cudaError_t init_device_info() {
   device_info().pdl_early_trigger = device_info().pdl && choice(kPdlTrigger) == 1;  // exit, last-rows
   device_info().decode_chain = choice(kDecode) >= 1;                                 // kernels, chain, layer
   device_info().decode_layer = choice(kDecode) == 2;
+  device_info().x_stream = choice(kXSource) == 1;                                     // shared, stream
   if (cudaError_t e = cudaMemcpyFromSymbol(&built, wgmma_built, sizeof built)) return e;
   const int engine = choice(kGemmEngine);  // mma, wgmma, wgmma-all
   device_info().wgmma_built = built == 1;

@@ -29,9 +29,10 @@ afterEach(() => {
   delete process.env.MC_CUDA_PDL;
   delete process.env.MC_CUDA_PDL_TRIGGER;
   delete process.env.MC_CUDA_DECODE;
+  delete process.env.MC_CUDA_X;
 });
 
-interface Case { config: string; dtype: Dtype; engine?: 'wgmma-all'; prompt?: number; chunk?: number; prefetchMb?: string; a16?: string; pdl?: string; trigger?: string; decode?: 'chain' | 'layer' }
+interface Case { config: string; dtype: Dtype; engine?: 'wgmma-all'; prompt?: number; chunk?: number; prefetchMb?: string; a16?: string; pdl?: string; trigger?: string; decode?: 'chain' | 'layer'; x?: 'stream' }
 // Dense, windowed (int and per-layer list), MoE top-2 and top-1; each dtype at least once; the wgmma
 // engine under the whole model. Fresh weights and tokens each run, MoE too: checkLogits draws the
 // tokens again until no routing decision of the float64 reference is near a tie (ROUTING_MARGIN in
@@ -43,8 +44,9 @@ interface Case { config: string; dtype: Dtype; engine?: 'wgmma-all'; prompt?: nu
 // after another, so this checks the launch paths, not the overlap). decode: MC_CUDA_DECODE=chain (a dense
 // layer's decode GEMVs in one cooperative kernel a layer, whose blocks the emulator holds at once) or
 // layer (its decode attention and combine too; per-layer windows: a chain type per window and KV ring).
+// x: MC_CUDA_X=stream (wo and w2 read their input in the stream, not from a shared-memory copy).
 const CASES: Case[] = [
-  { config: 'tiny-dense', dtype: 'bf16', prefetchMb: '8' },
+  { config: 'tiny-dense', dtype: 'bf16', prefetchMb: '8', x: 'stream' },
   // One 80-token chunk: more rows than one 64-row tile, A narrowed once into the model's a16 buffer.
   { config: 'tiny-dense', dtype: 'f16', prompt: 80, chunk: 80, pdl: 'off' },
   { config: 'tiny-dense-full', dtype: 'f32' },
@@ -71,7 +73,7 @@ describe.skipIf(!hasNvcc())('a CUDA library on the emulator (no GPU)', () => {
     for (const c of CASES) library(logitsCase(c).name, logitsPlan(logitsCase(c)));
   });
   for (const c of CASES) {
-    it(`${c.config} ${c.dtype}${c.engine ? `, prefill GEMMs on ${c.engine}` : ''}${c.prefetchMb ? `, L2 prefetch ${c.prefetchMb} MiB` : ''}${c.a16 !== undefined ? `, MC_CUDA_A16=${c.a16}` : ''}${c.pdl ? `, MC_CUDA_PDL=${c.pdl}` : ''}${c.trigger ? `, MC_CUDA_PDL_TRIGGER=${c.trigger}` : ''}${c.decode ? `, MC_CUDA_DECODE=${c.decode}` : ''}, chunks of ${c.chunk ?? 12}: prefill and graph-replayed decode logits match float64 and the CPU backend`, async () => {
+    it(`${c.config} ${c.dtype}${c.engine ? `, prefill GEMMs on ${c.engine}` : ''}${c.prefetchMb ? `, L2 prefetch ${c.prefetchMb} MiB` : ''}${c.a16 !== undefined ? `, MC_CUDA_A16=${c.a16}` : ''}${c.pdl ? `, MC_CUDA_PDL=${c.pdl}` : ''}${c.trigger ? `, MC_CUDA_PDL_TRIGGER=${c.trigger}` : ''}${c.decode ? `, MC_CUDA_DECODE=${c.decode}` : ''}${c.x ? `, MC_CUDA_X=${c.x}` : ''}, chunks of ${c.chunk ?? 12}: prefill and graph-replayed decode logits match float64 and the CPU backend`, async () => {
       // Read by the library when it first needs them; each case loads its own library (its own copy of that state).
       if (c.engine !== undefined) process.env.MC_CUDA_GEMM = c.engine;
       if (c.prefetchMb !== undefined) process.env.MC_CUDA_PREFETCH_MB = c.prefetchMb;
@@ -79,6 +81,7 @@ describe.skipIf(!hasNvcc())('a CUDA library on the emulator (no GPU)', () => {
       if (c.pdl !== undefined) process.env.MC_CUDA_PDL = c.pdl;
       if (c.trigger !== undefined) process.env.MC_CUDA_PDL_TRIGGER = c.trigger;
       if (c.decode !== undefined) process.env.MC_CUDA_DECODE = c.decode;
+      if (c.x !== undefined) process.env.MC_CUDA_X = c.x;
       const emuSeed = String(Math.floor(Math.random() * 2 ** 31));  // the emulator's warp orders and copy timing
       process.env.MC_EMU_SEED = emuSeed;
       const lc = logitsCase(c);

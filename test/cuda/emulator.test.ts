@@ -145,16 +145,16 @@ describe.skipIf(!hasNvcc())('the CUDA emulator reports seeded bugs', () => {
   // Programmatic dependent launch: before griddepcontrol.wait a kernel may run beside the previous
   // one (kernels.cu writes each check's inputs in a kernel launched just before the checked one).
   it.concurrent('a decode GEMV that reads its input rows before griddepcontrol.wait fails the PDL check', async () => {
-    const wait = '  wait_for_previous_kernel();\n  if (!op.load_x(item, xs)) group = Op::GROUPS;';
-    const early = '  const bool any = op.load_x(item, xs);\n  wait_for_previous_kernel();\n  if (!any) group = Op::GROUPS;';
+    const wait = '  wait_for_previous_kernel();\n  // MC_CUDA_PDL_TRIGGER=last-rows';
+    const early = '  op.load_x(item, xs);  // x copied before the wait (copied again after it)\n  wait_for_previous_kernel();\n  // MC_CUDA_PDL_TRIGGER=last-rows';
     const r = await kernelChecks('pdl-early-read', mutated(renderCudaSources(medium()).files, 'mc_gemv.cuh', wait, early), 'mma');
     expect(r.exitCode).toBe(3);
     expect(r.all).toMatch(/gemv_kernel.*: reads a device allocation \(\d+ bytes at \S+\) that the previous kernel \(stage_kernel\) wrote, before griddepcontrol\.wait/);
   }, 300_000);
 
   it.concurrent('a decode GEMV that lets the next kernel launch before its own wait (MC_CUDA_PDL_TRIGGER=last-rows) is reported', async () => {
-    const wait = '  wait_for_previous_kernel();\n  if (!op.load_x(item, xs)) group = Op::GROUPS;';
-    const trigger = '  if (early_trigger) let_next_kernel_launch();\n  wait_for_previous_kernel();\n  if (!op.load_x(item, xs)) group = Op::GROUPS;';
+    const wait = '  wait_for_previous_kernel();\n  // MC_CUDA_PDL_TRIGGER=last-rows';
+    const trigger = '  if (early_trigger) let_next_kernel_launch();\n  wait_for_previous_kernel();\n  // MC_CUDA_PDL_TRIGGER=last-rows';
     const r = await kernelChecks('pdl-trigger-first', mutated(renderCudaSources(medium()).files, 'mc_gemv.cuh', wait, trigger), 'mma', { MC_CUDA_PDL_TRIGGER: 'last-rows' });
     expect(r.exitCode).toBe(3);
     expect(r.all).toContain('griddepcontrol.launch_dependents before griddepcontrol.wait in a kernel launched with programmatic dependent launch');

@@ -1058,6 +1058,20 @@ int main(int argc, char** argv) {
   check_decode_layer<4096, 4608>(false);
   check_decode_layer<0, 8192>(true, 37);
 #endif
+#if MC_DENSE
+  {
+    // MC_CUDA_X=stream: wo and w2 read x in the stream (mc::XRow), the other GEMVs as before; the
+    // chain (x in shared memory) must still give the same bits as these kernels.
+    const bool saved = mc::device_info().x_stream;
+    mc::device_info().x_stream = true;
+    g_variant = "  [MC_CUDA_X=stream]";
+    projections(1);
+    if (!mc::kTensorCores<W>) projections(tp);  // f32 weights: a GEMV of tp tokens, x_in per token
+    check_decode_chain(true);
+    mc::device_info().x_stream = saved;
+    g_variant = "";
+  }
+#endif
   if (mc::kTensorCores<W> && mc::device_info().a16_min_rows > 0) {
     // The prefill GEMMs with A read through the Op (MC_CUDA_A16=0), the path the default no longer takes.
     const int saved = mc::device_info().a16_min_rows;

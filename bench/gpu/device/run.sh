@@ -30,6 +30,9 @@
 #     layer's wo, w1|w3, w2 and the next wq|wk|wv in one cooperative kernel, with MC_CUDA_DECODE=layer, its
 #     decode attention and combine in that kernel too, and with the defaults once more: $OUT/chain.md and
 #     $OUT/chain.log; runs 18 and 19 of bench/RESULTS.md; CHAIN_CASES=mistral-7b-v0.1 limits it)
+#   X_AB=1 bash bench/gpu/device/run.sh --only decode   (then decode again with MC_CUDA_X=stream, wo and w2
+#     reading their input in the stream instead of a shared-memory copy, and with the defaults once more:
+#     $OUT/x.md and $OUT/x.log; runs 20-21 of bench/RESULTS.md; X_CASES=mistral-7b-v0.1 limits it)
 #   bash bench/gpu/device/run.sh --only boundaries   (~20 s: what a boundary between two decode GEMVs costs as
 #     kernels in a graph and as a grid barrier in one persistent kernel, bench/gpu/boundaries.cu; RESULTS run 17)
 #   DEEP_AB=1 bash bench/gpu/device/run.sh --only prefill   (then prefill again with MC_CUDA_GEMM_DEEP=0: the
@@ -131,6 +134,10 @@ if [ "${CHAIN_AB:-0}" = 1 ]; then
   # run 18), then with the layer's decode attention and combine in it too (layer, run 19), then the
   # defaults again; Mixtral has no chain (its arms run the same code).
   decode_ab chain "${CHAIN_CASES:-}" "MC_CUDA_DECODE=chain" "MC_CUDA_DECODE=layer" ""
+fi
+if [ "${X_AB:-0}" = 1 ]; then
+  # wo and w2 read x in the stream (MC_CUDA_X=stream, run 21), then the defaults again.
+  decode_ab x "${X_CASES:-}" "MC_CUDA_X=stream" ""
 fi
 if [ "${PDL_AB:-0}" = 1 ]; then
   # Run 14's settings, the defaults again last.

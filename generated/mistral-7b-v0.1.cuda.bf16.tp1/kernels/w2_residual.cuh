@@ -5,7 +5,7 @@ namespace w2_residual {
 constexpr int DIM = 4096;               // dim from params.json
 constexpr int HIDDEN = 14336;   // hidden_dim units of this rank
 
-/** Decode: x = hidden[t]; each warp streams 2 rows of w2; the residual add is the epilogue. */
+/** Decode: x = hidden[t] (in the stream under MC_CUDA_X=stream); each warp streams 2 rows of w2; the residual add is the epilogue. */
 struct Decode {
   using W = ::W;
   static constexpr int K = HIDDEN, ROWS = 2, NSRC = 1, WARPS = 8, GROUPS = (DIM + 1) / 2;
@@ -13,7 +13,8 @@ struct Decode {
   const float* hidden;        // [T, HIDDEN] f32
   const W* w2;                // [DIM, HIDDEN]
   float* residual;            // [T, DIM] f32
-  __device__ bool load_x(int t, float* xs) const { mc::copy_row<HIDDEN>(hidden + int64_t(t) * HIDDEN, xs); return true; }
+  __device__ mc::XRow x_in(int t, int) const { return {hidden + int64_t(t) * HIDDEN}; }
+  __device__ bool load_x(int t, float* xs) const { mc::copy_row<HIDDEN>(hidden + int64_t(t) * HIDDEN, xs); return true; }  // MC_CUDA_X=shared, and the decode chains
   __device__ void rows(int, int g, int, const W* (&ptr)[ROWS], float&) const { mc::consecutive_rows<K>(w2, 2 * g, DIM, ptr); }
   __device__ void epilogue(int t, int g, const float (&acc)[ROWS]) const {
     for (int r = 0; r < ROWS; ++r)

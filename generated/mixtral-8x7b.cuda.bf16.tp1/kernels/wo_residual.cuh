@@ -5,7 +5,7 @@ namespace wo_residual {
 constexpr int DIM = 4096;           // dim from params.json
 constexpr int IN = 4096;       // this rank's query heads x head_dim
 
-/** Decode: x = attn_out[t]; each warp streams 2 rows of wo; the residual add is the epilogue. */
+/** Decode: x = attn_out[t] (in the stream under MC_CUDA_X=stream); each warp streams 2 rows of wo; the residual add is the epilogue. */
 struct Decode {
   using W = ::W;
   static constexpr int K = IN, ROWS = 2, NSRC = 1, WARPS = 8, GROUPS = (DIM + 1) / 2;
@@ -13,7 +13,8 @@ struct Decode {
   const float* attn_out;      // [T, IN] f32
   const W* wo;                // [DIM, IN]
   float* residual;            // [T, DIM] f32
-  __device__ bool load_x(int t, float* xs) const { mc::copy_row<IN>(attn_out + int64_t(t) * IN, xs); return true; }
+  __device__ mc::XRow x_in(int t, int) const { return {attn_out + int64_t(t) * IN}; }
+  __device__ bool load_x(int t, float* xs) const { mc::copy_row<IN>(attn_out + int64_t(t) * IN, xs); return true; }  // MC_CUDA_X=shared, and the decode chains
   __device__ void rows(int, int g, int, const W* (&ptr)[ROWS], float&) const { mc::consecutive_rows<K>(wo, 2 * g, DIM, ptr); }
   __device__ void epilogue(int t, int g, const float (&acc)[ROWS]) const {
     for (int r = 0; r < ROWS; ++r)
