@@ -549,82 +549,19 @@ template <typename T> std::vector<int32_t> bits(const T* d, size_t n) {
 }
 
 /**
- * MC_CUDA_DECODE=chain (mc::gemv_chain): one token's wo, w1|w3, w2 and the next layer's wq|wk|wv in
- * one cooperative kernel with grid barriers give the same bits as the four decode GEMVs launched one
- * after another (each checked against float64 above): the residual, the hidden state, q and the KV
- * ring. `with_next`: the chain of a layer before another (4 GEMVs), else the last layer's (3).
+ * A decode chain (mc::gemv_chain) gives the same bits as its links launched one after another as
+ * kernels (each checked against float64 above). MC_CUDA_DECODE=chain: wo, w1|w3 and w2, and with
+ * `with_next` the next layer's wq|wk|wv, which overwrites q (as in the model) and writes its KV ring.
+ * MC_CUDA_DECODE=layer (ATTENTION): the decode attention and its combine in front, over a ring of
+ * KV_SLOTS slots with WINDOW, pos0 drawn so that the splits hold several tiles and, with a window,
+ * the ring has wrapped; compared with the attention's two kernels (check_attention checks those).
+ * max_blocks: a smaller grid than prepare sizes (as on a GPU with fewer SMs), so that blocks take
+ * several attention items and combine heads in turn, refilling the ring between items.
  */
-void check_decode_chain(bool with_next) {
-  namespace O = wo_residual;
-  namespace F = rmsnorm_w13_swiglu;
-  namespace D = w2_residual;
-  namespace Q = rmsnorm_qkv_rope_cache;
-  constexpr int KV_SLOTS = 1024;
-  const int32_t pos0 = int32_t((uniform(g_stream++, 0) + 1) * 500);
-  const auto attn_out = rand_vec<float>(O::IN, 1.0), residual = rand_vec<float>(O::DIM, 1.0);
-  const auto wo = rand_vec<W>(size_t(O::DIM) * O::IN, 1.0 / std::sqrt(double(O::IN)));
-  const auto ffn_norm = rand_vec<W>(F::DIM, 0.2, 1.0), attention_norm = rand_vec<W>(Q::DIM, 0.2, 1.0);
-  const auto w13 = rand_vec<W>(size_t(2) * F::HIDDEN * F::DIM, 1.0 / std::sqrt(double(F::DIM)));
-  const auto w2 = rand_vec<W>(size_t(D::DIM) * D::HIDDEN, 1.0 / std::sqrt(double(D::HIDDEN)));
-  const auto wqkv = rand_vec<W>(size_t(Q::QKV) * Q::DIM, 1.0 / std::sqrt(double(Q::DIM)));
-  std::vector<double> inv_freq(Q::HEAD_DIM / 2);
-  mc::rope_inv_freq(10000.0, Q::HEAD_DIM, inv_freq.data());
-  W *d_wo = upload(wo), *d_fn = upload(ffn_norm), *d_an = upload(attention_norm), *d_w13 = upload(w13), *d_w2 = upload(w2), *d_wqkv = upload(wqkv);
-  float* d_attn = upload(attn_out);
-  double* d_inv = upload(inv_freq);
-  int32_t* d_pos = upload(std::vector<int32_t>{pos0});
-  unsigned* d_arrivals = upload(std::vector<unsigned>{0u});
-  // Each path's own outputs: the residual it adds to, the hidden state, q, the KV ring (poisoned where not written).
-  struct Out {
-    float *residual, *hidden, *q;
-    KV *k, *v;
-  } path[2];
-  for (Out& o : path) {
-    o.residual = upload(residual), o.hidden = poisoned<float>(F::HIDDEN), o.q = poisoned<float>(Q::Q_DIM);
-    o.k = poisoned<KV>(size_t(KV_SLOTS) * Q::KV_DIM), o.v = poisoned<KV>(size_t(KV_SLOTS) * Q::KV_DIM);
-  }
-  float* d_rstd = poisoned<float>(1);
-  uint16_t* d_a16 = poisoned<uint16_t>(size_t(F::HIDDEN) + Q::DIM);
-  CK(Q::prepare<KV_SLOTS>());
-  CK(O::launch(d_attn, 1, d_wo, path[0].residual, d_a16, {}, 0));
-  CK(F::launch(path[0].residual, 1, d_fn, d_w13, d_rstd, d_a16, path[0].hidden, {}, 0));
-  CK(D::launch(path[0].hidden, 1, d_w2, path[0].residual, d_a16, {}, 0));
-  if (with_next) CK(Q::launch<KV_SLOTS>(path[0].residual, 1, d_pos, d_an, d_wqkv, d_inv, d_rstd, d_a16, path[0].q, path[0].k, path[0].v, {}, 0));
-  const Out& c = path[1];
-  if (with_next) {
-    CK(mc::gemv_chain_prepare<O::Decode, F::Decode, D::Decode, Q::Decode<KV_SLOTS>>());
-    CK(mc::gemv_chain(d_arrivals, 0, O::decode(d_attn, d_wo, c.residual), F::decode(c.residual, d_fn, d_w13, c.hidden), D::decode(c.hidden, d_w2, c.residual),
-                      Q::decode<KV_SLOTS>(c.residual, d_pos, d_an, d_wqkv, d_inv, c.q, c.k, c.v)));
-  } else {
-    CK(mc::gemv_chain_prepare<O::Decode, F::Decode, D::Decode>());
-    CK(mc::gemv_chain(d_arrivals, 0, O::decode(d_attn, d_wo, c.residual), F::decode(c.residual, d_fn, d_w13, c.hidden), D::decode(c.hidden, d_w2, c.residual)));
-  }
-  CK(cudaDeviceSynchronize());
-  const char* name = with_next ? "gemv_chain (wo..next wqkv)" : "gemv_chain (wo, w13, w2)";
-  expect_equal(name, 1, "residual", bits(path[0].residual, O::DIM), bits(c.residual, O::DIM));
-  expect_equal(name, 1, "hidden", bits(path[0].hidden, F::HIDDEN), bits(c.hidden, F::HIDDEN));
-  if (with_next) {
-    expect_equal(name, 1, "q", bits(path[0].q, Q::Q_DIM), bits(c.q, Q::Q_DIM));
-    expect_equal(name, 1, "k cache", bits(path[0].k, size_t(KV_SLOTS) * Q::KV_DIM), bits(c.k, size_t(KV_SLOTS) * Q::KV_DIM));
-    expect_equal(name, 1, "v cache", bits(path[0].v, size_t(KV_SLOTS) * Q::KV_DIM), bits(c.v, size_t(KV_SLOTS) * Q::KV_DIM));
-  }
-  for (Out& o : path) cudaFree(o.residual), cudaFree(o.hidden), cudaFree(o.q), cudaFree(o.k), cudaFree(o.v);
-  cudaFree(d_wo), cudaFree(d_fn), cudaFree(d_an), cudaFree(d_w13), cudaFree(d_w2), cudaFree(d_wqkv), cudaFree(d_attn), cudaFree(d_inv), cudaFree(d_pos);
-  cudaFree(d_arrivals), cudaFree(d_rstd), cudaFree(d_a16);
-}
-
-/**
- * MC_CUDA_DECODE=layer: the decode attention and its combine as the chain's first two links, in
- * front of wo, w1|w3, w2 (and the next layer's wq|wk|wv: `with_next`), give the same bits as the
- * attention's two kernels (checked against float64 by check_attention) and the three or four GEMVs
- * launched one after another: the attention's output, the residual, the hidden state, and with the
- * next layer q (which its wq|wk|wv overwrites, as in the model) and its KV ring. pos0 is drawn so
- * that the splits hold several tiles and, with a window, the ring has wrapped.
- */
-template <int WINDOW, int KV_SLOTS>
-void check_decode_layer(bool with_next, int max_blocks = 0) {
+template <bool ATTENTION, int WINDOW = 0, int KV_SLOTS = 1024>
+void check_decode_chain(bool with_next, int max_blocks = 0) {
   namespace A = attention_gqa_window;
-  if constexpr (A::GROUP > 8) {
+  if constexpr (ATTENTION && A::GROUP > 8) {
     return;  // no layer chain for this model (compiler/emit/render-cuda.ts): a chain's block has 8 warps
   } else {
     namespace O = wo_residual;
@@ -632,11 +569,12 @@ void check_decode_layer(bool with_next, int max_blocks = 0) {
     namespace D = w2_residual;
     namespace Q = rmsnorm_qkv_rope_cache;
     constexpr int NEXT_SLOTS = 1024;
-    // Full attention: a position in the second half of the cache; a window: after the ring wrapped once or twice.
-    const int lo = WINDOW > 0 ? KV_SLOTS : KV_SLOTS / 2, hi = WINDOW > 0 ? 3 * KV_SLOTS : KV_SLOTS;
+    // The layer chain, full attention: a position in the second half of the cache; a window: after
+    // the ring wrapped once or twice. The GEMVs alone: a position of the next layer's ring.
+    const int lo = !ATTENTION ? 0 : WINDOW > 0 ? KV_SLOTS : KV_SLOTS / 2, hi = !ATTENTION ? NEXT_SLOTS : WINDOW > 0 ? 3 * KV_SLOTS : KV_SLOTS;
     const int32_t pos0 = lo + int32_t((uniform(g_stream++, 0) + 1) * 0.5 * (hi - lo - 1));
-    const auto q = rand_vec<float>(A::N_HEADS * A::HEAD_DIM, 1.0), residual = rand_vec<float>(O::DIM, 1.0);
-    const auto kc = rand_vec<KV>(size_t(KV_SLOTS) * Q::KV_DIM, 1.0), vc = rand_vec<KV>(size_t(KV_SLOTS) * Q::KV_DIM, 1.0);
+    const auto q = rand_vec<float>(A::N_HEADS * A::HEAD_DIM, 1.0), attn_out = rand_vec<float>(O::IN, 1.0), residual = rand_vec<float>(O::DIM, 1.0);
+    const auto kc = rand_vec<KV>(ATTENTION ? size_t(KV_SLOTS) * Q::KV_DIM : 0, 1.0), vc = rand_vec<KV>(ATTENTION ? size_t(KV_SLOTS) * Q::KV_DIM : 0, 1.0);
     const auto wo = rand_vec<W>(size_t(O::DIM) * O::IN, 1.0 / std::sqrt(double(O::IN)));
     const auto ffn_norm = rand_vec<W>(F::DIM, 0.2, 1.0), attention_norm = rand_vec<W>(Q::DIM, 0.2, 1.0);
     const auto w13 = rand_vec<W>(size_t(2) * F::HIDDEN * F::DIM, 1.0 / std::sqrt(double(F::DIM)));
@@ -645,57 +583,65 @@ void check_decode_layer(bool with_next, int max_blocks = 0) {
     std::vector<double> inv_freq(Q::HEAD_DIM / 2);
     mc::rope_inv_freq(10000.0, Q::HEAD_DIM, inv_freq.data());
     W *d_wo = upload(wo), *d_fn = upload(ffn_norm), *d_an = upload(attention_norm), *d_w13 = upload(w13), *d_w2 = upload(w2), *d_wqkv = upload(wqkv);
-    KV *d_k = upload(kc), *d_v = upload(vc);
+    KV *d_k = ATTENTION ? upload(kc) : nullptr, *d_v = ATTENTION ? upload(vc) : nullptr;
     double* d_inv = upload(inv_freq);
     int32_t* d_pos = upload(std::vector<int32_t>{pos0});
     unsigned* d_arrivals = upload(std::vector<unsigned>{0u});
+    // Each path's own buffers: q (the attention's input, then the next wq|wk|wv's output), the
+    // attention's partials and output (wo's input), the residual it adds to, the hidden state, the
+    // next layer's KV ring; poisoned where the path writes them first.
     struct Out {
       float *q, *partial, *attn, *residual, *hidden;
-      KV *k, *v;  // the next layer's ring
+      KV *k, *v;
     } path[2];
     for (Out& o : path) {
-      o.q = upload(q), o.partial = poisoned<float>(A::PARTIAL_FLOATS), o.attn = poisoned<float>(O::IN), o.residual = upload(residual);
-      o.hidden = poisoned<float>(F::HIDDEN), o.k = poisoned<KV>(size_t(NEXT_SLOTS) * Q::KV_DIM), o.v = poisoned<KV>(size_t(NEXT_SLOTS) * Q::KV_DIM);
+      o.q = ATTENTION ? upload(q) : poisoned<float>(Q::Q_DIM), o.partial = poisoned<float>(A::PARTIAL_FLOATS);
+      o.attn = ATTENTION ? poisoned<float>(O::IN) : upload(attn_out), o.residual = upload(residual), o.hidden = poisoned<float>(F::HIDDEN);
+      o.k = poisoned<KV>(size_t(NEXT_SLOTS) * Q::KV_DIM), o.v = poisoned<KV>(size_t(NEXT_SLOTS) * Q::KV_DIM);
     }
     float* d_rstd = poisoned<float>(1);
     uint16_t* d_a16 = poisoned<uint16_t>(size_t(F::HIDDEN) + Q::DIM);
-    CK(A::prepare<WINDOW, KV_SLOTS>());
     CK(Q::prepare<NEXT_SLOTS>());
     const Out& k = path[0];
-    CK(A::launch<WINDOW, KV_SLOTS>(k.q, 1, d_pos, d_k, d_v, k.partial, k.attn, 0));
+    if constexpr (ATTENTION) {
+      CK(A::prepare<WINDOW, KV_SLOTS>());
+      CK(A::launch<WINDOW, KV_SLOTS>(k.q, 1, d_pos, d_k, d_v, k.partial, k.attn, 0));
+    }
     CK(O::launch(k.attn, 1, d_wo, k.residual, d_a16, {}, 0));
     CK(F::launch(k.residual, 1, d_fn, d_w13, d_rstd, d_a16, k.hidden, {}, 0));
     CK(D::launch(k.hidden, 1, d_w2, k.residual, d_a16, {}, 0));
     if (with_next) CK(Q::launch<NEXT_SLOTS>(k.residual, 1, d_pos, d_an, d_wqkv, d_inv, d_rstd, d_a16, k.q, k.k, k.v, {}, 0));
     const Out& c = path[1];
-    const auto attention = A::decode<WINDOW, KV_SLOTS>(c.q, d_pos, d_k, d_v, c.partial);
-    const auto combine = A::combine<WINDOW, KV_SLOTS>(c.partial, c.attn);
-    // max_blocks: a smaller grid than prepare sizes (as on a GPU with fewer SMs), so that blocks take
-    // several attention items and combine heads in turn, refilling the ring between items.
-    auto run = [&](int& blocks, auto launch) {
+    // The chain of these links, prepared, launched on at most max_blocks blocks.
+    auto chain = [&](const auto&... links) {
+      CK(mc::gemv_chain_prepare<std::decay_t<decltype(links)>...>());
+      int& blocks = mc::gemv_chain_blocks<std::decay_t<decltype(links)>...>();
       const int prepared = blocks;
       if (max_blocks > 0) blocks = std::min(max_blocks, prepared);
-      CK(launch());
+      CK(mc::gemv_chain(d_arrivals, 0, links...));
       blocks = prepared;
     };
-    if (with_next) {
-      CK(mc::gemv_chain_prepare<A::DecodePhase<WINDOW, KV_SLOTS>, A::CombinePhase<WINDOW, KV_SLOTS>, O::Decode, F::Decode, D::Decode, Q::Decode<NEXT_SLOTS>>());
-      run(mc::gemv_chain_blocks<A::DecodePhase<WINDOW, KV_SLOTS>, A::CombinePhase<WINDOW, KV_SLOTS>, O::Decode, F::Decode, D::Decode, Q::Decode<NEXT_SLOTS>>(), [&] {
-        return mc::gemv_chain(d_arrivals, 0, attention, combine, O::decode(c.attn, d_wo, c.residual), F::decode(c.residual, d_fn, d_w13, c.hidden),
-                              D::decode(c.hidden, d_w2, c.residual), Q::decode<NEXT_SLOTS>(c.residual, d_pos, d_an, d_wqkv, d_inv, c.q, c.k, c.v));
-      });
+    const auto o = O::decode(c.attn, d_wo, c.residual);
+    const auto f = F::decode(c.residual, d_fn, d_w13, c.hidden);
+    const auto d = D::decode(c.hidden, d_w2, c.residual);
+    const auto n = Q::decode<NEXT_SLOTS>(c.residual, d_pos, d_an, d_wqkv, d_inv, c.q, c.k, c.v);
+    if constexpr (ATTENTION) {
+      const auto a = A::decode<WINDOW, KV_SLOTS>(c.q, d_pos, d_k, d_v, c.partial);
+      const auto b = A::combine<WINDOW, KV_SLOTS>(c.partial, c.attn);
+      if (with_next) chain(a, b, o, f, d, n);
+      else chain(a, b, o, f, d);
     } else {
-      CK(mc::gemv_chain_prepare<A::DecodePhase<WINDOW, KV_SLOTS>, A::CombinePhase<WINDOW, KV_SLOTS>, O::Decode, F::Decode, D::Decode>());
-      run(mc::gemv_chain_blocks<A::DecodePhase<WINDOW, KV_SLOTS>, A::CombinePhase<WINDOW, KV_SLOTS>, O::Decode, F::Decode, D::Decode>(), [&] {
-        return mc::gemv_chain(d_arrivals, 0, attention, combine, O::decode(c.attn, d_wo, c.residual), F::decode(c.residual, d_fn, d_w13, c.hidden),
-                              D::decode(c.hidden, d_w2, c.residual));
-      });
+      if (with_next) chain(o, f, d, n);
+      else chain(o, f, d);
     }
     CK(cudaDeviceSynchronize());
-    const char* name = with_next ? "gemv_chain (attention..next wqkv)" : "gemv_chain (attention..w2)";
-    char where[64];
-    std::snprintf(where, sizeof where, "attention w%d/%d@%d%s", WINDOW, KV_SLOTS, pos0, max_blocks > 0 ? " small grid" : "");
-    expect_equal(name, 1, where, bits(k.attn, O::IN), bits(c.attn, O::IN));
+    const char* name = ATTENTION ? (with_next ? "gemv_chain (attention..next wqkv)" : "gemv_chain (attention..w2)")
+                                 : (with_next ? "gemv_chain (wo..next wqkv)" : "gemv_chain (wo, w13, w2)");
+    if constexpr (ATTENTION) {
+      char where[64];
+      std::snprintf(where, sizeof where, "attention w%d/%d@%d%s", WINDOW, KV_SLOTS, pos0, max_blocks > 0 ? " small grid" : "");
+      expect_equal(name, 1, where, bits(k.attn, O::IN), bits(c.attn, O::IN));
+    }
     expect_equal(name, 1, "residual", bits(k.residual, O::DIM), bits(c.residual, O::DIM));
     expect_equal(name, 1, "hidden", bits(k.hidden, F::HIDDEN), bits(c.hidden, F::HIDDEN));
     if (with_next) {
@@ -703,7 +649,7 @@ void check_decode_layer(bool with_next, int max_blocks = 0) {
       expect_equal(name, 1, "k cache", bits(k.k, size_t(NEXT_SLOTS) * Q::KV_DIM), bits(c.k, size_t(NEXT_SLOTS) * Q::KV_DIM));
       expect_equal(name, 1, "v cache", bits(k.v, size_t(NEXT_SLOTS) * Q::KV_DIM), bits(c.v, size_t(NEXT_SLOTS) * Q::KV_DIM));
     }
-    for (Out& o : path) cudaFree(o.q), cudaFree(o.partial), cudaFree(o.attn), cudaFree(o.residual), cudaFree(o.hidden), cudaFree(o.k), cudaFree(o.v);
+    for (Out& p : path) cudaFree(p.q), cudaFree(p.partial), cudaFree(p.attn), cudaFree(p.residual), cudaFree(p.hidden), cudaFree(p.k), cudaFree(p.v);
     cudaFree(d_wo), cudaFree(d_fn), cudaFree(d_an), cudaFree(d_w13), cudaFree(d_w2), cudaFree(d_wqkv), cudaFree(d_k), cudaFree(d_v), cudaFree(d_inv), cudaFree(d_pos);
     cudaFree(d_arrivals), cudaFree(d_rstd), cudaFree(d_a16);
   }
@@ -1048,15 +994,15 @@ int main(int argc, char** argv) {
     projections(T);
   }
 #if MC_DENSE
-  check_decode_chain(true);
-  check_decode_chain(false);
+  check_decode_chain<false>(true);
+  check_decode_chain<false>(false);
   // The layer chain over a long full cache and over a window of a wrapped ring (splits of several
   // tiles where the model has as many KV heads as the 7B), the last layer's too, and on a grid of 37
   // blocks, each taking several attention items and combine heads in turn.
-  check_decode_layer<0, 8192>(true);
-  check_decode_layer<4096, 4608>(true);
-  check_decode_layer<4096, 4608>(false);
-  check_decode_layer<0, 8192>(true, 37);
+  check_decode_chain<true, 0, 8192>(true);
+  check_decode_chain<true, 4096, 4608>(true);
+  check_decode_chain<true, 4096, 4608>(false);
+  check_decode_chain<true, 0, 8192>(true, 37);
 #endif
 #if MC_DENSE
   {
@@ -1067,7 +1013,7 @@ int main(int argc, char** argv) {
     g_variant = "  [MC_CUDA_X=stream]";
     projections(1);
     if (!mc::kTensorCores<W>) projections(tp);  // f32 weights: a GEMV of tp tokens, x_in per token
-    check_decode_chain(true);
+    check_decode_chain<false>(true);
     mc::device_info().x_stream = saved;
     g_variant = "";
   }
