@@ -677,8 +677,8 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   {  // layer 0: sliding window 4096, ring of 4607 slots
     const Layer& l = m->layers[0];
     MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.0 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
+    const Layer& next = m->layers[1];  // whose wq|wk|wv a decode chain of this layer ends with
     if (layer) {
-      const Layer& next = m->layers[1];
       MC_LAUNCH("layers.0 attention_gqa_window, wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.1 rmsnorm_qkv_rope_cache (one chain)",
                 mc::gemv_chain(a.arrivals, s, attention_gqa_window::decode<4096, 4607>(a.q, pos0, l.k_cache, l.v_cache, a.partial),
                                attention_gqa_window::combine<4096, 4607>(a.partial, a.attn_out),
@@ -688,7 +688,6 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     } else {
     MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.0 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     if (chain) {
-      const Layer& next = m->layers[1];
       MC_LAUNCH("layers.0 wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.1 rmsnorm_qkv_rope_cache (one chain)",
                 mc::gemv_chain(a.arrivals, s, wo_residual::decode(a.attn_out, l.wo, a.residual), rmsnorm_w13_swiglu::decode(a.residual, l.ffn_norm, l.w13, a.ffn_hidden),
                                w2_residual::decode(a.ffn_hidden, l.w2, a.residual),
@@ -704,8 +703,8 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     const Layer& l = m->layers[1];
     if (!chain)  // else the layer before's chain ran it
     MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.1 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
+    const Layer& next = m->layers[2];  // whose wq|wk|wv a decode chain of this layer ends with
     if (layer) {
-      const Layer& next = m->layers[2];
       MC_LAUNCH("layers.1 attention_gqa_window, wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.2 rmsnorm_qkv_rope_cache (one chain)",
                 mc::gemv_chain(a.arrivals, s, attention_gqa_window::decode<4096, 4607>(a.q, pos0, l.k_cache, l.v_cache, a.partial),
                                attention_gqa_window::combine<4096, 4607>(a.partial, a.attn_out),
@@ -715,7 +714,6 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     } else {
     MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.1 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     if (chain) {
-      const Layer& next = m->layers[2];
       MC_LAUNCH("layers.1 wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.2 rmsnorm_qkv_rope_cache (one chain)",
                 mc::gemv_chain(a.arrivals, s, wo_residual::decode(a.attn_out, l.wo, a.residual), rmsnorm_w13_swiglu::decode(a.residual, l.ffn_norm, l.w13, a.ffn_hidden),
                                w2_residual::decode(a.ffn_hidden, l.w2, a.residual),
@@ -731,8 +729,8 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     const Layer& l = m->layers[2];
     if (!chain)  // else the layer before's chain ran it
     MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.2 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
+    const Layer& next = m->layers[3];  // whose wq|wk|wv a decode chain of this layer ends with
     if (layer) {
-      const Layer& next = m->layers[3];
       MC_LAUNCH("layers.2 attention_gqa_window, wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.3 rmsnorm_qkv_rope_cache (one chain)",
                 mc::gemv_chain(a.arrivals, s, attention_gqa_window::decode<4096, 4607>(a.q, pos0, l.k_cache, l.v_cache, a.partial),
                                attention_gqa_window::combine<4096, 4607>(a.partial, a.attn_out),
@@ -742,7 +740,6 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     } else {
     MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.2 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     if (chain) {
-      const Layer& next = m->layers[3];
       MC_LAUNCH("layers.2 wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.3 rmsnorm_qkv_rope_cache (one chain)",
                 mc::gemv_chain(a.arrivals, s, wo_residual::decode(a.attn_out, l.wo, a.residual), rmsnorm_w13_swiglu::decode(a.residual, l.ffn_norm, l.w13, a.ffn_hidden),
                                w2_residual::decode(a.ffn_hidden, l.w2, a.residual),
@@ -758,8 +755,8 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     const Layer& l = m->layers[3];
     if (!chain)  // else the layer before's chain ran it
     MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.3 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
+    const Layer& next = m->layers[4];  // whose wq|wk|wv a decode chain of this layer ends with
     if (layer) {
-      const Layer& next = m->layers[4];
       MC_LAUNCH("layers.3 attention_gqa_window, wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.4 rmsnorm_qkv_rope_cache (one chain)",
                 mc::gemv_chain(a.arrivals, s, attention_gqa_window::decode<4096, 4607>(a.q, pos0, l.k_cache, l.v_cache, a.partial),
                                attention_gqa_window::combine<4096, 4607>(a.partial, a.attn_out),
@@ -769,7 +766,6 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     } else {
     MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.3 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     if (chain) {
-      const Layer& next = m->layers[4];
       MC_LAUNCH("layers.3 wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.4 rmsnorm_qkv_rope_cache (one chain)",
                 mc::gemv_chain(a.arrivals, s, wo_residual::decode(a.attn_out, l.wo, a.residual), rmsnorm_w13_swiglu::decode(a.residual, l.ffn_norm, l.w13, a.ffn_hidden),
                                w2_residual::decode(a.ffn_hidden, l.w2, a.residual),
@@ -785,8 +781,8 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     const Layer& l = m->layers[4];
     if (!chain)  // else the layer before's chain ran it
     MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.4 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
+    const Layer& next = m->layers[5];  // whose wq|wk|wv a decode chain of this layer ends with
     if (layer) {
-      const Layer& next = m->layers[5];
       MC_LAUNCH("layers.4 attention_gqa_window, wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.5 rmsnorm_qkv_rope_cache (one chain)",
                 mc::gemv_chain(a.arrivals, s, attention_gqa_window::decode<4096, 4607>(a.q, pos0, l.k_cache, l.v_cache, a.partial),
                                attention_gqa_window::combine<4096, 4607>(a.partial, a.attn_out),
@@ -796,7 +792,6 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     } else {
     MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.4 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     if (chain) {
-      const Layer& next = m->layers[5];
       MC_LAUNCH("layers.4 wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.5 rmsnorm_qkv_rope_cache (one chain)",
                 mc::gemv_chain(a.arrivals, s, wo_residual::decode(a.attn_out, l.wo, a.residual), rmsnorm_w13_swiglu::decode(a.residual, l.ffn_norm, l.w13, a.ffn_hidden),
                                w2_residual::decode(a.ffn_hidden, l.w2, a.residual),
@@ -812,8 +807,8 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     const Layer& l = m->layers[5];
     if (!chain)  // else the layer before's chain ran it
     MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.5 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
+    const Layer& next = m->layers[6];  // whose wq|wk|wv a decode chain of this layer ends with
     if (layer) {
-      const Layer& next = m->layers[6];
       MC_LAUNCH("layers.5 attention_gqa_window, wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.6 rmsnorm_qkv_rope_cache (one chain)",
                 mc::gemv_chain(a.arrivals, s, attention_gqa_window::decode<4096, 4607>(a.q, pos0, l.k_cache, l.v_cache, a.partial),
                                attention_gqa_window::combine<4096, 4607>(a.partial, a.attn_out),
@@ -823,7 +818,6 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     } else {
     MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.5 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     if (chain) {
-      const Layer& next = m->layers[6];
       MC_LAUNCH("layers.5 wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.6 rmsnorm_qkv_rope_cache (one chain)",
                 mc::gemv_chain(a.arrivals, s, wo_residual::decode(a.attn_out, l.wo, a.residual), rmsnorm_w13_swiglu::decode(a.residual, l.ffn_norm, l.w13, a.ffn_hidden),
                                w2_residual::decode(a.ffn_hidden, l.w2, a.residual),
@@ -839,8 +833,8 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     const Layer& l = m->layers[6];
     if (!chain)  // else the layer before's chain ran it
     MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.6 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
+    const Layer& next = m->layers[7];  // whose wq|wk|wv a decode chain of this layer ends with
     if (layer) {
-      const Layer& next = m->layers[7];
       MC_LAUNCH("layers.6 attention_gqa_window, wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.7 rmsnorm_qkv_rope_cache (one chain)",
                 mc::gemv_chain(a.arrivals, s, attention_gqa_window::decode<4096, 4607>(a.q, pos0, l.k_cache, l.v_cache, a.partial),
                                attention_gqa_window::combine<4096, 4607>(a.partial, a.attn_out),
@@ -850,7 +844,6 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     } else {
     MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.6 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     if (chain) {
-      const Layer& next = m->layers[7];
       MC_LAUNCH("layers.6 wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.7 rmsnorm_qkv_rope_cache (one chain)",
                 mc::gemv_chain(a.arrivals, s, wo_residual::decode(a.attn_out, l.wo, a.residual), rmsnorm_w13_swiglu::decode(a.residual, l.ffn_norm, l.w13, a.ffn_hidden),
                                w2_residual::decode(a.ffn_hidden, l.w2, a.residual),
@@ -866,8 +859,8 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     const Layer& l = m->layers[7];
     if (!chain)  // else the layer before's chain ran it
     MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.7 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
+    const Layer& next = m->layers[8];  // whose wq|wk|wv a decode chain of this layer ends with
     if (layer) {
-      const Layer& next = m->layers[8];
       MC_LAUNCH("layers.7 attention_gqa_window, wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.8 rmsnorm_qkv_rope_cache (one chain)",
                 mc::gemv_chain(a.arrivals, s, attention_gqa_window::decode<4096, 4607>(a.q, pos0, l.k_cache, l.v_cache, a.partial),
                                attention_gqa_window::combine<4096, 4607>(a.partial, a.attn_out),
@@ -877,7 +870,6 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     } else {
     MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.7 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     if (chain) {
-      const Layer& next = m->layers[8];
       MC_LAUNCH("layers.7 wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.8 rmsnorm_qkv_rope_cache (one chain)",
                 mc::gemv_chain(a.arrivals, s, wo_residual::decode(a.attn_out, l.wo, a.residual), rmsnorm_w13_swiglu::decode(a.residual, l.ffn_norm, l.w13, a.ffn_hidden),
                                w2_residual::decode(a.ffn_hidden, l.w2, a.residual),
@@ -893,8 +885,8 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     const Layer& l = m->layers[8];
     if (!chain)  // else the layer before's chain ran it
     MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.8 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
+    const Layer& next = m->layers[9];  // whose wq|wk|wv a decode chain of this layer ends with
     if (layer) {
-      const Layer& next = m->layers[9];
       MC_LAUNCH("layers.8 attention_gqa_window, wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.9 rmsnorm_qkv_rope_cache (one chain)",
                 mc::gemv_chain(a.arrivals, s, attention_gqa_window::decode<4096, 4607>(a.q, pos0, l.k_cache, l.v_cache, a.partial),
                                attention_gqa_window::combine<4096, 4607>(a.partial, a.attn_out),
@@ -904,7 +896,6 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     } else {
     MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.8 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     if (chain) {
-      const Layer& next = m->layers[9];
       MC_LAUNCH("layers.8 wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.9 rmsnorm_qkv_rope_cache (one chain)",
                 mc::gemv_chain(a.arrivals, s, wo_residual::decode(a.attn_out, l.wo, a.residual), rmsnorm_w13_swiglu::decode(a.residual, l.ffn_norm, l.w13, a.ffn_hidden),
                                w2_residual::decode(a.ffn_hidden, l.w2, a.residual),
@@ -920,8 +911,8 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     const Layer& l = m->layers[9];
     if (!chain)  // else the layer before's chain ran it
     MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.9 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
+    const Layer& next = m->layers[10];  // whose wq|wk|wv a decode chain of this layer ends with
     if (layer) {
-      const Layer& next = m->layers[10];
       MC_LAUNCH("layers.9 attention_gqa_window, wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.10 rmsnorm_qkv_rope_cache (one chain)",
                 mc::gemv_chain(a.arrivals, s, attention_gqa_window::decode<4096, 4607>(a.q, pos0, l.k_cache, l.v_cache, a.partial),
                                attention_gqa_window::combine<4096, 4607>(a.partial, a.attn_out),
@@ -931,7 +922,6 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     } else {
     MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.9 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     if (chain) {
-      const Layer& next = m->layers[10];
       MC_LAUNCH("layers.9 wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.10 rmsnorm_qkv_rope_cache (one chain)",
                 mc::gemv_chain(a.arrivals, s, wo_residual::decode(a.attn_out, l.wo, a.residual), rmsnorm_w13_swiglu::decode(a.residual, l.ffn_norm, l.w13, a.ffn_hidden),
                                w2_residual::decode(a.ffn_hidden, l.w2, a.residual),
@@ -947,8 +937,8 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     const Layer& l = m->layers[10];
     if (!chain)  // else the layer before's chain ran it
     MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.10 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
+    const Layer& next = m->layers[11];  // whose wq|wk|wv a decode chain of this layer ends with
     if (layer) {
-      const Layer& next = m->layers[11];
       MC_LAUNCH("layers.10 attention_gqa_window, wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.11 rmsnorm_qkv_rope_cache (one chain)",
                 mc::gemv_chain(a.arrivals, s, attention_gqa_window::decode<4096, 4607>(a.q, pos0, l.k_cache, l.v_cache, a.partial),
                                attention_gqa_window::combine<4096, 4607>(a.partial, a.attn_out),
@@ -958,7 +948,6 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     } else {
     MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.10 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     if (chain) {
-      const Layer& next = m->layers[11];
       MC_LAUNCH("layers.10 wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.11 rmsnorm_qkv_rope_cache (one chain)",
                 mc::gemv_chain(a.arrivals, s, wo_residual::decode(a.attn_out, l.wo, a.residual), rmsnorm_w13_swiglu::decode(a.residual, l.ffn_norm, l.w13, a.ffn_hidden),
                                w2_residual::decode(a.ffn_hidden, l.w2, a.residual),
@@ -974,8 +963,8 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     const Layer& l = m->layers[11];
     if (!chain)  // else the layer before's chain ran it
     MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.11 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
+    const Layer& next = m->layers[12];  // whose wq|wk|wv a decode chain of this layer ends with
     if (layer) {
-      const Layer& next = m->layers[12];
       MC_LAUNCH("layers.11 attention_gqa_window, wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.12 rmsnorm_qkv_rope_cache (one chain)",
                 mc::gemv_chain(a.arrivals, s, attention_gqa_window::decode<4096, 4607>(a.q, pos0, l.k_cache, l.v_cache, a.partial),
                                attention_gqa_window::combine<4096, 4607>(a.partial, a.attn_out),
@@ -985,7 +974,6 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     } else {
     MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.11 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     if (chain) {
-      const Layer& next = m->layers[12];
       MC_LAUNCH("layers.11 wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.12 rmsnorm_qkv_rope_cache (one chain)",
                 mc::gemv_chain(a.arrivals, s, wo_residual::decode(a.attn_out, l.wo, a.residual), rmsnorm_w13_swiglu::decode(a.residual, l.ffn_norm, l.w13, a.ffn_hidden),
                                w2_residual::decode(a.ffn_hidden, l.w2, a.residual),
@@ -1001,8 +989,8 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     const Layer& l = m->layers[12];
     if (!chain)  // else the layer before's chain ran it
     MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.12 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
+    const Layer& next = m->layers[13];  // whose wq|wk|wv a decode chain of this layer ends with
     if (layer) {
-      const Layer& next = m->layers[13];
       MC_LAUNCH("layers.12 attention_gqa_window, wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.13 rmsnorm_qkv_rope_cache (one chain)",
                 mc::gemv_chain(a.arrivals, s, attention_gqa_window::decode<4096, 4607>(a.q, pos0, l.k_cache, l.v_cache, a.partial),
                                attention_gqa_window::combine<4096, 4607>(a.partial, a.attn_out),
@@ -1012,7 +1000,6 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     } else {
     MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.12 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     if (chain) {
-      const Layer& next = m->layers[13];
       MC_LAUNCH("layers.12 wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.13 rmsnorm_qkv_rope_cache (one chain)",
                 mc::gemv_chain(a.arrivals, s, wo_residual::decode(a.attn_out, l.wo, a.residual), rmsnorm_w13_swiglu::decode(a.residual, l.ffn_norm, l.w13, a.ffn_hidden),
                                w2_residual::decode(a.ffn_hidden, l.w2, a.residual),
@@ -1028,8 +1015,8 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     const Layer& l = m->layers[13];
     if (!chain)  // else the layer before's chain ran it
     MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.13 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
+    const Layer& next = m->layers[14];  // whose wq|wk|wv a decode chain of this layer ends with
     if (layer) {
-      const Layer& next = m->layers[14];
       MC_LAUNCH("layers.13 attention_gqa_window, wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.14 rmsnorm_qkv_rope_cache (one chain)",
                 mc::gemv_chain(a.arrivals, s, attention_gqa_window::decode<4096, 4607>(a.q, pos0, l.k_cache, l.v_cache, a.partial),
                                attention_gqa_window::combine<4096, 4607>(a.partial, a.attn_out),
@@ -1039,7 +1026,6 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     } else {
     MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.13 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     if (chain) {
-      const Layer& next = m->layers[14];
       MC_LAUNCH("layers.13 wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.14 rmsnorm_qkv_rope_cache (one chain)",
                 mc::gemv_chain(a.arrivals, s, wo_residual::decode(a.attn_out, l.wo, a.residual), rmsnorm_w13_swiglu::decode(a.residual, l.ffn_norm, l.w13, a.ffn_hidden),
                                w2_residual::decode(a.ffn_hidden, l.w2, a.residual),
@@ -1055,8 +1041,8 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     const Layer& l = m->layers[14];
     if (!chain)  // else the layer before's chain ran it
     MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.14 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
+    const Layer& next = m->layers[15];  // whose wq|wk|wv a decode chain of this layer ends with
     if (layer) {
-      const Layer& next = m->layers[15];
       MC_LAUNCH("layers.14 attention_gqa_window, wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.15 rmsnorm_qkv_rope_cache (one chain)",
                 mc::gemv_chain(a.arrivals, s, attention_gqa_window::decode<4096, 4607>(a.q, pos0, l.k_cache, l.v_cache, a.partial),
                                attention_gqa_window::combine<4096, 4607>(a.partial, a.attn_out),
@@ -1066,7 +1052,6 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     } else {
     MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.14 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     if (chain) {
-      const Layer& next = m->layers[15];
       MC_LAUNCH("layers.14 wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.15 rmsnorm_qkv_rope_cache (one chain)",
                 mc::gemv_chain(a.arrivals, s, wo_residual::decode(a.attn_out, l.wo, a.residual), rmsnorm_w13_swiglu::decode(a.residual, l.ffn_norm, l.w13, a.ffn_hidden),
                                w2_residual::decode(a.ffn_hidden, l.w2, a.residual),
@@ -1082,8 +1067,8 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     const Layer& l = m->layers[15];
     if (!chain)  // else the layer before's chain ran it
     MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.15 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
+    const Layer& next = m->layers[16];  // whose wq|wk|wv a decode chain of this layer ends with
     if (layer) {
-      const Layer& next = m->layers[16];
       MC_LAUNCH("layers.15 attention_gqa_window, wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.16 rmsnorm_qkv_rope_cache (one chain)",
                 mc::gemv_chain(a.arrivals, s, attention_gqa_window::decode<4096, 4607>(a.q, pos0, l.k_cache, l.v_cache, a.partial),
                                attention_gqa_window::combine<4096, 4607>(a.partial, a.attn_out),
@@ -1093,7 +1078,6 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     } else {
     MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.15 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     if (chain) {
-      const Layer& next = m->layers[16];
       MC_LAUNCH("layers.15 wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.16 rmsnorm_qkv_rope_cache (one chain)",
                 mc::gemv_chain(a.arrivals, s, wo_residual::decode(a.attn_out, l.wo, a.residual), rmsnorm_w13_swiglu::decode(a.residual, l.ffn_norm, l.w13, a.ffn_hidden),
                                w2_residual::decode(a.ffn_hidden, l.w2, a.residual),
@@ -1109,8 +1093,8 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     const Layer& l = m->layers[16];
     if (!chain)  // else the layer before's chain ran it
     MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.16 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
+    const Layer& next = m->layers[17];  // whose wq|wk|wv a decode chain of this layer ends with
     if (layer) {
-      const Layer& next = m->layers[17];
       MC_LAUNCH("layers.16 attention_gqa_window, wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.17 rmsnorm_qkv_rope_cache (one chain)",
                 mc::gemv_chain(a.arrivals, s, attention_gqa_window::decode<4096, 4607>(a.q, pos0, l.k_cache, l.v_cache, a.partial),
                                attention_gqa_window::combine<4096, 4607>(a.partial, a.attn_out),
@@ -1120,7 +1104,6 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     } else {
     MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.16 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     if (chain) {
-      const Layer& next = m->layers[17];
       MC_LAUNCH("layers.16 wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.17 rmsnorm_qkv_rope_cache (one chain)",
                 mc::gemv_chain(a.arrivals, s, wo_residual::decode(a.attn_out, l.wo, a.residual), rmsnorm_w13_swiglu::decode(a.residual, l.ffn_norm, l.w13, a.ffn_hidden),
                                w2_residual::decode(a.ffn_hidden, l.w2, a.residual),
@@ -1136,8 +1119,8 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     const Layer& l = m->layers[17];
     if (!chain)  // else the layer before's chain ran it
     MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.17 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
+    const Layer& next = m->layers[18];  // whose wq|wk|wv a decode chain of this layer ends with
     if (layer) {
-      const Layer& next = m->layers[18];
       MC_LAUNCH("layers.17 attention_gqa_window, wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.18 rmsnorm_qkv_rope_cache (one chain)",
                 mc::gemv_chain(a.arrivals, s, attention_gqa_window::decode<4096, 4607>(a.q, pos0, l.k_cache, l.v_cache, a.partial),
                                attention_gqa_window::combine<4096, 4607>(a.partial, a.attn_out),
@@ -1147,7 +1130,6 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     } else {
     MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.17 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     if (chain) {
-      const Layer& next = m->layers[18];
       MC_LAUNCH("layers.17 wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.18 rmsnorm_qkv_rope_cache (one chain)",
                 mc::gemv_chain(a.arrivals, s, wo_residual::decode(a.attn_out, l.wo, a.residual), rmsnorm_w13_swiglu::decode(a.residual, l.ffn_norm, l.w13, a.ffn_hidden),
                                w2_residual::decode(a.ffn_hidden, l.w2, a.residual),
@@ -1163,8 +1145,8 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     const Layer& l = m->layers[18];
     if (!chain)  // else the layer before's chain ran it
     MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.18 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
+    const Layer& next = m->layers[19];  // whose wq|wk|wv a decode chain of this layer ends with
     if (layer) {
-      const Layer& next = m->layers[19];
       MC_LAUNCH("layers.18 attention_gqa_window, wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.19 rmsnorm_qkv_rope_cache (one chain)",
                 mc::gemv_chain(a.arrivals, s, attention_gqa_window::decode<4096, 4607>(a.q, pos0, l.k_cache, l.v_cache, a.partial),
                                attention_gqa_window::combine<4096, 4607>(a.partial, a.attn_out),
@@ -1174,7 +1156,6 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     } else {
     MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.18 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     if (chain) {
-      const Layer& next = m->layers[19];
       MC_LAUNCH("layers.18 wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.19 rmsnorm_qkv_rope_cache (one chain)",
                 mc::gemv_chain(a.arrivals, s, wo_residual::decode(a.attn_out, l.wo, a.residual), rmsnorm_w13_swiglu::decode(a.residual, l.ffn_norm, l.w13, a.ffn_hidden),
                                w2_residual::decode(a.ffn_hidden, l.w2, a.residual),
@@ -1190,8 +1171,8 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     const Layer& l = m->layers[19];
     if (!chain)  // else the layer before's chain ran it
     MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.19 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
+    const Layer& next = m->layers[20];  // whose wq|wk|wv a decode chain of this layer ends with
     if (layer) {
-      const Layer& next = m->layers[20];
       MC_LAUNCH("layers.19 attention_gqa_window, wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.20 rmsnorm_qkv_rope_cache (one chain)",
                 mc::gemv_chain(a.arrivals, s, attention_gqa_window::decode<4096, 4607>(a.q, pos0, l.k_cache, l.v_cache, a.partial),
                                attention_gqa_window::combine<4096, 4607>(a.partial, a.attn_out),
@@ -1201,7 +1182,6 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     } else {
     MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.19 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     if (chain) {
-      const Layer& next = m->layers[20];
       MC_LAUNCH("layers.19 wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.20 rmsnorm_qkv_rope_cache (one chain)",
                 mc::gemv_chain(a.arrivals, s, wo_residual::decode(a.attn_out, l.wo, a.residual), rmsnorm_w13_swiglu::decode(a.residual, l.ffn_norm, l.w13, a.ffn_hidden),
                                w2_residual::decode(a.ffn_hidden, l.w2, a.residual),
@@ -1217,8 +1197,8 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     const Layer& l = m->layers[20];
     if (!chain)  // else the layer before's chain ran it
     MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.20 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
+    const Layer& next = m->layers[21];  // whose wq|wk|wv a decode chain of this layer ends with
     if (layer) {
-      const Layer& next = m->layers[21];
       MC_LAUNCH("layers.20 attention_gqa_window, wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.21 rmsnorm_qkv_rope_cache (one chain)",
                 mc::gemv_chain(a.arrivals, s, attention_gqa_window::decode<4096, 4607>(a.q, pos0, l.k_cache, l.v_cache, a.partial),
                                attention_gqa_window::combine<4096, 4607>(a.partial, a.attn_out),
@@ -1228,7 +1208,6 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     } else {
     MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.20 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     if (chain) {
-      const Layer& next = m->layers[21];
       MC_LAUNCH("layers.20 wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.21 rmsnorm_qkv_rope_cache (one chain)",
                 mc::gemv_chain(a.arrivals, s, wo_residual::decode(a.attn_out, l.wo, a.residual), rmsnorm_w13_swiglu::decode(a.residual, l.ffn_norm, l.w13, a.ffn_hidden),
                                w2_residual::decode(a.ffn_hidden, l.w2, a.residual),
@@ -1244,8 +1223,8 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     const Layer& l = m->layers[21];
     if (!chain)  // else the layer before's chain ran it
     MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.21 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
+    const Layer& next = m->layers[22];  // whose wq|wk|wv a decode chain of this layer ends with
     if (layer) {
-      const Layer& next = m->layers[22];
       MC_LAUNCH("layers.21 attention_gqa_window, wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.22 rmsnorm_qkv_rope_cache (one chain)",
                 mc::gemv_chain(a.arrivals, s, attention_gqa_window::decode<4096, 4607>(a.q, pos0, l.k_cache, l.v_cache, a.partial),
                                attention_gqa_window::combine<4096, 4607>(a.partial, a.attn_out),
@@ -1255,7 +1234,6 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     } else {
     MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.21 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     if (chain) {
-      const Layer& next = m->layers[22];
       MC_LAUNCH("layers.21 wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.22 rmsnorm_qkv_rope_cache (one chain)",
                 mc::gemv_chain(a.arrivals, s, wo_residual::decode(a.attn_out, l.wo, a.residual), rmsnorm_w13_swiglu::decode(a.residual, l.ffn_norm, l.w13, a.ffn_hidden),
                                w2_residual::decode(a.ffn_hidden, l.w2, a.residual),
@@ -1271,8 +1249,8 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     const Layer& l = m->layers[22];
     if (!chain)  // else the layer before's chain ran it
     MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.22 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
+    const Layer& next = m->layers[23];  // whose wq|wk|wv a decode chain of this layer ends with
     if (layer) {
-      const Layer& next = m->layers[23];
       MC_LAUNCH("layers.22 attention_gqa_window, wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.23 rmsnorm_qkv_rope_cache (one chain)",
                 mc::gemv_chain(a.arrivals, s, attention_gqa_window::decode<4096, 4607>(a.q, pos0, l.k_cache, l.v_cache, a.partial),
                                attention_gqa_window::combine<4096, 4607>(a.partial, a.attn_out),
@@ -1282,7 +1260,6 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     } else {
     MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.22 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     if (chain) {
-      const Layer& next = m->layers[23];
       MC_LAUNCH("layers.22 wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.23 rmsnorm_qkv_rope_cache (one chain)",
                 mc::gemv_chain(a.arrivals, s, wo_residual::decode(a.attn_out, l.wo, a.residual), rmsnorm_w13_swiglu::decode(a.residual, l.ffn_norm, l.w13, a.ffn_hidden),
                                w2_residual::decode(a.ffn_hidden, l.w2, a.residual),
@@ -1298,8 +1275,8 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     const Layer& l = m->layers[23];
     if (!chain)  // else the layer before's chain ran it
     MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.23 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
+    const Layer& next = m->layers[24];  // whose wq|wk|wv a decode chain of this layer ends with
     if (layer) {
-      const Layer& next = m->layers[24];
       MC_LAUNCH("layers.23 attention_gqa_window, wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.24 rmsnorm_qkv_rope_cache (one chain)",
                 mc::gemv_chain(a.arrivals, s, attention_gqa_window::decode<4096, 4607>(a.q, pos0, l.k_cache, l.v_cache, a.partial),
                                attention_gqa_window::combine<4096, 4607>(a.partial, a.attn_out),
@@ -1309,7 +1286,6 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     } else {
     MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.23 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     if (chain) {
-      const Layer& next = m->layers[24];
       MC_LAUNCH("layers.23 wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.24 rmsnorm_qkv_rope_cache (one chain)",
                 mc::gemv_chain(a.arrivals, s, wo_residual::decode(a.attn_out, l.wo, a.residual), rmsnorm_w13_swiglu::decode(a.residual, l.ffn_norm, l.w13, a.ffn_hidden),
                                w2_residual::decode(a.ffn_hidden, l.w2, a.residual),
@@ -1325,8 +1301,8 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     const Layer& l = m->layers[24];
     if (!chain)  // else the layer before's chain ran it
     MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.24 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
+    const Layer& next = m->layers[25];  // whose wq|wk|wv a decode chain of this layer ends with
     if (layer) {
-      const Layer& next = m->layers[25];
       MC_LAUNCH("layers.24 attention_gqa_window, wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.25 rmsnorm_qkv_rope_cache (one chain)",
                 mc::gemv_chain(a.arrivals, s, attention_gqa_window::decode<4096, 4607>(a.q, pos0, l.k_cache, l.v_cache, a.partial),
                                attention_gqa_window::combine<4096, 4607>(a.partial, a.attn_out),
@@ -1336,7 +1312,6 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     } else {
     MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.24 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     if (chain) {
-      const Layer& next = m->layers[25];
       MC_LAUNCH("layers.24 wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.25 rmsnorm_qkv_rope_cache (one chain)",
                 mc::gemv_chain(a.arrivals, s, wo_residual::decode(a.attn_out, l.wo, a.residual), rmsnorm_w13_swiglu::decode(a.residual, l.ffn_norm, l.w13, a.ffn_hidden),
                                w2_residual::decode(a.ffn_hidden, l.w2, a.residual),
@@ -1352,8 +1327,8 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     const Layer& l = m->layers[25];
     if (!chain)  // else the layer before's chain ran it
     MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.25 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
+    const Layer& next = m->layers[26];  // whose wq|wk|wv a decode chain of this layer ends with
     if (layer) {
-      const Layer& next = m->layers[26];
       MC_LAUNCH("layers.25 attention_gqa_window, wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.26 rmsnorm_qkv_rope_cache (one chain)",
                 mc::gemv_chain(a.arrivals, s, attention_gqa_window::decode<4096, 4607>(a.q, pos0, l.k_cache, l.v_cache, a.partial),
                                attention_gqa_window::combine<4096, 4607>(a.partial, a.attn_out),
@@ -1363,7 +1338,6 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     } else {
     MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.25 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     if (chain) {
-      const Layer& next = m->layers[26];
       MC_LAUNCH("layers.25 wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.26 rmsnorm_qkv_rope_cache (one chain)",
                 mc::gemv_chain(a.arrivals, s, wo_residual::decode(a.attn_out, l.wo, a.residual), rmsnorm_w13_swiglu::decode(a.residual, l.ffn_norm, l.w13, a.ffn_hidden),
                                w2_residual::decode(a.ffn_hidden, l.w2, a.residual),
@@ -1379,8 +1353,8 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     const Layer& l = m->layers[26];
     if (!chain)  // else the layer before's chain ran it
     MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.26 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
+    const Layer& next = m->layers[27];  // whose wq|wk|wv a decode chain of this layer ends with
     if (layer) {
-      const Layer& next = m->layers[27];
       MC_LAUNCH("layers.26 attention_gqa_window, wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.27 rmsnorm_qkv_rope_cache (one chain)",
                 mc::gemv_chain(a.arrivals, s, attention_gqa_window::decode<4096, 4607>(a.q, pos0, l.k_cache, l.v_cache, a.partial),
                                attention_gqa_window::combine<4096, 4607>(a.partial, a.attn_out),
@@ -1390,7 +1364,6 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     } else {
     MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.26 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     if (chain) {
-      const Layer& next = m->layers[27];
       MC_LAUNCH("layers.26 wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.27 rmsnorm_qkv_rope_cache (one chain)",
                 mc::gemv_chain(a.arrivals, s, wo_residual::decode(a.attn_out, l.wo, a.residual), rmsnorm_w13_swiglu::decode(a.residual, l.ffn_norm, l.w13, a.ffn_hidden),
                                w2_residual::decode(a.ffn_hidden, l.w2, a.residual),
@@ -1406,8 +1379,8 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     const Layer& l = m->layers[27];
     if (!chain)  // else the layer before's chain ran it
     MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.27 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
+    const Layer& next = m->layers[28];  // whose wq|wk|wv a decode chain of this layer ends with
     if (layer) {
-      const Layer& next = m->layers[28];
       MC_LAUNCH("layers.27 attention_gqa_window, wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.28 rmsnorm_qkv_rope_cache (one chain)",
                 mc::gemv_chain(a.arrivals, s, attention_gqa_window::decode<4096, 4607>(a.q, pos0, l.k_cache, l.v_cache, a.partial),
                                attention_gqa_window::combine<4096, 4607>(a.partial, a.attn_out),
@@ -1417,7 +1390,6 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     } else {
     MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.27 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     if (chain) {
-      const Layer& next = m->layers[28];
       MC_LAUNCH("layers.27 wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.28 rmsnorm_qkv_rope_cache (one chain)",
                 mc::gemv_chain(a.arrivals, s, wo_residual::decode(a.attn_out, l.wo, a.residual), rmsnorm_w13_swiglu::decode(a.residual, l.ffn_norm, l.w13, a.ffn_hidden),
                                w2_residual::decode(a.ffn_hidden, l.w2, a.residual),
@@ -1433,8 +1405,8 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     const Layer& l = m->layers[28];
     if (!chain)  // else the layer before's chain ran it
     MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.28 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
+    const Layer& next = m->layers[29];  // whose wq|wk|wv a decode chain of this layer ends with
     if (layer) {
-      const Layer& next = m->layers[29];
       MC_LAUNCH("layers.28 attention_gqa_window, wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.29 rmsnorm_qkv_rope_cache (one chain)",
                 mc::gemv_chain(a.arrivals, s, attention_gqa_window::decode<4096, 4607>(a.q, pos0, l.k_cache, l.v_cache, a.partial),
                                attention_gqa_window::combine<4096, 4607>(a.partial, a.attn_out),
@@ -1444,7 +1416,6 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     } else {
     MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.28 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     if (chain) {
-      const Layer& next = m->layers[29];
       MC_LAUNCH("layers.28 wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.29 rmsnorm_qkv_rope_cache (one chain)",
                 mc::gemv_chain(a.arrivals, s, wo_residual::decode(a.attn_out, l.wo, a.residual), rmsnorm_w13_swiglu::decode(a.residual, l.ffn_norm, l.w13, a.ffn_hidden),
                                w2_residual::decode(a.ffn_hidden, l.w2, a.residual),
@@ -1460,8 +1431,8 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     const Layer& l = m->layers[29];
     if (!chain)  // else the layer before's chain ran it
     MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.29 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
+    const Layer& next = m->layers[30];  // whose wq|wk|wv a decode chain of this layer ends with
     if (layer) {
-      const Layer& next = m->layers[30];
       MC_LAUNCH("layers.29 attention_gqa_window, wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.30 rmsnorm_qkv_rope_cache (one chain)",
                 mc::gemv_chain(a.arrivals, s, attention_gqa_window::decode<4096, 4607>(a.q, pos0, l.k_cache, l.v_cache, a.partial),
                                attention_gqa_window::combine<4096, 4607>(a.partial, a.attn_out),
@@ -1471,7 +1442,6 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     } else {
     MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.29 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     if (chain) {
-      const Layer& next = m->layers[30];
       MC_LAUNCH("layers.29 wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.30 rmsnorm_qkv_rope_cache (one chain)",
                 mc::gemv_chain(a.arrivals, s, wo_residual::decode(a.attn_out, l.wo, a.residual), rmsnorm_w13_swiglu::decode(a.residual, l.ffn_norm, l.w13, a.ffn_hidden),
                                w2_residual::decode(a.ffn_hidden, l.w2, a.residual),
@@ -1487,8 +1457,8 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     const Layer& l = m->layers[30];
     if (!chain)  // else the layer before's chain ran it
     MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.30 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<4607>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
+    const Layer& next = m->layers[31];  // whose wq|wk|wv a decode chain of this layer ends with
     if (layer) {
-      const Layer& next = m->layers[31];
       MC_LAUNCH("layers.30 attention_gqa_window, wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.31 rmsnorm_qkv_rope_cache (one chain)",
                 mc::gemv_chain(a.arrivals, s, attention_gqa_window::decode<4096, 4607>(a.q, pos0, l.k_cache, l.v_cache, a.partial),
                                attention_gqa_window::combine<4096, 4607>(a.partial, a.attn_out),
@@ -1498,7 +1468,6 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
     } else {
     MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.30 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
     if (chain) {
-      const Layer& next = m->layers[31];
       MC_LAUNCH("layers.30 wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.31 rmsnorm_qkv_rope_cache (one chain)",
                 mc::gemv_chain(a.arrivals, s, wo_residual::decode(a.attn_out, l.wo, a.residual), rmsnorm_w13_swiglu::decode(a.residual, l.ffn_norm, l.w13, a.ffn_hidden),
                                w2_residual::decode(a.ffn_hidden, l.w2, a.residual),
