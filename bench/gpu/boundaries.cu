@@ -4,11 +4,13 @@
 //
 // The chain: a dense Mistral layer's four decode GEMVs (wq|wk|wv, wo, w1|w3, w2) with the 7B's
 // shapes, LAYERS times, random bf16 weights (the 7B's weight bytes but the embedding and the output
-// matrix). Each GEMV's input is the one before's output (scaled so that values stay ~1; w2's from
-// w1|w3's pairs of rows), so every GEMV must wait for the previous one in full, as in decode.
+// matrix). Each GEMV's input is the one before's output as it is (each epilogue scales its outputs
+// so that values stay ~1; w1|w3's adds its pairs of rows, w2's input), so every GEMV must wait for
+// the previous one in full, as in decode.
 //   kernels      the product's own decode GEMV (mc::gemv_kernel) once per GEMV, in one CUDA graph,
 //                launched as decode launches it (PDL on sm_90: each starts its first weight loads
-//                while the one before drains)
+//                while the one before drains), each block copying x into shared memory first
+//                (mc::copy_row, as the product's GEMVs do where they copy)
 //   kernels-nopdl  the same without PDL
 //   chain        the product's mc::gemv_chain (MC_CUDA_DECODE=chain): one cooperative launch a layer
 //                over its four GEMVs, a grid barrier between two, in one CUDA graph
@@ -19,14 +21,18 @@
 //                (a counter a GEMV): whether uneven finishing (the tail) is part of the cost
 //   streaming    the same kernel with no barrier and no dependency (every GEMV reads one fixed input):
 //                what streaming these weights costs with nothing to wait for, the floor of the others
+//   kernels-x-wo-w2  kernels, wo and w2 reading x in the stream (mc::XRow), not from a copy: the
+//                product's decode (MC_CUDA_X unset; wq|wk|wv and w1|w3 copy x to normalize it)
+//   kernels-x-all  every GEMV so: what no x prologue at all would give (RESULTS runs 20-22; run 22's
+//                RMSNorm folded into W, bench/gpu/experiments/run22-rms-in-stream.diff, comes to this)
 // (variant − streaming) / GEMVs is the cost of a boundary. The limit is the weights ÷ --copy-gbs, the
 // copy bandwidth of the same run as the kernel checker measures it (`kernels --copy-bandwidth`, which
 // check.ts runs once for all its sections), so that the fractions compare with RESULTS.
 //
-// Checks (exit 1 if one fails): kernels, kernels-nopdl, chain and both persistent give bit-identical outputs
-// (the same arithmetic in the same order; a block that read a stale input would change them), the
-// last GEMV of each variant matches a float64 reference (relative L2 ≤ 1e-5, NaN fails), and so does
-// streaming's.
+// Checks (exit 1 if one fails): every variant but streaming gives bit-identical outputs (the same
+// arithmetic in the same order, wherever x is read from; a block that read a stale input would change
+// them), the last GEMV of each variant matches a float64 reference (relative L2 ≤ 1e-5, NaN fails),
+// and so do streaming's and the first variant's last w1|w3.
 //
 //   boundaries --copy-gbs G [--layers N] [--reps N] [--blocks N] [--seed S] [--json]
 // Shapes: -DMC_DIM, -DMC_HIDDEN, -DMC_QKV at compile time (the 7B's by default). The CUDA emulator
@@ -39,6 +45,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "mc_cuda.cuh"
@@ -57,7 +64,7 @@ namespace {
 
 using W = mc::bf16;
 constexpr int DIM = MC_DIM, HIDDEN = MC_HIDDEN, QKV = MC_QKV;
-static_assert(QKV >= DIM && DIM % 2 == 0 && HIDDEN % 2 == 0, "wo reads the first DIM outputs of wq|wk|wv");
+static_assert(QKV >= DIM && HIDDEN >= DIM && DIM % 2 == 0 && HIDDEN % 2 == 0, "wo reads the first DIM outputs of wq|wk|wv; x0 holds every GEMV's K values");
 
 #define CK(call)                                                                                     \
   do {                                                                                               \
@@ -68,47 +75,61 @@ static_assert(QKV >= DIM && DIM % 2 == 0 && HIDDEN % 2 == 0, "wo reads the first
     }                                                                                                \
   } while (0)
 
-/** How a GEMV's input comes from the output before it: a scaled copy, or (w2) the sum of each pair. */
-enum Map { kCopy = 0, kPairs = 1 };
+/**
+ * Where a GEMV reads x (the output before it, as it is): a shared-memory copy made by each block
+ * first (mc::copy_row, as the product's GEMVs copy theirs), or in the stream beside the weights
+ * (mc::XRow, as the product's wo and w2 read theirs unless MC_CUDA_X=shared).
+ */
+enum XFrom { kShared = 0, kStream = 1 };
 
 /**
- * One decode GEMV of the chain as a gemv_kernel Op: x = map(prev) (all K of it), y = W x, two rows
- * a warp as the product's GEMVs read them. `prev` is the fixed input where the chain is independent.
+ * One decode GEMV of the chain as a gemv_kernel Op: y = scale · W x (PAIRS: y[g] = scale · (row 2g +
+ * row 2g + 1) · x, how w2's input comes from w1|w3's rows), two rows a warp as the product's GEMVs
+ * read them. `prev` is x, the output before (or the fixed input where the chain is independent);
+ * scale keeps the values ~1 from one GEMV to the next.
  */
-template <int N, int IN, int MAP>
-struct Gemv {
+template <int N, int IN, bool PAIRS>
+struct GemvBase {
   using W = ::W;
   static constexpr int K = IN, R = N, ROWS = 2, NSRC = 1, WARPS = 8, GROUPS = N / 2;
   static constexpr bool EARLY_ROWS = true;  // weights only: streamed before waiting for the GEMV before
   const float* prev;
   const W* w;  // [R, K]
-  float* y;    // [R]
+  float* y;    // [R] or [R / 2] (PAIRS)
   float scale;
   __device__ bool load_x(int, float* xs) const {
-    for (int i = threadIdx.x; i < K; i += blockDim.x) xs[i] = scale * (MAP == kPairs ? prev[2 * i] + prev[2 * i + 1] : prev[i]);
+    mc::copy_row<K>(prev, xs);
     return true;
   }
   __device__ void rows(int, int g, int, const W* (&ptr)[ROWS], float&) const { mc::consecutive_rows<K>(w, 2 * g, R, ptr); }
-  __device__ void epilogue(int, int g, const float (&acc)[ROWS]) const { y[2 * g] = acc[0], y[2 * g + 1] = acc[1]; }
+  __device__ void epilogue(int, int g, const float (&acc)[ROWS]) const {
+    if (PAIRS) y[g] = scale * (acc[0] + acc[1]);
+    else y[2 * g] = scale * acc[0], y[2 * g + 1] = scale * acc[1];
+  }
 };
-// x stays ~1 where W is uniform in [-1, 1] (variance 1/3): y ~ sqrt(K / 3) x.
-using Qkv = Gemv<QKV, DIM, kCopy>;
-using Wo = Gemv<DIM, DIM, kCopy>;
-using W13 = Gemv<2 * HIDDEN, DIM, kCopy>;
-using W2 = Gemv<DIM, HIDDEN, kPairs>;
+template <int N, int IN, bool PAIRS, int X> struct Gemv;
+template <int N, int IN, bool PAIRS> struct Gemv<N, IN, PAIRS, kShared> : GemvBase<N, IN, PAIRS> {};
+template <int N, int IN, bool PAIRS> struct Gemv<N, IN, PAIRS, kStream> : GemvBase<N, IN, PAIRS> {
+  __device__ mc::XRow x_in(int, int) const { return {this->prev}; }
+};
+template <int X = kShared> using Qkv = Gemv<QKV, DIM, false, X>;
+template <int X = kShared> using Wo = Gemv<DIM, DIM, false, X>;
+template <int X = kShared> using W13 = Gemv<2 * HIDDEN, DIM, true, X>;
+template <int X = kShared> using W2 = Gemv<DIM, HIDDEN, false, X>;
 constexpr int GEMVS_PER_LAYER = 4;
 
 /** Every layer's weights and the activations (one buffer per GEMV, reused by every layer). */
 struct Chain {
   const W* const* w;  // [layers * 4] device pointers: wq|wk|wv, wo, w1|w3, w2
   int layers;
-  const float* x0;    // [2 * HIDDEN] the first input (and every input where independent)
+  const float* x0;    // [HIDDEN] the first input (and every input where independent)
   float *y_qkv, *y_wo, *y_w13, *y_w2;
   bool independent;
-  __host__ __device__ Qkv qkv(int l) const { return {independent || l == 0 ? x0 : y_w2, w[4 * l], y_qkv, scale(DIM)}; }
-  __host__ __device__ Wo wo(int l) const { return {independent ? x0 : y_qkv, w[4 * l + 1], y_wo, scale(DIM)}; }
-  __host__ __device__ W13 w13(int l) const { return {independent ? x0 : y_wo, w[4 * l + 2], y_w13, scale(DIM)}; }
-  __host__ __device__ W2 w2(int l) const { return {independent ? x0 : y_w13, w[4 * l + 3], y_w2, scale(DIM) * 0.70710678f}; }
+  // x ~ 1 and W uniform in [-1, 1] (variance 1/3): W x ~ sqrt(K / 3); w1|w3's pairs add two such rows.
+  template <int X = kShared> __host__ __device__ Qkv<X> qkv(int l) const { return {{independent || l == 0 ? x0 : y_w2, w[4 * l], y_qkv, scale(DIM)}}; }
+  template <int X = kShared> __host__ __device__ Wo<X> wo(int l) const { return {{independent ? x0 : y_qkv, w[4 * l + 1], y_wo, scale(DIM)}}; }
+  template <int X = kShared> __host__ __device__ W13<X> w13(int l) const { return {{independent ? x0 : y_wo, w[4 * l + 2], y_w13, scale(DIM) * 0.70710678f}}; }
+  template <int X = kShared> __host__ __device__ W2<X> w2(int l) const { return {{independent ? x0 : y_w13, w[4 * l + 3], y_w2, scale(HIDDEN)}}; }
   __host__ __device__ static float scale(int k) { return 1.0f / sqrtf(float(k) / 3.0f); }
 };
 
@@ -163,6 +184,15 @@ __global__ void fill_kernel(W* w, size_t n, uint64_t seed) {
   }
 }
 
+/** Every GEMV of one x source ready to launch (gemv_kernel's shared memory and grid). */
+template <int X>
+void prepare_gemvs() {
+  CK(mc::gemv_prepare<Qkv<X>>());
+  CK(mc::gemv_prepare<Wo<X>>());
+  CK(mc::gemv_prepare<W13<X>>());
+  CK(mc::gemv_prepare<W2<X>>());
+}
+
 float bf16_bits_to_float(uint16_t b) {
   const uint32_t u = uint32_t(b) << 16;
   float f;
@@ -195,7 +225,7 @@ double time_graph(cudaGraphExec_t graph, cudaStream_t s, int reps) {
 struct Variant {
   std::string name;
   double ms = 0;
-  std::vector<float> y_w13, y_w2;  // the last layer's: the last GEMV's input and output
+  std::vector<float> y_wo, y_w13, y_w2;  // the last layer's: w1|w3's input, w2's input, the last output
 };
 
 std::vector<float> to_host(const float* p, size_t n) {
@@ -204,16 +234,19 @@ std::vector<float> to_host(const float* p, size_t n) {
   return v;
 }
 
-/** Relative L2 error of y against w2 · x in float64, x the pairs of `input` scaled as W2::load_x does (w2: the last layer's, bf16 bits). */
-double last_gemv_error(const std::vector<uint16_t>& w2, const std::vector<float>& input, const std::vector<float>& y) {
-  const float scale = Chain::scale(DIM) * 0.70710678f;  // W2::load_x's x, in its float arithmetic
-  std::vector<double> x(HIDDEN);
-  for (int i = 0; i < HIDDEN; ++i) x[size_t(i)] = double(scale * (input[2 * size_t(i)] + input[2 * size_t(i) + 1]));
+/**
+ * Relative L2 error against float64 of one GEMV's output y: y[r] = scale · W[r] · x (pairs: y[g] =
+ * scale · (W[2g] + W[2g + 1]) · x), x = input (its first k values). W: bf16 bits, [rows, k].
+ */
+double gemv_error(const std::vector<uint16_t>& w, int rows, int k, const std::vector<float>& input, const std::vector<float>& y, float scale, bool pairs) {
+  const std::vector<double> x(input.begin(), input.begin() + k);
   double num = 0, den = 0;
-  for (int r = 0; r < DIM; ++r) {
+  for (int o = 0; o < (pairs ? rows / 2 : rows); ++o) {
     double ref = 0;
-    for (int k = 0; k < HIDDEN; ++k) ref += double(bf16_bits_to_float(w2[size_t(r) * HIDDEN + k])) * x[size_t(k)];
-    const double d = double(y[size_t(r)]) - ref;
+    for (int row = pairs ? 2 * o : o; row < (pairs ? 2 * o + 2 : o + 1); ++row)
+      for (int i = 0; i < k; ++i) ref += double(bf16_bits_to_float(w[size_t(row) * k + i])) * x[size_t(i)];
+    ref *= scale;
+    const double d = double(y[size_t(o)]) - ref;
     num += d * d, den += ref * ref;
   }
   const double e = std::sqrt(num / den);
@@ -249,10 +282,9 @@ int main(int argc, char** argv) {
 
   cudaDeviceProp prop;
   CK(cudaGetDeviceProperties(&prop, 0));
-  CK(mc::gemv_prepare<Qkv>());
-  CK(mc::gemv_prepare<Wo>());
-  CK(mc::gemv_prepare<W13>());
-  CK(mc::gemv_prepare<W2>());
+  prepare_gemvs<kShared>();
+  prepare_gemvs<kStream>();
+  mc::device_info().x_stream = true;  // mc::gemv reads x in the stream for the Ops that have x_in (kStream), as the product does by default
   int resident = 0;  // blocks of both persistent kernels that fit the GPU at once
   for (auto kernel : {persistent_kernel<false>, persistent_kernel<true>}) {
     CK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kSmemBytes)));
@@ -277,19 +309,19 @@ int main(int argc, char** argv) {
   const W** w_dev = nullptr;
   CK(cudaMalloc(&w_dev, weights.size() * sizeof(W*)));
   CK(cudaMemcpy(w_dev, weights.data(), weights.size() * sizeof(W*), cudaMemcpyHostToDevice));
-  std::vector<float> x0(2 * size_t(HIDDEN));  // w2 reads pairs of its input: 2 * HIDDEN values
+  std::vector<float> x0(static_cast<size_t>(HIDDEN));  // where independent, every GEMV reads its first K values
   uint64_t z = seed;
   for (float& v : x0) z = z * 6364136223846793005ull + 1442695040888963407ull, v = float(double(z >> 11) * (2.0 / 9007199254740992.0) - 1.0);
   float *x0_dev = nullptr, *y = nullptr;
   unsigned* count = nullptr;  // [1 + GEMVs]: the barrier's arrivals, then each GEMV's ticket
   CK(cudaMalloc(&x0_dev, x0.size() * sizeof(float)));
   CK(cudaMemcpy(x0_dev, x0.data(), x0.size() * sizeof(float), cudaMemcpyHostToDevice));
-  const size_t y_floats = size_t(QKV) + DIM + 2 * size_t(HIDDEN) + DIM;
+  const size_t y_floats = size_t(QKV) + DIM + size_t(HIDDEN) + DIM;
   CK(cudaMalloc(&y, y_floats * sizeof(float)));
   const size_t counters = 1 + size_t(layers) * GEMVS_PER_LAYER;
   CK(cudaMalloc(&count, counters * sizeof(unsigned)));
   CK(cudaMemset(count, 0, counters * sizeof(unsigned)));  // mc::grid_barrier's counter starts at 0 (the persistent variants zero it again)
-  const Chain dependent{w_dev, layers, x0_dev, y, y + QKV, y + QKV + DIM, y + QKV + DIM + 2 * HIDDEN, false};
+  const Chain dependent{w_dev, layers, x0_dev, y, y + QKV, y + QKV + DIM, y + QKV + DIM + HIDDEN, false};
   Chain independent = dependent;
   independent.independent = true;
   // The same chain for the host, which builds the kernels' and the product chain's Ops: its weight
@@ -297,7 +329,8 @@ int main(int argc, char** argv) {
   // not on the emulator, whose device memory is the host's).
   Chain host = dependent;
   host.w = weights.data();
-  std::vector<uint16_t> w2_last(size_t(DIM) * HIDDEN);
+  std::vector<uint16_t> w13_last(size_t(2) * HIDDEN * DIM), w2_last(size_t(DIM) * HIDDEN);
+  CK(cudaMemcpy(w13_last.data(), weights[weights.size() - 2], w13_last.size() * sizeof(uint16_t), cudaMemcpyDeviceToHost));
   CK(cudaMemcpy(w2_last.data(), weights.back(), w2_last.size() * sizeof(uint16_t), cudaMemcpyDeviceToHost));
 
   cudaStream_t s;
@@ -313,19 +346,22 @@ int main(int argc, char** argv) {
     CK(cudaGraphDestroy(g));
     return e;
   };
-  auto kernels = [&](bool pdl) {
+  // One kernel a GEMV, x from where each GEMV's X (an XFrom, as std::integral_constant) says.
+  auto kernels = [&](bool pdl, auto xq, auto xo, auto x13, auto x2) {
     return [&, pdl]() {
       mc::device_info().pdl = pdl && prop.major >= 9;  // mc::launch reads it at each launch (as decode's capture does)
       for (int l = 0; l < layers; ++l) {
-        CK(mc::gemv(host.qkv(l), 1, s));
-        CK(mc::gemv(host.wo(l), 1, s));
-        CK(mc::gemv(host.w13(l), 1, s));
-        CK(mc::gemv(host.w2(l), 1, s));
+        CK(mc::gemv(host.qkv<decltype(xq)::value>(l), 1, s));
+        CK(mc::gemv(host.wo<decltype(xo)::value>(l), 1, s));
+        CK(mc::gemv(host.w13<decltype(x13)::value>(l), 1, s));
+        CK(mc::gemv(host.w2<decltype(x2)::value>(l), 1, s));
       }
     };
   };
+  const std::integral_constant<int, kShared> shared;
+  const std::integral_constant<int, kStream> stream;
   // The product's chain (MC_CUDA_DECODE=chain decodes a dense layer so): one cooperative launch a layer.
-  if (cudaError_t e = mc::gemv_chain_prepare<Qkv, Wo, W13, W2>()) std::fprintf(stderr, "boundaries: gemv_chain_prepare: %s\n", cudaGetErrorString(e)), std::exit(2);
+  if (cudaError_t e = mc::gemv_chain_prepare<Qkv<>, Wo<>, W13<>, W2<>>()) std::fprintf(stderr, "boundaries: gemv_chain_prepare: %s\n", cudaGetErrorString(e)), std::exit(2);
   auto chained = [&]() {
     for (int l = 0; l < layers; ++l) CK(mc::gemv_chain(count, s, host.qkv(l), host.wo(l), host.w13(l), host.w2(l)));
   };
@@ -353,28 +389,36 @@ int main(int argc, char** argv) {
     Variant v{name};
     v.ms = time_graph(e, s, reps);
     CK(cudaStreamSynchronize(s));
-    v.y_w13 = to_host(dependent.y_w13, 2 * size_t(HIDDEN));
+    v.y_wo = to_host(dependent.y_wo, DIM);
+    v.y_w13 = to_host(dependent.y_w13, HIDDEN);
     v.y_w2 = to_host(dependent.y_w2, DIM);
     CK(cudaGraphExecDestroy(e));
     variants.push_back(std::move(v));
   };
-  run("kernels", kernels(pdl_default));
-  run("kernels-nopdl", kernels(false));
+  run("kernels", kernels(pdl_default, shared, shared, shared, shared));
+  run("kernels-nopdl", kernels(false, shared, shared, shared, shared));
   run("chain", chained);
   run("persistent", persistent(dependent, true, false));
   run("persistent-dynamic", persistent(dependent, true, true));
   run("streaming", persistent(independent, false, false));
-  run("kernels (again)", kernels(pdl_default));
+  // x read in the stream: by wo and w2 only (the product's decode, whose wq|wk|wv and w1|w3 copy and
+  // normalize theirs), by every GEMV (run 20's experiment C: what no prologue at all would give).
+  run("kernels-x-wo-w2", kernels(pdl_default, shared, stream, shared, stream));
+  run("kernels-x-all", kernels(pdl_default, stream, stream, stream, stream));
+  run("kernels (again)", kernels(pdl_default, shared, shared, shared, shared));
   mc::device_info().pdl = pdl_default;
 
-  // Checks: the dependent variants agree bit for bit, and each last GEMV matches float64.
+  // Checks: the dependent variants agree bit for bit, each last GEMV matches float64, and so does
+  // the first variant's last w1|w3 (its pairs added in the epilogue).
   bool ok = true;
   std::string failures;
+  const double e13 = gemv_error(w13_last, 2 * HIDDEN, DIM, variants[0].y_wo, variants[0].y_w13, Chain::scale(DIM) * 0.70710678f, true);
+  if (!(e13 <= 1e-5)) ok = false, failures += " " + variants[0].name + " last w1|w3 off float64 (relative L2 " + std::to_string(e13) + ");";
   for (const Variant& v : variants) {
     // The chained variants' last w2 reads the w1|w3 output they left; streaming's reads x0.
     const bool chained = v.name != "streaming";
     if (chained && std::memcmp(v.y_w2.data(), variants[0].y_w2.data(), DIM * sizeof(float)) != 0) ok = false, failures += " " + v.name + " differs from kernels;";
-    const double e = last_gemv_error(w2_last, chained ? v.y_w13 : x0, v.y_w2);
+    const double e = gemv_error(w2_last, DIM, HIDDEN, chained ? v.y_w13 : x0, v.y_w2, Chain::scale(HIDDEN), false);
     if (!(e <= 1e-5)) ok = false, failures += " " + v.name + " last GEMV off float64 (relative L2 " + std::to_string(e) + ");";
   }
   const double limit_ms = weight_bytes / (copy_gbs * 1e9) * 1e3;  // the weights read once at the copy's (read + write) rate, as RESULTS counts it

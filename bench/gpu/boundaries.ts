@@ -83,10 +83,12 @@ export function boundariesTable(r: BoundariesResult): string[] {
     ...r.variants.map((v) => `| ${v.name} | ${v.ms.toFixed(3)} | ${(100 * v.fraction).toFixed(1)}% | ${v.name === 'streaming' ? '—' : v.boundary_us.toFixed(2)} |`),
     '',
     `Limit: the weights ÷ the copy bandwidth of this run (${r.copy_gbs.toFixed(0)} GB/s, read + write): ${r.limit_ms.toFixed(3)} ms. ` +
-      `kernels: the product's decode GEMV (mc::gemv_kernel) once per GEMV in one CUDA graph, PDL as decode launches it; kernels-nopdl: without PDL; ` +
+      `kernels: the product's decode GEMV (mc::gemv_kernel) once per GEMV in one CUDA graph, PDL as decode launches it, x copied into shared memory by each block first; kernels-nopdl: without PDL; ` +
       `chain: the product's mc::gemv_chain (MC_CUDA_DECODE=chain), one cooperative launch a layer over its four GEMVs with grid barriers between them; ` +
       `persistent: one cooperative kernel of ${r.blocks} blocks (${r.sms} SMs), a grid barrier between two GEMVs, each warp's first loads of the next GEMV issued before the barrier, each warp its fixed rows; ` +
       `persistent-dynamic: the same, rows after each warp's first handed out as warps ask (a counter a GEMV); ` +
-      `streaming: the same kernel with no barrier and no dependency (the floor). Outputs of kernels, kernels-nopdl, chain and both persistent bit-identical, each last GEMV within 1e-5 of float64: ${r.ok ? 'yes' : 'NO'}.`,
+      `streaming: the same kernel with no barrier and no dependency (the floor); ` +
+      `kernels-x-wo-w2: kernels with wo and w2 reading x in the stream, not from a shared-memory copy (the product's decode); kernels-x-all: every GEMV so. ` +
+      `Outputs of every variant but streaming bit-identical; each last GEMV, and the first variant's last w1|w3, within 1e-5 of float64: ${r.ok ? 'yes' : 'NO'}.`,
   ];
 }

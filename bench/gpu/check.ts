@@ -18,9 +18,11 @@
  * Prints a summary last and writes results.json and results.md under --out. --cases limits decode,
  * prefill and torch to the named configs (e.g. --cases mistral-7b-v0.1). --gemm picks the prefill
  * GEMM engine of every CUDA library and kernel check of this run (it sets MC_CUDA_GEMM before any
- * library loads, so each engine needs its own run): mma (default, mma.sync), wgmma (sm_90a, where
- * the launch judges it faster), wgmma-all (sm_90a, every prefill GEMM: for the checks); asking for
- * wgmma where the code for this GPU has none fails the kernel check. --prefetch-mb N[,M]: each decode
+ * library loads, so each engine needs its own run): wgmma (sm_90a, where the launch judges it
+ * faster), mma (mma.sync only: the A/B peer), wgmma-all (sm_90a, every prefill GEMM: for the
+ * checks). Without --gemm (or MC_CUDA_GEMM) each library takes its default: wgmma's rule on sm_90a,
+ * mma.sync elsewhere; asking for wgmma by name where the code for this GPU has none fails the
+ * kernel check. --prefetch-mb N[,M]: each decode
  * GEMV prefetches N MiB of the next GEMV's weights into L2 as its warps finish, M MiB where the
  * attention lies between the two (MC_CUDA_PREFETCH_MB; 0, the default, switches it off;
  * bench/RESULTS.md run 9), also one setting per run. --dtypes limits the kernel and logits checks to
@@ -57,7 +59,7 @@ const { values } = parseArgs({
     only: { type: 'string', default: 'kernels,logits,decode,long,prefill,torch' },
     cases: { type: 'string' },
     dtypes: { type: 'string', default: 'bf16,f16,f32' },
-    gemm: { type: 'string', default: process.env.MC_CUDA_GEMM ?? 'mma' },
+    gemm: { type: 'string', default: process.env.MC_CUDA_GEMM ?? '' },  // '': the libraries' default
     'prefetch-mb': { type: 'string', default: process.env.MC_CUDA_PREFETCH_MB ?? '0' },
     prebuilt: { type: 'string' },
     'torch-peers': { type: 'string', default: 'eager,compiled' },
@@ -75,9 +77,12 @@ const dtypes = new Set(values.dtypes!.split(','));
 for (const d of dtypes) if (!['bf16', 'f16', 'f32'].includes(d)) throw new Error(`--dtypes: unknown dtype ${d}; pass some of bf16,f16,f32`);
 const kernelCases = KERNEL_CASES.filter((c) => dtypes.has(c.dtype));
 const logitsCases = LOGITS_CASES.filter((c) => dtypes.has(c.dtype));
-const GEMM_ENGINES = ['mma', 'wgmma', 'wgmma-all'];
-if (!GEMM_ENGINES.includes(values.gemm!)) throw new Error(`--gemm: unknown engine ${values.gemm}; pass one of ${GEMM_ENGINES.join(', ')}`);
-process.env.MC_CUDA_GEMM = values.gemm;  // read by each CUDA library when it first initializes (mc_device.cuh)
+const GEMM_ENGINES = ['wgmma', 'mma', 'wgmma-all'];
+if (values.gemm !== '' && !GEMM_ENGINES.includes(values.gemm!)) throw new Error(`--gemm: unknown engine ${values.gemm}; pass one of ${GEMM_ENGINES.join(', ')}`);
+// Read by each CUDA library when it first initializes (mc_device.cuh); unset, each GPU gets its default.
+if (values.gemm === '') delete process.env.MC_CUDA_GEMM;
+else process.env.MC_CUDA_GEMM = values.gemm;
+const gemmWords = values.gemm === '' ? 'the default (wgmma where the launch judges it faster on sm_90a, else mma.sync; MC_CUDA_GEMM unset)' : `${values.gemm} (MC_CUDA_GEMM=${values.gemm})`;
 // MiB of the next decode GEMV's weights each GEMV prefetches into L2 as it finishes (0: off; RESULTS run 9).
 if (!/^\d+(,\d+)?$/.test(values['prefetch-mb']!)) {
   throw new Error(`--prefetch-mb: ${values['prefetch-mb']} is neither N nor N,M whole MiB (0 switches the L2 prefetch off; M: across the attention)`);
@@ -113,9 +118,9 @@ function decodeWords(): string {
 }
 /** MC_CUDA_X (mc_device.cuh: where wo's and w2's decode GEMVs read their input), in words. */
 function xWords(): string {
-  return process.env.MC_CUDA_X === 'stream'
-    ? 'wo and w2 read x in the stream (MC_CUDA_X=stream)'
-    : 'every decode GEMV copies x into shared memory first (MC_CUDA_X unset)';
+  return process.env.MC_CUDA_X === 'shared'
+    ? 'every decode GEMV copies x into shared memory first (MC_CUDA_X=shared)'
+    : 'wo and w2 read x in the stream, the other decode GEMVs copy it into shared memory first (MC_CUDA_X unset)';
 }
 /** MC_CUDA_PDL and MC_CUDA_PDL_TRIGGER (mc_device.cuh: which decode kernels launch with PDL, and when a GEMV lets the next one launch), in words. */
 function pdlWords(): string {
@@ -140,7 +145,7 @@ const device = await gpuInfo();
 const decodeCases = selectDecodeCases(values.cases, memoryMiB(device));
 const longCases = selectDecodeCases(values.cases, memoryMiB(device), 'long');
 const withCpu = await hasGxx();
-log(`GPU ${device.name} (${device.memory}, driver ${device.driver}), building for ${device.archs.join(',')}; prefill GEMM engine ${values.gemm}; L2 prefetch ${values['prefetch-mb']} MiB; ${pdlWords()}; CPU backend ${withCpu ? 'available' : 'missing (no g++): logits checked against the float64 reference only'}`);
+log(`GPU ${device.name} (${device.memory}, driver ${device.driver}), building for ${device.archs.join(',')}; prefill GEMM engine ${gemmWords}; L2 prefetch ${values['prefetch-mb']} MiB; ${pdlWords()}; CPU backend ${withCpu ? 'available' : 'missing (no g++): logits checked against the float64 reference only'}`);
 
 const kernels: KernelCheckResult[] = [];
 let copyGbs: number | null = null;
@@ -295,7 +300,7 @@ if (sections.has('torch')) {
 // The measurements first, before any formatting that could fail at the end of a long run.
 writeFileSync(join(out, 'results.json'), JSON.stringify({ device, copyGbs, matrix, kernels, logits, decode, long, prefill, breakdown, boundaries, torch }, null, 2) + '\n');
 const md: string[] = [];
-md.push(`Device: ${device.name} (${device.memory}, driver ${device.driver}); libraries built for ${device.archs.join(',')}; prefill GEMM engine: ${values.gemm} (MC_CUDA_GEMM); ` +
+md.push(`Device: ${device.name} (${device.memory}, driver ${device.driver}); libraries built for ${device.archs.join(',')}; prefill GEMM engine: ${gemmWords}; ` +
   `decode GEMVs prefetch ${prefetchWords(values['prefetch-mb']!)} into L2 (MC_CUDA_PREFETCH_MB=${values['prefetch-mb']}); ` +
   `prefill GEMMs narrow A once: ${a16Words(process.env.MC_CUDA_A16)} (MC_CUDA_A16${process.env.MC_CUDA_A16 ? `=${process.env.MC_CUDA_A16}` : ' unset'}); ` +
   `${pdlWords()}; decode: ${decodeWords()}; ${xWords()}; grids of fewer small-tile blocks than SMs that cannot split K take the ${process.env.MC_CUDA_GEMM_DEEP === '0' ? '4' : '8'}-stage small tile (MC_CUDA_GEMM_DEEP${process.env.MC_CUDA_GEMM_DEEP ? `=${process.env.MC_CUDA_GEMM_DEEP}` : ' unset'}).`);

@@ -11,9 +11,9 @@ namespace mc {
 /**
  * The device this library runs on: multiprocessor count (GEMV grids), whether PDL exists (sm_90+),
  * and whether prefill GEMMs may use the wgmma engine (mc_gemm_wgmma.cuh): only where the code loaded
- * for this GPU was built for sm_90a, and, until that engine has passed the GPU check, only when asked
- * for in the environment: MC_CUDA_GEMM=wgmma (where gemm() judges it faster), MC_CUDA_GEMM=wgmma-all
- * (every prefill GEMM: kernel checks and A/B timing); unset or MC_CUDA_GEMM=mma: mma.sync only.
+ * for this GPU was built for sm_90a, where gemm() judges it faster (unset or MC_CUDA_GEMM=wgmma: the
+ * default since bench/RESULTS.md run 23); MC_CUDA_GEMM=wgmma-all puts every prefill GEMM on it
+ * (kernel checks), MC_CUDA_GEMM=mma none (mma.sync only: A/B timing).
  */
 struct DeviceInfo {
   int sms = 0;
@@ -41,10 +41,10 @@ struct DeviceInfo {
   // layer one kernel, where a block's 8 warps hold a KV group's query heads; else as chain). Off
   // ("kernels") until timed (bench/RESULTS.md runs 17, 18 and 19).
   bool decode_chain = false, decode_layer = false;
-  // MC_CUDA_X=stream: decode GEMVs whose input needs no transform (wo, w2) read it in the stream
-  // instead of copying it into shared memory first (mc::XRow; bench/RESULTS.md runs 17 and 20-21).
-  // Off ("shared") until timed in a whole decode step.
-  bool x_stream = false;
+  // Decode GEMVs whose input needs no transform (wo, w2) read it in the stream instead of copying it
+  // into shared memory first (mc::XRow; bench/RESULTS.md runs 17 and 20-22: ~0.07 ms a token of the
+  // 7B on an H200); MC_CUDA_X=shared copies it as every other decode GEMV does. The same bits either way.
+  bool x_stream = true;
 };
 
 /**
@@ -115,12 +115,12 @@ struct Choice {
   const char* values[3];  // nullptr after the last where fewer
   const char* example;    // the refusal's fix
 };
-inline constexpr Choice kGemmEngine = {"MC_CUDA_GEMM", {"mma", "wgmma", "wgmma-all"}, "one of those"};
+inline constexpr Choice kGemmEngine = {"MC_CUDA_GEMM", {"wgmma", "mma", "wgmma-all"}, "one of those"};
 inline constexpr Choice kGemmDeep = {"MC_CUDA_GEMM_DEEP", {"1", "0"}, "0 to keep the 4-stage small tile for grids smaller than the GPU"};
 inline constexpr Choice kPdl = {"MC_CUDA_PDL", {"gemv", "all", "off"}, "gemv (the default)"};
 inline constexpr Choice kPdlTrigger = {"MC_CUDA_PDL_TRIGGER", {"exit", "last-rows"}, "exit (the default)"};
 inline constexpr Choice kDecode = {"MC_CUDA_DECODE", {"kernels", "chain", "layer"}, "kernels (the default)"};
-inline constexpr Choice kXSource = {"MC_CUDA_X", {"shared", "stream"}, "shared (the default)"};
+inline constexpr Choice kXSource = {"MC_CUDA_X", {"stream", "shared"}, "stream (the default)"};
 
 /** The index of the switch's value among its values: 0 where it is unset or empty, -1 where it is none of them. */
 inline int choice(const Choice& c) {
@@ -180,11 +180,11 @@ inline cudaError_t init_device_info() {
   device_info().pdl_early_trigger = device_info().pdl && choice(kPdlTrigger) == 1;  // exit, last-rows
   device_info().decode_chain = choice(kDecode) >= 1;                                 // kernels, chain, layer
   device_info().decode_layer = choice(kDecode) == 2;
-  device_info().x_stream = choice(kXSource) == 1;                                     // shared, stream
+  device_info().x_stream = choice(kXSource) == 0;                                     // stream, shared
   if (cudaError_t e = cudaMemcpyFromSymbol(&built, wgmma_built, sizeof built)) return e;
-  const int engine = choice(kGemmEngine);  // mma, wgmma, wgmma-all
+  const int engine = choice(kGemmEngine);  // wgmma, mma, wgmma-all
   device_info().wgmma_built = built == 1;
-  device_info().wgmma = built == 1 && engine >= 1;
+  device_info().wgmma = built == 1 && engine != 1;
   device_info().wgmma_all = device_info().wgmma && engine == 2;
   device_info().a16_min_rows = std::max(0, parse_a16_min_rows(env_setting("MC_CUDA_A16")));
   device_info().deep_small_tile = choice(kGemmDeep) != 1;  // 1, 0

@@ -345,6 +345,12 @@ __global__ void __launch_bounds__(256) gemm_narrow_a_kernel(const Op op, uint16_
  */
 inline bool narrows_a(int max_m) { return device_info().a16_min_rows > 0 && max_m >= device_info().a16_min_rows; }
 
+/**
+ * The fewest rows an item may hold (max_m: the prefill's tokens, for the experts too, where it bounds
+ * their routed rows) for a prefill GEMM to go to wgmma by default.
+ */
+constexpr int kWgmmaMinRows = 32;
+
 /** Most K ranges a GEMM is split into, and the fewest K steps (of 32) in one range. */
 constexpr int kMaxSplits = 8, kMinSplitSteps = 8;
 
@@ -375,10 +381,13 @@ inline cudaError_t gemm_run(const Op& op, int items, int max_m, int n_cols, cons
   const int64_t small_waves = (gemm_blocks<GemmSmall::BM, GemmSmall::BN>(b_rows, max_m, items) + small_slots - 1) / small_slots;
   if (device_info().wgmma) {
     // A wgmma block is 4 small blocks of work, one block per SM: a wave of it is a small wave of work,
-    // assumed done in half the time. Only where its grid keeps at least 3/4 of the SMs busy: with few
-    // tokens the weights' bytes set the time, and every SM must stream them.
+    // assumed done in half the time. Only where its grid keeps at least 3/4 of the SMs busy, and from
+    // kWgmmaMinRows rows: with few tokens the weights' bytes set the time, every SM must stream them,
+    // and mma.sync's small and deep tiles stream them faster (RESULTS run 23: with 16 tokens wgmma
+    // took the 7B's w1|w3 and Mixtral's experts, 1-2% slower than mma.sync; with 128 and 512 tokens
+    // it is 19-52% faster).
     const int64_t wg_blocks = gemm_blocks<wgmma::BM, wgmma::BN>(b_rows, max_m, items);
-    if (device_info().wgmma_all || (4 * wg_blocks >= 3 * sms && (wg_blocks + sms - 1) / sms < 2 * small_waves)) {
+    if (device_info().wgmma_all || (max_m >= kWgmmaMinRows && 4 * wg_blocks >= 3 * sms && (wg_blocks + sms - 1) / sms < 2 * small_waves)) {
       gemm_wgmma_kernel<Op, A16><<<gemm_grid<Op, wgmma::BM, wgmma::BN>(items, max_m, n_cols), wgmma::THREADS, wgmma::SMEM_BYTES, s>>>(op, a16);
       return cudaGetLastError();
     }

@@ -1,5 +1,5 @@
 // The prefill GEMM on Hopper's warpgroup tensor cores (wgmma, sm_90a only). Included by mc_gemm.cuh,
-// whose gemm() picks it on an sm_90a device when it is switched on (MC_CUDA_GEMM=wgmma); the
+// whose gemm() picks it on an sm_90a device where it judges it faster (unless MC_CUDA_GEMM=mma); the
 // mma.sync gemm_kernel stays the engine everywhere else. Same Op interface as gemm_kernel.
 //
 // Why a second engine: mma.sync issues one 16x8x16 product per warp instruction and needs every

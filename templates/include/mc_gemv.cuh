@@ -14,7 +14,7 @@ struct XShared {
 };
 /**
  * x read where it lies, in the stream beside the weights (through L1: the block's warps read the
- * same row), under MC_CUDA_X=stream. No prologue: a block that first copies all of x into shared
+ * same row), unless MC_CUDA_X=shared. No prologue: a block that first copies all of x into shared
  * memory leaves the memory pipe idle at every GEMV boundary (bench/RESULTS.md run 17, experiment B;
  * run 20: for GEMVs with an RMSNorm in front, normalizing in the stream cost more than it saved).
  */
@@ -163,7 +163,7 @@ __device__ __forceinline__ void gemv_group(const Op& op, int item, int group, co
  *               streaming them before it waits for the previous kernel;
  *   bool load_x(item, xs)            fill xs[NSRC][K] (all threads; false: skip this item)
  *   X x_in(item, lane)               optional (one source, every item live, no transform): x read in
- *                                    the stream (XRow) under MC_CUDA_X=stream, no shared memory;
+ *                                    the stream (XRow) unless MC_CUDA_X=shared, no shared memory;
  *                                    load_x still serves the other setting and the decode chains
  *   void rows(item, group, src, ptr[ROWS], scale)  the weight rows of a group and the source's scale
  *   void epilogue(item, group, acc[ROWS])          lane 0 of the warp; acc = sum over sources
@@ -201,7 +201,7 @@ __global__ void __launch_bounds__(Op::WARPS * 32) gemv_kernel(const Op op, const
       loaded = false;
     }
   };
-  if constexpr (X_STREAM) {  // MC_CUDA_X=stream, for an Op with x_in
+  if constexpr (X_STREAM) {  // an Op with x_in, unless MC_CUDA_X=shared
     static_assert(kXInStream<Op> && Op::NSRC == 1, "x read in the stream: an Op with x_in, one source");
     const auto x = op.x_in(item, lane);
     groups([&](int) { return x; });
@@ -233,7 +233,7 @@ inline cudaError_t gemv_prepare() {
   if (device_info().sms == 0)
     if (cudaError_t e = init_device_info()) return e;
   if (cudaError_t e = cudaFuncSetAttribute(gemv_kernel<Op>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(gemv_smem_bytes<Op>()))) return e;
-  // MC_CUDA_X=stream's kernel (no shared memory) runs the grid sized here, so that both settings run the same one.
+  // The x-in-the-stream kernel (no shared memory) runs the grid sized here, so that both settings run the same one.
   int per_sm = 0;
   if (cudaError_t e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, gemv_kernel<Op>, Op::WARPS * 32, gemv_smem_bytes<Op>())) return e;
   gemv_resident_blocks<Op>() = per_sm * device_info().sms;

@@ -29,7 +29,7 @@ describe.skipIf(!hasNvcc())('MC_CUDA_* switches, read by the library', () => {
     const r = await execa(probe, [], { reject: false, all: true, env, extendEnv: false });
     return { code: r.exitCode, line: String(r.all ?? '').trim() };
   };
-  const defaults = { pdl: '1', between: '0', early: '0', wgmma: '0', wgmma_all: '0', deep: '1', a16: '1', prefetch: '0,0', chain: '0', layer: '0', x: '0' };
+  const defaults = { pdl: '1', between: '0', early: '0', wgmma: '1', wgmma_all: '0', deep: '1', a16: '1', prefetch: '0,0', chain: '0', layer: '0', x: '1' };
   const fields = (line: string) => Object.fromEntries(line.split(' ').map((kv) => kv.split('=') as [string, string]));
 
   it('unset, and set empty, mean the defaults', async () => {
@@ -45,9 +45,9 @@ describe.skipIf(!hasNvcc())('MC_CUDA_* switches, read by the library', () => {
       [{ MC_CUDA_PDL_TRIGGER: 'exit' }, {}],
       [{ MC_CUDA_PDL_TRIGGER: 'last-rows' }, { early: '1' }],
       [{ MC_CUDA_PDL: 'off', MC_CUDA_PDL_TRIGGER: 'last-rows' }, { pdl: '0' }],  // no PDL, no trigger
-      [{ MC_CUDA_GEMM: 'mma' }, {}],
-      [{ MC_CUDA_GEMM: 'wgmma' }, { wgmma: '1' }],
-      [{ MC_CUDA_GEMM: 'wgmma-all' }, { wgmma: '1', wgmma_all: '1' }],
+      [{ MC_CUDA_GEMM: 'wgmma' }, {}],
+      [{ MC_CUDA_GEMM: 'mma' }, { wgmma: '0' }],
+      [{ MC_CUDA_GEMM: 'wgmma-all' }, { wgmma_all: '1' }],
       [{ MC_CUDA_GEMM_DEEP: '1' }, {}],
       [{ MC_CUDA_GEMM_DEEP: '0' }, { deep: '0' }],
       [{ MC_CUDA_A16: '0' }, { a16: '0' }],
@@ -58,8 +58,8 @@ describe.skipIf(!hasNvcc())('MC_CUDA_* switches, read by the library', () => {
       [{ MC_CUDA_DECODE: 'kernels' }, {}],
       [{ MC_CUDA_DECODE: 'chain' }, { chain: '1' }],
       [{ MC_CUDA_DECODE: 'layer' }, { chain: '1', layer: '1' }],  // the layer's GEMVs are a chain
-      [{ MC_CUDA_X: 'shared' }, {}],
-      [{ MC_CUDA_X: 'stream' }, { x: '1' }],
+      [{ MC_CUDA_X: 'stream' }, {}],
+      [{ MC_CUDA_X: 'shared' }, { x: '0' }],
     ];
     for (const [env, changed] of cases) {
       const { code, line } = await read(env);
@@ -72,12 +72,12 @@ describe.skipIf(!hasNvcc())('MC_CUDA_* switches, read by the library', () => {
     const cases: Array<[Record<string, string>, string]> = [
       [{ MC_CUDA_PDL: 'ALL' }, 'MC_CUDA_PDL="ALL" in the environment is not gemv, all or off; unset it, or set gemv (the default)'],
       [{ MC_CUDA_PDL_TRIGGER: 'early' }, 'MC_CUDA_PDL_TRIGGER="early" in the environment is not exit or last-rows; unset it, or set exit (the default)'],
-      [{ MC_CUDA_GEMM: 'wgmma ' }, 'MC_CUDA_GEMM="wgmma " in the environment is not mma, wgmma or wgmma-all; unset it, or set one of those'],
+      [{ MC_CUDA_GEMM: 'wgmma ' }, 'MC_CUDA_GEMM="wgmma " in the environment is not wgmma, mma or wgmma-all; unset it, or set one of those'],
       [{ MC_CUDA_GEMM_DEEP: 'yes' }, 'MC_CUDA_GEMM_DEEP="yes" in the environment is not 1 or 0; unset it, or set 0 to keep the 4-stage small tile for grids smaller than the GPU'],
       [{ MC_CUDA_A16: '-1' }, 'MC_CUDA_A16="-1" in the environment is not a row count from 0 to 65536; unset it, or set 0 to read A through the Op, or N to narrow it from N rows'],
       [{ MC_CUDA_PREFETCH_MB: '1,2,3' }, 'MC_CUDA_PREFETCH_MB="1,2,3" in the environment is not N or N,M whole MiB; unset it, or set e.g. 8 or 8,24'],
       [{ MC_CUDA_DECODE: 'persistent' }, 'MC_CUDA_DECODE="persistent" in the environment is not kernels, chain or layer; unset it, or set kernels (the default)'],
-      [{ MC_CUDA_X: 'global' }, 'MC_CUDA_X="global" in the environment is not shared or stream; unset it, or set shared (the default)'],
+      [{ MC_CUDA_X: 'global' }, 'MC_CUDA_X="global" in the environment is not stream or shared; unset it, or set stream (the default)'],
     ];
     for (const [env, message] of cases) {
       expect(await read(env), JSON.stringify(env)).toEqual({ code: 2, line: `refused: ${message}` });

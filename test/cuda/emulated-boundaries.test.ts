@@ -42,17 +42,19 @@ describe.skipIf(!hasNvcc())('the boundary benchmark', () => {
     expect(prebuiltBoundaries(manifest(hashFiles(boundariesSources())), ['sm_80'])).toBeUndefined();
   }, 180_000);
 
-  it('on the emulator: seven variants, each timed, the chained ones bit-identical and every last GEMV within 1e-5 of float64', async () => {
+  it('on the emulator: nine variants, each timed, the chained ones bit-identical wherever they read x from, and every last GEMV within 1e-5 of float64', async () => {
     const r = await runBoundaries(emulated, COPY_GBS, EMULATED_RUN, ONE_SM);
     expect(r.ok).toBe(true);
-    expect(r.variants.map((v) => v.name)).toEqual(['kernels', 'kernels-nopdl', 'chain', 'persistent', 'persistent-dynamic', 'streaming', 'kernels (again)']);
+    expect(r.variants.map((v) => v.name)).toEqual([
+      'kernels', 'kernels-nopdl', 'chain', 'persistent', 'persistent-dynamic', 'streaming', 'kernels-x-wo-w2', 'kernels-x-all', 'kernels (again)',
+    ]);
     for (const v of r.variants) expect(v.ms > 0 && Number.isFinite(v.boundary_us)).toBe(true);
     expect(r).toMatchObject({ blocks: 4, layers: 2, gemvs: 8 });
     // 2 layers of (96 + 64 + 256 + 64) rows of 64 or 128 bf16 values
     expect(r.weight_bytes).toBe(2 * 2 * (96 * 64 + 64 * 64 + 256 * 64 + 64 * 128));
     const table = boundariesTable(r).join('\n');
     expect(table).toContain('| persistent |');
-    expect(table).toContain('bit-identical, each last GEMV within 1e-5 of float64: yes');
+    expect(table).toContain('bit-identical; each last GEMV, and the first variant\'s last w1|w3, within 1e-5 of float64: yes');
   }, 120_000);
 
   it('fails its checks when the persistent kernel reads a stale input (a seeded fault); refuses a grid the GPU cannot hold at once, and a run without the copy bandwidth', async () => {

@@ -32,7 +32,7 @@ afterEach(() => {
   delete process.env.MC_CUDA_X;
 });
 
-interface Case { config: string; dtype: Dtype; engine?: 'wgmma-all'; prompt?: number; chunk?: number; prefetchMb?: string; a16?: string; pdl?: string; trigger?: string; decode?: 'chain' | 'layer'; x?: 'stream' }
+interface Case { config: string; dtype: Dtype; engine?: 'wgmma-all' | 'mma'; prompt?: number; chunk?: number; prefetchMb?: string; a16?: string; pdl?: string; trigger?: string; decode?: 'chain' | 'layer'; x?: 'shared' }
 // Dense, windowed (int and per-layer list), MoE top-2 and top-1; each dtype at least once; the wgmma
 // engine under the whole model. Fresh weights and tokens each run, MoE too: checkLogits draws the
 // tokens again until no routing decision of the float64 reference is near a tie (ROUTING_MARGIN in
@@ -44,11 +44,12 @@ interface Case { config: string; dtype: Dtype; engine?: 'wgmma-all'; prompt?: nu
 // after another, so this checks the launch paths, not the overlap). decode: MC_CUDA_DECODE=chain (a dense
 // layer's decode GEMVs in one cooperative kernel a layer, whose blocks the emulator holds at once) or
 // layer (its decode attention and combine too; per-layer windows: a chain type per window and KV ring).
-// x: MC_CUDA_X=stream (wo and w2 read their input in the stream, not from a shared-memory copy).
+// x: MC_CUDA_X=shared (wo and w2 copy their input into shared memory, where the default reads it in the stream).
 const CASES: Case[] = [
-  { config: 'tiny-dense', dtype: 'bf16', prefetchMb: '8', x: 'stream' },
-  // One 80-token chunk: more rows than one 64-row tile, A narrowed once into the model's a16 buffer.
-  { config: 'tiny-dense', dtype: 'f16', prompt: 80, chunk: 80, pdl: 'off' },
+  { config: 'tiny-dense', dtype: 'bf16', prefetchMb: '8', x: 'shared' },
+  // One 80-token chunk: more rows than one 64-row tile, A narrowed once into the model's a16 buffer,
+  // on mma.sync alone (the default engine takes the GEMMs its launch rule judges faster on wgmma).
+  { config: 'tiny-dense', dtype: 'f16', prompt: 80, chunk: 80, pdl: 'off', engine: 'mma' },
   { config: 'tiny-dense-full', dtype: 'f32' },
   { config: 'tiny-window-list', dtype: 'f16', a16: '0' },
   { config: 'tiny-moe', dtype: 'bf16', engine: 'wgmma-all', prefetchMb: '1,8' },

@@ -55,7 +55,7 @@ describe.skipIf(hasGpu() || !hasNvcc())('without a GPU', () => {
   it('a malformed MC_CUDA_* variable is named before the device check, with what it accepts', async () => {
     const cases: Array<[string, string, RegExp]> = [
       ['MC_CUDA_PREFETCH_MB', '8MB', /^environment: MC_CUDA_PREFETCH_MB: "8MB" is not N or N,M whole MiB; unset it, or set e\.g\. 8 or 8,24$/],
-      ['MC_CUDA_GEMM', 'wgma', /^environment: MC_CUDA_GEMM: "wgma" is not mma, wgmma or wgmma-all; unset it, or set one of those$/],
+      ['MC_CUDA_GEMM', 'wgma', /^environment: MC_CUDA_GEMM: "wgma" is not wgmma, mma or wgmma-all; unset it, or set one of those$/],
       ['MC_CUDA_A16', 'off\n', /^environment: MC_CUDA_A16: "off\?" is not a row count from 0 to 65536; unset it, or set 0 to read A through the Op, or N to narrow it from N rows$/],
       ['MC_CUDA_A16', '65537', /^environment: MC_CUDA_A16: "65537" is not a row count from 0 to 65536; /],
       ['MC_CUDA_A16', '-1', /^environment: MC_CUDA_A16: "-1" is not a row count/],

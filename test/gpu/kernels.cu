@@ -1006,11 +1006,11 @@ int main(int argc, char** argv) {
 #endif
 #if MC_DENSE
   {
-    // MC_CUDA_X=stream: wo and w2 read x in the stream (mc::XRow), the other GEMVs as before; the
-    // chain (x in shared memory) must still give the same bits as these kernels.
+    // MC_CUDA_X=shared: wo and w2 copy x into shared memory as the other GEMVs do (where the default
+    // reads it in the stream, mc::XRow); the chain (x in shared memory) gives the same bits as both.
     const bool saved = mc::device_info().x_stream;
-    mc::device_info().x_stream = true;
-    g_variant = "  [MC_CUDA_X=stream]";
+    mc::device_info().x_stream = false;
+    g_variant = "  [MC_CUDA_X=shared]";
     projections(1);
     if (!mc::kTensorCores<W>) projections(tp);  // f32 weights: a GEMV of tp tokens, x_in per token
     check_decode_chain<false>(true);

@@ -14,8 +14,9 @@
 #     synccheck over the kernel checks of tiny-moe and mistral-7b-v0.1 in bf16, prefills of 37 and 130 tokens:
 #     split-K and A narrowed once on the 7B's shapes)
 #   WGMMA=1 bash bench/gpu/device/run.sh --only kernels,logits,prefill   (then the kernel and logits checks in
-#     bf16 and f16 with every prefill GEMM on wgmma, and prefill timed with the wgmma launch rule: $OUT/wgmma-all,
-#     $OUT/wgmma)
+#     bf16 and f16 with every prefill GEMM on wgmma, and prefill timed with mma.sync alone, the peer of the
+#     default engine: $OUT/wgmma-all, $OUT/mma; WGMMA_KERNELS=tiny-moe.bf16,mistral-7b-v0.1.bf16 checks only
+#     those cases' kernels; run 23 of bench/RESULTS.md)
 #   A16_AB=1 bash bench/gpu/device/run.sh --only prefill   (then prefill again with MC_CUDA_A16=0, A read
 #     through the Op by every column block as before run 8, and with MC_CUDA_A16=64, A narrowed from 64 rows
 #     only as before run 12: $OUT/a16.md and $OUT/a16.log)
@@ -30,9 +31,10 @@
 #     layer's wo, w1|w3, w2 and the next wq|wk|wv in one cooperative kernel, with MC_CUDA_DECODE=layer, its
 #     decode attention and combine in that kernel too, and with the defaults once more: $OUT/chain.md and
 #     $OUT/chain.log; runs 18 and 19 of bench/RESULTS.md; CHAIN_CASES=mistral-7b-v0.1 limits it)
-#   X_AB=1 bash bench/gpu/device/run.sh --only decode   (then decode again with MC_CUDA_X=stream, wo and w2
-#     reading their input in the stream instead of a shared-memory copy, and with the defaults once more:
-#     $OUT/x.md and $OUT/x.log; runs 20-21 of bench/RESULTS.md; X_CASES=mistral-7b-v0.1 limits it)
+#   X_AB=1 bash bench/gpu/device/run.sh --only decode   (then decode again with MC_CUDA_X=shared, wo and w2
+#     copying their input into shared memory instead of reading it in the stream, with the defaults, and both
+#     once more: $OUT/x.md and $OUT/x.log; runs 20-22 of bench/RESULTS.md; X_CASES=mistral-7b-v0.1 limits it,
+#     X_ONLY=breakdown runs the in-situ breakdown in each arm instead of decode)
 #   bash bench/gpu/device/run.sh --only boundaries   (~20 s: what a boundary between two decode GEMVs costs as
 #     kernels in a graph and as a grid barrier in one persistent kernel, bench/gpu/boundaries.cu; RESULTS run 17)
 #   DEEP_AB=1 bash bench/gpu/device/run.sh --only prefill   (then prefill again with MC_CUDA_GEMM_DEEP=0: the
@@ -43,7 +45,8 @@
 #   KERNELS=tiny-dense.bf16,mistral-7b-v0.1.bf16 bash bench/gpu/device/run.sh --only decode   (then the kernel checks
 #     of the named cases only, their prebuilt checkers run directly with a fresh seed and the default
 #     prefills (37 and 700 tokens), where --only kernels runs every case of bench/gpu/cases.ts, Mistral Large 2's
-#     float64 reference too; KERNELS_GEMM=wgmma-all checks them with every prefill GEMM on wgmma: $OUT/kernels.log)
+#     float64 reference too; KERNELS_GEMM=wgmma-all checks them with every prefill GEMM on wgmma, KERNELS_GEMM=mma
+#     with none: $OUT/kernels.log)
 #   PDL_AB=1 bash bench/gpu/device/run.sh --only decode   (then decode again with MC_CUDA_PDL=all, with
 #     MC_CUDA_PDL_TRIGGER=last-rows, with both, with MC_CUDA_PDL=off, and with the defaults once more so
 #     that drift shows: $OUT/pdl.md and $OUT/pdl.log; run 14 of bench/RESULTS.md; PDL_CASES=config limits it)
@@ -103,9 +106,12 @@ if [ -n "${KERNELS:-}" ]; then
   # Each case's own checker, as --only kernels runs it (every core for the float64 reference), one log for all.
   for case in ${KERNELS//,/ }; do
     binary=$(kernel_check "$case") || { status=1; continue; }
-    echo "=== [$((SECONDS - started)) s] kernel checks of $case, MC_CUDA_GEMM=${KERNELS_GEMM:-mma}" | tee -a "$OUT/kernels.log"
-    MC_CUDA_GEMM=${KERNELS_GEMM:-mma} OMP_NUM_THREADS=$(nproc) timed "$binary" 2>&1 | tee -a "$OUT/kernels.log" | grep -v '^ok '
-    s=${PIPESTATUS[0]}
+    echo "=== [$((SECONDS - started)) s] kernel checks of $case, MC_CUDA_GEMM=${KERNELS_GEMM:-(unset)}" | tee -a "$OUT/kernels.log"
+    # Unset, each GPU's default engine (wgmma where the launch judges it faster on sm_90a).
+    ( if [ -n "${KERNELS_GEMM:-}" ]; then export MC_CUDA_GEMM="$KERNELS_GEMM"; else unset MC_CUDA_GEMM; fi
+      OMP_NUM_THREADS=$(nproc) timed "$binary" 2>&1 | tee -a "$OUT/kernels.log" | grep -v '^ok '
+      exit "${PIPESTATUS[0]}" )
+    s=$?
     [ "$s" = 0 ] || status=$s
   done
 fi
@@ -118,6 +124,7 @@ fi
 # decode_ab GROUP CASES SETTING...: decode once per setting (NAME=VALUE words; "" for the defaults), each
 # in its own process (a library reads its MC_CUDA_* switches when it first initializes), CASES limiting
 # the configs (empty: all), with the check options this script was given.
+# SECTIONS (default decode): the check's sections each arm runs.
 decode_ab() {
   local group=$1 cases=$2 setting
   shift 2
@@ -125,7 +132,7 @@ decode_ab() {
     # A subshell keeps the setting to this arm; its status comes back as its exit.
     # shellcheck disable=SC2086
     ( if [ -n "$setting" ]; then export $setting; fi
-      variant "$group" "${setting:-defaults again}" "${check_args[@]}" --only decode ${cases:+--cases "$cases"}
+      variant "$group" "${setting:-defaults again}" "${check_args[@]}" --only "${SECTIONS:-decode}" ${cases:+--cases "$cases"}
       exit "$status" ) || status=$?
   done
 }
@@ -136,8 +143,9 @@ if [ "${CHAIN_AB:-0}" = 1 ]; then
   decode_ab chain "${CHAIN_CASES:-}" "MC_CUDA_DECODE=chain" "MC_CUDA_DECODE=layer" ""
 fi
 if [ "${X_AB:-0}" = 1 ]; then
-  # wo and w2 read x in the stream (MC_CUDA_X=stream, run 21), then the defaults again.
-  decode_ab x "${X_CASES:-}" "MC_CUDA_X=stream" ""
+  # wo and w2 copy x into shared memory (MC_CUDA_X=shared), then read it in the stream (the default since
+  # run 22), twice over: the difference is ~2%, the spread between identical runs.
+  SECTIONS=${X_ONLY:-decode} decode_ab x "${X_CASES:-}" "MC_CUDA_X=shared" "" "MC_CUDA_X=shared" ""
 fi
 if [ "${PDL_AB:-0}" = 1 ]; then
   # Run 14's settings, the defaults again last.
@@ -160,14 +168,29 @@ if [ "${DEEP_AB:-0}" = 1 ]; then
 fi
 if [ "${WGMMA:-0}" = 1 ]; then
   # Each engine in its own process: a library reads MC_CUDA_GEMM once, when it first initializes.
-  echo "=== [$((SECONDS - started)) s] wgmma-all: kernel checks and logits"
   # bf16 and f16 only: f32 weights have no tensor-core GEMM, so their checks do not depend on the engine.
-  timed /tmp/node .devtools/check.mjs --prebuilt .devtools/prebuilt/manifest.json --out "$OUT/wgmma-all" --gemm wgmma-all --only kernels,logits --dtypes bf16,f16 2>&1 | tee "$OUT/wgmma-all.log"
-  wg_status=${PIPESTATUS[0]}
+  wg_sections=kernels,logits wg_status=0
+  if [ -n "${WGMMA_KERNELS:-}" ]; then
+    # Only the named cases' kernel checks (their prebuilt checkers, as KERNELS runs them): every case's
+    # takes minutes, Mistral Large 2's float64 reference the most.
+    wg_sections=logits
+    for case in ${WGMMA_KERNELS//,/ }; do
+      binary=$(kernel_check "$case") || { wg_status=1; continue; }
+      echo "=== [$((SECONDS - started)) s] kernel checks of $case, MC_CUDA_GEMM=wgmma-all" | tee -a "$OUT/wgmma-all.log"
+      MC_CUDA_GEMM=wgmma-all OMP_NUM_THREADS=$(nproc) timed "$binary" 2>&1 | tee -a "$OUT/wgmma-all.log" | grep -v '^ok '
+      s=${PIPESTATUS[0]}
+      [ "$s" = 0 ] || wg_status=$s
+    done
+  fi
+  echo "=== [$((SECONDS - started)) s] wgmma-all: $wg_sections" | tee -a "$OUT/wgmma-all.log"
+  timed /tmp/node .devtools/check.mjs --prebuilt .devtools/prebuilt/manifest.json --out "$OUT/wgmma-all" --gemm wgmma-all --only "$wg_sections" --dtypes bf16,f16 2>&1 | tee -a "$OUT/wgmma-all.log"
+  s=${PIPESTATUS[0]}
+  [ "$s" = 0 ] || wg_status=$s
   [ "$wg_status" = 0 ] || status=$wg_status
   if [ "$wg_status" = 0 ]; then
-    echo "=== [$((SECONDS - started)) s] wgmma: prefill timing"
-    timed /tmp/node .devtools/check.mjs --prebuilt .devtools/prebuilt/manifest.json --out "$OUT/wgmma" --gemm wgmma --only prefill 2>&1 | tee "$OUT/wgmma.log"
+    # The default engine (wgmma where the launch judges it faster) against mma.sync alone, its A/B peer.
+    echo "=== [$((SECONDS - started)) s] mma: prefill timing"
+    timed /tmp/node .devtools/check.mjs --prebuilt .devtools/prebuilt/manifest.json --out "$OUT/mma" --gemm mma --only prefill 2>&1 | tee "$OUT/mma.log"
   fi
 fi
 if [ "${PDL_CHECK:-0}" = 1 ]; then

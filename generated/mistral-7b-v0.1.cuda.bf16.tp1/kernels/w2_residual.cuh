@@ -5,7 +5,7 @@ namespace w2_residual {
 constexpr int DIM = 4096;               // dim from params.json
 constexpr int HIDDEN = 14336;   // hidden_dim units of this rank
 
-/** Decode: x = hidden[t] (in the stream under MC_CUDA_X=stream); each warp streams 2 rows of w2; the residual add is the epilogue. */
+/** Decode: x = hidden[t] (read in the stream unless MC_CUDA_X=shared); each warp streams 2 rows of w2; the residual add is the epilogue. */
 struct Decode {
   using W = ::W;
   static constexpr int K = HIDDEN, ROWS = 2, NSRC = 1, WARPS = 8, GROUPS = (DIM + 1) / 2;

@@ -5,7 +5,7 @@ namespace wo_residual {
 constexpr int DIM = 4096;           // dim from params.json
 constexpr int IN = 4096;       // this rank's query heads x head_dim
 
-/** Decode: x = attn_out[t] (in the stream under MC_CUDA_X=stream); each warp streams 2 rows of wo; the residual add is the epilogue. */
+/** Decode: x = attn_out[t] (read in the stream unless MC_CUDA_X=shared); each warp streams 2 rows of wo; the residual add is the epilogue. */
 struct Decode {
   using W = ::W;
   static constexpr int K = IN, ROWS = 2, NSRC = 1, WARPS = 8, GROUPS = (DIM + 1) / 2;

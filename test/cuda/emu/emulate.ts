@@ -104,7 +104,7 @@ export interface KernelCheckRun {
   seed: string;
   /** The two prefill lengths checked beside decode. */
   tokens: readonly [number, number];
-  /** MC_CUDA_GEMM: mma (the default engine), wgmma, wgmma-all. */
+  /** MC_CUDA_GEMM: wgmma (the default engine: where the launch judges it faster), mma (mma.sync only), wgmma-all. */
   engine: string;
   /** The emulated device's multiprocessors (MC_EMU_SMS; the emulator's default 8 when absent). */
   sms?: number;

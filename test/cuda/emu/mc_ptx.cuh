@@ -10,7 +10,7 @@
 
 #include "cuda_runtime.h"
 
-// The emulator runs the sm_90a code: wgmma included (gemm() still picks it only when MC_CUDA_GEMM asks).
+// The emulator runs the sm_90a code: wgmma included (gemm() picks it by its launch rule unless MC_CUDA_GEMM=mma).
 #define MC_WGMMA_ENABLED 1
 // The emulator logs L2 prefetches (mc_emu::take_prefetches), which kernel checks may compare.
 #define MC_EMU_LOGS_PREFETCHES 1
