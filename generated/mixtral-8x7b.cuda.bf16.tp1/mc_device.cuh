@@ -42,7 +42,7 @@ struct DeviceInfo {
   // ("kernels") until timed (bench/RESULTS.md runs 17, 18 and 19).
   bool decode_chain = false, decode_layer = false;
   // Decode GEMVs whose input needs no transform (wo, w2) read it in the stream instead of copying it
-  // into shared memory first (mc::XRow; bench/RESULTS.md runs 17 and 20-22: ~0.07 ms a token of the
+  // into shared memory first (mc::XRow; bench/RESULTS.md runs 17 and 20-23: ~0.06 ms a token of the
   // 7B on an H200); MC_CUDA_X=shared copies it as every other decode GEMV does. The same bits either way.
   bool x_stream = true;
 };

@@ -3,7 +3,7 @@
  * float64 references, fresh random inputs, poisoned outputs) built with g++ against a config's
  * rendered CUDA sources and run by the emulator in test/cuda/emu (each CUDA thread a fiber; warp and
  * warpgroup instructions computed from the PTX ISA's layouts). Both prefill GEMM engines (mma.sync,
- * and wgmma for every prefill GEMM), the flash prefill attention (16-bit caches, head dims 16 and
+ * wgmma for every prefill GEMM, and the default that picks between them), the flash prefill attention (16-bit caches, head dims 16 and
  * 128), in bf16, f16 and f32. The "medium" configs (test/fixtures/emu-medium-*) exist for this: K
  * long enough that both GEMM pipelines wrap around their shared-memory stages, vocabularies and
  * widths that leave partial tiles, and query groups of 3 and 6 heads per KV head.
@@ -33,7 +33,7 @@ function config(name: string): ModelConfig {
   return loadModelConfig(join(root, 'configs', 'models', name), { maxSeqLen: 1024 });
 }
 
-interface Case { config: string; dtype: Dtype; engine: 'mma' | 'wgmma-all'; tokens: [number, number]; sms?: number; env?: Record<string, string> }
+interface Case { config: string; dtype: Dtype; engine: 'mma' | 'wgmma' | 'wgmma-all'; tokens: [number, number]; sms?: number; env?: Record<string, string> }
 // MC_CUDA_PDL=all with the last-rows trigger (run 14): the attention, its combine and the MoE routing
 // also launched with PDL, GEMVs letting the next kernel launch from their last rows; every kernel
 // after the staged inputs' kernel then goes through the emulator's PDL check (test/gpu/kernels.cu: Staging).
@@ -50,6 +50,9 @@ const CASES: Case[] = [
   // On 32 multiprocessors wq|wk|wv over 37 tokens is 16 blocks: fewer than SMs, no split-K, so the
   // 8-stage small tile (mc::GemmDeep), its ring wrapping over 12 K steps.
   { config: 'medium-dense', dtype: 'bf16', engine: 'mma', tokens: [37, 150], sms: 32 },
+  // The default engine (MC_CUDA_GEMM=wgmma): its launch rule keeps 21 tokens on mma.sync (under
+  // kWgmmaMinRows) and puts the GEMMs of 150 tokens whose grid fills 8 SMs on wgmma.
+  { config: 'medium-dense', dtype: 'bf16', engine: 'wgmma', tokens: [21, 150], sms: 8 },
 ];
 
 // Two at a time (CI has 2 cores; each build and each run is one thread), and one build per config
@@ -71,7 +74,8 @@ describe.skipIf(!hasNvcc())('CUDA kernels on the emulator (no GPU)', () => {
       const out = String(run.all ?? '');
       const context = `${c.config} ${c.dtype} ${c.engine} (seed ${seed}):\n${out.split('\n').filter((l) => !l.startsWith('ok ')).join('\n')}`;
       expect(run.exitCode, context).toBe(0);
-      expect(out, context).toContain(c.engine === 'wgmma-all' ? 'prefill GEMM engine: wgmma (every prefill GEMM)' : 'prefill GEMM engine: mma.sync');
+      const engine = { mma: 'mma.sync', wgmma: 'wgmma where chosen, else mma.sync', 'wgmma-all': 'wgmma (every prefill GEMM)' }[c.engine];
+      expect(out, context).toContain(`prefill GEMM engine: ${engine}\n`);
       const checks = out.split('\n').filter((l) => /^(ok|FAIL) /.test(l));
       expect(checks.length, context).toBeGreaterThan(30);
       expect(checks.filter((l) => l.startsWith('FAIL')), context).toEqual([]);

@@ -1004,20 +1004,21 @@ int main(int argc, char** argv) {
   check_decode_chain<true, 4096, 4608>(false);
   check_decode_chain<true, 0, 8192>(true, 37);
 #endif
-#if MC_DENSE
   {
-    // MC_CUDA_X=shared: wo and w2 copy x into shared memory as the other GEMVs do (where the default
-    // reads it in the stream, mc::XRow); the chain (x in shared memory) gives the same bits as both.
+    // MC_CUDA_X=shared: wo (and w2 in a dense model) copy x into shared memory as the other GEMVs do
+    // (where the default reads it in the stream, mc::XRow); the chain (x in shared memory) gives the
+    // same bits as both.
     const bool saved = mc::device_info().x_stream;
     mc::device_info().x_stream = false;
     g_variant = "  [MC_CUDA_X=shared]";
     projections(1);
     if (!mc::kTensorCores<W>) projections(tp);  // f32 weights: a GEMV of tp tokens, x_in per token
+#if MC_DENSE
     check_decode_chain<false>(true);
+#endif
     mc::device_info().x_stream = saved;
     g_variant = "";
   }
-#endif
   if (mc::kTensorCores<W> && mc::device_info().a16_min_rows > 0) {
     // The prefill GEMMs with A read through the Op (MC_CUDA_A16=0), the path the default no longer takes.
     const int saved = mc::device_info().a16_min_rows;

@@ -33,7 +33,7 @@
 #     $OUT/chain.log; runs 18 and 19 of bench/RESULTS.md; CHAIN_CASES=mistral-7b-v0.1 limits it)
 #   X_AB=1 bash bench/gpu/device/run.sh --only decode   (then decode again with MC_CUDA_X=shared, wo and w2
 #     copying their input into shared memory instead of reading it in the stream, with the defaults, and both
-#     once more: $OUT/x.md and $OUT/x.log; runs 20-22 of bench/RESULTS.md; X_CASES=mistral-7b-v0.1 limits it,
+#     once more: $OUT/x.md and $OUT/x.log; runs 21-23 of bench/RESULTS.md; X_CASES=mistral-7b-v0.1 limits it,
 #     X_ONLY=breakdown runs the in-situ breakdown in each arm instead of decode)
 #   bash bench/gpu/device/run.sh --only boundaries   (~20 s: what a boundary between two decode GEMVs costs as
 #     kernels in a graph and as a grid barrier in one persistent kernel, bench/gpu/boundaries.cu; RESULTS run 17)
@@ -106,9 +106,10 @@ if [ -n "${KERNELS:-}" ]; then
   # Each case's own checker, as --only kernels runs it (every core for the float64 reference), one log for all.
   for case in ${KERNELS//,/ }; do
     binary=$(kernel_check "$case") || { status=1; continue; }
-    echo "=== [$((SECONDS - started)) s] kernel checks of $case, MC_CUDA_GEMM=${KERNELS_GEMM:-(unset)}" | tee -a "$OUT/kernels.log"
-    # Unset, each GPU's default engine (wgmma where the launch judges it faster on sm_90a).
-    ( if [ -n "${KERNELS_GEMM:-}" ]; then export MC_CUDA_GEMM="$KERNELS_GEMM"; else unset MC_CUDA_GEMM; fi
+    echo "=== [$((SECONDS - started)) s] kernel checks of $case, MC_CUDA_GEMM=${KERNELS_GEMM:-${MC_CUDA_GEMM:-(unset)}}" | tee -a "$OUT/kernels.log"
+    # KERNELS_GEMM, else MC_CUDA_GEMM as the caller set it; neither: each GPU's default engine.
+    ( gemm=${KERNELS_GEMM:-${MC_CUDA_GEMM:-}}
+      if [ -n "$gemm" ]; then export MC_CUDA_GEMM="$gemm"; else unset MC_CUDA_GEMM; fi
       OMP_NUM_THREADS=$(nproc) timed "$binary" 2>&1 | tee -a "$OUT/kernels.log" | grep -v '^ok '
       exit "${PIPESTATUS[0]}" )
     s=$?
@@ -191,6 +192,8 @@ if [ "${WGMMA:-0}" = 1 ]; then
     # The default engine (wgmma where the launch judges it faster) against mma.sync alone, its A/B peer.
     echo "=== [$((SECONDS - started)) s] mma: prefill timing"
     timed /tmp/node .devtools/check.mjs --prebuilt .devtools/prebuilt/manifest.json --out "$OUT/mma" --gemm mma --only prefill 2>&1 | tee "$OUT/mma.log"
+    s=${PIPESTATUS[0]}
+    [ "$s" = 0 ] || status=$s
   fi
 fi
 if [ "${PDL_CHECK:-0}" = 1 ]; then
