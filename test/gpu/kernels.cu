@@ -192,6 +192,14 @@ struct Staging {
 int g_failures = 0, g_checks = 0;
 /** Printed after what is checked: how the checks now running differ from the default path (else ""). */
 const char* g_variant = "";
+/** Runs `checks` with one device_info() setting changed to `value`, their lines marked with `label`. */
+template <typename T, class Checks>
+void with_setting(T& setting, T value, const char* label, Checks checks) {
+  const T saved = setting;
+  setting = value, g_variant = label;
+  checks();
+  setting = saved, g_variant = "";
+}
 /** Relative L2 error; a non-finite value anywhere (an unwritten, poisoned element) is a failure. */
 void expect_close(const char* kernel, int T, const char* what, const Vec& ref, const Vec& got, double tol) {
   double num = 0, den = 0;
@@ -1004,30 +1012,18 @@ int main(int argc, char** argv) {
   check_decode_chain<true, 4096, 4608>(false);
   check_decode_chain<true, 0, 8192>(true, 37);
 #endif
-  {
-    // MC_CUDA_X=shared: wo (and w2 in a dense model) copy x into shared memory as the other GEMVs do
-    // (where the default reads it in the stream, mc::XRow); the chain (x in shared memory) gives the
-    // same bits as both.
-    const bool saved = mc::device_info().x_stream;
-    mc::device_info().x_stream = false;
-    g_variant = "  [MC_CUDA_X=shared]";
+  // MC_CUDA_X=shared: wo (and w2 in a dense model) copy x into shared memory as the other GEMVs do
+  // (where the default reads it in the stream, mc::XRow); the chain (x in shared memory) gives the
+  // same bits as both.
+  with_setting(mc::device_info().x_stream, false, "  [MC_CUDA_X=shared]", [&] {
     projections(1);
     if (!mc::kTensorCores<W>) projections(tp);  // f32 weights: a GEMV of tp tokens, x_in per token
 #if MC_DENSE
     check_decode_chain<false>(true);
 #endif
-    mc::device_info().x_stream = saved;
-    g_variant = "";
-  }
-  if (mc::kTensorCores<W> && mc::device_info().a16_min_rows > 0) {
-    // The prefill GEMMs with A read through the Op (MC_CUDA_A16=0), the path the default no longer takes.
-    const int saved = mc::device_info().a16_min_rows;
-    mc::device_info().a16_min_rows = 0;
-    g_variant = "  [A read through the Op]";
-    projections(tp);
-    mc::device_info().a16_min_rows = saved;
-    g_variant = "";
-  }
+  });
+  // The prefill GEMMs with A read through the Op (MC_CUDA_A16=0), the path the default no longer takes.
+  if (mc::kTensorCores<W> && mc::device_info().a16_min_rows > 0) with_setting(mc::device_info().a16_min_rows, 0, "  [A read through the Op]", [&] { projections(tp); });
   // Decode over a full cache with empty splits, a window over a wrapped ring, prefill across the wrap
   // (positions 100 .. 100 + T - 1 cross slot 0 of the 64-slot ring at 128 for T > 28).
   check_attention<0, 256>(1, 200);

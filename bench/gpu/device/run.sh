@@ -100,21 +100,27 @@ kernel_check() {
   [ -n "$binary" ] || { echo "run.sh: no prebuilt kernel check for $1" >&2; return 1; }
   echo ".devtools/prebuilt/$binary"
 }
+# kernel_checks LOG GEMM CASES: each case's prebuilt checker (config.dtype, comma-separated), as --only
+# kernels runs it (every core for the float64 reference), with MC_CUDA_GEMM=GEMM (empty: each GPU's
+# default engine), all appended to LOG; returns the status of the last one that failed (0: none).
+kernel_checks() {
+  local log=$1 gemm=$2 case binary s rc=0
+  for case in ${3//,/ }; do
+    binary=$(kernel_check "$case") || { rc=1; continue; }
+    echo "=== [$((SECONDS - started)) s] kernel checks of $case, MC_CUDA_GEMM=${gemm:-(unset)}" | tee -a "$log"
+    ( if [ -n "$gemm" ]; then export MC_CUDA_GEMM="$gemm"; else unset MC_CUDA_GEMM; fi
+      OMP_NUM_THREADS=$(nproc) timed "$binary" 2>&1 | tee -a "$log" | grep -v '^ok '
+      exit "${PIPESTATUS[0]}" )
+    s=$?
+    [ "$s" = 0 ] || rc=$s
+  done
+  return $rc
+}
 timed /tmp/node .devtools/check.mjs --prebuilt .devtools/prebuilt/manifest.json --out "$OUT/main" "$@" 2>&1 | tee "$OUT/main.log"
 status=$?
 if [ -n "${KERNELS:-}" ]; then
-  # Each case's own checker, as --only kernels runs it (every core for the float64 reference), one log for all.
-  for case in ${KERNELS//,/ }; do
-    binary=$(kernel_check "$case") || { status=1; continue; }
-    echo "=== [$((SECONDS - started)) s] kernel checks of $case, MC_CUDA_GEMM=${KERNELS_GEMM:-${MC_CUDA_GEMM:-(unset)}}" | tee -a "$OUT/kernels.log"
-    # KERNELS_GEMM, else MC_CUDA_GEMM as the caller set it; neither: each GPU's default engine.
-    ( gemm=${KERNELS_GEMM:-${MC_CUDA_GEMM:-}}
-      if [ -n "$gemm" ]; then export MC_CUDA_GEMM="$gemm"; else unset MC_CUDA_GEMM; fi
-      OMP_NUM_THREADS=$(nproc) timed "$binary" 2>&1 | tee -a "$OUT/kernels.log" | grep -v '^ok '
-      exit "${PIPESTATUS[0]}" )
-    s=$?
-    [ "$s" = 0 ] || status=$s
-  done
+  # KERNELS_GEMM, else MC_CUDA_GEMM as the caller set it; neither: each GPU's default engine.
+  kernel_checks "$OUT/kernels.log" "${KERNELS_GEMM:-${MC_CUDA_GEMM:-}}" "$KERNELS" || status=$?
 fi
 if [ -n "${PREFETCH_AB:-}" ]; then
   # One process per amount (a library reads MC_CUDA_PREFETCH_MB when it first initializes).
@@ -175,13 +181,7 @@ if [ "${WGMMA:-0}" = 1 ]; then
     # Only the named cases' kernel checks (their prebuilt checkers, as KERNELS runs them): every case's
     # takes minutes, Mistral Large 2's float64 reference the most.
     wg_sections=logits
-    for case in ${WGMMA_KERNELS//,/ }; do
-      binary=$(kernel_check "$case") || { wg_status=1; continue; }
-      echo "=== [$((SECONDS - started)) s] kernel checks of $case, MC_CUDA_GEMM=wgmma-all" | tee -a "$OUT/wgmma-all.log"
-      MC_CUDA_GEMM=wgmma-all OMP_NUM_THREADS=$(nproc) timed "$binary" 2>&1 | tee -a "$OUT/wgmma-all.log" | grep -v '^ok '
-      s=${PIPESTATUS[0]}
-      [ "$s" = 0 ] || wg_status=$s
-    done
+    kernel_checks "$OUT/wgmma-all.log" wgmma-all "$WGMMA_KERNELS" || wg_status=$?
   fi
   echo "=== [$((SECONDS - started)) s] wgmma-all: $wg_sections" | tee -a "$OUT/wgmma-all.log"
   timed /tmp/node .devtools/check.mjs --prebuilt .devtools/prebuilt/manifest.json --out "$OUT/wgmma-all" --gemm wgmma-all --only "$wg_sections" --dtypes bf16,f16 2>&1 | tee -a "$OUT/wgmma-all.log"
