@@ -212,19 +212,47 @@ __global__ void __launch_bounds__(DecodeTile<HEAD_DIM, GROUP, KV>::THREADS) atte
       q, k_cache, v_cache, pos0, partial, blockIdx.x, blockIdx.y, attn_smem);
 }
 
-/** out[h] = Σ_s o_s e^(m_s - M) / Σ_s l_s e^(m_s - M): the splits of head h merged, by `threads` threads from `tid`. */
+/**
+ * out[h] = Σ_s o_s e^(m_s - M) / Σ_s l_s e^(m_s - M): the splits of head h merged, by `threads` threads from `tid`.
+ * Every partial is read unconditionally, a batch of up to 32 splits' loads issued before the first is used, so
+ * that a head waits for 2-3 L2 round trips in a row, not one or more per split: the first form summed l in a
+ * loop unrolled by 4 and loaded each split's o behind a test of its m, ~25-49 round trips in a row by its PTX
+ * (bench/RESULTS.md run 24). The sums are the first form's, term for term and in the same order; an empty
+ * split (m = -inf, l = 0, o = 0) adds o_s · 0.
+ */
 template <int HEAD_DIM, int NSPLIT>
 __device__ __forceinline__ void attention_combine_head(const float* __restrict__ partial, float* __restrict__ out /*[N_HEADS * HEAD_DIM]*/, int h, int tid, int threads) {
-  const float* part = partial + int64_t(h) * NSPLIT * (HEAD_DIM + 2);
+  constexpr int LD = HEAD_DIM + 2, B = NSPLIT < 32 ? NSPLIT : 32;  // floats per split; splits per batch of loads
+  const float* part = partial + int64_t(h) * NSPLIT * LD;
   float m = -INFINITY;
-  for (int s = 0; s < NSPLIT; ++s) m = fmaxf(m, part[s * (HEAD_DIM + 2) + HEAD_DIM]);
+#pragma unroll
+  for (int s = 0; s < NSPLIT; ++s) m = fmaxf(m, part[s * LD + HEAD_DIM]);
   float l = 0.f;
-  for (int s = 0; s < NSPLIT; ++s) l += part[s * (HEAD_DIM + 2) + HEAD_DIM + 1] * expf(part[s * (HEAD_DIM + 2) + HEAD_DIM] - m);
+#pragma unroll
+  for (int s0 = 0; s0 < NSPLIT; s0 += B) {
+    float ms[B], ls[B];
+#pragma unroll
+    for (int i = 0; i < B; ++i) {
+      if (s0 + i < NSPLIT) ms[i] = part[(s0 + i) * LD + HEAD_DIM], ls[i] = part[(s0 + i) * LD + HEAD_DIM + 1];
+    }
+#pragma unroll
+    for (int i = 0; i < B; ++i) {
+      if (s0 + i < NSPLIT) l += ls[i] * expf(ms[i] - m);
+    }
+  }
   for (int d = tid; d < HEAD_DIM; d += threads) {
     float o = 0.f;
-    for (int s = 0; s < NSPLIT; ++s) {
-      const float ms = part[s * (HEAD_DIM + 2) + HEAD_DIM];
-      if (ms != -INFINITY) o += part[s * (HEAD_DIM + 2) + d] * expf(ms - m);
+#pragma unroll
+    for (int s0 = 0; s0 < NSPLIT; s0 += B) {
+      float ms[B], os[B];
+#pragma unroll
+      for (int i = 0; i < B; ++i) {
+        if (s0 + i < NSPLIT) ms[i] = part[(s0 + i) * LD + HEAD_DIM], os[i] = part[(s0 + i) * LD + d];
+      }
+#pragma unroll
+      for (int i = 0; i < B; ++i) {
+        if (s0 + i < NSPLIT) o += os[i] * (ms[i] != -INFINITY ? expf(ms[i] - m) : 0.f);
+      }
     }
     out[int64_t(h) * HEAD_DIM + d] = o / l;
   }
