@@ -81,14 +81,6 @@ struct RowStream {
   }
 };
 
-/** acc[r] += x · row_r for ROWS weight rows at once (a whole row stream), x in shared memory. */
-template <int K, typename W, int ROWS>
-__device__ __forceinline__ void dot_rows(const float* __restrict__ x, const W* (&rows)[ROWS], int lane, float (&acc)[ROWS]) {
-  RowStream<K, W, ROWS> stream;
-  stream.load(rows, lane);
-  stream.run(XShared{x}, rows, lane, acc);
-}
-
 /**
  * The first `bytes` of the weights that the next weight-streaming decode kernel reads, for this
  * GEMV's warps to prefetch into L2 as they finish. Between two GEMVs the memory pipe idles while

@@ -111,31 +111,75 @@ __device__ __forceinline__ float block_sum(float v) {
 }
 
 // ---- block-level row loaders (the "x" of a GEMV, staged in shared memory as f32) ------------------
+// Each thread moves the float4s i = threadIdx.x * 4 + j * blockDim.x * 4 in batches of kRowBatch whose
+// loads are all issued before the first is used. A loop of one load an iteration (blockDim.x is not a
+// constant, so it was not unrolled into one block of loads) waited for one L2 or HBM round trip per
+// float4 in turn: 4 a 4096-wide row at 256 threads, 8 for an RMSNorm (x, then its weights), 14 for
+// Mixtral's w2 copying two rows of 14336 (bench/RESULTS.md run 25). Loads past the row re-read its last
+// float4 (never stored or summed), so that a batch has no branch between its loads.
+
+/** Float4s a thread loads together in the row loaders (16 registers). */
+constexpr int kRowBatch = 4;
+/** v[j] = the float4 at i0 + j * step, or the row's last one past its end, every load issued before any is used. */
+template <int K, typename T>
+__device__ __forceinline__ void load_row_batch(const T* __restrict__ row, int i0, int step, float4 (&v)[kRowBatch]) {
+#pragma unroll
+  for (int j = 0; j < kRowBatch; ++j) v[j] = load4(row + (i0 + j * step < K ? i0 + j * step : K - 4));
+#pragma unroll
+  for (int j = 0; j < kRowBatch; ++j) keep_loaded(v[j]);
+}
+
 /** xs[0..K) = x[0..K). */
 template <int K>
 __device__ __forceinline__ void copy_row(const float* __restrict__ x, float* xs) {
   static_assert(K % 4 == 0, "rows are moved 4 floats at a time");
-  for (int i = threadIdx.x * 4; i < K; i += blockDim.x * 4) *reinterpret_cast<float4*>(xs + i) = load4(x + i);
+  const int step = blockDim.x * 4;
+  for (int i0 = threadIdx.x * 4; i0 < K; i0 += kRowBatch * step) {
+    float4 v[kRowBatch];
+    load_row_batch<K>(x, i0, step, v);
+#pragma unroll
+    for (int j = 0; j < kRowBatch; ++j)
+      if (i0 + j * step < K) *reinterpret_cast<float4*>(xs + i0 + j * step) = v[j];
+  }
 }
 
 /** 1 / sqrt(mean(x²) + eps), as the reference computes it (float32). */
 template <int K>
 __device__ __forceinline__ float rms_scale(float sum_sq, float eps) { return 1.0f / sqrtf(sum_sq / float(K) + eps); }
 
+/** A thread's share of Σ x² over a row (its float4s in ascending order); STORE: each float4 also to xs. */
+template <int K, bool STORE>
+__device__ __forceinline__ float row_sum_squares(const float* __restrict__ x, float* __restrict__ xs) {
+  static_assert(K % 4 == 0, "rows are moved 4 floats at a time");
+  const int step = blockDim.x * 4;
+  float ss = 0.f;
+  for (int i0 = threadIdx.x * 4; i0 < K; i0 += kRowBatch * step) {
+    float4 v[kRowBatch];
+    load_row_batch<K>(x, i0, step, v);
+#pragma unroll
+    for (int j = 0; j < kRowBatch; ++j) {
+      if (i0 + j * step >= K) continue;
+      if constexpr (STORE) *reinterpret_cast<float4*>(xs + i0 + j * step) = v[j];
+      ss += v[j].x * v[j].x + v[j].y * v[j].y + v[j].z * v[j].z + v[j].w * v[j].w;
+    }
+  }
+  return ss;
+}
+
 /** xs = x * rsqrt(mean(x²) + eps) * w: RMSNorm fused in front of a projection. */
 template <int K, typename W>
 __device__ __forceinline__ void rmsnorm_row(const float* __restrict__ x, const W* __restrict__ w, float eps, float* xs) {
-  static_assert(K % 4 == 0, "rows are moved 4 floats at a time");
-  float ss = 0.f;
-  for (int i = threadIdx.x * 4; i < K; i += blockDim.x * 4) {
-    const float4 v = load4(x + i);
-    *reinterpret_cast<float4*>(xs + i) = v;
-    ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
-  }
-  const float scale = rms_scale<K>(block_sum(ss), eps);
+  const float scale = rms_scale<K>(block_sum(row_sum_squares<K, true>(x, xs)), eps);
   // Each thread rescales the elements it stored itself: no barrier needed in between.
-  for (int i = threadIdx.x * 4; i < K; i += blockDim.x * 4) {
-    *reinterpret_cast<float4*>(xs + i) = mul4(scale4(*reinterpret_cast<const float4*>(xs + i), scale), load4(w + i));
+  const int step = blockDim.x * 4;
+  for (int i0 = threadIdx.x * 4; i0 < K; i0 += kRowBatch * step) {
+    float4 wv[kRowBatch];
+    load_row_batch<K>(w, i0, step, wv);
+#pragma unroll
+    for (int j = 0; j < kRowBatch; ++j) {
+      float4* p = reinterpret_cast<float4*>(xs + i0 + j * step);
+      if (i0 + j * step < K) *p = mul4(scale4(*p, scale), wv[j]);
+    }
   }
 }
 
@@ -145,12 +189,7 @@ __device__ __forceinline__ void rmsnorm_row(const float* __restrict__ x, const W
  */
 template <int K>
 __device__ __forceinline__ float row_rms_scale(const float* __restrict__ row, float eps) {
-  float ss = 0.f;
-  for (int i = threadIdx.x * 4; i < K; i += blockDim.x * 4) {
-    const float4 v = load4(row + i);
-    ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
-  }
-  return rms_scale<K>(block_sum(ss), eps);
+  return rms_scale<K>(block_sum(row_sum_squares<K, false>(row, nullptr)), eps);
 }
 
 /** rstd[t] = 1 / sqrt(mean(x[t]²) + eps): the row statistics a prefill GEMM's normalizing A-loader needs. */

@@ -23,6 +23,13 @@ __device__ __forceinline__ uint4 load_stream(const void* p) {
 }
 
 /**
+ * Tells the compiler the loaded value is read and written here, so that every load of a batch is
+ * issued before this point: without it, a load whose value is only stored behind a branch may be
+ * sunk into that branch, after the loads of the batch have been waited for. Emits no instruction.
+ */
+__device__ __forceinline__ void keep_loaded(float4& v) { asm volatile("" : "+f"(v.x), "+f"(v.y), "+f"(v.z), "+f"(v.w)); }
+
+/**
  * Programmatic dependent launch (sm_90+): a kernel launched with the PDL attribute starts while the
  * previous kernel drains; this waits until that kernel has completed and its writes are visible.
  * Before it, a kernel may only read what no earlier kernel writes (the weights).

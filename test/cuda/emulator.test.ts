@@ -136,8 +136,8 @@ describe.skipIf(!hasNvcc())('the CUDA emulator reports seeded bugs', () => {
   }, 300_000);
 
   it.concurrent('a GEMV input row read as float4 from an address 8 bytes off fails (a GPU faults on it; x86 would not)', async () => {
-    const copy = 'for (int i = threadIdx.x * 4; i < K; i += blockDim.x * 4) *reinterpret_cast<float4*>(xs + i) = load4(x + i);';
-    const r = await kernelChecks('misaligned', mutated(renderCudaSources(medium()).files, 'mc_cuda_base.cuh', copy, copy.replace('load4(x + i)', 'load4(x + i + 2)')), 'mma');
+    const load = 'v[j] = load4(row + (i0 + j * step < K ? i0 + j * step : K - 4));';  // the row loaders' (copy_row, rmsnorm_row)
+    const r = await kernelChecks('misaligned', mutated(renderCudaSources(medium()).files, 'mc_cuda_base.cuh', load, load.replace('K - 4));', 'K - 4) + 2);')), 'mma');
     expect(r.exitCode).not.toBe(0);
     expect(r.all).toMatch(/misaligned address 0x[0-9a-f]+ for type 'const struct float4', which requires 16 byte alignment/);
   }, 300_000);

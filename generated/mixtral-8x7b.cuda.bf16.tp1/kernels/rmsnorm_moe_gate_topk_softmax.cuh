@@ -24,14 +24,22 @@ __global__ void __launch_bounds__(THREADS) kernel(const float* __restrict__ resi
   float* xs = reinterpret_cast<float*>(gate_smem);
   __shared__ float logits[EXPERTS];
   const int t = blockIdx.x, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  // A warp's first gate row streams while the block waits for the residual and normalizes it: the
+  // weights are no earlier kernel's output, and the norm's round trips would otherwise come first.
+  mc::RowStream<DIM, W, 1> stream;
+  const W* row[1] = {gate + int64_t(warp) * DIM};
+  if (warp < EXPERTS) stream.load(row, lane);
   mc::wait_for_previous_kernel();  // under MC_CUDA_PDL=all (mc::launch_between): the residual comes from wo
   mc::rmsnorm_row<DIM>(residual + int64_t(t) * DIM, norm, EPS, xs);
   __syncthreads();
   for (int i = threadIdx.x; i < DIM; i += THREADS) normed[int64_t(t) * DIM + i] = xs[i];
   for (int e = warp; e < EXPERTS; e += THREADS / 32) {
-    const W* row[1] = {gate + int64_t(e) * DIM};
+    if (e != warp) {  // later rows (more experts than warps) start here
+      row[0] = gate + int64_t(e) * DIM;
+      stream.load(row, lane);
+    }
     float acc[1] = {0.f};
-    mc::dot_rows<DIM, W, 1>(xs, row, lane, acc);
+    stream.run(mc::XShared{xs}, row, lane, acc);
     acc[0] = mc::warp_sum(acc[0]);
     if (lane == 0) logits[e] = acc[0];
   }

@@ -20,6 +20,9 @@ namespace mc {
 /** ld.global.nc: a plain load here (the emulator has no caches). */
 inline uint4 load_stream(const void* p) { return *static_cast<const uint4*>(p); }
 
+/** Compiler-only in CUDA (keeps a batch of loads together); the emulator's loads complete where they are issued. */
+inline void keep_loaded(float4&) {}
+
 /**
  * griddepcontrol.wait: kernels run one after another, so the previous one has always finished; the
  * emulator checks instead that nothing before it touched what that kernel did (mc_emu.hpp, the PDL check).
