@@ -152,7 +152,8 @@ __device__ __forceinline__ void gemv_group(const Op& op, int item, int group, co
  * Op (a struct in a kernel template) says:
  *   W, K, ROWS (rows per warp), NSRC (x vectors per item), WARPS, GROUPS (row groups in all);
  *   EARLY_ROWS: the rows of source 0 do not depend on earlier kernels (no routing), so a warp starts
- *               streaming them before it waits for the previous kernel;
+ *               streaming them before it waits for the previous kernel (otherwise right after the
+ *               wait, before the block loads x);
  *   bool load_x(item, xs)            fill xs[NSRC][K] (all threads; false: skip this item)
  *   X x_in(item, lane)               optional (one source, every item live, no transform): x read in
  *                                    the stream (XRow) unless MC_CUDA_X=shared, no shared memory;
@@ -174,13 +175,16 @@ __global__ void __launch_bounds__(Op::WARPS * 32) gemv_kernel(const Op op, const
   const W* ptr[Op::ROWS];
   float scale = 1.f;
   bool loaded = false;
-  if constexpr (Op::EARLY_ROWS) {
+  // A warp's first rows stream while the block waits and loads x: before the wait where they are
+  // weights only (EARLY_ROWS), else right after it (rows the routing chose), ahead of the x prologue.
+  auto load_first_rows = [&] {
     if (group < Op::GROUPS) {
       op.rows(item, group, 0, ptr, scale);
       stream.load(ptr, lane);
       loaded = true;
     }
-  }
+  };
+  if constexpr (Op::EARLY_ROWS) load_first_rows();
   wait_for_previous_kernel();
   // MC_CUDA_PDL_TRIGGER=last-rows: the next kernel may launch once every block has a warp whose last
   // loads are in flight (its last group's final chunks; the first warp of a block to get there
@@ -193,6 +197,7 @@ __global__ void __launch_bounds__(Op::WARPS * 32) gemv_kernel(const Op op, const
       loaded = false;
     }
   };
+  if constexpr (!Op::EARLY_ROWS) load_first_rows();
   if constexpr (X_STREAM) {  // an Op with x_in, unless MC_CUDA_X=shared
     static_assert(kXInStream<Op> && Op::NSRC == 1, "x read in the stream: an Op with x_in, one source");
     const auto x = op.x_in(item, lane);

@@ -9,13 +9,16 @@ constexpr int TOP_K = 2;           // moe.num_experts_per_tok
 constexpr int64_t EXPERT_STRIDE = int64_t(2) * HIDDEN * DIM;  // elements per expert in [EXPERTS, 2 * HIDDEN, DIM]
 
 /**
- * The expert of grouped row r: offsets[e] <= r < offsets[e + 1]. Bounded by EXPERTS, so that offsets
- * that do not cover r (zeros where MC_CUDA_DIAG_SKIP left the routing out) give the last expert,
- * never a read past the array.
+ * The expert of grouped row r: offsets[e] <= r < offsets[e + 1], i.e. how many of offsets[1 ..
+ * EXPERTS) are <= r (offsets ascend). Counted with every load issued at once: a search that stopped
+ * at e loaded offsets one after another, e + 1 L2 round trips before a warp's first weight load.
+ * Bounded by EXPERTS, so that offsets that do not cover r (zeros where MC_CUDA_DIAG_SKIP left the
+ * routing out) give the last expert, never a read past the array.
  */
 __device__ __forceinline__ int expert_of(const int32_t* offsets, int r) {
   int e = 0;
-  while (e + 1 < EXPERTS && offsets[e + 1] <= r) ++e;
+#pragma unroll
+  for (int i = 1; i < EXPERTS; ++i) e += offsets[i] <= r;
   return e;
 }
 
