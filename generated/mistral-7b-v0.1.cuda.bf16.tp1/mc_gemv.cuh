@@ -122,7 +122,7 @@ template <class Op> constexpr bool kXInStream = XInStream<Op>::value;
 /**
  * One warp's row group of a decode GEMV: acc = Σ over sources of scale · (x_src · rows), x_src =
  * x_of(src) (an X), reduced across the warp, then the Op's epilogue on lane 0. `loaded`: source 0's rows (ptr, scale) are in
- * the stream already (issued before the warp waited for the kernel before). `trigger`: let the next
+ * the stream already (a warp's first group: issued before the x prologue, and with EARLY_ROWS before the wait). `trigger`: let the next
  * kernel launch once the last loads are in flight. gemv_kernel's loop body; also what a persistent
  * kernel over several GEMVs runs per group (bench/gpu/boundaries.cu).
  */
@@ -154,7 +154,9 @@ __device__ __forceinline__ void gemv_group(const Op& op, int item, int group, co
  *   EARLY_ROWS: the rows of source 0 do not depend on earlier kernels (no routing), so a warp starts
  *               streaming them before it waits for the previous kernel (otherwise right after the
  *               wait, before the block loads x);
- *   bool load_x(item, xs)            fill xs[NSRC][K] (all threads; false: skip this item)
+ *   bool load_x(item, xs)            fill xs[NSRC][K] (all threads; false: skip this item; a warp's
+ *                                    first rows() are loaded before it, so rows() must be safe for
+ *                                    an item it skips)
  *   X x_in(item, lane)               optional (one source, every item live, no transform): x read in
  *                                    the stream (XRow) unless MC_CUDA_X=shared, no shared memory;
  *                                    load_x still serves the other setting and the decode chains

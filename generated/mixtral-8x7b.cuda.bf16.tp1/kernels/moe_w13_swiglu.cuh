@@ -11,7 +11,7 @@ constexpr int64_t EXPERT_STRIDE = int64_t(2) * HIDDEN * DIM;  // elements per ex
 /**
  * The expert of grouped row r: offsets[e] <= r < offsets[e + 1], i.e. how many of offsets[1 ..
  * EXPERTS) are <= r (offsets ascend). Counted with every load issued at once: a search that stopped
- * at e loaded offsets one after another, e + 1 L2 round trips before a warp's first weight load.
+ * at e loaded offsets one after another, up to e + 1 L2 round trips before a warp's first weight load.
  * Bounded by EXPERTS, so that offsets that do not cover r (zeros where MC_CUDA_DIAG_SKIP left the
  * routing out) give the last expert, never a read past the array.
  */
