@@ -122,6 +122,12 @@ function xWords(): string {
     ? 'every decode GEMV copies x into shared memory first (MC_CUDA_X=shared)'
     : 'wo and w2 read x in the stream, the other decode GEMVs copy it into shared memory first (MC_CUDA_X unset)';
 }
+/** MC_CUDA_ATTN_BLOCKS (mc_device.cuh: about how many blocks the decode attention's splits make), in words. */
+function attnWords(): string {
+  return process.env.MC_CUDA_ATTN_BLOCKS === '512'
+    ? 'the decode attention split for about 512 blocks (MC_CUDA_ATTN_BLOCKS=512)'
+    : 'the decode attention split for about 256 blocks (MC_CUDA_ATTN_BLOCKS unset)';
+}
 /** MC_CUDA_PDL and MC_CUDA_PDL_TRIGGER (mc_device.cuh: which decode kernels launch with PDL, and when a GEMV lets the next one launch), in words. */
 function pdlWords(): string {
   const pdl = process.env.MC_CUDA_PDL || 'gemv', trigger = process.env.MC_CUDA_PDL_TRIGGER || 'exit';
@@ -303,7 +309,7 @@ const md: string[] = [];
 md.push(`Device: ${device.name} (${device.memory}, driver ${device.driver}); libraries built for ${device.archs.join(',')}; prefill GEMM engine: ${gemmWords}; ` +
   `decode GEMVs prefetch ${prefetchWords(values['prefetch-mb']!)} into L2 (MC_CUDA_PREFETCH_MB=${values['prefetch-mb']}); ` +
   `prefill GEMMs narrow A once: ${a16Words(process.env.MC_CUDA_A16)} (MC_CUDA_A16${process.env.MC_CUDA_A16 ? `=${process.env.MC_CUDA_A16}` : ' unset'}); ` +
-  `${pdlWords()}; decode: ${decodeWords()}; ${xWords()}; grids of fewer small-tile blocks than SMs that cannot split K take the ${process.env.MC_CUDA_GEMM_DEEP === '0' ? '4' : '8'}-stage small tile (MC_CUDA_GEMM_DEEP${process.env.MC_CUDA_GEMM_DEEP ? `=${process.env.MC_CUDA_GEMM_DEEP}` : ' unset'}).`);
+  `${pdlWords()}; decode: ${decodeWords()}; ${xWords()}; ${attnWords()}; grids of fewer small-tile blocks than SMs that cannot split K take the ${process.env.MC_CUDA_GEMM_DEEP === '0' ? '4' : '8'}-stage small tile (MC_CUDA_GEMM_DEEP${process.env.MC_CUDA_GEMM_DEEP ? `=${process.env.MC_CUDA_GEMM_DEEP}` : ' unset'}).`);
 if (copyGbs !== null) md.push(`Device-to-device copy bandwidth (read + write, 2 GiB, median of 20): ${copyGbs.toFixed(0)} GB/s.`);
 if (kernels.length > 0) {
   md.push('', '| kernel check (test/gpu/kernels.cu) | result |', '|---|---|');

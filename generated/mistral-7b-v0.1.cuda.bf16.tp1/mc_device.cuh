@@ -45,6 +45,10 @@ struct DeviceInfo {
   // into shared memory first (mc::XRow; bench/RESULTS.md runs 17 and 20-23: ~0.06 ms a token of the
   // 7B on an H200); MC_CUDA_X=shared copies it as every other decode GEMV does. The same bits either way.
   bool x_stream = true;
+  // The decode attention splits each KV head's keys for about 256 blocks in all (two an SM); with
+  // MC_CUDA_ATTN_BLOCKS=512 for about 512 (four), so that at long contexts each block streams half
+  // as many tiles one after another (bench/RESULTS.md run 26: off until timed).
+  bool attn_wide = false;
 };
 
 /**
@@ -121,6 +125,7 @@ inline constexpr Choice kPdl = {"MC_CUDA_PDL", {"gemv", "all", "off"}, "gemv (th
 inline constexpr Choice kPdlTrigger = {"MC_CUDA_PDL_TRIGGER", {"exit", "last-rows"}, "exit (the default)"};
 inline constexpr Choice kDecode = {"MC_CUDA_DECODE", {"kernels", "chain", "layer"}, "kernels (the default)"};
 inline constexpr Choice kXSource = {"MC_CUDA_X", {"stream", "shared"}, "stream (the default)"};
+inline constexpr Choice kAttnBlocks = {"MC_CUDA_ATTN_BLOCKS", {"256", "512"}, "256 (the default)"};
 
 /** The index of the switch's value among its values: 0 where it is unset or empty, -1 where it is none of them. */
 inline int choice(const Choice& c) {
@@ -138,7 +143,7 @@ inline int choice(const Choice& c) {
  * An empty value is the same as unset.
  */
 inline bool check_environment(char* message, size_t size) {
-  for (const Choice* c : {&kGemmEngine, &kGemmDeep, &kPdl, &kPdlTrigger, &kDecode, &kXSource}) {
+  for (const Choice* c : {&kGemmEngine, &kGemmDeep, &kPdl, &kPdlTrigger, &kDecode, &kXSource, &kAttnBlocks}) {
     if (choice(*c) >= 0) continue;
     char accepted[96] = "";  // "a, b or c"
     int n = 0;
@@ -181,6 +186,7 @@ inline cudaError_t init_device_info() {
   device_info().decode_chain = choice(kDecode) >= 1;                                 // kernels, chain, layer
   device_info().decode_layer = choice(kDecode) == 2;
   device_info().x_stream = choice(kXSource) == 0;                                     // stream, shared
+  device_info().attn_wide = choice(kAttnBlocks) == 1;                                 // 256, 512
   if (cudaError_t e = cudaMemcpyFromSymbol(&built, wgmma_built, sizeof built)) return e;
   const int engine = choice(kGemmEngine);  // wgmma, mma, wgmma-all
   device_info().wgmma_built = built == 1;

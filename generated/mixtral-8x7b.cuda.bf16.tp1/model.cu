@@ -1132,7 +1132,7 @@ struct Activations {
   uint16_t* a16;        // [A16_ROWS, A16_K] a prefill GEMM's A operand narrowed to the weight type (gemm_narrow_a)
   float* q;             // [MAX_TOKENS, Q_DIM] queries after RoPE
   float* attn_out;      // [MAX_TOKENS, Q_DIM]
-  float* partial;       // decode attention splits [N_HEADS, MAX_SPLITS, HEAD_DIM + 2]
+  float* partial;       // decode attention splits [N_HEADS, splits, HEAD_DIM + 2] (PARTIAL_FLOATS)
   float* logits;        // [MAX_TOKENS, VOCAB_LOCAL]
   double* inv_freq;     // [HEAD_DIM / 2] RoPE frequencies
   float* normed;        // [MAX_TOKENS, DIM] ffn_norm output, the input of every expert

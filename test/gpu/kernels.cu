@@ -1040,6 +1040,14 @@ int main(int argc, char** argv) {
   check_attention<0, 1024>(tl, 50);
   check_attention<4096, 8192>(tl < 300 ? tl : 300, 3900);
   check_attention<16, 64>(tl, 90);
+  // MC_CUDA_ATTN_BLOCKS=512: twice the decode splits a KV head where the keys allow (run 26), so a
+  // long cache's splits take half the tiles each; a short one has empty splits as before.
+  with_setting(mc::device_info().attn_wide, true, "  [MC_CUDA_ATTN_BLOCKS=512]", [&] {
+    check_attention<0, 256>(1, 3);
+    check_attention<0, 8192>(1, 5000);
+    check_attention<0, 32768>(1, 30000);
+    check_attention<4096, 4608>(1, 20000);
+  });
   std::printf("%d checks, %d failed\n", g_checks, g_failures);
   return g_failures == 0 ? 0 : 1;
 }

@@ -8,16 +8,22 @@ constexpr int N_KV_HEADS = 8; // KV heads of this rank
 constexpr int GROUP = 4;            // query heads per KV head (n_heads / n_kv_heads)
 static_assert(N_HEADS == N_KV_HEADS * GROUP, "query heads of a rank are whole groups");
 
-/** Decode splits per KV head: about 256 blocks in all (two per SM on a 132-SM H100). */
-constexpr int MAX_SPLITS = (256 + N_KV_HEADS - 1) / N_KV_HEADS;
+/**
+ * Decode splits per KV head for about BLOCKS blocks in all: 256 (two an SM on a 132-SM H100), or 512
+ * under MC_CUDA_ATTN_BLOCKS=512 (four an SM, which the decode tile's shared memory allows): half the
+ * tiles in a row for each block at long contexts (bench/RESULTS.md run 26). Short contexts have as
+ * many live splits either way, one 32-key tile each.
+ */
+template <int BLOCKS>
+constexpr int max_splits() { return (BLOCKS + N_KV_HEADS - 1) / N_KV_HEADS; }
 /** Never more splits than 32-key tiles in the longest range a query can see (the window bounds it). */
-template <int WINDOW, int KV_SLOTS>
+template <int WINDOW, int KV_SLOTS, int BLOCKS = 256>
 constexpr int splits() {
   constexpr int visible = WINDOW > 0 && WINDOW < KV_SLOTS ? WINDOW : KV_SLOTS;
-  return (visible + 31) / 32 < MAX_SPLITS ? (visible + 31) / 32 : MAX_SPLITS;
+  return (visible + 31) / 32 < max_splits<BLOCKS>() ? (visible + 31) / 32 : max_splits<BLOCKS>();
 }
-/** Floats of the decode partials: [N_HEADS, MAX_SPLITS, HEAD_DIM + 2] (o, m, l per split). */
-constexpr int64_t PARTIAL_FLOATS = int64_t(N_HEADS) * MAX_SPLITS * (HEAD_DIM + 2);
+/** Floats of the decode partials: [N_HEADS, splits, HEAD_DIM + 2] (o, m, l per split), for the most splits. */
+constexpr int64_t PARTIAL_FLOATS = int64_t(N_HEADS) * max_splits<512>() * (HEAD_DIM + 2);
 
 using Decode = mc::DecodeTile<HEAD_DIM, GROUP, KV>;
 using Tile = mc::PrefillTile<HEAD_DIM, GROUP>;
@@ -26,6 +32,15 @@ using Flash = mc::FlashTile<HEAD_DIM, GROUP>;
 constexpr bool FLASH = mc::kFlashPrefill<KV, HEAD_DIM, GROUP>;
 static_assert(Decode::bytes() <= mc::kMaxSmemBytes && (FLASH ? Flash::smem_bytes() : Tile::smem_bytes()) <= mc::kMaxSmemBytes,
               "attention tiles larger than a block's shared memory: compiler/plan/cuda-limits.ts should have refused this head_dim");
+
+/** The decode attention of one token in NSPLIT splits a KV head, then their combine. */
+template <int NSPLIT, int WINDOW, int KV_SLOTS>
+inline cudaError_t launch_decode(const float* q, const int32_t* pos0, const KV* k_cache, const KV* v_cache, float* partial, float* out, cudaStream_t s) {
+  // Small kernels between two decode GEMVs: PDL only under MC_CUDA_PDL=all (mc::launch_between).
+  if (cudaError_t e = mc::launch_between(mc::attention_decode_kernel<HEAD_DIM, GROUP, N_KV_HEADS, NSPLIT, WINDOW, KV_SLOTS, KV>,
+                                         dim3(NSPLIT, N_KV_HEADS), dim3(Decode::THREADS), Decode::bytes(), s, q, k_cache, v_cache, pos0, partial)) return e;
+  return mc::launch_between(mc::attention_combine_kernel<HEAD_DIM, NSPLIT>, dim3(N_HEADS), dim3(128), 0, s, const_cast<const float*>(partial), out);
+}
 
 /**
  * out = softmax(q kᵀ / sqrt(HEAD_DIM)) v over the keys each query sees: positions (p - WINDOW, p]
@@ -37,11 +52,8 @@ inline cudaError_t launch(const float* q /*[T, N_HEADS * HEAD_DIM] f32*/, int T,
                           const KV* k_cache /*[KV_SLOTS, KV_DIM]*/, const KV* v_cache /*[KV_SLOTS, KV_DIM]*/,
                           float* partial /*[PARTIAL_FLOATS] scratch*/, float* out /*[T, N_HEADS * HEAD_DIM] f32*/, cudaStream_t s) {
   if (T == 1) {
-    constexpr int NSPLIT = splits<WINDOW, KV_SLOTS>();
-    // Small kernels between two decode GEMVs: PDL only under MC_CUDA_PDL=all (mc::launch_between).
-    if (cudaError_t e = mc::launch_between(mc::attention_decode_kernel<HEAD_DIM, GROUP, N_KV_HEADS, NSPLIT, WINDOW, KV_SLOTS, KV>,
-                                           dim3(NSPLIT, N_KV_HEADS), dim3(Decode::THREADS), Decode::bytes(), s, q, k_cache, v_cache, pos0, partial)) return e;
-    return mc::launch_between(mc::attention_combine_kernel<HEAD_DIM, NSPLIT>, dim3(N_HEADS), dim3(128), 0, s, const_cast<const float*>(partial), out);
+    return mc::device_info().attn_wide ? launch_decode<splits<WINDOW, KV_SLOTS, 512>(), WINDOW, KV_SLOTS>(q, pos0, k_cache, v_cache, partial, out, s)
+                                       : launch_decode<splits<WINDOW, KV_SLOTS>(), WINDOW, KV_SLOTS>(q, pos0, k_cache, v_cache, partial, out, s);
   }
   if constexpr (FLASH) {
     mc::attention_flash_prefill_kernel<HEAD_DIM, GROUP, N_KV_HEADS, WINDOW, KV_SLOTS, KV>
@@ -71,8 +83,9 @@ inline CombinePhase<WINDOW, KV_SLOTS> combine(const float* partial, float* out) 
 
 template <int WINDOW, int KV_SLOTS>
 inline cudaError_t prepare() {
-  constexpr int NSPLIT = splits<WINDOW, KV_SLOTS>();
-  if (cudaError_t e = cudaFuncSetAttribute(mc::attention_decode_kernel<HEAD_DIM, GROUP, N_KV_HEADS, NSPLIT, WINDOW, KV_SLOTS, KV>,
+  if (cudaError_t e = cudaFuncSetAttribute(mc::attention_decode_kernel<HEAD_DIM, GROUP, N_KV_HEADS, splits<WINDOW, KV_SLOTS>(), WINDOW, KV_SLOTS, KV>,
+                                           cudaFuncAttributeMaxDynamicSharedMemorySize, int(Decode::bytes()))) return e;
+  if (cudaError_t e = cudaFuncSetAttribute(mc::attention_decode_kernel<HEAD_DIM, GROUP, N_KV_HEADS, splits<WINDOW, KV_SLOTS, 512>(), WINDOW, KV_SLOTS, KV>,
                                            cudaFuncAttributeMaxDynamicSharedMemorySize, int(Decode::bytes()))) return e;
   if constexpr (FLASH) {
     return cudaFuncSetAttribute(mc::attention_flash_prefill_kernel<HEAD_DIM, GROUP, N_KV_HEADS, WINDOW, KV_SLOTS, KV>,
