@@ -214,21 +214,34 @@ __global__ void __launch_bounds__(DecodeTile<HEAD_DIM, GROUP, KV>::THREADS) atte
 
 /**
  * out[h] = Σ_s o_s e^(m_s - M) / Σ_s l_s e^(m_s - M): the splits of head h merged, by `threads` threads from `tid`.
- * Every partial is read unconditionally, a batch of up to 32 splits' loads issued before the first is used, so
- * that a head waits for 2-3 L2 round trips in a row, not one or more per split: the first form summed l in a
+ * Every partial is read unconditionally, a batch of up to MAX_BATCH splits' loads issued before the first is used,
+ * so that a head waits for 2-3 L2 round trips a batch, not one or more per split: the first form summed l in a
  * loop unrolled by 4 and loaded each split's o behind a test of its m, ~25-49 round trips in a row by its PTX
  * (bench/RESULTS.md run 24). The sums are the first form's, term for term and in the same order; an empty
  * split (m = -inf, l = 0, o = 0) adds o_s · 0.
  */
-template <int HEAD_DIM, int NSPLIT>
+template <int HEAD_DIM, int NSPLIT, int MAX_BATCH = 64>
 __device__ __forceinline__ void attention_combine_head(const float* __restrict__ partial, float* __restrict__ out /*[N_HEADS * HEAD_DIM]*/, int h, int tid, int threads) {
-  constexpr int LD = HEAD_DIM + 2, B = NSPLIT < 32 ? NSPLIT : 32;  // floats per split; splits per batch of loads
+  // Floats per split; splits per batch of loads (MAX_BATCH: 64 take 168 registers, 32 fit a decode
+  // chain's 128). Batches are not unrolled into one another: a pass over more splits than one batch
+  // would hold them all in registers (255 and spills at 128 splits).
+  constexpr int LD = HEAD_DIM + 2, B = NSPLIT < MAX_BATCH ? NSPLIT : MAX_BATCH;
   const float* part = partial + int64_t(h) * NSPLIT * LD;
   float m = -INFINITY;
+#pragma unroll 1
+  for (int s0 = 0; s0 < NSPLIT; s0 += B) {
+    float ms[B];
 #pragma unroll
-  for (int s = 0; s < NSPLIT; ++s) m = fmaxf(m, part[s * LD + HEAD_DIM]);
+    for (int i = 0; i < B; ++i) {
+      if (s0 + i < NSPLIT) ms[i] = part[(s0 + i) * LD + HEAD_DIM];
+    }
+#pragma unroll
+    for (int i = 0; i < B; ++i) {
+      if (s0 + i < NSPLIT) m = fmaxf(m, ms[i]);
+    }
+  }
   float l = 0.f;
-#pragma unroll
+#pragma unroll 1
   for (int s0 = 0; s0 < NSPLIT; s0 += B) {
     float ms[B], ls[B];
 #pragma unroll
@@ -242,7 +255,7 @@ __device__ __forceinline__ void attention_combine_head(const float* __restrict__
   }
   for (int d = tid; d < HEAD_DIM; d += threads) {
     float o = 0.f;
-#pragma unroll
+#pragma unroll 1
     for (int s0 = 0; s0 < NSPLIT; s0 += B) {
       float ms[B], os[B];
 #pragma unroll
@@ -299,7 +312,7 @@ struct DecodeCombinePhase {
   float* out;  // [N_HEADS * HEAD_DIM]
   __device__ __forceinline__ void run(float4*) const {
 #pragma unroll 1
-    for (int h = blockIdx.x; h < N_HEADS; h += gridDim.x) attention_combine_head<HEAD_DIM, NSPLIT>(partial, out, h, threadIdx.x, blockDim.x);
+    for (int h = blockIdx.x; h < N_HEADS; h += gridDim.x) attention_combine_head<HEAD_DIM, NSPLIT, 32>(partial, out, h, threadIdx.x, blockDim.x);
   }
 };
 
