@@ -128,19 +128,24 @@ __device__ __forceinline__ void load_row_batch(const T* __restrict__ row, int i0
 #pragma unroll
   for (int j = 0; j < kRowBatch; ++j) keep_loaded(v[j]);
 }
-
-/** xs[0..K) = x[0..K). */
-template <int K>
-__device__ __forceinline__ void copy_row(const float* __restrict__ x, float* xs) {
+/** f(i, row[i .. i + 4)) for each float4 of the row this thread moves, in ascending order, loaded a batch at a time. */
+template <int K, typename T, class F>
+__device__ __forceinline__ void for_row_batches(const T* __restrict__ row, F&& f) {
   static_assert(K % 4 == 0, "rows are moved 4 floats at a time");
   const int step = blockDim.x * 4;
   for (int i0 = threadIdx.x * 4; i0 < K; i0 += kRowBatch * step) {
     float4 v[kRowBatch];
-    load_row_batch<K>(x, i0, step, v);
+    load_row_batch<K>(row, i0, step, v);
 #pragma unroll
     for (int j = 0; j < kRowBatch; ++j)
-      if (i0 + j * step < K) *reinterpret_cast<float4*>(xs + i0 + j * step) = v[j];
+      if (i0 + j * step < K) f(i0 + j * step, v[j]);
   }
+}
+
+/** xs[0..K) = x[0..K). */
+template <int K>
+__device__ __forceinline__ void copy_row(const float* __restrict__ x, float* xs) {
+  for_row_batches<K>(x, [&](int i, float4 v) { *reinterpret_cast<float4*>(xs + i) = v; });
 }
 
 /** 1 / sqrt(mean(x²) + eps), as the reference computes it (float32). */
@@ -150,19 +155,11 @@ __device__ __forceinline__ float rms_scale(float sum_sq, float eps) { return 1.0
 /** A thread's share of Σ x² over a row (its float4s in ascending order); STORE: each float4 also to xs. */
 template <int K, bool STORE>
 __device__ __forceinline__ float row_sum_squares(const float* __restrict__ x, float* __restrict__ xs) {
-  static_assert(K % 4 == 0, "rows are moved 4 floats at a time");
-  const int step = blockDim.x * 4;
   float ss = 0.f;
-  for (int i0 = threadIdx.x * 4; i0 < K; i0 += kRowBatch * step) {
-    float4 v[kRowBatch];
-    load_row_batch<K>(x, i0, step, v);
-#pragma unroll
-    for (int j = 0; j < kRowBatch; ++j) {
-      if (i0 + j * step >= K) continue;
-      if constexpr (STORE) *reinterpret_cast<float4*>(xs + i0 + j * step) = v[j];
-      ss += v[j].x * v[j].x + v[j].y * v[j].y + v[j].z * v[j].z + v[j].w * v[j].w;
-    }
-  }
+  for_row_batches<K>(x, [&](int i, float4 v) {
+    if constexpr (STORE) *reinterpret_cast<float4*>(xs + i) = v;
+    ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+  });
   return ss;
 }
 
@@ -171,16 +168,10 @@ template <int K, typename W>
 __device__ __forceinline__ void rmsnorm_row(const float* __restrict__ x, const W* __restrict__ w, float eps, float* xs) {
   const float scale = rms_scale<K>(block_sum(row_sum_squares<K, true>(x, xs)), eps);
   // Each thread rescales the elements it stored itself: no barrier needed in between.
-  const int step = blockDim.x * 4;
-  for (int i0 = threadIdx.x * 4; i0 < K; i0 += kRowBatch * step) {
-    float4 wv[kRowBatch];
-    load_row_batch<K>(w, i0, step, wv);
-#pragma unroll
-    for (int j = 0; j < kRowBatch; ++j) {
-      float4* p = reinterpret_cast<float4*>(xs + i0 + j * step);
-      if (i0 + j * step < K) *p = mul4(scale4(*p, scale), wv[j]);
-    }
-  }
+  for_row_batches<K>(w, [&](int i, float4 wv) {
+    float4* p = reinterpret_cast<float4*>(xs + i);
+    *p = mul4(scale4(*p, scale), wv);
+  });
 }
 
 /**

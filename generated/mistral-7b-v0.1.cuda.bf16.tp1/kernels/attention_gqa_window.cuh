@@ -81,12 +81,17 @@ inline DecodePhase<WINDOW, KV_SLOTS> decode(const float* q, const int32_t* pos0,
 template <int WINDOW, int KV_SLOTS>
 inline CombinePhase<WINDOW, KV_SLOTS> combine(const float* partial, float* out) { return {partial, out}; }
 
+/** The shared memory launch_decode<NSPLIT, ...> asks of its split kernel. */
+template <int NSPLIT, int WINDOW, int KV_SLOTS>
+inline cudaError_t prepare_decode() {
+  return cudaFuncSetAttribute(mc::attention_decode_kernel<HEAD_DIM, GROUP, N_KV_HEADS, NSPLIT, WINDOW, KV_SLOTS, KV>,
+                              cudaFuncAttributeMaxDynamicSharedMemorySize, int(Decode::bytes()));
+}
+
 template <int WINDOW, int KV_SLOTS>
 inline cudaError_t prepare() {
-  if (cudaError_t e = cudaFuncSetAttribute(mc::attention_decode_kernel<HEAD_DIM, GROUP, N_KV_HEADS, splits<WINDOW, KV_SLOTS>(), WINDOW, KV_SLOTS, KV>,
-                                           cudaFuncAttributeMaxDynamicSharedMemorySize, int(Decode::bytes()))) return e;
-  if (cudaError_t e = cudaFuncSetAttribute(mc::attention_decode_kernel<HEAD_DIM, GROUP, N_KV_HEADS, splits<WINDOW, KV_SLOTS, 512>(), WINDOW, KV_SLOTS, KV>,
-                                           cudaFuncAttributeMaxDynamicSharedMemorySize, int(Decode::bytes()))) return e;
+  if (cudaError_t e = prepare_decode<splits<WINDOW, KV_SLOTS>(), WINDOW, KV_SLOTS>()) return e;
+  if (cudaError_t e = prepare_decode<splits<WINDOW, KV_SLOTS, 512>(), WINDOW, KV_SLOTS>()) return e;
   if constexpr (FLASH) {
     return cudaFuncSetAttribute(mc::attention_flash_prefill_kernel<HEAD_DIM, GROUP, N_KV_HEADS, WINDOW, KV_SLOTS, KV>,
                                 cudaFuncAttributeMaxDynamicSharedMemorySize, int(Flash::smem_bytes()));
