@@ -140,6 +140,13 @@ export function memoryAvailable(): number {
   return Math.min(freemem(), process.availableMemory?.() ?? Infinity);
 }
 
+/**
+ * Positions one sequence may have where every layer's cache is a ring (so max_seq_len does not
+ * bound them): 2^30, far below INT32_MAX so that the kernels' int position arithmetic (a key tile
+ * past the last position, a decode split's end) never overflows. The libraries refuse the same.
+ */
+export const MAX_POSITIONS = 2 ** 30;
+
 /** Bytes read into memory per step of readIntoMemory: ~0.1-1 s of a disk, so progress moves smoothly. */
 export const READ_STEP_BYTES = 256 * 2 ** 20;
 
@@ -353,9 +360,12 @@ class Model implements LoadedModel {
     throw new RuntimeError('generate', `logits at position ${position}`, `hold ${logits[bad]} at token id ${bad}: the forward pass produced a non-finite value, so no token can be sampled`, fix);
   }
 
-  /** Whether a sequence of `length` tokens fits the context (always, when every layer is a ring). */
+  /**
+   * Whether a sequence of `length` tokens fits the context (when every layer is a ring: up to
+   * MAX_POSITIONS, which keeps the kernels' int position arithmetic far from overflowing).
+   */
   private fits(length: number): boolean {
-    return this.plan.kv_cache.layers.every((l) => l.kind === 'rolling') || length <= this.config.max_seq_len;
+    return this.plan.kv_cache.layers.every((l) => l.kind === 'rolling') ? length <= MAX_POSITIONS : length <= this.config.max_seq_len;
   }
 
   /** One call at a time per model: concurrent callers wait their turn instead of corrupting the cache. */
@@ -372,6 +382,9 @@ class Model implements LoadedModel {
       throw new RuntimeError('forward', 'startPos', `${startPos} does not continue the sequence (next position ${this.nextPos})`, `pass ${this.nextPos}, or 0 to start a new sequence`);
     }
     if (!this.fits(startPos + tokens.length)) {
+      if (this.plan.kv_cache.layers.every((l) => l.kind === 'rolling')) {
+        throw new RuntimeError('tokens', undefined, `${startPos + tokens.length} positions pass the ${MAX_POSITIONS} one sequence may have`, 'start a new sequence at position 0');
+      }
       throw new RuntimeError('tokens', undefined, `${startPos + tokens.length} positions exceed the context of ${this.config.max_seq_len} (max_seq_len)`,
         'shorten the prompt, or load with a larger maxSeqLen (--max-seq-len)');
     }

@@ -28,8 +28,8 @@ export function buildPlan(model: ModelConfig, partial: Partial<PlanOptions> = {}
   const options: PlanOptions = { ...DEFAULT_PLAN_OPTIONS, ...partial };
   checkPlanOptions(options);
   const shape = rankShape(model, options.tp);
-  if (options.target === 'cuda') checkCudaShapes(model, shape, options.dtype, options.tp);
   const maxTokens = Math.min(options.maxTokens, model.max_seq_len);
+  if (options.target === 'cuda') checkCudaShapes(model, shape, options.dtype, options.tp, maxTokens);
   return {
     format: 'mistral-compile.plan/1',
     key: specializationKey(model, options),

@@ -16,6 +16,17 @@ import type { Dtype, Shape } from './types.js';
 /** Shared memory one block may use: what sm_80 allows after opting in (sm_90 allows 227 KB). */
 export const CUDA_MAX_SMEM_BYTES = 163 * 1024;
 
+/**
+ * mc::kBlockSumSmemBytes: the static array of mc::block_sum (a float a warp), which a kernel that
+ * normalizes a row holds beside its dynamic shared memory. A block's limit counts both
+ * (cudaFuncSetAttribute refuses a dynamic size that leaves no room for the kernel's static arrays),
+ * so every need below is checked with it added, whether or not its kernel sums over the block.
+ */
+export const BLOCK_SUM_SMEM_BYTES = 32 * 4;
+
+/** Blocks a grid may have along y: the decode GEMV's items (tokens, or routed rows) when it also runs prefill (f32 weights). */
+export const CUDA_MAX_GRID_Y = 65535;
+
 /** Elements of a 16-byte chunk: the unit every CUDA kernel reads rows in (mc::kVec). */
 export function cudaVec(dtype: Dtype): number {
   return 16 / DTYPE_BYTES[dtype];
@@ -51,6 +62,9 @@ function sharedMemoryNeeds(model: ModelConfig, shape: Shape, dtype: Dtype): Arra
   if (model.moe === null) {
     needs.push({ field: 'hidden_dim', value: model.hidden_dim, what: 'w2\'s input row', bytes: shape.hidden_dim * 4, perRank: true });
   } else {
+    // rmsnorm_moe_gate_topk_softmax: the normalized row (dynamic) and the expert logits (static).
+    needs.push({ field: 'moe.num_experts', value: model.moe.num_experts, what: 'the MoE gate\'s input row and its expert logits',
+      bytes: model.dim * 4 + model.moe.num_experts * 4 });
     needs.push({ field: 'hidden_dim', value: model.hidden_dim, what: `the experts' w2 input rows (num_experts_per_tok = ${model.moe.num_experts_per_tok} of them)`,
       bytes: model.moe.num_experts_per_tok * shape.hidden_dim * 4, perRank: true });
   }
@@ -64,18 +78,21 @@ function sharedMemoryNeeds(model: ModelConfig, shape: Shape, dtype: Dtype): Arra
 export const GEMM_LARGE_SMEM_BYTES = 4 * (128 + 128) * 40 * 2;
 
 /**
- * The most shared memory one block of this plan's kernels asks for, on any GPU (the sm_90a wgmma
- * tile aside: it runs only where a block may have 227 KB): the library checks it against the GPU's
- * opt-in limit before it allocates anything (model.cu's check_device).
+ * The most shared memory one block of this plan's kernels takes, dynamic and static together, on any
+ * GPU (the sm_90a wgmma tile aside: it runs only where a block may have 227 KB): the library checks
+ * it against the GPU's opt-in limit before it allocates anything (model.cu's check_device).
  */
 export function cudaSharedMemoryNeeded(model: ModelConfig, shape: Shape, dtype: Dtype): number {
   const needs = sharedMemoryNeeds(model, shape, dtype).map((n) => n.bytes);
   if (dtype !== 'f32') needs.push(GEMM_LARGE_SMEM_BYTES);
-  return Math.max(...needs);
+  return Math.max(...needs) + BLOCK_SUM_SMEM_BYTES;
 }
 
-/** Throws a PlanError naming the params.json field when the CUDA kernels cannot take this model at this dtype and --tp. */
-export function checkCudaShapes(model: ModelConfig, shape: Shape, dtype: Dtype, tp: number): void {
+/**
+ * Throws a PlanError naming the params.json field (or the option) when the CUDA kernels cannot take
+ * this model at this dtype, --tp and --max-tokens (the most tokens of one forward call).
+ */
+export function checkCudaShapes(model: ModelConfig, shape: Shape, dtype: Dtype, tp: number, maxTokens: number): void {
   const vec = cudaVec(dtype);
   // The decode attention gives each query head of a KV group a warp of one block (mc::DecodeTile).
   const group = shape.n_heads / shape.n_kv_heads;
@@ -95,9 +112,18 @@ export function checkCudaShapes(model: ModelConfig, shape: Shape, dtype: Dtype, 
     }
   }
   for (const need of sharedMemoryNeeds(model, shape, dtype)) {
-    if (need.bytes > CUDA_MAX_SMEM_BYTES) {
-      throw new PlanError(model.source, need.field, `${need.field} = ${need.value}: ${need.what} needs ${Math.ceil(need.bytes / 1024)} KB of shared memory in one CUDA block, more than the ${CUDA_MAX_SMEM_BYTES / 1024} KB a block may have`,
+    const bytes = need.bytes + BLOCK_SUM_SMEM_BYTES;
+    if (bytes > CUDA_MAX_SMEM_BYTES) {
+      throw new PlanError(model.source, need.field, `${need.field} = ${need.value}: ${need.what} needs ${Math.ceil(bytes / 1024)} KB of shared memory in one CUDA block, more than the ${CUDA_MAX_SMEM_BYTES / 1024} KB a block may have`,
         `use --target cpu${need.perRank === true && tp < 8 ? ', or a larger --tp (it divides this row among the ranks)' : ''}${need.field === 'head_dim' && dtype === 'f32' ? ', or --dtype bf16' : ''}`);
     }
+  }
+  // f32 weights have no tensor-core GEMM: prefill runs the decode GEMV with an item (grid row) per
+  // token, or per routed (token, expert) pair for the experts.
+  const items = maxTokens * (model.moe?.num_experts_per_tok ?? 1);
+  if (dtype === 'f32' && items > CUDA_MAX_GRID_Y) {
+    const most = Math.floor(CUDA_MAX_GRID_Y / (model.moe?.num_experts_per_tok ?? 1));
+    throw new PlanError('--max-tokens', undefined, `${maxTokens} tokens a call${model.moe === null ? '' : ` × ${model.moe.num_experts_per_tok} experts each`} in f32 are ${items} rows of one CUDA GEMV grid, more than its ${CUDA_MAX_GRID_Y}`,
+      `pass --max-tokens ${most} or less (longer prompts are prefilled in chunks of that many), or --dtype bf16`);
   }
 }

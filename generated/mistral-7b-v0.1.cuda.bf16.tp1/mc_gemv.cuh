@@ -214,7 +214,7 @@ __global__ void __launch_bounds__(Op::WARPS * 32) gemv_kernel(const Op op, const
 }
 
 template <class Op> constexpr size_t gemv_smem_bytes() {
-  static_assert(size_t(Op::NSRC) * Op::K * sizeof(float) <= kMaxSmemBytes, "a GEMV's input rows exceed a block's shared memory: compiler/plan/cuda-limits.ts should have refused this model");
+  static_assert(size_t(Op::NSRC) * Op::K * sizeof(float) + kBlockSumSmemBytes <= kMaxSmemBytes, "a GEMV's input rows exceed a block's shared memory: compiler/plan/cuda-limits.ts should have refused this model");
   return size_t(Op::NSRC) * Op::K * sizeof(float);
 }
 

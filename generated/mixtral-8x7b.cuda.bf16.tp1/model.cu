@@ -33,6 +33,7 @@ constexpr int HIDDEN = 14336;      // FFN hidden units of this rank
 constexpr int MAX_TOKENS = 512;        // most tokens per forward call (prefill chunk)
 constexpr int MAX_SEQ_LEN = 32768;// context of full-attention layers
 constexpr bool ALL_LAYERS_ROLLING = false;  // then positions may run past MAX_SEQ_LEN
+constexpr int MAX_POSITIONS = 1 << 30;  // positions 0 .. 2^30 - 1 in one sequence, whatever the layers
 constexpr double ROPE_THETA = 1000000.0;  // rope_theta
 constexpr int Q_DIM = N_HEADS * HEAD_DIM;
 static_assert(N_HEADS % N_KV_HEADS == 0, "query heads of a rank are whole groups of its KV heads");
@@ -49,7 +50,7 @@ constexpr int64_t KV_BYTES = 4294967296;         // keys and values of every lay
 // The most shared memory one block of these kernels asks for (compiler/plan/cuda-limits.ts; the
 // sm_90a wgmma tile aside, which runs only where a block may have 227 KB): check_device compares it
 // with the GPU's opt-in limit, so that a GPU with less refuses the model before anything is allocated.
-constexpr int SMEM_NEEDED = 114688;
+constexpr int SMEM_NEEDED = 114816;
 }  // namespace
 
 // One header per fused kernel, rendered from templates/cuda/<kernel>.cuh.hbs with this model's constants.
@@ -1233,21 +1234,24 @@ void free_model(mc_model* m) {
 double gib(int64_t bytes) { return double(bytes) / double(int64_t(1) << 30); }
 
 /**
- * The most dynamic shared memory one block of this model's kernels asks for (the sm_90a wgmma tile
- * aside: it runs only where a block may have 227 KB), from the kernels' own sizes: SMEM_NEEDED, which
- * check_device compares with the GPU, is compiler/plan/cuda-limits.ts's restatement of it.
+ * The most shared memory one block of this model's kernels takes (the sm_90a wgmma tile aside: it
+ * runs only where a block may have 227 KB), from the kernels' own sizes: the most dynamic shared
+ * memory, the MoE gate's static logits counted with its row, plus block_sum's static array (counted
+ * for every kernel, whether it sums over the block or not). A GPU's limit counts static and dynamic
+ * together. SMEM_NEEDED, which check_device compares with the GPU, is compiler/plan/cuda-limits.ts's
+ * restatement of it.
  */
 constexpr size_t kernels_smem() {
   size_t m = std::max(attention_gqa_window::Decode::bytes(),
                       attention_gqa_window::FLASH ? attention_gqa_window::Flash::smem_bytes() : attention_gqa_window::Tile::smem_bytes());
   m = std::max(m, mc::gemv_smem_bytes<rmsnorm_qkv_rope_cache::Decode<32768>>());
   m = std::max(m, mc::gemv_smem_bytes<wo_residual::Decode>());
-  m = std::max(m, size_t(rmsnorm_moe_gate_topk_softmax::DIM) * sizeof(float));
+  m = std::max(m, size_t(rmsnorm_moe_gate_topk_softmax::DIM + rmsnorm_moe_gate_topk_softmax::EXPERTS) * sizeof(float));
   m = std::max(m, mc::gemv_smem_bytes<moe_w13_swiglu::Decode>());
   m = std::max(m, mc::gemv_smem_bytes<moe_w2_combine_residual::Decode>());
   m = std::max(m, mc::gemv_smem_bytes<rmsnorm_output::Decode>());
   if (mc::kTensorCores<W>) m = std::max(m, std::max(std::max(mc::GemmLarge::smem_bytes(), mc::GemmSmall::smem_bytes()), mc::GemmDeep::smem_bytes()));
-  return m;
+  return m + mc::kBlockSumSmemBytes;
 }
 // Equal, not just enough: a kernel grown in C++ but not in TypeScript fails here, at build time; one
 // restated too large in TypeScript (refusing GPUs that could run the model) too.
@@ -1978,7 +1982,13 @@ MC_EXPORT int32_t mc_forward(mc_model* m, const int32_t* tokens, int32_t n, int3
                   (long long)start_pos + n - 1, MAX_SEQ_LEN);
     return set_error(err, errlen, message), 1;
   }
-  if (int64_t(start_pos) + n > int64_t(INT32_MAX)) return set_error(err, errlen, "position overflows int32"), 1;
+  // Positions stay far below INT32_MAX, so that the kernels' int loop bounds (a key tile past the
+  // last position, a decode split's end) never overflow; runtime/model.ts MAX_POSITIONS says the same.
+  if (int64_t(start_pos) + n > MAX_POSITIONS) {
+    std::snprintf(message, sizeof message, "positions up to %lld pass the %d a sequence may have; start a new sequence at position 0",
+                  (long long)start_pos + n - 1, MAX_POSITIONS);
+    return set_error(err, errlen, message), 1;
+  }
   if (TP > 1 && m->nccl == nullptr) return set_error(err, errlen, "a tensor-parallel rank needs mc_set_comm (its NCCL group) before mc_forward"), 1;
 
   const cudaStream_t s = m->stream;

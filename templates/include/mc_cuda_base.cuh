@@ -97,9 +97,14 @@ __device__ __forceinline__ float warp_max(float v) {
   for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
   return v;
 }
+/**
+ * block_sum's static shared memory, a float a warp: counted with every kernel's dynamic shared memory
+ * against a block's limit (model.cu's kernels_smem, compiler/plan/cuda-limits.ts BLOCK_SUM_SMEM_BYTES).
+ */
+constexpr size_t kBlockSumSmemBytes = 32 * sizeof(float);
 /** Sum over the block (every thread gets it). Every thread of the block must call it. */
 __device__ __forceinline__ float block_sum(float v) {
-  __shared__ float partial[32];
+  __shared__ float partial[kBlockSumSmemBytes / sizeof(float)];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = (blockDim.x + 31) >> 5;
   v = warp_sum(v);
   __syncthreads();  // partial[] may still be read by a previous call

@@ -5,7 +5,7 @@ import { loadModelConfig } from '../../compiler/config/load.js';
 import { normalizeParams } from '../../compiler/config/normalize.js';
 import { PlanError } from '../../compiler/errors.js';
 import { buildPlan } from '../../compiler/plan/build-plan.js';
-import { CUDA_MAX_SMEM_BYTES, cudaSharedMemoryNeeded, decodeAttentionSmem, GEMM_LARGE_SMEM_BYTES, prefillAttentionSmem } from '../../compiler/plan/cuda-limits.js';
+import { BLOCK_SUM_SMEM_BYTES, CUDA_MAX_SMEM_BYTES, cudaSharedMemoryNeeded, decodeAttentionSmem, GEMM_LARGE_SMEM_BYTES, prefillAttentionSmem } from '../../compiler/plan/cuda-limits.js';
 import { DTYPES, TP_SIZES, type Dtype } from '../../compiler/plan/types.js';
 
 const MODELS = join(import.meta.dirname, '../../configs/models');
@@ -13,10 +13,10 @@ const shipped = readdirSync(MODELS).filter((d) => existsSync(join(MODELS, d, 'pa
 const base = { dim: 64, n_layers: 1, head_dim: 16, hidden_dim: 128, n_heads: 4, n_kv_heads: 2, norm_eps: 1e-5, vocab_size: 512, rope_theta: 1e6 };
 
 /** The one-line error of a CUDA plan of params (written as /m/params.json), or null when it plans. */
-function cudaPlanError(params: object, options: { dtype?: 'bf16' | 'f16' | 'f32'; tp?: 1 | 2 | 4 | 8 } = {}): string | null {
-  const model = normalizeParams({ ...base, ...params }, '/m/params.json');
+function cudaPlanError(params: object, options: { dtype?: 'bf16' | 'f16' | 'f32'; tp?: 1 | 2 | 4 | 8; maxTokens?: number } = {}): string | null {
+  const model = normalizeParams({ max_seq_len: 65536, ...base, ...params }, '/m/params.json');
   try {
-    buildPlan(model, { target: 'cuda', dtype: options.dtype ?? 'bf16', tp: options.tp ?? 1 });
+    buildPlan(model, { target: 'cuda', dtype: options.dtype ?? 'bf16', tp: options.tp ?? 1, maxTokens: options.maxTokens ?? 512 });
     return null;
   } catch (e) {
     expect(e).toBeInstanceOf(PlanError);
@@ -52,17 +52,42 @@ describe('the shapes the CUDA kernels can take (checked when a plan targets CUDA
   });
 
   it('rows or attention tiles larger than a block\'s shared memory are refused with the field, the need and the fix', () => {
-    // w2's input row, f32 in shared memory: 49152 × 4 B = 192 KB; at --tp 2 each rank holds half.
+    // w2's input row, f32 in shared memory: 49152 × 4 B = 192 KB, and block_sum's 128 B; at --tp 2 each rank holds half.
     expect(cudaPlanError({ hidden_dim: 49152 })).toBe(
-      '/m/params.json: hidden_dim: hidden_dim = 49152: w2\'s input row needs 192 KB of shared memory in one CUDA block, more than the 163 KB a block may have; ' +
+      '/m/params.json: hidden_dim: hidden_dim = 49152: w2\'s input row needs 193 KB of shared memory in one CUDA block, more than the 163 KB a block may have; ' +
       'use --target cpu, or a larger --tp (it divides this row among the ranks)');
     expect(cudaPlanError({ hidden_dim: 49152 }, { tp: 2 })).toBeNull();
     // MoE: top-k rows of the experts' hidden units at once.
     const moe = { hidden_dim: 16384, moe: { num_experts: 8, num_experts_per_tok: 4 } };
-    expect(cudaPlanError(moe)).toMatch(/: hidden_dim: hidden_dim = 16384: the experts' w2 input rows \(num_experts_per_tok = 4 of them\) needs 256 KB/);
+    expect(cudaPlanError(moe)).toMatch(/: hidden_dim: hidden_dim = 16384: the experts' w2 input rows \(num_experts_per_tok = 4 of them\) needs 257 KB/);
     // A wide f32 head: the prefill attention's f32 tiles.
     expect(cudaPlanError({ dim: 1024, head_dim: 512, n_heads: 2, n_kv_heads: 1 }, { dtype: 'f32' })).toMatch(
       /: head_dim: head_dim = 512: the decode attention needs \d+ KB of shared memory .*; use --target cpu, or --dtype bf16$/);
+  });
+
+  it('a block\'s static shared memory counts: block_sum\'s array beside every row, the MoE gate\'s logits beside its row', () => {
+    // 41696 f32 values and 128 B fill the 163 KB (166912 B) exactly; 41704 (the next multiple of 8) pass it by 32 B.
+    expect(41696 * 4 + BLOCK_SUM_SMEM_BYTES).toBe(CUDA_MAX_SMEM_BYTES);
+    expect(cudaPlanError({ dim: 41696 })).toBeNull();
+    expect(cudaPlanError({ dim: 41704 })).toBe(
+      '/m/params.json: dim: dim = 41704: a decode GEMV\'s input row needs 164 KB of shared memory in one CUDA block, more than the 163 KB a block may have; use --target cpu');
+    // The gate: a row of 40960 f32 (160 KB), a logit an expert and block_sum's 128 B: 512 experts fit, 1024 do not.
+    const gate = (num_experts: number) => cudaPlanError({ dim: 40960, moe: { num_experts, num_experts_per_tok: 2 } });
+    expect(gate(512)).toBeNull();
+    expect(gate(1024)).toBe('/m/params.json: moe.num_experts: moe.num_experts = 1024: the MoE gate\'s input row and its expert logits needs 165 KB of shared memory in one CUDA block, more than the 163 KB a block may have; use --target cpu');
+  });
+
+  it('f32 weights: a call\'s tokens (times top-k for the experts) must fit one GEMV grid\'s 65535 rows, since f32 prefill runs the GEMV', () => {
+    expect(cudaPlanError({}, { dtype: 'f32', maxTokens: 65535 })).toBeNull();
+    expect(cudaPlanError({}, { dtype: 'f32', maxTokens: 65536 })).toBe(
+      '--max-tokens: 65536 tokens a call in f32 are 65536 rows of one CUDA GEMV grid, more than its 65535; pass --max-tokens 65535 or less (longer prompts are prefilled in chunks of that many), or --dtype bf16');
+    const moe = { moe: { num_experts: 8, num_experts_per_tok: 2 } };
+    expect(cudaPlanError(moe, { dtype: 'f32', maxTokens: 32767 })).toBeNull();
+    expect(cudaPlanError(moe, { dtype: 'f32', maxTokens: 32768 })).toMatch(/^--max-tokens: 32768 tokens a call × 2 experts each in f32 are 65536 rows of one CUDA GEMV grid, more than its 65535; pass --max-tokens 32767 or less/);
+    // 16-bit weights prefill on the GEMMs (their grids put the tokens in tiles of 64 or more).
+    expect(cudaPlanError(moe, { dtype: 'bf16', maxTokens: 65536 })).toBeNull();
+    // The plan counts at most max_seq_len tokens a call.
+    expect(cudaPlanError({ max_seq_len: 4096 }, { dtype: 'f32', maxTokens: 65536 })).toBeNull();
   });
 
   it('more than 32 query heads to a KV head (a warp each in one block) are refused, naming n_kv_heads', () => {
@@ -93,9 +118,10 @@ describe('the shapes the CUDA kernels can take (checked when a plan targets CUDA
       const model = loadModelConfig(join(MODELS, name));
       return cudaSharedMemoryNeeded(model, buildPlan(model, { target: 'cuda', dtype, tp: 1 }).rank_shape, dtype);
     };
-    expect(need('mistral-7b-v0.1', 'bf16')).toBe(GEMM_LARGE_SMEM_BYTES);  // the 128 x 128 GEMM tile, 80 KB
-    expect(need('mistral-7b-v0.1', 'f32')).toBe(2 * 32 * 260 * 4 + 4 * 128 * 4);  // no GEMM in f32: the decode attention, 67 KB
-    expect(need('mixtral-8x7b', 'bf16')).toBe(2 * 14336 * 4);  // the experts' w2: top-2 rows of 14336 f32, 112 KB
+    // Each with block_sum's static 128 B (counted for every kernel).
+    expect(need('mistral-7b-v0.1', 'bf16')).toBe(GEMM_LARGE_SMEM_BYTES + BLOCK_SUM_SMEM_BYTES);  // the 128 x 128 GEMM tile, 80 KB
+    expect(need('mistral-7b-v0.1', 'f32')).toBe(2 * 32 * 260 * 4 + 4 * 128 * 4 + BLOCK_SUM_SMEM_BYTES);  // no GEMM in f32: the decode attention, 67 KB
+    expect(need('mixtral-8x7b', 'bf16')).toBe(2 * 14336 * 4 + BLOCK_SUM_SMEM_BYTES);  // the experts' w2: top-2 rows of 14336 f32, 112 KB
     for (const name of shipped) for (const dtype of DTYPES) expect(need(name, dtype)).toBeLessThanOrEqual(CUDA_MAX_SMEM_BYTES);
   });
 
