@@ -147,6 +147,9 @@ export function memoryAvailable(): number {
  */
 export const MAX_POSITIONS = 2 ** 30;
 
+/** The most OpenMP threads loadModel accepts (a count far past any machine's cores is a mistake). */
+export const MAX_THREADS = 1024;
+
 /** Bytes read into memory per step of readIntoMemory: ~0.1-1 s of a disk, so progress moves smoothly. */
 export const READ_STEP_BYTES = 256 * 2 ** 20;
 
@@ -183,12 +186,19 @@ export async function loadModel(dir: string, options: LoadOptions = {}): Promise
     throw new RuntimeError('loadModel options', 'tp', `is ${options.tp} but the world has ${distributed.world} ranks (WORLD_SIZE)`,
       `run ${options.tp} processes, or pass tp ${distributed.world}`);
   }
+  // Checked here: OpenMP reads a bad count with a warning and ignores it, and a huge one fails to
+  // create its threads inside the native library, which ends the process.
+  if (options.threads !== undefined && !(Number.isSafeInteger(options.threads) && options.threads >= 1 && options.threads <= MAX_THREADS)) {
+    throw new RuntimeError('loadModel options', 'threads', `must be an integer from 1 to ${MAX_THREADS} (got ${String(options.threads)})`, `pass e.g. ${availableParallelism()}, this machine's cores`);
+  }
+  if (options.weights !== undefined && options.weights !== 'map' && options.weights !== 'copy') {
+    throw new RuntimeError('loadModel options', 'weights', `must be 'map' or 'copy' (got ${JSON.stringify(options.weights)})`, "pass 'map' (the default) or 'copy'");
+  }
   // One process per rank: each takes its share of this machine's cores.
   const threads = options.threads ?? (distributed === undefined ? availableParallelism() : Math.max(1, Math.floor(availableParallelism() / distributed.localWorld)));
-  if (process.env.OMP_NUM_THREADS === undefined) {
-    // Read by OpenMP when the first compiled library loads; later changes have no effect.
-    process.env.OMP_NUM_THREADS = String(threads);
-  }
+  // Read by OpenMP when the first compiled library loads; later changes have no effect. A count
+  // asked for here wins over one inherited from the environment; without one, the environment's stands.
+  if (options.threads !== undefined || process.env.OMP_NUM_THREADS === undefined) process.env.OMP_NUM_THREADS = String(threads);
   const config = loadModelConfig(dir, { maxSeqLen: options.maxSeqLen });
   const weightsPath = join(dir, 'consolidated.safetensors');
   const header = await readSafetensorsHeader(weightsPath);
@@ -213,7 +223,7 @@ export async function loadModel(dir: string, options: LoadOptions = {}): Promise
       const seconds = (performance.now() - started) / 1000;
       options.onProgress?.({ stage: 'weights', path: weightsPath, bytes: header.fileSize, seconds, rankSeconds: [seconds], copied: file.copied });
       const group = await joinRank(addon, instance, library, header, config.vocab_size, threads, d, options.onProgress);
-      return new Model(config, plan, built.library, group, { rank: d.rank, world: d.world });
+      return new Model(config, plan, built.library, group, { rank: d.rank, world: d.world }, weightsPath);
     }
     // First what mc_create checks of the machine (GPU, driver, code for it, free device memory):
     // a load that cannot succeed should fail before it spends minutes reading the file.
@@ -240,7 +250,7 @@ export async function loadModel(dir: string, options: LoadOptions = {}): Promise
     // Ranks share the cores: each gets its part, so that TP does not oversubscribe them.
     const group = new addon.TpGroup(instances, config.vocab_size, plan.options.tp === 1 ? 0 : Math.max(1, Math.floor(threads / plan.options.tp)));
     options.onProgress?.({ stage: 'weights', path: weightsPath, bytes: header.fileSize, seconds: (performance.now() - started) / 1000, rankSeconds, copied: file.copied });
-    return new Model(config, plan, built.library, group, undefined);
+    return new Model(config, plan, built.library, group, undefined, weightsPath);
   } finally {
     file.close(); // the instance keeps its own hold on the mapping
   }
@@ -301,7 +311,7 @@ class Model implements LoadedModel {
   private closed = false;
 
   constructor(readonly config: ModelConfig, readonly plan: Plan, readonly library: string, private readonly native: NativeTpGroup,
-    readonly distributed: { rank: number; world: number } | undefined) {}
+    readonly distributed: { rank: number; world: number } | undefined, private readonly weightsPath: string) {}
 
   logits(tokens: readonly number[]): Promise<Float32Array[]> {
     return this.forward(tokens, 0, true);
@@ -312,6 +322,9 @@ class Model implements LoadedModel {
   }
 
   async *generate(prompt: readonly number[], options: GenerateOptions): AsyncGenerator<number, void, void> {
+    if (typeof options !== 'object' || options === null) {
+      throw new RuntimeError('generate', 'options', `must be an object (got ${String(options)})`, 'pass e.g. { maxTokens: 16 }');
+    }
     const temperature = options.temperature ?? 0;
     const topP = options.topP ?? 1;
     if (!(temperature >= 0) || !Number.isFinite(temperature)) throw new RuntimeError('generate', 'temperature', `must be a finite number >= 0 (got ${temperature})`, 'pass 0 for greedy decoding, or e.g. 0.7');
@@ -319,7 +332,15 @@ class Model implements LoadedModel {
     if (!Number.isSafeInteger(options.maxTokens) || options.maxTokens < 0) throw new RuntimeError('generate', 'maxTokens', `must be a non-negative integer (got ${options.maxTokens})`, 'pass the number of tokens to generate');
     const seed = options.seed ?? 0;
     if (!Number.isSafeInteger(seed) || seed < 0 || seed > 2 ** 31 - 1) throw new RuntimeError('generate', 'seed', `must be an integer from 0 to 2147483647 (got ${seed})`, 'pass e.g. 1');
-    const stop = new Set(options.stop ?? []);
+    const stopIds = options.stop ?? [];
+    // A string would pass as its characters; an id outside the vocabulary could never stop anything.
+    const vocab = this.config.vocab_size;
+    if (!Array.isArray(stopIds)) throw new RuntimeError('generate', 'stop', `must be an array of token ids (got ${JSON.stringify(stopIds)})`, 'pass e.g. [2]');
+    const badStop = stopIds.find((t) => !Number.isSafeInteger(t) || t < 0 || t >= vocab);
+    if (badStop !== undefined) {
+      throw new RuntimeError('generate', 'stop', `holds ${JSON.stringify(badStop)}, not a token id from 0 to ${vocab - 1} (vocab_size ${vocab})`, 'pass ids of this model\'s vocabulary');
+    }
+    const stop = new Set(stopIds);
     const uniform = seededUniform(seed);
     // The tokens this generation has put into the KV cache. If another call runs on the model
     // between two steps, it replaces the cache's sequence: the next step then replays these.
@@ -396,7 +417,17 @@ class Model implements LoadedModel {
       const part = Int32Array.from(tokens.slice(begin, begin + chunk));
       const lastChunk = begin + chunk >= tokens.length;
       const wantAll = allLogits;
-      const out = await this.native.forward(part, startPos + begin, wantAll);
+      let out: Float32Array;
+      try {
+        out = await this.native.forward(part, startPos + begin, wantAll);
+      } catch (err) {
+        // The addon's line on the mapped checkpoint (shrunk, rewritten, truncated mid-call) names
+        // the file and ends in its fix: a WeightsError, as the same problem found at load is.
+        const message = (err as Error).message;
+        if (!message.startsWith(`${this.weightsPath}: `)) throw err;
+        const { problem, fix } = splitFix(message.slice(this.weightsPath.length + 2));
+        throw new WeightsError(this.weightsPath, undefined, problem, fix ?? 'load it again once it is no longer being written');
+      }
       this.nextPos = startPos + begin + part.length;
       if (wantAll) for (let t = 0; t < part.length; t++) rows.push(out.subarray(t * vocab, (t + 1) * vocab));
       else if (lastChunk) rows.push(out);

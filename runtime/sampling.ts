@@ -33,21 +33,43 @@ export function argmax(logits: Float32Array): number {
   return best;
 }
 
+/**
+ * Greedy at temperature 0; else a token drawn from softmax(logits / temperature), restricted to the
+ * nucleus: the most likely tokens (ties to the lower id), in that order, until their mass reaches
+ * topP. With topP < 1 only the tokens that can be in the nucleus are sorted: those within a factor
+ * of the most likely one, the factor widened until their mass suffices (a full sort of a 32k-131k
+ * vocabulary took milliseconds a token, as long as a GPU's decode step). The nucleus, its order and
+ * the token drawn are those of sorting every token. With topP = 1 every token is kept, in id order.
+ */
 export function sampleToken(logits: Float32Array, options: SamplingOptions, uniform: Uniform): number {
   if (options.temperature === 0) return argmax(logits);
   let max = -Infinity;
   for (const v of logits) if (v > max) max = v;
-  const probs = new Float64Array(logits.length);
+  const probs = new Float64Array(logits.length);  // relative to the most likely token's (1)
   let sum = 0;
   for (let i = 0; i < logits.length; i++) sum += probs[i] = Math.exp((logits[i]! - max) / options.temperature);
-  const order = Array.from(probs.keys()).sort((a, b) => probs[b]! - probs[a]! || a - b);
-  let kept = 0;
-  let mass = 0;
-  while (kept < order.length && (kept === 0 || mass < options.topP * sum)) mass += probs[order[kept++]!]!;
+  if (options.topP >= 1) return draw(probs, null, probs.length, sum, uniform);
+  const target = options.topP * sum;
+  for (let floor = 2 ** -10; ; floor *= floor) {  // 2^-10, 2^-20, 2^-40, ... then 0 (underflow): at most 8 passes
+    // The tokens at or above the floor are a prefix of the full order, so the nucleus is a prefix
+    // of theirs whenever they reach the target (or are every token).
+    const order: number[] = [];
+    for (let i = 0; i < probs.length; i++) if (probs[i]! >= floor) order.push(i);
+    order.sort((a, b) => probs[b]! - probs[a]! || a - b);
+    let kept = 0;
+    let mass = 0;
+    while (kept < order.length && (kept === 0 || mass < target)) mass += probs[order[kept++]!]!;
+    if (mass >= target || order.length === probs.length) return draw(probs, order, kept, mass, uniform);
+  }
+}
+
+/** Token `order[i]` (or i when order is null) for the first i < kept where the running sum passes uniform() × mass. */
+function draw(probs: Float64Array, order: readonly number[] | null, kept: number, mass: number, uniform: Uniform): number {
   let r = uniform() * mass;
   for (let i = 0; i < kept; i++) {
-    r -= probs[order[i]!]!;
-    if (r < 0) return order[i]!;
+    const token = order === null ? i : order[i]!;
+    r -= probs[token]!;
+    if (r < 0) return token;
   }
-  return order[kept - 1]!;
+  return order === null ? kept - 1 : order[kept - 1]!;
 }

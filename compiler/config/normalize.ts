@@ -14,6 +14,8 @@ const KNOWN_KEYS = new Set([
   'rope_theta', 'sliding_window', '_sliding_window', 'moe', 'max_batch_size', 'max_seq_len',
   'model_type', 'tied_embeddings', 'lora', 'vision_encoder', 'quantization', 'yarn',
 ]);
+/** Keys of the moe object (mistral-inference's MoeArgs). */
+const MOE_KEYS = new Set(['num_experts', 'num_experts_per_tok']);
 
 /** Upper bounds: far above any real model, low enough that products stay exact in int64/double. */
 export const LIMITS = {
@@ -53,7 +55,8 @@ class Checker {
   constructor(private readonly file: string) {}
 
   fail(field: string, value: unknown, problem: string, fix: string): never {
-    throw new ConfigError(this.file, field, `${problem} (got ${showValue(value)})`, fix);
+    // A missing field has no value to show ("required field is missing (got missing)" said it twice).
+    throw new ConfigError(this.file, field, value === undefined ? problem : `${problem} (got ${showValue(value)})`, fix);
   }
 
   int(obj: Json, field: string, min: number, max: number, path = field): number {
@@ -74,13 +77,14 @@ class Checker {
     return value;
   }
 
-  positiveReal(obj: Json, field: string, exclusiveMax: number): number {
+  /** A number in (0, exclusiveMax); `example` is a typical value, for the fix. */
+  positiveReal(obj: Json, field: string, exclusiveMax: number, example: string): number {
     const value = obj[field];
     if (value === undefined || value === null) {
       this.fail(field, value, 'required field is missing', `add "${field}": a number greater than 0 and below ${exclusiveMax}`);
     }
     if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0 || value >= exclusiveMax) {
-      this.fail(field, value, 'must be a number greater than 0 and below ' + exclusiveMax, `write a plain JSON number such as 1e-5`);
+      this.fail(field, value, 'must be a number greater than 0 and below ' + exclusiveMax, `write a plain JSON number such as ${example}`);
     }
     return value;
   }
@@ -123,7 +127,7 @@ export function normalizeParams(raw: unknown, source: string, options: Normalize
   }
   const hidden_dim = c.int(p, 'hidden_dim', 1, LIMITS.hidden_dim);
   const vocab_size = c.int(p, 'vocab_size', 1, LIMITS.vocab_size);
-  const norm_eps = c.positiveReal(p, 'norm_eps', 1);
+  const norm_eps = c.positiveReal(p, 'norm_eps', 1, '1e-5');
   if (norm_eps < MIN_NORM_EPS) {
     c.fail('norm_eps', norm_eps, `is below the smallest normal float32 (${MIN_NORM_EPS}): the float32 kernels would lose it`, 'use the model\'s value, e.g. 1e-5');
   }
@@ -138,7 +142,7 @@ export function normalizeParams(raw: unknown, source: string, options: Normalize
     rope_theta = anyWindow ? 1e4 : 1e6;
     notes.push(`rope_theta absent: using ${rope_theta === 1e4 ? '10000 (a sliding_window marks the early models, trained with 1e4)' : '1000000 (the reference default)'}`);
   } else {
-    rope_theta = c.positiveReal(p, 'rope_theta', LIMITS.rope_theta);
+    rope_theta = c.positiveReal(p, 'rope_theta', LIMITS.rope_theta, '1000000');
     if (rope_theta < 1) {
       // theta^(-2i/head_dim) would grow with i: the rotation angles of a long context overflow.
       c.fail('rope_theta', rope_theta, 'is below 1, which is not a RoPE base', 'use the model\'s base, e.g. 10000 or 1000000');
@@ -168,7 +172,9 @@ export function normalizeParams(raw: unknown, source: string, options: Normalize
   const max_batch_size = p.max_batch_size === undefined || p.max_batch_size === null
     ? 1 : Math.max(1, c.int(p, 'max_batch_size', 0, LIMITS.max_batch_size));
 
-  const ignored = Object.keys(p).filter((k) => !KNOWN_KEYS.has(k)).sort();
+  // Inside moe too: a newer MoE field left unread would plan a different model without a word.
+  const ignored = [...Object.keys(p).filter((k) => !KNOWN_KEYS.has(k)),
+    ...(moe === null ? [] : Object.keys(p.moe as Json).filter((k) => !MOE_KEYS.has(k)).map((k) => `moe.${k}`))].sort();
   if (ignored.length > 0) {
     // A hostile file may hold thousands: name a few, count the rest.
     const shown = ignored.slice(0, 10).map((k) => showValue(k)).join(', ');

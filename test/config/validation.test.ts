@@ -113,6 +113,20 @@ describe('params.json normalization', () => {
     expect(m.notes.join()).toMatch(/ignored keys: "some_future_key"/);
   });
 
+  it('reports unknown keys inside moe too, with their path', () => {
+    const m = normalizeParams({ ...good, zeta: 0, moe: { num_experts: 4, num_experts_per_tok: 2, expert_hidden_dim: 64 } }, 'p.json');
+    expect(m.notes.join()).toMatch(/ignored keys: "moe\.expert_hidden_dim", "zeta"/);
+    expect(normalizeParams({ ...good, moe: { num_experts: 4, num_experts_per_tok: 2 } }, 'p.json').notes.join()).not.toMatch(/ignored/);
+  });
+
+  it('a missing field says so once; a bad real number gets an example of its own kind', () => {
+    const { dim: _, ...noDim } = good;
+    expect(() => normalizeParams(noDim, 'p.json')).toThrow(/^p\.json: dim: required field is missing; add "dim"/);
+    expect(() => normalizeParams(noDim, 'p.json')).not.toThrow(/got missing/);
+    expect(() => normalizeParams({ ...good, rope_theta: 0 }, 'p.json')).toThrow(/rope_theta: must be a number greater than 0 .*\(got 0\); write a plain JSON number such as 1000000$/);
+    expect(() => normalizeParams({ ...good, norm_eps: -1 }, 'p.json')).toThrow(/norm_eps: .*such as 1e-5$/);
+  });
+
   it('derives a file-name-safe name from the model directory', () => {
     expect(normalizeParams(good, '/x/My Model "v2"/params.json').name).toBe('my-model-v2');
   });
