@@ -1,4 +1,4 @@
-import { mkdir, writeFile } from 'node:fs/promises';
+import { lstat, open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { xoroshiro128plusFromState } from 'pure-rand/generator/xoroshiro128plus';
 import type { JumpableRandomGenerator } from 'pure-rand/types/JumpableRandomGenerator';
@@ -6,7 +6,8 @@ import { checkpointTensors, elementCount, type CheckpointTensor } from '../confi
 import type { ModelConfig } from '../config/model.js';
 import { encodeFromF32 } from './dtype.js';
 import { WeightsError } from './errors.js';
-import { SafetensorsWriter } from './safetensors.js';
+import { createTempBeside, errnoCode, fileError, makeOutDir, publish, removeIfPresent, removeQuietly, syncDirectory, writeDurably } from './output-files.js';
+import { readFully, readSafetensorsHeader, SafetensorsWriter, type SafetensorsHeader } from './safetensors.js';
 
 /**
  * Seeded random checkpoints for tests and benchmarks: the official layout (params.json +
@@ -30,6 +31,13 @@ export interface RandomWeightsResult {
 /** Elements generated per chunk: 4 MiB of float32, so memory stays flat for any model size. */
 const CHUNK_ELEMENTS = 1 << 20;
 
+/**
+ * The __metadata__ entry that marks a checkpoint as ours: only a file that carries it is replaced
+ * by a later run, so random weights never overwrite a real model's (which cannot be regenerated).
+ * Readers ignore __metadata__ beyond checking that it maps strings to strings.
+ */
+export const RANDOM_WEIGHTS_MARK = { written_by: 'mistral-compile random-weights' } as const;
+
 export async function writeRandomWeights(model: ModelConfig, outDir: string, options: RandomWeightsOptions): Promise<RandomWeightsResult> {
   const { seed, dtype } = options;
   if (!Number.isSafeInteger(seed) || seed < 0) {
@@ -38,19 +46,50 @@ export async function writeRandomWeights(model: ModelConfig, outDir: string, opt
   if (dtype !== 'f32' && dtype !== 'bf16' && dtype !== 'f16') {
     throw new WeightsError('--dtype', undefined, `must be f32, bf16 or f16 (got ${String(dtype)})`, 'pass --dtype bf16 (as official checkpoints), f16 or f32');
   }
-  await mkdir(outDir, { recursive: true });
+  await makeOutDir(outDir);
   const paramsPath = join(outDir, 'params.json');
-  await writeFile(paramsPath, `${JSON.stringify(officialParams(model), null, 2)}\n`);
-
   const safetensorsPath = join(outDir, 'consolidated.safetensors');
+  await checkReplaceable(safetensorsPath, seed);
+
+  // Both files are written in full under temporary names first: a failure until they are
+  // published leaves the directory as it was (temporaries are removed).
+  const weightsTemp = await createTempBeside(safetensorsPath);
+  let paramsTemp: string | undefined;
+  try {
+    const bytes = await writeWeights(model, weightsTemp, safetensorsPath, options);
+    paramsTemp = await createTempBeside(paramsPath);
+    await writeDurably(paramsTemp, `${JSON.stringify(officialParams(model), null, 2)}\n`, paramsPath);
+    // Publish in the one order whose every prefix is consistent: drop the old params.json, put the
+    // new weights in place, then the new params.json. Stopped anywhere, the directory holds the old
+    // pair, weights without a params.json, or the new pair; never params beside other weights.
+    await removeIfPresent(paramsPath);
+    await syncDirectory(outDir);
+    await publish(weightsTemp, safetensorsPath);
+    await publish(paramsTemp, paramsPath);
+    await syncDirectory(outDir);
+    return { paramsPath, safetensorsPath, bytes };
+  } catch (err) {
+    await removeQuietly(weightsTemp);
+    if (paramsTemp !== undefined) await removeQuietly(paramsTemp);
+    throw err;
+  }
+}
+
+/** Streams every tensor into `temp` (named `shownAs` in errors: the temporary is gone by then). */
+async function writeWeights(model: ModelConfig, temp: string, shownAs: string, options: RandomWeightsOptions): Promise<number> {
   const tensors = checkpointTensors(model);
-  const stDtype = ({ f32: 'F32', bf16: 'BF16', f16: 'F16' } as const)[dtype];
-  const writer = await SafetensorsWriter.create(safetensorsPath, tensors.map((t) => ({ name: t.name, dtype: stDtype, shape: t.shape })),
-    { metadata: { format: 'pt' } });
+  const stDtype = ({ f32: 'F32', bf16: 'BF16', f16: 'F16' } as const)[options.dtype];
+  let writer: SafetensorsWriter;
+  try {
+    writer = await SafetensorsWriter.create(temp, tensors.map((t) => ({ name: t.name, dtype: stDtype, shape: t.shape })),
+      { metadata: { format: 'pt', ...RANDOM_WEIGHTS_MARK } });
+  } catch (err) {
+    throw fileError(shownAs, 'cannot be written', err);
+  }
   try {
     const values = new Float32Array(CHUNK_ELEMENTS);
     for (const tensor of tensors) {
-      const rng = tensorStream(seed, tensor.name);
+      const rng = tensorStream(options.seed, tensor.name);
       const { mean, std } = distribution(tensor);
       const count = elementCount(tensor.shape);
       for (let done = 0; done < count; done += CHUNK_ELEMENTS) {
@@ -62,10 +101,72 @@ export async function writeRandomWeights(model: ModelConfig, outDir: string, opt
     }
     await writer.close();
   } catch (err) {
-    await writer.abort();
-    throw err;
+    await writer.abort().catch(() => undefined); // the write's failure is the one to report
+    throw fileError(shownAs, 'cannot be written', err);
   }
-  return { paramsPath, safetensorsPath, bytes: writer.totalBytes };
+  return writer.totalBytes;
+}
+
+/**
+ * An existing `path` is replaced only when random-weights wrote it. Anything else (a real model's
+ * weights, a file we cannot read) is refused: deleting it is the user's decision, not ours.
+ */
+async function checkReplaceable(path: string, seed: number): Promise<void> {
+  try {
+    await lstat(path);
+  } catch (err) {
+    if (errnoCode(err) === 'ENOENT') return; // nothing to replace
+    throw fileError(path, 'cannot be checked before it is replaced', err);
+  }
+  let header: SafetensorsHeader;
+  try {
+    header = await readSafetensorsHeader(path);
+  } catch (err) {
+    if (!(err instanceof WeightsError)) throw err;
+    throw notOurs(path, 'exists and is not a safetensors file that this command can read');
+  }
+  if (header.metadata?.written_by === RANDOM_WEIGHTS_MARK.written_by) return;
+  if (await isUnmarkedRandomWeights(path, header, seed)) return;
+  throw notOurs(path, `exists and was not written by mistral-compile random-weights (its __metadata__ has no written_by ${JSON.stringify(RANDOM_WEIGHTS_MARK.written_by)})`);
+}
+
+function notOurs(path: string, problem: string): WeightsError {
+  return new WeightsError(path, undefined, `${problem}, so it may be a real model's weights`,
+    'pass another --out, or delete the file yourself if it is disposable (random weights from older versions of this command carry no mark '
+    + 'and are recognised only when rewritten with the same --seed)');
+}
+
+/** Values compared to recognise an unmarked file: 64 draws of a seeded stream match no real checkpoint. */
+const UNMARKED_PROBE_ELEMENTS = 64;
+
+/**
+ * Checkpoints written before the mark existed: recognised when the first tensor starts with
+ * exactly the values `seed` draws for it, so that regenerating into the same --out with the same
+ * seed (as `npm start` does on every run) keeps working after an upgrade.
+ */
+async function isUnmarkedRandomWeights(path: string, header: SafetensorsHeader, seed: number): Promise<boolean> {
+  const meta = header.metadata;
+  if (meta === null || Object.keys(meta).length !== 1 || meta.format !== 'pt') return false;
+  const first = header.tensors.values().next().value; // first in data order, as checkpointTensors puts it
+  if (first === undefined || first.name !== 'tok_embeddings.weight' || first.begin !== 0) return false;
+  const count = Math.min(UNMARKED_PROBE_ELEMENTS, elementCount(first.shape));
+  if (count === 0) return false;
+  const expected = new Float32Array(count);
+  const { mean, std } = distribution({ name: first.name, shape: first.shape, role: 'embedding', layer: null, expert: null });
+  fillNormal(tensorStream(seed, first.name), expected, mean, std); // a prefix of a chunk: pairs are drawn in order
+  const want = encodeFromF32(first.dtype, expected);
+  const got = new Uint8Array(want.byteLength);
+  try {
+    const handle = await open(path, 'r');
+    try {
+      await readFully(handle, got, first.offset, path, `tensor ${first.name}`);
+    } finally {
+      await handle.close();
+    }
+  } catch {
+    return false;
+  }
+  return Buffer.compare(got, want) === 0;
 }
 
 /** How a trained model's tensors are scaled: matrices keep x·W at unit scale; norms near 1. */

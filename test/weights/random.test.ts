@@ -64,7 +64,7 @@ describe('writeRandomWeights', () => {
       const header = await readSafetensorsHeader(safetensorsPath);
       expect([...header.tensors.values()].map((t) => [t.name, t.shape, t.dtype]))
         .toEqual(checkpointTensors(model).map((t) => [t.name, t.shape, 'F32']));
-      expect(header.metadata).toEqual({ format: 'pt' });
+      expect(header.metadata).toEqual({ format: 'pt', written_by: 'mistral-compile random-weights' });
     });
 
   it.each([

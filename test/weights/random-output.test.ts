@@ -1,0 +1,188 @@
+import { createHash } from 'node:crypto';
+import { chmod, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { ModelConfig } from '../../compiler/config/model.js';
+import { normalizeParams } from '../../compiler/config/normalize.js';
+import { WeightsError } from '../../compiler/weights/errors.js';
+import { RANDOM_WEIGHTS_MARK, writeRandomWeights } from '../../compiler/weights/random.js';
+import { readSafetensorsHeader, SafetensorsWriter } from '../../compiler/weights/safetensors.js';
+
+/** Where random-weights writes, what it refuses to overwrite, and what a failure leaves behind. */
+
+const BASE = { dim: 64, n_layers: 2, n_heads: 4, n_kv_heads: 2, head_dim: 16, hidden_dim: 128, vocab_size: 512, norm_eps: 1e-5, rope_theta: 1e6, max_seq_len: 256 };
+const dense = (): ModelConfig => normalizeParams(BASE, '<inline>', { name: 'tiny-dense' });
+const moe = (): ModelConfig => normalizeParams({ ...BASE, moe: { num_experts: 4, num_experts_per_tok: 2 } }, '<inline>', { name: 'tiny-moe' });
+// Root ignores permission bits, so chmod-based cases only show anything for other users.
+const isRoot = process.getuid?.() === 0;
+
+let root: string;
+beforeAll(async () => {
+  root = await mkdtemp(join(tmpdir(), 'mc-random-out-'));
+});
+afterAll(async () => {
+  await chmod(join(root, 'read-only'), 0o755).catch(() => undefined);
+  await rm(root, { recursive: true, force: true });
+});
+
+async function sha256(path: string): Promise<string> {
+  return createHash('sha256').update(await readFile(path)).digest('hex');
+}
+
+/** The error a call fails with (the test fails if it succeeds). */
+async function failure(run: Promise<unknown>): Promise<Error> {
+  try {
+    await run;
+  } catch (err) {
+    return err as Error;
+  }
+  throw new Error('expected a failure');
+}
+
+function expectOneLine(err: Error, pattern: RegExp): void {
+  expect(err).toBeInstanceOf(WeightsError);
+  expect(err.message).not.toContain('\n');
+  expect(err.message).toMatch(pattern);
+}
+
+/** A checkpoint as another tool writes it: valid safetensors, __metadata__ {format: 'pt'} and no mark. */
+async function writeForeignCheckpoint(path: string): Promise<void> {
+  const writer = await SafetensorsWriter.create(path, [{ name: 'tok_embeddings.weight', dtype: 'F32', shape: [2, 2] }], { metadata: { format: 'pt' } });
+  await writer.write('tok_embeddings.weight', Float32Array.from([1, 2, 3, 4]));
+  await writer.close();
+}
+
+/** Rewrites a checkpoint's header without the mark, as random-weights wrote it before the mark existed. */
+async function removeMark(path: string): Promise<void> {
+  const bytes = await readFile(path);
+  const length = Number(bytes.readBigUInt64LE(0));
+  const header = JSON.parse(bytes.subarray(8, 8 + length).toString('utf8')) as Record<string, unknown>;
+  expect(header.__metadata__).toEqual({ format: 'pt', ...RANDOM_WEIGHTS_MARK });
+  const { __metadata__: _meta, ...tensors } = header;
+  let json = `{"__metadata__":{"format":"pt"},${JSON.stringify(tensors).slice(1)}`; // data_offsets are relative: data is kept as is
+  json = json.padEnd(Math.ceil(json.length / 8) * 8, ' ');
+  const prefix = Buffer.alloc(8);
+  prefix.writeBigUInt64LE(BigInt(json.length));
+  await writeFile(path, Buffer.concat([prefix, Buffer.from(json, 'utf8'), bytes.subarray(8 + length)]));
+}
+
+describe('random-weights output directory', () => {
+  it('refuses an --out that is an existing file, in one line naming it', async () => {
+    const file = join(root, 'a-file');
+    await writeFile(file, 'not a directory\n');
+    const err = await failure(writeRandomWeights(dense(), file, { seed: 1, dtype: 'f32' }));
+    expectOneLine(err, new RegExp(`^${file}: is a file, not a directory; pass a directory to --out`));
+    expect(await readFile(file, 'utf8')).toBe('not a directory\n');
+  });
+
+  it('refuses an --out below an existing file, in one line naming it', async () => {
+    const file = join(root, 'another-file');
+    await writeFile(file, '');
+    const out = join(file, 'sub', 'dir');
+    const err = await failure(writeRandomWeights(dense(), out, { seed: 1, dtype: 'f32' }));
+    expectOneLine(err, new RegExp(`^${out}: cannot be created as the output directory \\(ENOTDIR: a parent in the path is a file, not a directory\\); pass another --out`));
+  });
+
+  it.skipIf(isRoot)('refuses an --out in a read-only directory, in one line naming it', async () => {
+    const readOnly = join(root, 'read-only');
+    await mkdir(readOnly);
+    await chmod(readOnly, 0o555);
+    const below = await failure(writeRandomWeights(dense(), join(readOnly, 'model'), { seed: 1, dtype: 'f32' }));
+    expectOneLine(below, /read-only\/model: cannot be created as the output directory \(EACCES: permission denied\); pass another --out/);
+    const inside = await failure(writeRandomWeights(dense(), readOnly, { seed: 1, dtype: 'f32' }));
+    expectOneLine(inside, /read-only\/consolidated\.safetensors: cannot be written: a temporary file beside it cannot be created \(EACCES: permission denied\); pass another --out/);
+  });
+
+  it('marks its checkpoint in __metadata__, which the reader accepts', async () => {
+    const { safetensorsPath } = await writeRandomWeights(dense(), join(root, 'marked'), { seed: 1, dtype: 'bf16' });
+    expect((await readSafetensorsHeader(safetensorsPath)).metadata).toEqual({ format: 'pt', written_by: 'mistral-compile random-weights' });
+  });
+
+  it('regenerates into the same --out: the same seed gives the same bytes, another seed replaces them', async () => {
+    const out = join(root, 'regenerate');
+    const first = await writeRandomWeights(moe(), out, { seed: 0, dtype: 'bf16' });
+    const before = await sha256(first.safetensorsPath);
+    await writeRandomWeights(moe(), out, { seed: 0, dtype: 'bf16' });
+    expect(await sha256(first.safetensorsPath)).toBe(before);
+    await writeRandomWeights(dense(), out, { seed: 5, dtype: 'f32' });
+    expect(await sha256(first.safetensorsPath)).not.toBe(before);
+    expect(JSON.parse(await readFile(first.paramsPath, 'utf8'))).not.toHaveProperty('moe');
+    expect((await readdir(out)).sort()).toEqual(['consolidated.safetensors', 'params.json']);
+  });
+
+  it('refuses to overwrite a checkpoint it did not write, and leaves the directory untouched', async () => {
+    const out = join(root, 'real-model');
+    await mkdir(out);
+    const weights = join(out, 'consolidated.safetensors');
+    await writeForeignCheckpoint(weights);
+    await writeFile(join(out, 'params.json'), '{"dim": 4}\n');
+    const before = await sha256(weights);
+    const err = await failure(writeRandomWeights(dense(), out, { seed: 1, dtype: 'bf16' }));
+    expectOneLine(err, new RegExp(`^${weights}: exists and was not written by mistral-compile random-weights .*; pass another --out, or delete the file yourself`));
+    expect(await sha256(weights)).toBe(before);
+    expect(await readFile(join(out, 'params.json'), 'utf8')).toBe('{"dim": 4}\n');
+    expect((await readdir(out)).sort()).toEqual(['consolidated.safetensors', 'params.json']);
+  });
+
+  it('refuses to overwrite a consolidated.safetensors that is not a safetensors file', async () => {
+    const out = join(root, 'not-safetensors');
+    await mkdir(out);
+    await writeFile(join(out, 'consolidated.safetensors'), 'precious\n');
+    const err = await failure(writeRandomWeights(dense(), out, { seed: 1, dtype: 'bf16' }));
+    expectOneLine(err, /consolidated\.safetensors: exists and is not a safetensors file that this command can read, so it may be a real model's weights; pass another --out/);
+    expect(await readFile(join(out, 'consolidated.safetensors'), 'utf8')).toBe('precious\n');
+    expect(await readdir(out)).toEqual(['consolidated.safetensors']);
+  });
+
+  it('replaces an unmarked checkpoint from an older version only when it holds this seed\'s values', async () => {
+    const out = join(root, 'unmarked');
+    const { safetensorsPath } = await writeRandomWeights(dense(), out, { seed: 3, dtype: 'bf16' });
+    await removeMark(safetensorsPath);
+    expect((await readSafetensorsHeader(safetensorsPath)).metadata).toEqual({ format: 'pt' });
+    const unmarked = await sha256(safetensorsPath);
+    const err = await failure(writeRandomWeights(dense(), out, { seed: 4, dtype: 'bf16' }));
+    expectOneLine(err, /was not written by mistral-compile random-weights .*recognised only when rewritten with the same --seed/);
+    expect(await sha256(safetensorsPath)).toBe(unmarked);
+    await writeRandomWeights(dense(), out, { seed: 3, dtype: 'f32' }); // same seed: recognised, whatever the new dtype
+    expect((await readSafetensorsHeader(safetensorsPath)).metadata).toEqual({ format: 'pt', ...RANDOM_WEIGHTS_MARK });
+  });
+
+  it('leaves no params.json behind when the first write fails part-way', async () => {
+    const out = join(root, 'first-fails');
+    const err = await failure(writeRandomWeights(moe(), out, {
+      seed: 1, dtype: 'f32', onProgress: () => {
+        throw new Error('interrupted');
+      },
+    }));
+    expect(err.message).toBe('interrupted');
+    expect(await readdir(out)).toEqual([]); // neither params.json nor a temporary file
+  });
+
+  it('keeps the previous params.json and checkpoint, unchanged, when a rewrite fails part-way', async () => {
+    const out = join(root, 'rewrite-fails');
+    const old = await writeRandomWeights(dense(), out, { seed: 1, dtype: 'bf16' });
+    const [weights, params] = [await sha256(old.safetensorsPath), await readFile(old.paramsPath, 'utf8')];
+    let calls = 0;
+    await failure(writeRandomWeights(moe(), out, {
+      seed: 2, dtype: 'f32', onProgress: () => {
+        if (++calls === 3) throw new Error('interrupted');
+      },
+    }));
+    expect(await sha256(old.safetensorsPath)).toBe(weights);
+    expect(await readFile(old.paramsPath, 'utf8')).toBe(params);
+    expect((await readdir(out)).sort()).toEqual(['consolidated.safetensors', 'params.json']);
+  });
+
+  it('reports a params.json it cannot replace in one line, before touching the checkpoint', async () => {
+    const out = join(root, 'params-is-a-directory');
+    const old = await writeRandomWeights(dense(), out, { seed: 1, dtype: 'bf16' });
+    const weights = await sha256(old.safetensorsPath);
+    await rm(old.paramsPath);
+    await mkdir(old.paramsPath); // unlink() refuses a directory, for root too
+    const err = await failure(writeRandomWeights(dense(), out, { seed: 2, dtype: 'bf16' }));
+    expectOneLine(err, new RegExp(`^${old.paramsPath}: cannot be removed before it is rewritten \\(EISDIR: it is a directory\\); remove or rename`));
+    expect(await sha256(old.safetensorsPath)).toBe(weights);
+    expect((await readdir(out)).sort()).toEqual(['consolidated.safetensors', 'params.json']);
+  });
+});
