@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import type { SourceFile } from '../emit/render.js';
@@ -46,8 +46,46 @@ export function writeSources(dir: string, files: SourceFile[]): void {
   }
 }
 
+/** A staging directory older than this whose process is gone is a leftover (an interrupted build). */
+export const STALE_STAGING_MS = 60 * 60 * 1000;
+
+/**
+ * Removes the staging directories that interrupted builds (Ctrl-C, a kill) left beside this entry,
+ * of any source hash of its key: those whose process no longer runs here and that are over an hour
+ * old. The age also spares a live build of another host sharing the cache (its process id means
+ * nothing here).
+ */
+export function removeStaleStaging(entry: CacheEntry, now = Date.now()): void {
+  let names: string[];
+  try {
+    names = readdirSync(dirname(entry.dir));
+  } catch {
+    return;  // no key directory yet: nothing left behind
+  }
+  for (const name of names) {
+    const m = /^[0-9a-f]{16}\.partial-(\d+)-\d+$/.exec(name);
+    if (m === null || processRuns(Number(m[1]))) continue;
+    const path = join(dirname(entry.dir), name);
+    try {
+      if (now - statSync(path).mtimeMs > STALE_STAGING_MS) rmSync(path, { recursive: true, force: true });
+    } catch {
+      // gone already (another build swept it), or not ours to remove: either way, not this build's concern
+    }
+  }
+}
+
+function processRuns(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';  // runs, as another user
+  }
+}
+
 /** A fresh scratch directory beside the entry, on the same file system so the final rename is atomic. */
 export function stagingDir(entry: CacheEntry): string {
+  removeStaleStaging(entry);
   const dir = `${entry.dir}.partial-${process.pid}-${Date.now()}`;
   try {
     mkdirSync(dir, { recursive: true });

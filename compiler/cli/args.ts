@@ -9,11 +9,34 @@ type Options = NonNullable<ParseArgsConfig['options']>;
 /** util.parseArgs, with its errors turned into one-line UsageErrors that point at --help. */
 export function parseCommand(command: string, argv: string[], options: Options): { values: Record<string, string | boolean | undefined>; positionals: string[] } {
   try {
-    return parseArgs({ args: argv, options: { ...options, help: { type: 'boolean', short: 'h' }, verbose: { type: 'boolean' } }, allowPositionals: true, strict: true });
+    return parseArgs({ args: joinNegativeValues(argv, options), options: { ...options, help: { type: 'boolean', short: 'h' }, verbose: { type: 'boolean' } }, allowPositionals: true, strict: true });
   } catch (err) {
     const message = err instanceof Error ? err.message.split('\n')[0]! : String(err);
     throw new UsageError(`mistral-compile ${command}`, undefined, message.replace(/\.$/, ''), `see mistral-compile ${command} --help`);
   }
+}
+
+/** A value that starts with '-' but is a number, never an option: "-1", "-0.5", "-.5", "-1e3". */
+const NEGATIVE_NUMBER = /^-\.?\d/;
+
+/**
+ * Rewrites "--opt -1" as "--opt=-1" when --opt takes a value. parseArgs calls a value that starts
+ * with '-' ambiguous (it could be a forgotten value followed by an option) and stops there; a
+ * negative number is no option of ours, so it is the value, and the option's own range check then
+ * names the problem, as it does for "--opt=-1".
+ */
+function joinNegativeValues(argv: string[], options: Options): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (arg === '--') return [...out, ...argv.slice(i)];  // the rest is positionals, as parseArgs reads them
+    const next = argv[i + 1];
+    if (arg.startsWith('--') && !arg.includes('=') && options[arg.slice(2)]?.type === 'string' && next !== undefined && NEGATIVE_NUMBER.test(next)) {
+      out.push(`${arg}=${next}`);
+      i++;
+    } else out.push(arg);
+  }
+  return out;
 }
 
 /** Parses an integer argument, or fails naming it. */

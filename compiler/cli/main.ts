@@ -20,13 +20,46 @@ ${Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(16)}${c.summary}`
 
 Run mistral-compile <command> --help for its options.`;
 
+/**
+ * Exit status when the reader of stdout has gone (`| head`): 128 + SIGPIPE, what a shell reports for
+ * `yes | head` and what `set -o pipefail` expects of a cut pipeline.
+ */
+export const EXIT_BROKEN_PIPE = 141;
+
+let pipeHandlersInstalled = false;
+
+/**
+ * Ends the process quietly when stdout's or stderr's reader closes the pipe. Node ignores SIGPIPE,
+ * so a write to a closed pipe becomes an 'error' event on the stream, and with no listener Node
+ * prints it with a stack; generate would also go on computing tokens nobody reads. process.exit
+ * runs execa's exit hook, which kills a compiler still running, so no child is left behind.
+ */
+function exitQuietlyOnBrokenPipe(): void {
+  if (pipeHandlersInstalled) return;  // main() may run many times in one process (the tests)
+  pipeHandlersInstalled = true;
+  for (const stream of [process.stdout, process.stderr]) {
+    stream.on('error', (err: NodeJS.ErrnoException) => {
+      if (err.code === 'EPIPE') process.exit(EXIT_BROKEN_PIPE);
+      // Any other failure to write (a full disk behind a redirect): one line where it can still go.
+      if (stream === process.stdout) process.stderr.write(`mistral-compile: error: cannot write to stdout (${err.code ?? err.message}); check where stdout goes\n`);
+      process.exit(1);
+    });
+  }
+}
+
 /** Runs the CLI; returns the exit code. Errors print one line; --verbose adds the stack. */
 export async function main(argv: string[]): Promise<number> {
+  exitQuietlyOnBrokenPipe();
   const verbose = argv.includes('--verbose');
   const [name, ...rest] = argv;
-  if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
+  if (name === undefined) {
+    // No command is a mistake: the usage goes where errors go, not into a pipe that expects results.
+    console.error(HELP);
+    return 1;
+  }
+  if (name === '--help' || name === '-h' || name === 'help') {
     console.log(HELP);
-    return name === undefined ? 1 : 0;
+    return 0;
   }
   const command = COMMANDS[name];
   if (command === undefined) {
@@ -41,7 +74,7 @@ export async function main(argv: string[]): Promise<number> {
       if (verbose) console.error(err.details ?? '', err.stack);
       return 1;
     }
-    console.error(`mistral-compile: internal error: ${err instanceof Error ? err.message : String(err)} (please report it; --verbose shows the stack)`);
+    console.error(`mistral-compile: internal error: ${err instanceof Error ? err.message : String(err)} (please report it${verbose ? ' with the stack below' : '; --verbose shows the stack'})`);
     if (verbose && err instanceof Error) console.error(err.stack);
     return 70;
   }

@@ -101,7 +101,7 @@ export function readDeviceProfile(path: string): DeviceProfile {
 
 function validateProfile(raw: unknown, file: string): DeviceProfile {
   const fail = (field: string, value: unknown, problem: string, fix: string): never => {
-    throw new ConfigError(file, field, `${problem} (got ${showValue(value)})`, fix);
+    throw new ConfigError(file, field, value === undefined ? problem : `${problem} (got ${showValue(value)})`, fix);  // a missing field has no value to show
   };
   if (!isPlainObject(raw)) {
     throw new ConfigError(file, undefined, `the top level must be a mapping (got ${showValue(raw)})`, `write the keys ${KEYS.join(', ')}`);

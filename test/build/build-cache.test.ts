@@ -1,4 +1,5 @@
-import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -57,6 +58,29 @@ describe('the build cache', () => {
     expect((await buildPlanLibrary(plan, { cacheDir })).cached).toBe(false);
   });
 
+  it('removes what interrupted builds left (their process gone, over an hour old) when it builds the key again', async () => {
+    const cacheDir = join(work, 'cache-stale');
+    const keyDir = join(cacheDir, plan.key);
+    const dead = spawnSync('true').pid!;  // a process that has exited
+    const hoursAgo = new Date(Date.now() - 2 * 3600_000);
+    const make = (name: string, old: boolean) => {
+      mkdirSync(join(keyDir, name, 'kernels'), { recursive: true });
+      writeFileSync(join(keyDir, name, 'model.cpp'), '// half written');
+      if (old) utimesSync(join(keyDir, name), hoursAgo, hoursAgo);
+      return name;
+    };
+    const stale = make(`0123456789abcdef.partial-${dead}-1`, true);
+    const recent = make(`0123456789abcdef.partial-${dead}-2`, false);        // maybe another host's build in progress
+    const live = make(`fedcba9876543210.partial-${process.pid}-3`, true);    // a build that still runs
+    const foreign = make(`not-a-hash.partial-${dead}-4`, true);              // not a name the cache makes
+    const built = await buildPlanLibrary(plan, { cacheDir });
+    expect(built.cached).toBe(false);
+    const left = readdirSync(keyDir);
+    expect(left).not.toContain(stale);
+    expect(left).toEqual(expect.arrayContaining([recent, live, foreign]));
+    expect(left.filter((n) => n.includes('.partial-') && n.includes(`-${process.pid}-`) && n !== live)).toEqual([]);  // its own staging was renamed into place
+  });
+
   it('leaves no finished-looking entry when the compiler fails', async () => {
     const cacheDir = join(work, 'cache-c');
     const failing = join(work, 'failing-cxx.sh');
@@ -73,7 +97,7 @@ describe('the build cache', () => {
 
   it('names a compiler that is not installed and says how to fix it', async () => {
     process.env.CXX = '/nonexistent/bin/g++';
-    await expect(buildPlanLibrary(plan, { cacheDir: join(work, 'cache-d') })).rejects.toThrow(/^\/nonexistent\/bin\/g\+\+: compiler not found on PATH; install g\+\+/);
+    await expect(buildPlanLibrary(plan, { cacheDir: join(work, 'cache-d') })).rejects.toThrow(/^\$CXX=\/nonexistent\/bin\/g\+\+: no such file; point \$CXX at a C\+\+20 compiler, or unset it to use g\+\+ on PATH$/);
   });
 
   it('explains an output or cache directory it cannot write', async () => {

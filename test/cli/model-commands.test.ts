@@ -1,10 +1,11 @@
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, statSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { main } from '../../compiler/cli/main.js';
 import { loadModel } from '../../runtime/model.js';
+import { runWithClosedStdout } from './closed-stdout.js';
 
 const MODELS = join(import.meta.dirname, '../../configs/models');
 let work: string;
@@ -103,12 +104,63 @@ describe('mistral-compile random-weights, build, logits and generate', () => {
     expect(r.err).toMatch(/prefill 3 tokens at [\d.]+ tokens\/s, decode 2 tokens at [\d.]+ tokens\/s/);
   });
 
+  it('with --max-tokens 0 times the prefill it still runs, and reports no decode speed', async () => {
+    const r = await run('generate', '--model', modelDir, '--tokens', '1,2,3', '--max-tokens', '0', '--cache', cache, '--json');
+    expect(r.code).toBe(0);
+    const result = JSON.parse(r.out);
+    expect(result.tokens).toEqual([]);
+    expect(result.stopped).toBe('max_tokens');
+    // A measured forward pass of 3 tokens, not 3 tokens over a clamped nanosecond (3e9 tokens/s).
+    expect(result.prefill_tokens_per_s).toBeGreaterThan(0);
+    expect(result.prefill_tokens_per_s).toBeLessThan(1e8);
+    expect(result.decode_tokens_per_s).toBeNull();
+  });
+
+  it('times the prefill when the first sampled token is a --stop id, and says why it stopped', async () => {
+    const [first] = JSON.parse((await run('generate', '--model', modelDir, '--tokens', '1,2,3', '--max-tokens', '1', '--cache', cache, '--json')).out).tokens;
+    const json = JSON.parse((await run('generate', '--model', modelDir, '--tokens', '1,2,3', '--max-tokens', '5', '--stop', String(first), '--cache', cache, '--json')).out);
+    expect(json.tokens).toEqual([]);
+    expect(json.stopped).toBe('stop_token');
+    expect(json.prefill_tokens_per_s).toBeLessThan(1e8);
+    const text = await run('generate', '--model', modelDir, '--tokens', '1,2,3', '--max-tokens', '5', '--stop', String(first), '--cache', cache);
+    const line = /prefill 3 tokens at ([\d.]+) tokens\/s, decode 0 tokens$/m.exec(text.err);
+    expect(line).not.toBeNull();
+    expect(Number(line![1])).toBeLessThan(1e8);
+  });
+
+  it('says on stderr, and in --json, that generation stopped at the context limit', async () => {
+    // tiny-moe's context is 512 positions: a 500-token prompt leaves room for 13 new tokens, not 20.
+    const prompt = Array.from({ length: 500 }, (_, i) => i % 1024).join(',');
+    const text = await run('generate', '--model', modelDir, '--tokens', prompt, '--max-tokens', '20', '--cache', cache);
+    expect(text.code).toBe(0);
+    expect(text.out.trim().split(',')).toHaveLength(13);
+    expect(text.err).toMatch(/^note: generation stopped at the context limit \(max_seq_len 512\) after 13 of 20 tokens; --max-seq-len N allows a longer sequence$/m);
+    const json = JSON.parse((await run('generate', '--model', modelDir, '--tokens', prompt, '--max-tokens', '20', '--cache', cache, '--json')).out);
+    expect(json.tokens).toHaveLength(13);
+    expect(json.stopped).toBe('context');
+  });
+
+  it('takes the model\'s params.json as --model, like plan and build', async () => {
+    const r = await run('generate', '--model', join(modelDir, 'params.json'), '--tokens', '1,2,3', '--max-tokens', '2', '--cache', cache, '--json');
+    expect(r.err).toBe('');
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.out).tokens).toHaveLength(2);
+  });
+
+  it('ends quietly when the reader of stdout has gone (generate | head -c 5)', async () => {
+    const r = await runWithClosedStdout(['generate', '--model', modelDir, '--tokens', '1,2,3', '--max-tokens', '50', '--cache', cache]);
+    expect(r.err).not.toMatch(/EPIPE|error|\n\s+at /);
+    expect(r.code).toBe(141);
+  });
+
   const BAD: Array<[string, string[], RegExp]> = [
     ['a token id at vocab_size', ['logits', '--tokens', '1,1024', '--out', '/dev/null'], /tokens: \[1\]: token id 1024 is out of range; ids must be integers from 0 to 1023/],
     ['a token list that is not numbers', ['generate', '--tokens', '1,x', '--max-tokens', '2'], /--tokens: \[1\]: "x" is not a token id/],
     ['a missing --max-tokens', ['generate', '--tokens', '1'], /--max-tokens: is required/],
     ['an unknown --weights', ['generate', '--tokens', '1', '--max-tokens', '1', '--weights', 'disk'], /--weights: unknown value "disk"; use one of map, copy/],
     ['a negative temperature', ['generate', '--tokens', '1', '--max-tokens', '2', '--temperature=-1'], /--temperature: must be a number from 0 to 100/],
+    ['a negative --max-tokens after a space', ['generate', '--tokens', '1', '--max-tokens', '-1'], /--max-tokens: is out of range \(got -1\)/],
+    ['a top-p of 0', ['generate', '--tokens', '1', '--max-tokens', '2', '--top-p', '0'], /--top-p: must be a number greater than 0 and at most 1 \(got "0"\); pass e\.g\. --top-p 1$/],
   ];
   for (const [what, argv, message] of BAD) {
     it(`rejects ${what} with one line and a non-zero exit`, async () => {
@@ -121,9 +173,21 @@ describe('mistral-compile random-weights, build, logits and generate', () => {
     });
   }
 
-  it('says which directory lacks weights', async () => {
+  it('says which directory lacks weights, with a fix for --model', async () => {
     const r = await run('generate', '--model', join(MODELS, 'tiny-moe'), '--tokens', '1', '--max-tokens', '1', '--cache', cache);
     expect(r.code).toBe(1);
-    expect(r.err).toMatch(/consolidated\.safetensors/);
+    expect(r.err).toMatch(/^mistral-compile: error: --model: \S*tiny-moe has no consolidated\.safetensors; pass a directory with params\.json and consolidated\.safetensors/);
+    expect(r.err).not.toMatch(/pass the path of a \.safetensors file/);
+  });
+
+  it('says that a sharded checkpoint is not read yet, and what it expects', async () => {
+    const sharded = join(work, 'sharded');
+    mkdirSync(sharded);
+    copyFileSync(join(MODELS, 'tiny-moe', 'params.json'), join(sharded, 'params.json'));
+    for (const n of [1, 2, 3]) writeFileSync(join(sharded, `consolidated-0000${n}-of-00003.safetensors`), '');
+    const r = await run('logits', '--model', sharded, '--tokens', '1', '--out', '/dev/null', '--cache', cache);
+    expect(r.code).toBe(1);
+    expect(r.err).toBe(`mistral-compile: error: --model: ${sharded} holds a sharded checkpoint (consolidated-00001-of-00003.safetensors and 2 more), ` +
+      `and sharded checkpoints are not read yet; merge the shards into one file, ${join(sharded, 'consolidated.safetensors')}`);
   });
 });

@@ -53,6 +53,15 @@ describe('mistral-compile plan', () => {
     }
   });
 
+  it('checks --device and --context with --json too, though only the report uses them', async () => {
+    for (const [option, value, message] of [['--device', 'tpu', /--device: no device profile "tpu"/], ['--context', '0', /--context: is out of range \(got 0\)/]] as const) {
+      const r = await run('plan', join(MODELS, 'tiny-moe'), '--json', option, value);
+      expect(r.code).toBe(1);
+      expect(r.out).toBe('');
+      expect(r.err).toMatch(message);
+    }
+  });
+
   it('refuses a TP size the model cannot shard, naming the field', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'mc-cli-'));
     writeFileSync(join(dir, 'params.json'), JSON.stringify({ dim: 96, n_layers: 1, head_dim: 16, hidden_dim: 128, n_heads: 6, n_kv_heads: 2, norm_eps: 1e-5, vocab_size: 512, rope_theta: 1e6 }));

@@ -1,4 +1,4 @@
-import { loadModel } from '../../../runtime/model.js';
+import { loadModel, MAX_POSITIONS, type LoadedModel } from '../../../runtime/model.js';
 import { intArg, parseCommand, UsageError } from '../args.js';
 import { Progress, rankPrefix } from '../progress.js';
 import { parseTokenList } from '../tokens.js';
@@ -14,13 +14,17 @@ options:
   --temperature T   0 = greedy (default 0)
   --top-p P         nucleus sampling mass (default 1)
   --seed S          sampling seed (default 0)
-  --stop 2,3        token ids that end generation
+  --stop 2,3        token ids that end generation (not printed)
 ${MODEL_OPTIONS_HELP}`;
 
-function realArg(name: string, value: string | undefined, fallback: number, min: number, max: number): number {
+/** Parses a real-valued argument in [min, max], or in (min, max] with minExclusive. */
+function realArg(name: string, value: string | undefined, fallback: number, min: number, max: number, minExclusive = false): number {
   if (value === undefined) return fallback;
   const n = Number(value);
-  if (value.trim() === '' || !Number.isFinite(n) || n < min || n > max) throw new UsageError(name, undefined, `must be a number from ${min} to ${max} (got ${JSON.stringify(value)})`, `pass e.g. ${name} ${fallback}`);
+  const below = minExclusive ? n <= min : n < min;
+  // "greater than 0", not "from 5e-324": the bound a person means, not the smallest double above it.
+  const range = minExclusive ? `greater than ${min} and at most ${max}` : `from ${min} to ${max}`;
+  if (value.trim() === '' || !Number.isFinite(n) || below || n > max) throw new UsageError(name, undefined, `must be a number ${range} (got ${JSON.stringify(value)})`, `pass e.g. ${name} ${fallback}`);
   return n;
 }
 
@@ -32,7 +36,7 @@ export async function generateCommand(argv: string[]): Promise<number> {
   if (values['max-tokens'] === undefined) throw new UsageError('--max-tokens', undefined, 'is required', 'pass how many tokens to generate, e.g. --max-tokens 32');
   const maxTokens = intArg('--max-tokens', values['max-tokens'] as string, 0, 0, 1 << 24);
   const temperature = realArg('--temperature', values.temperature as string | undefined, 0, 0, 100);
-  const topP = realArg('--top-p', values['top-p'] as string | undefined, 1, Number.MIN_VALUE, 1);
+  const topP = realArg('--top-p', values['top-p'] as string | undefined, 1, 0, 1, true);
   const seed = intArg('--seed', values.seed as string | undefined, 0, 0, 2 ** 31 - 1);
   const stop = values.stop === undefined ? [] : parseTokenList(values.stop as string);
   const prompt = parseTokenList(values.tokens as string | undefined);
@@ -43,30 +47,62 @@ export async function generateCommand(argv: string[]): Promise<number> {
   // logits with the same seed; rank 0 alone prints them.
   const quiet = model.distributed !== undefined && model.distributed.rank !== 0;
   const generated: number[] = [];
-  let prefillSeconds = 0;
+  let prefillSeconds: number | undefined;
   let decodeSeconds = 0;
   try {
-    let t = performance.now();
+    const started = performance.now();
+    let t = started;
     for await (const token of model.generate(prompt, { maxTokens, temperature, topP, seed, stop })) {
       const now = performance.now();
-      if (generated.length === 0) prefillSeconds = (now - t) / 1000;
+      if (prefillSeconds === undefined) prefillSeconds = (now - t) / 1000;
       else decodeSeconds += (now - t) / 1000;
       t = now;
       generated.push(token);
       if (!json && !quiet) process.stdout.write(`${generated.length === 1 ? '' : ','}${token}`);
     }
+    // No token came (--max-tokens 0, or the first sample was a --stop id): generate() still ran the
+    // prefill (and that one sample) before it finished, so the whole loop was the prefill.
+    prefillSeconds ??= (performance.now() - started) / 1000;
   } finally {
     model.close();
   }
   // The first token's time is the prefill (plus one sampling); each later one is one decode step.
-  const prefillTps = prompt.length / Math.max(prefillSeconds, 1e-9);
-  const decodeTps = generated.length > 1 ? (generated.length - 1) / decodeSeconds : 0;
+  // null, not a number, where nothing was timed (no decode step; a clock that did not move).
+  const prefillTps = prefillSeconds > 0 ? prompt.length / prefillSeconds : null;
+  const decodeTps = generated.length > 1 && decodeSeconds > 0 ? (generated.length - 1) / decodeSeconds : null;
+  const stopped = stopReason(model, prompt.length, generated.length, maxTokens);
   if (quiet) return 0;
   if (json) {
-    console.log(JSON.stringify({ prompt_tokens: prompt.length, tokens: generated, prefill_tokens_per_s: prefillTps, decode_tokens_per_s: decodeTps, key: model.plan.key }));
+    console.log(JSON.stringify({ prompt_tokens: prompt.length, tokens: generated, stopped, prefill_tokens_per_s: prefillTps, decode_tokens_per_s: decodeTps, key: model.plan.key }));
   } else {
     process.stdout.write('\n');
-    progress.line(`${model.plan.key}: prefill ${prompt.length} tokens at ${prefillTps.toFixed(1)} tokens/s, decode ${Math.max(0, generated.length - 1)} tokens at ${decodeTps.toFixed(1)} tokens/s`);
+    const speed = (tps: number | null) => (tps === null ? '' : ` at ${tps.toFixed(1)} tokens/s`);
+    progress.line(`${model.plan.key}: prefill ${prompt.length} tokens${speed(prefillTps)}, decode ${Math.max(0, generated.length - 1)} tokens${speed(decodeTps)}`);
+    if (stopped === 'context') {
+      const limit = contextLimit(model);
+      progress.line(limit === model.config.max_seq_len
+        ? `note: generation stopped at the context limit (max_seq_len ${limit}) after ${generated.length} of ${maxTokens} tokens; --max-seq-len N allows a longer sequence`
+        : `note: generation stopped at the ${limit} positions one sequence may have, after ${generated.length} of ${maxTokens} tokens`);
+    }
   }
   return 0;
+}
+
+/**
+ * The most positions generate() lets one sequence reach. It mirrors Model.fits (runtime/model.ts),
+ * which ends generation there without saying why: every layer a ring, MAX_POSITIONS, else
+ * max_seq_len.
+ */
+function contextLimit(model: LoadedModel): number {
+  return model.plan.kv_cache.layers.every((l) => l.kind === 'rolling') ? MAX_POSITIONS : model.config.max_seq_len;
+}
+
+/**
+ * Why generation ended. generate() yields a token and then stops when the next position would not
+ * fit, so a context stop leaves prompt + generated one past the limit; a --stop id is not yielded and
+ * ends generation before that.
+ */
+function stopReason(model: LoadedModel, promptTokens: number, generated: number, maxTokens: number): 'max_tokens' | 'stop_token' | 'context' {
+  if (generated >= maxTokens) return 'max_tokens';
+  return promptTokens + generated > contextLimit(model) ? 'context' : 'stop_token';
 }

@@ -1,3 +1,5 @@
+import { readdirSync, statSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
 import type { LoadOptions } from '../../../runtime/model.js';
 import { TARGETS, TP_SIZES, type TpSize } from '../../plan/types.js';
 import { parseArchs } from '../../build/nvcc.js';
@@ -9,7 +11,7 @@ export const MODEL_OPTIONS = {
   'max-seq-len': { type: 'string' }, weights: { type: 'string' }, 'max-tokens-per-call': { type: 'string' }, threads: { type: 'string' }, cache: { type: 'string' }, json: { type: 'boolean' },
 } as const;
 
-export const MODEL_OPTIONS_HELP = `  --model DIR       model directory: params.json + consolidated.safetensors (required)
+export const MODEL_OPTIONS_HELP = `  --model DIR       model directory: params.json + consolidated.safetensors, or its params.json (required)
   --tokens 1,2,3    prompt token ids (required)
   --target T        cpu (default) or cuda
   --arch A,B        GPU architectures of a cuda build (default sm_90a,sm_80)
@@ -17,16 +19,54 @@ export const MODEL_OPTIONS_HELP = `  --model DIR       model directory: params.j
                     the environment (torchrun style: RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT,
                     LOCAL_RANK), one rank per process instead, and rank 0 prints the results
   --max-seq-len N   context to allocate (default: params.json's, else 32768)
+  --max-tokens-per-call N
+                    prefill chunk, most tokens per forward call; sizes the activation
+                    buffers (default 512)
   --threads N       CPU threads (default: all cores)
   --weights W       map (default: the checkpoint's pages, shared; read in at load with progress,
                     at once when cached) or copy (read once onto 2 MiB pages whatever the cache
                     holds; slower to load)
   --cache DIR       build cache (default $MISTRAL_COMPILE_CACHE or ~/.cache/mistral-compile)
-  --json            machine-readable output, no progress`;
+  --json            machine-readable output, no progress
+  --verbose         stack traces and a compiler's full output on errors`;
 
+/** Mistral's sharded checkpoints: consolidated-00001-of-00003.safetensors and its siblings. */
+const SHARD = /-\d+-of-\d+\.safetensors$/;
+
+/**
+ * The model directory --model names. plan and build take a params.json or its directory, so
+ * --model does too: a params.json means the directory it is in, where the checkpoint lies beside it.
+ */
 export function modelDir(values: Record<string, unknown>): string {
   if (typeof values.model !== 'string') throw new UsageError('--model', undefined, 'is required', 'pass a directory with params.json and consolidated.safetensors (make one with mistral-compile random-weights)');
-  return values.model;
+  const dir = basename(values.model) === 'params.json' ? dirname(values.model) : values.model;
+  checkCheckpoint(dir);
+  return dir;
+}
+
+/**
+ * Says what is wrong with --model's weights before loading, in terms of --model: the loader reads
+ * DIR/consolidated.safetensors and would only name that path ("no such file ... pass the path of a
+ * .safetensors file", or ENOTDIR for a file), which is no fix for --model.
+ */
+function checkCheckpoint(dir: string): void {
+  let isDir: boolean;
+  try {
+    isDir = statSync(dir).isDirectory();
+  } catch {
+    return;  // missing or unreadable: loading names the path and the fix
+  }
+  if (!isDir) throw new UsageError('--model', undefined, `${dir} is a file, not a model directory`, 'pass the directory that holds params.json and consolidated.safetensors, or its params.json');
+  const names = readdirSync(dir);
+  // No params.json either: loading says so first, with its own fix.
+  if (names.includes('consolidated.safetensors') || !names.includes('params.json')) return;
+  const shards = names.filter((n) => SHARD.test(n)).sort();
+  if (shards.length > 0) {
+    throw new UsageError('--model', undefined, `${dir} holds a sharded checkpoint (${shards[0]}${shards.length > 1 ? ` and ${shards.length - 1} more` : ''}), and sharded checkpoints are not read yet`,
+      `merge the shards into one file, ${join(dir, 'consolidated.safetensors')}`);
+  }
+  throw new UsageError('--model', undefined, `${dir} has no consolidated.safetensors`,
+    'pass a directory with params.json and consolidated.safetensors (make one with mistral-compile random-weights)');
 }
 
 export function loadOptions(values: Record<string, string | boolean | undefined>): LoadOptions {

@@ -38,12 +38,14 @@ export async function planCommand(argv: string[]): Promise<number> {
   const maxTokens = intArg('--max-tokens', values['max-tokens'] as string | undefined, 512, 1, 65536);
   const model = loadModelConfig(positionals[0]!, { maxSeqLen });
   const plan = buildPlan(model, { target, dtype, tp: Number(tp) as TpSize, maxTokens });
+  // --device and --context shape only the text report, but a wrong one is wrong with --json too:
+  // checked before either output, so that a script learns of it instead of getting exit 0.
+  const device = loadDeviceProfile((values.device as string | undefined) ?? (target === 'cuda' ? 'h100' : 'cpu'));
+  const context = intArg('--context', values.context as string | undefined, Math.min(4096, model.max_seq_len), 1, model.max_seq_len);
   if (values.json) {
     process.stdout.write(JSON.stringify(plan, null, 2) + '\n');
     return 0;
   }
-  const device = loadDeviceProfile((values.device as string | undefined) ?? (target === 'cuda' ? 'h100' : 'cpu'));
-  const context = intArg('--context', values.context as string | undefined, Math.min(4096, model.max_seq_len), 1, model.max_seq_len);
   console.log(planReport(plan, device, context));
   return 0;
 }
