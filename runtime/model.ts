@@ -8,8 +8,8 @@ import type { ModelConfig } from '../compiler/config/model.js';
 import { buildPlan } from '../compiler/plan/build-plan.js';
 import type { Plan, Target, TpSize } from '../compiler/plan/types.js';
 import { WeightsError } from '../compiler/weights/errors.js';
-import { readSafetensorsHeader, type SafetensorsHeader } from '../compiler/weights/safetensors.js';
 import { checkCheckpointMatchesPlan, checkpointDtype, rankWeightViews } from './checkpoint.js';
+import { readCheckpoint, type Checkpoint } from './checkpoint-files.js';
 import { EnvironmentError, MachineError, RuntimeError } from './errors.js';
 import { checkDistributed, distributedFromEnv, type DistributedOptions } from './distributed.js';
 import type { NativeAddon, NativeCompiledLibrary, NativeDistGroup, NativeMappedFile, NativeModelInstance, NativeTpGroup } from './native.js';
@@ -178,7 +178,7 @@ export async function readIntoMemory(file: Pick<NativeMappedFile, 'size' | 'popu
   }
 }
 
-/** Compiles (or reuses) the model's library and loads its weights from DIR/consolidated.safetensors. */
+/** Compiles (or reuses) the model's library and loads its weights from DIR/consolidated.safetensors (or its shards). */
 export async function loadModel(dir: string, options: LoadOptions = {}): Promise<LoadedModel> {
   const requested = options.distributed === 'env' ? distributedFromEnv() : options.distributed;
   const distributed = requested === undefined ? undefined : checkDistributed(requested);
@@ -200,47 +200,57 @@ export async function loadModel(dir: string, options: LoadOptions = {}): Promise
   // asked for here wins over one inherited from the environment; without one, the environment's stands.
   if (options.threads !== undefined || process.env.OMP_NUM_THREADS === undefined) process.env.OMP_NUM_THREADS = String(threads);
   const config = loadModelConfig(dir, { maxSeqLen: options.maxSeqLen });
-  const weightsPath = join(dir, 'consolidated.safetensors');
-  const header = await readSafetensorsHeader(weightsPath);
-  const plan = buildPlan(config, { target: options.target ?? 'cpu', tp: distributed?.world ?? options.tp ?? 1, dtype: checkpointDtype(header), maxTokens: options.maxTokens ?? 512 });
-  checkCheckpointMatchesPlan(header, plan);
+  const checkpoint = await readCheckpoint(dir);
+  const plan = buildPlan(config, { target: options.target ?? 'cpu', tp: distributed?.world ?? options.tp ?? 1, dtype: checkpointDtype(checkpoint), maxTokens: options.maxTokens ?? 512 });
+  checkCheckpointMatchesPlan(checkpoint, plan);
   const built = await buildPlanLibrary(plan, { cacheDir: options.cacheDir, archs: options.archs, onProgress: options.onProgress });
 
   const started = performance.now();
   const addon = loadNativeAddon();
   const copy = options.weights === 'copy';
-  const file = new addon.MappedFile(weightsPath, copy);
+  // One mapping per file (a sharded checkpoint's shards are mapped, never merged); every weight points into its own.
+  const files: NativeMappedFile[] = [];
   try {
-    const now = statSync(weightsPath);
-    if (file.size !== header.fileSize || file.identity.ino !== now.ino || now.size !== header.fileSize) {
-      throw new WeightsError(weightsPath, undefined, 'changed while it was being loaded', 'load it again once it is no longer being written');
+    for (const header of checkpoint.files) {
+      const file = new addon.MappedFile(header.path, copy);
+      files.push(file);
+      const now = statSync(header.path);
+      if (file.size !== header.fileSize || file.identity.ino !== now.ino || now.size !== header.fileSize) {
+        throw new WeightsError(header.path, undefined, 'changed while it was being loaded', 'load it again once it is no longer being written');
+      }
     }
+    const copied = files.every((f) => f.copied);
+    const paths = checkpoint.files.map((h) => h.path);
     const library = new addon.CompiledLibrary(built.library);
     if (distributed !== undefined) {
       // This process's rank only: its slices of the checkpoint, then the meeting with the others.
       const d = distributed;
-      const instance = withMachineErrors(plan.options.target, () => new addon.ModelInstance(library, file, rankWeightViews(header, plan, d.rank), d.rank, d.localRank));
+      const instance = withMachineErrors(plan.options.target, () => new addon.ModelInstance(library, files, rankWeightViews(checkpoint, plan, d.rank), d.rank, d.localRank));
       const seconds = (performance.now() - started) / 1000;
-      options.onProgress?.({ stage: 'weights', path: weightsPath, bytes: header.fileSize, seconds, rankSeconds: [seconds], copied: file.copied });
-      const group = await joinRank(addon, instance, library, header, config.vocab_size, threads, d, options.onProgress);
-      return new Model(config, plan, built.library, group, { rank: d.rank, world: d.world }, weightsPath);
+      options.onProgress?.({ stage: 'weights', path: checkpoint.display, bytes: checkpoint.bytes, seconds, rankSeconds: [seconds], copied });
+      const group = await joinRank(addon, instance, library, checkpoint, config.vocab_size, threads, d, options.onProgress);
+      return new Model(config, plan, built.library, group, { rank: d.rank, world: d.world }, paths);
     }
     // First what mc_create checks of the machine (GPU, driver, code for it, free device memory):
     // a load that cannot succeed should fail before it spends minutes reading the file.
     for (let rank = 0; rank < plan.options.tp; rank++) withMachineErrors(plan.options.target, () => library.checkDevice(rank, rank));
-    // This process uses every byte of the file: read it into memory now, in steps, so that a cold
+    // This process uses every byte of the checkpoint: read it into memory now, in steps, so that a cold
     // load (disk, network storage) shows its progress instead of stalling a GPU library's copy to the
     // device or the first forward pass (instant when the page cache holds the file). A rank of a
     // distributed group skips this: it reads only its slices, as its forward passes touch them.
     const besideWeights = plan.options.target === 'cpu' ? library.stateBytes * plan.options.tp : 0;  // KV cache and activations in host memory
-    await readIntoMemory(file, weightsPath, options.onProgress, memoryAvailable() - besideWeights);
-    // Every rank maps its slices straight from the one mapping of the full checkpoint: no copies.
+    let read = 0;
+    for (const [i, file] of files.entries()) {
+      await readIntoMemory(file, paths[i]!, options.onProgress, memoryAvailable() - besideWeights - read);
+      read += file.size;  // shards read before this one still hold their pages
+    }
+    // Every rank maps its slices straight from the mappings of the full checkpoint: no copies.
     const rankSeconds: number[] = [];
     const instances: NativeModelInstance[] = [];
     try {
       for (let rank = 0; rank < plan.options.tp; rank++) {
         const t = performance.now();
-        instances.push(withMachineErrors(plan.options.target, () => new addon.ModelInstance(library, file, rankWeightViews(header, plan, rank), rank)));
+        instances.push(withMachineErrors(plan.options.target, () => new addon.ModelInstance(library, files, rankWeightViews(checkpoint, plan, rank), rank)));
         rankSeconds.push((performance.now() - t) / 1000);
       }
     } catch (err) {
@@ -249,10 +259,10 @@ export async function loadModel(dir: string, options: LoadOptions = {}): Promise
     }
     // Ranks share the cores: each gets its part, so that TP does not oversubscribe them.
     const group = new addon.TpGroup(instances, config.vocab_size, plan.options.tp === 1 ? 0 : Math.max(1, Math.floor(threads / plan.options.tp)));
-    options.onProgress?.({ stage: 'weights', path: weightsPath, bytes: header.fileSize, seconds: (performance.now() - started) / 1000, rankSeconds, copied: file.copied });
-    return new Model(config, plan, built.library, group, undefined, weightsPath);
+    options.onProgress?.({ stage: 'weights', path: checkpoint.display, bytes: checkpoint.bytes, seconds: (performance.now() - started) / 1000, rankSeconds, copied });
+    return new Model(config, plan, built.library, group, undefined, paths);
   } finally {
-    file.close(); // the instance keeps its own hold on the mapping
+    for (const file of files) file.close(); // the instances keep their own hold on the mappings
   }
 }
 
@@ -260,18 +270,20 @@ export async function loadModel(dir: string, options: LoadOptions = {}): Promise
  * The checkpoint as the ranks compare it: its layout (names, dtypes, shapes, offsets) and the first
  * 64 bytes of every tensor, so that two fine-tunes of one shape differ without hashing gigabytes.
  */
-function checkpointFingerprint(header: SafetensorsHeader): string {
+function checkpointFingerprint(checkpoint: Checkpoint): string {
   const hash = createHash('sha256');
-  hash.update(`${header.fileSize}\0${JSON.stringify([...header.tensors].map(([name, t]) => [name, t.dtype, t.shape, t.begin, t.end]))}`);
-  const fd = openSync(header.path, 'r');
-  try {
-    for (const t of header.tensors.values()) {
-      const sample = Buffer.alloc(Math.min(64, t.end - t.begin));
-      readSync(fd, sample, 0, sample.length, t.offset);
-      hash.update(sample);
+  for (const header of checkpoint.files) {
+    hash.update(`${header.fileSize}\0${JSON.stringify([...header.tensors].map(([name, t]) => [name, t.dtype, t.shape, t.begin, t.end]))}`);
+    const fd = openSync(header.path, 'r');
+    try {
+      for (const t of header.tensors.values()) {
+        const sample = Buffer.alloc(Math.min(64, t.end - t.begin));
+        readSync(fd, sample, 0, sample.length, t.offset);
+        hash.update(sample);
+      }
+    } finally {
+      closeSync(fd);
     }
-  } finally {
-    closeSync(fd);
   }
   return hash.digest('hex').slice(0, 16);
 }
@@ -280,7 +292,7 @@ function checkpointFingerprint(header: SafetensorsHeader): string {
  * The rendezvous of this process's rank (`instance`, taken over) with the other ranks. Every rank
  * must load the same library build and checkpoint: rank 0 compares fingerprints.
  */
-async function joinRank(addon: NativeAddon, instance: NativeModelInstance, library: NativeCompiledLibrary, header: SafetensorsHeader,
+async function joinRank(addon: NativeAddon, instance: NativeModelInstance, library: NativeCompiledLibrary, checkpoint: Checkpoint,
   vocabSize: number, threads: number, d: Required<DistributedOptions>, onProgress: LoadOptions['onProgress']): Promise<NativeTpGroup> {
   let group: NativeDistGroup;
   try {
@@ -288,8 +300,7 @@ async function joinRank(addon: NativeAddon, instance: NativeModelInstance, libra
   } finally {
     instance.close();  // the group holds the model now (or, on a throw, nobody needs it)
   }
-  const checkpoint = checkpointFingerprint(header);
-  const fingerprint = `${library.specialization}, checkpoint ${checkpoint}`;
+  const fingerprint = `${library.specialization}, checkpoint ${checkpointFingerprint(checkpoint)}`;
   const address = `${d.masterAddr}:${d.masterPort}`;
   onProgress?.({ stage: 'join', rank: d.rank, world: d.world, address });
   try {
@@ -311,7 +322,7 @@ class Model implements LoadedModel {
   private closed = false;
 
   constructor(readonly config: ModelConfig, readonly plan: Plan, readonly library: string, private readonly native: NativeTpGroup,
-    readonly distributed: { rank: number; world: number } | undefined, private readonly weightsPath: string) {}
+    readonly distributed: { rank: number; world: number } | undefined, private readonly weightsPaths: readonly string[]) {}
 
   logits(tokens: readonly number[]): Promise<Float32Array[]> {
     return this.forward(tokens, 0, true);
@@ -424,9 +435,10 @@ class Model implements LoadedModel {
         // The addon's line on the mapped checkpoint (shrunk, rewritten, truncated mid-call) names
         // the file and ends in its fix: a WeightsError, as the same problem found at load is.
         const message = (err as Error).message;
-        if (!message.startsWith(`${this.weightsPath}: `)) throw err;
-        const { problem, fix } = splitFix(message.slice(this.weightsPath.length + 2));
-        throw new WeightsError(this.weightsPath, undefined, problem, fix ?? 'load it again once it is no longer being written');
+        const path = this.weightsPaths.find((p) => message.startsWith(`${p}: `));
+        if (path === undefined) throw err;
+        const { problem, fix } = splitFix(message.slice(path.length + 2));
+        throw new WeightsError(path, undefined, problem, fix ?? 'load it again once it is no longer being written');
       }
       this.nextPos = startPos + begin + part.length;
       if (wantAll) for (let t = 0; t < part.length; t++) rows.push(out.subarray(t * vocab, (t + 1) * vocab));

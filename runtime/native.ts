@@ -62,8 +62,10 @@ export interface NativeCompiledLibrary {
   checkDevice(rank: number, device: number): boolean;
 }
 
-/** One rank's slice of one checkpoint tensor, located in the mapped file (becomes an mc_weight). */
+/** One rank's slice of one checkpoint tensor, located in a mapped file (becomes an mc_weight). */
 export interface NativeWeight {
+  /** Which of ModelInstance's mapped files holds it (an index; 0 when absent, and with one file). */
+  file?: number;
   /** Byte offset of the slice's first element from the start of the file (not of the data section). */
   offset: number | bigint;
   /** Elements between consecutive rows of the full tensor (shape[1]; 1 for vectors). */
@@ -133,7 +135,8 @@ export interface NativeAddon {
    */
   ModelInstance: new (
     library: NativeCompiledLibrary,
-    mappedFile: NativeMappedFile,
+    /** The checkpoint's file, or its shards (each weight's `file` indexes them). */
+    mappedFile: NativeMappedFile | readonly NativeMappedFile[],
     weights: readonly NativeWeight[],
     rank: number,
     /** The GPU a GPU library runs on (default: rank). */

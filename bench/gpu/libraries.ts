@@ -11,6 +11,7 @@ import { hashFiles } from '../../compiler/emit/render.js';
 import type { Plan } from '../../compiler/plan/types.js';
 import { readSafetensorsHeader } from '../../compiler/weights/safetensors.js';
 import { checkCheckpointMatchesPlan, rankWeightViews } from '../../runtime/checkpoint.js';
+import { singleFileCheckpoint } from '../../runtime/checkpoint-files.js';
 import type { NativeModelInstance, NativeWeight } from '../../runtime/native.js';
 import { loadNativeAddon } from '../../runtime/native-loader.js';
 
@@ -48,12 +49,12 @@ export async function libraryFor(plan: Plan, options: { cacheDir: string; archs?
 
 /** A model instance over a safetensors checkpoint with an explicit library (no rebuild). */
 export async function openCheckpoint(library: string, plan: Plan, safetensorsPath: string): Promise<NativeModelInstance> {
-  const header = await readSafetensorsHeader(safetensorsPath);
-  checkCheckpointMatchesPlan(header, plan);
+  const checkpoint = singleFileCheckpoint(await readSafetensorsHeader(safetensorsPath));
+  checkCheckpointMatchesPlan(checkpoint, plan);
   const addon = loadNativeAddon();
   const file = new addon.MappedFile(safetensorsPath);
   try {
-    return new addon.ModelInstance(new addon.CompiledLibrary(library), file, rankWeightViews(header, plan, 0), 0);
+    return new addon.ModelInstance(new addon.CompiledLibrary(library), file, rankWeightViews(checkpoint, plan, 0), 0);
   } finally {
     file.close();
   }

@@ -176,18 +176,18 @@ describe('mistral-compile random-weights, build, logits and generate', () => {
   it('says which directory lacks weights, with a fix for --model', async () => {
     const r = await run('generate', '--model', join(MODELS, 'tiny-moe'), '--tokens', '1', '--max-tokens', '1', '--cache', cache);
     expect(r.code).toBe(1);
-    expect(r.err).toMatch(/^mistral-compile: error: --model: \S*tiny-moe has no consolidated\.safetensors; pass a directory with params\.json and consolidated\.safetensors/);
+    expect(r.err).toMatch(/^mistral-compile: error: --model: \S*tiny-moe has no consolidated\.safetensors \(nor its shards, consolidated-00001-of-0000N\.safetensors \.\.\.\); pass a directory with params\.json and consolidated\.safetensors/);
     expect(r.err).not.toMatch(/pass the path of a \.safetensors file/);
   });
 
-  it('says that a sharded checkpoint is not read yet, and what it expects', async () => {
+  it('reads a sharded checkpoint, and names a shard that is missing', async () => {
     const sharded = join(work, 'sharded');
     mkdirSync(sharded);
     copyFileSync(join(MODELS, 'tiny-moe', 'params.json'), join(sharded, 'params.json'));
-    for (const n of [1, 2, 3]) writeFileSync(join(sharded, `consolidated-0000${n}-of-00003.safetensors`), '');
+    for (const n of [1, 3]) writeFileSync(join(sharded, `consolidated-0000${n}-of-00003.safetensors`), '');
     const r = await run('logits', '--model', sharded, '--tokens', '1', '--out', '/dev/null', '--cache', cache);
     expect(r.code).toBe(1);
-    expect(r.err).toBe(`mistral-compile: error: --model: ${sharded} holds a sharded checkpoint (consolidated-00001-of-00003.safetensors and 2 more), ` +
-      `and sharded checkpoints are not read yet; merge the shards into one file, ${join(sharded, 'consolidated.safetensors')}`);
+    expect(r.err).toBe(`mistral-compile: error: ${join(sharded, 'consolidated-00002-of-00003.safetensors')}: is missing: the checkpoint is sharded in 3 files ` +
+      `and this one is not in ${sharded}; download every shard of the checkpoint`);
   });
 });

@@ -20,6 +20,7 @@ import type { Dtype } from '../../compiler/plan/types.js';
 import { writeRandomWeights } from '../../compiler/weights/random.js';
 import { readSafetensorsHeader, readTensorF32 } from '../../compiler/weights/safetensors.js';
 import { rankWeightViews } from '../../runtime/checkpoint.js';
+import { singleFileCheckpoint } from '../../runtime/checkpoint-files.js';
 import { loadNativeAddon } from '../../runtime/native-loader.js';
 import type { NativeModelInstance } from '../../runtime/native.js';
 import { referenceLogits } from '../reference/forward.js';
@@ -48,7 +49,7 @@ describe.skipIf(!hasNvcc())('tensor-parallel CUDA ranks on the emulator (no GPU)
       const { safetensorsPath } = await writeRandomWeights(config, join(dir, 'model'), { seed, dtype: c.dtype });
       const plan = buildPlan(config, { target: 'cuda', dtype: c.dtype, tp: 2, maxTokens: c.chunk });
       const library = await buildEmulatedLibrary(renderCudaSources(plan).files, join(dir, 'lib'));
-      const header = await readSafetensorsHeader(safetensorsPath);
+      const checkpoint = singleFileCheckpoint(await readSafetensorsHeader(safetensorsPath));
       const tokens = randomTokens(mulberry32(seed), c.prompt + DECODE, config.vocab_size);
 
       const addon = loadNativeAddon();
@@ -59,7 +60,7 @@ describe.skipIf(!hasNvcc())('tensor-parallel CUDA ranks on the emulator (no GPU)
       try {
         for (let rank = 0; rank < 2; rank++) {
           compiled.checkDevice(rank, rank);
-          instances.push(new addon.ModelInstance(compiled, file, rankWeightViews(header, plan, rank), rank));
+          instances.push(new addon.ModelInstance(compiled, file, rankWeightViews(checkpoint, plan, rank), rank));
         }
         const group = new addon.TpGroup(instances, config.vocab_size, 0);
         try {
@@ -78,7 +79,7 @@ describe.skipIf(!hasNvcc())('tensor-parallel CUDA ranks on the emulator (no GPU)
       }
 
       const weights = new Map<string, Float32Array>();
-      for (const [name, info] of header.tensors) weights.set(name, await readTensorF32(safetensorsPath, info));
+      for (const [name, info] of checkpoint.files[0]!.tensors) weights.set(name, await readTensorF32(safetensorsPath, info));
       const reference = referenceLogits(config, lookup(weights), tokens);
       const errors = rows.map((r, p) => relativeL2(r, reference[p]!));
       const context = `${c.config} ${c.dtype} seed ${seed}: ${errors.map((e) => e.toExponential(1)).join(' ')}`;

@@ -1,6 +1,7 @@
 import { readdirSync, statSync } from 'node:fs';
-import { basename, dirname, join } from 'node:path';
+import { basename, dirname } from 'node:path';
 import type { LoadOptions } from '../../../runtime/model.js';
+import { isShardName } from '../../../runtime/checkpoint-files.js';
 import { TARGETS, TP_SIZES, type TpSize } from '../../plan/types.js';
 import { parseArchs } from '../../build/nvcc.js';
 import { choiceArg, intArg, UsageError } from '../args.js';
@@ -30,9 +31,6 @@ export const MODEL_OPTIONS_HELP = `  --model DIR       model directory: params.j
   --json            machine-readable output, no progress
   --verbose         stack traces and a compiler's full output on errors`;
 
-/** Mistral's sharded checkpoints: consolidated-00001-of-00003.safetensors and its siblings. */
-const SHARD = /-\d+-of-\d+\.safetensors$/;
-
 /**
  * The model directory --model names. plan and build take a params.json or its directory, so
  * --model does too: a params.json means the directory it is in, where the checkpoint lies beside it.
@@ -58,14 +56,10 @@ function checkCheckpoint(dir: string): void {
   }
   if (!isDir) throw new UsageError('--model', undefined, `${dir} is a file, not a model directory`, 'pass the directory that holds params.json and consolidated.safetensors, or its params.json');
   const names = readdirSync(dir);
-  // No params.json either: loading says so first, with its own fix.
-  if (names.includes('consolidated.safetensors') || !names.includes('params.json')) return;
-  const shards = names.filter((n) => SHARD.test(n)).sort();
-  if (shards.length > 0) {
-    throw new UsageError('--model', undefined, `${dir} holds a sharded checkpoint (${shards[0]}${shards.length > 1 ? ` and ${shards.length - 1} more` : ''}), and sharded checkpoints are not read yet`,
-      `merge the shards into one file, ${join(dir, 'consolidated.safetensors')}`);
-  }
-  throw new UsageError('--model', undefined, `${dir} has no consolidated.safetensors`,
+  // No params.json either: loading says so first, with its own fix. Shards are read as one checkpoint
+  // (runtime/checkpoint-files.ts), which names a missing shard itself.
+  if (names.includes('consolidated.safetensors') || !names.includes('params.json') || names.some(isShardName)) return;
+  throw new UsageError('--model', undefined, `${dir} has no consolidated.safetensors (nor its shards, consolidated-00001-of-0000N.safetensors ...)`,
     'pass a directory with params.json and consolidated.safetensors (make one with mistral-compile random-weights)');
 }
 

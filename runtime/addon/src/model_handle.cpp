@@ -7,9 +7,9 @@ namespace {
 constexpr size_t kErrLen = 1024;
 }  // namespace
 
-ModelHandle::ModelHandle(std::shared_ptr<const Library> library, std::shared_ptr<const Mapping> mapping,
+ModelHandle::ModelHandle(std::shared_ptr<const Library> library, std::vector<std::shared_ptr<const Mapping>> mappings,
                          std::vector<mc_weight> weights, int32_t rank, int32_t device)
-    : library_(std::move(library)), mapping_(std::move(mapping)), weights_(std::move(weights)) {
+    : library_(std::move(library)), mappings_(std::move(mappings)), weights_(std::move(weights)) {
   char err[kErrLen] = {0};
   model_ = thread_.run([&] { return library_->create(weights_.data(), static_cast<int32_t>(weights_.size()), rank, device, err, kErrLen); });
   err[kErrLen - 1] = '\0';
@@ -33,15 +33,23 @@ std::string ModelHandle::forwardHere(const int32_t* tokens, int32_t nTokens, int
                                      bool allLogits) {
   // The weights are the mapped checkpoint: refuse a file changed since it was mapped, and report
   // one truncated during this call (whose pages the SIGBUS guard replaced with zeros).
-  std::string changed = mapping_->changedSinceMapped();
+  std::string changed = changedSinceMapped();
   if (!changed.empty()) return changed;
   char err[kErrLen] = {0};
   int32_t rc = library_->forward(model_, tokens, nTokens, startPos, logits, allLogits ? 1 : 0, err, kErrLen);
   err[kErrLen - 1] = '\0';
-  changed = mapping_->changedSinceMapped();
+  changed = changedSinceMapped();
   if (!changed.empty()) return changed;
   if (rc == 0) return "";
   return err[0] != '\0' ? std::string(err) : "mc_forward returned " + std::to_string(rc) + " without a message";
+}
+
+std::string ModelHandle::changedSinceMapped() const {
+  for (const auto& mapping : mappings_) {
+    std::string changed = mapping->changedSinceMapped();
+    if (!changed.empty()) return changed;
+  }
+  return "";
 }
 
 std::future<void> ModelHandle::setComm(const mc_comm& comm) {

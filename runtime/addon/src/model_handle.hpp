@@ -11,15 +11,15 @@
 #include "serial_thread.hpp"
 
 /**
- * One mc_model and everything it points into: the library's code, the mapped checkpoint and the
- * mc_weight array. Shared by the JS ModelInstance and a forward in flight, so mc_destroy runs
+ * One mc_model and everything it points into: the library's code, the mapped checkpoint (its one
+ * file, or each of its shards) and the mc_weight array. Shared by the JS ModelInstance and a forward in flight, so mc_destroy runs
  * exactly once, when the last of them lets go — never under a running forward. Every call into the
  * library runs on the model's own SerialThread (see serial_thread.hpp for why).
  */
 class ModelHandle {
  public:
   /** Calls mc_create (device: a GPU library's ordinal); throws std::runtime_error with the library's message on failure. */
-  ModelHandle(std::shared_ptr<const Library> library, std::shared_ptr<const Mapping> mapping,
+  ModelHandle(std::shared_ptr<const Library> library, std::vector<std::shared_ptr<const Mapping>> mappings,
               std::vector<mc_weight> weights, int32_t rank, int32_t device);
   ~ModelHandle();
   ModelHandle(const ModelHandle&) = delete;
@@ -47,10 +47,12 @@ class ModelHandle {
 
  private:
   std::shared_ptr<const Library> library_;
-  std::shared_ptr<const Mapping> mapping_;
+  std::vector<std::shared_ptr<const Mapping>> mappings_;
   std::vector<mc_weight> weights_;
   mc_model* model_ = nullptr;
   SerialThread thread_;
 
   std::string forwardHere(const int32_t* tokens, int32_t nTokens, int32_t startPos, float* logits, bool allLogits);
+  /** The first mapped file's changedSinceMapped() line, or "" when none changed. */
+  std::string changedSinceMapped() const;
 };

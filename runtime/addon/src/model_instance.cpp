@@ -14,12 +14,18 @@ namespace {
 
 constexpr int64_t kInt64Max = std::numeric_limits<int64_t>::max();
 
-/** weights[i] as an mc_weight pointing into the mapping, after checking it lies inside the file. */
-mc_weight toWeight(const Napi::Value& value, size_t i, const Library& library, const Mapping& mapping) {
+/**
+ * weights[i] as an mc_weight pointing into the mapping of the file that holds it (its `file`, an
+ * index into `mappings`; 0 when absent), after checking it lies inside that file.
+ */
+mc_weight toWeight(const Napi::Value& value, size_t i, const Library& library, const std::vector<std::shared_ptr<const Mapping>>& mappings) {
   Napi::Env env = value.Env();
   std::string what = "weights[" + std::to_string(i) + "] (" + library.weightNames[i] + ")";
   if (!value.IsObject()) throw Napi::TypeError::New(env, what + " must be an object");
   Napi::Object w = value.As<Napi::Object>();
+  const Napi::Value fileValue = w.Get("file");
+  const int64_t file = fileValue.IsUndefined() ? 0 : toInt64(fileValue, what + ".file", 0, static_cast<int64_t>(mappings.size()) - 1);
+  const Mapping& mapping = *mappings[static_cast<size_t>(file)];
   int64_t offset = toInt64(w.Get("offset"), what + ".offset", 0, kInt64Max);
   int64_t bytes = toInt64(w.Get("bytes"), what + ".bytes", 1, kInt64Max);
   int64_t rows = toInt64(w.Get("rows"), what + ".rows", 1, kInt64Max);
@@ -57,7 +63,16 @@ ModelInstance::ModelInstance(const Napi::CallbackInfo& info) : Napi::ObjectWrap<
   Napi::Env env = info.Env();
   AddonData& data = addonData(env);
   auto library = unwrapAs<CompiledLibrary>(info[0], data.compiledLibrary, "ModelInstance: library")->library();
-  auto mapping = unwrapAs<MappedFile>(info[1], data.mappedFile, "ModelInstance: mappedFile")->mapping(env);
+  // One MappedFile (the checkpoint), or an array of them (its shards, in the order weights[i].file counts).
+  std::vector<std::shared_ptr<const Mapping>> mappings;
+  if (info[1].IsArray()) {
+    Napi::Array files = info[1].As<Napi::Array>();
+    if (files.Length() == 0) throw Napi::RangeError::New(env, "ModelInstance: mappedFiles is empty");
+    for (uint32_t i = 0; i < files.Length(); ++i)
+      mappings.push_back(unwrapAs<MappedFile>(files.Get(i), data.mappedFile, "ModelInstance: mappedFiles[" + std::to_string(i) + "]")->mapping(env));
+  } else {
+    mappings.push_back(unwrapAs<MappedFile>(info[1], data.mappedFile, "ModelInstance: mappedFile")->mapping(env));
+  }
   if (!info[2].IsArray()) throw Napi::TypeError::New(env, "ModelInstance: weights must be an array");
   Napi::Array list = info[2].As<Napi::Array>();
   if (list.Length() != library->weightNames.size())
@@ -66,12 +81,12 @@ ModelInstance::ModelInstance(const Napi::CallbackInfo& info) : Napi::ObjectWrap<
                                          std::to_string(list.Length()));
   std::vector<mc_weight> weights;
   weights.reserve(list.Length());
-  for (uint32_t i = 0; i < list.Length(); ++i) weights.push_back(toWeight(list.Get(i), i, *library, *mapping));
+  for (uint32_t i = 0; i < list.Length(); ++i) weights.push_back(toWeight(list.Get(i), i, *library, mappings));
   int32_t rank = static_cast<int32_t>(toInt64(info[3], "ModelInstance: rank", 0, INT32_MAX));
   // The GPU a GPU library runs on: the rank itself unless given (one process per rank: LOCAL_RANK).
   int32_t device = info[4].IsUndefined() ? rank : static_cast<int32_t>(toInt64(info[4], "ModelInstance: device", 0, INT32_MAX));
   try {
-    handle_ = std::make_shared<ModelHandle>(std::move(library), std::move(mapping), std::move(weights), rank, device);
+    handle_ = std::make_shared<ModelHandle>(std::move(library), std::move(mappings), std::move(weights), rank, device);
   } catch (const std::exception& e) {
     throw Napi::Error::New(env, e.what());
   }
