@@ -19,8 +19,9 @@ options:
   --max-seq-len N   context to size the KV cache for (default: params.json's, else 32768)
   --max-tokens N    prefill chunk, most tokens per call (default 512)
   --out DIR         also write the sources and the library to DIR
-  --cache DIR       build cache (default $MISTRAL_COMPILE_CACHE or ~/.cache/mistral-compile)
-  --json            print the result as JSON, no progress`;
+  --cache DIR       build cache (default $MISTRAL_COMPILE_CACHE, else $XDG_CACHE_HOME/mistral-compile or ~/.cache/mistral-compile)
+  --json            print the result as JSON, no progress
+  --verbose         stack traces and a compiler's full output on errors`;
 
 export async function buildCommand(argv: string[]): Promise<number> {
   const { values, positionals } = parseCommand('build', argv, {

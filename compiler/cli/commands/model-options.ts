@@ -18,16 +18,16 @@ export const MODEL_OPTIONS_HELP = `  --model DIR       model directory: params.j
   --arch A,B        GPU architectures of a cuda build (default sm_90a,sm_80)
   --tp N            tensor-parallel ranks (default 1), in this process; with WORLD_SIZE set in
                     the environment (torchrun style: RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT,
-                    LOCAL_RANK), one rank per process instead, and rank 0 prints the results
+                    LOCAL_RANK, LOCAL_WORLD_SIZE; MC_DIST_TIMEOUT_S), one rank per process instead, and rank 0 prints the results
   --max-seq-len N   context to allocate (default: params.json's, else 32768)
   --max-tokens-per-call N
                     prefill chunk, most tokens per forward call; sizes the activation
                     buffers (default 512)
-  --threads N       CPU threads (default: all cores)
+  --threads N       CPU threads (default: $OMP_NUM_THREADS when set, else all cores, shared among a machine's ranks)
   --weights W       map (default: the checkpoint's pages, shared; read in at load with progress,
                     at once when cached) or copy (read once onto 2 MiB pages whatever the cache
                     holds; slower to load)
-  --cache DIR       build cache (default $MISTRAL_COMPILE_CACHE or ~/.cache/mistral-compile)
+  --cache DIR       build cache (default $MISTRAL_COMPILE_CACHE, else $XDG_CACHE_HOME/mistral-compile or ~/.cache/mistral-compile)
   --json            machine-readable output, no progress
   --verbose         stack traces and a compiler's full output on errors`;
 

@@ -16,7 +16,7 @@ options:
   --dtype D         weight dtype: bf16, f16 or f32 (default bf16)
   --device ID       device profile for the roofline: h100, h200, a100, cpu (default: by target)
   --max-seq-len N   context to size the KV cache for (default: params.json's, else 32768)
-  --context N       context at which to cost a decoded token (default 4096)
+  --context N       context at which to cost a decoded token (default 4096, or max_seq_len when smaller)
   --max-tokens N    prefill chunk size, sizes activation buffers (default 512)
   --json            print the plan itself as JSON
   --verbose         stack traces on errors`;

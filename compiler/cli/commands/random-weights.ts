@@ -4,11 +4,20 @@ import { choiceArg, intArg, parseCommand, UsageError } from '../args.js';
 import { formatBytes } from '../format.js';
 import { Progress } from '../progress.js';
 
-export const RANDOM_WEIGHTS_HELP = `usage: mistral-compile random-weights <params.json|model-dir> --out DIR [--seed S] [--dtype f32|bf16|f16]
+export const RANDOM_WEIGHTS_HELP = `usage: mistral-compile random-weights <params.json|model-dir> --out DIR [options]
 
 Writes DIR/params.json and DIR/consolidated.safetensors with seeded random weights in Mistral's
 official tensor names and shapes (for tests, demos and benchmarks without downloads). The same
-seed gives byte-identical files.`;
+seed gives byte-identical files. An existing checkpoint in DIR is replaced only if this command
+wrote it.
+
+options:
+  --out DIR         the model directory to write (created if missing)
+  --seed S          0 to 4294967295 (default 0)
+  --dtype D         bf16 (default, as official checkpoints), f16, f32
+  --max-seq-len N   the context written into params.json (default: the config's)
+  --json            print the paths and bytes as JSON, no progress
+  --verbose         stack traces on errors`;
 
 export async function randomWeightsCommand(argv: string[]): Promise<number> {
   const { values, positionals } = parseCommand('random-weights', argv, {
