@@ -194,6 +194,14 @@ export async function loadModel(dir: string, options: LoadOptions = {}): Promise
   if (options.weights !== undefined && options.weights !== 'map' && options.weights !== 'copy') {
     throw new RuntimeError('loadModel options', 'weights', `must be 'map' or 'copy' (got ${JSON.stringify(options.weights)})`, "pass 'map' (the default) or 'copy'");
   }
+  // Inherited, it is OpenMP's to read, and libgomp takes a bad value with a warning and ignores it,
+  // or fails to create a huge count of threads inside the library, which ends the process.
+  const inherited = process.env.OMP_NUM_THREADS;
+  if (options.threads === undefined && inherited !== undefined
+    && !inherited.split(',').every((n) => /^\s*\d+\s*$/.test(n) && Number(n) >= 1 && Number(n) <= MAX_THREADS)) {
+    throw new EnvironmentError('environment', 'OMP_NUM_THREADS', `${JSON.stringify(inherited)} is not a thread count from 1 to ${MAX_THREADS} (or a list of them)`,
+      `unset it to use every core, or set it to e.g. ${availableParallelism()}`);
+  }
   // One process per rank: each takes its share of this machine's cores.
   const threads = options.threads ?? (distributed === undefined ? availableParallelism() : Math.max(1, Math.floor(availableParallelism() / distributed.localWorld)));
   // Read by OpenMP when the first compiled library loads; later changes have no effect. A count

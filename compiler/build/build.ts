@@ -1,9 +1,10 @@
-import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
+import { copyFileSync, statSync, writeFileSync } from 'node:fs';
+import { makeDirs } from '../make-dirs.js';
 import { join, resolve } from 'node:path';
 import { execa } from 'execa';
 import { hashFiles, type RenderedSources } from '../emit/render.js';
 import type { Plan } from '../plan/types.js';
-import { cacheEntry, commitStaging, defaultCacheRoot, isComplete, stagingDir, writeSources } from './cache.js';
+import { cacheEntry, commitStaging, defaultCacheRoot, isComplete, stagingDir, syncFile, writeSources } from './cache.js';
 import { BuildError } from './errors.js';
 import { BACKENDS } from './backends.js';
 import { missingCompiler, toolchainIdentity } from './toolchain.js';
@@ -61,7 +62,10 @@ export async function buildPlanLibrary(plan: Plan, options: BuildOptions = {}): 
     options.onProgress?.({ stage: 'compile', key: plan.key, compiler, files: sources.files.length });
     const library = join(staging, entry.library.slice(entry.dir.length + 1));
     await compile(compiler, [...flags, backend.entry, '-o', library], staging, backend.entry);
-    writeFileSync(join(staging, 'build.json'), JSON.stringify({ key: plan.key, hash, compiler, flags, toolchain: identity.trim().split('\n').at(-1) }, null, 2) + '\n');
+    syncFile(library);
+    const manifest = join(staging, 'build.json');
+    writeFileSync(manifest, JSON.stringify({ key: plan.key, hash, compiler, flags, toolchain: identity.trim().split('\n').at(-1), library_bytes: statSync(library).size }, null, 2) + '\n');
+    syncFile(manifest);
     commitStaging(staging, entry, hash);
   } else {
     options.onProgress?.({ stage: 'cached', key: plan.key, library: entry.library });
@@ -97,7 +101,7 @@ async function compile(compiler: string, args: string[], cwd: string, entry: str
 
 function exportBuild(outDir: string, sources: RenderedSources, library: string): void {
   try {
-    mkdirSync(outDir, { recursive: true });
+    makeDirs(outDir);
     writeSources(outDir, sources.files);
     copyFileSync(library, join(outDir, library.split('/').pop()!));
   } catch (err) {

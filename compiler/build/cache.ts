@@ -1,4 +1,5 @@
-import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { closeSync, fsyncSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { makeDirs } from '../make-dirs.js';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import type { SourceFile } from '../emit/render.js';
@@ -28,20 +29,34 @@ export function cacheEntry(root: string, key: string, hash: string): CacheEntry 
   return { dir, library: join(dir, `lib${key}.${short}.so`), manifest: join(dir, 'build.json') };
 }
 
-/** A complete entry: its manifest (written last) names this hash and its library exists. */
+/**
+ * A complete entry: its manifest (written last) names this hash, and its library has the size the
+ * manifest recorded (a library cut short, by a full disk or by hand, crashed dlopen with a bus
+ * error; it is rebuilt instead). Manifests from before library_bytes only need the library to exist.
+ */
 export function isComplete(entry: CacheEntry, hash: string): boolean {
   try {
-    const manifest = JSON.parse(readFileSync(entry.manifest, 'utf8')) as { hash?: string };
-    return manifest.hash === hash && existsSync(entry.library);
+    const manifest = JSON.parse(readFileSync(entry.manifest, 'utf8')) as { hash?: string; library_bytes?: number };
+    return manifest.hash === hash && (manifest.library_bytes === undefined ? statSync(entry.library).isFile() : statSync(entry.library).size === manifest.library_bytes);
   } catch {
     return false;
+  }
+}
+
+/** Flushes a file to disk, so that an entry renamed into place after a crash is never one of empty files. */
+export function syncFile(path: string): void {
+  const fd = openSync(path, 'r');
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
   }
 }
 
 export function writeSources(dir: string, files: SourceFile[]): void {
   for (const f of files) {
     const path = join(dir, f.path);
-    mkdirSync(dirname(path), { recursive: true });
+    makeDirs(dirname(path));
     writeFileSync(path, f.content);
   }
 }
@@ -88,7 +103,7 @@ export function stagingDir(entry: CacheEntry): string {
   removeStaleStaging(entry);
   const dir = `${entry.dir}.partial-${process.pid}-${Date.now()}`;
   try {
-    mkdirSync(dir, { recursive: true });
+    makeDirs(dir);
   } catch (err) {
     throw new BuildError(dirname(entry.dir), undefined, `cannot create the build directory (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`,
       'make it writable, or choose another with --cache DIR or $MISTRAL_COMPILE_CACHE');
@@ -96,12 +111,32 @@ export function stagingDir(entry: CacheEntry): string {
   return dir;
 }
 
-/** Moves a finished staging directory into place; if another process won the race, keeps theirs. */
+/**
+ * Moves a finished staging directory into place. The rename comes first: a directory already
+ * there makes it fail (ENOTEMPTY), and then either another build finished the same entry (its
+ * entry is kept, ours dropped) or an interrupted one left it (moved aside and removed, then
+ * renamed again). Checking first and then removing could delete an entry another process had
+ * just renamed in and was about to load.
+ */
 export function commitStaging(staging: string, entry: CacheEntry, hash: string): void {
-  if (isComplete(entry, hash)) {
-    rmSync(staging, { recursive: true, force: true });
-    return;
+  for (let attempt = 0; ; attempt++) {
+    try {
+      renameSync(staging, entry.dir);
+      return;
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if ((code !== 'ENOTEMPTY' && code !== 'EEXIST') || attempt === 3) throw err;
+    }
+    if (isComplete(entry, hash)) {
+      rmSync(staging, { recursive: true, force: true });
+      return;
+    }
+    const aside = `${entry.dir}.stale-${process.pid}-${Date.now()}`;
+    try {
+      renameSync(entry.dir, aside);  // atomic: nobody loads from a directory being removed
+    } catch {
+      // moved by another build already
+    }
+    rmSync(aside, { recursive: true, force: true });
   }
-  rmSync(entry.dir, { recursive: true, force: true }); // an incomplete leftover, never trusted
-  renameSync(staging, entry.dir);
 }

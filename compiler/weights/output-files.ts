@@ -1,5 +1,7 @@
 import { randomBytes } from 'node:crypto';
-import { mkdir, open, rename, rm, unlink } from 'node:fs/promises';
+import { unlinkSync } from 'node:fs';
+import { open, rename, rm, unlink } from 'node:fs/promises';
+import { makeDirs } from '../make-dirs.js';
 import { basename, dirname, join } from 'node:path';
 import { WeightsError } from './errors.js';
 
@@ -49,7 +51,7 @@ export function fileError(path: string, what: string, err: unknown, fix = FIX_OU
 /** Creates `dir` and its parents; an --out that is a file or cannot be made is one line, not a stack. */
 export async function makeOutDir(dir: string): Promise<void> {
   try {
-    await mkdir(dir, { recursive: true });
+    makeDirs(dir);
   } catch (err) {
     // mkdir -p reports an existing non-directory as EEXIST, which reads as nonsense on its own.
     if (errnoCode(err) === 'EEXIST') throw new WeightsError(dir, undefined, 'is a file, not a directory', 'pass a directory to --out (it is created if missing)');
@@ -104,6 +106,32 @@ export async function removeIfPresent(path: string): Promise<void> {
     if (errnoCode(err) === 'ENOENT') return;
     throw fileError(path, 'cannot be removed before it is rewritten', err, `remove or rename ${path} yourself, or ${FIX_OUT}`);
   }
+}
+
+const CLEANUP_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
+
+/**
+ * While the returned function is not called: on SIGINT, SIGTERM or SIGHUP, removes the files
+ * `temps` holds then (a temporary checkpoint is as large as the model: an interrupted run left
+ * gigabytes of hidden files), and ends the process by the same signal, as it would have ended.
+ */
+export function removeOnSignal(temps: readonly string[]): () => void {
+  const handler = (signal: NodeJS.Signals) => {
+    for (const path of temps) {
+      try {
+        unlinkSync(path);
+      } catch {
+        // gone already, or never created
+      }
+    }
+    release();
+    process.kill(process.pid, signal);  // no listener of ours left: the default action ends the process
+  };
+  const release = () => {
+    for (const signal of CLEANUP_SIGNALS) process.removeListener(signal, handler);
+  };
+  for (const signal of CLEANUP_SIGNALS) process.on(signal, handler);
+  return release;
 }
 
 /** Cleanup after a failure: never throws, so the failure that caused it is the one reported. */

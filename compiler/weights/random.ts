@@ -6,7 +6,7 @@ import { checkpointTensors, elementCount, type CheckpointTensor } from '../confi
 import type { ModelConfig } from '../config/model.js';
 import { encodeFromF32 } from './dtype.js';
 import { WeightsError } from './errors.js';
-import { createTempBeside, errnoCode, fileError, makeOutDir, publish, removeIfPresent, removeQuietly, syncDirectory, writeDurably } from './output-files.js';
+import { createTempBeside, errnoCode, fileError, makeOutDir, publish, removeIfPresent, removeOnSignal, removeQuietly, syncDirectory, writeDurably } from './output-files.js';
 import { readFully, readSafetensorsHeader, SafetensorsWriter, type SafetensorsHeader } from './safetensors.js';
 
 /**
@@ -54,10 +54,13 @@ export async function writeRandomWeights(model: ModelConfig, outDir: string, opt
   // Both files are written in full under temporary names first: a failure until they are
   // published leaves the directory as it was (temporaries are removed).
   const weightsTemp = await createTempBeside(safetensorsPath);
+  const temps = [weightsTemp];
+  const release = removeOnSignal(temps);
   let paramsTemp: string | undefined;
   try {
     const bytes = await writeWeights(model, weightsTemp, safetensorsPath, options);
     paramsTemp = await createTempBeside(paramsPath);
+    temps.push(paramsTemp);
     await writeDurably(paramsTemp, `${JSON.stringify(officialParams(model), null, 2)}\n`, paramsPath);
     // Publish in the one order whose every prefix is consistent: drop the old params.json, put the
     // new weights in place, then the new params.json. Stopped anywhere, the directory holds the old
@@ -72,6 +75,8 @@ export async function writeRandomWeights(model: ModelConfig, outDir: string, opt
     await removeQuietly(weightsTemp);
     if (paramsTemp !== undefined) await removeQuietly(paramsTemp);
     throw err;
+  } finally {
+    release();
   }
 }
 

@@ -1,9 +1,10 @@
 import { spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, truncateSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { buildPlanLibrary } from '../../compiler/build/build.js';
+import { cacheEntry, commitStaging, isComplete } from '../../compiler/build/cache.js';
 import { BuildError } from '../../compiler/build/errors.js';
 import { loadModelConfig } from '../../compiler/config/load.js';
 import { buildPlan } from '../../compiler/plan/build-plan.js';
@@ -79,6 +80,42 @@ describe('the build cache', () => {
     expect(left).not.toContain(stale);
     expect(left).toEqual(expect.arrayContaining([recent, live, foreign]));
     expect(left.filter((n) => n.includes('.partial-') && n.includes(`-${process.pid}-`) && n !== live)).toEqual([]);  // its own staging was renamed into place
+  });
+
+  it('rebuilds an entry whose library was cut short (dlopen of it crashed with a bus error)', async () => {
+    const cacheDir = join(work, 'cache-cut');
+    const first = await buildPlanLibrary(plan, { cacheDir });
+    truncateSync(first.library, 1000);
+    const again = await buildPlanLibrary(plan, { cacheDir });
+    expect(again.cached).toBe(false);
+    expect(readFileSync(again.library).length).toBeGreaterThan(1000);
+    expect((await buildPlanLibrary(plan, { cacheDir })).cached).toBe(true);
+  });
+
+  it('a build that finishes second keeps the entry of the one that finished first; an interrupted entry is replaced', () => {
+    const root = join(work, 'cache-race');
+    const entry = cacheEntry(root, 'm.cpu.f32.tp1', 'ab'.repeat(32));
+    const stage = (name: string, complete: boolean, mark: string) => {
+      const dir = join(root, 'm.cpu.f32.tp1', name);
+      mkdirSync(dir, { recursive: true });
+      writeFileSync(join(dir, entry.library.split('/').pop()!), mark);
+      if (complete) writeFileSync(join(dir, 'build.json'), JSON.stringify({ hash: 'ab'.repeat(32), library_bytes: mark.length }));
+      return dir;
+    };
+    // Nothing there: renamed in.
+    commitStaging(stage('s1', true, 'first'), entry, 'ab'.repeat(32));
+    expect(readFileSync(entry.library, 'utf8')).toBe('first');
+    // A finished entry there (another process won): ours is dropped, theirs untouched.
+    const second = stage('s2', true, 'second');
+    commitStaging(second, entry, 'ab'.repeat(32));
+    expect(readFileSync(entry.library, 'utf8')).toBe('first');
+    expect(existsSync(second)).toBe(false);
+    // An interrupted entry there (no manifest): replaced by ours.
+    rmSync(entry.manifest);
+    commitStaging(stage('s3', true, 'third'), entry, 'ab'.repeat(32));
+    expect(readFileSync(entry.library, 'utf8')).toBe('third');
+    expect(isComplete(entry, 'ab'.repeat(32))).toBe(true);
+    expect(readdirSync(join(root, 'm.cpu.f32.tp1')).sort()).toEqual([entry.dir.split('/').pop()]);
   });
 
   it('leaves no finished-looking entry when the compiler fails', async () => {

@@ -8,7 +8,7 @@ import { utimesSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MistralCompileError } from '../../compiler/errors.js';
 import { WeightsError } from '../../compiler/weights/errors.js';
-import { RuntimeError } from '../../runtime/errors.js';
+import { EnvironmentError, RuntimeError } from '../../runtime/errors.js';
 import { loadModel, type GenerateOptions, type LoadedModel, type LoadOptions } from '../../runtime/model.js';
 import { collect, createWorkspace, DENSE_GQA, errorMessage, writeModelDir, type ModelDir, type Workspace } from './helpers.js';
 
@@ -40,6 +40,37 @@ describe('loadModel refuses options it cannot honour, before it loads anything',
       expect(err).toBeInstanceOf(RuntimeError);
       expect((err as Error).message).toMatch(pattern);
     });
+  });
+});
+
+describe('an OMP_NUM_THREADS inherited from the environment', () => {
+  for (const value of ['99999', '0', 'abc', '4,0']) {
+    it(`${JSON.stringify(value)} is refused, naming it (libgomp ignored it with a warning, or crashed creating the threads)`, async () => {
+      const saved = process.env.OMP_NUM_THREADS;
+      process.env.OMP_NUM_THREADS = value;
+      try {
+        const err = await loadModel(dense.dir, { cacheDir: ws.cacheDir }).catch((e: unknown) => e);
+        expect(err).toBeInstanceOf(EnvironmentError);
+        expect((err as Error).message).toMatch(new RegExp(`^environment: OMP_NUM_THREADS: ${JSON.stringify(JSON.stringify(value)).slice(1, -1)} is not a thread count from 1 to 1024 \\(or a list of them\\); unset it to use every core, or set it to e\\.g\\. \\d+$`));
+      } finally {
+        if (saved === undefined) delete process.env.OMP_NUM_THREADS;
+        else process.env.OMP_NUM_THREADS = saved;
+      }
+    });
+  }
+
+  it('a good one, or a list (nested levels), loads; an explicit threads option takes the place of a bad one', async () => {
+    const saved = process.env.OMP_NUM_THREADS;
+    try {
+      for (const [value, options] of [['2', {}], ['2,1', {}], ['99999', { threads: 2 }]] as const) {
+        process.env.OMP_NUM_THREADS = value;
+        const m = await loadModel(dense.dir, { cacheDir: ws.cacheDir, ...options });
+        m.close();
+      }
+    } finally {
+      if (saved === undefined) delete process.env.OMP_NUM_THREADS;
+      else process.env.OMP_NUM_THREADS = saved;
+    }
   });
 });
 
