@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { unlinkSync } from 'node:fs';
 import { open, rename, rm, unlink } from 'node:fs/promises';
 import { makeDirs } from '../make-dirs.js';
+import { onTerminatingSignal } from '../on-signal.js';
 import { basename, dirname, join } from 'node:path';
 import { WeightsError } from './errors.js';
 
@@ -108,15 +109,13 @@ export async function removeIfPresent(path: string): Promise<void> {
   }
 }
 
-const CLEANUP_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
-
 /**
  * While the returned function is not called: on SIGINT, SIGTERM or SIGHUP, removes the files
  * `temps` holds then (a temporary checkpoint is as large as the model: an interrupted run left
  * gigabytes of hidden files), and ends the process by the same signal, as it would have ended.
  */
 export function removeOnSignal(temps: readonly string[]): () => void {
-  const handler = (signal: NodeJS.Signals) => {
+  return onTerminatingSignal(() => {
     for (const path of temps) {
       try {
         unlinkSync(path);
@@ -124,14 +123,7 @@ export function removeOnSignal(temps: readonly string[]): () => void {
         // gone already, or never created
       }
     }
-    release();
-    process.kill(process.pid, signal);  // no listener of ours left: the default action ends the process
-  };
-  const release = () => {
-    for (const signal of CLEANUP_SIGNALS) process.removeListener(signal, handler);
-  };
-  for (const signal of CLEANUP_SIGNALS) process.on(signal, handler);
-  return release;
+  });
 }
 
 /** Cleanup after a failure: never throws, so the failure that caused it is the one reported. */
