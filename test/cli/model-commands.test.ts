@@ -180,6 +180,22 @@ describe('mistral-compile random-weights, build, logits and generate', () => {
     expect(r.err).not.toMatch(/pass the path of a \.safetensors file/);
   });
 
+  it('reads --tokens @FILE (commas or white space) as the same prompt as the list, and names an unreadable file or a bad id in it', async () => {
+    const list = Array.from({ length: 300 }, (_, i) => (i * 37) % 500);
+    const file = join(work, 'prompt.txt');
+    writeFileSync(file, `${list.slice(0, 150).join(', ')}\n${list.slice(150).join(' ')}\n`);
+    const fromFile = JSON.parse((await run('generate', '--model', modelDir, '--tokens', `@${file}`, '--max-tokens', '3', '--cache', cache, '--json')).out);
+    const fromList = JSON.parse((await run('generate', '--model', modelDir, '--tokens', list.join(','), '--max-tokens', '3', '--cache', cache, '--json')).out);
+    expect(fromFile.prompt_tokens).toBe(300);
+    expect(fromFile.tokens).toEqual(fromList.tokens);
+    const missing = await run('generate', '--model', modelDir, '--tokens', `@${join(work, 'no-such.txt')}`, '--max-tokens', '3', '--cache', cache);
+    expect(missing.code).toBe(1);
+    expect(missing.err).toMatch(/^mistral-compile: error: --tokens: cannot read \S*no-such\.txt \(ENOENT\); pass @ and a readable file of token ids/);
+    writeFileSync(file, '1 2 x3');
+    const bad = await run('generate', '--model', modelDir, '--tokens', `@${file}`, '--max-tokens', '3', '--cache', cache);
+    expect(bad.err).toMatch(/^mistral-compile: error: --tokens @\S*prompt\.txt: \[2\]: "x3" is not a token id/);
+  });
+
   it('reads a sharded checkpoint, and names a shard that is missing', async () => {
     const sharded = join(work, 'sharded');
     mkdirSync(sharded);

@@ -2,6 +2,7 @@ import { loadModel, MAX_POSITIONS, type LoadedModel } from '../../../runtime/mod
 import { intArg, parseCommand, UsageError } from '../args.js';
 import { Progress, rankPrefix } from '../progress.js';
 import { parseTokenList } from '../tokens.js';
+import { onTerminatingSignal } from '../../on-signal.js';
 import { loadOptions, MODEL_OPTIONS, MODEL_OPTIONS_HELP, modelDir } from './model-options.js';
 
 export const GENERATE_HELP = `usage: mistral-compile generate --model DIR --tokens 1,2,3 --max-tokens N [options]
@@ -38,17 +39,40 @@ export async function generateCommand(argv: string[]): Promise<number> {
   const temperature = realArg('--temperature', values.temperature as string | undefined, 0, 0, 100);
   const topP = realArg('--top-p', values['top-p'] as string | undefined, 1, 0, 1, true);
   const seed = intArg('--seed', values.seed as string | undefined, 0, 0, 2 ** 31 - 1);
-  const stop = values.stop === undefined ? [] : parseTokenList(values.stop as string);
+  const stop = values.stop === undefined ? [] : parseTokenList(values.stop as string, '--stop');
   const prompt = parseTokenList(values.tokens as string | undefined);
   const json = Boolean(values.json);
   const progress = new Progress(json, rankPrefix());
-  const model = await loadModel(modelDir(values), { ...loadOptions(values), onProgress: progress.onLoad });
-  // One process per rank (WORLD_SIZE set): every rank samples the same tokens from the same full
-  // logits with the same seed; rank 0 alone prints them.
-  const quiet = model.distributed !== undefined && model.distributed.rank !== 0;
   const generated: number[] = [];
   let prefillSeconds: number | undefined;
   let decodeSeconds = 0;
+  let key: string | null = null;
+  let quiet = false;
+  // Ctrl-C (or a kill) while it compiles, loads or generates: end the line of ids, or print the JSON
+  // of what was generated, with the speeds so far, then end by the signal. (Writes to stdout and
+  // stderr are synchronous on Linux, for pipes and files too, so they land before the process ends.)
+  const release = onTerminatingSignal(() => {
+    if (quiet) return;
+    const prefillTps = prefillSeconds !== undefined && prefillSeconds > 0 ? prompt.length / prefillSeconds : null;
+    const decodeTps = generated.length > 1 && decodeSeconds > 0 ? (generated.length - 1) / decodeSeconds : null;
+    if (json) {
+      process.stdout.write(`${JSON.stringify({ prompt_tokens: prompt.length, tokens: generated, stopped: 'interrupted', prefill_tokens_per_s: prefillTps, decode_tokens_per_s: decodeTps, key })}\n`);
+    } else {
+      if (generated.length > 0) process.stdout.write('\n');
+      progress.line(`${key ?? 'generate'}: interrupted after ${generated.length} of ${maxTokens} tokens`);
+    }
+  });
+  let model: LoadedModel;
+  try {
+    model = await loadModel(modelDir(values), { ...loadOptions(values), onProgress: progress.onLoad });
+  } catch (err) {
+    release();
+    throw err;
+  }
+  key = model.plan.key;
+  // One process per rank (WORLD_SIZE set): every rank samples the same tokens from the same full
+  // logits with the same seed; rank 0 alone prints them.
+  quiet = model.distributed !== undefined && model.distributed.rank !== 0;
   try {
     const started = performance.now();
     let t = started;
@@ -64,6 +88,7 @@ export async function generateCommand(argv: string[]): Promise<number> {
     // prefill (and that one sample) before it finished, so the whole loop was the prefill.
     prefillSeconds ??= (performance.now() - started) / 1000;
   } finally {
+    release();
     model.close();
   }
   // The first token's time is the prefill (plus one sampling); each later one is one decode step.

@@ -13,7 +13,8 @@ export const MODEL_OPTIONS = {
 } as const;
 
 export const MODEL_OPTIONS_HELP = `  --model DIR       model directory: params.json + consolidated.safetensors, or its params.json (required)
-  --tokens 1,2,3    prompt token ids (required)
+  --tokens 1,2,3    prompt token ids (required); @FILE reads them from FILE (@- from standard input),
+                    separated by commas or white space, for prompts longer than an argument may be
   --target T        cpu (default) or cuda
   --arch A,B        GPU architectures of a cuda build (default sm_90a,sm_80)
   --tp N            tensor-parallel ranks (default 1), in this process; with WORLD_SIZE set in
