@@ -1,6 +1,6 @@
 import { copyFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { makeDirs } from '../make-dirs.js';
-import { onTerminatingSignal } from '../on-signal.js';
+import { onTerminatingSignal, terminatingSignalsHandled } from '../on-signal.js';
 import { join, resolve } from 'node:path';
 import { execa } from 'execa';
 import { hashFiles, type RenderedSources } from '../emit/render.js';
@@ -78,16 +78,17 @@ export async function buildPlanLibrary(plan: Plan, options: BuildOptions = {}): 
 
 async function compile(compiler: string, args: string[], cwd: string, entry: string): Promise<void> {
   let result;
-  // The compiler in a process group of its own, killed whole when this process is ended (a signal,
-  // or an exit such as a closed stdout's): killing the driver alone (g++, nvcc) left its cc1plus
-  // or cicc compiling for seconds to minutes, in the way of the next build. The staging directory
-  // (cwd) goes with it.
+  // In the CLI, the compiler runs in a process group of its own, killed whole when this process is
+  // ended (a signal, or an exit such as a closed stdout's): killing the driver alone (g++, nvcc)
+  // left its cc1plus or cicc compiling for seconds to minutes, in the way of the next build. The
+  // staging directory (cwd) goes with it. In a program that imports the package, which owns its
+  // signals, the compiler stays in the program's group, where a terminal's Ctrl-C reaches it.
   // The handlers come first: the compiler can start (and a signal arrive) before execa returns, and
   // no listener runs before the synchronous execa call has set `child`.
   let child: ReturnType<typeof execa> | undefined;
   const killGroup = () => {
     try {
-      if (child?.pid !== undefined) process.kill(-child.pid, 'SIGKILL');
+      if (child?.pid !== undefined) process.kill(terminatingSignalsHandled() ? -child.pid : child.pid, 'SIGKILL');
     } catch {
       // the group has ended already
     }
@@ -98,7 +99,7 @@ async function compile(compiler: string, args: string[], cwd: string, entry: str
   });
   process.on('exit', killGroup);
   try {
-    child = execa(compiler, args, { cwd, reject: false, all: true, detached: true });
+    child = execa(compiler, args, { cwd, reject: false, all: true, detached: terminatingSignalsHandled() });
     result = await child;
   } catch (err) {
     throw missingCompiler(compiler, err);

@@ -4,6 +4,7 @@ import { generateCommand } from './commands/generate.js';
 import { logitsCommand } from './commands/logits.js';
 import { planCommand } from './commands/plan.js';
 import { randomWeightsCommand } from './commands/random-weights.js';
+import { handleTerminatingSignals } from '../on-signal.js';
 
 const COMMANDS: Record<string, { run: (argv: string[]) => Promise<number>; summary: string }> = {
   plan: { run: planCommand, summary: 'validate a params.json and print its fusion and sharding plan' },
@@ -50,6 +51,7 @@ function exitQuietlyOnBrokenPipe(): void {
 /** Runs the CLI; returns the exit code. Errors print one line; --verbose adds the stack. */
 export async function main(argv: string[]): Promise<number> {
   exitQuietlyOnBrokenPipe();
+  handleTerminatingSignals();  // the CLI owns the process: it cleans up (compilers, temporaries) before a signal ends it
   const verbose = argv.includes('--verbose');
   const [name, ...rest] = argv;
   if (name === undefined) {

@@ -1,6 +1,6 @@
 /**
- * A build ended by a signal (Ctrl-C, kill) while its compiler runs: the compiler's whole process
- * group goes with it (the driver's cc1plus or cicc went on compiling for seconds to minutes), no
+ * A build of the CLI (which handles terminating signals) ended by a signal (Ctrl-C, kill) while its
+ * compiler runs: the compiler's whole process group goes with it (the driver's cc1plus or cicc went on compiling for seconds to minutes), no
  * staging directory is left, and the process ends by that signal. Each run is a child process.
  */
 import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -25,6 +25,8 @@ const CHILD = `
 import { buildPlanLibrary } from ${JSON.stringify(join(packageRoot(), 'compiler/build/build.ts'))};
 import { loadModelConfig } from ${JSON.stringify(join(packageRoot(), 'compiler/config/load.ts'))};
 import { buildPlan } from ${JSON.stringify(join(packageRoot(), 'compiler/plan/build-plan.ts'))};
+import { handleTerminatingSignals } from ${JSON.stringify(join(packageRoot(), 'compiler/on-signal.ts'))};
+handleTerminatingSignals();  // as the CLI does
 const plan = buildPlan(loadModelConfig(${JSON.stringify(join(packageRoot(), 'configs/models/tiny-dense'))}), { dtype: 'f32', maxTokens: 16 });
 await buildPlanLibrary(plan, { cacheDir: process.argv[2] });
 `;
@@ -42,6 +44,14 @@ const running = (pid: number) => {
     return false;  // gone meanwhile
   }
 };
+
+it('in a program that imports the package, a build installs no signal listener (the program owns its signals)', async () => {
+  const { onTerminatingSignal } = await import('../../compiler/on-signal.js');
+  const before = process.listenerCount('SIGINT');
+  const release = onTerminatingSignal(() => {});
+  expect(process.listenerCount('SIGINT')).toBe(before);
+  release();
+});
 
 for (const signal of ['SIGTERM', 'SIGINT'] as const) {
   it(`${signal} during the compile kills the compiler's children too and leaves no staging directory`, async () => {

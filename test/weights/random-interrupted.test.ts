@@ -1,5 +1,5 @@
 /**
- * random-weights killed by a signal while it writes: its temporary files (as large as the
+ * random-weights (the CLI, which handles terminating signals) killed by a signal while it writes: its temporary files (as large as the
  * checkpoint) go with it, the pair that was there stays as it was, and the process still ends by
  * that signal. Each run is a child process (the signal must not reach vitest).
  */
@@ -18,6 +18,8 @@ afterAll(() => rmSync(root, { recursive: true, force: true }));
 const CHILD = `
 import { normalizeParams } from ${JSON.stringify(join(packageRoot(), 'compiler/config/normalize.ts'))};
 import { writeRandomWeights } from ${JSON.stringify(join(packageRoot(), 'compiler/weights/random.ts'))};
+import { handleTerminatingSignals } from ${JSON.stringify(join(packageRoot(), 'compiler/on-signal.ts'))};
+handleTerminatingSignals();  // as the CLI does
 const model = normalizeParams({ dim: 128, n_layers: 1, n_heads: 4, n_kv_heads: 2, head_dim: 32, hidden_dim: 256, vocab_size: 262144,
   norm_eps: 1e-5, rope_theta: 1e6, max_seq_len: 64 }, '<inline>', { name: 'wide-vocab' });
 await writeRandomWeights(model, process.argv[2], { seed: Number(process.argv[3]), dtype: 'f32' });
