@@ -3,6 +3,9 @@ import { join } from 'node:path';
 import { showValue } from '../compiler/errors.js';
 import { WeightsError } from '../compiler/weights/errors.js';
 import { readSafetensorsHeader, type SafetensorsHeader, type TensorInfo } from '../compiler/weights/safetensors.js';
+import { isShardName, SHARD, shardName } from '../compiler/weights/shards.js';
+
+export { isShardName, shardName };
 
 /**
  * The safetensors files of a model directory, as Mistral publishes them: one
@@ -24,18 +27,6 @@ export interface Checkpoint {
 }
 
 export const SINGLE_FILE = 'consolidated.safetensors';
-const SHARD = /^consolidated-(\d+)-of-(\d+)\.safetensors$/;
-
-/** A shard's file name: consolidated-00001-of-00003.safetensors. */
-export function isShardName(name: string): boolean {
-  return SHARD.test(name);
-}
-
-/** A shard's file name as Mistral writes it: five digits each (more when N needs them). */
-export function shardName(index: number, count: number): string {
-  const width = Math.max(5, String(count).length);
-  return `consolidated-${String(index).padStart(width, '0')}-of-${String(count).padStart(width, '0')}.safetensors`;
-}
 
 /** One safetensors file as a checkpoint. */
 export function singleFileCheckpoint(header: SafetensorsHeader): Checkpoint {

@@ -93,11 +93,12 @@ async function compile(compiler: string, args: string[], cwd: string, entry: str
       // the group has ended already
     }
   };
-  const release = onTerminatingSignal(() => {
+  const abandon = () => {
     killGroup();
     rmSync(cwd, { recursive: true, force: true });
-  });
-  process.on('exit', killGroup);
+  };
+  const release = onTerminatingSignal(abandon);
+  process.on('exit', abandon);
   try {
     child = execa(compiler, args, { cwd, reject: false, all: true, detached: terminatingSignalsHandled() });
     result = await child;
@@ -105,14 +106,15 @@ async function compile(compiler: string, args: string[], cwd: string, entry: str
     throw missingCompiler(compiler, err);
   } finally {
     release();
-    process.removeListener('exit', killGroup);
+    process.removeListener('exit', abandon);
   }
-  if ((result as { code?: string }).code === 'ENOENT' || result.failed && result.exitCode === undefined) {
-    throw missingCompiler(compiler, result);
-  }
+  // Killed first: execa reports a killed compiler as failed without an exit code too.
   if (result.isTerminated) {
     throw new BuildError(compiler, undefined, `was killed by ${result.signal ?? 'a signal'} while compiling ${join(cwd, entry)} (out of memory, or stopped from outside)`,
       'build again; if it recurs, free memory or build one model at a time');
+  }
+  if ((result as { code?: string }).code === 'ENOENT' || result.failed && result.exitCode === undefined) {
+    throw missingCompiler(compiler, result);
   }
   if (result.exitCode !== 0) {
     const output = String(result.all ?? '');

@@ -78,7 +78,7 @@ export function removeStaleStaging(entry: CacheEntry, now = Date.now()): void {
     return;  // no key directory yet: nothing left behind
   }
   for (const name of names) {
-    const m = /^[0-9a-f]{16}\.partial-(\d+)-\d+$/.exec(name);
+    const m = /^[0-9a-f]{16}\.(?:partial|stale)-(\d+)-\d+$/.exec(name);
     if (m === null || processRuns(Number(m[1]))) continue;
     const path = join(dirname(entry.dir), name);
     try {
@@ -115,8 +115,8 @@ export function stagingDir(entry: CacheEntry): string {
  * Moves a finished staging directory into place. The rename comes first: a directory already
  * there makes it fail (ENOTEMPTY), and then either another build finished the same entry (its
  * entry is kept, ours dropped) or an interrupted one left it (moved aside and removed, then
- * renamed again). Checking first and then removing could delete an entry another process had
- * just renamed in and was about to load.
+ * renamed again; an entry finished meanwhile and moved aside by mistake goes back). Checking first
+ * and then removing could delete an entry another process had just renamed in and was about to load.
  */
 export function commitStaging(staging: string, entry: CacheEntry, hash: string): void {
   for (let attempt = 0; ; attempt++) {
@@ -135,7 +135,18 @@ export function commitStaging(staging: string, entry: CacheEntry, hash: string):
     try {
       renameSync(entry.dir, aside);  // atomic: nobody loads from a directory being removed
     } catch {
-      // moved by another build already
+      continue;  // moved by another build already
+    }
+    // Another build may have committed between the check and the move: then what was moved is its
+    // finished entry, which goes back (or, if a third got in meanwhile, is dropped).
+    if (isComplete({ dir: aside, library: join(aside, entry.library.slice(entry.dir.length + 1)), manifest: join(aside, 'build.json') }, hash)) {
+      try {
+        renameSync(aside, entry.dir);
+        rmSync(staging, { recursive: true, force: true });
+        return;
+      } catch {
+        // a finished entry is in place again: the next round keeps it
+      }
     }
     rmSync(aside, { recursive: true, force: true });
   }

@@ -33,7 +33,8 @@ let pipeHandlersInstalled = false;
  * Ends the process quietly when stdout's or stderr's reader closes the pipe. Node ignores SIGPIPE,
  * so a write to a closed pipe becomes an 'error' event on the stream, and with no listener Node
  * prints it with a stack; generate would also go on computing tokens nobody reads. process.exit
- * runs execa's exit hook, which kills a compiler still running, so no child is left behind.
+ * runs the build's exit listener (compiler/build/build.ts), which kills a compiler still running
+ * and its process group, so no child is left behind.
  */
 function exitQuietlyOnBrokenPipe(): void {
   if (pipeHandlersInstalled) return;  // main() may run many times in one process (the tests)

@@ -63,7 +63,8 @@ function sharedMemoryNeeds(model: ModelConfig, shape: Shape, dtype: Dtype): Arra
     needs.push({ field: 'hidden_dim', value: model.hidden_dim, what: 'w2\'s input row', bytes: shape.hidden_dim * 4, perRank: true });
   } else {
     // rmsnorm_moe_gate_topk_softmax: the normalized row (dynamic) and the expert logits (static).
-    needs.push({ field: 'moe.num_experts', value: model.moe.num_experts, what: 'the MoE gate\'s input row and its expert logits',
+    const byExperts = model.moe.num_experts > model.dim;  // the field to name: the larger of the two terms
+    needs.push({ field: byExperts ? 'moe.num_experts' : 'dim', value: byExperts ? model.moe.num_experts : model.dim, what: 'the MoE gate\'s input row and its expert logits',
       bytes: model.dim * 4 + model.moe.num_experts * 4 });
     needs.push({ field: 'hidden_dim', value: model.hidden_dim, what: `the experts' w2 input rows (num_experts_per_tok = ${model.moe.num_experts_per_tok} of them)`,
       bytes: model.moe.num_experts_per_tok * shape.hidden_dim * 4, perRank: true });
@@ -123,7 +124,8 @@ export function checkCudaShapes(model: ModelConfig, shape: Shape, dtype: Dtype, 
   const items = maxTokens * (model.moe?.num_experts_per_tok ?? 1);
   if (dtype === 'f32' && items > CUDA_MAX_GRID_Y) {
     const most = Math.floor(CUDA_MAX_GRID_Y / (model.moe?.num_experts_per_tok ?? 1));
+    // The option is --max-tokens for plan and build, --max-tokens-per-call for logits and generate.
     throw new PlanError('--max-tokens', undefined, `${maxTokens} tokens a call${model.moe === null ? '' : ` × ${model.moe.num_experts_per_tok} experts each`} in f32 are ${items} rows of one CUDA GEMV grid, more than its ${CUDA_MAX_GRID_Y}`,
-      `pass --max-tokens ${most} or less (longer prompts are prefilled in chunks of that many), or --dtype bf16`);
+      `allow ${most} tokens a call or fewer (--max-tokens for plan and build, --max-tokens-per-call for logits and generate: longer prompts are prefilled in chunks of that many), or use bf16 weights`);
   }
 }

@@ -1,5 +1,5 @@
-import { lstat, open } from 'node:fs/promises';
-import { join } from 'node:path';
+import { lstat, open, readdir } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import { xoroshiro128plusFromState } from 'pure-rand/generator/xoroshiro128plus';
 import type { JumpableRandomGenerator } from 'pure-rand/types/JumpableRandomGenerator';
 import { checkpointTensors, elementCount, type CheckpointTensor } from '../config/checkpoint.js';
@@ -8,6 +8,7 @@ import { encodeFromF32 } from './dtype.js';
 import { WeightsError } from './errors.js';
 import { createTempBeside, errnoCode, fileError, makeOutDir, publish, removeIfPresent, removeOnSignal, removeQuietly, syncDirectory, writeDurably } from './output-files.js';
 import { readFully, readSafetensorsHeader, SafetensorsWriter, type SafetensorsHeader } from './safetensors.js';
+import { isShardName } from './shards.js';
 
 /**
  * Seeded random checkpoints for tests and benchmarks: the official layout (params.json +
@@ -117,11 +118,18 @@ async function writeWeights(model: ModelConfig, temp: string, shownAs: string, o
  * weights, a file we cannot read) is refused: deleting it is the user's decision, not ours.
  */
 async function checkReplaceable(path: string, seed: number): Promise<void> {
+  // A real model's directory without one consolidated.safetensors: its shards (a random
+  // consolidated.safetensors beside them would be read instead of them), or a params.json alone.
+  const dir = dirname(path);
+  const names = await readdir(dir).catch(() => [] as string[]);
+  const shard = names.find(isShardName);
+  if (shard !== undefined) throw notOurs(join(dir, shard), 'is a shard of a checkpoint in this directory');
   try {
     await lstat(path);
   } catch (err) {
-    if (errnoCode(err) === 'ENOENT') return; // nothing to replace
-    throw fileError(path, 'cannot be checked before it is replaced', err);
+    if (errnoCode(err) !== 'ENOENT') throw fileError(path, 'cannot be checked before it is replaced', err);
+    if (names.includes('params.json')) throw notOurs(join(dir, 'params.json'), 'exists without a consolidated.safetensors written by random-weights beside it');
+    return; // nothing to replace
   }
   let header: SafetensorsHeader;
   try {

@@ -74,16 +74,16 @@ describe('the shapes the CUDA kernels can take (checked when a plan targets CUDA
     // The gate: a row of 40960 f32 (160 KB), a logit an expert and block_sum's 128 B: 512 experts fit, 1024 do not.
     const gate = (num_experts: number) => cudaPlanError({ dim: 40960, moe: { num_experts, num_experts_per_tok: 2 } });
     expect(gate(512)).toBeNull();
-    expect(gate(1024)).toBe('/m/params.json: moe.num_experts: moe.num_experts = 1024: the MoE gate\'s input row and its expert logits needs 165 KB of shared memory in one CUDA block, more than the 163 KB a block may have; use --target cpu');
+    expect(gate(1024)).toBe('/m/params.json: dim: dim = 40960: the MoE gate\'s input row and its expert logits needs 165 KB of shared memory in one CUDA block, more than the 163 KB a block may have; use --target cpu');
   });
 
   it('f32 weights: a call\'s tokens (times top-k for the experts) must fit one GEMV grid\'s 65535 rows, since f32 prefill runs the GEMV', () => {
     expect(cudaPlanError({}, { dtype: 'f32', maxTokens: 65535 })).toBeNull();
     expect(cudaPlanError({}, { dtype: 'f32', maxTokens: 65536 })).toBe(
-      '--max-tokens: 65536 tokens a call in f32 are 65536 rows of one CUDA GEMV grid, more than its 65535; pass --max-tokens 65535 or less (longer prompts are prefilled in chunks of that many), or --dtype bf16');
+      '--max-tokens: 65536 tokens a call in f32 are 65536 rows of one CUDA GEMV grid, more than its 65535; allow 65535 tokens a call or fewer (--max-tokens for plan and build, --max-tokens-per-call for logits and generate: longer prompts are prefilled in chunks of that many), or use bf16 weights');
     const moe = { moe: { num_experts: 8, num_experts_per_tok: 2 } };
     expect(cudaPlanError(moe, { dtype: 'f32', maxTokens: 32767 })).toBeNull();
-    expect(cudaPlanError(moe, { dtype: 'f32', maxTokens: 32768 })).toMatch(/^--max-tokens: 32768 tokens a call × 2 experts each in f32 are 65536 rows of one CUDA GEMV grid, more than its 65535; pass --max-tokens 32767 or less/);
+    expect(cudaPlanError(moe, { dtype: 'f32', maxTokens: 32768 })).toMatch(/^--max-tokens: 32768 tokens a call × 2 experts each in f32 are 65536 rows of one CUDA GEMV grid, more than its 65535; allow 32767 tokens a call or fewer/);
     // 16-bit weights prefill on the GEMMs (their grids put the tokens in tiles of 64 or more).
     expect(cudaPlanError(moe, { dtype: 'bf16', maxTokens: 65536 })).toBeNull();
     // The plan counts at most max_seq_len tokens a call.

@@ -186,3 +186,27 @@ describe('random-weights output directory', () => {
     expect((await readdir(out)).sort()).toEqual(['consolidated.safetensors', 'params.json']);
   });
 });
+
+describe('a directory that holds a real model in another form', () => {
+  it('with the shards of a checkpoint: refused, nothing written (a random consolidated.safetensors would be read instead of them)', async () => {
+    const dir = join(root, 'sharded-real');
+    await mkdir(dir, { recursive: true });
+    await writeFile(join(dir, 'params.json'), '{"real": true}');
+    await writeFile(join(dir, 'consolidated-00001-of-00002.safetensors'), 'shard');
+    const err = await failure(writeRandomWeights(dense(), dir, { seed: 0, dtype: 'f32' }));
+    expect(err).toBeInstanceOf(WeightsError);
+    expect(err.message).toMatch(/consolidated-00001-of-00002\.safetensors: is a shard of a checkpoint in this directory, so it may be a real model's weights; pass another --out/);
+    expect((await readdir(dir)).sort()).toEqual(['consolidated-00001-of-00002.safetensors', 'params.json']);
+    expect(await readFile(join(dir, 'params.json'), 'utf8')).toBe('{"real": true}');
+  });
+
+  it('with a params.json and no consolidated.safetensors (weights kept elsewhere, or as .pth): refused', async () => {
+    const dir = join(root, 'params-alone');
+    await mkdir(dir, { recursive: true });
+    await writeFile(join(dir, 'params.json'), '{"real": true}');
+    const err = await failure(writeRandomWeights(dense(), dir, { seed: 0, dtype: 'f32' }));
+    expect(err.message).toMatch(/params\.json: exists without a consolidated\.safetensors written by random-weights beside it, so it may be a real model's weights/);
+    expect(await readFile(join(dir, 'params.json'), 'utf8')).toBe('{"real": true}');
+  });
+});
+

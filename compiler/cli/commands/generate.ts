@@ -47,7 +47,9 @@ export async function generateCommand(argv: string[]): Promise<number> {
   let prefillSeconds: number | undefined;
   let decodeSeconds = 0;
   let key: string | null = null;
-  let quiet = false;
+  // One process per rank (WORLD_SIZE > 1): rank 0 alone prints, from the start (an interruption
+  // while the model loads included).
+  let quiet = Number(process.env.WORLD_SIZE ?? 1) > 1 && (process.env.RANK ?? '0').trim() !== '0';
   // Ctrl-C (or a kill) while it compiles, loads or generates: end the line of ids, or print the JSON
   // of what was generated, with the speeds so far, then end by the signal. (Writes to stdout and
   // stderr are synchronous on Linux, for pipes and files too, so they land before the process ends.)

@@ -1,7 +1,7 @@
 import { readdirSync, statSync } from 'node:fs';
 import { basename, dirname } from 'node:path';
 import type { LoadOptions } from '../../../runtime/model.js';
-import { isShardName } from '../../../runtime/checkpoint-files.js';
+import { isShardName } from '../../weights/shards.js';
 import { TARGETS, TP_SIZES, type TpSize } from '../../plan/types.js';
 import { parseArchs } from '../../build/nvcc.js';
 import { choiceArg, intArg, UsageError } from '../args.js';
@@ -24,7 +24,8 @@ export const MODEL_OPTIONS_HELP = `  --model DIR       model directory: params.j
   --max-tokens-per-call N
                     prefill chunk, most tokens per forward call; sizes the activation
                     buffers (default 512)
-  --threads N       CPU threads (default: $OMP_NUM_THREADS when set, else all cores, shared among a machine's ranks)
+  --threads N       CPU threads (default: all cores, shared among the ranks; one rank in one process
+                    keeps an inherited $OMP_NUM_THREADS)
   --weights W       map (default: the checkpoint's pages, shared; read in at load with progress,
                     at once when cached) or copy (read once onto 2 MiB pages whatever the cache
                     holds; slower to load)
@@ -56,7 +57,12 @@ function checkCheckpoint(dir: string): void {
     return;  // missing or unreadable: loading names the path and the fix
   }
   if (!isDir) throw new UsageError('--model', undefined, `${dir} is a file, not a model directory`, 'pass the directory that holds params.json and consolidated.safetensors, or its params.json');
-  const names = readdirSync(dir);
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch {
+    return;  // unreadable: loading names the path and the fix
+  }
   // No params.json either: loading says so first, with its own fix. Shards are read as one checkpoint
   // (runtime/checkpoint-files.ts), which names a missing shard itself.
   if (names.includes('consolidated.safetensors') || !names.includes('params.json') || names.some(isShardName)) return;

@@ -400,12 +400,15 @@ bool SocketGroup::send(int32_t peer, uint32_t kind, const void* body, uint64_t b
   if (fd < 0) return fail(who + ": its connection was already closed"), false;
   const std::string e = sendMessage(fd, kind, seq_, body, bytes, timeoutMs_);
   if (e.empty()) return true;
-  if (e == kPeerSpoke) {
-    // The peer gave up instead of reading: take its abort. Our frame is cut short, so this
-    // connection carries nothing more.
+  // The peer gave up instead of reading (its abort is waiting), or gave up and ended, so that our
+  // write met its closed socket: take its abort, when it is still there to read, so that the group
+  // fails with the peer's reason rather than with "closed the connection". Our frame is cut short,
+  // so this connection carries nothing more.
+  if (e == kPeerSpoke || e.rfind("closed the connection", 0) == 0) {
     receive(peer, kind, nullptr, 0);
     drop(peer);
-    return fail(who + " stopped reading"), false;  // no-op when receive() has failed the group with the peer's message
+    // A no-op when receive() has failed the group (with the peer's message, or its own reason).
+    return fail(who + (e == kPeerSpoke ? " stopped reading" : " " + e)), false;
   }
   drop(peer);  // a frame cut short: nothing more may be written into this stream
   fail(who + " " + e);
