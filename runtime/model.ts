@@ -81,6 +81,11 @@ export interface LoadedModel {
   forward(tokens: readonly number[], startPos: number, allLogits?: boolean): Promise<Float32Array[]>;
   /** Streams new token ids after `prompt` (a new sequence). */
   generate(prompt: readonly number[], options: GenerateOptions): AsyncGenerator<number, void, void>;
+  /**
+   * The most positions one sequence may reach: max_seq_len, or MAX_POSITIONS where every layer's
+   * cache is a ring (generate() ends there).
+   */
+  readonly maxPositions: number;
   close(): void;
 }
 
@@ -400,12 +405,14 @@ class Model implements LoadedModel {
     throw new RuntimeError('generate', `logits at position ${position}`, `hold ${logits[bad]} at token id ${bad}: the forward pass produced a non-finite value, so no token can be sampled`, fix);
   }
 
-  /**
-   * Whether a sequence of `length` tokens fits the context (when every layer is a ring: up to
-   * MAX_POSITIONS, which keeps the kernels' int position arithmetic far from overflowing).
-   */
+  get maxPositions(): number {
+    // Rings bound no position; MAX_POSITIONS keeps the kernels' int position arithmetic far from overflowing.
+    return this.plan.kv_cache.layers.every((l) => l.kind === 'rolling') ? MAX_POSITIONS : this.config.max_seq_len;
+  }
+
+  /** Whether a sequence of `length` tokens fits. */
   private fits(length: number): boolean {
-    return this.plan.kv_cache.layers.every((l) => l.kind === 'rolling') ? length <= MAX_POSITIONS : length <= this.config.max_seq_len;
+    return length <= this.maxPositions;
   }
 
   /** One call at a time per model: concurrent callers wait their turn instead of corrupting the cache. */
@@ -422,7 +429,7 @@ class Model implements LoadedModel {
       throw new RuntimeError('forward', 'startPos', `${startPos} does not continue the sequence (next position ${this.nextPos})`, `pass ${this.nextPos}, or 0 to start a new sequence`);
     }
     if (!this.fits(startPos + tokens.length)) {
-      if (this.plan.kv_cache.layers.every((l) => l.kind === 'rolling')) {
+      if (this.maxPositions === MAX_POSITIONS) {
         throw new RuntimeError('tokens', undefined, `${startPos + tokens.length} positions pass the ${MAX_POSITIONS} one sequence may have`, 'start a new sequence at position 0');
       }
       throw new RuntimeError('tokens', undefined, `${startPos + tokens.length} positions exceed the context of ${this.config.max_seq_len} (max_seq_len)`,

@@ -1,7 +1,7 @@
 import { closeSync, fsyncSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { makeDirs } from '../make-dirs.js';
 import { homedir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import type { SourceFile } from '../emit/render.js';
 import { BuildError } from './errors.js';
 
@@ -27,6 +27,11 @@ export function cacheEntry(root: string, key: string, hash: string): CacheEntry 
   const dir = join(root, key, short);
   // A new file name per build: dlopen of a path already loaded would return the old code.
   return { dir, library: join(dir, `lib${key}.${short}.so`), manifest: join(dir, 'build.json') };
+}
+
+/** The same entry's files in another directory: its staging directory, or one moved aside. */
+export function entryIn(entry: CacheEntry, dir: string): CacheEntry {
+  return { dir, library: join(dir, basename(entry.library)), manifest: join(dir, basename(entry.manifest)) };
 }
 
 /**
@@ -139,7 +144,7 @@ export function commitStaging(staging: string, entry: CacheEntry, hash: string):
     }
     // Another build may have committed between the check and the move: then what was moved is its
     // finished entry, which goes back (or, if a third got in meanwhile, is dropped).
-    if (isComplete({ dir: aside, library: join(aside, entry.library.slice(entry.dir.length + 1)), manifest: join(aside, 'build.json') }, hash)) {
+    if (isComplete(entryIn(entry, aside), hash)) {
       try {
         renameSync(aside, entry.dir);
         rmSync(staging, { recursive: true, force: true });

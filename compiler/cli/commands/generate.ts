@@ -53,12 +53,19 @@ export async function generateCommand(argv: string[]): Promise<number> {
   // Ctrl-C (or a kill) while it compiles, loads or generates: end the line of ids, or print the JSON
   // of what was generated, with the speeds so far, then end by the signal. (Writes to stdout and
   // stderr are synchronous on Linux, for pipes and files too, so they land before the process ends.)
+  // What --json prints, at the end or when interrupted. The first token's time is the prefill (plus
+  // one sampling); each later one is one decode step. null, not a number, where nothing was timed
+  // (no decode step; a clock that did not move).
+  const result = (stopped: string) => ({
+    prompt_tokens: prompt.length, tokens: generated, stopped,
+    prefill_tokens_per_s: prefillSeconds !== undefined && prefillSeconds > 0 ? prompt.length / prefillSeconds : null,
+    decode_tokens_per_s: generated.length > 1 && decodeSeconds > 0 ? (generated.length - 1) / decodeSeconds : null,
+    key,
+  });
   const release = onTerminatingSignal(() => {
     if (quiet) return;
-    const prefillTps = prefillSeconds !== undefined && prefillSeconds > 0 ? prompt.length / prefillSeconds : null;
-    const decodeTps = generated.length > 1 && decodeSeconds > 0 ? (generated.length - 1) / decodeSeconds : null;
     if (json) {
-      process.stdout.write(`${JSON.stringify({ prompt_tokens: prompt.length, tokens: generated, stopped: 'interrupted', prefill_tokens_per_s: prefillTps, decode_tokens_per_s: decodeTps, key })}\n`);
+      process.stdout.write(`${JSON.stringify(result('interrupted'))}\n`);
     } else {
       if (generated.length > 0) process.stdout.write('\n');
       progress.line(`${key ?? 'generate'}: interrupted after ${generated.length} of ${maxTokens} tokens`);
@@ -93,20 +100,17 @@ export async function generateCommand(argv: string[]): Promise<number> {
     release();
     model.close();
   }
-  // The first token's time is the prefill (plus one sampling); each later one is one decode step.
-  // null, not a number, where nothing was timed (no decode step; a clock that did not move).
-  const prefillTps = prefillSeconds > 0 ? prompt.length / prefillSeconds : null;
-  const decodeTps = generated.length > 1 && decodeSeconds > 0 ? (generated.length - 1) / decodeSeconds : null;
   const stopped = stopReason(model, prompt.length, generated.length, maxTokens);
   if (quiet) return 0;
+  const r = result(stopped);
   if (json) {
-    console.log(JSON.stringify({ prompt_tokens: prompt.length, tokens: generated, stopped, prefill_tokens_per_s: prefillTps, decode_tokens_per_s: decodeTps, key: model.plan.key }));
+    console.log(JSON.stringify(r));
   } else {
     process.stdout.write('\n');
     const speed = (tps: number | null) => (tps === null ? '' : ` at ${tps.toFixed(1)} tokens/s`);
-    progress.line(`${model.plan.key}: prefill ${prompt.length} tokens${speed(prefillTps)}, decode ${Math.max(0, generated.length - 1)} tokens${speed(decodeTps)}`);
+    progress.line(`${model.plan.key}: prefill ${prompt.length} tokens${speed(r.prefill_tokens_per_s)}, decode ${Math.max(0, generated.length - 1)} tokens${speed(r.decode_tokens_per_s)}`);
     if (stopped === 'context') {
-      const limit = contextLimit(model);
+      const limit = model.maxPositions;
       progress.line(limit === model.config.max_seq_len
         ? `note: generation stopped at the context limit (max_seq_len ${limit}) after ${generated.length} of ${maxTokens} tokens; --max-seq-len N allows a longer sequence`
         : `note: generation stopped at the ${limit} positions one sequence may have, after ${generated.length} of ${maxTokens} tokens`);
@@ -116,20 +120,11 @@ export async function generateCommand(argv: string[]): Promise<number> {
 }
 
 /**
- * The most positions generate() lets one sequence reach. It mirrors Model.fits (runtime/model.ts),
- * which ends generation there without saying why: every layer a ring, MAX_POSITIONS, else
- * max_seq_len.
- */
-function contextLimit(model: LoadedModel): number {
-  return model.plan.kv_cache.layers.every((l) => l.kind === 'rolling') ? MAX_POSITIONS : model.config.max_seq_len;
-}
-
-/**
  * Why generation ended. generate() yields a token and then stops when the next position would not
  * fit, so a context stop leaves prompt + generated one past the limit; a --stop id is not yielded and
  * ends generation before that.
  */
 function stopReason(model: LoadedModel, promptTokens: number, generated: number, maxTokens: number): 'max_tokens' | 'stop_token' | 'context' {
   if (generated >= maxTokens) return 'max_tokens';
-  return promptTokens + generated > contextLimit(model) ? 'context' : 'stop_token';
+  return promptTokens + generated > model.maxPositions ? 'context' : 'stop_token';
 }
