@@ -3,9 +3,7 @@ import { join } from 'node:path';
 import { showValue } from '../compiler/errors.js';
 import { WeightsError } from '../compiler/weights/errors.js';
 import { readSafetensorsHeader, type SafetensorsHeader, type TensorInfo } from '../compiler/weights/safetensors.js';
-import { isShardName, SHARD, shardName } from '../compiler/weights/shards.js';
-
-export { isShardName, shardName };
+import { SHARD, shardName } from '../compiler/weights/shards.js';
 
 /**
  * The safetensors files of a model directory, as Mistral publishes them: one

@@ -55,12 +55,11 @@ export async function writeRandomWeights(model: ModelConfig, outDir: string, opt
   // Both files are written in full under temporary names first: a failure until they are
   // published leaves the directory as it was (temporaries are removed).
   const weightsTemp = await createTempBeside(safetensorsPath);
-  const temps = [weightsTemp];
+  const temps = [weightsTemp];  // removed on a failure or a signal
   const release = removeOnSignal(temps);
-  let paramsTemp: string | undefined;
   try {
     const bytes = await writeWeights(model, weightsTemp, safetensorsPath, options);
-    paramsTemp = await createTempBeside(paramsPath);
+    const paramsTemp = await createTempBeside(paramsPath);
     temps.push(paramsTemp);
     await writeDurably(paramsTemp, `${JSON.stringify(officialParams(model), null, 2)}\n`, paramsPath);
     // Publish in the one order whose every prefix is consistent: drop the old params.json, put the
@@ -73,8 +72,7 @@ export async function writeRandomWeights(model: ModelConfig, outDir: string, opt
     await syncDirectory(outDir);
     return { paramsPath, safetensorsPath, bytes };
   } catch (err) {
-    await removeQuietly(weightsTemp);
-    if (paramsTemp !== undefined) await removeQuietly(paramsTemp);
+    for (const temp of temps) await removeQuietly(temp);
     throw err;
   } finally {
     release();

@@ -10,7 +10,8 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WeightsError } from '../../compiler/weights/errors.js';
 import { readSafetensorsHeader, SafetensorsWriter } from '../../compiler/weights/safetensors.js';
-import { readCheckpoint, shardName } from '../../runtime/checkpoint-files.js';
+import { shardName } from '../../compiler/weights/shards.js';
+import { readCheckpoint } from '../../runtime/checkpoint-files.js';
 import { loadModel } from '../../runtime/model.js';
 import { createWorkspace, DENSE_GQA, tokensFor, writeModelDir, type ModelDir, type Workspace } from './helpers.js';
 
