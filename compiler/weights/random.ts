@@ -6,7 +6,7 @@ import { checkpointTensors, elementCount, type CheckpointTensor } from '../confi
 import type { ModelConfig } from '../config/model.js';
 import { encodeFromF32 } from './dtype.js';
 import { WeightsError } from './errors.js';
-import { createTempBeside, errnoCode, fileError, makeOutDir, publish, removeIfPresent, removeOnSignal, removeQuietly, syncDirectory, writeDurably } from './output-files.js';
+import { createTempBeside, errnoCode, fileError, lockOutDir, makeOutDir, publish, removeIfPresent, removeOnSignal, removeQuietly, syncDirectory, writeDurably } from './output-files.js';
 import { readFully, readSafetensorsHeader, SafetensorsWriter, type SafetensorsHeader } from './safetensors.js';
 import { isShardName } from './shards.js';
 
@@ -50,14 +50,17 @@ export async function writeRandomWeights(model: ModelConfig, outDir: string, opt
   await makeOutDir(outDir);
   const paramsPath = join(outDir, 'params.json');
   const safetensorsPath = join(outDir, 'consolidated.safetensors');
-  await checkReplaceable(safetensorsPath, seed);
-
-  // Both files are written in full under temporary names first: a failure until they are
-  // published leaves the directory as it was (temporaries are removed).
-  const weightsTemp = await createTempBeside(safetensorsPath);
-  const temps = [weightsTemp];  // removed on a failure or a signal
+  // Removed on a failure, a signal, and (what is still there: the lock) at the end; the lock
+  // comes first and is removed last.
+  const temps: string[] = [];
   const release = removeOnSignal(temps);
   try {
+    temps.push(await lockOutDir(outDir));
+    await checkReplaceable(safetensorsPath, seed);
+    // Both files are written in full under temporary names first: a failure until they are
+    // published leaves the directory as it was (temporaries are removed).
+    const weightsTemp = await createTempBeside(safetensorsPath);
+    temps.push(weightsTemp);
     const bytes = await writeWeights(model, weightsTemp, safetensorsPath, options);
     const paramsTemp = await createTempBeside(paramsPath);
     temps.push(paramsTemp);
@@ -71,10 +74,8 @@ export async function writeRandomWeights(model: ModelConfig, outDir: string, opt
     await publish(paramsTemp, paramsPath);
     await syncDirectory(outDir);
     return { paramsPath, safetensorsPath, bytes };
-  } catch (err) {
-    for (const temp of temps) await removeQuietly(temp);
-    throw err;
   } finally {
+    for (const temp of [...temps].reverse()) await removeQuietly(temp);  // published ones are gone already
     release();
   }
 }

@@ -1,11 +1,14 @@
+import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
+import { once } from 'node:events';
 import { chmod, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ModelConfig } from '../../compiler/config/model.js';
 import { normalizeParams } from '../../compiler/config/normalize.js';
 import { WeightsError } from '../../compiler/weights/errors.js';
+import { OUT_LOCK_NAME } from '../../compiler/weights/output-files.js';
 import { RANDOM_WEIGHTS_MARK, writeRandomWeights } from '../../compiler/weights/random.js';
 import { readSafetensorsHeader, SafetensorsWriter } from '../../compiler/weights/safetensors.js';
 
@@ -183,6 +186,59 @@ describe('random-weights output directory', () => {
     const err = await failure(writeRandomWeights(dense(), out, { seed: 2, dtype: 'bf16' }));
     expectOneLine(err, new RegExp(`^${old.paramsPath}: cannot be removed before it is rewritten \\(EISDIR: it is a directory\\); remove or rename`));
     expect(await sha256(old.safetensorsPath)).toBe(weights);
+    expect((await readdir(out)).sort()).toEqual(['consolidated.safetensors', 'params.json']);
+  });
+});
+
+describe('two runs into one --out (a lock in the directory)', () => {
+  const lockOf = (dir: string) => join(dir, OUT_LOCK_NAME);
+
+  it('at the same time: one writes its pair, the other refuses in one line and leaves no file', async () => {
+    const out = join(root, 'concurrent');
+    const runs = await Promise.allSettled([
+      writeRandomWeights(dense(), out, { seed: 1, dtype: 'bf16' }),
+      writeRandomWeights(moe(), out, { seed: 2, dtype: 'f32' }),
+    ]);
+    const refused = runs.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
+    expect(refused).toHaveLength(1);
+    expectOneLine(refused[0]!.reason as Error, new RegExp(`^${out}: is being written by another run \\(${process.pid}@[^)]+\\): its lock \\.random-weights\\.lock is held; wait for it to finish, or pass another --out$`));
+    expect((await readdir(out)).sort()).toEqual(['consolidated.safetensors', 'params.json']);
+    // The pair is the winner's: its params.json describes the weights beside it.
+    const params = JSON.parse(await readFile(join(out, 'params.json'), 'utf8')) as { moe?: unknown };
+    const header = await readSafetensorsHeader(join(out, 'consolidated.safetensors'));
+    expect(header.tensors.has('layers.0.feed_forward.gate.weight')).toBe(params.moe !== undefined);
+  });
+
+  it('held by a live process: refused and nothing written; once that process is gone, its lock is taken over and removed', async () => {
+    const out = join(root, 'held');
+    await mkdir(out, { recursive: true });
+    const holder = spawn('sleep', ['60'], { stdio: 'ignore' });
+    try {
+      await writeFile(lockOf(out), `${holder.pid}@${hostname()}\n`);
+      const err = await failure(writeRandomWeights(dense(), out, { seed: 1, dtype: 'bf16' }));
+      expectOneLine(err, new RegExp(`is being written by another run \\(${holder.pid}@`));
+      expect(await readdir(out)).toEqual([OUT_LOCK_NAME]);
+    } finally {
+      holder.kill('SIGKILL');
+      await once(holder, 'exit');
+    }
+    await writeRandomWeights(dense(), out, { seed: 1, dtype: 'bf16' });  // the holder is gone: as after a SIGKILL
+    expect((await readdir(out)).sort()).toEqual(['consolidated.safetensors', 'params.json']);
+  });
+
+  it('held from another host (a shared file system): refused, naming the lock to delete if nobody writes there', async () => {
+    const out = join(root, 'other-host');
+    await mkdir(out, { recursive: true });
+    await writeFile(lockOf(out), '4242@some-other-host.example\n');
+    const err = await failure(writeRandomWeights(dense(), out, { seed: 1, dtype: 'bf16' }));
+    expectOneLine(err, new RegExp(`\\(4242@some-other-host\\.example\\): its lock .*; wait for it, or pass another --out; if no run on that host is writing here, delete ${lockOf(out)}$`));
+    expect(await readdir(out)).toEqual([OUT_LOCK_NAME]);
+  });
+
+  it('no lock is left after a run that succeeded or failed', async () => {
+    const out = join(root, 'lock-released');
+    await writeRandomWeights(dense(), out, { seed: 1, dtype: 'bf16' });
+    await failure(writeRandomWeights(dense(), out, { seed: 1, dtype: 'bf16', onProgress: () => { throw new Error('interrupted'); } }));
     expect((await readdir(out)).sort()).toEqual(['consolidated.safetensors', 'params.json']);
   });
 });
