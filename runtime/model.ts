@@ -216,10 +216,14 @@ export async function loadModel(dir: string, options: LoadOptions = {}): Promise
   const checkpoint = await readCheckpoint(dir);
   const plan = buildPlan(config, { target: options.target ?? 'cpu', tp: distributed?.world ?? options.tp ?? 1, dtype: checkpointDtype(checkpoint), maxTokens: options.maxTokens ?? 512 });
   checkCheckpointMatchesPlan(checkpoint, plan);
+  const addon = loadNativeAddon();
+  // A machine without a GPU or its driver is told so now, not after minutes of nvcc; the library's
+  // own check (below) still judges the rest (code for this GPU, memory, the MC_CUDA_* switches).
+  const noDevice = plan.options.target === 'cuda' ? addon.probeCudaDriver() : null;
+  if (noDevice !== null) throw new MachineError('--target cuda', undefined, `no CUDA device: ${noDevice}`, machineFix('no CUDA device'));
   const built = await buildPlanLibrary(plan, { cacheDir: options.cacheDir, archs: options.archs, onProgress: options.onProgress });
 
   const started = performance.now();
-  const addon = loadNativeAddon();
   const copy = options.weights === 'copy';
   // One mapping per file (a sharded checkpoint's shards are mapped, never merged); every weight points into its own.
   const files: NativeMappedFile[] = [];

@@ -123,6 +123,11 @@ export interface NativeAddon {
   /** The MC_ABI_VERSION this addon was built against (runtime/abi/mc_abi.h). */
   readonly abiVersion: number;
   /**
+   * Asks the NVIDIA driver (libcuda.so.1, looked up at run time) whether it sees a GPU: null when it
+   * does (or cannot tell), else the reason it does not, e.g. that libcuda.so.1 cannot be loaded.
+   */
+  probeCudaDriver(): string | null;
+  /**
    * Maps `path`, or with copyToHugePages reads it once into private memory on 2 MiB pages; throws
    * naming it when it is missing, not a regular file, empty, or changes while being copied.
    */

@@ -1,11 +1,17 @@
 /**
- * On a machine without a usable GPU (CI), loading a CUDA model fails with one clear line, and the
- * CPU path of the same process keeps working.
+ * On a machine without a usable GPU (CI), loading a CUDA model fails at once with one clear line
+ * (the driver is asked before anything is built), the library built anyway reports the same in its
+ * own check, and the CPU path of the same process keeps working.
  */
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { main } from '../../compiler/cli/main.js';
 import { EnvironmentError } from '../../runtime/errors.js';
-import { loadModel, type LoadProgress } from '../../runtime/model.js';
+import { buildPlanLibrary } from '../../compiler/build/build.js';
+import { loadModelConfig } from '../../compiler/config/load.js';
+import { buildPlan } from '../../compiler/plan/build-plan.js';
+import { loadModel, withMachineErrors, type LoadProgress } from '../../runtime/model.js';
+import type { NativeCompiledLibrary } from '../../runtime/native.js';
+import { loadNativeAddon } from '../../runtime/native-loader.js';
 import { createWorkspace, errorMessage, tokensFor, writeModelDir, type ModelDir, type Workspace } from '../e2e/helpers.js';
 import { hasGpu, hasNvcc } from './helpers.js';
 
@@ -19,11 +25,28 @@ afterAll(async () => {
   await ws?.remove();
 });
 
+/** The tiny model's CUDA library, built once (nvcc runs without a GPU) and loaded into this process. */
+let tinyLibrary: Promise<NativeCompiledLibrary> | undefined;
+function buildTinyLibrary(): Promise<NativeCompiledLibrary> {
+  tinyLibrary ??= (async () => {
+    const plan = buildPlan(loadModelConfig(model.dir), { target: 'cuda', dtype: 'bf16', tp: 1, maxTokens: 512 });
+    const built = await buildPlanLibrary(plan, { cacheDir: ws.cacheDir });
+    return new (loadNativeAddon().CompiledLibrary)(built.library);
+  })();
+  return tinyLibrary;
+}
+
 describe.skipIf(hasGpu() || !hasNvcc())('without a GPU', () => {
-  it('loadModel(dir, { target: "cuda" }) builds the library, then fails with "no CUDA device" and the driver\'s error code', async () => {
-    const message = await errorMessage(() => loadModel(model.dir, { target: 'cuda', cacheDir: ws.cacheDir }));
-    expect(message).toMatch(/^--target cuda: no CUDA device: cudaGetDeviceCount returned (35|100) \([^)]+\); run where an NVIDIA GPU and its driver are visible \(nvidia-smi lists it\), or use --target cpu$/);
-  }, 300_000);
+  const NO_DRIVER = /^--target cuda: no CUDA device: the NVIDIA driver's libcuda\.so\.1 cannot be loaded \(libcuda\.so\.1: cannot open shared object file: No such file or directory\); run where an NVIDIA GPU and its driver are visible \(nvidia-smi lists it\), or use --target cpu$/;
+
+  it('loadModel(dir, { target: "cuda" }) fails at once with "no CUDA device", before it builds or reads anything', async () => {
+    const events: LoadProgress[] = [];
+    const started = performance.now();
+    const message = await errorMessage(() => loadModel(model.dir, { target: 'cuda', cacheDir: ws.cacheDir, onProgress: (e) => events.push(e) }));
+    expect(message).toMatch(NO_DRIVER);
+    expect(events).toEqual([]);  // no render, compile or read: nvcc's minutes are not spent on a load that cannot succeed
+    expect(performance.now() - started).toBeLessThan(10_000);
+  }, 60_000);
 
   it('the CLI prints that line as an error (not an internal one) and exits 1', async () => {
     const err: string[] = [];
@@ -37,22 +60,20 @@ describe.skipIf(hasGpu() || !hasNvcc())('without a GPU', () => {
       quiet.mockRestore();
     }
     expect(err.join('\n')).toMatch(/^mistral-compile: error: --target cuda: no CUDA device: .*or use --target cpu$/);
+  }, 60_000);
+
+  it('a tensor-parallel CUDA model (--tp 2, NCCL) fails the same way', async () => {
+    expect(await errorMessage(() => loadModel(model.dir, { target: 'cuda', tp: 2, cacheDir: ws.cacheDir }))).toMatch(NO_DRIVER);
+  }, 60_000);
+
+  it('the library built without a GPU (build needs none) says "no CUDA device" in its own check, with the driver\'s error code', async () => {
+    const library = await buildTinyLibrary();
+    expect(() => withMachineErrors('cuda', () => library.checkDevice(0, 0)))
+      .toThrow(/^--target cuda: no CUDA device: cudaGetDeviceCount returned (35|100) \([^)]+\); run where an NVIDIA GPU and its driver are visible \(nvidia-smi lists it\), or use --target cpu$/);
   }, 300_000);
 
-  it('fails on the device check, before it reads the checkpoint (no reading progress)', async () => {
-    const events: LoadProgress[] = [];
-    const message = await errorMessage(() => loadModel(model.dir, { target: 'cuda', cacheDir: ws.cacheDir, onProgress: (e) => events.push(e) }));
-    expect(message).toMatch(/^--target cuda: no CUDA device: /);
-    expect(events.some((e) => e.stage === 'read')).toBe(false);
-    expect(events.some((e) => e.stage === 'cached' || e.stage === 'done')).toBe(true);  // the library was built (or found) first
-  }, 300_000);
-
-  it('a tensor-parallel CUDA model (--tp 2, NCCL) also builds and then fails with "no CUDA device"', async () => {
-    const message = await errorMessage(() => loadModel(model.dir, { target: 'cuda', tp: 2, cacheDir: ws.cacheDir }));
-    expect(message).toMatch(/^--target cuda: no CUDA device: cudaGetDeviceCount returned (35|100) \(/);
-  }, 300_000);
-
-  it('a malformed MC_CUDA_* variable is named before the device check, with what it accepts', async () => {
+  it('the library names a malformed MC_CUDA_* variable before its device check, with what it accepts', async () => {
+    const library = await buildTinyLibrary();
     const cases: Array<[string, string, RegExp]> = [
       ['MC_CUDA_PREFETCH_MB', '8MB', /^environment: MC_CUDA_PREFETCH_MB: "8MB" is not N or N,M whole MiB; unset it, or set e\.g\. 8 or 8,24$/],
       ['MC_CUDA_GEMM', 'wgma', /^environment: MC_CUDA_GEMM: "wgma" is not wgmma, mma or wgmma-all; unset it, or set one of those$/],
@@ -67,17 +88,22 @@ describe.skipIf(hasGpu() || !hasNvcc())('without a GPU', () => {
     for (const [name, value, pattern] of cases) {
       process.env[name] = value;
       try {
-        const error = await loadModel(model.dir, { target: 'cuda', cacheDir: ws.cacheDir }).then(() => null, (e: unknown) => e);
+        let error: unknown = null;
+        try {
+          withMachineErrors('cuda', () => library.checkDevice(0, 0));
+        } catch (e) {
+          error = e;
+        }
         expect(error).toBeInstanceOf(EnvironmentError);
         expect((error as Error).message).toMatch(pattern);
       } finally {
         delete process.env[name];
       }
     }
-    // Empty is unset: the load goes on to the device check.
+    // Empty is unset: the check goes on to the device.
     process.env.MC_CUDA_PREFETCH_MB = '';
     try {
-      expect(await errorMessage(() => loadModel(model.dir, { target: 'cuda', cacheDir: ws.cacheDir }))).toMatch(/^--target cuda: no CUDA device: /);
+      expect(() => withMachineErrors('cuda', () => library.checkDevice(0, 0))).toThrow(/^--target cuda: no CUDA device: /);
     } finally {
       delete process.env.MC_CUDA_PREFETCH_MB;
     }

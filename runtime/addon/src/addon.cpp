@@ -4,6 +4,7 @@
 
 #include "addon_data.hpp"
 #include "compiled_library.hpp"
+#include "cuda_probe.hpp"
 #include "dist_group.hpp"
 #include "mapped_file.hpp"
 #include "model_instance.hpp"
@@ -25,6 +26,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   exports.Set("ModelInstance", modelInstance);
   exports.Set("TpGroup", TpGroup::define(env));
   exports.Set("DistGroup", DistGroup::define(env));
+  exports.Set("probeCudaDriver", Napi::Function::New(env, probeCudaDriver, "probeCudaDriver"));
   exports.Set("abiVersion", Napi::Number::New(env, MC_ABI_VERSION));
   return exports;
 }
