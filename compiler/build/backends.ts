@@ -2,7 +2,7 @@ import { renderCpuSources, type RenderOptions, type RenderedSources } from '../e
 import { renderCudaSources } from '../emit/render-cuda.js';
 import type { Plan, Target } from '../plan/types.js';
 import { DEFAULT_ARCHS, nvccCommand, nvccFlags } from './nvcc.js';
-import { CPU_FLAGS, cxxCommand } from './toolchain.js';
+import { CPU_FLAGS, cxxCommand, type ToolchainNeeds } from './toolchain.js';
 
 /** Build options that reach the compiler flags. */
 export interface FlagOptions {
@@ -20,11 +20,11 @@ export interface Backend {
   flags(plan: Plan, options: FlagOptions): string[];
   /** The translation unit handed to the compiler (relative to the source directory). */
   entry: string;
-  /** Whether the output depends on the build machine's CPU (-march=native), and so must key the cache. */
-  cpuSpecific: boolean;
+  /** What of the toolchain beyond the compiler's version the output depends on, and so keys the cache. */
+  toolchain: ToolchainNeeds;
 }
 
 export const BACKENDS: Partial<Record<Target, Backend>> = {
-  cpu: { render: renderCpuSources, compiler: cxxCommand, flags: () => CPU_FLAGS, entry: 'model.cpp', cpuSpecific: true },
-  cuda: { render: renderCudaSources, compiler: nvccCommand, flags: (_, o) => nvccFlags(o.archs ?? DEFAULT_ARCHS), entry: 'model.cu', cpuSpecific: false },
+  cpu: { render: renderCpuSources, compiler: cxxCommand, flags: () => CPU_FLAGS, entry: 'model.cpp', toolchain: { cpuSpecific: true, hostCompiler: false } },
+  cuda: { render: renderCudaSources, compiler: nvccCommand, flags: (_, o) => nvccFlags(o.archs ?? DEFAULT_ARCHS), entry: 'model.cu', toolchain: { cpuSpecific: false, hostCompiler: true } },
 };

@@ -1,7 +1,7 @@
 import { copyFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { makeDirs } from '../make-dirs.js';
 import { onTerminatingSignal, terminatingSignalsHandled } from '../on-signal.js';
-import { join, resolve } from 'node:path';
+import { join, relative, resolve } from 'node:path';
 import { execa } from 'execa';
 import { hashFiles, type RenderedSources } from '../emit/render.js';
 import type { Plan } from '../plan/types.js';
@@ -51,8 +51,8 @@ export async function buildPlanLibrary(plan: Plan, options: BuildOptions = {}): 
     throw new BuildError('--arch', undefined, `applies to --target cuda only (this build is --target ${plan.options.target})`, 'drop --arch, or build with --target cuda');
   }
   const flags = backend.flags(plan, { archs: options.archs });
-  const identity = await toolchainIdentity(compiler, backend.cpuSpecific);
-  const hash = hashFiles(sources.files, `${compiler}\0${flags.join(' ')}\0${identity}`);
+  const identity = await toolchainIdentity(compiler, backend.toolchain);
+  const hash = hashFiles(sources.files, `${compiler}\0${flags.join(' ')}\0${identity.text}`);
   // Absolute: the compiler runs inside the staging directory, where a relative path means another place.
   const entry = cacheEntry(resolve(options.cacheDir ?? defaultCacheRoot()), plan.key, hash);
   let cached = true;
@@ -62,9 +62,11 @@ export async function buildPlanLibrary(plan: Plan, options: BuildOptions = {}): 
     writeSources(staging, sources.files);
     options.onProgress?.({ stage: 'compile', key: plan.key, compiler, files: sources.files.length });
     const { library, manifest } = entryIn(entry, staging);
-    await compile(compiler, [...flags, backend.entry, '-o', library], staging, backend.entry);
+    // Both paths relative to the staging directory, the compiler's cwd: nvcc hands the output path
+    // to sh in double quotes for its link step, where a cache path's `$(...)` or `"` would be run or break it.
+    await compile(compiler, [...flags, backend.entry, '-o', relative(staging, library)], staging, backend.entry);
     syncFile(library);
-    writeFileSync(manifest, JSON.stringify({ key: plan.key, hash, compiler, flags, toolchain: identity.trim().split('\n').at(-1), library_bytes: statSync(library).size }, null, 2) + '\n');
+    writeFileSync(manifest, JSON.stringify({ key: plan.key, hash, compiler, flags, toolchain: identity.version, library_bytes: statSync(library).size }, null, 2) + '\n');
     syncFile(manifest);
     commitStaging(staging, entry, hash);
   } else {

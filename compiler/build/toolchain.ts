@@ -11,34 +11,84 @@ export function cxxCommand(): string {
 /** Flags of a CPU build. -march=native: the library is built on, and for, the machine that runs it. */
 export const CPU_FLAGS = ['-std=c++20', '-O3', '-march=native', '-fopenmp', '-fPIC', '-shared', '-fvisibility=hidden', '-Wall', '-Wextra'];
 
-const identityCache = new Map<string, string>();
+/** What a toolchain adds to the cache key, and the line build.json shows of it. */
+export interface ToolchainIdentity {
+  /** Everything hashed: versions, the variables that change what the compiler does, the CPU it targets. */
+  text: string;
+  /** The compiler's first --version line, for people (build.json). */
+  version: string;
+}
+
+/** What of the toolchain a backend's output depends on. */
+export interface ToolchainNeeds {
+  /** -march=native: the code depends on this CPU (what the compiler makes of "native"). */
+  cpuSpecific: boolean;
+  /** nvcc: the host compiler it runs for the host code (NVCC_CCBIN, else g++ on PATH). */
+  hostCompiler: boolean;
+}
 
 /**
- * What makes a build's output differ beyond its sources: the compiler's whole version text and,
- * for a -march=native CPU build, this CPU's feature flags (a CUDA build does not depend on them, so
- * its libraries can be built on one machine and used on another). Part of the cache key.
+ * Variables the compilers read that change their output without a flag: GCC's include and library
+ * search paths and its tools' prefix, and nvcc's extra flags and host compiler. Their values are
+ * hashed, so that e.g. one build with NVCC_PREPEND_FLAGS=-G does not serve device-debug code to
+ * every later build.
  */
-export async function toolchainIdentity(compiler: string, cpuFeatures: boolean): Promise<string> {
-  const key = `${compiler}\0${cpuFeatures}`;
+const GCC_VARIABLES = ['CPATH', 'CPLUS_INCLUDE_PATH', 'C_INCLUDE_PATH', 'LIBRARY_PATH', 'GCC_EXEC_PREFIX', 'COMPILER_PATH'];
+const NVCC_VARIABLES = ['NVCC_PREPEND_FLAGS', 'NVCC_APPEND_FLAGS', 'NVCC_CCBIN'];
+
+/** Untranslated: a compiler's --version text follows LANG, and a key must not (de_DE rebuilt everything). */
+const C_LOCALE = { LC_ALL: 'C', LANGUAGE: '' };
+
+const identityCache = new Map<string, ToolchainIdentity>();
+
+/**
+ * What makes a build's output differ beyond its sources and flags: the compiler's whole version
+ * text, the variables above that are set, for nvcc its host compiler's version, and for a
+ * -march=native CPU build what the compiler expands "native" to on this machine (its -march,
+ * -mtune, ISA switches and cache sizes: a kernel update that changes /proc/cpuinfo's other flags
+ * rebuilds nothing). A CUDA build does not depend on the CPU, so its libraries can be built on one
+ * machine and used on another. Part of the cache key.
+ */
+export async function toolchainIdentity(compiler: string, needs: ToolchainNeeds): Promise<ToolchainIdentity> {
+  const variables = needs.hostCompiler ? [...GCC_VARIABLES, ...NVCC_VARIABLES] : GCC_VARIABLES;
+  const set = variables.filter((name) => process.env[name] !== undefined).map((name) => `${name}=${process.env[name]}`);
+  const key = `${compiler}\0${needs.cpuSpecific}\0${needs.hostCompiler}\0${set.join('\0')}`;
   const cached = identityCache.get(key);
   if (cached !== undefined) return cached;
   let version: string;
   try {
-    version = (await execa(compiler, ['--version'])).stdout.trim();
+    version = (await execa(compiler, ['--version'], { env: C_LOCALE })).stdout.trim();
   } catch (err) {
     throw missingCompiler(compiler, err);
   }
-  let cpu = '';
-  if (cpuFeatures) {
-    try {
-      cpu = readFileSync('/proc/cpuinfo', 'utf8').split('\n').find((l) => l.startsWith('flags')) ?? '';
-    } catch {
-      /* not Linux: the compiler version alone keys the cache */
-    }
+  const parts = [version, ...set];
+  if (needs.hostCompiler) {
+    const host = process.env.NVCC_CCBIN?.trim() || 'g++';
+    // Not found: nvcc fails on its own with its message; the key just notes the absence.
+    parts.push(`host compiler ${host}: ${await execa(host, ['--version'], { env: C_LOCALE }).then((r) => r.stdout.trim(), () => 'not found')}`);
   }
-  const identity = `${version}\n${cpu}`;
+  if (needs.cpuSpecific) parts.push(await nativeTarget(compiler));
+  const identity = { text: parts.join('\n'), version: version.split('\n')[0]! };
   identityCache.set(key, identity);
   return identity;
+}
+
+/**
+ * The options the compiler passes its back end for -march=native on this machine (GCC and Clang
+ * print them with -###, without compiling anything); where that fails, the CPU's feature flags.
+ */
+async function nativeTarget(compiler: string): Promise<string> {
+  try {
+    const dry = await execa(compiler, ['-###', '-march=native', '-x', 'c++', '-E', '/dev/null', '-o', '/dev/null'], { env: C_LOCALE });
+    if (dry.stderr.trim() !== '') return dry.stderr.trim();
+  } catch {
+    // a compiler without -###: fall back below
+  }
+  try {
+    return readFileSync('/proc/cpuinfo', 'utf8').split('\n').find((l) => l.startsWith('flags')) ?? '';
+  } catch {
+    return '';  // not Linux: the compiler version alone keys the cache
+  }
 }
 
 /** The two tools a build runs, each with the variable that overrides it and what installs it. */

@@ -16,7 +16,7 @@ const savedCxx = process.env.CXX;
 /** A compiler wrapper that records each compile (not --version) and hands over to g++. */
 function countingCompiler(log: string): string {
   const path = join(work, `cxx-${Math.random().toString(36).slice(2)}.sh`);
-  writeFileSync(path, `#!/bin/sh\n[ "$1" = "--version" ] || echo compile >> "${log}"\nexec g++ "$@"\n`);
+  writeFileSync(path, `#!/bin/sh\ncase "$1" in --version|-###) ;; *) echo compile >> "${log}";; esac\nexec g++ "$@"\n`);
   chmodSync(path, 0o755);
   return path;
 }

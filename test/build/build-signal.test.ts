@@ -16,7 +16,7 @@ afterAll(() => rmSync(work, { recursive: true, force: true }));
 /** A "compiler" whose compile starts a long child (as g++ starts cc1plus) and records its pid. */
 function slowCompiler(pidFile: string): string {
   const path = join(work, 'slow-cxx.sh');
-  writeFileSync(path, `#!/bin/sh\nif [ "$1" = "--version" ]; then exec g++ "$@"; fi\nsleep 60 &\necho $! > "${pidFile}"\nwait\n`);
+  writeFileSync(path, `#!/bin/sh\ncase "$1" in --version|-###) exec g++ "$@";; esac\nsleep 60 &\necho $! > "${pidFile}"\nwait\n`);
   chmodSync(path, 0o755);
   return path;
 }

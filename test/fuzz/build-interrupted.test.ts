@@ -38,7 +38,7 @@ function killOnceCompiler(armed: string, ms: number): string {
   const path = join(work, `cxx-killed-${Math.random().toString(36).slice(2)}.sh`);
   writeFileSync(path, [
     '#!/bin/sh',
-    '[ "$1" = "--version" ] && exec g++ "$@"',
+    'case "$1" in --version|-###) exec g++ "$@";; esac',
     `if [ -e "${armed}" ]; then`,
     `  rm -f "${armed}"`,
     '  g++ "$@" & compiler=$!',
