@@ -26,6 +26,12 @@ export function cxxName(value: unknown): string {
   return value;
 }
 
+/** A C++ type name such as float or mc::bf16: identifiers joined by '::'. */
+export function cxxType(value: unknown): string {
+  if (typeof value !== 'string' || !/^[A-Za-z_]\w{0,63}(::[A-Za-z_]\w{0,63})*$/.test(value)) throw new UnsafeValueError(`not a type name: ${JSON.stringify(value)}`);
+  return value;
+}
+
 /** Text for a // comment: one line, printable ASCII and the arrows/dots the plan uses, no comment closers. */
 export function cxxComment(value: unknown): string {
   if (typeof value !== 'string' || /[\r\n]|\*\/|\\$/.test(value) || value.length > 300) throw new UnsafeValueError(`not a one-line comment: ${JSON.stringify(value)}`);

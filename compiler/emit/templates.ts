@@ -4,7 +4,7 @@ import Handlebars from 'handlebars';
 import { packageRoot } from '../paths.js';
 import { kernelNodes } from '../plan/kernels.js';
 import type { KernelNode, Plan, WeightEntry } from '../plan/types.js';
-import { cxxComment, cxxFloat, cxxInt, cxxName } from './safe.js';
+import { cxxComment, cxxFloat, cxxInt, cxxName, cxxType, UnsafeValueError } from './safe.js';
 
 /** What every backend's renderer shares: the template engine, the kernel loop, the weight shapes. */
 
@@ -28,6 +28,22 @@ export function templateEngine(backend: string): { hb: typeof Handlebars; dir: s
   hb.registerHelper('int', cxxInt);
   hb.registerHelper('float', cxxFloat);
   hb.registerHelper('name', cxxName);
+  hb.registerHelper('type', cxxType);
+  hb.registerHelper('comment', cxxComment);
+  // strict: true makes {{x}} of a missing x an error, but not {{#if x}} or {{#each x}}: a misspelt
+  // name there would drop a block of code without a word. undefined is never a value of the plan
+  // (JSON has none), so these blocks refuse it; false, null and 0 stay what they mean.
+  for (const block of ['if', 'unless', 'each', 'with']) {
+    const builtIn = hb.helpers[block]! as (this: unknown, ...args: unknown[]) => unknown;
+    hb.registerHelper(block, function (this: unknown, ...args: unknown[]) {
+      const options = args[args.length - 1] as { loc?: { start: { line: number; column: number } } };
+      if (args.length < 2 || args[0] === undefined) {
+        const at = options.loc === undefined ? '' : ` at line ${options.loc.start.line}, column ${options.loc.start.column}`;
+        throw new UnsafeValueError(`{{#${block}}} of a value the context does not have${at}`);
+      }
+      return builtIn.apply(this, args);
+    });
+  }
   const partials = join(dir, 'partials');
   for (const file of readdirSync(partials).sort()) {
     hb.registerPartial(file.replace(/\.hbs$/, ''), readFileSync(join(partials, file), 'utf8'));

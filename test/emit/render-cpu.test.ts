@@ -1,12 +1,15 @@
+import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { loadModelConfig } from '../../compiler/config/load.js';
 import { renderCpuSources } from '../../compiler/emit/render.js';
-import { cxxComment, cxxFloat, cxxInt, cxxName, UnsafeValueError } from '../../compiler/emit/safe.js';
+import { cxxComment, cxxFloat, cxxInt, cxxName, cxxType, UnsafeValueError } from '../../compiler/emit/safe.js';
+import { templateEngine } from '../../compiler/emit/templates.js';
 import { buildPlan } from '../../compiler/plan/build-plan.js';
 import type { Plan } from '../../compiler/plan/types.js';
 
 const MODELS = join(import.meta.dirname, '../../configs/models');
+const TEMPLATES = join(import.meta.dirname, '../../templates');
 const plan = (name: string, dtype: Plan['options']['dtype'] = 'bf16') => buildPlan(loadModelConfig(join(MODELS, name)), { dtype, maxTokens: 64 });
 const file = (p: Plan, path: string) => renderCpuSources(p).files.find((f) => f.path === path)!.content;
 
@@ -66,6 +69,38 @@ describe('CPU source rendering', () => {
     const named = structuredClone(p);
     (named as { key: string }).key = 'x"; system("id"); "';
     expect(() => renderCpuSources(named)).toThrow(UnsafeValueError);
+    // Every value the driver prints, not only the kernels' constants.
+    const cases: Array<(q: Plan) => void> = [
+      (q) => { (q.model as { name: string }).name = 'x\n#include "/etc/passwd"\n//'; },
+      (q) => { (q.options as { dtype: string }).dtype = 'bf16\n#error x'; },
+      (q) => { (q.options as { tp: unknown }).tp = '1\n#error x'; },
+    ];
+    for (const tamper of cases) {
+      const q = structuredClone(p);
+      tamper(q);
+      expect(() => renderCpuSources(q)).toThrow(UnsafeValueError);
+    }
+  });
+
+  it('prints every value through a checking helper: no bare {{name}} in any template', () => {
+    const bare: string[] = [];
+    for (const dir of ['cpu', 'cpu/partials', 'cuda', 'cuda/partials']) {
+      for (const name of readdirSync(join(TEMPLATES, dir)).filter((f) => f.endsWith('.hbs'))) {
+        const text = readFileSync(join(TEMPLATES, dir, name), 'utf8');
+        // Expressions: blocks (#, /), partials (>), comments (!), else, and the helpers int, float, name, type, comment.
+        for (const m of text.matchAll(/(?<!\\)\{\{(?!\s*(?:[#/>!^]|else\b|(?:int|float|name|type|comment)\s))([^}]*)\}\}/g)) bare.push(`${dir}/${name}: {{${m[1]}}}`);
+      }
+    }
+    expect(bare).toEqual([]);
+  });
+
+  it('refuses a block over a value the context does not have ({{#if}}, {{#each}}: strict mode alone lets them drop code)', () => {
+    const { hb } = templateEngine('cpu');
+    for (const template of ['{{#if moee}}x{{/if}}', '{{#unless moee}}x{{/unless}}', '{{#each kernel_filez}}x{{/each}}', '{{#with shapee}}x{{/with}}']) {
+      expect(() => hb.compile(template, { noEscape: true, strict: true })({ moe: null }), template).toThrow(/of a value the context does not have at line 1, column 0/);
+    }
+    // false, null, 0 and [] keep their meaning.
+    expect(hb.compile('{{#if moe}}a{{else}}b{{/if}}{{#each list}}c{{/each}}{{#unless zero}}d{{/unless}}', { noEscape: true, strict: true })({ moe: null, list: [], zero: 0 })).toBe('bd');
   });
 });
 
@@ -82,6 +117,8 @@ describe('the value guards of generated code', () => {
     for (const v of ['1', NaN, -Infinity, null]) expect(() => cxxFloat(v)).toThrow(UnsafeValueError);
     for (const v of ['a"b', 'a b', 'x\ny', '', 'a;b', 7]) expect(() => cxxName(v)).toThrow(UnsafeValueError);
     for (const v of ['a */ b', 'a\nb', 'trailing\\']) expect(() => cxxComment(v)).toThrow(UnsafeValueError);
+    for (const v of ['mc::bf16 x', 'a;b', '::x', 'x::', '', 'std::vector<int>']) expect(() => cxxType(v)).toThrow(UnsafeValueError);
+    expect(cxxType('mc::bf16')).toBe('mc::bf16');
   });
 });
 
