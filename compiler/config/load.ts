@@ -2,7 +2,7 @@ import { readFileSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { ConfigError, showValue } from '../errors.js';
 import type { ModelConfig } from './model.js';
-import { normalizeParams, type NormalizeOptions } from './normalize.js';
+import { nameFromSource, normalizeParams, type NormalizeOptions } from './normalize.js';
 import { jsonPath, parseStrictJson, StrictJsonError } from './strict-json.js';
 
 /** A params.json larger than this is not a config (real ones are under 1 KiB). */
@@ -89,5 +89,7 @@ export function loadModelConfig(path: string, options: NormalizeOptions = {}): M
   if (bytes.byteLength > MAX_PARAMS_BYTES) {
     throw new ConfigError(shown, undefined, `is ${bytes.byteLength} bytes, too large for a params.json`, 'pass the model\'s params.json, not a weights file');
   }
-  return normalizeParams(parseParamsText(decodeParamsBytes(bytes, shown), shown), shown, options);
+  // Named from the resolved file, so that ".", "./params.json" and "../tiny-moe" name one model
+  // (and one cache entry) alike.
+  return normalizeParams(parseParamsText(decodeParamsBytes(bytes, shown), shown), shown, { ...options, name: options.name ?? nameFromSource(file) });
 }

@@ -5,6 +5,7 @@ import { DTYPE_BYTES } from '../plan/memory.js';
 import type { Plan } from '../plan/types.js';
 import { withTypedModule, type RenderOptions, type RenderedSources } from './render.js';
 import { compileTemplate, rankSliceShape, renderKernels, staticFiles, templateEngine, driverContext } from './templates.js';
+import { checkPlan } from '../plan/check-plan.js';
 
 /**
  * Renders the CUDA sources of a plan: one header per fused kernel (templates/cuda/<kernel>.cuh.hbs)
@@ -77,6 +78,7 @@ export function deviceLayout(plan: Plan): DeviceLayout {
 /** Renders the CUDA sources of a plan (target cuda). */
 export function renderCudaSources(plan: Plan, options: RenderOptions = {}): RenderedSources {
   if (plan.options.target !== 'cuda') throw new Error(`internal: renderCudaSources called for target ${plan.options.target}`);
+  checkPlan(plan);
   const { hb, dir } = templateEngine('cuda');
   const { model } = plan;
   const files = renderKernels(plan, hb, dir, '.cuh');

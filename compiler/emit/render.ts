@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import type { Plan } from '../plan/types.js';
 import { compileTemplate, rankSliceShape, renderKernels, sortFiles, staticFiles, templateEngine, driverContext, type SourceFile } from './templates.js';
 import { TYPED_MODULE_PATH, typedModelModule } from './typed-module.js';
+import { checkPlan } from '../plan/check-plan.js';
 
 export type { SourceFile } from './templates.js';
 
@@ -38,6 +39,7 @@ export function withTypedModule(plan: Plan, files: SourceFile[], options: Render
 /** Renders the CPU sources of a plan. Pure: the same plan gives byte-identical files. */
 export function renderCpuSources(plan: Plan, options: RenderOptions = {}): RenderedSources {
   if (plan.options.target !== 'cpu') throw new Error(`internal: renderCpuSources called for target ${plan.options.target}`);
+  checkPlan(plan);
   const { hb, dir } = templateEngine('cpu');
   const { model } = plan;
   const files = renderKernels(plan, hb, dir, '.hpp');

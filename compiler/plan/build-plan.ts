@@ -1,4 +1,5 @@
 import { checkpointTensors } from '../config/checkpoint.js';
+import { checkModelConfig } from '../config/check-model.js';
 import type { ModelConfig } from '../config/model.js';
 import { PlanError } from '../errors.js';
 import { checkCudaShapes } from './cuda-limits.js';
@@ -25,6 +26,7 @@ export function checkPlanOptions(options: PlanOptions): void {
 
 /** The whole plan for one model and one specialization. Pure and deterministic. */
 export function buildPlan(model: ModelConfig, partial: Partial<PlanOptions> = {}): Plan {
+  checkModelConfig(model);  // the API takes plain data: a config made by hand is checked as a params.json is
   const options: PlanOptions = { ...DEFAULT_PLAN_OPTIONS, ...partial };
   checkPlanOptions(options);
   const shape = rankShape(model, options.tp);

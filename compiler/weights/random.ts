@@ -4,6 +4,7 @@ import { xoroshiro128plusFromState } from 'pure-rand/generator/xoroshiro128plus'
 import type { JumpableRandomGenerator } from 'pure-rand/types/JumpableRandomGenerator';
 import { checkpointTensors, elementCount, type CheckpointTensor } from '../config/checkpoint.js';
 import type { ModelConfig } from '../config/model.js';
+import { officialParams } from '../config/official-params.js';
 import { encodeFromF32 } from './dtype.js';
 import { WeightsError } from './errors.js';
 import { createTempBeside, errnoCode, fileError, lockOutDir, makeOutDir, publish, removeIfPresent, removeOnSignal, removeQuietly, syncDirectory, writeDurably } from './output-files.js';
@@ -186,41 +187,6 @@ function distribution(tensor: CheckpointTensor): { mean: number; std: number } {
   if (tensor.role === 'norm') return { mean: 1, std: 0.1 }; // not all ones, so a missed weight multiply shows
   if (tensor.role === 'embedding') return { mean: 0, std: 1 };
   return { mean: 0, std: 1 / Math.sqrt(tensor.shape[1]!) }; // fan_in = shape[1] for [out, in] matrices
-}
-
-/**
- * params.json in the official spelling, so the directory looks like a real model to every reader
- * (ours and mistral-inference). Per-layer windows collapse back to an int or the shortest pattern.
- */
-export function officialParams(model: ModelConfig): Record<string, unknown> {
-  const params: Record<string, unknown> = {
-    dim: model.dim,
-    n_layers: model.n_layers,
-    head_dim: model.head_dim,
-    hidden_dim: model.hidden_dim,
-    n_heads: model.n_heads,
-    n_kv_heads: model.n_kv_heads,
-    norm_eps: model.norm_eps,
-    vocab_size: model.vocab_size,
-    rope_theta: model.rope_theta,
-    sliding_window: collapseWindows(model.sliding_window),
-  };
-  if (model.moe !== null) params.moe = { num_experts: model.moe.num_experts, num_experts_per_tok: model.moe.num_experts_per_tok };
-  if (model.tied_embeddings) params.tied_embeddings = true;
-  params.max_seq_len = model.max_seq_len;
-  return params;
-}
-
-/** null (full attention everywhere), one int (same window everywhere), or the shortest repeating list. */
-export function collapseWindows(perLayer: ReadonlyArray<number | null>): number | null | Array<number | null> {
-  const n = perLayer.length;
-  for (let period = 1; period <= n; period++) {
-    if (n % period !== 0) continue;
-    if (perLayer.every((w, i) => w === perLayer[i % period])) {
-      return period === 1 ? (perLayer[0] ?? null) : perLayer.slice(0, period);
-    }
-  }
-  return [...perLayer];
 }
 
 // ---- seeded streams ----

@@ -1,6 +1,6 @@
 import { mkdtempSync, mkdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, relative } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { loadModelConfig } from '../../compiler/config/load.js';
 import { normalizeParams } from '../../compiler/config/normalize.js';
@@ -139,6 +139,13 @@ describe('reading params.json from disk', () => {
     mkdirSync(join(dir, 'model-a'));
     writeFileSync(join(dir, 'model-a', 'params.json'), JSON.stringify(good));
     expect(loadModelConfig(join(dir, 'model-a')).name).toBe('model-a');
+  });
+
+  it('names the model after the directory the file resolves to, however the path is written', () => {
+    const cwdRelative = relative(process.cwd(), join(dir, 'model-a'));
+    for (const written of [`${dir}/model-a/.`, `${dir}/model-a/./params.json`, `${dir}/model-a/../model-a`, `${cwdRelative}/./params.json`]) {
+      expect(loadModelConfig(written).name, written).toBe('model-a');
+    }
   });
 
   it('names the file when the JSON is malformed', () => {

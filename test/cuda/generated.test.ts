@@ -5,7 +5,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { GENERATED_CONFIGS, generatedRoot, listFiles, renderGenerated } from './generated.js';
+import { expectedGenerated, GENERATED_CONFIGS, generatedRoot, listFiles, renderGenerated } from './generated.js';
 
 const FIX = 'generated/ is stale: run `npm run generate:refresh` and commit the result';
 
@@ -16,5 +16,9 @@ describe('generated/', () => {
     expect(existsSync(dir), `${dir} is missing; ${FIX}`).toBe(true);
     expect(listFiles(dir), `files of generated/${key}; ${FIX}`).toEqual(files.map((f) => f.path).sort());
     for (const f of files) expect(readFileSync(join(dir, f.path), 'utf8') === f.content, `generated/${key}/${f.path} differs; ${FIX}`).toBe(true);
+  });
+
+  it('holds nothing else (no directory of a config no longer rendered, no stray file)', () => {
+    expect(listFiles(generatedRoot()), FIX).toEqual([...expectedGenerated().keys()].sort());
   });
 });

@@ -45,8 +45,24 @@ export function listFiles(dir: string): string[] {
   return out;
 }
 
+/** Every file generated/ should hold (paths relative to it), with its content. */
+export function expectedGenerated(): Map<string, string> {
+  const files = new Map<string, string>();
+  for (const config of GENERATED_CONFIGS) {
+    const { key, files: rendered } = renderGenerated(config);
+    for (const f of rendered) files.set(join(key, f.path), f.content);
+  }
+  return files;
+}
+
 function write(): void {
   const root = generatedRoot();
+  // What no config renders any more (a renamed kernel, a config dropped from the list) goes too.
+  const expected = expectedGenerated();
+  for (const path of listFiles(root)) if (!expected.has(path)) rmSync(join(root, path));
+  for (const name of readdirSync(root)) {
+    if (statSync(join(root, name)).isDirectory() && ![...expected.keys()].some((p) => p.startsWith(`${name}/`))) rmSync(join(root, name), { recursive: true, force: true });
+  }
   for (const config of GENERATED_CONFIGS) {
     const { key, files } = renderGenerated(config);
     const dir = join(root, key);

@@ -5,6 +5,7 @@ import { loadModelConfig } from '../../compiler/config/load.js';
 import { renderCpuSources } from '../../compiler/emit/render.js';
 import { cxxComment, cxxFloat, cxxInt, cxxName, cxxType, UnsafeValueError } from '../../compiler/emit/safe.js';
 import { templateEngine } from '../../compiler/emit/templates.js';
+import { MistralCompileError } from '../../compiler/errors.js';
 import { buildPlan } from '../../compiler/plan/build-plan.js';
 import type { Plan } from '../../compiler/plan/types.js';
 
@@ -61,25 +62,25 @@ describe('CPU source rendering', () => {
     }
   });
 
-  it('refuses to render a plan whose constant is not a number (no text from a config reaches C++)', () => {
+  it('refuses to render a plan that is not what buildPlan makes of its model and options (no unchecked text or number reaches C++)', () => {
     const p = plan('tiny-dense');
-    const tampered = structuredClone(p);
-    (tampered.layers[0]!.kernels[0]!.constants as Record<string, unknown>).dim = '64; system("id")';
-    expect(() => renderCpuSources(tampered)).toThrow(UnsafeValueError);
-    const named = structuredClone(p);
-    (named as { key: string }).key = 'x"; system("id"); "';
-    expect(() => renderCpuSources(named)).toThrow(UnsafeValueError);
-    // Every value the driver prints, not only the kernels' constants.
-    const cases: Array<(q: Plan) => void> = [
-      (q) => { (q.model as { name: string }).name = 'x\n#include "/etc/passwd"\n//'; },
-      (q) => { (q.options as { dtype: string }).dtype = 'bf16\n#error x'; },
-      (q) => { (q.options as { tp: unknown }).tp = '1\n#error x'; },
+    const cases: Array<[(q: Plan) => void, RegExp]> = [
+      [(q) => { (q.layers[0]!.kernels[0]!.constants as Record<string, unknown>).dim = '64; system("id")'; }, /^plan: plan\.layers\[0\]\.kernels\[0\]\.constants\.dim: is "64; system\(\\"id\\"\)" where buildPlan gives 64 for this model and these options; pass a plan made by buildPlan/],
+      [(q) => { (q as { key: string }).key = 'x"; system("id"); "'; }, /^plan: plan\.key: is "x\\"; system/],
+      [(q) => { (q.model as { name: string }).name = 'x\n#include "/etc/passwd"\n//'; }, /name: .* is not a model name/],
+      [(q) => { (q.options as { dtype: string }).dtype = 'bf16\n#error x'; }, /^--dtype: unknown dtype/],
+      [(q) => { (q.options as { tp: unknown }).tp = '1\n#error x'; }, /^--tp: unsupported tensor-parallel size/],
+      [(q) => { (q.model as { norm_eps: number }).norm_eps = 1e-300; }, /norm_eps: .*below the smallest normal float32/],
     ];
-    for (const tamper of cases) {
+    for (const [tamper, message] of cases) {
       const q = structuredClone(p);
       tamper(q);
-      expect(() => renderCpuSources(q)).toThrow(UnsafeValueError);
+      expect(() => renderCpuSources(q)).toThrow(MistralCompileError);
+      expect(() => renderCpuSources(q)).toThrow(message);
     }
+    // A plan that went through JSON, keys in another order, renders as the original.
+    const reordered = Object.fromEntries(Object.entries(JSON.parse(JSON.stringify(p)) as Record<string, unknown>).reverse()) as unknown as Plan;
+    expect(renderCpuSources(reordered).hash).toBe(renderCpuSources(p).hash);
   });
 
   it('prints every value through a checking helper: no bare {{name}} in any template', () => {

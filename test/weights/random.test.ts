@@ -8,7 +8,8 @@ import { loadModelConfig } from '../../compiler/config/load.js';
 import type { ModelConfig } from '../../compiler/config/model.js';
 import { normalizeParams } from '../../compiler/config/normalize.js';
 import { f32ToBf16Bits } from '../../compiler/weights/dtype.js';
-import { collapseWindows, writeRandomWeights } from '../../compiler/weights/random.js';
+import { collapseWindows } from '../../compiler/config/official-params.js';
+import { writeRandomWeights } from '../../compiler/weights/random.js';
 import { readSafetensorsHeader, readTensorF32 } from '../../compiler/weights/safetensors.js';
 
 const BASE = { dim: 64, n_layers: 2, n_heads: 4, n_kv_heads: 2, head_dim: 16, hidden_dim: 128, vocab_size: 512, norm_eps: 1e-5, rope_theta: 1e6, max_seq_len: 256 };
