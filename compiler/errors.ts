@@ -44,6 +44,7 @@ export function showValue(value: unknown): string {
   }
   // JSON.stringify leaves line separators and bidirectional overrides as they are: a value could
   // break the one-line message or reorder what a terminal shows.
-  text = text.replace(/[\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+  // C1 controls (U+0080-U+009F: U+009B is a terminal's CSI) likewise.
+  text = text.replace(/[\u007f-\u009f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
   return text.length > 60 ? `${text.slice(0, 57)}...` : text;
 }

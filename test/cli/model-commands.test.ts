@@ -84,6 +84,23 @@ describe('mistral-compile random-weights, build, logits and generate', () => {
     for (let t = 0; t < 4; t++) for (const v of [0, 17, 1023]) expect(bytes.readFloatLE((t * 1024 + v) * 4)).toBe(rows[t]![v]);
   });
 
+  it('logits refuses, before compiling anything, an --out that is the model\'s own file, a directory or unwritable', async () => {
+    const before = readFileSync(join(modelDir, 'consolidated.safetensors'));
+    const cases: Array<[string, RegExp]> = [
+      [join(modelDir, 'consolidated.safetensors'), /^mistral-compile: error: --out: \S*consolidated\.safetensors is the model's own consolidated\.safetensors, which the logits would overwrite; pass another file/],
+      [join(modelDir, '.', 'params.json'), /is the model's own params\.json/],
+      [work, /^mistral-compile: error: --out: \S+ is a directory; pass a file path/],
+      [join(work, 'no-such-dir', 'logits.bin'), /^mistral-compile: error: --out: \S+ cannot be created: its directory \S*no-such-dir does not exist; pass a file path in a directory you can write to/],
+    ];
+    for (const [out, message] of cases) {
+      const r = await run('logits', '--model', modelDir, '--tokens', '1,2,3', '--out', out, '--cache', join(work, 'cache-never-made'));
+      expect(r.code, out).toBe(1);
+      expect(r.err, out).toMatch(message);
+    }
+    expect(existsSync(join(work, 'cache-never-made'))).toBe(false);  // refused before the build
+    expect(readFileSync(join(modelDir, 'consolidated.safetensors')).equals(before)).toBe(true);
+  });
+
   it('generate prints new token ids and speeds as JSON', async () => {
     const r = await run('generate', '--model', modelDir, '--tokens', '1,2,3', '--max-tokens', '5', '--cache', cache, '--json');
     expect(r.code).toBe(0);

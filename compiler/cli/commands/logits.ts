@@ -1,4 +1,6 @@
+import { accessSync, constants, readdirSync, statSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
 import { loadModel } from '../../../runtime/model.js';
 import { BuildError } from '../../build/errors.js';
 import { parseCommand, UsageError } from '../args.js';
@@ -20,8 +22,11 @@ export async function logitsCommand(argv: string[]): Promise<number> {
   if (values.help) return console.log(LOGITS_HELP), 0;
   if (typeof values.out !== 'string') throw new UsageError('--out', undefined, 'is required', 'pass the file to write the logits to');
   const tokens = parseTokenList(values.tokens as string | undefined);
+  const dir = modelDir(values);
+  // One process per rank: only rank 0 writes (its machine's path is the one to check).
+  if (process.env.WORLD_SIZE === undefined || process.env.RANK === undefined || process.env.RANK === '0') checkOut(values.out, dir);
   const progress = new Progress(Boolean(values.json), rankPrefix());
-  const model = await loadModel(modelDir(values), { ...loadOptions(values), onProgress: progress.onLoad });
+  const model = await loadModel(dir, { ...loadOptions(values), onProgress: progress.onLoad });
   try {
     const started = performance.now();
     const rows = await model.logits(tokens);
@@ -43,4 +48,44 @@ export async function logitsCommand(argv: string[]): Promise<number> {
     model.close();
   }
   return 0;
+}
+
+/**
+ * Before anything is compiled or run: --out must be a file this process can write, and not one of
+ * the model's own (a logits file written over consolidated.safetensors destroyed the checkpoint).
+ */
+function checkOut(out: string, dir: string): void {
+  let target: ReturnType<typeof statSync> | undefined;
+  try {
+    target = statSync(out);
+  } catch {
+    target = undefined;  // a new file: its directory must be writable
+  }
+  if (target !== undefined) {
+    if (target.isDirectory()) throw new UsageError('--out', undefined, `${out} is a directory`, 'pass a file path for the logits, e.g. DIR/logits.f32');
+    let names: string[] = [];
+    try {
+      names = readdirSync(dir);
+    } catch {
+      // unreadable: loading the model names it
+    }
+    for (const name of names.filter((n) => n === 'params.json' || n.endsWith('.safetensors'))) {
+      try {
+        const own = statSync(join(dir, name));
+        if (own.ino === target.ino && own.dev === target.dev) {
+          throw new UsageError('--out', undefined, `${out} is the model's own ${name}, which the logits would overwrite`, 'pass another file for the logits');
+        }
+      } catch (err) {
+        if (err instanceof UsageError) throw err;
+      }
+    }
+  }
+  const writable = target !== undefined ? out : dirname(resolve(out));
+  try {
+    accessSync(writable, constants.W_OK);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? 'error';
+    throw new UsageError('--out', undefined, target !== undefined ? `${out} cannot be written (${code})` : `${out} cannot be created: its directory ${writable} ${code === 'ENOENT' ? 'does not exist' : `is not writable (${code})`}`,
+      'pass a file path in a directory you can write to');
+  }
 }
