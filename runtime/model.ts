@@ -53,7 +53,9 @@ export type LoadProgress =
   /** The checkpoint being read into memory (page cache) before the model is created: `fraction` of `bytes` done. */
   | { stage: 'read'; path: string; bytes: number; fraction: number }
   | { stage: 'weights'; path: string; bytes: number; seconds: number; rankSeconds: number[]; copied: boolean }
-  | { stage: 'join'; rank: number; world: number; address: string };
+  | { stage: 'join'; rank: number; world: number; address: string }
+  /** The config was read: what normalization decided for the user (defaults chosen, keys ignored), before anything is built. */
+  | { stage: 'config'; path: string; notes: readonly string[] };
 
 export interface GenerateOptions {
   maxTokens: number;
@@ -213,6 +215,7 @@ export async function loadModel(dir: string, options: LoadOptions = {}): Promise
   // asked for here wins over one inherited from the environment; without one, the environment's stands.
   if (options.threads !== undefined || process.env.OMP_NUM_THREADS === undefined) process.env.OMP_NUM_THREADS = String(threads);
   const config = loadModelConfig(dir, { maxSeqLen: options.maxSeqLen });
+  options.onProgress?.({ stage: 'config', path: config.source, notes: config.notes });
   const checkpoint = await readCheckpoint(dir);
   const plan = buildPlan(config, { target: options.target ?? 'cpu', tp: distributed?.world ?? options.tp ?? 1, dtype: checkpointDtype(checkpoint), maxTokens: options.maxTokens ?? 512 });
   checkCheckpointMatchesPlan(checkpoint, plan);

@@ -42,9 +42,20 @@ export class Progress {
     this.open = false;
   }
 
+  /**
+   * What normalizing the config decided for the user (a default chosen, keys ignored), one "note:"
+   * line each: an ignored key may be one that changes the numbers. With --json they go in the result's
+   * "notes" instead.
+   */
+  notes(notes: readonly string[]): void {
+    for (const note of notes) this.line(`note: ${note}`);
+  }
+
   /** The loader's and builder's events as lines. */
   onLoad = (e: LoadProgress): void => {
     switch (e.stage) {
+      case 'config':
+        return this.notes(e.notes);
       case 'render':
         return this.line(`rendering ${e.key}`);
       case 'compile':

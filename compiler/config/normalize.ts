@@ -12,7 +12,7 @@ import type { ModelConfig, MoeConfig } from './model.js';
 const KNOWN_KEYS = new Set([
   'dim', 'n_layers', 'head_dim', 'hidden_dim', 'n_heads', 'n_kv_heads', 'norm_eps', 'vocab_size',
   'rope_theta', 'sliding_window', '_sliding_window', 'moe', 'max_batch_size', 'max_seq_len',
-  'model_type', 'tied_embeddings', 'lora', 'vision_encoder', 'quantization', 'yarn',
+  'model_type', 'tied_embeddings', 'lora', 'vision_encoder', 'quantization', 'yarn', 'llama_4_scaling', 'rope_scaling',
 ]);
 /** Keys of the moe object (mistral-inference's MoeArgs). */
 const MOE_KEYS = new Set(['num_experts', 'num_experts_per_tok']);
@@ -215,6 +215,14 @@ function rejectUnsupportedArchitectures(c: Checker, p: Json): void {
   if (p.quantization !== undefined && p.quantization !== null) {
     c.fail('quantization', p.quantization, 'not supported: quantized checkpoints (e.g. fp8_e4m3) would be read as wrong numbers',
       'use the bf16 checkpoint of this model');
+  }
+  if (p.llama_4_scaling !== undefined && p.llama_4_scaling !== null) {
+    c.fail('llama_4_scaling', p.llama_4_scaling, 'not supported: position-dependent attention scaling (Mistral 3) changes every logit past its original context',
+      'use a model without "llama_4_scaling"');
+  }
+  if (p.rope_scaling !== undefined && p.rope_scaling !== null) {
+    c.fail('rope_scaling', p.rope_scaling, 'not supported: scaled RoPE (a Hugging Face config key) changes the positional encoding',
+      'use a params.json without "rope_scaling" (this compiler applies plain RoPE with rope_theta)');
   }
   if (p.yarn !== undefined && p.yarn !== null) {
     c.fail('yarn', p.yarn, 'not supported: YaRN rope scaling changes the positional encoding',

@@ -101,6 +101,24 @@ describe('mistral-compile random-weights, build, logits and generate', () => {
     expect(readFileSync(join(modelDir, 'consolidated.safetensors')).equals(before)).toBe(true);
   });
 
+  it('logits, generate and build say what the config left to defaults or ignored: "note:" lines, or "notes" in --json', async () => {
+    const dir = join(work, 'with-notes');
+    mkdirSync(dir, { recursive: true });
+    copyFileSync(join(modelDir, 'consolidated.safetensors'), join(dir, 'consolidated.safetensors'));
+    const params = JSON.parse(readFileSync(join(modelDir, 'params.json'), 'utf8')) as Record<string, unknown>;
+    writeFileSync(join(dir, 'params.json'), JSON.stringify({ ...params, some_new_key: 1 }));
+    const note = 'note: ignored keys: "some_new_key"';
+    const logits = await run('logits', '--model', dir, '--tokens', '1,2', '--out', join(work, 'notes.bin'), '--cache', cache);
+    expect(logits.code).toBe(0);
+    expect(logits.err.split('\n')).toContain(note);
+    const generate = await run('generate', '--model', dir, '--tokens', '1,2', '--max-tokens', '1', '--cache', cache, '--json');
+    expect(JSON.parse(generate.out).notes).toEqual(['ignored keys: "some_new_key"']);
+    expect(generate.err).toBe('');
+    const build = await run('build', dir, '--cache', cache);
+    expect(build.err.split('\n')).toContain(note);
+    expect(JSON.parse((await run('build', dir, '--cache', cache, '--json')).out).notes).toEqual(['ignored keys: "some_new_key"']);
+  });
+
   it('generate prints new token ids and speeds as JSON', async () => {
     const r = await run('generate', '--model', modelDir, '--tokens', '1,2,3', '--max-tokens', '5', '--cache', cache, '--json');
     expect(r.code).toBe(0);

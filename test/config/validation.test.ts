@@ -38,6 +38,8 @@ const BAD: Array<[string, Record<string, unknown>, string, RegExp]> = [
   ['lora', { lora: { rank: 16 } }, 'lora', /not supported/],
   ['quantized', { quantization: { qformat_weight: 'fp8_e4m3' } }, 'quantization', /not supported/],
   ['yarn', { yarn: { factor: 4 } }, 'yarn', /not supported/],
+  ['llama 4 scaling', { llama_4_scaling: { original_max_position_embeddings: 16384, beta: 0.1 } }, 'llama_4_scaling', /not supported: position-dependent attention scaling/],
+  ['rope scaling', { rope_scaling: { type: 'linear', factor: 4 } }, 'rope_scaling', /not supported: scaled RoPE/],
   ['tied_embeddings not bool', { tied_embeddings: 'yes' }, 'tied_embeddings', /true or false/],
   ['injection attempt in a number field', { dim: '64; system("rm -rf /")' }, 'dim', /must be an integer/],
 ];

@@ -33,6 +33,7 @@ export async function buildCommand(argv: string[]): Promise<number> {
   const progress = new Progress(Boolean(values.json));
   const maxSeqLen = values['max-seq-len'] === undefined ? undefined : intArg('--max-seq-len', values['max-seq-len'] as string, 0, 1, 1 << 24);
   const model = loadModelConfig(positionals[0]!, { maxSeqLen });
+  progress.notes(model.notes);
   const plan = buildPlan(model, {
     target: choiceArg('--target', values.target as string | undefined, TARGETS, 'cpu'),
     dtype: choiceArg('--dtype', values.dtype as string | undefined, DTYPES, 'bf16'),
@@ -43,7 +44,7 @@ export async function buildCommand(argv: string[]): Promise<number> {
   const result = await buildPlanLibrary(plan, {
     outDir: values.out as string | undefined, cacheDir: values.cache as string | undefined, onProgress: progress.onLoad, archs,
   });
-  if (values.json) console.log(JSON.stringify({ key: result.key, hash: result.hash, library: result.library, sources: result.sourceDir, cached: result.cached, out: values.out ?? null }));
+  if (values.json) console.log(JSON.stringify({ key: result.key, hash: result.hash, library: result.library, sources: result.sourceDir, cached: result.cached, out: values.out ?? null, notes: model.notes }));
   else console.log(result.library);
   return 0;
 }

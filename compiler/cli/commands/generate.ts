@@ -47,6 +47,7 @@ export async function generateCommand(argv: string[]): Promise<number> {
   let prefillSeconds: number | undefined;
   let decodeSeconds = 0;
   let key: string | null = null;
+  let notes: readonly string[] = [];  // the config's, once loaded
   // One process per rank (WORLD_SIZE > 1): rank 0 alone prints, from the start (an interruption
   // while the model loads included).
   let quiet = Number(process.env.WORLD_SIZE ?? 1) > 1 && (process.env.RANK ?? '0').trim() !== '0';
@@ -61,6 +62,7 @@ export async function generateCommand(argv: string[]): Promise<number> {
     prefill_tokens_per_s: prefillSeconds !== undefined && prefillSeconds > 0 ? prompt.length / prefillSeconds : null,
     decode_tokens_per_s: generated.length > 1 && decodeSeconds > 0 ? (generated.length - 1) / decodeSeconds : null,
     key,
+    notes,
   });
   const release = onTerminatingSignal(() => {
     if (quiet) return;
@@ -73,7 +75,10 @@ export async function generateCommand(argv: string[]): Promise<number> {
   });
   let model: LoadedModel;
   try {
-    model = await loadModel(modelDir(values), { ...loadOptions(values), onProgress: progress.onLoad });
+    model = await loadModel(modelDir(values), { ...loadOptions(values), onProgress: (e) => {
+      if (e.stage === 'config') notes = e.notes;
+      progress.onLoad(e);
+    } });
   } catch (err) {
     release();
     throw err;

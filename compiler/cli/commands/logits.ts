@@ -42,7 +42,7 @@ export async function logitsCommand(argv: string[]): Promise<number> {
     } catch (err) {
       throw new BuildError(values.out, undefined, `cannot write the logits (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`, 'choose a writable --out path');
     }
-    if (values.json) console.log(JSON.stringify({ out: values.out, shape: [rows.length, vocab], dtype: 'float32', seconds }));
+    if (values.json) console.log(JSON.stringify({ out: values.out, shape: [rows.length, vocab], dtype: 'float32', seconds, notes: model.config.notes }));
     else progress.line(`wrote logits [${rows.length}, ${vocab}] float32 to ${values.out} (${(rows.length / seconds).toFixed(1)} tokens/s)`);
   } finally {
     model.close();

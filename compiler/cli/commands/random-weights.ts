@@ -29,6 +29,7 @@ export async function randomWeightsCommand(argv: string[]): Promise<number> {
   const maxSeqLen = values['max-seq-len'] === undefined ? undefined : intArg('--max-seq-len', values['max-seq-len'] as string, 0, 1, 1 << 24);
   const model = loadModelConfig(positionals[0]!, { maxSeqLen });
   const progress = new Progress(Boolean(values.json));
+  progress.notes(model.notes);
   const started = performance.now();
   const result = await writeRandomWeights(model, values.out, {
     seed: intArg('--seed', values.seed as string | undefined, 0, 0, 2 ** 32 - 1),
@@ -36,7 +37,7 @@ export async function randomWeightsCommand(argv: string[]): Promise<number> {
     onProgress: (written, total) => progress.update(`writing ${formatBytes(total)} of random weights`, total === 0 ? 1 : written / total),
   });
   progress.clear();
-  if (values.json) console.log(JSON.stringify({ params: result.paramsPath, weights: result.safetensorsPath, bytes: result.bytes }));
+  if (values.json) console.log(JSON.stringify({ params: result.paramsPath, weights: result.safetensorsPath, bytes: result.bytes, notes: model.notes }));
   else progress.line(`wrote ${formatBytes(result.bytes)} in ${((performance.now() - started) / 1000).toFixed(1)} s: ${result.safetensorsPath}`);
   return 0;
 }
