@@ -35,6 +35,9 @@ export function singleFileCheckpoint(header: SafetensorsHeader): Checkpoint {
  * Reads the headers of dir's checkpoint: consolidated.safetensors when it is there (complete by
  * itself, whatever shards lie beside it), else its shards, every one of them, no tensor twice.
  */
+/** More shards than a checkpoint has: a name that says so is refused before a list that long is made. */
+const MAX_SHARDS = 100_000;
+
 export async function readCheckpoint(dir: string): Promise<Checkpoint> {
   const names = listDir(dir);
   const shards = names.flatMap((name) => {
@@ -50,6 +53,11 @@ export async function readCheckpoint(dir: string): Promise<Checkpoint> {
   if (other !== undefined) {
     throw new WeightsError(join(dir, other.name), undefined, `says ${other.count} shards where ${shards[0]!.name} says ${count}: shards of two checkpoints are mixed`,
       'keep the shards of one download only');
+  }
+  // Far more than any checkpoint has: named before a list of that length is made ("Invalid array length").
+  if (count > MAX_SHARDS) {
+    throw new WeightsError(join(dir, shards[0]!.name), undefined, `says the checkpoint has ${count} shards, more than ${MAX_SHARDS}`,
+      'rename or remove the file: it is not a shard of a real checkpoint');
   }
   // Every shard present before any is read: a missing one is the problem to name, not a later one's header.
   const ordered = Array.from({ length: count }, (_, i) => {

@@ -78,6 +78,14 @@ describe('a bad profile', () => {
     return message;
   };
 
+  it('refuses a YAML alias bomb in one line (not an internal error)', () => {
+    const levels = ['a: &a ["x","x","x","x","x","x","x","x","x"]'];
+    for (let i = 1; i < 9; i++) levels.push(`${'abcdefghi'[i]}: &${'abcdefghi'[i]} [${Array(9).fill(`*${'abcdefghi'[i - 1]}`).join(',')}]`);
+    const { path, load } = loadText(`${good}\n${levels.join('\n')}\n`);
+    expect(load).toThrow(ConfigError);
+    expect(load).toThrow(new RegExp(`^${path}: cannot be read as a profile \\(.*alias.*\\); write the profile without YAML aliases`, 'i'));
+  });
+
   it('names the missing field', () => {
     const message = expectOneLineError(good.replace(/^memory_bandwidth_gbs:.*$/m, ''), /^memory_bandwidth_gbs$/);
     expect(message).toMatch(/required field is missing/);

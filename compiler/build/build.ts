@@ -1,4 +1,4 @@
-import { copyFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { makeDirs } from '../make-dirs.js';
 import { onTerminatingSignal, terminatingSignalsHandled } from '../on-signal.js';
 import { join, relative, resolve } from 'node:path';
@@ -42,6 +42,11 @@ export async function buildPlanLibrary(plan: Plan, options: BuildOptions = {}): 
   if (backend === undefined) {
     throw new BuildError('--target', undefined, `target ${plan.options.target} is not built by this version`, `use --target ${Object.keys(BACKENDS).join(' or ')}`);
   }
+  if (options.cacheDir !== undefined && (typeof options.cacheDir !== 'string' || options.cacheDir.trim() === '')) {
+    // resolve('') is the working directory: an empty value built into wherever the command ran.
+    throw new BuildError('--cache (cacheDir)', undefined, `is ${typeof options.cacheDir === 'string' ? 'empty' : `${typeof options.cacheDir}, not a path`}`,
+      'pass a directory for the build cache, or leave it out for the default');
+  }
   const started = performance.now();
   options.onProgress?.({ stage: 'render', key: plan.key });
   // model.ts (ts-morph) only where a person will read it: the cache hash does not include it.
@@ -65,6 +70,10 @@ export async function buildPlanLibrary(plan: Plan, options: BuildOptions = {}): 
     // Both paths relative to the staging directory, the compiler's cwd: nvcc hands the output path
     // to sh in double quotes for its link step, where a cache path's `$(...)` or `"` would be run or break it.
     await compile(compiler, [...flags, backend.entry, '-o', relative(staging, library)], staging, backend.entry);
+    if (!existsSync(library)) {
+      throw new BuildError(compiler, undefined, `exited with success but wrote no library (${relative(staging, library)} in ${staging})`,
+        `check that ${compiler} is a C++ compiler that honours -o (run it with --version)`);
+    }
     syncFile(library);
     writeFileSync(manifest, JSON.stringify({ key: plan.key, hash, compiler, flags, toolchain: identity.version, library_bytes: statSync(library).size }, null, 2) + '\n');
     syncFile(manifest);

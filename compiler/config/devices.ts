@@ -96,7 +96,14 @@ export function readDeviceProfile(path: string): DeviceProfile {
     const first = doc.errors[0]!.message.split('\n')[0]!.replace(/:\s*$/, '');
     throw new ConfigError(file, undefined, `is not valid YAML (${first})`, 'fix the YAML syntax; see configs/devices/h100-sxm.yaml');
   }
-  return validateProfile(doc.toJS(), file);
+  let value: unknown;
+  try {
+    value = doc.toJS();
+  } catch (err) {
+    // e.g. yaml's guard against an alias bomb ("Excessive alias count ..."): the file's fault, not ours.
+    throw new ConfigError(file, undefined, `cannot be read as a profile (${(err as Error).message.split('\n')[0]})`, 'write the profile without YAML aliases; see configs/devices/h100-sxm.yaml');
+  }
+  return validateProfile(value, file);
 }
 
 function validateProfile(raw: unknown, file: string): DeviceProfile {

@@ -1,10 +1,11 @@
-import { lstat, open, readdir } from 'node:fs/promises';
+import { lstat, open, readdir, statfs } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { xoroshiro128plusFromState } from 'pure-rand/generator/xoroshiro128plus';
 import type { JumpableRandomGenerator } from 'pure-rand/types/JumpableRandomGenerator';
 import { checkpointTensors, elementCount, type CheckpointTensor } from '../config/checkpoint.js';
 import type { ModelConfig } from '../config/model.js';
 import { officialParams } from '../config/official-params.js';
+import { formatBytes } from '../cli/format.js';
 import { encodeFromF32 } from './dtype.js';
 import { WeightsError } from './errors.js';
 import { createTempBeside, errnoCode, fileError, lockOutDir, makeOutDir, publish, removeIfPresent, removeOnSignal, removeQuietly, syncDirectory, writeDurably } from './output-files.js';
@@ -60,6 +61,7 @@ export async function writeRandomWeights(model: ModelConfig, outDir: string, opt
     await checkReplaceable(safetensorsPath, seed);
     // Both files are written in full under temporary names first: a failure until they are
     // published leaves the directory as it was (temporaries are removed).
+    await checkFreeSpace(outDir, dataBytes(model, dtype));
     const weightsTemp = await createTempBeside(safetensorsPath);
     temps.push(weightsTemp);
     const bytes = await writeWeights(model, weightsTemp, safetensorsPath, options);
@@ -78,6 +80,31 @@ export async function writeRandomWeights(model: ModelConfig, outDir: string, opt
   } finally {
     for (const temp of [...temps].reverse()) await removeQuietly(temp);  // published ones are gone already
     release();
+  }
+}
+
+/** Bytes of the checkpoint's tensors (its header adds a few KiB). */
+function dataBytes(model: ModelConfig, dtype: RandomWeightsOptions['dtype']): number {
+  const width = dtype === 'f32' ? 4 : 2;
+  return checkpointTensors(model).reduce((sum, t) => sum + elementCount(t.shape) * width, 0);
+}
+
+/**
+ * Refuses before writing when the file system cannot hold the new checkpoint (it is written beside
+ * the old one, which goes only when the new one is complete): filling a disk hurts every other
+ * process on it before ENOSPC ends the run. Where statfs is unavailable, the write's own error stands.
+ */
+async function checkFreeSpace(dir: string, bytes: number): Promise<void> {
+  let free: number;
+  try {
+    const fs = await statfs(dir);
+    free = fs.bavail * fs.bsize;
+  } catch {
+    return;
+  }
+  if (bytes > free) {
+    throw new WeightsError(dir, undefined, `has ${formatBytes(free)} free, and the checkpoint takes ${formatBytes(bytes)}`,
+      'free some space, or pass another --out on a disk with room for the checkpoint (or a smaller config)');
   }
 }
 

@@ -132,6 +132,17 @@ describe('the build cache', () => {
     expect(entries.every((e) => e.includes('.partial-'))).toBe(true);
   });
 
+  it('names a compiler that exits with success but writes no library', async () => {
+    process.env.CXX = '/bin/true';
+    await expect(buildPlanLibrary(plan, { cacheDir: join(work, 'cache-true') })).rejects.toThrow(/^\/bin\/true: exited with success but wrote no library \(lib\S+\.so in \S+\); check that \/bin\/true is a C\+\+ compiler that honours -o/);
+  });
+
+  it('refuses an empty or non-string cache directory (resolve(\'\') is the working directory)', async () => {
+    for (const cacheDir of ['', '  ', 7 as unknown as string]) {
+      await expect(buildPlanLibrary(plan, { cacheDir })).rejects.toThrow(/^--cache \(cacheDir\): is (empty|number, not a path); pass a directory for the build cache/);
+    }
+  });
+
   it('names a compiler that is not installed and says how to fix it', async () => {
     process.env.CXX = '/nonexistent/bin/g++';
     await expect(buildPlanLibrary(plan, { cacheDir: join(work, 'cache-d') })).rejects.toThrow(/^\$CXX=\/nonexistent\/bin\/g\+\+: no such file; point \$CXX at a C\+\+20 compiler, or unset it to use g\+\+ on PATH$/);

@@ -135,6 +135,13 @@ describe('a sharded checkpoint that is not whole is refused, naming the file', (
     expect(await refused(dir)).toMatch(/consolidated-00003-of-00004\.safetensors: says 4 shards where consolidated-0000\d-of-0000\d\.safetensors says \d: shards of two checkpoints are mixed; keep the shards of one download only$/);
   });
 
+  it('a shard name claiming billions of shards (a list that long is never made)', async () => {
+    const dir = join(ws.root, 'huge-count');
+    await shard(single.dir, dir, roundRobin());
+    for (const i of [1, 2, 3]) renameSync(join(dir, shardName(i, 3)), join(dir, `consolidated-0000${i}-of-99999999999.safetensors`));
+    expect(await refused(dir)).toMatch(/consolidated-0000\d-of-99999999999\.safetensors: says the checkpoint has 99999999999 shards, more than 100000; rename or remove the file/);
+  });
+
   it('a shard twice, under another name', async () => {
     const dir = join(ws.root, 'twice');
     await shard(single.dir, dir, roundRobin());

@@ -235,6 +235,15 @@ describe('two runs into one --out (a lock in the directory)', () => {
     expect(await readdir(out)).toEqual([OUT_LOCK_NAME]);
   });
 
+  it('a checkpoint larger than the disk\'s free space is refused before anything is written', async () => {
+    const out = join(root, 'too-large');
+    // 1024 layers of dim 65536 and hidden 2^20: ~400 TiB in bf16, more than any disk these tests run on.
+    const huge = normalizeParams({ ...BASE, dim: 65536, n_layers: 1024, n_heads: 64, n_kv_heads: 8, head_dim: 1024, hidden_dim: 1 << 20 }, '<inline>', { name: 'huge' });
+    const err = await failure(writeRandomWeights(huge, out, { seed: 1, dtype: 'bf16' }));
+    expectOneLine(err, new RegExp(`^${out}: has [\\d.]+ \\w+ free, and the checkpoint takes [\\d.]+ TiB; free some space, or pass another --out`));
+    expect(await readdir(out)).toEqual([]);
+  });
+
   it('no lock is left after a run that succeeded or failed', async () => {
     const out = join(root, 'lock-released');
     await writeRandomWeights(dense(), out, { seed: 1, dtype: 'bf16' });
