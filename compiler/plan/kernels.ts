@@ -1,5 +1,5 @@
 import type { ModelConfig } from '../config/model.js';
-import { kvSlots } from './memory.js';
+import { isRolling, kvSlots } from './memory.js';
 import type { Collective, KernelNode, LayerPlan, Plan, Shape, TpSize } from './types.js';
 
 /**
@@ -28,7 +28,7 @@ export function layerKernels(model: ModelConfig, shape: Shape, tp: TpSize, layer
   const attention: KernelNode[] = [
     {
       kernel: 'rmsnorm_qkv_rope_cache',
-      fuses: ['RMSNorm (attention_norm)', 'fused Q/K/V projection', 'RoPE on interleaved pairs (Q and K)', kvLength < model.max_seq_len ? `K/V write into the rolling KV cache (slot = position mod ${kvLength})` : 'K/V write into the KV cache'],
+      fuses: ['RMSNorm (attention_norm)', 'fused Q/K/V projection', 'RoPE on interleaved pairs (Q and K)', isRolling(model, layer) ? `K/V write into the rolling KV cache (slot = position mod ${kvLength})` : 'K/V write into the KV cache'],
       weights: [`${l}.attention_norm.weight`, `${l}.attention.wq.weight`, `${l}.attention.wk.weight`, `${l}.attention.wv.weight`],
       reads: ['residual', 'positions'],
       writes: ['q', `kv_cache.${layer}`],

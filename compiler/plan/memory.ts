@@ -4,14 +4,24 @@ import type { BufferSpec, Dtype, KvCacheLayer, Shape } from './types.js';
 export const DTYPE_BYTES: Record<Dtype | 'f32' | 'i32', number> = { bf16: 2, f16: 2, f32: 4, i32: 4 };
 
 /**
+ * Whether a layer keeps a ring: it has a sliding window shorter than the context. Decided by the
+ * config alone, so that the prefill chunk (maxTokens, a speed setting) never changes how long a
+ * sequence may run (all layers rolling: past max_seq_len).
+ */
+export function isRolling(model: ModelConfig, layer: number): boolean {
+  const window = model.sliding_window[layer] ?? null;
+  return window !== null && window < model.max_seq_len;
+}
+
+/**
  * Slots in one layer's KV cache. A layer with sliding window W keeps a ring (slot = position mod
  * length), bounded by the window, not the context. The ring holds W + maxTokens - 1 slots rather
  * than W so that a prefill chunk can write all its keys before attending: the key a chunk
- * overwrites is then older than every query of the chunk can see (W - 1 + maxTokens back).
+ * overwrites is then older than every query of the chunk can see (W - 1 + maxTokens back). That
+ * may exceed max_seq_len by less than a chunk; a full layer holds max_seq_len.
  */
 export function kvSlots(model: ModelConfig, layer: number, maxTokens: number): number {
-  const window = model.sliding_window[layer] ?? null;
-  return window === null ? model.max_seq_len : Math.min(model.max_seq_len, window + maxTokens - 1);
+  return isRolling(model, layer) ? model.sliding_window[layer]! + maxTokens - 1 : model.max_seq_len;
 }
 
 /** KV cache per rank. Keys (after RoPE) and values are stored in the weight dtype. */
@@ -19,7 +29,7 @@ export function kvCachePlan(model: ModelConfig, shape: Shape, dtype: Dtype, maxT
   const perTokenPerLayer = 2 * shape.n_kv_heads * model.head_dim * DTYPE_BYTES[dtype];
   const layers: KvCacheLayer[] = model.sliding_window.map((_, layer) => {
     const length = kvSlots(model, layer, maxTokens);
-    return { layer, kind: length < model.max_seq_len ? 'rolling' : 'full', length, bytes: length * perTokenPerLayer };
+    return { layer, kind: isRolling(model, layer) ? 'rolling' : 'full', length, bytes: length * perTokenPerLayer };
   });
   return {
     dtype,

@@ -44,6 +44,19 @@ describe('parameter counts from the plan', () => {
     expect(buildPlan(plan.model, { maxTokens: 1 }).kv_cache.layers[0]!.length).toBe(4096);
   });
 
+  it('whether a layer rolls depends on its window and the context, never on the prefill chunk', () => {
+    // tiny-dense: window 8, max_seq_len 128. A chunk of 512 once made its ring (8 + 511) "full" at 128
+    // slots, which capped positions at 128; a chunk of 1 let them run on.
+    for (const maxTokens of [1, 64, 121, 512]) {
+      const plan = buildPlan(config('tiny-dense'), { dtype: 'f32', maxTokens });
+      expect(plan.kv_cache.layers.map((l) => [l.kind, l.length]), `maxTokens ${maxTokens}`)
+        .toEqual(plan.kv_cache.layers.map(() => ['rolling', 8 + Math.min(maxTokens, 128) - 1]));
+    }
+    // A window that covers the whole context is full attention: max_seq_len slots, whatever the chunk.
+    const wide = buildPlan({ ...config('tiny-dense'), sliding_window: [128, 128] }, { dtype: 'f32', maxTokens: 16 });
+    expect(wide.kv_cache.layers.map((l) => [l.kind, l.length])).toEqual([['full', 128], ['full', 128]]);
+  });
+
   it('decode bytes per token count top-k experts, not all of them', () => {
     const dense = planStats(buildPlan(config('mistral-7b-v0.3')), 1);
     const moe = planStats(buildPlan(config('mixtral-8x7b')), 1);
