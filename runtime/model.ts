@@ -6,6 +6,7 @@ import { buildPlanLibrary, type BuildProgress } from '../compiler/build/build.js
 import { loadModelConfig } from '../compiler/config/load.js';
 import type { ModelConfig } from '../compiler/config/model.js';
 import { buildPlan } from '../compiler/plan/build-plan.js';
+import { isRolling } from '../compiler/plan/memory.js';
 import type { Plan, Target, TpSize } from '../compiler/plan/types.js';
 import { WeightsError } from '../compiler/weights/errors.js';
 import { checkCheckpointMatchesPlan, checkpointDtype, rankWeightViews } from './checkpoint.js';
@@ -153,6 +154,25 @@ export function memoryAvailable(): number {
  * past the last position, a decode split's end) never overflows. The libraries refuse the same.
  */
 export const MAX_POSITIONS = 2 ** 30;
+
+/**
+ * The most positions one sequence of this model may reach: max_seq_len, or MAX_POSITIONS where
+ * every layer's cache is a ring (rings bound no position; the cap keeps the kernels' int position
+ * arithmetic far from overflowing). The config alone decides it (compiler/plan/memory.ts isRolling).
+ */
+export function maxPositionsOf(config: ModelConfig): number {
+  return config.sliding_window.every((_, layer) => isRolling(config, layer)) ? MAX_POSITIONS : config.max_seq_len;
+}
+
+/** Throws, in one line with the fix, when a sequence of `length` positions does not fit the model. */
+export function checkSequenceFits(config: ModelConfig, length: number): void {
+  if (length <= maxPositionsOf(config)) return;
+  if (maxPositionsOf(config) === MAX_POSITIONS) {
+    throw new RuntimeError('tokens', undefined, `${length} positions pass the ${MAX_POSITIONS} one sequence may have`, 'start a new sequence at position 0');
+  }
+  throw new RuntimeError('tokens', undefined, `${length} positions exceed the context of ${config.max_seq_len} (max_seq_len)`,
+    'shorten the prompt, or load with a larger maxSeqLen (--max-seq-len)');
+}
 
 /** The most OpenMP threads loadModel accepts (a count far past any machine's cores is a mistake). */
 export const MAX_THREADS = 1024;
@@ -413,8 +433,7 @@ class Model implements LoadedModel {
   }
 
   get maxPositions(): number {
-    // Rings bound no position; MAX_POSITIONS keeps the kernels' int position arithmetic far from overflowing.
-    return this.plan.kv_cache.layers.every((l) => l.kind === 'rolling') ? MAX_POSITIONS : this.config.max_seq_len;
+    return maxPositionsOf(this.config);
   }
 
   /** Whether a sequence of `length` tokens fits. */
@@ -435,13 +454,7 @@ class Model implements LoadedModel {
     if (!Number.isSafeInteger(startPos) || startPos < 0 || (startPos !== 0 && startPos !== this.nextPos)) {
       throw new RuntimeError('forward', 'startPos', `${startPos} does not continue the sequence (next position ${this.nextPos})`, `pass ${this.nextPos}, or 0 to start a new sequence`);
     }
-    if (!this.fits(startPos + tokens.length)) {
-      if (this.maxPositions === MAX_POSITIONS) {
-        throw new RuntimeError('tokens', undefined, `${startPos + tokens.length} positions pass the ${MAX_POSITIONS} one sequence may have`, 'start a new sequence at position 0');
-      }
-      throw new RuntimeError('tokens', undefined, `${startPos + tokens.length} positions exceed the context of ${this.config.max_seq_len} (max_seq_len)`,
-        'shorten the prompt, or load with a larger maxSeqLen (--max-seq-len)');
-    }
+    checkSequenceFits(this.config, startPos + tokens.length);
     this.version += 1;
     const vocab = this.config.vocab_size;
     const chunk = this.plan.options.maxTokens;

@@ -119,6 +119,16 @@ describe('mistral-compile random-weights, build, logits and generate', () => {
     expect(JSON.parse((await run('build', dir, '--cache', cache, '--json')).out).notes).toEqual(['ignored keys: "some_new_key"']);
   });
 
+  it('a prompt longer than the context is refused before anything is compiled (logits and generate)', async () => {
+    const never = join(work, 'cache-never-built');
+    for (const command of [['logits', '--out', join(work, 'never.bin')], ['generate', '--max-tokens', '1']]) {
+      const r = await run(command[0]!, '--model', modelDir, '--tokens', '1,2,3', '--max-seq-len', '2', '--cache', never, ...command.slice(1));
+      expect(r.code).toBe(1);
+      expect(r.err).toMatch(/^mistral-compile: error: tokens: 3 positions exceed the context of 2 \(max_seq_len\); shorten the prompt, or load with a larger maxSeqLen \(--max-seq-len\)/);
+    }
+    expect(existsSync(never)).toBe(false);
+  });
+
   it('generate prints new token ids and speeds as JSON', async () => {
     const r = await run('generate', '--model', modelDir, '--tokens', '1,2,3', '--max-tokens', '5', '--cache', cache, '--json');
     expect(r.code).toBe(0);

@@ -1,4 +1,5 @@
-import { loadModel, MAX_POSITIONS, type LoadedModel } from '../../../runtime/model.js';
+import { checkSequenceFits, loadModel, MAX_POSITIONS, type LoadedModel } from '../../../runtime/model.js';
+import { loadModelConfig } from '../../config/load.js';
 import { intArg, parseCommand, UsageError } from '../args.js';
 import { Progress, rankPrefix } from '../progress.js';
 import { parseTokenList } from '../tokens.js';
@@ -75,7 +76,11 @@ export async function generateCommand(argv: string[]): Promise<number> {
   });
   let model: LoadedModel;
   try {
-    model = await loadModel(modelDir(values), { ...loadOptions(values), onProgress: (e) => {
+    const dir = modelDir(values);
+    const options = loadOptions(values);
+    // Before anything is built: a prompt that cannot fit is refused now, not after minutes of compiling.
+    checkSequenceFits(loadModelConfig(dir, { maxSeqLen: options.maxSeqLen }), prompt.length);
+    model = await loadModel(dir, { ...options, onProgress: (e) => {
       if (e.stage === 'config') notes = e.notes;
       progress.onLoad(e);
     } });

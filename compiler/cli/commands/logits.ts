@@ -1,7 +1,8 @@
 import { accessSync, constants, readdirSync, statSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
-import { loadModel } from '../../../runtime/model.js';
+import { checkSequenceFits, loadModel } from '../../../runtime/model.js';
+import { loadModelConfig } from '../../config/load.js';
 import { BuildError } from '../../build/errors.js';
 import { parseCommand, UsageError } from '../args.js';
 import { Progress, rankPrefix } from '../progress.js';
@@ -23,10 +24,13 @@ export async function logitsCommand(argv: string[]): Promise<number> {
   if (typeof values.out !== 'string') throw new UsageError('--out', undefined, 'is required', 'pass the file to write the logits to');
   const tokens = parseTokenList(values.tokens as string | undefined);
   const dir = modelDir(values);
+  const options = loadOptions(values);
+  // Before anything is built: a prompt that cannot fit is refused now, not after minutes of compiling.
+  checkSequenceFits(loadModelConfig(dir, { maxSeqLen: options.maxSeqLen }), tokens.length);
   // One process per rank: only rank 0 writes (its machine's path is the one to check).
   if (process.env.WORLD_SIZE === undefined || process.env.RANK === undefined || process.env.RANK === '0') checkOut(values.out, dir);
   const progress = new Progress(Boolean(values.json), rankPrefix());
-  const model = await loadModel(dir, { ...loadOptions(values), onProgress: progress.onLoad });
+  const model = await loadModel(dir, { ...options, onProgress: progress.onLoad });
   try {
     const started = performance.now();
     const rows = await model.logits(tokens);
