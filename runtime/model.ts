@@ -8,6 +8,7 @@ import type { ModelConfig } from '../compiler/config/model.js';
 import { buildPlan } from '../compiler/plan/build-plan.js';
 import { isRolling } from '../compiler/plan/memory.js';
 import type { Plan, Target, TpSize } from '../compiler/plan/types.js';
+import { showValue } from '../compiler/errors.js';
 import { WeightsError } from '../compiler/weights/errors.js';
 import { checkCheckpointMatchesPlan, checkpointDtype, rankWeightViews } from './checkpoint.js';
 import { readCheckpoint, type Checkpoint } from './checkpoint-files.js';
@@ -207,6 +208,11 @@ export async function readIntoMemory(file: Pick<NativeMappedFile, 'size' | 'popu
 
 /** Compiles (or reuses) the model's library and loads its weights from DIR/consolidated.safetensors (or its shards). */
 export async function loadModel(dir: string, options: LoadOptions = {}): Promise<LoadedModel> {
+  // The API takes plain data from JavaScript callers too: a wrong type is one line, not a TypeError deep inside.
+  if (typeof dir !== 'string' || dir === '') throw new RuntimeError('loadModel', 'dir', `is ${showValue(dir)}, not a model directory`, 'pass the path of a directory with params.json and consolidated.safetensors');
+  if (typeof options !== 'object' || options === null || Array.isArray(options)) {
+    throw new RuntimeError('loadModel', 'options', `is ${showValue(options)}, not an object`, 'pass an options object such as { target: \'cpu\' }, or leave it out');
+  }
   const requested = options.distributed === 'env' ? distributedFromEnv() : options.distributed;
   const distributed = requested === undefined ? undefined : checkDistributed(requested);
   if (distributed !== undefined && options.tp !== undefined && options.tp !== distributed.world) {
@@ -428,7 +434,7 @@ class Model implements LoadedModel {
     if (bad < 0) return;
     const fix = this.plan.options.dtype === 'f16'
       ? 'with f16 weights an activation beyond ±65504 overflows in the f16 matrix products: convert the checkpoint to bf16 (same size, the range of f32) or f32'
-      : 'the checkpoint may hold NaN or infinite weights';
+      : 'the checkpoint may hold NaN or infinite weights, or weights so large that the activations overflow float32';
     throw new RuntimeError('generate', `logits at position ${position}`, `hold ${logits[bad]} at token id ${bad}: the forward pass produced a non-finite value, so no token can be sampled`, fix);
   }
 
@@ -483,7 +489,8 @@ class Model implements LoadedModel {
   }
 
   private checkTokens(tokens: readonly number[]): void {
-    if (!Array.isArray(tokens) && !ArrayBuffer.isView(tokens)) throw new RuntimeError('tokens', undefined, 'must be an array of token ids', 'pass e.g. [1, 2, 3]');
+    // A typed array of ids, yes; a DataView (a view without a length) is not a list of anything.
+    if (!Array.isArray(tokens) && !(ArrayBuffer.isView(tokens) && !(tokens instanceof DataView))) throw new RuntimeError('tokens', undefined, 'must be an array of token ids', 'pass e.g. [1, 2, 3]');
     if (tokens.length === 0) throw new RuntimeError('tokens', undefined, 'is empty', 'pass at least one token id (e.g. the BOS id 1)');
     const vocab = this.config.vocab_size;
     for (let i = 0; i < tokens.length; i++) {

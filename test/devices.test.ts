@@ -96,6 +96,11 @@ describe('a bad profile', () => {
     expect(message).toMatch(/greater than 0 \(got -3350\)/);
   });
 
+  it('refuses a figure beyond any device (it printed Infinity tokens/s)', () => {
+    const message = expectOneLineError(good.replace(/^memory_bandwidth_gbs:.*$/m, 'memory_bandwidth_gbs: 1e308'), /^memory_bandwidth_gbs$/);
+    expect(message).toMatch(/must be at most 1000000 \(got 1e\+308\)/);
+  });
+
   it('refuses a number written as a string', () => {
     expectOneLineError(good.replace(/^memory_gib:.*$/m, 'memory_gib: "80"'), /^memory_gib$/);
   });

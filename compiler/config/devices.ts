@@ -106,6 +106,9 @@ export function readDeviceProfile(path: string): DeviceProfile {
   return validateProfile(value, file);
 }
 
+/** The largest bandwidth (GB/s), memory (GiB) or peak (TFLOPS) a profile may state. */
+const PROFILE_NUMBER_MAX = 1e6;
+
 function validateProfile(raw: unknown, file: string): DeviceProfile {
   const fail = (field: string, value: unknown, problem: string, fix: string): never => {
     throw new ConfigError(file, field, value === undefined ? problem : `${problem} (got ${showValue(value)})`, fix);  // a missing field has no value to show
@@ -131,6 +134,8 @@ function validateProfile(raw: unknown, file: string): DeviceProfile {
     if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0) {
       fail(field, value, 'must be a finite number greater than 0', `write a plain number such as ${example}`);
     }
+    // A million GB/s, GiB or TFLOPS is ~300x any device there is; beyond it the plan's ceilings print as Infinity.
+    if ((value as number) > PROFILE_NUMBER_MAX) fail(field, value, `must be at most ${PROFILE_NUMBER_MAX}`, `write the device's figure, such as ${example}`);
     return value as number;
   };
 

@@ -23,10 +23,16 @@ export function resolveParamsPath(path: string): string {
   }
   if (stat.isDirectory()) {
     const inside = join(abs, 'params.json');
+    let kind: ReturnType<typeof statSync> | undefined;
     try {
-      if (statSync(inside).isFile()) return inside;
+      kind = statSync(inside);
     } catch {
       /* reported below */
+    }
+    if (kind?.isFile()) return inside;
+    if (kind !== undefined) {
+      // A FIFO would block the read forever, a device (/dev/zero) never end: named, not read.
+      throw new ConfigError(join(path, 'params.json'), undefined, `is ${kind.isDirectory() ? 'a directory' : 'not a regular file'}`, 'make params.json the model\'s config file');
     }
     throw new ConfigError(path, undefined, 'the directory has no params.json', 'pass a model directory with params.json, or the file itself');
   }

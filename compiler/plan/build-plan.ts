@@ -1,7 +1,7 @@
 import { checkpointTensors } from '../config/checkpoint.js';
 import { checkModelConfig } from '../config/check-model.js';
 import type { ModelConfig } from '../config/model.js';
-import { PlanError } from '../errors.js';
+import { PlanError, showValue } from '../errors.js';
 import { checkCudaShapes } from './cuda-limits.js';
 import { epilogueKernels, layerKernels, prologueKernels } from './kernels.js';
 import { activationBuffers, kvCachePlan } from './memory.js';
@@ -20,7 +20,7 @@ export function checkPlanOptions(options: PlanOptions): void {
   if (!DTYPES.includes(options.dtype)) throw new PlanError('--dtype', undefined, `unknown dtype ${JSON.stringify(options.dtype)}`, `use one of ${DTYPES.join(', ')}`);
   if (!TP_SIZES.includes(options.tp)) throw new PlanError('--tp', undefined, `unsupported tensor-parallel size ${JSON.stringify(options.tp)}`, `use one of ${TP_SIZES.join(', ')}`);
   if (!Number.isSafeInteger(options.maxTokens) || options.maxTokens < 1 || options.maxTokens > 65536) {
-    throw new PlanError('--max-tokens', undefined, `must be an integer from 1 to 65536 (got ${options.maxTokens})`, 'pass a prefill chunk size such as 512');
+    throw new PlanError('--max-tokens (maxTokens)', undefined, `must be an integer from 1 to 65536 (got ${showValue(options.maxTokens)})`, 'pass a prefill chunk size such as 512');
   }
 }
 

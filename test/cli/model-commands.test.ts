@@ -206,6 +206,8 @@ describe('mistral-compile random-weights, build, logits and generate', () => {
     ['a negative temperature', ['generate', '--tokens', '1', '--max-tokens', '2', '--temperature=-1'], /--temperature: must be a number from 0 to 100/],
     ['a negative --max-tokens after a space', ['generate', '--tokens', '1', '--max-tokens', '-1'], /--max-tokens: is out of range \(got -1\)/],
     ['a top-p of 0', ['generate', '--tokens', '1', '--max-tokens', '2', '--top-p', '0'], /--top-p: must be a number greater than 0 and at most 1 \(got "0"\); pass e\.g\. --top-p 1$/],
+    ['a temperature in hexadecimal', ['generate', '--tokens', '1', '--max-tokens', '2', '--temperature', '0x10'], /--temperature: must be a number from 0 to 100 \(got "0x10"\)/],
+    ['a temperature with a space', ['generate', '--tokens', '1', '--max-tokens', '2', '--temperature', ' 0.5'], /--temperature: must be a number from 0 to 100 \(got " 0\.5"\)/],
   ];
   for (const [what, argv, message] of BAD) {
     it(`rejects ${what} with one line and a non-zero exit`, async () => {

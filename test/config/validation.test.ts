@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, mkdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
@@ -159,5 +160,13 @@ describe('reading params.json from disk', () => {
     expect(() => loadModelConfig(join(dir, 'nope.json'))).toThrow(/no such file or directory/);
     mkdirSync(join(dir, 'empty'));
     expect(() => loadModelConfig(join(dir, 'empty'))).toThrow(/has no params\.json/);
+  });
+
+  it('names a params.json in the directory that is not a regular file (a FIFO would block the read forever)', () => {
+    mkdirSync(join(dir, 'fifo-model'));
+    execFileSync('mkfifo', [join(dir, 'fifo-model', 'params.json')]);
+    expect(() => loadModelConfig(join(dir, 'fifo-model'))).toThrow(/fifo-model\/params\.json: is not a regular file; make params\.json the model's config file$/);
+    mkdirSync(join(dir, 'dir-model', 'params.json'), { recursive: true });
+    expect(() => loadModelConfig(join(dir, 'dir-model'))).toThrow(/dir-model\/params\.json: is a directory/);
   });
 });

@@ -9,7 +9,7 @@ import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadModel, type LoadedModel } from '../../runtime/model.js';
+import { loadModel, type LoadedModel, type LoadOptions } from '../../runtime/model.js';
 import { RuntimeError } from '../../runtime/errors.js';
 import {
   collect, createWorkspace, DENSE_GQA, errorMessage, expectRowsWithin, referenceFor, tokensFor, TOLERANCE, writeModelDir, type ModelDir, type Workspace,
@@ -91,6 +91,17 @@ describe('token arguments of every kind', () => {
   });
   afterAll(() => model?.close());
 
+  it('loadModel refuses a directory or options of the wrong type in one line', async () => {
+    for (const [call, message] of [
+      [() => loadModel(123 as unknown as string), /^loadModel: dir: is 123, not a model directory; pass the path/],
+      [() => loadModel('', {}), /^loadModel: dir: is "", not a model directory/],
+      [() => loadModel(full.dir, null as unknown as LoadOptions), /^loadModel: options: is null, not an object/],
+      [() => loadModel(full.dir, { cacheDir: 123 as unknown as string }), /^--cache \(cacheDir\): is number, not a path/],
+    ] as const) {
+      expect(await errorMessage(call)).toMatch(message);
+    }
+  });
+
   it('refuses Infinity, 2^31, -0.5, a bigint, null, and a non-array, naming the argument', async () => {
     const bad: Array<[unknown, string]> = [
       [[1, Infinity], 'tokens: [1]: token id Infinity is not an integer'],
@@ -100,6 +111,7 @@ describe('token arguments of every kind', () => {
       [[null], 'tokens: [0]: token id null is not an integer'],
       ['1,2,3', 'tokens: must be an array of token ids'],
       [{ length: 2, 0: 1, 1: 2 }, 'tokens: must be an array of token ids'],
+      [new DataView(new ArrayBuffer(8)), 'tokens: must be an array of token ids'],
     ];
     for (const [tokens, message] of bad) expect(await errorMessage(() => model.logits(tokens as number[]))).toContain(message);
   });

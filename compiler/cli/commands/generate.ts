@@ -1,5 +1,6 @@
 import { checkSequenceFits, loadModel, MAX_POSITIONS, type LoadedModel } from '../../../runtime/model.js';
 import { loadModelConfig } from '../../config/load.js';
+import { showValue } from '../../errors.js';
 import { intArg, parseCommand, UsageError } from '../args.js';
 import { Progress, rankPrefix } from '../progress.js';
 import { parseTokenList } from '../tokens.js';
@@ -26,7 +27,9 @@ function realArg(name: string, value: string | undefined, fallback: number, min:
   const below = minExclusive ? n <= min : n < min;
   // "greater than 0", not "from 5e-324": the bound a person means, not the smallest double above it.
   const range = minExclusive ? `greater than ${min} and at most ${max}` : `from ${min} to ${max}`;
-  if (value.trim() === '' || !Number.isFinite(n) || below || n > max) throw new UsageError(name, undefined, `must be a number ${range} (got ${JSON.stringify(value)})`, `pass e.g. ${name} ${fallback}`);
+  // A decimal number as people write it (0.7, .5, 1e-3): Number() would also take 0x10, 0b1 and " 0.5".
+  const decimal = /^[+-]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?$/i.test(value);
+  if (!decimal || !Number.isFinite(n) || below || n > max) throw new UsageError(name, undefined, `must be a number ${range} (got ${showValue(value)})`, `pass e.g. ${name} ${fallback}`);
   return n;
 }
 
