@@ -1,7 +1,7 @@
 import { renderCpuSources, type RenderOptions, type RenderedSources } from '../emit/render.js';
 import { renderCudaSources } from '../emit/render-cuda.js';
 import type { Plan, Target } from '../plan/types.js';
-import { DEFAULT_ARCHS, nvccCommand, nvccFlags } from './nvcc.js';
+import { checkArchsSupported, DEFAULT_ARCHS, nvccCommand, nvccFlags } from './nvcc.js';
 import { CPU_FLAGS, cxxCommand, type ToolchainNeeds } from './toolchain.js';
 
 /** Build options that reach the compiler flags. */
@@ -22,9 +22,12 @@ export interface Backend {
   entry: string;
   /** What of the toolchain beyond the compiler's version the output depends on, and so keys the cache. */
   toolchain: ToolchainNeeds;
+  /** Checks, before the compile, that the compiler can build what the options ask (nvcc: the --arch list). */
+  checkCompiler?(compiler: string, options: FlagOptions): Promise<void>;
 }
 
 export const BACKENDS: Partial<Record<Target, Backend>> = {
   cpu: { render: renderCpuSources, compiler: cxxCommand, flags: () => CPU_FLAGS, entry: 'model.cpp', toolchain: { cpuSpecific: true, hostCompiler: false } },
-  cuda: { render: renderCudaSources, compiler: nvccCommand, flags: (_, o) => nvccFlags(o.archs ?? DEFAULT_ARCHS), entry: 'model.cu', toolchain: { cpuSpecific: false, hostCompiler: true } },
+  cuda: { render: renderCudaSources, compiler: nvccCommand, flags: (_, o) => nvccFlags(o.archs ?? DEFAULT_ARCHS), entry: 'model.cu', toolchain: { cpuSpecific: false, hostCompiler: true },
+    checkCompiler: (nvcc, o) => checkArchsSupported(nvcc, o.archs ?? DEFAULT_ARCHS) },
 };

@@ -63,6 +63,7 @@ export async function buildPlanLibrary(plan: Plan, options: BuildOptions = {}): 
   let cached = true;
   if (!isComplete(entry, hash)) {
     cached = false;
+    await backend.checkCompiler?.(compiler, { archs: options.archs });
     const staging = stagingDir(entry);
     writeSources(staging, sources.files);
     options.onProgress?.({ stage: 'compile', key: plan.key, compiler, files: sources.files.length });

@@ -6,7 +6,10 @@ import { DEFAULT_ARCHS, gencodeFlags, nvccFlags, parseArchs } from '../../compil
 import { loadModelConfig } from '../../compiler/config/load.js';
 import { packageRoot } from '../../compiler/paths.js';
 import { buildPlan } from '../../compiler/plan/build-plan.js';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { hasNvcc } from './helpers.js';
 
 const tiny = (target: 'cpu' | 'cuda') => buildPlan(loadModelConfig(join(packageRoot(), 'configs', 'models', 'tiny-dense')), { target });
 
@@ -36,6 +39,19 @@ describe('--arch', () => {
 
   it('names a malformed architecture and the form to use', () => {
     expect(() => parseArchs('hopper')).toThrow(/"hopper" is not a GPU architecture.*sm_90a/);
+  });
+
+  it('takes the newer architectures by their names (Blackwell\'s sm_100a, sm_103f, sm_120), and no "a" or "f" variant that does not exist', () => {
+    expect(parseArchs('sm_100a,sm_103f,sm_120,sm_89')).toEqual(['sm_100a', 'sm_103f', 'sm_120', 'sm_89']);
+    expect(() => parseArchs('sm_80a')).toThrow(/^--arch: sm_80a does not exist: "a" variants begin at sm_90a; use sm_80$/);
+    expect(() => parseArchs('sm_90f')).toThrow(/^--arch: sm_90f does not exist: "f" variants begin at sm_100f; use sm_90$/);
+  });
+
+  it.skipIf(!hasNvcc())('refuses, before compiling, an architecture this nvcc does not build, listing those it does', async () => {
+    const started = performance.now();
+    await expect(buildPlanLibrary(tiny('cuda'), { archs: ['sm_99'], cacheDir: mkdtempSync(join(tmpdir(), 'mc-arch-')) }))
+      .rejects.toThrow(/^--arch: sm_99 is not built by this nvcc \(nvcc --list-gpu-code: sm_\d+( sm_\d+)*\); pick one of those/);
+    expect(performance.now() - started).toBeLessThan(20_000);
   });
 
   it('refuses GPUs older than sm_80, which lack the bf16 tensor-core instructions the kernels use', () => {
