@@ -195,7 +195,9 @@ function validateEntry(path: string, name: string, entry: unknown, dataStart: nu
   if (!Number.isSafeInteger(bytes)) fail(`shape ${showValue(dims)} is too large to address`);
   const offsets = e.data_offsets;
   if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every((o) => Number.isSafeInteger(o) && (o as number) >= 0)) {
-    fail(`data_offsets must be [begin, end], two non-negative integers (got ${showValue(offsets)})`);
+    // Integers past 2^53 are named as such: "non-negative integers" alone reads as wrong for [2^60, ...].
+    const huge = Array.isArray(offsets) && offsets.some((o) => typeof o === 'number' && Number.isInteger(o) && !Number.isSafeInteger(o));
+    fail(`data_offsets must be [begin, end], two non-negative integers${huge ? ' below 2^53 (no file is that large)' : ''} (got ${showValue(offsets)})`);
   }
   const [begin, end] = offsets as [number, number];
   if (begin > end) fail(`data_offsets [${begin}, ${end}] end before they begin`);

@@ -31,7 +31,7 @@ import { limiter } from '../cuda/helpers.js';
 
 const root = packageRoot();
 const work = mkdtempSync(join(tmpdir(), 'mc-cpu-fused-'));
-afterAll(() => rmSync(work, { recursive: true, force: true }));
+afterAll(() => process.env.MC_FUSED_DEBUG ? undefined : rmSync(work, { recursive: true, force: true }));
 
 /** Prefill chunk of every variant: 64 tokens is more than one prefill tile (48) and makes rings of window + 63 slots. */
 const MAX_TOKENS = 64;

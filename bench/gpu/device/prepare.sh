@@ -65,6 +65,12 @@ if [ -n "$BASELINE" ]; then
   cp bench/*.ts .devtools/base/bench/
   mkdir -p .devtools/base/runtime/addon/build/Release
   cp runtime/addon/build/Release/mc_runtime.node .devtools/base/runtime/addon/build/Release/
+  # Today's scripts read a checkpoint through runtime/checkpoint-files.ts (sharded checkpoints, after
+  # 48e8004); an older tree's checkpoint.ts takes the one file's header itself, so hand it through.
+  if [ ! -f .devtools/base/runtime/checkpoint-files.ts ]; then
+    echo 'export const singleFileCheckpoint = <T>(header: T): T => header;  // prepare.sh: a baseline from before sharded checkpoints' \
+      > .devtools/base/runtime/checkpoint-files.ts
+  fi
   bundle_and_prebuild .devtools/base .devtools
 else
   git worktree remove --force .devtools/base 2>/dev/null || rm -rf .devtools/base  # an old baseline must not travel
