@@ -139,7 +139,7 @@ struct Weight {
   double at(int64_t r, int64_t c) const { return mc::to_f32(base[s.first + r * s.row_stride + c]); }
   /** Row b of the slice becomes a copy of row a (gate ties). */
   void copy_row(int64_t a, int64_t b) {
-    W* p = buf.data() + (base - buf.data()) + s.first;
+    W* p = const_cast<W*>(base) + s.first;
     std::copy_n(p + a * s.row_stride, s.cols, p + b * s.row_stride);
   }
 };
@@ -376,7 +376,9 @@ static_assert(plan::GATE.rank[0].rows == G::EXPERTS && plan::GATE.rank[0].cols =
 
 /**
  * With `ties`, one gate row is a copy of another, so two experts' logits are equal (bit for bit in the
- * kernel, exactly in float64): where one of the two is chosen, it must be the lower index first.
+ * kernel, whose dot product sums the same values in the same order: the rows are DIM elements apart,
+ * 256 or 512 bytes in the tiny MoE configs, so no alignment peeling tells them apart; exactly in
+ * float64): where one of the two is chosen, it must be the lower index first.
  * Elsewhere, the order of experts whose float64 logits are within 1e-5 of each other is not judged
  * (float32 may order them either way); the weights are then checked for the experts the kernel chose.
  */
