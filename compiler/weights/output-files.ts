@@ -1,7 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { unlinkSync } from 'node:fs';
-import { hostname } from 'node:os';
-import { link, open, readFile, rename, rm, unlink, writeFile } from 'node:fs/promises';
+import { open, rename, rm, unlink } from 'node:fs/promises';
 import { makeDirs } from '../make-dirs.js';
 import { onTerminatingSignal } from '../on-signal.js';
 import { basename, dirname, join } from 'node:path';
@@ -147,59 +146,5 @@ export async function syncDirectory(dir: string): Promise<void> {
     }
   } catch {
     // not supported here; the renames are still atomic, only their durability order is not forced
-  }
-}
-
-/** The lock of a directory random-weights writes into: hidden, and named for the command that holds it. */
-export const OUT_LOCK_NAME = '.random-weights.lock';
-
-/**
- * Takes `dir`'s lock, or refuses while another live run holds it: two runs into one --out could
- * otherwise pair one's params.json with the other's weights. The lock file holds `pid@host` and is
- * put in place by link(), which never leaves a half-written lock for another run to misread. A lock
- * whose process is gone (a SIGKILL: signals remove it) is taken over. Two runs that find the same
- * dead lock at the same instant can both take it over; that needs a killed run and a race, and
- * costs what no lock costs. Returns the lock's path; the caller removes it when done.
- */
-export async function lockOutDir(dir: string): Promise<string> {
-  const path = join(dir, OUT_LOCK_NAME);
-  const temp = await createTempBeside(path);
-  try {
-    await writeFile(temp, `${process.pid}@${hostname()}\n`);
-    for (let attempt = 0; ; attempt++) {
-      try {
-        await link(temp, path);
-        return path;
-      } catch (err) {
-        if (errnoCode(err) !== 'EEXIST') throw fileError(path, 'cannot be created to lock the output directory', err);
-      }
-      const holder = await readFile(path, 'utf8').catch(() => undefined);  // undefined: removed meanwhile
-      const live = holder !== undefined && holderAlive(holder);
-      if (live !== false || attempt > 0) {
-        const who = holder === undefined ? 'another run' : `another run (${holder.trim().slice(0, 80)})`;
-        throw new WeightsError(dir, undefined, `is being written by ${who}: its lock ${OUT_LOCK_NAME} is held`,
-          live === 'unknown'
-            ? `wait for it, or pass another --out; if no run on that host is writing here, delete ${path}`
-            : 'wait for it to finish, or pass another --out');
-      }
-      await unlink(path).catch((e: unknown) => {
-        if (errnoCode(e) !== 'ENOENT') throw fileError(path, 'cannot be removed (a lock left by a run that is gone)', e, `delete ${path} yourself`);
-      });
-    }
-  } finally {
-    await removeQuietly(temp);
-  }
-}
-
-/** Whether the run named by a lock's `pid@host` still runs: 'unknown' for another host's. */
-function holderAlive(holder: string): boolean | 'unknown' {
-  const match = /^(\d+)@(.*)\n?$/.exec(holder);
-  if (match === null) return false;  // not a lock of ours (complete by construction): nobody to wait for
-  if (match[2] !== hostname()) return 'unknown';
-  try {
-    process.kill(Number(match[1]), 0);
-    return true;
-  } catch (err) {
-    return errnoCode(err) === 'EPERM';  // alive, under another user
   }
 }

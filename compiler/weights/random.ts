@@ -8,7 +8,8 @@ import { officialParams } from '../config/official-params.js';
 import { formatBytes } from '../cli/format.js';
 import { encodeFromF32 } from './dtype.js';
 import { WeightsError } from './errors.js';
-import { createTempBeside, errnoCode, fileError, lockOutDir, makeOutDir, publish, removeIfPresent, removeOnSignal, removeQuietly, syncDirectory, writeDurably } from './output-files.js';
+import { lockOutDir, type OutLock } from './out-lock.js';
+import { createTempBeside, errnoCode, fileError, makeOutDir, publish, removeIfPresent, removeOnSignal, removeQuietly, syncDirectory, writeDurably } from './output-files.js';
 import { readFully, readSafetensorsHeader, SafetensorsWriter, type SafetensorsHeader } from './safetensors.js';
 import { isShardName } from './shards.js';
 
@@ -52,12 +53,13 @@ export async function writeRandomWeights(model: ModelConfig, outDir: string, opt
   await makeOutDir(outDir);
   const paramsPath = join(outDir, 'params.json');
   const safetensorsPath = join(outDir, 'consolidated.safetensors');
-  // Removed on a failure, a signal, and (what is still there: the lock) at the end; the lock
-  // comes first and is removed last.
+  // Removed on a failure or a signal (the lock too: a signal ends the run that holds it).
   const temps: string[] = [];
   const release = removeOnSignal(temps);
+  let lock: OutLock | undefined;
   try {
-    temps.push(await lockOutDir(outDir));
+    lock = await lockOutDir(outDir);
+    temps.push(lock.path);
     await checkReplaceable(safetensorsPath, seed);
     // Both files are written in full under temporary names first: a failure until they are
     // published leaves the directory as it was (temporaries are removed).
@@ -78,7 +80,9 @@ export async function writeRandomWeights(model: ModelConfig, outDir: string, opt
     await syncDirectory(outDir);
     return { paramsPath, safetensorsPath, bytes };
   } finally {
-    for (const temp of [...temps].reverse()) await removeQuietly(temp);  // published ones are gone already
+    // Published temporaries are gone already; the lock goes last, and only if it is still ours.
+    for (const temp of temps) if (temp !== lock?.path) await removeQuietly(temp);
+    await lock?.release();
     release();
   }
 }

@@ -1,14 +1,15 @@
 import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
-import { chmod, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, readdir, readFile, rm, utimes, writeFile } from 'node:fs/promises';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ModelConfig } from '../../compiler/config/model.js';
 import { normalizeParams } from '../../compiler/config/normalize.js';
 import { WeightsError } from '../../compiler/weights/errors.js';
-import { OUT_LOCK_NAME } from '../../compiler/weights/output-files.js';
+import { lockOutDir, OUT_LOCK_NAME } from '../../compiler/weights/out-lock.js';
 import { RANDOM_WEIGHTS_MARK, writeRandomWeights } from '../../compiler/weights/random.js';
 import { readSafetensorsHeader, SafetensorsWriter } from '../../compiler/weights/safetensors.js';
 
@@ -201,7 +202,7 @@ describe('two runs into one --out (a lock in the directory)', () => {
     ]);
     const refused = runs.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
     expect(refused).toHaveLength(1);
-    expectOneLine(refused[0]!.reason as Error, new RegExp(`^${out}: is being written by another run \\(${process.pid}@[^)]+\\): its lock \\.random-weights\\.lock is held; wait for it to finish, or pass another --out$`));
+    expectOneLine(refused[0]!.reason as Error, new RegExp(`^${out}: is being written by another run \\(${process.pid}@[^)]+\\): its lock \\.random-weights\\.lock is held; wait for it to finish, or pass another --out; if no run is writing here, delete ${join(out, OUT_LOCK_NAME)}$`));
     expect((await readdir(out)).sort()).toEqual(['consolidated.safetensors', 'params.json']);
     // The pair is the winner's: its params.json describes the weights beside it.
     const params = JSON.parse(await readFile(join(out, 'params.json'), 'utf8')) as { moe?: unknown };
@@ -209,14 +210,31 @@ describe('two runs into one --out (a lock in the directory)', () => {
     expect(header.tensors.has('layers.0.feed_forward.gate.weight')).toBe(params.moe !== undefined);
   });
 
-  it('held by a live process: refused and nothing written; once that process is gone, its lock is taken over and removed', async () => {
-    const out = join(root, 'held');
+  /** A lock as a run writes it: pid@host, the boot, the process's start time (field 22 of /proc/PID/stat), a token. */
+  const lockLine = (pid: number, o: { start?: string; boot?: string; host?: string } = {}) => {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const start = o.start ?? stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
+    const boot = o.boot ?? readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
+    return `${pid}@${o.host ?? hostname()} boot=${boot} start=${start} token=0123456789abcdef\n`;
+  };
+  const refusedBy = async (out: string, lock: string) => {
     await mkdir(out, { recursive: true });
+    await writeFile(lockOf(out), lock);
+    return failure(writeRandomWeights(dense(), out, { seed: 1, dtype: 'bf16' }));
+  };
+  const takenOver = async (out: string, lock: string) => {
+    await mkdir(out, { recursive: true });
+    await writeFile(lockOf(out), lock);
+    await writeRandomWeights(dense(), out, { seed: 1, dtype: 'bf16' });
+    expect((await readdir(out)).sort()).toEqual(['consolidated.safetensors', 'params.json']);
+  };
+
+  it('held by a live process: refused, nothing written, the lock named for deletion; once that process is gone, taken over', async () => {
+    const out = join(root, 'held');
     const holder = spawn('sleep', ['60'], { stdio: 'ignore' });
     try {
-      await writeFile(lockOf(out), `${holder.pid}@${hostname()}\n`);
-      const err = await failure(writeRandomWeights(dense(), out, { seed: 1, dtype: 'bf16' }));
-      expectOneLine(err, new RegExp(`is being written by another run \\(${holder.pid}@`));
+      const err = await refusedBy(out, lockLine(holder.pid!));
+      expectOneLine(err, new RegExp(`is being written by another run \\(${holder.pid}@[^)]+\\): its lock \\.random-weights\\.lock is held; wait for it to finish, or pass another --out; if no run is writing here, delete ${lockOf(out)}$`));
       expect(await readdir(out)).toEqual([OUT_LOCK_NAME]);
     } finally {
       holder.kill('SIGKILL');
@@ -226,13 +244,39 @@ describe('two runs into one --out (a lock in the directory)', () => {
     expect((await readdir(out)).sort()).toEqual(['consolidated.safetensors', 'params.json']);
   });
 
+  it('left by a run whose pid now belongs to another process (another start time, another boot, or this very process): taken over', async () => {
+    await takenOver(join(root, 'reused-pid'), lockLine(process.ppid, { start: '1' }));
+    await takenOver(join(root, 'other-boot'), lockLine(process.ppid, { boot: '00000000-0000-0000-0000-000000000000' }));
+    await takenOver(join(root, 'own-pid'), lockLine(process.pid));  // e.g. PID 1 of a restarted container
+  });
+
+  it('a lock in another form: waited for while fresh (one being written where links are refused), taken over when old', async () => {
+    const out = join(root, 'other-form');
+    const err = await refusedBy(out, '');  // created, not yet written
+    expectOneLine(err, /is being written by another run: its lock \.random-weights\.lock is held/);
+    await utimes(lockOf(out), new Date(Date.now() - 60_000), new Date(Date.now() - 60_000));
+    await writeRandomWeights(dense(), out, { seed: 1, dtype: 'bf16' });
+    expect((await readdir(out)).sort()).toEqual(['consolidated.safetensors', 'params.json']);
+  });
+
   it('held from another host (a shared file system): refused, naming the lock to delete if nobody writes there', async () => {
     const out = join(root, 'other-host');
-    await mkdir(out, { recursive: true });
-    await writeFile(lockOf(out), '4242@some-other-host.example\n');
-    const err = await failure(writeRandomWeights(dense(), out, { seed: 1, dtype: 'bf16' }));
-    expectOneLine(err, new RegExp(`\\(4242@some-other-host\\.example\\): its lock .*; wait for it, or pass another --out; if no run on that host is writing here, delete ${lockOf(out)}$`));
+    const err = await refusedBy(out, lockLine(process.pid, { host: 'some-other-host.example' }));
+    expectOneLine(err, new RegExp(`\\(${process.pid}@some-other-host\\.example\\): its lock .*; wait for it to finish, or pass another --out; if no run on that host is writing here, delete ${lockOf(out)}$`));
     expect(await readdir(out)).toEqual([OUT_LOCK_NAME]);
+  });
+
+  it('a run removes its lock only while it is its own', async () => {
+    const out = join(root, 'release');
+    await mkdir(out, { recursive: true });
+    const lock = await lockOutDir(out);
+    await writeFile(lock.path, lockLine(process.ppid));  // another run's now (one that wrongly took it over)
+    await lock.release();
+    expect(await readdir(out)).toEqual([OUT_LOCK_NAME]);
+    await rm(lock.path);
+    const again = await lockOutDir(out);
+    await again.release();
+    expect(await readdir(out)).toEqual([]);
   });
 
   it('a checkpoint larger than the disk\'s free space is refused before anything is written', async () => {

@@ -1,0 +1,128 @@
+import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { link, open, readFile, stat, unlink } from 'node:fs/promises';
+import { hostname } from 'node:os';
+import { join } from 'node:path';
+import { WeightsError } from './errors.js';
+import { createTempBeside, errnoCode, fileError, removeQuietly } from './output-files.js';
+
+/**
+ * The lock of a directory random-weights writes into (hidden, named for the command): two runs into
+ * one --out could otherwise pair one's params.json with the other's weights.
+ */
+export const OUT_LOCK_NAME = '.random-weights.lock';
+
+/** Tokens of the locks this process holds: a lock naming our own pid but not one of these is a dead run's. */
+const held = new Set<string>();
+
+/** link() is refused by some file systems (exFAT, FUSE mounts, SMB shares): then the lock is created in place. */
+const NO_LINKS = new Set(['EPERM', 'ENOTSUP', 'EOPNOTSUPP', 'ENOSYS', 'EXDEV']);
+
+/** A lock created in place is written a moment after it appears: until then it reads as empty, and counts as held. */
+const FRESH_MS = 10_000;
+
+export interface OutLock {
+  path: string;
+  /** Removes the lock if it is still ours (a run that wrongly took it over keeps its own). Never throws. */
+  release(): Promise<void>;
+}
+
+/**
+ * Takes `dir`'s lock, or refuses while another live run holds it. The lock names its holder
+ * (`pid@host`, the boot and the process's start time, a random token) and is put in place by
+ * link(), complete from the first moment. A lock whose holder is gone (a SIGKILL, a reboot, a pid
+ * now used by another process; signals remove it) is taken over. Two runs that find the same dead
+ * lock at the same instant can both take it over; that needs a killed run and a race, and costs
+ * what no lock costs.
+ */
+export async function lockOutDir(dir: string): Promise<OutLock> {
+  const path = join(dir, OUT_LOCK_NAME);
+  const token = randomBytes(8).toString('hex');
+  const content = `${process.pid}@${hostname()} boot=${bootId()} start=${startTime(process.pid)} token=${token}\n`;
+  const temp = await createTempBeside(path);
+  try {
+    const handle = await open(temp, 'w');
+    await handle.writeFile(content).finally(() => handle.close());
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await put(temp, path, content);
+        held.add(token);
+        return { path, release: () => release(path, token) };
+      } catch (err) {
+        if (errnoCode(err) !== 'EEXIST') throw fileError(path, 'cannot be created to lock the output directory', err);
+      }
+      const holder = await readFile(path, 'utf8').catch(() => undefined);  // undefined: removed meanwhile
+      const live = holder === undefined ? false : await holderAlive(holder, path);
+      if (live !== false || attempt > 0) {
+        const name = holder?.trim().split(' ')[0]?.slice(0, 80) ?? '';
+        const who = name === '' ? 'another run' : `another run (${name})`;
+        throw new WeightsError(dir, undefined, `is being written by ${who}: its lock ${OUT_LOCK_NAME} is held`,
+          `wait for it to finish, or pass another --out; if no run${live === 'unknown' ? ' on that host' : ''} is writing here, delete ${path}`);
+      }
+      await unlink(path).catch((e: unknown) => {
+        if (errnoCode(e) !== 'ENOENT') throw fileError(path, 'cannot be removed (a lock left by a run that is gone)', e, `delete ${path} yourself`);
+      });
+    }
+  } finally {
+    await removeQuietly(temp);
+  }
+}
+
+/** Puts the lock at `path` complete (link), or where links are refused, creates it exclusively and writes it. */
+async function put(temp: string, path: string, content: string): Promise<void> {
+  try {
+    await link(temp, path);
+  } catch (err) {
+    if (!NO_LINKS.has(errnoCode(err) ?? '')) throw err;
+    const handle = await open(path, 'wx');
+    await handle.writeFile(content).finally(() => handle.close());
+  }
+}
+
+async function release(path: string, token: string): Promise<void> {
+  held.delete(token);
+  const now = await readFile(path, 'utf8').catch(() => '');
+  if (now.includes(`token=${token}`)) await removeQuietly(path);
+}
+
+/** Whether the run a lock names still runs: 'unknown' for another host's (no way to ask it). */
+async function holderAlive(holder: string, path: string): Promise<boolean | 'unknown'> {
+  const m = /^(\d+)@(\S+) boot=(\S*) start=(\S*) token=([0-9a-f]+)\n?$/.exec(holder);
+  if (m === null) {
+    // Being written (a lock created in place), or not a lock of ours: wait for a fresh one only.
+    const age = await stat(path).then((s) => Date.now() - s.mtimeMs, () => Infinity);
+    return age < FRESH_MS;
+  }
+  const [, pid, host, boot, start, token] = m;
+  if (host !== hostname()) return 'unknown';
+  if (boot !== '' && bootId() !== '' && boot !== bootId()) return false;  // written before a reboot
+  if (Number(pid) === process.pid) return held.has(token!);             // ours only if this process took it
+  try {
+    process.kill(Number(pid), 0);
+  } catch (err) {
+    if (errnoCode(err) !== 'EPERM') return false;  // no such process
+  }
+  // The pid runs: the same process only if it started when the lock says (else the pid was reused).
+  const now = startTime(Number(pid));
+  return start === '' || now === '' || now === start;
+}
+
+/** This boot's id (Linux), '' elsewhere. */
+function bootId(): string {
+  try {
+    return readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
+  } catch {
+    return '';
+  }
+}
+
+/** A process's start time in clock ticks since boot (field 22 of /proc/PID/stat), '' where unknown. */
+function startTime(pid: number): string {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // The command name (field 2) may hold spaces and parentheses: count fields after its last ')'.
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19] ?? '';
+  } catch {
+    return '';
+  }
+}
