@@ -113,6 +113,19 @@ function machineFix(reason: string): string {
   return 'free some memory, or rebuild with a smaller --max-seq-len';
 }
 
+/**
+ * The driver probe's answer (runtime/addon/src/cuda_probe.cpp) as a MachineError: no driver library,
+ * no device (cuInit's 100, or none listed) is "no CUDA device"; any other cuInit failure (a driver
+ * too old for a container's compatibility libraries, a GPU lost after suspend) is the driver's.
+ */
+function driverProblem(reason: string): MachineError {
+  if (/^cuInit returned (?!100\b)|^cuDeviceGetCount returned/.test(reason)) {
+    return new MachineError('--target cuda', undefined, `the NVIDIA driver cannot be initialised: ${reason}`,
+      'check the driver (nvidia-smi; after a suspend, reload it), or use --target cpu');
+  }
+  return new MachineError('--target cuda', undefined, `no CUDA device: ${reason}`, machineFix('no CUDA device'));
+}
+
 /** A library's or the addon's one-line message, "problem; fix", split at its last "; " (no fix: undefined). */
 function splitFix(line: string): { problem: string; fix: string | undefined } {
   const cut = line.lastIndexOf('; ');
@@ -248,8 +261,9 @@ export async function loadModel(dir: string, options: LoadOptions = {}): Promise
   const addon = loadNativeAddon();
   // A machine without a GPU or its driver is told so now, not after minutes of nvcc; the library's
   // own check (below) still judges the rest (code for this GPU, memory, the MC_CUDA_* switches).
-  const noDevice = plan.options.target === 'cuda' ? addon.probeCudaDriver() : null;
-  if (noDevice !== null) throw new MachineError('--target cuda', undefined, `no CUDA device: ${noDevice}`, machineFix('no CUDA device'));
+  // (An addon built before the probe existed has none: the library's check then judges alone.)
+  const noDevice = plan.options.target === 'cuda' && typeof addon.probeCudaDriver === 'function' ? addon.probeCudaDriver() : null;
+  if (noDevice !== null) throw driverProblem(noDevice);
   const built = await buildPlanLibrary(plan, { cacheDir: options.cacheDir, archs: options.archs, onProgress: options.onProgress });
 
   const started = performance.now();

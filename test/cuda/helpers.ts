@@ -1,5 +1,6 @@
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { loadNativeAddon } from '../../runtime/native-loader.js';
 
 /** nvcc runs here (CI has nvcc 13 and no GPU). */
 export function hasNvcc(): boolean {
@@ -9,6 +10,11 @@ export function hasNvcc(): boolean {
   } catch {
     return false;
   }
+}
+
+/** The NVIDIA driver's library (libcuda.so.1) loads here, GPU or not (the addon's probe says otherwise where it does not). */
+export function hasCudaDriver(): boolean {
+  return !/libcuda\.so\.1 cannot be loaded/.test(loadNativeAddon().probeCudaDriver() ?? '');
 }
 
 /** An NVIDIA GPU is visible here. */

@@ -4,12 +4,14 @@
  * answer as the environment says, found through LD_LIBRARY_PATH by a child process.
  */
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadNativeAddon, nativeAddonPath } from '../../runtime/native-loader.js';
-import { hasGpu } from '../cuda/helpers.js';
+import { packageRoot } from '../../compiler/paths.js';
+import { hasCudaDriver } from '../cuda/helpers.js';
+import { writeModelDir } from '../e2e/helpers.js';
 
 const FAKE_DRIVER = `
 #include <cstdlib>
@@ -34,7 +36,7 @@ function probeWith(env: Record<string, string>): string | null {
 }
 
 describe('probeCudaDriver', () => {
-  it.skipIf(hasGpu())('here (no driver): names libcuda.so.1 and why it cannot be loaded', () => {
+  it.skipIf(hasCudaDriver())('here (no driver): names libcuda.so.1 and why it cannot be loaded', () => {
     expect(loadNativeAddon().probeCudaDriver()).toBe("the NVIDIA driver's libcuda.so.1 cannot be loaded (libcuda.so.1: cannot open shared object file: No such file or directory)");
   });
 
@@ -43,12 +45,25 @@ describe('probeCudaDriver', () => {
     expect(probeWith({ FAKE_CU_COUNT: '8' })).toBeNull();
   });
 
-  it('cuInit failing: its code and, where the driver names it, the name', () => {
+  it('cuInit failing: its code and, where the driver names it, the name; CUDA_VISIBLE_DEVICES named where it hid the GPUs', () => {
     expect(probeWith({ FAKE_CU_INIT: '100' })).toBe('cuInit returned 100 (CUDA_ERROR_NO_DEVICE)');
-    expect(probeWith({ FAKE_CU_INIT: '999' })).toBe('cuInit returned 999');
+    expect(probeWith({ FAKE_CU_INIT: '100', CUDA_VISIBLE_DEVICES: '' })).toBe('cuInit returned 100 (CUDA_ERROR_NO_DEVICE); CUDA_VISIBLE_DEVICES="" may hide them');
+    expect(probeWith({ FAKE_CU_INIT: '999', CUDA_VISIBLE_DEVICES: '0' })).toBe('cuInit returned 999');
   });
 
   it('a driver that lists no GPU', () => {
-    expect(probeWith({ FAKE_CU_COUNT: '0' })).toBe('the driver lists no GPU (cuDeviceGetCount gave 0; CUDA_VISIBLE_DEVICES may hide them)');
+    expect(probeWith({ FAKE_CU_COUNT: '0' })).toBe('the driver lists no GPU (cuDeviceGetCount gave 0)');
   });
+
+  it('loadModel tells "no CUDA device" from a driver that cannot be initialised, before building', async () => {
+    const model = await writeModelDir(dir, 'tiny', { shipped: 'tiny-dense' }, { seed: 1, dtype: 'bf16' });
+    const script = `import { loadModel } from ${JSON.stringify(join(packageRoot(), 'runtime/model.ts'))};
+      await loadModel(${JSON.stringify(model.dir)}, { target: 'cuda', cacheDir: ${JSON.stringify(join(dir, 'cache'))} }).catch((e) => console.log(e.message));`;
+    writeFileSync(join(dir, 'load.mts'), script);
+    const load = (env: Record<string, string>) => execFileSync(process.execPath, ['--import', 'tsx', join(dir, 'load.mts')],
+      { cwd: packageRoot(), env: { ...process.env, LD_LIBRARY_PATH: dir, ...env }, encoding: 'utf8' }).trim();
+    expect(load({ FAKE_CU_INIT: '100', CUDA_VISIBLE_DEVICES: '' })).toBe('--target cuda: no CUDA device: cuInit returned 100 (CUDA_ERROR_NO_DEVICE); CUDA_VISIBLE_DEVICES="" may hide them; run where an NVIDIA GPU and its driver are visible (nvidia-smi lists it), or use --target cpu');
+    expect(load({ FAKE_CU_INIT: '804' })).toBe('--target cuda: the NVIDIA driver cannot be initialised: cuInit returned 804; check the driver (nvidia-smi; after a suspend, reload it), or use --target cpu');
+    expect(existsSync(join(dir, 'cache'))).toBe(false);  // nothing was built
+  }, 60_000);
 });

@@ -2,6 +2,7 @@
 
 #include <dlfcn.h>
 
+#include <cstdlib>
 #include <string>
 
 // Asks the NVIDIA driver, before a CUDA library is built, whether this machine can run one at all:
@@ -34,10 +35,13 @@ std::string probe() {
   auto init = reinterpret_cast<cu_init_fn>(dlsym(driver, "cuInit"));
   auto count = reinterpret_cast<cu_device_get_count_fn>(dlsym(driver, "cuDeviceGetCount"));
   if (init == nullptr || count == nullptr) return "";
-  if (int r = init(0); r != 0) return "cuInit returned " + errorName(driver, r);
+  // CUDA_VISIBLE_DEVICES="" (or a list naming no GPU) makes cuInit itself answer 100: say which value hid them.
+  const char* visible = std::getenv("CUDA_VISIBLE_DEVICES");
+  const std::string hidden = visible == nullptr ? "" : std::string("; CUDA_VISIBLE_DEVICES=\"") + visible + "\" may hide them";
+  if (int r = init(0); r != 0) return "cuInit returned " + errorName(driver, r) + (r == 100 ? hidden : "");
   int devices = 0;
   if (int r = count(&devices); r != 0) return "cuDeviceGetCount returned " + errorName(driver, r);
-  if (devices <= 0) return "the driver lists no GPU (cuDeviceGetCount gave 0; CUDA_VISIBLE_DEVICES may hide them)";
+  if (devices <= 0) return "the driver lists no GPU (cuDeviceGetCount gave 0" + hidden + ")";
   return "";
 }
 
