@@ -29,6 +29,12 @@ export class ConfigError extends MistralCompileError {}
 /** The requested plan options cannot be satisfied for this model (e.g. TP size that does not shard). */
 export class PlanError extends MistralCompileError {}
 
+/**
+ * Characters that could break a one-line message or rewrite what a terminal shows: C0 and C1
+ * controls (U+009B is a CSI), line separators, bidirectional marks and overrides.
+ */
+export const TERMINAL_UNSAFE = /[\u0000-\u001f\u007f-\u009f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
+
 /** Renders a user-supplied value for an error message: bounded length, control characters escaped. */
 export function showValue(value: unknown): string {
   let text: string;
@@ -45,6 +51,6 @@ export function showValue(value: unknown): string {
   // JSON.stringify leaves line separators and bidirectional overrides as they are: a value could
   // break the one-line message or reorder what a terminal shows.
   // C1 controls (U+0080-U+009F: U+009B is a terminal's CSI) likewise.
-  text = text.replace(/[\u007f-\u009f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+  text = text.replace(TERMINAL_UNSAFE, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
   return text.length > 60 ? `${text.slice(0, 57)}...` : text;
 }

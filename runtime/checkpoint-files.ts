@@ -31,13 +31,13 @@ export function singleFileCheckpoint(header: SafetensorsHeader): Checkpoint {
   return { files: [header], tensors: new Map([...header.tensors].map(([name, info]) => [name, { file: 0, info }])), bytes: header.fileSize, display: header.path };
 }
 
+/** More shards than a checkpoint has: a name that says so is refused before a list that long is made. */
+const MAX_SHARDS = 100_000;
+
 /**
  * Reads the headers of dir's checkpoint: consolidated.safetensors when it is there (complete by
  * itself, whatever shards lie beside it), else its shards, every one of them, no tensor twice.
  */
-/** More shards than a checkpoint has: a name that says so is refused before a list that long is made. */
-const MAX_SHARDS = 100_000;
-
 export async function readCheckpoint(dir: string): Promise<Checkpoint> {
   const names = listDir(dir);
   const shards = names.flatMap((name) => {

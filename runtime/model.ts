@@ -6,7 +6,7 @@ import { buildPlanLibrary, type BuildProgress } from '../compiler/build/build.js
 import { loadModelConfig } from '../compiler/config/load.js';
 import type { ModelConfig } from '../compiler/config/model.js';
 import { buildPlan } from '../compiler/plan/build-plan.js';
-import { isRolling } from '../compiler/plan/memory.js';
+import { allLayersRolling } from '../compiler/plan/memory.js';
 import type { Plan, Target, TpSize } from '../compiler/plan/types.js';
 import { showValue } from '../compiler/errors.js';
 import { WeightsError } from '../compiler/weights/errors.js';
@@ -172,10 +172,10 @@ export const MAX_POSITIONS = 2 ** 30;
 /**
  * The most positions one sequence of this model may reach: max_seq_len, or MAX_POSITIONS where
  * every layer's cache is a ring (rings bound no position; the cap keeps the kernels' int position
- * arithmetic far from overflowing). The config alone decides it (compiler/plan/memory.ts isRolling).
+ * arithmetic far from overflowing). The config alone decides it (compiler/plan/memory.ts allLayersRolling).
  */
 export function maxPositionsOf(config: ModelConfig): number {
-  return config.sliding_window.every((_, layer) => isRolling(config, layer)) ? MAX_POSITIONS : config.max_seq_len;
+  return allLayersRolling(config) ? MAX_POSITIONS : config.max_seq_len;
 }
 
 /** Throws, in one line with the fix, when a sequence of `length` positions does not fit the model. */

@@ -50,13 +50,15 @@ const supportedByNvcc = new Map<string, Promise<string[] | null>>();
 export async function checkArchsSupported(nvcc: string, archs: readonly string[]): Promise<void> {
   let listed = supportedByNvcc.get(nvcc);
   if (listed === undefined) {
-    listed = execa(nvcc, ['--list-gpu-code']).then((r) => r.stdout.split(/\s+/).filter((a) => /^sm_\d+$/.test(a)), () => null);
+    listed = execa(nvcc, ['--list-gpu-code']).then((r) => r.stdout.split(/\s+/).filter((a) => /^sm_\d+[af]?$/.test(a)), () => null);
     supportedByNvcc.set(nvcc, listed);
   }
   const codes = await listed;
   if (codes === null || codes.length === 0) return;
+  // nvcc 13 lists base names only (sm_90 stands for sm_90a too); a list with suffixed names is compared name for name.
+  const suffixed = codes.some((c) => /[af]$/.test(c));
   for (const arch of archs) {
-    if (!codes.includes(arch.replace(/[af]$/, ''))) {
+    if (!codes.includes(suffixed ? arch : arch.replace(/[af]$/, ''))) {
       throw new BuildError('--arch', undefined, `${arch} is not built by this nvcc (${nvcc} --list-gpu-code: ${codes.join(' ')})`,
         'pick one of those (with "a" for arch-specific features, e.g. sm_90a), or use a newer CUDA toolkit');
     }

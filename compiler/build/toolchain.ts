@@ -1,4 +1,5 @@
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
 import { execa } from 'execa';
 import { BuildError } from './errors.js';
 import { nvccCommand } from './nvcc.js';
@@ -63,7 +64,9 @@ export async function toolchainIdentity(compiler: string, needs: ToolchainNeeds)
   }
   const parts = [version, ...set];
   if (needs.hostCompiler) {
-    const host = process.env.NVCC_CCBIN?.trim() || 'g++';
+    // NVCC_CCBIN may name the compiler or its directory (as -ccbin does).
+    const ccbin = process.env.NVCC_CCBIN?.trim() || '';
+    const host = ccbin === '' ? 'g++' : isDirectory(ccbin) ? join(ccbin, 'g++') : ccbin;
     // Not found: nvcc fails on its own with its message; the key just notes the absence.
     parts.push(`host compiler ${host}: ${await execa(host, ['--version'], { env: C_LOCALE }).then((r) => r.stdout.trim(), () => 'not found')}`);
   }
@@ -122,4 +125,12 @@ export function missingCompiler(compiler: string, err: unknown): BuildError {
       `point $${tool.env} at ${tool.what}, or unset it to use ${tool === TOOLS.nvcc ? 'nvcc' : 'g++'} on PATH`);
   }
   return new BuildError(compiler, undefined, `could not run (${(err as Error).message.split('\n')[0]})`, 'check that the compiler works: run it with --version');
+}
+
+function isDirectory(path: string): boolean {
+  try {
+    return statSync(path).isDirectory();
+  } catch {
+    return false;
+  }
 }

@@ -75,6 +75,14 @@ export class Progress {
   };
 }
 
+/**
+ * Whether this process speaks for the group: it is not one rank of several (WORLD_SIZE > 1 in the
+ * environment), or it is rank 0. The others stay quiet and write nothing.
+ */
+export function isRankZero(env: NodeJS.ProcessEnv = process.env): boolean {
+  return !(Number(env.WORLD_SIZE ?? 1) > 1) || (env.RANK ?? '0').trim() === '0';
+}
+
 /** "[rank R] " when this process is one rank of several (WORLD_SIZE > 1 in the environment), else "". */
 export function rankPrefix(env: NodeJS.ProcessEnv = process.env): string {
   const world = Number(env.WORLD_SIZE);

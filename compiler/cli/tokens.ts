@@ -1,5 +1,5 @@
 import { closeSync, openSync, readSync } from 'node:fs';
-import { showValue } from '../errors.js';
+import { showValue, TERMINAL_UNSAFE } from '../errors.js';
 import { UsageError } from './args.js';
 
 /**
@@ -22,8 +22,10 @@ export function parseTokenList(value: string | undefined, option = '--tokens'): 
     const path = value.slice(1);
     where = `${option} ${showPath(value)}`;
     text = readTokenFile(path, option);
-    // Commas or white space between ids; two commas in a row leave an empty id, refused as on the command line.
-    parts = text.trim() === '' ? [] : text.trim().split(/\s*,\s*|\s+/);
+    // Commas or white space between ids, and one after the last (`seq N | tr '\n' ,` writes it); two
+    // commas in a row leave an empty id, refused as on the command line.
+    const ids = text.trim().replace(/\s*,$/, '');
+    parts = ids === '' ? [] : ids.split(/\s*,\s*|\s+/);
   } else {
     parts = text.split(',');
   }
@@ -39,7 +41,7 @@ export function parseTokenList(value: string | undefined, option = '--tokens'): 
 
 /** A path as typed, unless it holds what could rewrite a terminal line or is very long: then quoted, escaped and cut. */
 function showPath(path: string): string {
-  return path.length > 200 || /[\u0000-\u001f\u007f-\u009f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]/.test(path) ? showValue(path) : path;
+  return path.length > 200 || new RegExp(TERMINAL_UNSAFE.source).test(path) ? showValue(path) : path;
 }
 
 /** FILE's text ("-": standard input), read up to MAX_TOKEN_FILE_BYTES. */

@@ -289,6 +289,7 @@ export function nameFromSource(source: string): string {
   let base = parts[parts.length - 1] ?? 'model';
   if (base === 'params.json' && parts.length >= 2) base = parts[parts.length - 2]!;
   base = base.replace(/\.json$/i, '');
-  const slug = base.toLowerCase().replace(/[^a-z0-9._-]+/g, '-').replace(/^[-.]+|[-.]+$/g, '').slice(0, 64);
+  // Cut to 64 first, then trimmed: a cut may end in "-" or ".", which a model name may not.
+  const slug = base.toLowerCase().replace(/[^a-z0-9._-]+/g, '-').slice(0, 64).replace(/^[-.]+|[-.]+$/g, '');
   return slug.length > 0 ? slug : 'model';
 }

@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import Handlebars from 'handlebars';
 import { packageRoot } from '../paths.js';
 import { kernelNodes } from '../plan/kernels.js';
+import { allLayersRolling } from '../plan/memory.js';
 import type { KernelNode, Plan, WeightEntry } from '../plan/types.js';
 import { cxxComment, cxxFloat, cxxInt, cxxName, cxxType, UnsafeValueError } from './safe.js';
 
@@ -118,7 +119,7 @@ export function driverContext(plan: Plan, kernelFiles: SourceFile[], kvSlots: nu
     group_size: plan.rank_shape.n_heads / plan.rank_shape.n_kv_heads,
     max_tokens: plan.options.maxTokens,
     max_kv_slots: Math.max(...kvSlots),
-    all_rolling: plan.kv_cache.layers.every((l) => l.kind === 'rolling'),
+    all_rolling: allLayersRolling(model),
     weight_type: WEIGHT_TYPE[plan.options.dtype],
     kernel_files: kernelFiles.map((f) => f.path),
   };

@@ -13,15 +13,23 @@ export function isRolling(model: ModelConfig, layer: number): boolean {
   return window !== null && window < model.max_seq_len;
 }
 
+/** Whether every layer rolls: then no layer bounds the positions, and a sequence may run past max_seq_len. */
+export function allLayersRolling(model: ModelConfig): boolean {
+  return model.sliding_window.every((_, layer) => isRolling(model, layer));
+}
+
 /**
  * Slots in one layer's KV cache. A layer with sliding window W keeps a ring (slot = position mod
  * length), bounded by the window, not the context. The ring holds W + maxTokens - 1 slots rather
  * than W so that a prefill chunk can write all its keys before attending: the key a chunk
- * overwrites is then older than every query of the chunk can see (W - 1 + maxTokens back). That
- * may exceed max_seq_len by less than a chunk; a full layer holds max_seq_len.
+ * overwrites is then older than every query of the chunk can see (W - 1 + maxTokens back). Where
+ * every layer rolls that may exceed max_seq_len by less than a chunk; where a full layer caps the
+ * positions at max_seq_len, no ring needs more (slot = position then). A full layer holds max_seq_len.
  */
 export function kvSlots(model: ModelConfig, layer: number, maxTokens: number): number {
-  return isRolling(model, layer) ? model.sliding_window[layer]! + maxTokens - 1 : model.max_seq_len;
+  if (!isRolling(model, layer)) return model.max_seq_len;
+  const ring = model.sliding_window[layer]! + maxTokens - 1;
+  return allLayersRolling(model) ? ring : Math.min(ring, model.max_seq_len);
 }
 
 /** KV cache per rank. Keys (after RoPE) and values are stored in the weight dtype. */

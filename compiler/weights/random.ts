@@ -6,6 +6,7 @@ import { checkpointTensors, elementCount, type CheckpointTensor } from '../confi
 import type { ModelConfig } from '../config/model.js';
 import { officialParams } from '../config/official-params.js';
 import { formatBytes } from '../cli/format.js';
+import { DTYPE_BYTES } from '../plan/memory.js';
 import { encodeFromF32 } from './dtype.js';
 import { WeightsError } from './errors.js';
 import { lockOutDir, type OutLock } from './out-lock.js';
@@ -89,8 +90,7 @@ export async function writeRandomWeights(model: ModelConfig, outDir: string, opt
 
 /** Bytes of the checkpoint's tensors (its header adds a few KiB). */
 function dataBytes(model: ModelConfig, dtype: RandomWeightsOptions['dtype']): number {
-  const width = dtype === 'f32' ? 4 : 2;
-  return checkpointTensors(model).reduce((sum, t) => sum + elementCount(t.shape) * width, 0);
+  return checkpointTensors(model).reduce((sum, t) => sum + elementCount(t.shape) * DTYPE_BYTES[dtype], 0);
 }
 
 /**

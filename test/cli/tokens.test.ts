@@ -26,6 +26,7 @@ describe('--tokens', () => {
   it('reads a list, or a file of ids separated by commas or white space', () => {
     expect(parseTokenList('1,2,3')).toEqual([1, 2, 3]);
     expect(parseTokenList(file('ok.txt', ' 1, 2\n3\t4 ,5\n'))).toEqual([1, 2, 3, 4, 5]);
+    expect(parseTokenList(file('trailing.txt', '1,2,3,'))).toEqual([1, 2, 3]);  // as `seq 3 | tr '\n' ,` writes it
   });
 
   it('refuses an empty id in a file as on the command line', () => {

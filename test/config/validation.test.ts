@@ -144,6 +144,13 @@ describe('reading params.json from disk', () => {
     expect(loadModelConfig(join(dir, 'model-a')).name).toBe('model-a');
   });
 
+  it('names a model with a long directory name after its first 64 characters, never ending in "-" or "."', () => {
+    const long = `${'a'.repeat(63)}-${'b'.repeat(10)}`;
+    mkdirSync(join(dir, long));
+    writeFileSync(join(dir, long, 'params.json'), JSON.stringify(good));
+    expect(loadModelConfig(join(dir, long)).name).toBe('a'.repeat(63));
+  });
+
   it('names the model after the directory the file resolves to, however the path is written', () => {
     const cwdRelative = relative(process.cwd(), join(dir, 'model-a'));
     for (const written of [`${dir}/model-a/.`, `${dir}/model-a/./params.json`, `${dir}/model-a/../model-a`, `${cwdRelative}/./params.json`]) {

@@ -52,6 +52,10 @@ describe('parameter counts from the plan', () => {
       expect(plan.kv_cache.layers.map((l) => [l.kind, l.length]), `maxTokens ${maxTokens}`)
         .toEqual(plan.kv_cache.layers.map(() => ['rolling', 8 + Math.min(maxTokens, 128) - 1]));
     }
+    // Where a full layer caps positions at max_seq_len (tiny-window-list: [full, 6]), no ring needs more slots.
+    const mixed = buildPlan(config('tiny-window-list'), { dtype: 'f32', maxTokens: 128 });
+    expect(mixed.kv_cache.layers.map((l) => [l.kind, l.length])).toEqual([['full', 128], ['rolling', 128], ['full', 128], ['rolling', 128]]);
+    expect(buildPlan(config('tiny-window-list'), { dtype: 'f32', maxTokens: 16 }).kv_cache.layers[1]!.length).toBe(6 + 16 - 1);
     // A window that covers the whole context is full attention: max_seq_len slots, whatever the chunk.
     const wide = buildPlan({ ...config('tiny-dense'), sliding_window: [128, 128] }, { dtype: 'f32', maxTokens: 16 });
     expect(wide.kv_cache.layers.map((l) => [l.kind, l.length])).toEqual([['full', 128], ['full', 128]]);

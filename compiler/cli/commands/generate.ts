@@ -2,7 +2,7 @@ import { checkSequenceFits, loadModel, MAX_POSITIONS, type LoadedModel } from '.
 import { loadModelConfig } from '../../config/load.js';
 import { showValue } from '../../errors.js';
 import { intArg, parseCommand, UsageError } from '../args.js';
-import { Progress, rankPrefix } from '../progress.js';
+import { isRankZero, Progress, rankPrefix } from '../progress.js';
 import { parseTokenList } from '../tokens.js';
 import { onTerminatingSignal } from '../../on-signal.js';
 import { loadOptions, MODEL_OPTIONS, MODEL_OPTIONS_HELP, modelDir } from './model-options.js';
@@ -54,7 +54,7 @@ export async function generateCommand(argv: string[]): Promise<number> {
   let notes: readonly string[] = [];  // the config's, once loaded
   // One process per rank (WORLD_SIZE > 1): rank 0 alone prints, from the start (an interruption
   // while the model loads included).
-  let quiet = Number(process.env.WORLD_SIZE ?? 1) > 1 && (process.env.RANK ?? '0').trim() !== '0';
+  let quiet = !isRankZero();
   // Ctrl-C (or a kill) while it compiles, loads or generates: end the line of ids, or print the JSON
   // of what was generated, with the speeds so far, then end by the signal. (Writes to stdout and
   // stderr are synchronous on Linux, for pipes and files too, so they land before the process ends.)

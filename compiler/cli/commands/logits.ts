@@ -5,7 +5,7 @@ import { checkSequenceFits, loadModel } from '../../../runtime/model.js';
 import { loadModelConfig } from '../../config/load.js';
 import { BuildError } from '../../build/errors.js';
 import { parseCommand, UsageError } from '../args.js';
-import { Progress, rankPrefix } from '../progress.js';
+import { isRankZero, Progress, rankPrefix } from '../progress.js';
 import { parseTokenList } from '../tokens.js';
 import { loadOptions, MODEL_OPTIONS, MODEL_OPTIONS_HELP, modelDir } from './model-options.js';
 
@@ -28,7 +28,7 @@ export async function logitsCommand(argv: string[]): Promise<number> {
   // Before anything is built: a prompt that cannot fit is refused now, not after minutes of compiling.
   checkSequenceFits(loadModelConfig(dir, { maxSeqLen: options.maxSeqLen }), tokens.length);
   // One process per rank: only rank 0 writes (its machine's path is the one to check).
-  if (process.env.WORLD_SIZE === undefined || process.env.RANK === undefined || process.env.RANK === '0') checkOut(values.out, dir);
+  if (isRankZero()) checkOut(values.out, dir);
   const progress = new Progress(Boolean(values.json), rankPrefix());
   const model = await loadModel(dir, { ...options, onProgress: progress.onLoad });
   try {
