@@ -5,6 +5,7 @@ import { logitsCommand } from './commands/logits.js';
 import { planCommand } from './commands/plan.js';
 import { randomWeightsCommand } from './commands/random-weights.js';
 import { handleTerminatingSignals } from '../on-signal.js';
+import { stopTickers } from './progress.js';
 
 const COMMANDS: Record<string, { run: (argv: string[]) => Promise<number>; summary: string }> = {
   plan: { run: planCommand, summary: 'validate a params.json and print its fusion and sharding plan' },
@@ -72,6 +73,7 @@ export async function main(argv: string[]): Promise<number> {
   try {
     return await command.run(rest);
   } catch (err) {
+    stopTickers();  // the error is the last line
     if (err instanceof MistralCompileError) {
       console.error(`mistral-compile: error: ${err.message}`);
       if (verbose) console.error(err.details ?? '', err.stack);

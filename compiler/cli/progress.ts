@@ -5,10 +5,20 @@ import { formatBytes } from './format.js';
  * Progress of long work (compiling kernels, loading weights, writing weights) on stderr, so that
  * stdout stays clean for results. Silent with --json.
  */
+/** Every running ticker, so that an error line is never followed by one more tick. */
+const tickers = new Set<NodeJS.Timeout>();
+
+/** Stops every ticker (the CLI calls it before it prints an error). */
+export function stopTickers(): void {
+  for (const t of tickers) clearInterval(t);
+  tickers.clear();
+}
+
 export class Progress {
   private readonly tty = Boolean(process.stderr.isTTY);
   private lastWrite = 0;
   private open = false;
+  private ticker: NodeJS.Timeout | undefined;
 
   /**
    * prefix: put in front of every line, e.g. "[rank 1] " when several processes (one per rank)
@@ -18,6 +28,7 @@ export class Progress {
 
   /** A finished step: its own line. */
   line(text: string): void {
+    this.stopTicker();
     if (this.quiet) return;
     this.clear();
     process.stderr.write(`${this.prefix}${text}\n`);
@@ -35,6 +46,37 @@ export class Progress {
       process.stderr.write(`${this.prefix}${text} ${(fraction * 100).toFixed(0)}%\n`);
     } else return;
     this.lastWrite = now;
+  }
+
+  /**
+   * Work of unknown length under way (a compiler: nvcc takes minutes for a large model): its elapsed
+   * seconds, rewritten in place each second on a terminal, a line every 30 s elsewhere, until the
+   * next line. The timer does not keep the process alive.
+   */
+  elapsed(text: string, periodMs = 1000): void {
+    this.stopTicker();
+    if (this.quiet) return;
+    const started = performance.now();
+    let lines = 0;
+    this.ticker = setInterval(() => {
+      const seconds = Math.round((performance.now() - started) / 1000);
+      if (this.tty) {
+        process.stderr.write(`\r\x1b[K${this.prefix}${text} ${seconds} s`);
+        this.open = true;
+      } else if ((performance.now() - started) / 30_000 >= lines + 1) {
+        lines += 1;
+        process.stderr.write(`${this.prefix}${text} ${seconds} s\n`);
+      }
+    }, periodMs);
+    this.ticker.unref();
+    tickers.add(this.ticker);
+  }
+
+  private stopTicker(): void {
+    if (this.ticker === undefined) return;
+    clearInterval(this.ticker);
+    tickers.delete(this.ticker);
+    this.ticker = undefined;
   }
 
   clear(): void {
@@ -59,7 +101,8 @@ export class Progress {
       case 'render':
         return this.line(`rendering ${e.key}`);
       case 'compile':
-        return this.line(`compiling ${e.key}: ${e.files} files with ${e.compiler}`);
+        this.line(`compiling ${e.key}: ${e.files} files with ${e.compiler}`);
+        return this.elapsed(`compiling ${e.key}:`);
       case 'cached':
         return this.line(`cached ${e.key}`);
       case 'done':

@@ -1,6 +1,6 @@
 /** What the CLI shows of long work on stderr (compiler/cli/progress.ts). */
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { Progress } from '../../compiler/cli/progress.js';
+import { Progress, stopTickers } from '../../compiler/cli/progress.js';
 
 afterEach(() => vi.restoreAllMocks());
 
@@ -24,5 +24,31 @@ describe('load progress on stderr', () => {
 
   it('is silent with --json', () => {
     expect(stderrOf((p) => p.onLoad({ stage: 'read', path: '/m/x', bytes: 1, fraction: 0.5 }), true)).toBe('');
+  });
+});
+
+describe('a compile under way', () => {
+  it('shows its elapsed time (a line every 30 s off a terminal) until the next line, and stops before an error', () => {
+    vi.useFakeTimers({ toFake: ['setInterval', 'clearInterval', 'performance'] });
+    const tty = Object.getOwnPropertyDescriptor(process.stderr, 'isTTY');
+    Object.defineProperty(process.stderr, 'isTTY', { value: false, configurable: true });  // a log, not a terminal
+    const written: string[] = [];
+    vi.spyOn(process.stderr, 'write').mockImplementation((c) => (written.push(String(c)), true));
+    try {
+      const p = new Progress(false);
+      p.onLoad({ stage: 'compile', key: 'm.cuda.bf16.tp1', compiler: 'nvcc', files: 20 });
+      vi.advanceTimersByTime(65_000);
+      p.onLoad({ stage: 'done', key: 'm.cuda.bf16.tp1', library: '/c/lib.so', seconds: 65 });
+      vi.advanceTimersByTime(60_000);  // stopped by the line
+      p.elapsed('compiling again:');
+      stopTickers();                   // as the CLI does before it prints an error
+      vi.advanceTimersByTime(60_000);
+    } finally {
+      vi.useRealTimers();
+      vi.restoreAllMocks();
+      if (tty === undefined) delete (process.stderr as { isTTY?: boolean }).isTTY;
+      else Object.defineProperty(process.stderr, 'isTTY', tty);
+    }
+    expect(written.join('')).toBe('compiling m.cuda.bf16.tp1: 20 files with nvcc\ncompiling m.cuda.bf16.tp1: 30 s\ncompiling m.cuda.bf16.tp1: 60 s\nbuilt m.cuda.bf16.tp1 in 65.00 s: /c/lib.so\n');
   });
 });
