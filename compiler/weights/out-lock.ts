@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import { link, open, readFile, stat, unlink } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
+import { TERMINAL_UNSAFE } from '../errors.js';
 import { WeightsError } from './errors.js';
 import { createTempBeside, errnoCode, fileError, removeQuietly } from './output-files.js';
 
@@ -54,7 +55,8 @@ export async function lockOutDir(dir: string): Promise<OutLock> {
       const holder = await readFile(path, 'utf8').catch(() => undefined);  // undefined: removed meanwhile
       const live = holder === undefined ? false : await holderAlive(holder, path);
       if (live !== false || attempt > 0) {
-        const name = holder?.trim().split(' ')[0]?.slice(0, 80) ?? '';
+        // The file is anyone's: what it says is shown escaped, as any value in a message.
+        const name = (holder?.trim().split(' ')[0]?.slice(0, 80) ?? '').replace(TERMINAL_UNSAFE, '?');
         const who = name === '' ? 'another run' : `another run (${name})`;
         throw new WeightsError(dir, undefined, `is being written by ${who}: its lock ${OUT_LOCK_NAME} is held`,
           `wait for it to finish, or pass another --out; if no run${live === 'unknown' ? ' on that host' : ''} is writing here, delete ${path}`);
