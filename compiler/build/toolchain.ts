@@ -64,8 +64,9 @@ export async function toolchainIdentity(compiler: string, needs: ToolchainNeeds)
   }
   const parts = [version, ...set];
   if (needs.hostCompiler) {
-    // NVCC_CCBIN may name the compiler or its directory (as -ccbin does).
-    const ccbin = process.env.NVCC_CCBIN?.trim() || '';
+    // The host compiler as nvcc picks it: a -ccbin in NVCC_PREPEND/APPEND_FLAGS (conda's cuda-nvcc
+    // sets one), else NVCC_CCBIN, else g++ on PATH; either may name the compiler or its directory.
+    const ccbin = ccbinFromFlags(`${process.env.NVCC_PREPEND_FLAGS ?? ''} ${process.env.NVCC_APPEND_FLAGS ?? ''}`) ?? process.env.NVCC_CCBIN?.trim() ?? '';
     const host = ccbin === '' ? 'g++' : isDirectory(ccbin) ? join(ccbin, 'g++') : ccbin;
     // Not found: nvcc fails on its own with its message; the key just notes the absence.
     parts.push(`host compiler ${host}: ${await execa(host, ['--version'], { env: C_LOCALE }).then((r) => r.stdout.trim(), () => 'not found')}`);
@@ -133,4 +134,11 @@ function isDirectory(path: string): boolean {
   } catch {
     return false;
   }
+}
+
+/** The last -ccbin / --compiler-bindir value in a flag string (either "-ccbin X" or "-ccbin=X"), if any. */
+function ccbinFromFlags(flags: string): string | undefined {
+  let found: string | undefined;
+  for (const m of flags.matchAll(/(?:^|\s)(?:-ccbin|--compiler-bindir)(?:=|\s+)(\S+)/g)) found = m[1];
+  return found;
 }

@@ -3,7 +3,7 @@
  * cache path is never read by a shell: nvcc runs its link step through sh with the output path in
  * double quotes.
  */
-import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
@@ -71,6 +71,12 @@ describe('the cache key', () => {
       await hashOf('cuda', { NVCC: nvcc, CPATH: '/opt/other/include' }),
     ];
     expect(new Set([base, ...keyed]).size).toBe(5);
+    // A -ccbin inside the flags names the host compiler too: its version keys the cache, not the flag's text alone.
+    const hostA = fakeCompiler('host-a'), hostB = fakeCompiler('host-b');
+    writeFileSync(hostB, readFileSync(hostB, 'utf8').replace('fake 1.0 (build 7)', 'fake 2.0 (build 9)'));
+    const viaFlags = await hashOf('cuda', { NVCC: nvcc, NVCC_PREPEND_FLAGS: `-ccbin ${hostA}` });
+    copyFileSync(hostB, hostA);  // the same path, another compiler (an upgrade in place)
+    expect(await hashOf('cuda', { NVCC: nvcc, NVCC_PREPEND_FLAGS: `-ccbin ${hostA}` })).not.toBe(viaFlags);
     expect(await hashOf('cuda', { NVCC: nvcc })).toBe(base);
   });
 
