@@ -5,7 +5,7 @@
 export { ConfigError, MistralCompileError, PlanError } from './compiler/errors.js';
 export type { ModelConfig, MoeConfig } from './compiler/config/model.js';
 export { loadModelConfig } from './compiler/config/load.js';
-export { normalizeParams } from './compiler/config/normalize.js';
+export { normalizeParams, type NormalizeOptions } from './compiler/config/normalize.js';
 export { checkpointTensors, type CheckpointTensor } from './compiler/config/checkpoint.js';
 export { loadDeviceProfile, listDeviceProfiles, type DeviceProfile } from './compiler/config/devices.js';
 export { shippedModelConfigs } from './compiler/config/shipped.js';
@@ -15,10 +15,11 @@ export type { Plan, PlanOptions, KernelNode, LayerPlan, WeightEntry, ShardSlice,
 
 // Running compiled models.
 export { loadModel, type LoadedModel, type LoadOptions, type GenerateOptions, type LoadProgress } from './runtime/model.js';
+export type { DistributedOptions } from './runtime/distributed.js';
 export { EnvironmentError, MachineError, RuntimeError } from './runtime/errors.js';
 export { BuildError } from './compiler/build/errors.js';
-export { buildPlanLibrary, type BuildOptions, type BuildResult } from './compiler/build/build.js';
+export { buildPlanLibrary, type BuildOptions, type BuildProgress, type BuildResult } from './compiler/build/build.js';
 export { renderCpuSources, type RenderedSources, type RenderOptions, type SourceFile } from './compiler/emit/render.js';
-export { writeRandomWeights } from './compiler/weights/random.js';
-export { writeGgufFromCheckpoint } from './compiler/weights/gguf.js';
+export { writeRandomWeights, type RandomWeightsOptions, type RandomWeightsResult } from './compiler/weights/random.js';
+export { writeGgufFromCheckpoint, type GgufResult } from './compiler/weights/gguf.js';
 export { WeightsError } from './compiler/weights/errors.js';
