@@ -4,6 +4,7 @@ import { homedir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import type { SourceFile } from '../emit/render.js';
 import { BuildError } from './errors.js';
+import { processRuns } from '../processes.js';
 
 /**
  * The build cache: one directory per specialization key and source hash, holding the sources,
@@ -91,15 +92,6 @@ export function removeStaleStaging(entry: CacheEntry, now = Date.now()): void {
     } catch {
       // gone already (another build swept it), or not ours to remove: either way, not this build's concern
     }
-  }
-}
-
-function processRuns(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';  // runs, as another user
   }
 }
 

@@ -4,6 +4,7 @@ import { link, open, readFile, stat, unlink } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { TERMINAL_UNSAFE } from '../errors.js';
+import { processRuns } from '../processes.js';
 import { WeightsError } from './errors.js';
 import { createTempBeside, errnoCode, fileError, removeQuietly } from './output-files.js';
 
@@ -99,11 +100,7 @@ async function holderAlive(holder: string, path: string): Promise<boolean | 'unk
   if (host !== hostname()) return 'unknown';
   if (boot !== '' && bootId() !== '' && boot !== bootId()) return false;  // written before a reboot
   if (Number(pid) === process.pid) return held.has(token!);             // ours only if this process took it
-  try {
-    process.kill(Number(pid), 0);
-  } catch (err) {
-    if (errnoCode(err) !== 'EPERM') return false;  // no such process
-  }
+  if (!processRuns(Number(pid))) return false;
   // The pid runs: the same process only if it started when the lock says (else the pid was reused).
   const now = startTime(Number(pid));
   return start === '' || now === '' || now === start;

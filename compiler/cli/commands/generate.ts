@@ -1,11 +1,10 @@
-import { checkSequenceFits, loadModel, MAX_POSITIONS, type LoadedModel } from '../../../runtime/model.js';
-import { loadModelConfig } from '../../config/load.js';
+import { loadModel, MAX_POSITIONS, type LoadedModel } from '../../../runtime/model.js';
 import { showValue } from '../../errors.js';
 import { intArg, parseCommand, UsageError } from '../args.js';
 import { isRankZero, Progress, rankPrefix } from '../progress.js';
 import { parseTokenList } from '../tokens.js';
 import { onTerminatingSignal } from '../../on-signal.js';
-import { loadOptions, MODEL_OPTIONS, MODEL_OPTIONS_HELP, modelDir } from './model-options.js';
+import { checkPromptFits, loadOptions, MODEL_OPTIONS, MODEL_OPTIONS_HELP, modelDir } from './model-options.js';
 
 export const GENERATE_HELP = `usage: mistral-compile generate --model DIR --tokens 1,2,3 --max-tokens N [options]
 
@@ -81,8 +80,7 @@ export async function generateCommand(argv: string[]): Promise<number> {
   try {
     const dir = modelDir(values);
     const options = loadOptions(values);
-    // Before anything is built: a prompt that cannot fit is refused now, not after minutes of compiling.
-    checkSequenceFits(loadModelConfig(dir, { maxSeqLen: options.maxSeqLen }), prompt.length);
+    checkPromptFits(dir, options, prompt.length);
     model = await loadModel(dir, { ...options, onProgress: (e) => {
       if (e.stage === 'config') notes = e.notes;
       progress.onLoad(e);

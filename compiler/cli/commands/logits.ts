@@ -1,13 +1,12 @@
 import { accessSync, constants, readdirSync, statSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
-import { checkSequenceFits, loadModel } from '../../../runtime/model.js';
-import { loadModelConfig } from '../../config/load.js';
+import { loadModel } from '../../../runtime/model.js';
 import { BuildError } from '../../build/errors.js';
 import { parseCommand, UsageError } from '../args.js';
 import { isRankZero, Progress, rankPrefix } from '../progress.js';
 import { parseTokenList } from '../tokens.js';
-import { loadOptions, MODEL_OPTIONS, MODEL_OPTIONS_HELP, modelDir } from './model-options.js';
+import { checkPromptFits, loadOptions, MODEL_OPTIONS, MODEL_OPTIONS_HELP, modelDir } from './model-options.js';
 
 export const LOGITS_HELP = `usage: mistral-compile logits --model DIR --tokens 1,2,3 --out FILE [options]
 
@@ -25,8 +24,7 @@ export async function logitsCommand(argv: string[]): Promise<number> {
   const tokens = parseTokenList(values.tokens as string | undefined);
   const dir = modelDir(values);
   const options = loadOptions(values);
-  // Before anything is built: a prompt that cannot fit is refused now, not after minutes of compiling.
-  checkSequenceFits(loadModelConfig(dir, { maxSeqLen: options.maxSeqLen }), tokens.length);
+  checkPromptFits(dir, options, tokens.length);
   // One process per rank: only rank 0 writes (its machine's path is the one to check).
   if (isRankZero()) checkOut(values.out, dir);
   const progress = new Progress(Boolean(values.json), rankPrefix());

@@ -1,6 +1,7 @@
 import { readdirSync, statSync } from 'node:fs';
 import { basename, dirname } from 'node:path';
-import type { LoadOptions } from '../../../runtime/model.js';
+import { checkSequenceFits, type LoadOptions } from '../../../runtime/model.js';
+import { loadModelConfig } from '../../config/load.js';
 import { isShardName } from '../../weights/shards.js';
 import { TARGETS, TP_SIZES, type TpSize } from '../../plan/types.js';
 import { parseArchs } from '../../build/nvcc.js';
@@ -82,4 +83,9 @@ export function loadOptions(values: Record<string, string | boolean | undefined>
     weights: choiceArg('--weights', values.weights as string | undefined, ['map', 'copy'] as const, 'map'),
     distributed: 'env',
   };
+}
+
+/** Before anything is built: a prompt that cannot fit the model's context is refused now, not after minutes of compiling. */
+export function checkPromptFits(dir: string, options: LoadOptions, length: number): void {
+  checkSequenceFits(loadModelConfig(dir, { maxSeqLen: options.maxSeqLen }), length);
 }
