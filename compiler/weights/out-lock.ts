@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { TERMINAL_UNSAFE } from '../errors.js';
 import { processRuns } from '../processes.js';
 import { WeightsError } from './errors.js';
-import { createTempBeside, errnoCode, fileError, removeQuietly } from './output-files.js';
+import { createTempBeside, errnoCode, fileError, removeQuietly, writeDurably } from './output-files.js';
 
 /**
  * The lock of a directory random-weights writes into (hidden, named for the command): two runs into
@@ -43,8 +43,7 @@ export async function lockOutDir(dir: string): Promise<OutLock> {
   const content = `${process.pid}@${hostname()} boot=${bootId()} start=${startTime(process.pid)} token=${token}\n`;
   const temp = await createTempBeside(path);
   try {
-    const handle = await open(temp, 'w');
-    await handle.writeFile(content).finally(() => handle.close());
+    await writeDurably(temp, content, path);
     for (let attempt = 0; ; attempt++) {
       try {
         await put(temp, path, content);
