@@ -23,6 +23,20 @@ const NO_LINKS = new Set(['EPERM', 'ENOTSUP', 'EOPNOTSUPP', 'ENOSYS', 'EXDEV']);
 /** A lock created in place is written a moment after it appears: until then it reads as empty, and counts as held. */
 const FRESH_MS = 10_000;
 
+/**
+ * Tries to take the lock before giving up: each failed try saw the lock change hands (a dead one
+ * removed, then taken by another run) or waited a moment for another run's takeover.
+ */
+const MAX_ATTEMPTS = 50;
+const TAKEOVER_WAIT_MS = 20;
+
+/** A lock as read: its text and the file it was read from (a lock removed and put again is another inode). */
+interface FoundLock {
+  content: string;
+  ino: number;
+  mtimeMs: number;
+}
+
 export interface OutLock {
   path: string;
   /** Removes the lock if it is still ours (a run that wrongly took it over keeps its own). Never throws. */
@@ -33,9 +47,8 @@ export interface OutLock {
  * Takes `dir`'s lock, or refuses while another live run holds it. The lock names its holder
  * (`pid@host`, the boot and the process's start time, a random token) and is put in place by
  * link(), complete from the first moment. A lock whose holder is gone (a SIGKILL, a reboot, a pid
- * now used by another process; signals remove it) is taken over. Two runs that find the same dead
- * lock at the same instant can both take it over; that needs a killed run and a race, and costs
- * what no lock costs.
+ * now used by another process; signals remove it) is taken over: removed by one run at a time
+ * (`removeDead`), so that runs which find the same dead lock at once take it over one of them.
  */
 export async function lockOutDir(dir: string): Promise<OutLock> {
   const path = join(dir, OUT_LOCK_NAME);
@@ -52,18 +65,16 @@ export async function lockOutDir(dir: string): Promise<OutLock> {
       } catch (err) {
         if (errnoCode(err) !== 'EEXIST') throw fileError(path, 'cannot be created to lock the output directory', err);
       }
-      const holder = await readFile(path, 'utf8').catch(() => undefined);  // undefined: removed meanwhile
-      const live = holder === undefined ? false : await holderAlive(holder, path);
-      if (live !== false || attempt > 0) {
+      const found = await readLock(path);  // undefined: removed meanwhile
+      const live = found === undefined ? false : await holderAlive(found);
+      if (live !== false || attempt >= MAX_ATTEMPTS) {
         // The file is anyone's: what it says is shown escaped, as any value in a message.
-        const name = (holder?.trim().split(' ')[0]?.slice(0, 80) ?? '').replace(TERMINAL_UNSAFE, '?');
+        const name = (found?.content.trim().split(' ')[0]?.slice(0, 80) ?? '').replace(TERMINAL_UNSAFE, '?');
         const who = name === '' ? 'another run' : `another run (${name})`;
         throw new WeightsError(dir, undefined, `is being written by ${who}: its lock ${OUT_LOCK_NAME} is held`,
           `wait for it to finish, or pass another --out; if no run${live === 'unknown' ? ' on that host' : ''} is writing here, delete ${path}`);
       }
-      await unlink(path).catch((e: unknown) => {
-        if (errnoCode(e) !== 'ENOENT') throw fileError(path, 'cannot be removed (a lock left by a run that is gone)', e, `delete ${path} yourself`);
-      });
+      if (found !== undefined) await removeDead(path, found);
     }
   } finally {
     await removeQuietly(temp);
@@ -87,13 +98,57 @@ async function release(path: string, token: string): Promise<void> {
   if (now.includes(`token=${token}`)) await removeQuietly(path);
 }
 
+/** The lock at `path` with the file it was read from, or undefined where there is none. */
+async function readLock(path: string): Promise<FoundLock | undefined> {
+  let handle;
+  try {
+    handle = await open(path, 'r');
+    const { ino, mtimeMs } = await handle.stat();
+    return { content: await handle.readFile('utf8'), ino, mtimeMs };
+  } catch (err) {
+    if (errnoCode(err) === 'ENOENT') return undefined;
+    throw fileError(path, 'cannot be read to see who holds the output directory', err, `delete ${path} if no run is writing there`);
+  } finally {
+    await handle?.close();
+  }
+}
+
+/**
+ * Removes the dead lock `dead`, unless it has been replaced since it was read. Runs that found the
+ * same dead lock could otherwise each remove it and put their own, the later removing the earlier's
+ * live one: the removal is done under a second lock (`.takeover`, held for milliseconds), and
+ * only while the lock is still the file that was judged dead. A run that finds `.takeover` held
+ * waits a moment and looks again (it then finds the new holder's lock); one older than FRESH_MS was
+ * left by a run killed in those milliseconds and is removed.
+ */
+async function removeDead(path: string, dead: FoundLock): Promise<void> {
+  const guard = `${path}.takeover`;
+  try {
+    await (await open(guard, 'wx')).close();
+  } catch (err) {
+    if (errnoCode(err) !== 'EEXIST') throw fileError(guard, 'cannot be created to take over a lock left by a run that is gone', err, `delete ${path} yourself`);
+    const age = await stat(guard).then((s) => Date.now() - s.mtimeMs, () => 0);
+    if (age >= FRESH_MS) await removeQuietly(guard);
+    else await new Promise((resolve) => setTimeout(resolve, TAKEOVER_WAIT_MS));
+    return;
+  }
+  try {
+    const now = await readLock(path);
+    if (now === undefined || now.ino !== dead.ino || now.content !== dead.content) return;
+    await unlink(path).catch((e: unknown) => {
+      if (errnoCode(e) !== 'ENOENT') throw fileError(path, 'cannot be removed (a lock left by a run that is gone)', e, `delete ${path} yourself`);
+    });
+  } finally {
+    await removeQuietly(guard);
+  }
+}
+
 /** Whether the run a lock names still runs: 'unknown' for another host's (no way to ask it). */
-async function holderAlive(holder: string, path: string): Promise<boolean | 'unknown'> {
-  const m = /^(\d+)@(\S+) boot=(\S*) start=(\S*) token=([0-9a-f]+)\n?$/.exec(holder);
+async function holderAlive(found: FoundLock): Promise<boolean | 'unknown'> {
+  const m = /^(\d+)@(\S+) boot=(\S*) start=(\S*) token=([0-9a-f]+)\n?$/.exec(found.content);
   if (m === null) {
     // Being written (a lock created in place), or not a lock of ours: wait for a fresh one only.
-    const age = await stat(path).then((s) => Date.now() - s.mtimeMs, () => Infinity);
-    return age < FRESH_MS;
+    return Date.now() - found.mtimeMs < FRESH_MS;
   }
   const [, pid, host, boot, start, token] = m;
   if (host !== hostname()) return 'unknown';

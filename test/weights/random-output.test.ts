@@ -266,6 +266,31 @@ describe('two runs into one --out (a lock in the directory)', () => {
     expect(await readdir(out)).toEqual([OUT_LOCK_NAME]);
   });
 
+  it('a dead lock found by several runs at once is taken over by one of them; the others refuse', async () => {
+    for (let trial = 0; trial < 20; trial++) {
+      const out = join(root, `dead-race-${trial}`);
+      await mkdir(out, { recursive: true });
+      await writeFile(lockOf(out), lockLine(process.ppid, { start: '1' }));  // a killed run's
+      const runs = await Promise.allSettled([0, 1, 2, 3].map(() => lockOutDir(out)));
+      const held = runs.filter((r): r is PromiseFulfilledResult<Awaited<ReturnType<typeof lockOutDir>>> => r.status === 'fulfilled');
+      expect(held, `trial ${trial}`).toHaveLength(1);
+      for (const r of runs) {
+        if (r.status === 'rejected') expectOneLine(r.reason as Error, /is being written by another run \(\d+@[^)]+\): its lock \.random-weights\.lock is held/);
+      }
+      expect(await readFile(lockOf(out), 'utf8')).toContain(`${process.pid}@`);
+      await held[0]!.value.release();
+      expect(await readdir(out)).toEqual([]);
+    }
+  });
+
+  it('a lock that is not a file (a directory of that name) is one line naming it, and nothing is written', async () => {
+    const out = join(root, 'lock-is-dir');
+    await mkdir(lockOf(out), { recursive: true });
+    const err = await failure(writeRandomWeights(dense(), out, { seed: 1, dtype: 'bf16' }));
+    expectOneLine(err, new RegExp(`^${lockOf(out)}: cannot be read to see who holds the output directory \\(EISDIR[^)]*\\); delete ${lockOf(out)} if no run is writing there$`));
+    expect(await readdir(out)).toEqual([OUT_LOCK_NAME]);
+  });
+
   it('a run removes its lock only while it is its own', async () => {
     const out = join(root, 'release');
     await mkdir(out, { recursive: true });
