@@ -25,12 +25,15 @@ export interface DistributedOptions {
   timeoutSeconds?: number;
 }
 
+/** An environment as process.env holds it (spelled out so that the published types need no @types/node). */
+export type Environment = Readonly<Record<string, string | undefined>>;
+
 export const DEFAULT_MASTER_PORT = 29500;
 /** The world sizes that split a model over processes (TP 1 needs no other process). */
 const WORLD_SIZES = TP_SIZES.filter((t) => t > 1);
 export const DEFAULT_TIMEOUT_SECONDS = 600;
 
-function envInt(env: NodeJS.ProcessEnv, name: string, min: number, max: number, fix: string): number | undefined {
+function envInt(env: Environment, name: string, min: number, max: number, fix: string): number | undefined {
   const raw = env[name];
   if (raw === undefined || raw === '') return undefined;
   const n = Number(raw);
@@ -44,7 +47,7 @@ function envInt(env: NodeJS.ProcessEnv, name: string, min: number, max: number, 
  * The distributed set-up from the environment, or undefined when WORLD_SIZE is unset or 1 (one
  * process holds every rank). Throws a RuntimeError naming the variable that is missing or wrong.
  */
-export function distributedFromEnv(env: NodeJS.ProcessEnv = process.env): DistributedOptions | undefined {
+export function distributedFromEnv(env: Environment = process.env): DistributedOptions | undefined {
   const launch = 'launch one process per rank with RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT set (e.g. by torchrun)';
   const world = envInt(env, 'WORLD_SIZE', 1, 8, `set it to the number of tensor-parallel ranks (${WORLD_SIZES.join(', ')})`);
   if (world === undefined || world === 1) return undefined;

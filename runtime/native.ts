@@ -22,7 +22,7 @@ export interface NativeMappedFile {
   /** Whether the bytes are a private copy on huge pages (copyToHugePages) rather than the mapped file. */
   readonly copied: boolean;
   /** A copy of the first min(maxBytes, size) bytes (for the safetensors header parser). Throws once closed. */
-  readHeader(maxBytes: number): Buffer;
+  readHeader(maxBytes: number): Uint8Array;  // a Buffer (Uint8Array in the published types, which need no @types/node)
   /**
    * Reads bytes [offset, offset + length) into the page cache off the JS thread (MADV_POPULATE_READ),
    * so that a reader after it (a GPU library's copy to the device) finds them in memory. Resolves
