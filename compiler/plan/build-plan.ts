@@ -2,6 +2,7 @@ import { checkpointTensors } from '../config/checkpoint.js';
 import { checkModelConfig } from '../config/check-model.js';
 import type { ModelConfig } from '../config/model.js';
 import { PlanError, showValue } from '../errors.js';
+import { checkCpuShapes } from './cpu-limits.js';
 import { checkCudaShapes } from './cuda-limits.js';
 import { epilogueKernels, layerKernels, prologueKernels } from './kernels.js';
 import { activationBuffers, kvCachePlan } from './memory.js';
@@ -32,6 +33,7 @@ export function buildPlan(model: ModelConfig, partial: Partial<PlanOptions> = {}
   const shape = rankShape(model, options.tp);
   const maxTokens = Math.min(options.maxTokens, model.max_seq_len);
   if (options.target === 'cuda') checkCudaShapes(model, shape, options.dtype, options.tp, maxTokens);
+  else checkCpuShapes(model, shape, options.tp);
   return {
     format: 'mistral-compile.plan/1',
     key: specializationKey(model, options),
