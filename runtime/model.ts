@@ -80,10 +80,14 @@ export interface LoadedModel {
   logits(tokens: readonly number[]): Promise<Float32Array[]>;
   /**
    * Continues the current sequence (or starts one at startPos 0): runs `tokens` at startPos..,
-   * returns the logits of every token (allLogits) or of the last one.
+   * returns the logits of every token (allLogits) or of the last one. The current sequence is the
+   * one the KV cache holds now, that of the last call on the model, whichever caller made it.
    */
   forward(tokens: readonly number[], startPos: number, allLogits?: boolean): Promise<Float32Array[]>;
-  /** Streams new token ids after `prompt` (a new sequence). */
+  /**
+   * Streams new token ids after `prompt` (a new sequence). Other calls may run between its steps:
+   * its KV cache is saved and put back around them, so its tokens are those it gives alone.
+   */
   generate(prompt: readonly number[], options: GenerateOptions): AsyncGenerator<number, void, void>;
   /**
    * The most positions one sequence may reach: max_seq_len, or MAX_POSITIONS where every layer's
@@ -190,6 +194,9 @@ export function checkSequenceFits(config: ModelConfig, length: number): void {
 
 /** The most OpenMP threads loadModel accepts (a count far past any machine's cores is a mistake). */
 export const MAX_THREADS = 1024;
+
+/** The largest KV snapshot kept in one ArrayBuffer (Node 20's limit); a generation whose cache is larger replays instead. */
+const MAX_SNAPSHOT_BYTES = 2 ** 32;
 
 /** Bytes read into memory per step of readIntoMemory: ~0.1-1 s of a disk, so progress moves smoothly. */
 export const READ_STEP_BYTES = 256 * 2 ** 20;
@@ -374,10 +381,22 @@ async function joinRank(addon: NativeAddon, instance: NativeModelInstance, libra
   return group;
 }
 
+/** A generation's sequence: the tokens its KV cache holds, and that cache while other calls use the model. */
+interface Sequence {
+  tokens: number[];
+  saved: ArrayBuffer | undefined;
+}
+
 class Model implements LoadedModel {
   private nextPos = 0;
-  /** Counts calls that changed the KV cache, so a generation can tell whether its sequence is still there. */
-  private version = 0;
+  /**
+   * The generation whose sequence the KV cache holds (undefined: none, or a logits()/forward()
+   * call's). A model has one KV cache: before another call changes it, the generation's cache is
+   * saved (mc_kv_save), and it is put back before the generation's next step, so that what runs
+   * between two steps changes neither its tokens nor its speed (a replay would cost a prefill a step
+   * and round like a prefill, not like the decode steps it replaces).
+   */
+  private resident: Sequence | undefined;
   private queue: Promise<unknown> = Promise.resolve();
   private closed = false;
 
@@ -389,7 +408,10 @@ class Model implements LoadedModel {
   }
 
   forward(tokens: readonly number[], startPos: number, allLogits = true): Promise<Float32Array[]> {
-    return this.serialized(() => this.run(tokens, startPos, allLogits));
+    return this.serialized(async () => {
+      await this.claim(undefined);  // a generation's cache is saved before this call changes it
+      return this.run(tokens, startPos, allLogits);
+    });
   }
 
   async *generate(prompt: readonly number[], options: GenerateOptions): AsyncGenerator<number, void, void> {
@@ -413,21 +435,35 @@ class Model implements LoadedModel {
     }
     const stop = new Set(stopIds);
     const uniform = seededUniform(seed);
-    // The tokens this generation has put into the KV cache. If another call runs on the model
-    // between two steps, it replaces the cache's sequence: the next step then replays these.
-    const sequence = [...prompt];
-    let [last] = await this.forward(prompt, 0, false);
-    let mine = this.version;
-    for (let i = 0; i < options.maxTokens; i++) {
-      this.expectFinite(last!, sequence.length - 1);
-      const token = sampleToken(last!, { temperature, topP }, uniform);
-      if (stop.has(token)) return;
-      yield token;
-      if (i + 1 === options.maxTokens || !this.fits(sequence.length + 1)) return;
-      const pos = sequence.length;
-      sequence.push(token);
-      [last] = await this.serialized(() => (this.version === mine ? this.run([token], pos, false) : this.run(sequence, 0, false)));
-      mine = this.version;
+    const sequence: Sequence = { tokens: [], saved: undefined };
+    try {
+      let [last] = await this.serialized(async () => {
+        await this.claim(undefined);
+        const rows = await this.run(prompt, 0, false);
+        sequence.tokens = [...prompt];
+        this.resident = sequence;
+        return rows;
+      });
+      for (let i = 0; i < options.maxTokens; i++) {
+        this.expectFinite(last!, sequence.tokens.length - 1);
+        const token = sampleToken(last!, { temperature, topP }, uniform);
+        if (stop.has(token)) return;
+        yield token;
+        if (i + 1 === options.maxTokens || !this.fits(sequence.tokens.length + 1)) return;
+        [last] = await this.serialized(async () => {
+          // Its cache in place (as left, or put back): one decode step. Else (a library without
+          // snapshots, or one too large to keep) the whole sequence again.
+          const rows = await this.claim(sequence)
+            ? await this.run([token], sequence.tokens.length, false)
+            : await this.run([...sequence.tokens, token], 0, false);
+          sequence.tokens.push(token);
+          this.resident = sequence;
+          return rows;
+        });
+      }
+    } finally {
+      if (this.resident === sequence) this.resident = undefined;
+      sequence.saved = undefined;
     }
   }
 
@@ -461,6 +497,41 @@ class Model implements LoadedModel {
     return length <= this.maxPositions;
   }
 
+  /**
+   * Readies the KV cache for a call of `sequence` (undefined: a logits() or forward() call): another
+   * generation's cache is saved first, and `sequence`'s own put back. Whether `sequence`'s cache is in
+   * place. Snapshots are best effort: one that cannot be made or put back makes its generation
+   * replay its sequence instead, and the call itself says what is wrong with the model, if anything.
+   */
+  private async claim(sequence: Sequence | undefined): Promise<boolean> {
+    const resident = this.resident;
+    if (resident !== undefined && resident === sequence) return true;
+    if (resident !== undefined) {
+      this.resident = undefined;
+      resident.saved = await this.snapshot(resident.tokens.length);
+    }
+    const saved = sequence?.saved;
+    if (sequence === undefined || saved === undefined) return false;
+    sequence.saved = undefined;
+    try {
+      this.nextPos = 0;  // until it is back, the cache holds no sequence
+      await this.native.loadKv(saved, sequence.tokens.length);
+    } catch {
+      return false;
+    }
+    this.nextPos = sequence.tokens.length;
+    this.resident = sequence;
+    return true;
+  }
+
+  /** A snapshot of the cache's `positions`, or undefined where the library has none or it cannot be made. */
+  private async snapshot(positions: number): Promise<ArrayBuffer | undefined> {
+    if (this.closed || positions !== this.nextPos) return undefined;
+    const bytes = this.native.kvBytes(positions);
+    if (bytes < 0 || bytes > MAX_SNAPSHOT_BYTES) return undefined;
+    return this.native.saveKv(positions).catch(() => undefined);
+  }
+
   /** One call at a time per model: concurrent callers wait their turn instead of corrupting the cache. */
   private serialized<T>(work: () => Promise<T>): Promise<T> {
     const result = this.queue.then(work, work);
@@ -475,11 +546,12 @@ class Model implements LoadedModel {
       throw new RuntimeError('forward', 'startPos', `${startPos} does not continue the sequence (next position ${this.nextPos})`, `pass ${this.nextPos}, or 0 to start a new sequence`);
     }
     checkSequenceFits(this.config, startPos + tokens.length);
-    this.version += 1;
     const vocab = this.config.vocab_size;
     const chunk = this.plan.options.maxTokens;
     const rows: Float32Array[] = [];
     for (let begin = 0; begin < tokens.length; begin += chunk) {
+      // close() between two chunks of a long prompt: said as for a call made after it.
+      if (this.closed) throw new RuntimeError('model', undefined, 'is closed', 'load it again with loadModel()');
       const part = Int32Array.from(tokens.slice(begin, begin + chunk));
       const lastChunk = begin + chunk >= tokens.length;
       const wantAll = allLogits;

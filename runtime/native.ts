@@ -100,6 +100,15 @@ export interface NativeTpGroup {
   readonly closed: boolean;
   /** Resolves to logits [tokens.length, vocabSize] (allLogits) or [vocabSize]. Same rejections as ModelInstance.forward. */
   forward(tokens: Int32Array, startPos: number, allLogits: boolean): Promise<Float32Array>;
+  /**
+   * Bytes of a KV-cache snapshot of nPositions (every rank's part), or -1 where there is none: a
+   * closed group, a library without mc_kv_* (runtime/abi/mc_abi.h), positions past its reach.
+   */
+  kvBytes(nPositions: number): number;
+  /** A snapshot of the sequence the model holds, nPositions long (its next position). One call at a time, as forward. */
+  saveKv(nPositions: number): Promise<ArrayBuffer>;
+  /** Puts a snapshot of saveKv back: the model then continues that sequence at nPositions. */
+  loadKv(snapshot: ArrayBuffer, nPositions: number): Promise<void>;
   close(): void;
 }
 

@@ -194,10 +194,10 @@ if (sections.has('logits')) {
     try {
       const r = await checkLogits(c, { workDir: work, cacheDir, archs: device.archs, withCpu, prebuilt });
       logits.push(r);
-      log(`${r.pass ? 'ok  ' : 'FAIL'} logits ${c.name}: vs CPU prefill ${e2(r.prefillVsCpu)} decode ${e2(r.decodeVsCpu)}; vs float64 prefill ${e2(r.prefillVsReference)} decode ${e2(r.decodeVsReference)} (worst row vs float64 ${e2(r.worstRowVsReference)}, vs CPU ${e2(r.worstRowVsCpu)}; CPU vs float64 ${e2(r.cpuVsReference)}${r.routingGap !== null ? `; routing gap ${r.routingGap.toFixed(3)} after ${r.tokenDraws} draw(s)` : ''}; tolerance ${e2(r.tolerance)}; seed ${r.seed})`);
+      log(`${r.pass ? 'ok  ' : 'FAIL'} logits ${c.name}: vs CPU prefill ${e2(r.prefillVsCpu)} decode ${e2(r.decodeVsCpu)}; vs float64 prefill ${e2(r.prefillVsReference)} decode ${e2(r.decodeVsReference)} (worst row vs float64 ${e2(r.worstRowVsReference)}, vs CPU ${e2(r.worstRowVsCpu)}; CPU vs float64 ${e2(r.cpuVsReference)}${r.routingGap !== null ? `; routing gap ${r.routingGap.toFixed(3)} after ${r.tokenDraws} draw(s)` : ''}; tolerance ${e2(r.tolerance)}; KV snapshot ${r.snapshotExact === null ? 'not checked' : r.snapshotExact ? 'exact' : 'DIFFERS'}; seed ${r.seed})`);
     } catch (err) {
       log(`FAIL logits ${c.name}: ${(err as Error).message}`);
-      logits.push({ name: c.name, dtype: c.dtype, seed: 0, prefillVsCpu: null, decodeVsCpu: null, prefillVsReference: Infinity, decodeVsReference: Infinity, cpuVsReference: null, worstRowVsReference: Infinity, worstRowVsCpu: null, tolerance: 0, tokenDraws: 0, routingGap: null, pass: false });
+      logits.push({ name: c.name, dtype: c.dtype, seed: 0, prefillVsCpu: null, decodeVsCpu: null, prefillVsReference: Infinity, decodeVsReference: Infinity, cpuVsReference: null, worstRowVsReference: Infinity, worstRowVsCpu: null, tolerance: 0, tokenDraws: 0, routingGap: null, snapshotExact: null, pass: false });
     }
   }
 }

@@ -12,6 +12,7 @@ import type { ModelConfig } from '../../compiler/config/model.js';
 import { writeRandomWeights } from '../../compiler/weights/random.js';
 import { readSafetensorsHeader, readTensorF32 } from '../../compiler/weights/safetensors.js';
 import type { Plan } from '../../compiler/plan/types.js';
+import { loadNativeAddon } from '../../runtime/native-loader.js';
 import type { NativeModelInstance } from '../../runtime/native.js';
 import { referenceLogits, routingGap, type WeightLookup } from '../../test/reference/forward.js';
 import { relativeL2 } from '../../test/reference/metrics.js';
@@ -46,6 +47,11 @@ export interface LogitsResult {
   tokenDraws: number;
   /** The smallest routingGap of the tokens checked (null for a dense model). */
   routingGap: number | null;
+  /**
+   * Whether the decode steps after a KV snapshot was put back (mc_kv_save, another sequence over the
+   * whole cache, mc_kv_load) gave the steps taken straight after the save, bit for bit; null: not checked.
+   */
+  snapshotExact: boolean | null;
   pass: boolean;
 }
 
@@ -73,6 +79,38 @@ export interface LogitsOptions {
   cudaLibrary?: (plan: Plan) => Promise<string>;
   /** Weights and tokens from this seed instead of a fresh one. */
   seed?: number;
+  /** Also check KV snapshots (snapshotExact; default true). */
+  snapshot?: boolean;
+}
+
+/**
+ * The KV snapshot of `library` (runtime/model.ts keeps a generation's cache so while other calls use
+ * the model): a second instance prefills the prompt and saves it, decodes (the expected rows), runs
+ * another sequence over every slot (the tokens reversed, so rings wrap), puts the snapshot back and
+ * decodes again. Both decodes start from the same cache, so they must agree bit for bit.
+ */
+async function snapshotExact(library: string, plan: Plan, safetensorsPath: string, tokens: number[], c: LogitsCase, vocab: number): Promise<boolean> {
+  const group = new (loadNativeAddon().TpGroup)([await openCheckpoint(library, plan, safetensorsPath)], vocab, 0);
+  try {
+    const run = async (ids: number[], from: number, to: number, step: number) => {
+      const rows: Float32Array[] = [];
+      for (let p = from; p < to; p += step) {
+        const part = Int32Array.from(ids.slice(p, Math.min(to, p + step)));
+        const out = await group.forward(part, p, true);
+        for (let t = 0; t < part.length; t++) rows.push(out.slice(t * vocab, (t + 1) * vocab));
+      }
+      return rows;
+    };
+    await run(tokens, 0, c.prompt, c.chunk);
+    const snapshot = await group.saveKv(c.prompt);
+    const expected = await run(tokens, c.prompt, tokens.length, 1);
+    await run([...tokens].reverse(), 0, tokens.length, c.chunk);
+    await group.loadKv(snapshot, c.prompt);
+    const again = await run(tokens, c.prompt, tokens.length, 1);
+    return again.every((row, i) => row.every((v, j) => Object.is(v, expected[i]![j])));
+  } finally {
+    group.close();
+  }
 }
 
 export async function checkLogits(c: LogitsCase, options: LogitsOptions): Promise<LogitsResult> {
@@ -84,13 +122,15 @@ export async function checkLogits(c: LogitsCase, options: LogitsOptions): Promis
   const vocab = config.vocab_size;
 
   const plan = logitsPlan(c);
-  const cuda = await openCheckpoint(options.cudaLibrary !== undefined ? await options.cudaLibrary(plan) : (await libraryFor(plan, options)).library, plan, safetensorsPath);
+  const library = options.cudaLibrary !== undefined ? await options.cudaLibrary(plan) : (await libraryFor(plan, options)).library;
+  const cuda = await openCheckpoint(library, plan, safetensorsPath);
   let rows: Float32Array[];
   try {
     rows = runChunked(cuda, tokens, c.prompt, c.chunk, vocab);
   } finally {
     cuda.close();
   }
+  const snapshot = options.snapshot === false ? null : await snapshotExact(library, plan, safetensorsPath, tokens, c, vocab);
 
   let cpuRows: Float32Array[] | null = null;
   if (options.withCpu) {
@@ -120,9 +160,11 @@ export async function checkLogits(c: LogitsCase, options: LogitsOptions): Promis
     tolerance,
     tokenDraws: forwards,
     routingGap: config.moe === null ? null : gap,
+    snapshotExact: snapshot,
     pass: false,
   };
-  result.pass = [result.prefillVsReference, result.decodeVsReference, result.prefillVsCpu ?? 0, result.decodeVsCpu ?? 0].every((e) => e <= tolerance);
+  result.pass = [result.prefillVsReference, result.decodeVsReference, result.prefillVsCpu ?? 0, result.decodeVsCpu ?? 0].every((e) => e <= tolerance)
+    && snapshot !== false;
   return result;
 }
 

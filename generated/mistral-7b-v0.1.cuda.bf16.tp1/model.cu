@@ -1824,4 +1824,76 @@ MC_EXPORT int32_t mc_set_comm(mc_model* m, const mc_comm* comm, char* err, size_
   return 0;
 }
 
+// ---- KV snapshots (mc_kv_*: one model holds several sequences in turn) ----
+namespace {
+/** KV slots of each layer (its ring, or max_seq_len): what a snapshot of n positions copies of it. */
+constexpr int32_t kKvSlots[N_LAYERS] = { 4607, 4607, 4607, 4607, 4607, 4607, 4607, 4607, 4607, 4607, 4607, 4607, 4607, 4607, 4607, 4607, 4607, 4607, 4607, 4607, 4607, 4607, 4607, 4607, 4607, 4607, 4607, 4607, 4607, 4607, 4607, 4607 };
+
+bool positions_fit(int64_t n) { return n >= 0 && n <= MAX_POSITIONS && (ALL_LAYERS_ROLLING || n <= MAX_SEQ_LEN); }
+
+/** Bytes of each of a layer's key and value rows that positions [0, n) have written (a ring's every slot once it has wrapped). */
+size_t kv_rows_bytes(int l, int64_t n) { return size_t(std::min<int64_t>(n, kKvSlots[l])) * N_KV_HEADS * HEAD_DIM * sizeof(KV); }
+
+/** Bytes of a snapshot of n positions (mc_kv_bytes), or -1 past the positions a sequence may reach. */
+int64_t snapshot_bytes(int64_t n) {
+  if (!positions_fit(n)) return -1;
+  int64_t bytes = 0;
+  for (int l = 0; l < N_LAYERS; ++l) bytes += 2 * int64_t(kv_rows_bytes(l, n));
+  return bytes;
+}
+
+/** Whether a snapshot's arguments hold together; if not, the reason is in err. */
+bool snapshot_ok(const mc_model* m, int32_t n, const void* data, int64_t bytes, char* err, size_t errlen) {
+  char message[256];
+  if (m == nullptr || (data == nullptr && bytes != 0)) return set_error(err, errlen, "null argument"), false;
+  const int64_t expected = snapshot_bytes(n);
+  if (expected < 0) {
+    std::snprintf(message, sizeof message, "a snapshot of %d positions, past the %d a sequence may reach", n, ALL_LAYERS_ROLLING ? MAX_POSITIONS : MAX_SEQ_LEN);
+    return set_error(err, errlen, message), false;
+  }
+  if (bytes != expected) {
+    std::snprintf(message, sizeof message, "a snapshot of %d positions takes %lld bytes, got %lld", n, (long long)expected, (long long)bytes);
+    return set_error(err, errlen, message), false;
+  }
+  return true;
+}
+
+/** Copies a snapshot out of (kSave) or into the device caches, layer by layer (keys, then values: [slots, N_KV_HEADS * HEAD_DIM] rows each), and waits for it. */
+template <bool kSave>
+cudaError_t copy_kv(mc_model* m, int32_t n, std::conditional_t<kSave, char*, const char*> buf) {
+  if (cudaError_t e = cudaSetDevice(m->device)) return e;
+  for (int l = 0; l < N_LAYERS; ++l) {
+    const size_t bytes = kv_rows_bytes(l, n);
+    for (KV* cache : {m->layers[l].k_cache, m->layers[l].v_cache}) {
+      const cudaError_t e = kSave ? cudaMemcpyAsync(const_cast<char*>(buf), cache, bytes, cudaMemcpyDeviceToHost, m->stream)
+                                  : cudaMemcpyAsync(cache, buf, bytes, cudaMemcpyHostToDevice, m->stream);
+      if (e != cudaSuccess) return e;
+      buf += bytes;
+    }
+  }
+  return cudaStreamSynchronize(m->stream);
+}
+}  // namespace
+
+MC_EXPORT int64_t mc_kv_bytes(int32_t n_positions) { return snapshot_bytes(n_positions); }
+
+MC_EXPORT int32_t mc_kv_save(mc_model* m, int32_t n_positions, void* out, int64_t bytes, char* err, size_t errlen) {
+  if (!snapshot_ok(m, n_positions, out, bytes, err, errlen)) return 1;
+  if (n_positions != m->next_pos) {
+    char message[256];
+    std::snprintf(message, sizeof message, "a snapshot of %d positions of a sequence at position %d; save the sequence the model holds", n_positions, m->next_pos);
+    return set_error(err, errlen, message), 1;
+  }
+  if (const cudaError_t e = copy_kv<true>(m, n_positions, static_cast<char*>(out))) return cuda_error(err, errlen, "copying the KV cache to the host", e), 1;
+  return 0;
+}
+
+MC_EXPORT int32_t mc_kv_load(mc_model* m, int32_t n_positions, const void* in, int64_t bytes, char* err, size_t errlen) {
+  if (!snapshot_ok(m, n_positions, in, bytes, err, errlen)) return 1;
+  m->next_pos = 0;  // until the whole snapshot is in place, the model holds no sequence
+  if (const cudaError_t e = copy_kv<false>(m, n_positions, static_cast<const char*>(in))) return cuda_error(err, errlen, "copying the KV cache to the device", e), 1;
+  m->next_pos = n_positions;
+  return 0;
+}
+
 MC_EXPORT void mc_destroy(mc_model* m) { free_model(m); }

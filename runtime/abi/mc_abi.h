@@ -97,6 +97,28 @@ typedef int32_t (*mc_nccl_unique_id_fn)(uint8_t* out128, char* err, size_t errle
  */
 typedef int32_t (*mc_set_comm_fn)(mc_model* model, const mc_comm* comm, char* err, size_t errlen);
 
+/**
+ * Optional (every library built from templates/ exports all three): a copy of the KV cache, so that
+ * one model can hold several sequences in turn, each restored exactly as it was left (runtime/model.ts
+ * swaps a generation's cache out while another call uses the model). A snapshot of `n_positions`
+ * holds what positions [0, n_positions) wrote to each layer's cache (a ring's every slot once it has
+ * wrapped), layer by layer, in the library's own layout; only the same library reads it back.
+ */
+/** Bytes of a snapshot of n_positions (0 <= n_positions), or -1 past the positions a sequence may reach. */
+typedef int64_t (*mc_kv_bytes_fn)(int32_t n_positions);
+/**
+ * Copies the cache of the sequence the model holds into out[0..bytes): n_positions must be that
+ * sequence's length (the next position) and bytes mc_kv_bytes(n_positions). Returns 0, or non-zero
+ * with a one-line message in err; the model is unchanged either way.
+ */
+typedef int32_t (*mc_kv_save_fn)(mc_model* model, int32_t n_positions, void* out, int64_t bytes, char* err, size_t errlen);
+/**
+ * Puts a snapshot of mc_kv_save back: the model then holds that sequence and continues it at
+ * n_positions. Returns 0, or non-zero with err (a failed copy leaves the model holding no sequence:
+ * its next call must start at position 0).
+ */
+typedef int32_t (*mc_kv_load_fn)(mc_model* model, int32_t n_positions, const void* in, int64_t bytes, char* err, size_t errlen);
+
 #ifdef __cplusplus
 }
 #endif

@@ -32,7 +32,7 @@ afterEach(() => {
   delete process.env.MC_CUDA_X;
 });
 
-interface Case { config: string; dtype: Dtype; engine?: 'wgmma-all' | 'mma'; prompt?: number; chunk?: number; prefetchMb?: string; a16?: string; pdl?: string; trigger?: string; decode?: 'chain' | 'layer'; x?: 'shared' }
+interface Case { config: string; dtype: Dtype; snapshot?: boolean; engine?: 'wgmma-all' | 'mma'; prompt?: number; chunk?: number; prefetchMb?: string; a16?: string; pdl?: string; trigger?: string; decode?: 'chain' | 'layer'; x?: 'shared' }
 // Dense, windowed (int and per-layer list), MoE top-2 and top-1; each dtype at least once; the wgmma
 // engine under the whole model. Fresh weights and tokens each run, MoE too: checkLogits draws the
 // tokens again until no routing decision of the float64 reference is near a tie (ROUTING_MARGIN in
@@ -51,8 +51,8 @@ const CASES: Case[] = [
   // on mma.sync alone (the default engine takes the GEMMs its launch rule judges faster on wgmma).
   { config: 'tiny-dense', dtype: 'f16', prompt: 80, chunk: 80, pdl: 'off', engine: 'mma' },
   { config: 'tiny-dense-full', dtype: 'f32' },
-  { config: 'tiny-window-list', dtype: 'f16', a16: '0' },
-  { config: 'tiny-moe', dtype: 'bf16', engine: 'wgmma-all', prefetchMb: '1,8' },
+  { config: 'tiny-window-list', dtype: 'f16', a16: '0', snapshot: true },
+  { config: 'tiny-moe', dtype: 'bf16', engine: 'wgmma-all', prefetchMb: '1,8', snapshot: true },
   { config: 'tiny-moe-top1', dtype: 'f16' },
   // The experts' GEMMs over more than one 64-row tile of gathered rows (narrowed once).
   { config: 'tiny-moe', dtype: 'bf16', prompt: 80, chunk: 80, pdl: 'all', trigger: 'last-rows' },
@@ -88,13 +88,14 @@ describe.skipIf(!hasNvcc())('a CUDA library on the emulator (no GPU)', () => {
       const lc = logitsCase(c);
       const result = await checkLogits(lc, {
         workDir: join(work, 'models'), cacheDir: join(work, 'cache'), withCpu: true,
-        cudaLibrary: (plan: Plan) => library(lc.name, plan),
+        cudaLibrary: (plan: Plan) => library(lc.name, plan), snapshot: c.snapshot === true,
       });
       const summary = `${JSON.stringify(result)} MC_EMU_SEED=${emuSeed}`;
       expect(result.pass, summary).toBe(true);
       expect(result.prefillVsReference, summary).toBeLessThanOrEqual(result.tolerance);
       expect(result.decodeVsReference, summary).toBeLessThanOrEqual(result.tolerance);
       expect(result.prefillVsCpu, summary).not.toBeNull();
+      expect(result.snapshotExact, summary).toBe(c.snapshot === true ? true : null);
     }, 300_000);
   }
 });

@@ -60,6 +60,10 @@ Library::Library(const std::string& p) : path(p) {
   setComm = reinterpret_cast<mc_set_comm_fn>(dlsym(handle, "mc_set_comm"));  // optional
   ncclUniqueId = reinterpret_cast<mc_nccl_unique_id_fn>(dlsym(handle, "mc_nccl_unique_id"));  // optional
   checkDevice = reinterpret_cast<mc_check_device_fn>(dlsym(handle, "mc_check_device"));  // optional
+  kvBytes = reinterpret_cast<mc_kv_bytes_fn>(dlsym(handle, "mc_kv_bytes"));  // optional, all three or none
+  kvSave = reinterpret_cast<mc_kv_save_fn>(dlsym(handle, "mc_kv_save"));
+  kvLoad = reinterpret_cast<mc_kv_load_fn>(dlsym(handle, "mc_kv_load"));
+  if (kvBytes == nullptr || kvSave == nullptr || kvLoad == nullptr) kvBytes = nullptr, kvSave = nullptr, kvLoad = nullptr;
 
   const char* key = specialization();
   specializationKey = key != nullptr ? key : "";

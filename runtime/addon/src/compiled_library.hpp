@@ -29,6 +29,10 @@ struct Library {
   mc_nccl_unique_id_fn ncclUniqueId = nullptr;
   /** Optional: present in GPU libraries (the machine checks of mc_create, before any weight is read). */
   mc_check_device_fn checkDevice = nullptr;
+  /** Optional, all three or none: KV-cache snapshots (libraries built from templates/ have them). */
+  mc_kv_bytes_fn kvBytes = nullptr;
+  mc_kv_save_fn kvSave = nullptr;
+  mc_kv_load_fn kvLoad = nullptr;
 
   /** The compile-time constants, read once at load. */
   std::string specializationKey;

@@ -98,6 +98,9 @@ Napi::Function DistGroup::define(Napi::Env env) {
                      {
                          InstanceMethod<&DistGroup::join>("join"),
                          InstanceMethod<&DistGroup::forward>("forward"),
+                         InstanceMethod<&DistGroup::kvBytes>("kvBytes"),
+                         InstanceMethod<&DistGroup::saveKv>("saveKv"),
+                         InstanceMethod<&DistGroup::loadKv>("loadKv"),
                          InstanceMethod<&DistGroup::close>("close"),
                          InstanceAccessor<&DistGroup::closed>("closed"),
                          InstanceAccessor<&DistGroup::failure>("failure"),

@@ -4,6 +4,7 @@
 #include <memory>
 #include <string>
 
+#include "kv_snapshot.hpp"
 #include "model_handle.hpp"
 #include "socket_group.hpp"
 
@@ -21,6 +22,9 @@ struct DistState {
    * the library's all-reduces), then gathers the vocabulary slices into full logits rows.
    */
   std::string forward(const int32_t* tokens, int32_t n, int32_t startPos, float* out, bool allLogits);
+  /** KV snapshots of this process's rank (kv_snapshot.hpp): no exchange, every rank makes the same calls. */
+  int64_t kvBytes(int32_t nPositions) const { return kvSnapshotBytes({handle}, nPositions); }
+  std::string copyKv(bool save, int32_t nPositions, uint8_t* data) { return copyKvSnapshot({handle}, save, nPositions, data); }
 };
 
 /**
@@ -43,6 +47,9 @@ class DistGroup : public Napi::ObjectWrap<DistGroup> {
  private:
   Napi::Value join(const Napi::CallbackInfo& info);
   Napi::Value forward(const Napi::CallbackInfo& info);
+  Napi::Value kvBytes(const Napi::CallbackInfo& info) { return kvBytesValue(info, state_); }
+  Napi::Value saveKv(const Napi::CallbackInfo& info) { return queueKv(info, this, state_, busy_, true); }
+  Napi::Value loadKv(const Napi::CallbackInfo& info) { return queueKv(info, this, state_, busy_, false); }
   void close(const Napi::CallbackInfo& info);
   Napi::Value closed(const Napi::CallbackInfo& info);
   Napi::Value failure(const Napi::CallbackInfo& info);

@@ -44,6 +44,18 @@ std::string ModelHandle::forwardHere(const int32_t* tokens, int32_t nTokens, int
   return err[0] != '\0' ? std::string(err) : "mc_forward returned " + std::to_string(rc) + " without a message";
 }
 
+std::future<std::string> ModelHandle::copyKvAsync(bool save, int32_t nPositions, void* data, int64_t bytes) {
+  return thread_.submit([=, this]() -> std::string {
+    char err[kErrLen] = {0};
+    int32_t rc = save ? library_->kvSave(model_, nPositions, data, bytes, err, kErrLen)
+                      : library_->kvLoad(model_, nPositions, data, bytes, err, kErrLen);
+    err[kErrLen - 1] = '\0';
+    if (rc == 0) return "";
+    const char* what = save ? "mc_kv_save" : "mc_kv_load";
+    return library_->path + ": " + what + " failed: " + (err[0] != '\0' ? std::string(err) : std::string("no message"));
+  });
+}
+
 std::string ModelHandle::changedSinceMapped() const {
   for (const auto& mapping : mappings_) {
     std::string changed = mapping->changedSinceMapped();

@@ -40,6 +40,13 @@ class ModelHandle {
   std::future<std::string> forwardAsync(const int32_t* tokens, int32_t nTokens, int32_t startPos, float* logits,
                                         bool allLogits);
 
+  /**
+   * Queues mc_kv_save (save: the model's cache into data) or mc_kv_load (data into it) of a snapshot
+   * of nPositions, `bytes` long, on the model's thread; the future gives "" or the library's message.
+   * The library must have them (Library::kvBytes). `data` must stay valid until it is ready.
+   */
+  std::future<std::string> copyKvAsync(bool save, int32_t nPositions, void* data, int64_t bytes);
+
   /** forwardAsync, waited for. */
   std::string forward(const int32_t* tokens, int32_t nTokens, int32_t startPos, float* logits, bool allLogits) {
     return forwardAsync(tokens, nTokens, startPos, logits, allLogits).get();

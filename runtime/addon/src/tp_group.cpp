@@ -41,6 +41,9 @@ Napi::Function TpGroup::define(Napi::Env env) {
   return DefineClass(env, "TpGroup",
                      {
                          InstanceMethod<&TpGroup::forward>("forward"),
+                         InstanceMethod<&TpGroup::kvBytes>("kvBytes"),
+                         InstanceMethod<&TpGroup::saveKv>("saveKv"),
+                         InstanceMethod<&TpGroup::loadKv>("loadKv"),
                          InstanceMethod<&TpGroup::close>("close"),
                          InstanceAccessor<&TpGroup::closed>("closed"),
                      });

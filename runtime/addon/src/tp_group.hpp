@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "communicator.hpp"
+#include "kv_snapshot.hpp"
 #include "model_handle.hpp"
 
 /** The ranks of one tensor-parallel model: run together, logits gathered over the vocabulary. */
@@ -17,12 +18,16 @@ struct TpState {
 
   /** Runs every rank on its own thread, then gathers [rows, vocab_local] slices into [rows, vocab]. */
   std::string forward(const int32_t* tokens, int32_t n, int32_t startPos, float* out, bool allLogits);
+  /** KV snapshots of every rank (kv_snapshot.hpp). */
+  int64_t kvBytes(int32_t nPositions) const { return kvSnapshotBytes(ranks, nPositions); }
+  std::string copyKv(bool save, int32_t nPositions, uint8_t* data) { return copyKvSnapshot(ranks, save, nPositions, data); }
 };
 
 /**
  * JS class TpGroup(instances: ModelInstance[], vocabSize, threadsPerRank): takes over the instances
  * (rank i = instances[i]). .forward(tokens, startPos, allLogits) → Promise<Float32Array> of full
- * logits, .close(), .closed. One forward at a time.
+ * logits, .kvBytes(nPositions), .saveKv(nPositions) → Promise<ArrayBuffer>, .loadKv(snapshot,
+ * nPositions) → Promise<void> (kv_snapshot.hpp), .close(), .closed. One call at a time.
  */
 class TpGroup : public Napi::ObjectWrap<TpGroup> {
  public:
@@ -34,6 +39,9 @@ class TpGroup : public Napi::ObjectWrap<TpGroup> {
 
  private:
   Napi::Value forward(const Napi::CallbackInfo& info);
+  Napi::Value kvBytes(const Napi::CallbackInfo& info) { return kvBytesValue(info, state_); }
+  Napi::Value saveKv(const Napi::CallbackInfo& info) { return queueKv(info, this, state_, busy_, true); }
+  Napi::Value loadKv(const Napi::CallbackInfo& info) { return queueKv(info, this, state_, busy_, false); }
   void close(const Napi::CallbackInfo& info);
   Napi::Value closed(const Napi::CallbackInfo& info);
 

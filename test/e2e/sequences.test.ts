@@ -1,0 +1,151 @@
+/**
+ * One model, several sequences in turn: a model has one KV cache, and a generation whose cache
+ * another call is about to change has it saved (mc_kv_save) and put back (mc_kv_load) before its
+ * next step. So a generation gives the tokens it gives alone, bit for bit, whatever runs between
+ * its steps, and each step stays one decode step (a replay of the sequence would round like a
+ * prefill: on flat random weights, sampled tokens then differ within a few steps).
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { TpSize } from '../../compiler/plan/types.js';
+import { loadModel, type GenerateOptions, type LoadedModel } from '../../runtime/model.js';
+import { collect, createWorkspace, DENSE_GQA, errorMessage, tokensFor, writeModelDir, type ModelDir, type Workspace } from './helpers.js';
+
+let ws: Workspace;
+beforeAll(async () => {
+  ws = await createWorkspace('sequences');
+});
+afterAll(async () => {
+  await ws?.remove();
+});
+
+interface Case {
+  what: string;
+  name: string;
+  params: Record<string, unknown>;
+  dtype: 'f32' | 'bf16' | 'f16';
+  tp?: TpSize;
+  /** Prefill chunk: small ones make a prompt cross a ring's wrap in several calls. */
+  maxTokens?: number;
+}
+
+const CASES: Case[] = [
+  // Rings of 8 + 5 - 1 = 12 slots: prompts of 9-14 tokens and 24 steps wrap them, snapshots hold whole rings.
+  { what: 'a sliding window of 8 (rings that wrap) in bf16, prefilled in chunks of 5', name: 'window', params: { ...DENSE_GQA, sliding_window: 8 }, dtype: 'bf16', maxTokens: 5 },
+  // Full and windowed layers: a snapshot of part of a full cache beside whole rings.
+  { what: 'a per-layer window list [null, 6] in f16', name: 'window-list', params: { ...DENSE_GQA, n_layers: 4, sliding_window: [null, 6] }, dtype: 'f16', maxTokens: 4 },
+  { what: 'MoE top-2 of 4 experts in bf16', name: 'moe', params: { ...DENSE_GQA, moe: { num_experts: 4, num_experts_per_tok: 2 } }, dtype: 'bf16' },
+  { what: 'two tensor-parallel ranks (one snapshot part each) in f32', name: 'tp2', params: DENSE_GQA, dtype: 'f32', tp: 2 },
+];
+
+/** Seeded sampling at temperature 1 over flat random logits: any change in the logits' bits soon changes a token. */
+const sampled = (seed: number): GenerateOptions => ({ maxTokens: 24, temperature: 1, topP: 1, seed });
+
+describe.each(CASES)('$what', (c) => {
+  let source: ModelDir;
+  let model: LoadedModel;
+  beforeAll(async () => {
+    source = await writeModelDir(ws.root, c.name, { params: { ...c.params, max_seq_len: 96 } }, { seed: 900, dtype: c.dtype });
+    model = await loadModel(source.dir, { cacheDir: ws.cacheDir, tp: c.tp ?? 1, maxTokens: c.maxTokens ?? 16 });
+  });
+  afterAll(() => model?.close());
+
+  it('three generations at once each give the tokens they give alone', async () => {
+    const prompts = [tokensFor(source, 9, 901), tokensFor(source, 14, 902), tokensFor(source, 11, 903)];
+    const alone = [];
+    for (const [i, p] of prompts.entries()) alone.push(await collect(model.generate(p, sampled(i))));
+    const together = await Promise.all(prompts.map((p, i) => collect(model.generate(p, sampled(i)))));
+    expect(together).toEqual(alone);
+    expect(alone[0]).toHaveLength(24);
+  });
+
+  it('calls between the steps of a generation (logits, a forward that continues them, another generation) change none of its tokens', async () => {
+    const prompt = tokensFor(source, 10, 904);
+    const undisturbed = await collect(model.generate(prompt, sampled(7)));
+    const disturbed: number[] = [];
+    for await (const token of model.generate(prompt, sampled(7))) {
+      disturbed.push(token);
+      if (disturbed.length % 5 === 1) await model.logits(tokensFor(source, 12 + disturbed.length, 905));
+      if (disturbed.length === 6) await model.forward(tokensFor(source, 3, 906), 12 + 6);  // continues the logits() call's sequence
+      if (disturbed.length === 12) await collect(model.generate(tokensFor(source, 6, 907), sampled(8)));
+    }
+    expect(disturbed).toEqual(undisturbed);
+  });
+});
+
+describe('a generation on a library without KV snapshots', () => {
+  it('replays its sequence when another call ran between its steps (greedy: the same tokens here)', async () => {
+    // The fallback path: what runs where mc_kv_* is missing or a snapshot cannot be kept.
+    const source = await writeModelDir(ws.root, 'no-snapshots', { params: DENSE_GQA }, { seed: 910, dtype: 'f32' });
+    const model = await loadModel(source.dir, { cacheDir: ws.cacheDir });
+    try {
+      const native = (model as unknown as { native: object }).native;
+      const without = new Proxy(native, {
+        get: (target, key) => {
+          if (key === 'kvBytes') return () => -1;
+          const value: unknown = Reflect.get(target, key);
+          return typeof value === 'function' ? value.bind(target) : value;
+        },
+      });
+      Object.defineProperty(model, 'native', { value: without });
+      const prompt = tokensFor(source, 6, 911);
+      const undisturbed = await collect(model.generate(prompt, { maxTokens: 10 }));
+      const disturbed: number[] = [];
+      for await (const token of model.generate(prompt, { maxTokens: 10 })) {
+        disturbed.push(token);
+        if (disturbed.length === 3) await model.logits(tokensFor(source, 9, 912));
+      }
+      expect(disturbed).toEqual(undisturbed);
+    } finally {
+      model.close();
+    }
+  });
+});
+
+describe('KV snapshots in the addon', () => {
+  let source: ModelDir;
+  let model: LoadedModel;
+  let native: { kvBytes(n: number): number; saveKv(n: number): Promise<ArrayBuffer>; loadKv(b: ArrayBuffer, n: number): Promise<void>; forward(t: Int32Array, s: number, a: boolean): Promise<Float32Array> };
+  beforeAll(async () => {
+    source = await writeModelDir(ws.root, 'addon', { params: { ...DENSE_GQA, sliding_window: 8 } }, { seed: 920, dtype: 'bf16' });
+    model = await loadModel(source.dir, { cacheDir: ws.cacheDir, maxTokens: 4 });
+    native = (model as unknown as { native: typeof native }).native;
+  });
+  afterAll(() => model?.close());
+
+  it('a sequence saved, overwritten by another and put back continues as if never left, bit for bit', async () => {
+    const tokens = Int32Array.from(tokensFor(source, 23, 921));
+    const run = async (ids: Int32Array, from: number) => {
+      const rows: Float32Array[] = [];
+      for (let p = from; p < ids.length; p += 4) rows.push(await native.forward(ids.subarray(p, Math.min(ids.length, p + 4)), p, true));
+      return rows;
+    };
+    const prefix = 15;  // past the ring of 8 + 4 - 1 = 11 slots: the snapshot holds a wrapped ring
+    await run(tokens.subarray(0, prefix), 0);
+    const expected = await run(tokens, prefix);
+    await run(tokens.subarray(0, prefix), 0);
+    const snapshot = await native.saveKv(prefix);
+    expect(snapshot.byteLength).toBe(native.kvBytes(prefix));
+    await run(Int32Array.from(tokensFor(source, 30, 922)), 0);  // another sequence over every slot
+    await native.loadKv(snapshot, prefix);
+    expect(await run(tokens, prefix)).toEqual(expected);
+  });
+
+  it('refuses a snapshot of another length than the sequence held, a buffer of the wrong size, positions past the context', async () => {
+    await native.forward(Int32Array.of(1, 2, 3), 0, false);
+    expect(await errorMessage(() => native.saveKv(2))).toMatch(/mc_kv_save failed: a snapshot of 2 positions of a sequence at position 3; save the sequence the model holds$/);
+    expect(await errorMessage(() => native.loadKv(new ArrayBuffer(5), 3))).toMatch(/^loadKv: a snapshot of 3 positions takes \d+ bytes, got 5$/);
+    expect(native.kvBytes(2 ** 30)).toBeGreaterThan(0);  // every layer rolls: a sequence may pass max_seq_len
+    expect(native.kvBytes(2 ** 30 + 1)).toBe(-1);          // but not the 2^30 positions of any sequence
+  });
+});
+
+describe('close() between two chunks of a long prompt', () => {
+  it('rejects the call as a call after close() is rejected', async () => {
+    const source = await writeModelDir(ws.root, 'close-mid-prompt', { params: DENSE_GQA }, { seed: 930, dtype: 'f32' });
+    const model = await loadModel(source.dir, { cacheDir: ws.cacheDir, maxTokens: 2 });
+    const call = model.logits(tokensFor(source, 8, 931));
+    await new Promise((resolve) => setImmediate(resolve));
+    model.close();
+    expect(await errorMessage(() => call)).toBe('model: is closed; load it again with loadModel()');
+  });
+});
