@@ -86,7 +86,8 @@ export interface LoadedModel {
   forward(tokens: readonly number[], startPos: number, allLogits?: boolean): Promise<Float32Array[]>;
   /**
    * Streams new token ids after `prompt` (a new sequence). Other calls may run between its steps:
-   * its KV cache is saved and put back around them, so its tokens are those it gives alone.
+   * its KV cache is saved and put back around them, so its tokens are those it gives alone (where a
+   * snapshot cannot be kept, it replays its sequence instead: see the README).
    */
   generate(prompt: readonly number[], options: GenerateOptions): AsyncGenerator<number, void, void>;
   /**
@@ -385,6 +386,8 @@ async function joinRank(addon: NativeAddon, instance: NativeModelInstance, libra
 interface Sequence {
   tokens: number[];
   saved: ArrayBuffer | undefined;
+  /** Set when its generation has ended: its cache is no longer worth a copy. */
+  done: boolean;
 }
 
 class Model implements LoadedModel {
@@ -435,7 +438,7 @@ class Model implements LoadedModel {
     }
     const stop = new Set(stopIds);
     const uniform = seededUniform(seed);
-    const sequence: Sequence = { tokens: [], saved: undefined };
+    const sequence: Sequence = { tokens: [], saved: undefined, done: false };
     try {
       let [last] = await this.serialized(async () => {
         await this.claim(undefined);
@@ -448,8 +451,10 @@ class Model implements LoadedModel {
         this.expectFinite(last!, sequence.tokens.length - 1);
         const token = sampleToken(last!, { temperature, topP }, uniform);
         if (stop.has(token)) return;
+        const final = i + 1 === options.maxTokens || !this.fits(sequence.tokens.length + 1);
+        if (final) sequence.done = true;  // what the consumer calls before it asks for more need not save this cache
         yield token;
-        if (i + 1 === options.maxTokens || !this.fits(sequence.tokens.length + 1)) return;
+        if (final) return;
         [last] = await this.serialized(async () => {
           // Its cache in place (as left, or put back): one decode step. Else (a library without
           // snapshots, or one too large to keep) the whole sequence again.
@@ -462,6 +467,7 @@ class Model implements LoadedModel {
         });
       }
     } finally {
+      sequence.done = true;
       if (this.resident === sequence) this.resident = undefined;
       sequence.saved = undefined;
     }
@@ -508,7 +514,8 @@ class Model implements LoadedModel {
     if (resident !== undefined && resident === sequence) return true;
     if (resident !== undefined) {
       this.resident = undefined;
-      resident.saved = await this.snapshot(resident.tokens.length);
+      const saved = resident.done ? undefined : await this.snapshot(resident.tokens.length);
+      if (!resident.done) resident.saved = saved;  // a generation that ended meanwhile keeps nothing
     }
     const saved = sequence?.saved;
     if (sequence === undefined || saved === undefined) return false;
@@ -524,11 +531,15 @@ class Model implements LoadedModel {
     return true;
   }
 
-  /** A snapshot of the cache's `positions`, or undefined where the library has none or it cannot be made. */
+  /**
+   * A snapshot of the cache's `positions`, or undefined where the library has none or it cannot be
+   * made: larger than one ArrayBuffer, or than half the memory available now (each paused
+   * generation holds its snapshot in host memory; past that, generations replay instead).
+   */
   private async snapshot(positions: number): Promise<ArrayBuffer | undefined> {
     if (this.closed || positions !== this.nextPos) return undefined;
     const bytes = this.native.kvBytes(positions);
-    if (bytes < 0 || bytes > MAX_SNAPSHOT_BYTES) return undefined;
+    if (bytes < 0 || bytes > MAX_SNAPSHOT_BYTES || bytes > memoryAvailable() / 2) return undefined;
     return this.native.saveKv(positions).catch(() => undefined);
   }
 

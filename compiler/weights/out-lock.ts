@@ -27,8 +27,9 @@ const FRESH_MS = 10_000;
  * Tries to take the lock before giving up: each failed try saw the lock change hands (a dead one
  * removed, then taken by another run) or waited a moment for another run's takeover.
  */
-const MAX_ATTEMPTS = 50;
 const TAKEOVER_WAIT_MS = 20;
+/** Enough waits to outlast a takeover guard until it counts as left by a killed run (FRESH_MS). */
+const MAX_ATTEMPTS = FRESH_MS / TAKEOVER_WAIT_MS + 50;
 
 /** A lock as read: its text and the file it was read from (a lock removed and put again is another inode). */
 interface FoundLock {

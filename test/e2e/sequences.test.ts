@@ -37,6 +37,26 @@ const CASES: Case[] = [
   { what: 'two tensor-parallel ranks (one snapshot part each) in f32', name: 'tp2', params: DENSE_GQA, dtype: 'f32', tp: 2 },
 ];
 
+/** Counts, underneath the model (its private native group), the tokens of every forward call and the snapshots saved and put back. */
+function watch(model: LoadedModel): { tokens: number[]; saves: number; loads: number } {
+  const seen = { tokens: [] as number[], saves: 0, loads: 0 };
+  const native = (model as unknown as { native: object }).native;
+  const watched = new Proxy(native, {
+    get: (target, key) => {
+      const value: unknown = Reflect.get(target, key);
+      if (typeof value !== 'function') return value;
+      return (...args: unknown[]) => {
+        if (key === 'forward') seen.tokens.push((args[0] as Int32Array).length);
+        if (key === 'saveKv') seen.saves++;
+        if (key === 'loadKv') seen.loads++;
+        return (value as (...a: unknown[]) => unknown).apply(target, args);
+      };
+    },
+  });
+  Object.defineProperty(model, 'native', { value: watched, configurable: true });
+  return seen;
+}
+
 /** Seeded sampling at temperature 1 over flat random logits: any change in the logits' bits soon changes a token. */
 const sampled = (seed: number): GenerateOptions => ({ maxTokens: 24, temperature: 1, topP: 1, seed });
 
@@ -53,9 +73,15 @@ describe.each(CASES)('$what', (c) => {
     const prompts = [tokensFor(source, 9, 901), tokensFor(source, 14, 902), tokensFor(source, 11, 903)];
     const alone = [];
     for (const [i, p] of prompts.entries()) alone.push(await collect(model.generate(p, sampled(i))));
+    const seen = watch(model);
     const together = await Promise.all(prompts.map((p, i) => collect(model.generate(p, sampled(i)))));
     expect(together).toEqual(alone);
     expect(alone[0]).toHaveLength(24);
+    // No replay: the prompts (in chunks), then 23 one-token steps a generation, each after its cache was put back.
+    const promptTokens = prompts.reduce((n, p) => n + p.length, 0);
+    expect(seen.tokens.reduce((a, b) => a + b, 0)).toBe(promptTokens + 3 * 23);
+    expect(seen.loads).toBeGreaterThanOrEqual(3 * 22);
+    expect(seen.saves).toBeGreaterThanOrEqual(seen.loads);
   });
 
   it('calls between the steps of a generation (logits, a forward that continues them, another generation) change none of its tokens', async () => {
@@ -101,13 +127,17 @@ describe('a generation on a library without KV snapshots', () => {
   });
 });
 
-describe('KV snapshots in the addon', () => {
+describe.each([
+  { what: 'one rank, every layer a ring of 8 + 4 - 1 slots, bf16', name: 'addon-ring', params: { ...DENSE_GQA, sliding_window: 8 }, dtype: 'bf16' as const, tp: 1 as const },
+  // A full layer's cache saved in part (15 positions: a partial 16-slot key block) beside rings, one part a rank.
+  { what: 'two ranks, layers [full, window 6], f32', name: 'addon-tp2', params: { ...DENSE_GQA, n_layers: 4, sliding_window: [null, 6] }, dtype: 'f32' as const, tp: 2 as const },
+])('KV snapshots in the addon: $what', (c) => {
   let source: ModelDir;
   let model: LoadedModel;
   let native: { kvBytes(n: number): number; saveKv(n: number): Promise<ArrayBuffer>; loadKv(b: ArrayBuffer, n: number): Promise<void>; forward(t: Int32Array, s: number, a: boolean): Promise<Float32Array> };
   beforeAll(async () => {
-    source = await writeModelDir(ws.root, 'addon', { params: { ...DENSE_GQA, sliding_window: 8 } }, { seed: 920, dtype: 'bf16' });
-    model = await loadModel(source.dir, { cacheDir: ws.cacheDir, maxTokens: 4 });
+    source = await writeModelDir(ws.root, c.name, { params: { ...c.params, max_seq_len: 64 } }, { seed: 920, dtype: c.dtype });
+    model = await loadModel(source.dir, { cacheDir: ws.cacheDir, maxTokens: 4, tp: c.tp });
     native = (model as unknown as { native: typeof native }).native;
   });
   afterAll(() => model?.close());
@@ -119,7 +149,7 @@ describe('KV snapshots in the addon', () => {
       for (let p = from; p < ids.length; p += 4) rows.push(await native.forward(ids.subarray(p, Math.min(ids.length, p + 4)), p, true));
       return rows;
     };
-    const prefix = 15;  // past the ring of 8 + 4 - 1 = 11 slots: the snapshot holds a wrapped ring
+    const prefix = 15;  // past the rings (wrapped), and not a whole number of 16-slot key blocks
     await run(tokens.subarray(0, prefix), 0);
     const expected = await run(tokens, prefix);
     await run(tokens.subarray(0, prefix), 0);
@@ -134,8 +164,13 @@ describe('KV snapshots in the addon', () => {
     await native.forward(Int32Array.of(1, 2, 3), 0, false);
     expect(await errorMessage(() => native.saveKv(2))).toMatch(/mc_kv_save failed: a snapshot of 2 positions of a sequence at position 3; save the sequence the model holds$/);
     expect(await errorMessage(() => native.loadKv(new ArrayBuffer(5), 3))).toMatch(/^loadKv: a snapshot of 3 positions takes \d+ bytes, got 5$/);
-    expect(native.kvBytes(2 ** 30)).toBeGreaterThan(0);  // every layer rolls: a sequence may pass max_seq_len
-    expect(native.kvBytes(2 ** 30 + 1)).toBe(-1);          // but not the 2^30 positions of any sequence
+    if (c.tp === 1) {  // every layer rolls: a sequence may pass max_seq_len, not the 2^30 positions of any sequence
+      expect(native.kvBytes(2 ** 30)).toBeGreaterThan(0);
+      expect(native.kvBytes(2 ** 30 + 1)).toBe(-1);
+    } else {  // a full layer: max_seq_len bounds it
+      expect(native.kvBytes(64)).toBeGreaterThan(0);
+      expect(native.kvBytes(65)).toBe(-1);
+    }
   });
 });
 

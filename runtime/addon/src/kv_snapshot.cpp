@@ -17,7 +17,14 @@ std::string copyKvSnapshot(const std::vector<std::shared_ptr<ModelHandle>>& rank
   // Every rank is waited for before anything returns: they copy into or out of data until then.
   std::string first;
   for (auto& f : running) {
-    std::string error = f.get();
+    std::string error;
+    try {
+      error = f.get();
+    } catch (const std::exception& e) {  // a rank that threw still lets the others finish with `data`
+      error = std::string("mc_kv_* threw: ") + e.what();
+    } catch (...) {
+      error = "mc_kv_* threw a non-standard exception";
+    }
     if (first.empty()) first = error;
   }
   return first;

@@ -1,7 +1,9 @@
 #pragma once
 #include <napi.h>
 
+#include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <memory>
 #include <string>
 #include <vector>
@@ -92,7 +94,11 @@ Napi::Value queueKv(const Napi::CallbackInfo& info, Owner* owner, std::shared_pt
     if (bytes < 0) throw Napi::Error::New(env, what + ": this library cannot snapshot " + std::to_string(nPositions) + " positions");
     Napi::ArrayBuffer buffer;
     if (save) {
-      buffer = Napi::ArrayBuffer::New(env, static_cast<size_t>(bytes));
+      // Our own allocation, not V8's: a snapshot too large for the memory left is a rejection (the
+      // generation then replays its sequence), where V8 ends the process; and it is not zero-filled.
+      void* data = std::malloc(static_cast<size_t>(std::max<int64_t>(bytes, 1)));
+      if (data == nullptr) throw Napi::Error::New(env, "saveKv: out of memory for a snapshot of " + std::to_string(bytes) + " bytes");
+      buffer = Napi::ArrayBuffer::New(env, data, static_cast<size_t>(bytes), [](Napi::Env, void* p) { std::free(p); });
     } else {
       if (!info[0].IsArrayBuffer()) throw Napi::TypeError::New(env, "loadKv: snapshot must be an ArrayBuffer");
       buffer = info[0].As<Napi::ArrayBuffer>();
