@@ -14,7 +14,7 @@ export { planStats, type PlanStats } from './compiler/plan/stats.js';
 export type { Plan, PlanOptions, KernelNode, LayerPlan, WeightEntry, ShardSlice, Dtype, Target, TpSize } from './compiler/plan/types.js';
 
 // Running compiled models.
-export { loadModel, type LoadedModel, type LoadOptions, type GenerateOptions, type LoadProgress } from './runtime/model.js';
+export { loadModel, type LoadedModel, type LoadOptions, type GenerateOptions, type LoadProgress, type ModelSequence } from './runtime/model.js';
 export type { DistributedOptions } from './runtime/distributed.js';
 export { EnvironmentError, MachineError, RuntimeError } from './runtime/errors.js';
 export { BuildError } from './compiler/build/errors.js';

@@ -70,6 +70,16 @@ export interface GenerateOptions {
   stop?: readonly number[];
 }
 
+/** A sequence of one model (LoadedModel.sequence()): its tokens, and its KV cache kept between its calls. */
+export interface ModelSequence {
+  /** The tokens run so far, in order. */
+  readonly tokens: readonly number[];
+  /** Runs `tokens` after this sequence's own: the logits of every one of them (allLogits, the default) or of the last. */
+  forward(tokens: readonly number[], allLogits?: boolean): Promise<Float32Array[]>;
+  /** Lets go of its saved cache; its later calls are refused. */
+  close(): void;
+}
+
 export interface LoadedModel {
   readonly config: ModelConfig;
   readonly plan: Plan;
@@ -90,6 +100,12 @@ export interface LoadedModel {
    * snapshot cannot be kept, it replays its sequence instead: see the README).
    */
   generate(prompt: readonly number[], options: GenerateOptions): AsyncGenerator<number, void, void>;
+  /**
+   * A sequence of its own on this model, for callers that share it: each sequence's forward() runs
+   * after that sequence's own tokens, whatever other calls ran meanwhile (its KV cache is saved and
+   * put back around them, as a generation's is).
+   */
+  sequence(): ModelSequence;
   /**
    * The most positions one sequence may reach: max_seq_len, or MAX_POSITIONS where every layer's
    * cache is a ring (generate() ends there).
@@ -383,7 +399,7 @@ async function joinRank(addon: NativeAddon, instance: NativeModelInstance, libra
 }
 
 /** A generation's sequence: the tokens its KV cache holds, and that cache while other calls use the model. */
-interface Sequence {
+interface SequenceState {
   tokens: number[];
   saved: ArrayBuffer | undefined;
   /** Set when its generation has ended: its cache is no longer worth a copy. */
@@ -399,7 +415,7 @@ class Model implements LoadedModel {
    * between two steps changes neither its tokens nor its speed (a replay would cost a prefill a step
    * and round like a prefill, not like the decode steps it replaces).
    */
-  private resident: Sequence | undefined;
+  private resident: SequenceState | undefined;
   private queue: Promise<unknown> = Promise.resolve();
   private closed = false;
 
@@ -438,7 +454,7 @@ class Model implements LoadedModel {
     }
     const stop = new Set(stopIds);
     const uniform = seededUniform(seed);
-    const sequence: Sequence = { tokens: [], saved: undefined, done: false };
+    const sequence: SequenceState = { tokens: [], saved: undefined, done: false };
     try {
       let [last] = await this.serialized(async () => {
         await this.claim(undefined);
@@ -471,6 +487,42 @@ class Model implements LoadedModel {
       if (this.resident === sequence) this.resident = undefined;
       sequence.saved = undefined;
     }
+  }
+
+  sequence(): ModelSequence {
+    const state: SequenceState = { tokens: [], saved: undefined, done: false };
+    const refuseClosed = () => {
+      if (state.done) throw new RuntimeError('sequence', undefined, 'is closed', 'make a new one with model.sequence()');
+    };
+    return {
+      get tokens() {
+        return state.tokens.slice();
+      },
+      forward: (tokens, allLogits = true) => this.serialized(async () => {
+        refuseClosed();
+        this.checkTokens(tokens);
+        checkSequenceFits(this.config, state.tokens.length + tokens.length);
+        try {
+          // Its cache in place: the new tokens alone. Else (no snapshot kept) its whole sequence again.
+          const inPlace = state.tokens.length === 0 ? (await this.claim(undefined), true) : await this.claim(state);
+          let rows = await this.run(inPlace ? tokens : [...state.tokens, ...tokens], inPlace ? state.tokens.length : 0, allLogits);
+          if (!inPlace && allLogits) rows = rows.slice(state.tokens.length);
+          for (const t of tokens) state.tokens.push(t);
+          this.resident = state;
+          return rows;
+        } catch (err) {
+          // What the cache holds of it is unknown now: its next call runs its whole sequence.
+          if (this.resident === state) this.resident = undefined;
+          state.saved = undefined;
+          throw err;
+        }
+      }),
+      close: () => {
+        state.done = true;
+        state.saved = undefined;
+        if (this.resident === state) this.resident = undefined;
+      },
+    };
   }
 
   close(): void {
@@ -509,7 +561,7 @@ class Model implements LoadedModel {
    * place. Snapshots are best effort: one that cannot be made or put back makes its generation
    * replay its sequence instead, and the call itself says what is wrong with the model, if anything.
    */
-  private async claim(sequence: Sequence | undefined): Promise<boolean> {
+  private async claim(sequence: SequenceState | undefined): Promise<boolean> {
     const resident = this.resident;
     if (resident !== undefined && resident === sequence) return true;
     if (resident !== undefined) {

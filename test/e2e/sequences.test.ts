@@ -84,6 +84,30 @@ describe.each(CASES)('$what', (c) => {
     expect(seen.saves).toBeGreaterThanOrEqual(seen.loads);
   });
 
+  it('sequences of their own (model.sequence()) interleaved call by call give the logits each gives alone, bit for bit', async () => {
+    const calls = (seed: number) => [tokensFor(source, 9, seed), ...Array.from({ length: 6 }, (_, i) => tokensFor(source, 1 + (i % 3), seed + 1 + i))];
+    const plans = [calls(940), calls(950), calls(960)];
+    const alone: Float32Array[][][] = [];
+    for (const plan of plans) {
+      const s = model.sequence();
+      const rows: Float32Array[][] = [];
+      for (const part of plan) rows.push(await s.forward(part));
+      alone.push(rows);
+      s.close();
+    }
+    const seen = watch(model);
+    const sequences = plans.map(() => model.sequence());
+    const together = await Promise.all(sequences.map(async (s, i) => {
+      const rows: Float32Array[][] = [];
+      for (const part of plans[i]!) rows.push(await s.forward(part));
+      return rows;
+    }));
+    expect(together).toEqual(alone);
+    expect(sequences[0]!.tokens).toEqual(plans[0]!.flat());
+    expect(seen.tokens.reduce((a, b) => a + b, 0)).toBe(plans.flat(2).length);  // each token run once
+    for (const s of sequences) s.close();
+  });
+
   it('calls between the steps of a generation (logits, a forward that continues them, another generation) change none of its tokens', async () => {
     const prompt = tokensFor(source, 10, 904);
     const undisturbed = await collect(model.generate(prompt, sampled(7)));
@@ -95,6 +119,32 @@ describe.each(CASES)('$what', (c) => {
       if (disturbed.length === 12) await collect(model.generate(tokensFor(source, 6, 907), sampled(8)));
     }
     expect(disturbed).toEqual(undisturbed);
+  });
+});
+
+describe('a sequence of its own (model.sequence())', () => {
+  it('continues its own tokens whatever ran on the model between its calls (where a bare forward() continues the last call\'s)', async () => {
+    const source = await writeModelDir(ws.root, 'own-sequence', { params: DENSE_GQA }, { seed: 970, dtype: 'f32' });
+    const model = await loadModel(source.dir, { cacheDir: ws.cacheDir });
+    try {
+      const [a, b] = [tokensFor(source, 3, 971), tokensFor(source, 3, 972)];
+      // The same calls, uninterrupted: a, then 5 at position 3 (a decode step, as the sequence runs it).
+      const after = async (prefix: number[]) => (await model.forward(prefix, 0), (await model.forward([5], 3, false))[0]!);
+      const expected = await after(a);
+      const mine = model.sequence();
+      await mine.forward(a);
+      await model.logits(b);                     // another caller's sequence, as long as this one
+      const [row] = await mine.forward([5], false);
+      expect(row).toEqual(expected);
+      await model.logits(b);
+      const [bare] = await model.forward([5], 3, false);  // continues the last call's sequence: b, not a
+      expect(bare).toEqual(await after(b));
+      mine.close();
+      expect(await errorMessage(() => mine.forward([1]))).toBe('sequence: is closed; make a new one with model.sequence()');
+      expect(await errorMessage(() => model.sequence().forward([source.config.vocab_size]))).toMatch(/^tokens: \[0\]: token id \d+ is out of range/);
+    } finally {
+      model.close();
+    }
   });
 });
 
