@@ -591,7 +591,9 @@ class Model implements LoadedModel {
   private async snapshot(positions: number): Promise<ArrayBuffer | undefined> {
     if (this.closed || positions !== this.nextPos) return undefined;
     const bytes = this.native.kvBytes(positions);
-    if (bytes < 0 || bytes > MAX_SNAPSHOT_BYTES || bytes > memoryAvailable() / 2) return undefined;
+    // Ranks in processes of their own must all decide alike: there, this machine's memory does not.
+    const roomy = this.distributed !== undefined || bytes <= memoryAvailable() / 2;
+    if (bytes < 0 || bytes > MAX_SNAPSHOT_BYTES || !roomy) return undefined;
     return this.native.saveKv(positions).catch(() => undefined);
   }
 

@@ -17,13 +17,22 @@ interface Job {
   exitAfter?: number;
   /** Append a byte to the checkpoint after this many calls: this rank's next forward fails on its own. */
   modifyAfter?: number;
+  /** Instead of `calls`: sequences of their own (model.sequence()), each's chunks in order, all at once; rows sequence by sequence. */
+  sequences?: number[][][];
 }
 
 const job = JSON.parse(process.argv[2]!) as Job;
 const rows: string[] = [];
 try {
   const model = await loadModel(job.dir, { cacheDir: job.cacheDir, maxTokens: 8, threads: 1, distributed: 'env' });
-  for (const [i, [tokens, startPos, allLogits]] of job.calls.entries()) {
+  const perSequence = await Promise.all((job.sequences ?? []).map(async (chunks) => {
+    const sequence = model.sequence();
+    const out: Float32Array[] = [];
+    for (const chunk of chunks) out.push(...await sequence.forward(chunk));
+    return out;
+  }));
+  for (const row of perSequence.flat()) rows.push(Buffer.from(row.buffer, row.byteOffset, row.byteLength).toString('base64'));
+  for (const [i, [tokens, startPos, allLogits]] of (job.sequences === undefined ? job.calls : []).entries()) {
     if (job.modifyAfter === i) appendFileSync(join(job.dir, 'consolidated.safetensors'), Buffer.alloc(1));
     if (job.exitAfter === i) {
       console.log(JSON.stringify({ rows, exited: true }));

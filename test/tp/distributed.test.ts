@@ -68,6 +68,7 @@ interface RankResult {
 interface RankJob {
   dir?: string;
   calls?: Array<[number[], number, boolean]>;
+  sequences?: number[][][];
   exitAfter?: number;
   modifyAfter?: number;
 }
@@ -156,6 +157,26 @@ describe('tensor parallelism with one process per rank (RANK, WORLD_SIZE, MASTER
       }
     } finally {
       for (const h of hosts) try { ip('netns', 'del', h); } catch { /* not made */ }
+    }
+  });
+
+  it('sequences of their own interleaved on one model (KV snapshots saved and put back on every rank) give the threads\' bits', async () => {
+    // Three sequences at once: every rank saves and restores its own part of each one's cache, in the same order.
+    const sequences = [0, 1, 2].map((s) => [tokens.slice(0, 5 + s), ...tokens.slice(5 + s, 12).map((t) => [t])]);
+    const model = await loadModel(dense, { tp: 2, cacheDir, maxTokens: 8 });
+    const perSequence = await Promise.all(sequences.map(async (chunks) => {
+      const sequence = model.sequence();
+      const out: Float32Array[] = [];
+      for (const chunk of chunks) out.push(...await sequence.forward(chunk));
+      return out;
+    }));
+    model.close();
+    const threads = perSequence.flat();
+    const results = await runRanks(2, await freePort(), [0, 1].map((r) => [r, { dir: dense, sequences }] as [number, RankJob]));
+    for (const [r, result] of results.entries()) {
+      expect(result.error, `rank ${r}`).toBeUndefined();
+      expect(result.rows).toHaveLength(threads.length);
+      result.rows.forEach((row, i) => expect(sameBits(row, threads[i]!), `rank ${r}, row ${i}`).toBe(true));
     }
   });
 
