@@ -118,7 +118,7 @@ describe.each(CASES)('$what', (c) => {
     for (const s of sequences) s.close();
   });
 
-  it('calls between the steps of a generation (logits, a forward that continues them, another generation) change none of its tokens', async () => {
+  it('calls between the steps of a generation (logits, forwards that continue them or the generation, another generation) change none of its tokens', async () => {
     const prompt = tokensFor(source, 10, 904);
     const undisturbed = await collect(model.generate(prompt, sampled(7)));
     const disturbed: number[] = [];
@@ -127,6 +127,9 @@ describe.each(CASES)('$what', (c) => {
       if (disturbed.length % 5 === 1) await model.logits(tokensFor(source, 12 + disturbed.length, 905));
       if (disturbed.length === 6) await model.forward(tokensFor(source, 3, 906), 12 + 6);  // continues the logits() call's sequence
       if (disturbed.length === 12) await collect(model.generate(tokensFor(source, 6, 907), sampled(8)));
+      // A bare forward() that continues the generation's own sequence (the cache holds it, as the last call's):
+      // it writes past the generation's tokens, and the generation goes on from its own saved cache.
+      if (disturbed.length === 3) await model.forward(tokensFor(source, 2, 908), prompt.length + 2);
     }
     expect(disturbed).toEqual(undisturbed);
   });
