@@ -456,13 +456,7 @@ class Model implements LoadedModel {
     const uniform = seededUniform(seed);
     const sequence: SequenceState = { tokens: [], saved: undefined, done: false };
     try {
-      let [last] = await this.serialized(async () => {
-        await this.claim(undefined);
-        const rows = await this.run(prompt, 0, false);
-        sequence.tokens = [...prompt];
-        this.resident = sequence;
-        return rows;
-      });
+      let [last] = await this.serialized(() => this.append(sequence, prompt, false));
       for (let i = 0; i < options.maxTokens; i++) {
         this.expectFinite(last!, sequence.tokens.length - 1);
         const token = sampleToken(last!, { temperature, topP }, uniform);
@@ -471,16 +465,7 @@ class Model implements LoadedModel {
         if (final) sequence.done = true;  // what the consumer calls before it asks for more need not save this cache
         yield token;
         if (final) return;
-        [last] = await this.serialized(async () => {
-          // Its cache in place (as left, or put back): one decode step. Else (a library without
-          // snapshots, or one too large to keep) the whole sequence again.
-          const rows = await this.claim(sequence)
-            ? await this.run([token], sequence.tokens.length, false)
-            : await this.run([...sequence.tokens, token], 0, false);
-          sequence.tokens.push(token);
-          this.resident = sequence;
-          return rows;
-        });
+        [last] = await this.serialized(() => this.append(sequence, [token], false));
       }
     } finally {
       sequence.done = true;
@@ -491,7 +476,7 @@ class Model implements LoadedModel {
 
   sequence(): ModelSequence {
     const state: SequenceState = { tokens: [], saved: undefined, done: false };
-    const refuseClosed = () => {
+    const refuseClosedSequence = () => {
       if (state.done) throw new RuntimeError('sequence', undefined, 'is closed', 'make a new one with model.sequence()');
     };
     return {
@@ -499,23 +484,8 @@ class Model implements LoadedModel {
         return state.tokens.slice();
       },
       forward: (tokens, allLogits = true) => this.serialized(async () => {
-        refuseClosed();
-        this.checkTokens(tokens);
-        checkSequenceFits(this.config, state.tokens.length + tokens.length);
-        try {
-          // Its cache in place: the new tokens alone. Else (no snapshot kept) its whole sequence again.
-          const inPlace = state.tokens.length === 0 ? (await this.claim(undefined), true) : await this.claim(state);
-          let rows = await this.run(inPlace ? tokens : [...state.tokens, ...tokens], inPlace ? state.tokens.length : 0, allLogits);
-          if (!inPlace && allLogits) rows = rows.slice(state.tokens.length);
-          for (const t of tokens) state.tokens.push(t);
-          this.resident = state;
-          return rows;
-        } catch (err) {
-          // What the cache holds of it is unknown now: its next call runs its whole sequence.
-          if (this.resident === state) this.resident = undefined;
-          state.saved = undefined;
-          throw err;
-        }
+        refuseClosedSequence();
+        return this.append(state, tokens, allLogits);
       }),
       close: () => {
         state.done = true;
@@ -553,6 +523,31 @@ class Model implements LoadedModel {
   /** Whether a sequence of `length` tokens fits. */
   private fits(length: number): boolean {
     return length <= this.maxPositions;
+  }
+
+  /**
+   * Runs `tokens` after `state`'s own (a generation's step, a sequence()'s call): with its cache in
+   * place (as left, or put back) the new tokens alone, else (a library without snapshots, one too
+   * large to keep) its whole sequence again. The rows of the new tokens (all, or the last).
+   */
+  private async append(state: SequenceState, tokens: readonly number[], allLogits: boolean): Promise<Float32Array[]> {
+    // Refused before the cache is touched, so that a bad call costs the sequence nothing.
+    this.refuseClosed();
+    this.checkTokens(tokens);
+    checkSequenceFits(this.config, state.tokens.length + tokens.length);
+    try {
+      const inPlace = state.tokens.length === 0 ? (await this.claim(undefined), true) : await this.claim(state);
+      let rows = await this.run(inPlace ? tokens : [...state.tokens, ...tokens], inPlace ? state.tokens.length : 0, allLogits);
+      if (!inPlace && allLogits) rows = rows.slice(state.tokens.length);
+      for (const t of tokens) state.tokens.push(t);
+      this.resident = state;
+      return rows;
+    } catch (err) {
+      // What the cache holds of it is unknown now: its next call runs its whole sequence.
+      if (this.resident === state) this.resident = undefined;
+      state.saved = undefined;
+      throw err;
+    }
   }
 
   /**
@@ -605,7 +600,7 @@ class Model implements LoadedModel {
   }
 
   private async run(tokens: readonly number[], startPos: number, allLogits: boolean): Promise<Float32Array[]> {
-    if (this.closed) throw new RuntimeError('model', undefined, 'is closed', 'load it again with loadModel()');
+    this.refuseClosed();
     this.checkTokens(tokens);
     if (!Number.isSafeInteger(startPos) || startPos < 0 || (startPos !== 0 && startPos !== this.nextPos)) {
       throw new RuntimeError('forward', 'startPos', `${startPos} does not continue the sequence (next position ${this.nextPos})`, `pass ${this.nextPos}, or 0 to start a new sequence`);
@@ -616,7 +611,7 @@ class Model implements LoadedModel {
     const rows: Float32Array[] = [];
     for (let begin = 0; begin < tokens.length; begin += chunk) {
       // close() between two chunks of a long prompt: said as for a call made after it.
-      if (this.closed) throw new RuntimeError('model', undefined, 'is closed', 'load it again with loadModel()');
+      this.refuseClosed();
       const part = Int32Array.from(tokens.slice(begin, begin + chunk));
       const lastChunk = begin + chunk >= tokens.length;
       const wantAll = allLogits;
@@ -637,6 +632,10 @@ class Model implements LoadedModel {
       else if (lastChunk) rows.push(out);
     }
     return rows;
+  }
+
+  private refuseClosed(): void {
+    if (this.closed) throw new RuntimeError('model', undefined, 'is closed', 'load it again with loadModel()');
   }
 
   private checkTokens(tokens: readonly number[]): void {
