@@ -125,6 +125,12 @@ if [ -n "${KERNELS:-}" ]; then
   # KERNELS_GEMM, else MC_CUDA_GEMM as the caller set it; neither: each GPU's default engine.
   kernel_checks "$OUT/kernels.log" "${KERNELS_GEMM:-${MC_CUDA_GEMM:-}}" "$KERNELS" || status=$?
 fi
+# The baseline is the main check's peer: it runs before the optional A/B extras, so that BUDGET_S cuts those first.
+if [ "${BASELINE:-0}" = 1 ] && [ -f .devtools/base/.devtools/check.mjs ]; then
+  echo "=== [$((SECONDS - started)) s] baseline"
+  tar -xJf .devtools/base/.devtools/prebuilt.tar.xz -C .devtools/base/.devtools
+  (cd .devtools/base && timed /tmp/node .devtools/check.mjs --prebuilt .devtools/prebuilt/manifest.json --out "$OUT/base" "$@" --only "${BASELINE_ONLY:-decode,prefill}" 2>&1 | tee "$OUT/base.log")
+fi
 if [ -n "${PREFETCH_AB:-}" ]; then
   # One process per amount (a library reads MC_CUDA_PREFETCH_MB when it first initializes).
   for mb in $PREFETCH_AB 0; do
@@ -165,11 +171,6 @@ fi
 if [ "${PDL_AB:-0}" = 1 ]; then
   # Run 14's settings, the defaults again last.
   decode_ab pdl "${PDL_CASES:-}" "MC_CUDA_PDL=all" "MC_CUDA_PDL_TRIGGER=last-rows" "MC_CUDA_PDL=all MC_CUDA_PDL_TRIGGER=last-rows" "MC_CUDA_PDL=off" ""
-fi
-if [ "${BASELINE:-0}" = 1 ] && [ -f .devtools/base/.devtools/check.mjs ]; then
-  echo "=== [$((SECONDS - started)) s] baseline"
-  tar -xJf .devtools/base/.devtools/prebuilt.tar.xz -C .devtools/base/.devtools
-  (cd .devtools/base && timed /tmp/node .devtools/check.mjs --prebuilt .devtools/prebuilt/manifest.json --out "$OUT/base" "$@" --only "${BASELINE_ONLY:-decode,prefill}" 2>&1 | tee "$OUT/base.log")
 fi
 if [ "${A16_AB:-0}" = 1 ]; then
   # Same libraries, same process kind: only the environment differs (read when a library first initializes).
