@@ -124,9 +124,9 @@ function xWords(): string {
 }
 /** MC_CUDA_ATTN_BLOCKS (mc_device.cuh: about how many blocks the decode attention's splits make), in words. */
 function attnWords(): string {
-  return process.env.MC_CUDA_ATTN_BLOCKS === '512'
-    ? 'the decode attention split for about 512 blocks (MC_CUDA_ATTN_BLOCKS=512)'
-    : 'the decode attention split for about 256 blocks (MC_CUDA_ATTN_BLOCKS unset)';
+  return process.env.MC_CUDA_ATTN_BLOCKS === '256'
+    ? 'the decode attention split for about 256 blocks (MC_CUDA_ATTN_BLOCKS=256)'
+    : 'the decode attention split for about 512 blocks (MC_CUDA_ATTN_BLOCKS unset)';
 }
 /** MC_CUDA_PDL and MC_CUDA_PDL_TRIGGER (mc_device.cuh: which decode kernels launch with PDL, and when a GEMV lets the next one launch), in words. */
 function pdlWords(): string {

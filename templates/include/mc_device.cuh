@@ -45,10 +45,11 @@ struct DeviceInfo {
   // into shared memory first (mc::XRow; bench/RESULTS.md runs 17 and 20-23: ~0.06 ms a token of the
   // 7B on an H200); MC_CUDA_X=shared copies it as every other decode GEMV does. The same bits either way.
   bool x_stream = true;
-  // The decode attention splits each KV head's keys for about 256 blocks in all (two an SM); with
-  // MC_CUDA_ATTN_BLOCKS=512 for about 512 (four), so that at long contexts each block streams half
-  // as many tiles one after another (bench/RESULTS.md run 26: off until timed).
-  bool attn_wide = false;
+  // The decode attention splits each KV head's keys for about 512 blocks in all (four an SM), so
+  // that at long contexts each block streams half as many tiles one after another as with 256
+  // (bench/RESULTS.md run 26: Mixtral at 16384 positions −0.29 ms a token on an H200, short
+  // contexts within ±0.02 ms); MC_CUDA_ATTN_BLOCKS=256 for about 256 (two an SM), as before.
+  bool attn_wide = true;
 };
 
 /**
@@ -125,7 +126,7 @@ inline constexpr Choice kPdl = {"MC_CUDA_PDL", {"gemv", "all", "off"}, "gemv (th
 inline constexpr Choice kPdlTrigger = {"MC_CUDA_PDL_TRIGGER", {"exit", "last-rows"}, "exit (the default)"};
 inline constexpr Choice kDecode = {"MC_CUDA_DECODE", {"kernels", "chain", "layer"}, "kernels (the default)"};
 inline constexpr Choice kXSource = {"MC_CUDA_X", {"stream", "shared"}, "stream (the default)"};
-inline constexpr Choice kAttnBlocks = {"MC_CUDA_ATTN_BLOCKS", {"256", "512"}, "256 (the default)"};
+inline constexpr Choice kAttnBlocks = {"MC_CUDA_ATTN_BLOCKS", {"512", "256"}, "512 (the default)"};
 
 /** The index of the switch's value among its values: 0 where it is unset or empty, -1 where it is none of them. */
 inline int choice(const Choice& c) {
@@ -186,7 +187,7 @@ inline cudaError_t init_device_info() {
   device_info().decode_chain = choice(kDecode) >= 1;                                 // kernels, chain, layer
   device_info().decode_layer = choice(kDecode) == 2;
   device_info().x_stream = choice(kXSource) == 0;                                     // stream, shared
-  device_info().attn_wide = choice(kAttnBlocks) == 1;                                 // 256, 512
+  device_info().attn_wide = choice(kAttnBlocks) == 0;                                 // 512, 256
   if (cudaError_t e = cudaMemcpyFromSymbol(&built, wgmma_built, sizeof built)) return e;
   const int engine = choice(kGemmEngine);  // wgmma, mma, wgmma-all
   device_info().wgmma_built = built == 1;

@@ -29,7 +29,7 @@ describe.skipIf(!hasNvcc())('MC_CUDA_* switches, read by the library', () => {
     const r = await execa(probe, [], { reject: false, all: true, env, extendEnv: false });
     return { code: r.exitCode, line: String(r.all ?? '').trim() };
   };
-  const defaults = { pdl: '1', between: '0', early: '0', wgmma: '1', wgmma_all: '0', deep: '1', a16: '1', prefetch: '0,0', chain: '0', layer: '0', x: '1', attn512: '0' };
+  const defaults = { pdl: '1', between: '0', early: '0', wgmma: '1', wgmma_all: '0', deep: '1', a16: '1', prefetch: '0,0', chain: '0', layer: '0', x: '1', attn512: '1' };
   const fields = (line: string) => Object.fromEntries(line.split(' ').map((kv) => kv.split('=') as [string, string]));
 
   it('unset, and set empty, mean the defaults', async () => {
@@ -60,8 +60,8 @@ describe.skipIf(!hasNvcc())('MC_CUDA_* switches, read by the library', () => {
       [{ MC_CUDA_DECODE: 'layer' }, { chain: '1', layer: '1' }],  // the layer's GEMVs are a chain
       [{ MC_CUDA_X: 'stream' }, {}],
       [{ MC_CUDA_X: 'shared' }, { x: '0' }],
-      [{ MC_CUDA_ATTN_BLOCKS: '256' }, {}],
-      [{ MC_CUDA_ATTN_BLOCKS: '512' }, { attn512: '1' }],
+      [{ MC_CUDA_ATTN_BLOCKS: '512' }, {}],
+      [{ MC_CUDA_ATTN_BLOCKS: '256' }, { attn512: '0' }],
     ];
     for (const [env, changed] of cases) {
       const { code, line } = await read(env);
@@ -80,7 +80,7 @@ describe.skipIf(!hasNvcc())('MC_CUDA_* switches, read by the library', () => {
       [{ MC_CUDA_PREFETCH_MB: '1,2,3' }, 'MC_CUDA_PREFETCH_MB="1,2,3" in the environment is not N or N,M whole MiB; unset it, or set e.g. 8 or 8,24'],
       [{ MC_CUDA_DECODE: 'persistent' }, 'MC_CUDA_DECODE="persistent" in the environment is not kernels, chain or layer; unset it, or set kernels (the default)'],
       [{ MC_CUDA_X: 'global' }, 'MC_CUDA_X="global" in the environment is not stream or shared; unset it, or set stream (the default)'],
-      [{ MC_CUDA_ATTN_BLOCKS: '1024' }, 'MC_CUDA_ATTN_BLOCKS="1024" in the environment is not 256 or 512; unset it, or set 256 (the default)'],
+      [{ MC_CUDA_ATTN_BLOCKS: '1024' }, 'MC_CUDA_ATTN_BLOCKS="1024" in the environment is not 512 or 256; unset it, or set 512 (the default)'],
     ];
     for (const [env, message] of cases) {
       expect(await read(env), JSON.stringify(env)).toEqual({ code: 2, line: `refused: ${message}` });

@@ -35,9 +35,10 @@
 #     copying their input into shared memory instead of reading it in the stream, with the defaults, and both
 #     once more: $OUT/x.md and $OUT/x.log; runs 21-23 of bench/RESULTS.md; X_CASES=mistral-7b-v0.1 limits it,
 #     X_ONLY=breakdown runs the in-situ breakdown in each arm instead of decode)
-#   ATTN_AB=1 bash bench/gpu/device/run.sh --only long   (then the long contexts again with MC_CUDA_ATTN_BLOCKS=512,
-#     the decode attention split for about 512 blocks, with the defaults, and both once more: $OUT/attn.md and
-#     $OUT/attn.log; run 26 of bench/RESULTS.md; ATTN_ONLY=decode,long adds the short contexts, ATTN_CASES limits it)
+#   ATTN_AB=1 bash bench/gpu/device/run.sh --only long   (then the long contexts again with MC_CUDA_ATTN_BLOCKS=256,
+#     the decode attention split for about 256 blocks as before run 26, with the defaults (512), and both once more:
+#     $OUT/attn.md and $OUT/attn.log; run 26 of bench/RESULTS.md; ATTN_ONLY=decode,long adds the short contexts,
+#     ATTN_CASES limits it)
 #   bash bench/gpu/device/run.sh --only boundaries   (~20 s: what a boundary between two decode GEMVs costs as
 #     kernels in a graph and as a grid barrier in one persistent kernel, bench/gpu/boundaries.cu; RESULTS run 17)
 #   DEEP_AB=1 bash bench/gpu/device/run.sh --only prefill   (then prefill again with MC_CUDA_GEMM_DEEP=0: the
@@ -164,9 +165,9 @@ if [ "${X_AB:-0}" = 1 ]; then
   SECTIONS=${X_ONLY:-decode} decode_ab x "${X_CASES:-}" "MC_CUDA_X=shared" "" "MC_CUDA_X=shared" ""
 fi
 if [ "${ATTN_AB:-0}" = 1 ]; then
-  # The decode attention split for about 512 blocks (MC_CUDA_ATTN_BLOCKS=512, run 26), then the defaults, twice
-  # over; at long contexts by default (ATTN_ONLY=decode,long adds the short ones).
-  SECTIONS=${ATTN_ONLY:-long} decode_ab attn "${ATTN_CASES:-}" "MC_CUDA_ATTN_BLOCKS=512" "" "MC_CUDA_ATTN_BLOCKS=512" ""
+  # The decode attention split for about 256 blocks (MC_CUDA_ATTN_BLOCKS=256, before run 26), then the defaults
+  # (512), twice over; at long contexts by default (ATTN_ONLY=decode,long adds the short ones).
+  SECTIONS=${ATTN_ONLY:-long} decode_ab attn "${ATTN_CASES:-}" "MC_CUDA_ATTN_BLOCKS=256" "" "MC_CUDA_ATTN_BLOCKS=256" ""
 fi
 if [ "${PDL_AB:-0}" = 1 ]; then
   # Run 14's settings, the defaults again last.

@@ -9,19 +9,25 @@ constexpr int GROUP = 4;            // query heads per KV head (n_heads / n_kv_h
 static_assert(N_HEADS == N_KV_HEADS * GROUP, "query heads of a rank are whole groups");
 
 /**
- * Decode splits per KV head for about BLOCKS blocks in all: 256 (two an SM on a 132-SM H100), or 512
- * under MC_CUDA_ATTN_BLOCKS=512 (four an SM, which the decode tile's shared memory allows): half the
- * tiles in a row for each block at long contexts (bench/RESULTS.md run 26). Short contexts have as
- * many live splits either way, one 32-key tile each.
+ * Decode splits per KV head for about BLOCKS blocks in all: 512 by default (four an SM on a 132-SM
+ * H100, which the decode tile's shared memory allows), or 256 under MC_CUDA_ATTN_BLOCKS=256 (two an
+ * SM): 512 gives each block half the tiles in a row at long contexts (bench/RESULTS.md run 26).
+ * Short contexts have as many live splits either way, one 32-key tile each.
  */
 template <int BLOCKS>
 constexpr int max_splits() { return (BLOCKS + N_KV_HEADS - 1) / N_KV_HEADS; }
 /** Never more splits than 32-key tiles in the longest range a query can see (the window bounds it). */
-template <int WINDOW, int KV_SLOTS, int BLOCKS = 256>
+template <int WINDOW, int KV_SLOTS, int BLOCKS>
 constexpr int splits() {
   constexpr int visible = WINDOW > 0 && WINDOW < KV_SLOTS ? WINDOW : KV_SLOTS;
   return (visible + 31) / 32 < max_splits<BLOCKS>() ? (visible + 31) / 32 : max_splits<BLOCKS>();
 }
+/**
+ * The splits of a decode chain's attention (MC_CUDA_DECODE=layer): about 256 blocks whatever
+ * MC_CUDA_ATTN_BLOCKS says, one item each for a chain's grid of about two blocks an SM.
+ */
+template <int WINDOW, int KV_SLOTS>
+constexpr int chain_splits() { return splits<WINDOW, KV_SLOTS, 256>(); }
 /** Floats of the decode partials: [N_HEADS, splits, HEAD_DIM + 2] (o, m, l per split), for the most splits. */
 constexpr int64_t PARTIAL_FLOATS = int64_t(N_HEADS) * max_splits<512>() * (HEAD_DIM + 2);
 
@@ -53,7 +59,7 @@ inline cudaError_t launch(const float* q /*[T, N_HEADS * HEAD_DIM] f32*/, int T,
                           float* partial /*[PARTIAL_FLOATS] scratch*/, float* out /*[T, N_HEADS * HEAD_DIM] f32*/, cudaStream_t s) {
   if (T == 1) {
     return mc::device_info().attn_wide ? launch_decode<splits<WINDOW, KV_SLOTS, 512>(), WINDOW, KV_SLOTS>(q, pos0, k_cache, v_cache, partial, out, s)
-                                       : launch_decode<splits<WINDOW, KV_SLOTS>(), WINDOW, KV_SLOTS>(q, pos0, k_cache, v_cache, partial, out, s);
+                                       : launch_decode<splits<WINDOW, KV_SLOTS, 256>(), WINDOW, KV_SLOTS>(q, pos0, k_cache, v_cache, partial, out, s);
   }
   if constexpr (FLASH) {
     mc::attention_flash_prefill_kernel<HEAD_DIM, GROUP, N_KV_HEADS, WINDOW, KV_SLOTS, KV>
@@ -67,13 +73,14 @@ inline cudaError_t launch(const float* q /*[T, N_HEADS * HEAD_DIM] f32*/, int T,
 
 /**
  * The decode attention and its combine as phases of a decode chain (MC_CUDA_DECODE=layer,
- * mc::gemv_chain): the same items as launch() at T = 1, computed by the chain's blocks of 8 warps
- * (the model renders a layer chain only where GROUP <= 8).
+ * mc::gemv_chain): the same items as launch_decode<chain_splits()> (under MC_CUDA_ATTN_BLOCKS=256,
+ * launch() at T = 1), computed by the chain's blocks of 8 warps (the model renders a layer chain
+ * only where GROUP <= 8).
  */
 template <int WINDOW, int KV_SLOTS>
-using DecodePhase = mc::DecodeAttentionPhase<HEAD_DIM, GROUP, N_KV_HEADS, splits<WINDOW, KV_SLOTS>(), WINDOW, KV_SLOTS, KV>;
+using DecodePhase = mc::DecodeAttentionPhase<HEAD_DIM, GROUP, N_KV_HEADS, chain_splits<WINDOW, KV_SLOTS>(), WINDOW, KV_SLOTS, KV>;
 template <int WINDOW, int KV_SLOTS>
-using CombinePhase = mc::DecodeCombinePhase<HEAD_DIM, N_HEADS, splits<WINDOW, KV_SLOTS>()>;
+using CombinePhase = mc::DecodeCombinePhase<HEAD_DIM, N_HEADS, chain_splits<WINDOW, KV_SLOTS>()>;
 template <int WINDOW, int KV_SLOTS>
 inline DecodePhase<WINDOW, KV_SLOTS> decode(const float* q, const int32_t* pos0, const KV* k_cache, const KV* v_cache, float* partial) {
   return {q, k_cache, v_cache, pos0, partial};
@@ -90,7 +97,7 @@ inline cudaError_t prepare_decode() {
 
 template <int WINDOW, int KV_SLOTS>
 inline cudaError_t prepare() {
-  if (cudaError_t e = prepare_decode<splits<WINDOW, KV_SLOTS>(), WINDOW, KV_SLOTS>()) return e;
+  if (cudaError_t e = prepare_decode<splits<WINDOW, KV_SLOTS, 256>(), WINDOW, KV_SLOTS>()) return e;
   if (cudaError_t e = prepare_decode<splits<WINDOW, KV_SLOTS, 512>(), WINDOW, KV_SLOTS>()) return e;
   if constexpr (FLASH) {
     return cudaFuncSetAttribute(mc::attention_flash_prefill_kernel<HEAD_DIM, GROUP, N_KV_HEADS, WINDOW, KV_SLOTS, KV>,
