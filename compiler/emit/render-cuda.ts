@@ -142,7 +142,7 @@ export function renderCudaSources(plan: Plan, options: RenderOptions = {}): Rend
     embedding_offset: at('tok_embeddings.weight'),
     smem_needed: cudaSharedMemoryNeeded(model, plan.rank_shape, plan.options.dtype),
   };
-  files.push({ path: 'model.cu', content: compileTemplate(hb, join(dir, 'model.cu.hbs'))(context) }, ...staticFiles('mc_cuda.cuh', 'mc_cuda_base.cuh', 'mc_device.cuh', 'mc_gemv.cuh', 'mc_gemm.cuh', 'mc_gemm_wgmma.cuh', 'mc_attention.cuh', 'mc_ptx.cuh', 'mc_nccl.hpp'));
+  files.push({ path: 'model.cu', content: compileTemplate(hb, join(dir, 'model.cu.hbs'))(context) }, ...staticFiles('mc_cuda.cuh', 'mc_cuda_base.cuh', 'mc_device.cuh', 'mc_gemv.cuh', 'mc_gemm.cuh', 'mc_gemm_wgmma.cuh', 'mc_attention.cuh', 'mc_ptx.cuh', 'mc_nccl.hpp', 'mc_entry.hpp'));
   return withTypedModule(plan, files, options);
 }
 

@@ -73,7 +73,7 @@ export function renderCpuSources(plan: Plan, options: RenderOptions = {}): Rende
     final_norm_index: at('norm.weight'),
     output_index: at(model.tied_embeddings ? 'tok_embeddings.weight' : 'output.weight'),
   };
-  files.push({ path: 'model.cpp', content: compileTemplate(hb, join(dir, 'model.cpp.hbs'))(context) }, ...staticFiles('mc_cpu.hpp'));
+  files.push({ path: 'model.cpp', content: compileTemplate(hb, join(dir, 'model.cpp.hbs'))(context) }, ...staticFiles('mc_cpu.hpp', 'mc_entry.hpp'));
   return withTypedModule(plan, files, options);
 }
 

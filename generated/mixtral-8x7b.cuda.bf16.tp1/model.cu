@@ -15,6 +15,7 @@
 #include <type_traits>
 
 #include "mc_cuda.cuh"
+#include "mc_entry.hpp"
 #include "mc_nccl.hpp"
 
 namespace {
@@ -1210,9 +1211,9 @@ struct mc_model {
 };
 
 namespace {
-void set_error(char* err, size_t errlen, const char* message) {
-  if (err != nullptr && errlen > 0) std::snprintf(err, errlen, "%s", message);
-}
+using mc::entry::set_error;
+/** What mc_forward and the snapshots check their arguments against (mc_entry.hpp). */
+constexpr mc::entry::Limits kLimits = {MAX_TOKENS, VOCAB, MAX_SEQ_LEN, MAX_POSITIONS, ALL_LAYERS_ROLLING};
 
 /** "CUDA error in <what>: <message> (<name>, code N)": one line, naming the step that failed. */
 void cuda_error(char* err, size_t errlen, const char* what, cudaError_t e) {
@@ -1959,36 +1960,7 @@ MC_EXPORT mc_model* mc_create(const mc_weight* w, int32_t n_weights, int32_t ran
 
 MC_EXPORT int32_t mc_forward(mc_model* m, const int32_t* tokens, int32_t n, int32_t start_pos, float* logits, int32_t all_logits, char* err,
                              size_t errlen) {
-  char message[256];
-  if (m == nullptr || tokens == nullptr || logits == nullptr) return set_error(err, errlen, "null argument"), 1;
-  if (n < 1 || n > MAX_TOKENS) {
-    std::snprintf(message, sizeof message, "%d tokens in one call; pass 1 to %d (the runtime splits longer prompts)", n, MAX_TOKENS);
-    return set_error(err, errlen, message), 1;
-  }
-  for (int t = 0; t < n; ++t) {
-    if (tokens[t] < 0 || tokens[t] >= VOCAB) {
-      std::snprintf(message, sizeof message, "token id %d at index %d is out of range; ids must be 0..%d (vocab_size %d)", tokens[t], t, VOCAB - 1, VOCAB);
-      return set_error(err, errlen, message), 1;
-    }
-  }
-  // Rolling caches hold only the recent past, so a sequence continues where it stopped or restarts at 0.
-  if (start_pos < 0 || (start_pos != 0 && start_pos != m->next_pos)) {
-    std::snprintf(message, sizeof message, "start position %d does not continue the sequence (next position %d); pass %d, or 0 to start over",
-                  start_pos, m->next_pos, m->next_pos);
-    return set_error(err, errlen, message), 1;
-  }
-  if (!ALL_LAYERS_ROLLING && int64_t(start_pos) + n > MAX_SEQ_LEN) {
-    std::snprintf(message, sizeof message, "positions up to %lld exceed the context of %d tokens (max_seq_len); start a new sequence or rebuild with a larger --max-seq-len",
-                  (long long)start_pos + n - 1, MAX_SEQ_LEN);
-    return set_error(err, errlen, message), 1;
-  }
-  // Positions stay far below INT32_MAX, so that the kernels' int loop bounds (a key tile past the
-  // last position, a decode split's end) never overflow; runtime/model.ts MAX_POSITIONS says the same.
-  if (int64_t(start_pos) + n > MAX_POSITIONS) {
-    std::snprintf(message, sizeof message, "positions up to %lld pass the %d a sequence may have; start a new sequence at position 0",
-                  (long long)start_pos + n - 1, MAX_POSITIONS);
-    return set_error(err, errlen, message), 1;
-  }
+  if (!mc::entry::forward_ok(kLimits, m, tokens, logits, n, start_pos, m != nullptr ? m->next_pos : 0, err, errlen)) return 1;
   if (TP > 1 && m->nccl == nullptr) return set_error(err, errlen, "a tensor-parallel rank needs mc_set_comm (its NCCL group) before mc_forward"), 1;
 
   const cudaStream_t s = m->stream;
@@ -2063,14 +2035,12 @@ namespace {
 /** KV slots of each layer (its ring, or max_seq_len): what a snapshot of n positions copies of it. */
 constexpr int32_t kKvSlots[N_LAYERS] = { 32768, 32768, 32768, 32768, 32768, 32768, 32768, 32768, 32768, 32768, 32768, 32768, 32768, 32768, 32768, 32768, 32768, 32768, 32768, 32768, 32768, 32768, 32768, 32768, 32768, 32768, 32768, 32768, 32768, 32768, 32768, 32768 };
 
-bool positions_fit(int64_t n) { return n >= 0 && n <= MAX_POSITIONS && (ALL_LAYERS_ROLLING || n <= MAX_SEQ_LEN); }
-
 /** Bytes of each of a layer's key and value rows that positions [0, n) have written (a ring's every slot once it has wrapped). */
 size_t kv_rows_bytes(int l, int64_t n) { return size_t(std::min<int64_t>(n, kKvSlots[l])) * N_KV_HEADS * HEAD_DIM * sizeof(KV); }
 
 /** Bytes of a snapshot of n positions (mc_kv_bytes), or -1 past the positions a sequence may reach. */
 int64_t snapshot_bytes(int64_t n) {
-  if (!positions_fit(n)) return -1;
+  if (!mc::entry::positions_fit(kLimits, n)) return -1;
   int64_t bytes = 0;
   for (int l = 0; l < N_LAYERS; ++l) bytes += 2 * int64_t(kv_rows_bytes(l, n));
   return bytes;
@@ -2078,18 +2048,7 @@ int64_t snapshot_bytes(int64_t n) {
 
 /** Whether a snapshot's arguments hold together; if not, the reason is in err. */
 bool snapshot_ok(const mc_model* m, int32_t n, const void* data, int64_t bytes, char* err, size_t errlen) {
-  char message[256];
-  if (m == nullptr || (data == nullptr && bytes != 0)) return set_error(err, errlen, "null argument"), false;
-  const int64_t expected = snapshot_bytes(n);
-  if (expected < 0) {
-    std::snprintf(message, sizeof message, "a snapshot of %d positions, past the %d a sequence may reach", n, ALL_LAYERS_ROLLING ? MAX_POSITIONS : MAX_SEQ_LEN);
-    return set_error(err, errlen, message), false;
-  }
-  if (bytes != expected) {
-    std::snprintf(message, sizeof message, "a snapshot of %d positions takes %lld bytes, got %lld", n, (long long)expected, (long long)bytes);
-    return set_error(err, errlen, message), false;
-  }
-  return true;
+  return mc::entry::snapshot_ok(kLimits, m, n, data, bytes, snapshot_bytes(n), err, errlen);
 }
 
 /** Copies a snapshot out of (kSave) or into the device caches, layer by layer (keys, then values: [slots, N_KV_HEADS * HEAD_DIM] rows each), and waits for it. */
@@ -2112,12 +2071,7 @@ cudaError_t copy_kv(mc_model* m, int32_t n, std::conditional_t<kSave, char*, con
 MC_EXPORT int64_t mc_kv_bytes(int32_t n_positions) { return snapshot_bytes(n_positions); }
 
 MC_EXPORT int32_t mc_kv_save(mc_model* m, int32_t n_positions, void* out, int64_t bytes, char* err, size_t errlen) {
-  if (!snapshot_ok(m, n_positions, out, bytes, err, errlen)) return 1;
-  if (n_positions != m->next_pos) {
-    char message[256];
-    std::snprintf(message, sizeof message, "a snapshot of %d positions of a sequence at position %d; save the sequence the model holds", n_positions, m->next_pos);
-    return set_error(err, errlen, message), 1;
-  }
+  if (!snapshot_ok(m, n_positions, out, bytes, err, errlen) || !mc::entry::save_ok(n_positions, m->next_pos, err, errlen)) return 1;
   if (const cudaError_t e = copy_kv<true>(m, n_positions, static_cast<char*>(out))) return cuda_error(err, errlen, "copying the KV cache to the host", e), 1;
   return 0;
 }

@@ -158,6 +158,6 @@ describe('the build cache', () => {
   it('writes the sources and the library to --out for inspection', async () => {
     const outDir = join(work, 'out');
     const built = await buildPlanLibrary(plan, { cacheDir: join(work, 'cache-a'), outDir });
-    expect(readdirSync(outDir).sort()).toEqual(['kernels', 'mc_abi.h', 'mc_cpu.hpp', 'model.cpp', 'model.ts', built.library.split('/').pop()!].sort());
+    expect(readdirSync(outDir).sort()).toEqual(['kernels', 'mc_abi.h', 'mc_cpu.hpp', 'mc_entry.hpp', 'model.cpp', 'model.ts', built.library.split('/').pop()!].sort());
   });
 });

@@ -20,7 +20,7 @@ describe('CPU source rendering', () => {
     expect(paths).toEqual([
       'kernels/attention_gqa_window.hpp', 'kernels/embedding_lookup.hpp', 'kernels/moe_group_by_expert.hpp', 'kernels/moe_w13_swiglu.hpp',
       'kernels/moe_w2_combine_residual.hpp', 'kernels/rmsnorm_moe_gate_topk_softmax.hpp', 'kernels/rmsnorm_output.hpp',
-      'kernels/rmsnorm_qkv_rope_cache.hpp', 'kernels/wo_residual.hpp', 'mc_abi.h', 'mc_cpu.hpp', 'model.cpp', 'model.ts',
+      'kernels/rmsnorm_qkv_rope_cache.hpp', 'kernels/wo_residual.hpp', 'mc_abi.h', 'mc_cpu.hpp', 'mc_entry.hpp', 'model.cpp', 'model.ts',
     ]);
   });
 

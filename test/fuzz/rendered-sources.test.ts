@@ -66,7 +66,7 @@ function strayNumbers(sources: RenderedSources, plan: Plan): string[] {
   const allowed = planNumbers(plan);
   const stray: string[] = [];
   for (const f of sources.files) {
-    if (f.path === 'mc_cpu.hpp' || f.path === 'mc_abi.h') continue; // copied verbatim, checked below
+    if (f.path === 'mc_cpu.hpp' || f.path === 'mc_entry.hpp' || f.path === 'mc_abi.h') continue; // copied verbatim, checked below
     let content = f.content;
     if (f.path === 'model.cpp') {
       // Line 1 names the model, whose name may be digits ("/models/64/params.json" → "64"): a name, not a number.
@@ -142,7 +142,7 @@ describe('rendered CPU sources of any accepted params.json', () => {
       for (const f of sources.files) {
         // Every C++ string literal is a name the plan made (key, tensor names) or the template's own text.
         if (f.path === 'model.cpp' || f.path.startsWith('kernels/')) for (const [literal] of f.content.matchAll(/"(?:[^"\\\n]|\\.)*"/g)) expect(literal).toMatch(/^"[\x20-\x7e]*"$/);
-        if (f.path === 'mc_cpu.hpp') expect(f.content).toBe(readFileSync(join(ROOT, 'templates', 'include', 'mc_cpu.hpp'), 'utf8'));
+        if (f.path === 'mc_cpu.hpp' || f.path === 'mc_entry.hpp') expect(f.content).toBe(readFileSync(join(ROOT, 'templates', 'include', f.path), 'utf8'));
         if (f.path === 'mc_abi.h') expect(f.content).toBe(readFileSync(join(ROOT, 'runtime', 'abi', 'mc_abi.h'), 'utf8'));
         // The model's name is the only string of the input's (its path) in the sources.
         for (const s of HOSTILE_STRINGS) if (s.length >= 4 && /[^a-z0-9]/.test(s) && !config.name.includes(s)) expect(f.content).not.toContain(s);
