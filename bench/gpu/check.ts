@@ -124,9 +124,11 @@ function xWords(): string {
 }
 /** MC_CUDA_ATTN_BLOCKS (mc_device.cuh: about how many blocks the decode attention's splits make), in words. */
 function attnWords(): string {
-  return process.env.MC_CUDA_ATTN_BLOCKS === '256'
+  const setting = process.env.MC_CUDA_ATTN_BLOCKS;
+  const split = setting === '256'
     ? 'the decode attention split for about 256 blocks (MC_CUDA_ATTN_BLOCKS=256)'
-    : 'the decode attention split for about 512 blocks (MC_CUDA_ATTN_BLOCKS unset)';
+    : `the decode attention split for about 512 blocks where a KV head then has at most 64 splits, else 256 (MC_CUDA_ATTN_BLOCKS ${setting ? `=${setting}` : 'unset'})`;
+  return process.env.MC_CUDA_DECODE === 'layer' ? `${split}, the layer chain's for about 256` : split;
 }
 /** MC_CUDA_PDL and MC_CUDA_PDL_TRIGGER (mc_device.cuh: which decode kernels launch with PDL, and when a GEMV lets the next one launch), in words. */
 function pdlWords(): string {

@@ -45,10 +45,11 @@ struct DeviceInfo {
   // into shared memory first (mc::XRow; bench/RESULTS.md runs 17 and 20-23: ~0.06 ms a token of the
   // 7B on an H200); MC_CUDA_X=shared copies it as every other decode GEMV does. The same bits either way.
   bool x_stream = true;
-  // The decode attention splits each KV head's keys for about 512 blocks in all (four an SM), so
-  // that at long contexts each block streams half as many tiles one after another as with 256
-  // (bench/RESULTS.md run 26: Mixtral at 16384 positions −0.29 ms a token on an H200, short
-  // contexts within ±0.02 ms); MC_CUDA_ATTN_BLOCKS=256 for about 256 (two an SM), as before.
+  // The decode attention splits each KV head's keys for about 512 blocks in all (four an SM) where
+  // a head then has at most 64 splits, so that at long contexts each block streams half as many
+  // tiles one after another as with 256 (bench/RESULTS.md run 26: Mixtral at 16384 positions −0.27
+  // to −0.29 ms a token on an H200, short contexts within ±0.02 ms; attention_gqa_window's
+  // default_splits); MC_CUDA_ATTN_BLOCKS=256 for about 256 (two an SM) everywhere, as before.
   bool attn_wide = true;
 };
 

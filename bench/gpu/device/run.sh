@@ -156,7 +156,9 @@ decode_ab() {
 if [ "${CHAIN_AB:-0}" = 1 ]; then
   # Each dense layer's wo, w1|w3, w2 and the next wq|wk|wv in one cooperative kernel (MC_CUDA_DECODE=chain,
   # run 18), then with the layer's decode attention and combine in it too (layer, run 19), then the
-  # defaults again; Mixtral has no chain (its arms run the same code).
+  # defaults again; Mixtral has no chain (its arms run the same code). Since run 26 the layer arm's
+  # attention splits for about 256 blocks and the others' for about 512: add MC_CUDA_ATTN_BLOCKS=256
+  # to this script's environment to compare like with like.
   decode_ab chain "${CHAIN_CASES:-}" "MC_CUDA_DECODE=chain" "MC_CUDA_DECODE=layer" ""
 fi
 if [ "${X_AB:-0}" = 1 ]; then

@@ -8,12 +8,7 @@ constexpr int N_KV_HEADS = 8; // KV heads of this rank
 constexpr int GROUP = 4;            // query heads per KV head (n_heads / n_kv_heads)
 static_assert(N_HEADS == N_KV_HEADS * GROUP, "query heads of a rank are whole groups");
 
-/**
- * Decode splits per KV head for about BLOCKS blocks in all: 512 by default (four an SM on a 132-SM
- * H100, which the decode tile's shared memory allows), or 256 under MC_CUDA_ATTN_BLOCKS=256 (two an
- * SM): 512 gives each block half the tiles in a row at long contexts (bench/RESULTS.md run 26).
- * Short contexts have as many live splits either way, one 32-key tile each.
- */
+/** Decode splits per KV head for about BLOCKS blocks in all (a head's splits, times N_KV_HEADS). */
 template <int BLOCKS>
 constexpr int max_splits() { return (BLOCKS + N_KV_HEADS - 1) / N_KV_HEADS; }
 /** Never more splits than 32-key tiles in the longest range a query can see (the window bounds it). */
@@ -22,6 +17,16 @@ constexpr int splits() {
   constexpr int visible = WINDOW > 0 && WINDOW < KV_SLOTS ? WINDOW : KV_SLOTS;
   return (visible + 31) / 32 < max_splits<BLOCKS>() ? (visible + 31) / 32 : max_splits<BLOCKS>();
 }
+/**
+ * The decode splits a KV head by default: for about 512 blocks (four an SM on a 132-SM H100, which
+ * the decode tile's shared memory allows) where a head then has at most 64 splits, one batch of the
+ * combine's loads; else for about 256, as under MC_CUDA_ATTN_BLOCKS=256. 512 gives each block half
+ * the tiles in a row at long contexts (bench/RESULTS.md run 26, timed with 8 KV heads a rank: 32 → 64
+ * splits); a rank of fewer KV heads (tensor parallelism) would have 128-512 splits a head, untimed.
+ * Short contexts have as many live splits either way, one 32-key tile each.
+ */
+template <int WINDOW, int KV_SLOTS>
+constexpr int default_splits() { return splits<WINDOW, KV_SLOTS, 512>() <= 64 ? splits<WINDOW, KV_SLOTS, 512>() : splits<WINDOW, KV_SLOTS, 256>(); }
 /**
  * The splits of a decode chain's attention (MC_CUDA_DECODE=layer): about 256 blocks whatever
  * MC_CUDA_ATTN_BLOCKS says, one item each for a chain's grid of about two blocks an SM.
@@ -58,7 +63,7 @@ inline cudaError_t launch(const float* q /*[T, N_HEADS * HEAD_DIM] f32*/, int T,
                           const KV* k_cache /*[KV_SLOTS, KV_DIM]*/, const KV* v_cache /*[KV_SLOTS, KV_DIM]*/,
                           float* partial /*[PARTIAL_FLOATS] scratch*/, float* out /*[T, N_HEADS * HEAD_DIM] f32*/, cudaStream_t s) {
   if (T == 1) {
-    return mc::device_info().attn_wide ? launch_decode<splits<WINDOW, KV_SLOTS, 512>(), WINDOW, KV_SLOTS>(q, pos0, k_cache, v_cache, partial, out, s)
+    return mc::device_info().attn_wide ? launch_decode<default_splits<WINDOW, KV_SLOTS>(), WINDOW, KV_SLOTS>(q, pos0, k_cache, v_cache, partial, out, s)
                                        : launch_decode<splits<WINDOW, KV_SLOTS, 256>(), WINDOW, KV_SLOTS>(q, pos0, k_cache, v_cache, partial, out, s);
   }
   if constexpr (FLASH) {
@@ -98,7 +103,7 @@ inline cudaError_t prepare_decode() {
 template <int WINDOW, int KV_SLOTS>
 inline cudaError_t prepare() {
   if (cudaError_t e = prepare_decode<splits<WINDOW, KV_SLOTS, 256>(), WINDOW, KV_SLOTS>()) return e;
-  if (cudaError_t e = prepare_decode<splits<WINDOW, KV_SLOTS, 512>(), WINDOW, KV_SLOTS>()) return e;
+  if (cudaError_t e = prepare_decode<default_splits<WINDOW, KV_SLOTS>(), WINDOW, KV_SLOTS>()) return e;
   if constexpr (FLASH) {
     return cudaFuncSetAttribute(mc::attention_flash_prefill_kernel<HEAD_DIM, GROUP, N_KV_HEADS, WINDOW, KV_SLOTS, KV>,
                                 cudaFuncAttributeMaxDynamicSharedMemorySize, int(Flash::smem_bytes()));
