@@ -15,6 +15,7 @@ import { loadModelConfig } from '../../compiler/config/load.js';
 import { packageRoot } from '../../compiler/paths.js';
 import { writeRandomWeights } from '../../compiler/weights/random.js';
 import { loadModel, type LoadedModel } from '../../runtime/model.js';
+import { withoutSnapshots } from '../../test/e2e/without-snapshots.js';
 
 const { values: args } = parseArgs({ options: { tokens: { type: 'string', default: '400' }, repeats: { type: 'string', default: '3' } } });
 const TOKENS = Number(args.tokens);
@@ -29,19 +30,6 @@ async function generation(model: LoadedModel, prompt: number[]): Promise<string>
   const tokens: number[] = [];
   for await (const t of model.generate(prompt, { maxTokens: TOKENS })) tokens.push(t);
   return tokens.join();
-}
-
-/** The replay peer: the model's native group answers that it keeps no snapshots (kvBytes −1), as a library without mc_kv_* does. */
-function withoutSnapshots(model: LoadedModel): void {
-  const native = (model as unknown as { native: object }).native;
-  const peer = new Proxy(native, {
-    get: (target, key) => {
-      if (key === 'kvBytes') return () => -1;
-      const value: unknown = Reflect.get(target, key);
-      return typeof value === 'function' ? value.bind(target) : value;
-    },
-  });
-  Object.defineProperty(model, 'native', { value: peer });
 }
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;

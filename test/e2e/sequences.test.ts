@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { TpSize } from '../../compiler/plan/types.js';
 import { loadModel, type GenerateOptions, type LoadedModel } from '../../runtime/model.js';
 import { collect, createWorkspace, DENSE_GQA, errorMessage, tokensFor, writeModelDir, type ModelDir, type Workspace } from './helpers.js';
+import { withoutSnapshots } from './without-snapshots.js';
 
 let ws: Workspace;
 beforeAll(async () => {
@@ -167,15 +168,7 @@ describe('a generation on a library without KV snapshots', () => {
     const source = await plain();
     const model = await loadModel(source.dir, { cacheDir: ws.cacheDir, maxTokens: 2 });
     try {
-      const native = (model as unknown as { native: object }).native;
-      const without = new Proxy(native, {
-        get: (target, key) => {
-          if (key === 'kvBytes') return () => -1;
-          const value: unknown = Reflect.get(target, key);
-          return typeof value === 'function' ? value.bind(target) : value;
-        },
-      });
-      Object.defineProperty(model, 'native', { value: without });
+      withoutSnapshots(model);
       const prompt = tokensFor(source, 6, 911);
       const undisturbed = await collect(model.generate(prompt, { maxTokens: 10 }));
       const disturbed: number[] = [];
