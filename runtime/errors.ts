@@ -13,7 +13,7 @@ export class MachineError extends MistralCompileError {}
 /**
  * A switch of the process's environment that a library reads (MC_CUDA_GEMM, MC_CUDA_A16,
  * MC_CUDA_PREFETCH_MB, MC_CUDA_PDL, MC_CUDA_PDL_TRIGGER, MC_CUDA_GEMM_DEEP, MC_CUDA_DECODE, MC_CUDA_X,
- * MC_CUDA_ATTN_BLOCKS, MC_CUDA_DIAG_SKIP) holds a value it does not
+ * MC_CUDA_ATTN_BLOCKS, MC_CUDA_ATTN_CLUSTER, MC_CUDA_DIAG_SKIP) holds a value it does not
  * accept: named, with what it accepts.
  */
 export class EnvironmentError extends MistralCompileError {}

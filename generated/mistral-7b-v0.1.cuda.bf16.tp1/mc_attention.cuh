@@ -111,7 +111,8 @@ struct DecodeTile {
  * Decode (one query token), split along the keys (flash-decoding): item (split, kv head) reads its
  * share of the visible keys once for all GROUP query heads of the KV head (warps 0 .. GROUP - 1 of
  * the block, one a head; every warp of the block copies) and writes an unnormalized partial (o, m,
- * l) per head; the combine merges the splits. The split length adapts to the position read from
+ * l) per head, head `warp` at dst + warp * head_stride (HEAD_DIM + 2 floats); the combine merges the
+ * splits. The split length adapts to the position read from
  * device memory, so a captured graph replays unchanged. Tiles of 32 keys go through a STAGES-deep
  * cp.async ring in `smem` (DecodeTile::bytes()); the first ones are issued before the queries are
  * read. Scores and sums in f32, in the same order as the f32 reference kernels. The same bits
@@ -120,7 +121,8 @@ struct DecodeTile {
  */
 template <int HEAD_DIM, int GROUP, int N_KV_HEADS, int NSPLIT, int WINDOW, int KV_SLOTS, typename KV, int THREADS>
 __device__ __forceinline__ void attention_decode_item(const float* __restrict__ q, const KV* __restrict__ k_cache, const KV* __restrict__ v_cache,
-                                                      const int32_t* __restrict__ pos0, float* __restrict__ partial, int split, int g, float4* smem) {
+                                                      const int32_t* __restrict__ pos0, float* __restrict__ dst, int64_t head_stride, int split, int g,
+                                                      float4* smem) {
   using Tile = DecodeTile<HEAD_DIM, GROUP, KV>;
   static_assert(THREADS % 32 == 0 && THREADS >= 32 * GROUP, "a warp per query head of the KV group");
   constexpr int KV_DIM = N_KV_HEADS * HEAD_DIM, KEYS = Tile::KEYS, STAGES = Tile::STAGES, VEC = Tile::VEC, CHUNKS = Tile::CHUNKS;
@@ -191,7 +193,7 @@ __device__ __forceinline__ void attention_decode_item(const float* __restrict__ 
   }
   cp_async_wait<0>();  // no copy may still target shared memory when the block exits (or its next item starts)
   if (warp < GROUP) {
-    float* out = partial + (int64_t(g * GROUP + warp) * NSPLIT + split) * (HEAD_DIM + 2);
+    float* out = dst + warp * head_stride;
 #pragma unroll
     for (int i = 0; i < SoftmaxRow<HEAD_DIM>::DPL; ++i) {
       const int d = lane + 32 * i;
@@ -199,6 +201,15 @@ __device__ __forceinline__ void attention_decode_item(const float* __restrict__ 
     }
     if (lane == 0) out[HEAD_DIM] = row.m, out[HEAD_DIM + 1] = row.l;  // an empty split: m = -inf, l = 0
   }
+}
+
+/**
+ * Where item (split, kv head g) writes its first query head's partial in partials laid out [N_HEADS,
+ * NSPLIT, HEAD_DIM + 2]; the group's other heads follow NSPLIT * (HEAD_DIM + 2) floats apart.
+ */
+template <int HEAD_DIM, int GROUP, int NSPLIT>
+__device__ __forceinline__ float* split_partial(float* partial, int split, int g) {
+  return partial + (int64_t(g) * GROUP * NSPLIT + split) * (HEAD_DIM + 2);
 }
 
 /** The decode attention as kernels launch it: block (split, kv head), one item each. */
@@ -209,31 +220,34 @@ __global__ void __launch_bounds__(DecodeTile<HEAD_DIM, GROUP, KV>::THREADS) atte
   extern __shared__ float4 attn_smem[];
   wait_for_previous_kernel();  // launched with PDL under MC_CUDA_PDL=all: q and this position's K/V come from the QKV GEMV
   attention_decode_item<HEAD_DIM, GROUP, N_KV_HEADS, NSPLIT, WINDOW, KV_SLOTS, KV, DecodeTile<HEAD_DIM, GROUP, KV>::THREADS>(
-      q, k_cache, v_cache, pos0, partial, blockIdx.x, blockIdx.y, attn_smem);
+      q, k_cache, v_cache, pos0, split_partial<HEAD_DIM, GROUP, NSPLIT>(partial, blockIdx.x, blockIdx.y), int64_t(NSPLIT) * (HEAD_DIM + 2), blockIdx.x,
+      blockIdx.y, attn_smem);
 }
 
 /**
- * out[h] = Σ_s o_s e^(m_s - M) / Σ_s l_s e^(m_s - M): the splits of head h merged, by `threads` threads from `tid`.
+ * out = Σ_s o_s e^(m_s - M) / Σ_s l_s e^(m_s - M): the NSPLIT splits of one head merged, by `threads`
+ * threads from `tid`; part(s, i) is float i of split s's partial (o[0..HEAD_DIM), m, l), wherever the
+ * partials are (global memory: attention_combine_head; the shared memory of a cluster's blocks:
+ * attention_decode_cluster_kernel), so that both merge with the same arithmetic.
  * Every partial is read unconditionally, a batch of up to MAX_BATCH splits' loads issued before the first is used,
  * so that a head waits for 2-3 L2 round trips a batch, not one or more per split: the first form summed l in a
  * loop unrolled by 4 and loaded each split's o behind a test of its m, ~25-49 round trips in a row by its PTX
  * (bench/RESULTS.md run 24). The sums are the first form's, term for term and in the same order; an empty
- * split (m = -inf, l = 0, o = 0) adds o_s · 0.
+ * split (m = -inf, l = 0, o = 0) adds o_s · 0, so splits that are all empty change no bit of the result.
  */
-template <int HEAD_DIM, int NSPLIT, int MAX_BATCH = 64>
-__device__ __forceinline__ void attention_combine_head(const float* __restrict__ partial, float* __restrict__ out /*[N_HEADS * HEAD_DIM]*/, int h, int tid, int threads) {
-  // Floats per split; splits per batch of loads (MAX_BATCH: 64 take 168 registers, 32 fit a decode
-  // chain's 128). Batches are not unrolled into one another: a pass over more splits than one batch
-  // would hold them all in registers (255 and spills at 128 splits).
-  constexpr int LD = HEAD_DIM + 2, B = NSPLIT < MAX_BATCH ? NSPLIT : MAX_BATCH;
-  const float* part = partial + int64_t(h) * NSPLIT * LD;
+template <int HEAD_DIM, int NSPLIT, int MAX_BATCH, typename Part>
+__device__ __forceinline__ void combine_splits(const Part& part, float* __restrict__ out /*[HEAD_DIM]*/, int tid, int threads) {
+  // Splits per batch of loads (MAX_BATCH: 64 take 168 registers, 32 fit a decode chain's 128).
+  // Batches are not unrolled into one another: a pass over more splits than one batch would hold
+  // them all in registers (255 and spills at 128 splits).
+  constexpr int B = NSPLIT < MAX_BATCH ? NSPLIT : MAX_BATCH;
   float m = -INFINITY;
 #pragma unroll 1
   for (int s0 = 0; s0 < NSPLIT; s0 += B) {
     float ms[B];
 #pragma unroll
     for (int i = 0; i < B; ++i) {
-      if (s0 + i < NSPLIT) ms[i] = part[(s0 + i) * LD + HEAD_DIM];
+      if (s0 + i < NSPLIT) ms[i] = part(s0 + i, HEAD_DIM);
     }
 #pragma unroll
     for (int i = 0; i < B; ++i) {
@@ -246,7 +260,7 @@ __device__ __forceinline__ void attention_combine_head(const float* __restrict__
     float ms[B], ls[B];
 #pragma unroll
     for (int i = 0; i < B; ++i) {
-      if (s0 + i < NSPLIT) ms[i] = part[(s0 + i) * LD + HEAD_DIM], ls[i] = part[(s0 + i) * LD + HEAD_DIM + 1];
+      if (s0 + i < NSPLIT) ms[i] = part(s0 + i, HEAD_DIM), ls[i] = part(s0 + i, HEAD_DIM + 1);
     }
 #pragma unroll
     for (int i = 0; i < B; ++i) {
@@ -260,15 +274,29 @@ __device__ __forceinline__ void attention_combine_head(const float* __restrict__
       float ms[B], os[B];
 #pragma unroll
       for (int i = 0; i < B; ++i) {
-        if (s0 + i < NSPLIT) ms[i] = part[(s0 + i) * LD + HEAD_DIM], os[i] = part[(s0 + i) * LD + d];
+        if (s0 + i < NSPLIT) ms[i] = part(s0 + i, HEAD_DIM), os[i] = part(s0 + i, d);
       }
 #pragma unroll
       for (int i = 0; i < B; ++i) {
         if (s0 + i < NSPLIT) o += os[i] * (ms[i] != -INFINITY ? expf(ms[i] - m) : 0.f);
       }
     }
-    out[int64_t(h) * HEAD_DIM + d] = o / l;
+    out[d] = o / l;
   }
+}
+
+/** Split s's partial of one head in global memory: [NSPLIT, LD] floats from p. */
+template <int LD>
+struct GlobalPartials {
+  const float* __restrict__ p;
+  __device__ __forceinline__ float operator()(int s, int i) const { return p[s * LD + i]; }
+};
+
+/** Head h of partials laid out [N_HEADS, NSPLIT, HEAD_DIM + 2] merged into out[h * HEAD_DIM ...] (combine_splits). */
+template <int HEAD_DIM, int NSPLIT, int MAX_BATCH = 64>
+__device__ __forceinline__ void attention_combine_head(const float* __restrict__ partial, float* __restrict__ out /*[N_HEADS * HEAD_DIM]*/, int h, int tid, int threads) {
+  constexpr int LD = HEAD_DIM + 2;
+  combine_splits<HEAD_DIM, NSPLIT, MAX_BATCH>(GlobalPartials<LD>{partial + int64_t(h) * NSPLIT * LD}, out + int64_t(h) * HEAD_DIM, tid, threads);
 }
 
 /** The combine as kernels launch it: a block per head. */
@@ -276,6 +304,57 @@ template <int HEAD_DIM, int NSPLIT>
 __global__ void __launch_bounds__(128) attention_combine_kernel(const float* __restrict__ partial, float* __restrict__ out /*[N_HEADS * HEAD_DIM]*/) {
   wait_for_previous_kernel();  // under MC_CUDA_PDL=all
   attention_combine_head<HEAD_DIM, NSPLIT>(partial, out, blockIdx.x, threadIdx.x, blockDim.x);
+}
+
+// ---- the decode attention in one kernel: a KV head's splits as one thread-block cluster (sm_90+) -----
+
+/** Shared memory of attention_decode_cluster_kernel's blocks: the decode tile's, then the block's partials [GROUP, HEAD_DIM + 2]. */
+template <int HEAD_DIM, int GROUP, typename KV>
+struct DecodeClusterTile {
+  static constexpr size_t PARTIALS_OFFSET = DecodeTile<HEAD_DIM, GROUP, KV>::bytes();
+  static constexpr size_t bytes() { return PARTIALS_OFFSET + size_t(GROUP) * (HEAD_DIM + 2) * sizeof(float); }
+  static_assert(PARTIALS_OFFSET % 16 == 0, "the partials start 16-byte aligned");
+};
+
+/**
+ * The decode attention and its combine in one kernel (MC_CUDA_ATTN_CLUSTER): block (split, kv head g)
+ * computes attention_decode_item's partials for split `split` of NSPLIT (its rank in a cluster of
+ * NSPLIT blocks along x, one cluster a KV head) into its own shared memory; after a cluster barrier the
+ * cluster's threads merge them, one an output (h, d) as far as they go, reading every block's
+ * partials through distributed shared memory with combine_splits, into out. No partials go through
+ * global memory, and there is no second kernel and no boundary between the two: the launch and L2
+ * round trips those cost are what the short contexts' attention loses (bench/RESULTS.md runs 24-26).
+ * It sums as launch_decode<NSPLIT>'s two kernels do. Against the split kernels in the default's splits
+ * (as many or more), while every split of both has one tile at most (visible <= 32 * NSPLIT), the split
+ * kernel's extra splits are empty and both give the same bits (test/gpu/kernels.cu checks it). A
+ * second cluster barrier keeps every block's shared memory until all have read it.
+ */
+template <int HEAD_DIM, int GROUP, int N_KV_HEADS, int NSPLIT, int WINDOW, int KV_SLOTS, typename KV>
+__global__ void __launch_bounds__(DecodeTile<HEAD_DIM, GROUP, KV>::THREADS) attention_decode_cluster_kernel(
+    const float* __restrict__ q /*[N_HEADS * HEAD_DIM]*/, const KV* __restrict__ k_cache, const KV* __restrict__ v_cache,
+    const int32_t* __restrict__ pos0, float* __restrict__ out /*[N_HEADS * HEAD_DIM]*/) {
+  constexpr int LD = HEAD_DIM + 2, THREADS = DecodeTile<HEAD_DIM, GROUP, KV>::THREADS;
+  // Each output (h, d) of the KV head's group one thread of the cluster, as far as the cluster has
+  // threads (else a share of them a head, each merging several d); the rest only wait. Every thread
+  // of a head's share computes that head's m and l itself: no further barrier.
+  constexpr int PER_HEAD = NSPLIT * THREADS / GROUP < HEAD_DIM ? NSPLIT * THREADS / GROUP : HEAD_DIM;
+  static_assert(PER_HEAD >= 1, "a cluster has at least one thread a query head of its group");
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 900  // clusters exist from sm_90: the host never launches this elsewhere
+  extern __shared__ float4 attn_smem[];
+  float* partials = reinterpret_cast<float*>(reinterpret_cast<char*>(attn_smem) + DecodeClusterTile<HEAD_DIM, GROUP, KV>::PARTIALS_OFFSET);  // [GROUP, LD]
+  const int split = int(cluster_rank()), g = int(blockIdx.y);  // launched without PDL (mc::launch_cluster): nothing to wait for
+  attention_decode_item<HEAD_DIM, GROUP, N_KV_HEADS, NSPLIT, WINDOW, KV_SLOTS, KV, THREADS>(q, k_cache, v_cache, pos0, partials, LD, split, g, attn_smem);
+  cluster_sync();  // every split's partials written, and visible to the cluster
+  const int t = split * THREADS + int(threadIdx.x), h = t / PER_HEAD;
+  if (h < GROUP) {
+    const float* mine = partials + h * LD;
+    combine_splits<HEAD_DIM, NSPLIT, 64>([mine](int s, int i) { return ld_shared_cluster(mine + i, unsigned(s)); }, out + (int64_t(g) * GROUP + h) * HEAD_DIM,
+                                         t % PER_HEAD, PER_HEAD);
+  }
+  cluster_sync();  // no block exits (and gives up its shared memory) while another still reads it
+#else
+  __trap();
+#endif
 }
 
 // ---- the decode attention as phases of a decode chain (MC_CUDA_DECODE=layer, mc::gemv_chain) -------
@@ -296,7 +375,9 @@ struct DecodeAttentionPhase {
     static_assert(GROUP <= 8, "a chain's block has 8 warps: one a query head of the KV group");
 #pragma unroll 1
     for (int item = blockIdx.x; item < ITEMS; item += gridDim.x) {
-      attention_decode_item<HEAD_DIM, GROUP, N_KV_HEADS, NSPLIT, WINDOW, KV_SLOTS, KV, 256>(q, k_cache, v_cache, pos0, partial, item % NSPLIT, item / NSPLIT, smem);
+      const int split = item % NSPLIT, g = item / NSPLIT;
+      attention_decode_item<HEAD_DIM, GROUP, N_KV_HEADS, NSPLIT, WINDOW, KV_SLOTS, KV, 256>(
+          q, k_cache, v_cache, pos0, split_partial<HEAD_DIM, GROUP, NSPLIT>(partial, split, g), int64_t(NSPLIT) * (HEAD_DIM + 2), split, g, smem);
       __syncthreads();  // every warp is done with the ring before the next item refills it
     }
   }

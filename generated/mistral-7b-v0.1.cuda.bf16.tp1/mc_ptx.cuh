@@ -88,6 +88,46 @@ __device__ __forceinline__ void prefetch_l2_warp(const void* p, uint32_t bytes, 
 #endif
 }
 
+// ---- thread-block clusters (sm_90+): the blocks of a cluster run at once and read each other's shared memory
+// Only kernels launched with a cluster shape call these, and only on GPUs that have clusters (the
+// host checks); the sm_80 build traps.
+/** This block's rank in its cluster (%cluster_ctarank). */
+__device__ __forceinline__ unsigned cluster_rank() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  unsigned r;
+  asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(r));
+  return r;
+#else
+  __trap();
+  return 0;
+#endif
+}
+/**
+ * A barrier of every thread of every block of the cluster: shared-memory writes before it (release)
+ * are seen by the cluster's reads after it (acquire). Every thread of the block must call it.
+ */
+__device__ __forceinline__ void cluster_sync() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("barrier.cluster.arrive.release.aligned;\n\tbarrier.cluster.wait.acquire.aligned;" ::: "memory");
+#else
+  __trap();
+#endif
+}
+/** The float at p's offset in the shared memory of block `rank` of this cluster (distributed shared memory). */
+__device__ __forceinline__ float ld_shared_cluster(const float* p, unsigned rank) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  const unsigned local = unsigned(__cvta_generic_to_shared(p));
+  unsigned remote;
+  float v;
+  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(remote) : "r"(local), "r"(rank));
+  asm volatile("ld.shared::cluster.f32 %0, [%1];" : "=f"(v) : "r"(remote) : "memory");
+  return v;
+#else
+  __trap();
+  return 0.f;
+#endif
+}
+
 // ---- cp.async: global -> shared copies that bypass registers, in per-thread commit groups ---------
 __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, int src_bytes) {
   const unsigned s = unsigned(__cvta_generic_to_shared(smem));

@@ -4,8 +4,9 @@
 //
 // The C ABI of runtime/abi/mc_abi.h on one GPU: mc_create copies this rank's weight slices to the
 // device once; the KV cache and the activations live there; mc_forward copies tokens in and logits
-// out. A one-token step (decode) is captured once as a CUDA graph and replayed unchanged: its
-// position and token are read from device memory, which each call overwrites first.
+// out. A one-token step (decode) is captured once as a CUDA graph and replayed unchanged (once for
+// each side of MC_CUDA_ATTN_CLUSTER's position limit, where that is set): its position and token are
+// read from device memory, which each call overwrites first.
 #include <cuda_runtime.h>
 
 #include <cstdio>
@@ -477,7 +478,7 @@ struct mc_model {
   int32_t vocab_start = 0;
   int32_t next_pos = 0;
   cudaStream_t stream = nullptr;
-  cudaGraphExec_t decode = nullptr;   // the captured one-token step
+  cudaGraphExec_t decode[2] = {};     // the captured one-token step: [short_step] (attention_gqa_window::decode_in_cluster)
   char* weights = nullptr;            // [WEIGHT_BYTES]
   char* kv = nullptr;                 // [KV_BYTES]
   char* activations = nullptr;
@@ -504,7 +505,8 @@ void free_model(mc_model* m) {
   if (m == nullptr) return;
   cudaSetDevice(m->device);
   if (m->stream != nullptr) cudaStreamSynchronize(m->stream);
-  if (m->decode != nullptr) cudaGraphExecDestroy(m->decode);
+  for (cudaGraphExec_t g : m->decode)
+    if (g != nullptr) cudaGraphExecDestroy(g);
   if (m->nccl != nullptr) mc::nccl::load(nullptr, 0)->commDestroy(m->nccl);
   if (m->stream != nullptr) cudaStreamDestroy(m->stream);
   cudaFree(m->weights), cudaFree(m->kv), cudaFree(m->activations);
@@ -569,6 +571,12 @@ bool check_device(int32_t rank, int32_t ordinal, int* device, char* err, size_t 
     cudaGetLastError();
     std::snprintf(message, sizeof message, "this library has no code for %s (compute capability %d.%d): it was built for compute capabilities %s; rebuild with --arch sm_%d%d",
                   prop.name, prop.major, prop.minor, kBuiltArchs, prop.major, prop.minor);
+    return set_error(err, errlen, message), false;
+  }
+  if (mc::parse_cluster_positions(mc::env_setting("MC_CUDA_ATTN_CLUSTER")) > 0 && prop.major < 9) {
+    char accepted[160];
+    std::snprintf(accepted, sizeof accepted, "0 on %s (compute capability %d.%d has no thread-block clusters; 9.0 and later do)", prop.name, prop.major, prop.minor);
+    mc::refuse_setting(message, sizeof message, "MC_CUDA_ATTN_CLUSTER", mc::env_setting("MC_CUDA_ATTN_CLUSTER"), accepted, "0");
     return set_error(err, errlen, message), false;
   }
   if (prop.sharedMemPerBlockOptin < size_t(SMEM_NEEDED)) {
@@ -668,8 +676,10 @@ cudaError_t all_reduce_sum(const mc_model* m, float* data, int64_t n, cudaStream
 /**
  * The forward pass of T tokens whose ids and first position are already in m->a.io; logits of rows
  * [first, first + rows) into m->a.logits. Only enqueues work on m->stream (so it can be captured).
+ * short_step (T = 1): the position p has p + 1 <= MC_CUDA_ATTN_CLUSTER, so every layer's decode
+ * attention may run as one kernel of clusters (attention_gqa_window::decode_in_cluster).
  */
-cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
+cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed, bool short_step = false) {
   const cudaStream_t s = m->stream;
   Activations& a = m->a;
   const int32_t* pos0 = a.io;
@@ -691,7 +701,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
                                w2_residual::decode(a.ffn_hidden, l.w2, a.residual),
                                rmsnorm_qkv_rope_cache::decode<4607>(a.residual, pos0, next.attention_norm, next.wqkv, a.inv_freq, a.q, next.k_cache, next.v_cache)));
     } else {
-    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.0 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
+    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.0 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s, short_step));
     if (chain) {
       MC_LAUNCH("layers.0 wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.1 rmsnorm_qkv_rope_cache (one chain)",
                 mc::gemv_chain(a.arrivals, s, wo_residual::decode(a.attn_out, l.wo, a.residual), rmsnorm_w13_swiglu::decode(a.residual, l.ffn_norm, l.w13, a.ffn_hidden),
@@ -717,7 +727,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
                                w2_residual::decode(a.ffn_hidden, l.w2, a.residual),
                                rmsnorm_qkv_rope_cache::decode<4607>(a.residual, pos0, next.attention_norm, next.wqkv, a.inv_freq, a.q, next.k_cache, next.v_cache)));
     } else {
-    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.1 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
+    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.1 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s, short_step));
     if (chain) {
       MC_LAUNCH("layers.1 wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.2 rmsnorm_qkv_rope_cache (one chain)",
                 mc::gemv_chain(a.arrivals, s, wo_residual::decode(a.attn_out, l.wo, a.residual), rmsnorm_w13_swiglu::decode(a.residual, l.ffn_norm, l.w13, a.ffn_hidden),
@@ -743,7 +753,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
                                w2_residual::decode(a.ffn_hidden, l.w2, a.residual),
                                rmsnorm_qkv_rope_cache::decode<4607>(a.residual, pos0, next.attention_norm, next.wqkv, a.inv_freq, a.q, next.k_cache, next.v_cache)));
     } else {
-    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.2 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
+    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.2 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s, short_step));
     if (chain) {
       MC_LAUNCH("layers.2 wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.3 rmsnorm_qkv_rope_cache (one chain)",
                 mc::gemv_chain(a.arrivals, s, wo_residual::decode(a.attn_out, l.wo, a.residual), rmsnorm_w13_swiglu::decode(a.residual, l.ffn_norm, l.w13, a.ffn_hidden),
@@ -769,7 +779,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
                                w2_residual::decode(a.ffn_hidden, l.w2, a.residual),
                                rmsnorm_qkv_rope_cache::decode<4607>(a.residual, pos0, next.attention_norm, next.wqkv, a.inv_freq, a.q, next.k_cache, next.v_cache)));
     } else {
-    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.3 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
+    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.3 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s, short_step));
     if (chain) {
       MC_LAUNCH("layers.3 wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.4 rmsnorm_qkv_rope_cache (one chain)",
                 mc::gemv_chain(a.arrivals, s, wo_residual::decode(a.attn_out, l.wo, a.residual), rmsnorm_w13_swiglu::decode(a.residual, l.ffn_norm, l.w13, a.ffn_hidden),
@@ -795,7 +805,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
                                w2_residual::decode(a.ffn_hidden, l.w2, a.residual),
                                rmsnorm_qkv_rope_cache::decode<4607>(a.residual, pos0, next.attention_norm, next.wqkv, a.inv_freq, a.q, next.k_cache, next.v_cache)));
     } else {
-    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.4 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
+    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.4 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s, short_step));
     if (chain) {
       MC_LAUNCH("layers.4 wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.5 rmsnorm_qkv_rope_cache (one chain)",
                 mc::gemv_chain(a.arrivals, s, wo_residual::decode(a.attn_out, l.wo, a.residual), rmsnorm_w13_swiglu::decode(a.residual, l.ffn_norm, l.w13, a.ffn_hidden),
@@ -821,7 +831,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
                                w2_residual::decode(a.ffn_hidden, l.w2, a.residual),
                                rmsnorm_qkv_rope_cache::decode<4607>(a.residual, pos0, next.attention_norm, next.wqkv, a.inv_freq, a.q, next.k_cache, next.v_cache)));
     } else {
-    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.5 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
+    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.5 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s, short_step));
     if (chain) {
       MC_LAUNCH("layers.5 wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.6 rmsnorm_qkv_rope_cache (one chain)",
                 mc::gemv_chain(a.arrivals, s, wo_residual::decode(a.attn_out, l.wo, a.residual), rmsnorm_w13_swiglu::decode(a.residual, l.ffn_norm, l.w13, a.ffn_hidden),
@@ -847,7 +857,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
                                w2_residual::decode(a.ffn_hidden, l.w2, a.residual),
                                rmsnorm_qkv_rope_cache::decode<4607>(a.residual, pos0, next.attention_norm, next.wqkv, a.inv_freq, a.q, next.k_cache, next.v_cache)));
     } else {
-    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.6 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
+    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.6 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s, short_step));
     if (chain) {
       MC_LAUNCH("layers.6 wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.7 rmsnorm_qkv_rope_cache (one chain)",
                 mc::gemv_chain(a.arrivals, s, wo_residual::decode(a.attn_out, l.wo, a.residual), rmsnorm_w13_swiglu::decode(a.residual, l.ffn_norm, l.w13, a.ffn_hidden),
@@ -873,7 +883,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
                                w2_residual::decode(a.ffn_hidden, l.w2, a.residual),
                                rmsnorm_qkv_rope_cache::decode<4607>(a.residual, pos0, next.attention_norm, next.wqkv, a.inv_freq, a.q, next.k_cache, next.v_cache)));
     } else {
-    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.7 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
+    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.7 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s, short_step));
     if (chain) {
       MC_LAUNCH("layers.7 wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.8 rmsnorm_qkv_rope_cache (one chain)",
                 mc::gemv_chain(a.arrivals, s, wo_residual::decode(a.attn_out, l.wo, a.residual), rmsnorm_w13_swiglu::decode(a.residual, l.ffn_norm, l.w13, a.ffn_hidden),
@@ -899,7 +909,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
                                w2_residual::decode(a.ffn_hidden, l.w2, a.residual),
                                rmsnorm_qkv_rope_cache::decode<4607>(a.residual, pos0, next.attention_norm, next.wqkv, a.inv_freq, a.q, next.k_cache, next.v_cache)));
     } else {
-    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.8 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
+    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.8 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s, short_step));
     if (chain) {
       MC_LAUNCH("layers.8 wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.9 rmsnorm_qkv_rope_cache (one chain)",
                 mc::gemv_chain(a.arrivals, s, wo_residual::decode(a.attn_out, l.wo, a.residual), rmsnorm_w13_swiglu::decode(a.residual, l.ffn_norm, l.w13, a.ffn_hidden),
@@ -925,7 +935,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
                                w2_residual::decode(a.ffn_hidden, l.w2, a.residual),
                                rmsnorm_qkv_rope_cache::decode<4607>(a.residual, pos0, next.attention_norm, next.wqkv, a.inv_freq, a.q, next.k_cache, next.v_cache)));
     } else {
-    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.9 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
+    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.9 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s, short_step));
     if (chain) {
       MC_LAUNCH("layers.9 wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.10 rmsnorm_qkv_rope_cache (one chain)",
                 mc::gemv_chain(a.arrivals, s, wo_residual::decode(a.attn_out, l.wo, a.residual), rmsnorm_w13_swiglu::decode(a.residual, l.ffn_norm, l.w13, a.ffn_hidden),
@@ -951,7 +961,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
                                w2_residual::decode(a.ffn_hidden, l.w2, a.residual),
                                rmsnorm_qkv_rope_cache::decode<4607>(a.residual, pos0, next.attention_norm, next.wqkv, a.inv_freq, a.q, next.k_cache, next.v_cache)));
     } else {
-    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.10 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
+    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.10 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s, short_step));
     if (chain) {
       MC_LAUNCH("layers.10 wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.11 rmsnorm_qkv_rope_cache (one chain)",
                 mc::gemv_chain(a.arrivals, s, wo_residual::decode(a.attn_out, l.wo, a.residual), rmsnorm_w13_swiglu::decode(a.residual, l.ffn_norm, l.w13, a.ffn_hidden),
@@ -977,7 +987,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
                                w2_residual::decode(a.ffn_hidden, l.w2, a.residual),
                                rmsnorm_qkv_rope_cache::decode<4607>(a.residual, pos0, next.attention_norm, next.wqkv, a.inv_freq, a.q, next.k_cache, next.v_cache)));
     } else {
-    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.11 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
+    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.11 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s, short_step));
     if (chain) {
       MC_LAUNCH("layers.11 wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.12 rmsnorm_qkv_rope_cache (one chain)",
                 mc::gemv_chain(a.arrivals, s, wo_residual::decode(a.attn_out, l.wo, a.residual), rmsnorm_w13_swiglu::decode(a.residual, l.ffn_norm, l.w13, a.ffn_hidden),
@@ -1003,7 +1013,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
                                w2_residual::decode(a.ffn_hidden, l.w2, a.residual),
                                rmsnorm_qkv_rope_cache::decode<4607>(a.residual, pos0, next.attention_norm, next.wqkv, a.inv_freq, a.q, next.k_cache, next.v_cache)));
     } else {
-    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.12 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
+    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.12 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s, short_step));
     if (chain) {
       MC_LAUNCH("layers.12 wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.13 rmsnorm_qkv_rope_cache (one chain)",
                 mc::gemv_chain(a.arrivals, s, wo_residual::decode(a.attn_out, l.wo, a.residual), rmsnorm_w13_swiglu::decode(a.residual, l.ffn_norm, l.w13, a.ffn_hidden),
@@ -1029,7 +1039,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
                                w2_residual::decode(a.ffn_hidden, l.w2, a.residual),
                                rmsnorm_qkv_rope_cache::decode<4607>(a.residual, pos0, next.attention_norm, next.wqkv, a.inv_freq, a.q, next.k_cache, next.v_cache)));
     } else {
-    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.13 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
+    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.13 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s, short_step));
     if (chain) {
       MC_LAUNCH("layers.13 wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.14 rmsnorm_qkv_rope_cache (one chain)",
                 mc::gemv_chain(a.arrivals, s, wo_residual::decode(a.attn_out, l.wo, a.residual), rmsnorm_w13_swiglu::decode(a.residual, l.ffn_norm, l.w13, a.ffn_hidden),
@@ -1055,7 +1065,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
                                w2_residual::decode(a.ffn_hidden, l.w2, a.residual),
                                rmsnorm_qkv_rope_cache::decode<4607>(a.residual, pos0, next.attention_norm, next.wqkv, a.inv_freq, a.q, next.k_cache, next.v_cache)));
     } else {
-    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.14 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
+    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.14 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s, short_step));
     if (chain) {
       MC_LAUNCH("layers.14 wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.15 rmsnorm_qkv_rope_cache (one chain)",
                 mc::gemv_chain(a.arrivals, s, wo_residual::decode(a.attn_out, l.wo, a.residual), rmsnorm_w13_swiglu::decode(a.residual, l.ffn_norm, l.w13, a.ffn_hidden),
@@ -1081,7 +1091,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
                                w2_residual::decode(a.ffn_hidden, l.w2, a.residual),
                                rmsnorm_qkv_rope_cache::decode<4607>(a.residual, pos0, next.attention_norm, next.wqkv, a.inv_freq, a.q, next.k_cache, next.v_cache)));
     } else {
-    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.15 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
+    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.15 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s, short_step));
     if (chain) {
       MC_LAUNCH("layers.15 wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.16 rmsnorm_qkv_rope_cache (one chain)",
                 mc::gemv_chain(a.arrivals, s, wo_residual::decode(a.attn_out, l.wo, a.residual), rmsnorm_w13_swiglu::decode(a.residual, l.ffn_norm, l.w13, a.ffn_hidden),
@@ -1107,7 +1117,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
                                w2_residual::decode(a.ffn_hidden, l.w2, a.residual),
                                rmsnorm_qkv_rope_cache::decode<4607>(a.residual, pos0, next.attention_norm, next.wqkv, a.inv_freq, a.q, next.k_cache, next.v_cache)));
     } else {
-    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.16 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
+    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.16 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s, short_step));
     if (chain) {
       MC_LAUNCH("layers.16 wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.17 rmsnorm_qkv_rope_cache (one chain)",
                 mc::gemv_chain(a.arrivals, s, wo_residual::decode(a.attn_out, l.wo, a.residual), rmsnorm_w13_swiglu::decode(a.residual, l.ffn_norm, l.w13, a.ffn_hidden),
@@ -1133,7 +1143,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
                                w2_residual::decode(a.ffn_hidden, l.w2, a.residual),
                                rmsnorm_qkv_rope_cache::decode<4607>(a.residual, pos0, next.attention_norm, next.wqkv, a.inv_freq, a.q, next.k_cache, next.v_cache)));
     } else {
-    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.17 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
+    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.17 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s, short_step));
     if (chain) {
       MC_LAUNCH("layers.17 wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.18 rmsnorm_qkv_rope_cache (one chain)",
                 mc::gemv_chain(a.arrivals, s, wo_residual::decode(a.attn_out, l.wo, a.residual), rmsnorm_w13_swiglu::decode(a.residual, l.ffn_norm, l.w13, a.ffn_hidden),
@@ -1159,7 +1169,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
                                w2_residual::decode(a.ffn_hidden, l.w2, a.residual),
                                rmsnorm_qkv_rope_cache::decode<4607>(a.residual, pos0, next.attention_norm, next.wqkv, a.inv_freq, a.q, next.k_cache, next.v_cache)));
     } else {
-    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.18 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
+    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.18 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s, short_step));
     if (chain) {
       MC_LAUNCH("layers.18 wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.19 rmsnorm_qkv_rope_cache (one chain)",
                 mc::gemv_chain(a.arrivals, s, wo_residual::decode(a.attn_out, l.wo, a.residual), rmsnorm_w13_swiglu::decode(a.residual, l.ffn_norm, l.w13, a.ffn_hidden),
@@ -1185,7 +1195,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
                                w2_residual::decode(a.ffn_hidden, l.w2, a.residual),
                                rmsnorm_qkv_rope_cache::decode<4607>(a.residual, pos0, next.attention_norm, next.wqkv, a.inv_freq, a.q, next.k_cache, next.v_cache)));
     } else {
-    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.19 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
+    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.19 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s, short_step));
     if (chain) {
       MC_LAUNCH("layers.19 wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.20 rmsnorm_qkv_rope_cache (one chain)",
                 mc::gemv_chain(a.arrivals, s, wo_residual::decode(a.attn_out, l.wo, a.residual), rmsnorm_w13_swiglu::decode(a.residual, l.ffn_norm, l.w13, a.ffn_hidden),
@@ -1211,7 +1221,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
                                w2_residual::decode(a.ffn_hidden, l.w2, a.residual),
                                rmsnorm_qkv_rope_cache::decode<4607>(a.residual, pos0, next.attention_norm, next.wqkv, a.inv_freq, a.q, next.k_cache, next.v_cache)));
     } else {
-    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.20 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
+    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.20 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s, short_step));
     if (chain) {
       MC_LAUNCH("layers.20 wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.21 rmsnorm_qkv_rope_cache (one chain)",
                 mc::gemv_chain(a.arrivals, s, wo_residual::decode(a.attn_out, l.wo, a.residual), rmsnorm_w13_swiglu::decode(a.residual, l.ffn_norm, l.w13, a.ffn_hidden),
@@ -1237,7 +1247,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
                                w2_residual::decode(a.ffn_hidden, l.w2, a.residual),
                                rmsnorm_qkv_rope_cache::decode<4607>(a.residual, pos0, next.attention_norm, next.wqkv, a.inv_freq, a.q, next.k_cache, next.v_cache)));
     } else {
-    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.21 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
+    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.21 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s, short_step));
     if (chain) {
       MC_LAUNCH("layers.21 wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.22 rmsnorm_qkv_rope_cache (one chain)",
                 mc::gemv_chain(a.arrivals, s, wo_residual::decode(a.attn_out, l.wo, a.residual), rmsnorm_w13_swiglu::decode(a.residual, l.ffn_norm, l.w13, a.ffn_hidden),
@@ -1263,7 +1273,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
                                w2_residual::decode(a.ffn_hidden, l.w2, a.residual),
                                rmsnorm_qkv_rope_cache::decode<4607>(a.residual, pos0, next.attention_norm, next.wqkv, a.inv_freq, a.q, next.k_cache, next.v_cache)));
     } else {
-    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.22 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
+    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.22 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s, short_step));
     if (chain) {
       MC_LAUNCH("layers.22 wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.23 rmsnorm_qkv_rope_cache (one chain)",
                 mc::gemv_chain(a.arrivals, s, wo_residual::decode(a.attn_out, l.wo, a.residual), rmsnorm_w13_swiglu::decode(a.residual, l.ffn_norm, l.w13, a.ffn_hidden),
@@ -1289,7 +1299,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
                                w2_residual::decode(a.ffn_hidden, l.w2, a.residual),
                                rmsnorm_qkv_rope_cache::decode<4607>(a.residual, pos0, next.attention_norm, next.wqkv, a.inv_freq, a.q, next.k_cache, next.v_cache)));
     } else {
-    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.23 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
+    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.23 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s, short_step));
     if (chain) {
       MC_LAUNCH("layers.23 wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.24 rmsnorm_qkv_rope_cache (one chain)",
                 mc::gemv_chain(a.arrivals, s, wo_residual::decode(a.attn_out, l.wo, a.residual), rmsnorm_w13_swiglu::decode(a.residual, l.ffn_norm, l.w13, a.ffn_hidden),
@@ -1315,7 +1325,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
                                w2_residual::decode(a.ffn_hidden, l.w2, a.residual),
                                rmsnorm_qkv_rope_cache::decode<4607>(a.residual, pos0, next.attention_norm, next.wqkv, a.inv_freq, a.q, next.k_cache, next.v_cache)));
     } else {
-    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.24 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
+    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.24 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s, short_step));
     if (chain) {
       MC_LAUNCH("layers.24 wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.25 rmsnorm_qkv_rope_cache (one chain)",
                 mc::gemv_chain(a.arrivals, s, wo_residual::decode(a.attn_out, l.wo, a.residual), rmsnorm_w13_swiglu::decode(a.residual, l.ffn_norm, l.w13, a.ffn_hidden),
@@ -1341,7 +1351,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
                                w2_residual::decode(a.ffn_hidden, l.w2, a.residual),
                                rmsnorm_qkv_rope_cache::decode<4607>(a.residual, pos0, next.attention_norm, next.wqkv, a.inv_freq, a.q, next.k_cache, next.v_cache)));
     } else {
-    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.25 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
+    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.25 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s, short_step));
     if (chain) {
       MC_LAUNCH("layers.25 wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.26 rmsnorm_qkv_rope_cache (one chain)",
                 mc::gemv_chain(a.arrivals, s, wo_residual::decode(a.attn_out, l.wo, a.residual), rmsnorm_w13_swiglu::decode(a.residual, l.ffn_norm, l.w13, a.ffn_hidden),
@@ -1367,7 +1377,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
                                w2_residual::decode(a.ffn_hidden, l.w2, a.residual),
                                rmsnorm_qkv_rope_cache::decode<4607>(a.residual, pos0, next.attention_norm, next.wqkv, a.inv_freq, a.q, next.k_cache, next.v_cache)));
     } else {
-    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.26 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
+    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.26 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s, short_step));
     if (chain) {
       MC_LAUNCH("layers.26 wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.27 rmsnorm_qkv_rope_cache (one chain)",
                 mc::gemv_chain(a.arrivals, s, wo_residual::decode(a.attn_out, l.wo, a.residual), rmsnorm_w13_swiglu::decode(a.residual, l.ffn_norm, l.w13, a.ffn_hidden),
@@ -1393,7 +1403,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
                                w2_residual::decode(a.ffn_hidden, l.w2, a.residual),
                                rmsnorm_qkv_rope_cache::decode<4607>(a.residual, pos0, next.attention_norm, next.wqkv, a.inv_freq, a.q, next.k_cache, next.v_cache)));
     } else {
-    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.27 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
+    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.27 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s, short_step));
     if (chain) {
       MC_LAUNCH("layers.27 wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.28 rmsnorm_qkv_rope_cache (one chain)",
                 mc::gemv_chain(a.arrivals, s, wo_residual::decode(a.attn_out, l.wo, a.residual), rmsnorm_w13_swiglu::decode(a.residual, l.ffn_norm, l.w13, a.ffn_hidden),
@@ -1419,7 +1429,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
                                w2_residual::decode(a.ffn_hidden, l.w2, a.residual),
                                rmsnorm_qkv_rope_cache::decode<4607>(a.residual, pos0, next.attention_norm, next.wqkv, a.inv_freq, a.q, next.k_cache, next.v_cache)));
     } else {
-    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.28 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
+    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.28 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s, short_step));
     if (chain) {
       MC_LAUNCH("layers.28 wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.29 rmsnorm_qkv_rope_cache (one chain)",
                 mc::gemv_chain(a.arrivals, s, wo_residual::decode(a.attn_out, l.wo, a.residual), rmsnorm_w13_swiglu::decode(a.residual, l.ffn_norm, l.w13, a.ffn_hidden),
@@ -1445,7 +1455,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
                                w2_residual::decode(a.ffn_hidden, l.w2, a.residual),
                                rmsnorm_qkv_rope_cache::decode<4607>(a.residual, pos0, next.attention_norm, next.wqkv, a.inv_freq, a.q, next.k_cache, next.v_cache)));
     } else {
-    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.29 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
+    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.29 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s, short_step));
     if (chain) {
       MC_LAUNCH("layers.29 wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.30 rmsnorm_qkv_rope_cache (one chain)",
                 mc::gemv_chain(a.arrivals, s, wo_residual::decode(a.attn_out, l.wo, a.residual), rmsnorm_w13_swiglu::decode(a.residual, l.ffn_norm, l.w13, a.ffn_hidden),
@@ -1471,7 +1481,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
                                w2_residual::decode(a.ffn_hidden, l.w2, a.residual),
                                rmsnorm_qkv_rope_cache::decode<4607>(a.residual, pos0, next.attention_norm, next.wqkv, a.inv_freq, a.q, next.k_cache, next.v_cache)));
     } else {
-    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.30 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
+    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.30 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s, short_step));
     if (chain) {
       MC_LAUNCH("layers.30 wo_residual, rmsnorm_w13_swiglu, w2_residual and layers.31 rmsnorm_qkv_rope_cache (one chain)",
                 mc::gemv_chain(a.arrivals, s, wo_residual::decode(a.attn_out, l.wo, a.residual), rmsnorm_w13_swiglu::decode(a.residual, l.ffn_norm, l.w13, a.ffn_hidden),
@@ -1495,7 +1505,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
                                wo_residual::decode(a.attn_out, l.wo, a.residual), rmsnorm_w13_swiglu::decode(a.residual, l.ffn_norm, l.w13, a.ffn_hidden),
                                w2_residual::decode(a.ffn_hidden, l.w2, a.residual)));
     } else {
-    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.31 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
+    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.31 attention_gqa_window", attention_gqa_window::launch<4096, 4607>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s, short_step));
     if (chain) {
       MC_LAUNCH("layers.31 wo_residual, rmsnorm_w13_swiglu and w2_residual (one chain)",
                 mc::gemv_chain(a.arrivals, s, wo_residual::decode(a.attn_out, l.wo, a.residual), rmsnorm_w13_swiglu::decode(a.residual, l.ffn_norm, l.w13, a.ffn_hidden),
@@ -1511,20 +1521,23 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   return cudaSuccess;
 }
 
-/** Captures the one-token step once; later decode calls replay it. */
-cudaError_t capture_decode(mc_model* m, const char** failed) {
+/**
+ * Captures the one-token step once for each side of MC_CUDA_ATTN_CLUSTER's position limit (one graph
+ * where it is off); later decode calls replay the one for their position.
+ */
+cudaError_t capture_decode(mc_model* m, bool short_step, const char** failed) {
   *failed = "cudaStreamBeginCapture";
   if (cudaError_t e = cudaStreamBeginCapture(m->stream, cudaStreamCaptureModeThreadLocal)) return e;
-  cudaError_t e = run(m, 1, 0, 1, failed);
+  cudaError_t e = run(m, 1, 0, 1, failed, short_step);
   cudaGraph_t graph = nullptr;
   const cudaError_t end = cudaStreamEndCapture(m->stream, &graph);
   if (e == cudaSuccess && end != cudaSuccess) *failed = "cudaStreamEndCapture", e = end;
   if (e == cudaSuccess) {
     *failed = "cudaGraphInstantiate";
-    e = cudaGraphInstantiate(&m->decode, graph, 0);
+    e = cudaGraphInstantiate(&m->decode[short_step], graph, 0);
   }
   if (graph != nullptr) cudaGraphDestroy(graph);
-  if (e != cudaSuccess) m->decode = nullptr;
+  if (e != cudaSuccess) m->decode[short_step] = nullptr;
   return e;
 }
 }  // namespace
@@ -1590,7 +1603,7 @@ MC_EXPORT mc_model* mc_create(const mc_weight* w, int32_t n_weights, int32_t ran
     step = "cudaMallocHost";
     if ((e = cudaMallocHost(reinterpret_cast<void**>(&m->host_io), sizeof(int32_t) * (1 + MAX_TOKENS)))) break;
     if ((e = cudaMallocHost(reinterpret_cast<void**>(&m->host_logits), sizeof(float) * VOCAB_LOCAL))) break;
-    step = "setting kernel shared-memory limits";
+    step = "setting kernel shared-memory limits (and the decode attention's clusters under MC_CUDA_ATTN_CLUSTER)";
     if ((e = prepare_kernels())) break;
     // Weights: this rank's slices, copied once; a column slice (row_stride > cols) as a 2-D copy.
     step = "copying the weights to the device";
@@ -1740,8 +1753,9 @@ MC_EXPORT int32_t mc_forward(mc_model* m, const int32_t* tokens, int32_t n, int3
     e = cudaMemcpyAsync(m->a.io, m->host_io, sizeof(int32_t) * size_t(1 + n), cudaMemcpyHostToDevice, s);
   }
   if (e == cudaSuccess && n == 1) {
-    if (m->decode == nullptr) e = capture_decode(m, &failed);
-    if (e == cudaSuccess) failed = "cudaGraphLaunch", e = cudaGraphLaunch(m->decode, s);
+    const bool short_step = int64_t(start_pos) + 1 <= mc::device_info().attn_cluster_positions;
+    if (m->decode[short_step] == nullptr) e = capture_decode(m, short_step, &failed);
+    if (e == cudaSuccess) failed = "cudaGraphLaunch", e = cudaGraphLaunch(m->decode[short_step], s);
   } else if (e == cudaSuccess) {
     e = run(m, n, first, rows, &failed);
   }

@@ -4,8 +4,9 @@
 //
 // The C ABI of runtime/abi/mc_abi.h on one GPU: mc_create copies this rank's weight slices to the
 // device once; the KV cache and the activations live there; mc_forward copies tokens in and logits
-// out. A one-token step (decode) is captured once as a CUDA graph and replayed unchanged: its
-// position and token are read from device memory, which each call overwrites first.
+// out. A one-token step (decode) is captured once as a CUDA graph and replayed unchanged (once for
+// each side of MC_CUDA_ATTN_CLUSTER's position limit, where that is set): its position and token are
+// read from device memory, which each call overwrites first.
 #include <cuda_runtime.h>
 
 #include <cstdio>
@@ -1197,7 +1198,7 @@ struct mc_model {
   int32_t vocab_start = 0;
   int32_t next_pos = 0;
   cudaStream_t stream = nullptr;
-  cudaGraphExec_t decode = nullptr;   // the captured one-token step
+  cudaGraphExec_t decode[2] = {};     // the captured one-token step: [short_step] (attention_gqa_window::decode_in_cluster)
   char* weights = nullptr;            // [WEIGHT_BYTES]
   char* kv = nullptr;                 // [KV_BYTES]
   char* activations = nullptr;
@@ -1224,7 +1225,8 @@ void free_model(mc_model* m) {
   if (m == nullptr) return;
   cudaSetDevice(m->device);
   if (m->stream != nullptr) cudaStreamSynchronize(m->stream);
-  if (m->decode != nullptr) cudaGraphExecDestroy(m->decode);
+  for (cudaGraphExec_t g : m->decode)
+    if (g != nullptr) cudaGraphExecDestroy(g);
   if (m->nccl != nullptr) mc::nccl::load(nullptr, 0)->commDestroy(m->nccl);
   if (m->stream != nullptr) cudaStreamDestroy(m->stream);
   cudaFree(m->weights), cudaFree(m->kv), cudaFree(m->activations);
@@ -1290,6 +1292,12 @@ bool check_device(int32_t rank, int32_t ordinal, int* device, char* err, size_t 
     cudaGetLastError();
     std::snprintf(message, sizeof message, "this library has no code for %s (compute capability %d.%d): it was built for compute capabilities %s; rebuild with --arch sm_%d%d",
                   prop.name, prop.major, prop.minor, kBuiltArchs, prop.major, prop.minor);
+    return set_error(err, errlen, message), false;
+  }
+  if (mc::parse_cluster_positions(mc::env_setting("MC_CUDA_ATTN_CLUSTER")) > 0 && prop.major < 9) {
+    char accepted[160];
+    std::snprintf(accepted, sizeof accepted, "0 on %s (compute capability %d.%d has no thread-block clusters; 9.0 and later do)", prop.name, prop.major, prop.minor);
+    mc::refuse_setting(message, sizeof message, "MC_CUDA_ATTN_CLUSTER", mc::env_setting("MC_CUDA_ATTN_CLUSTER"), accepted, "0");
     return set_error(err, errlen, message), false;
   }
   if (prop.sharedMemPerBlockOptin < size_t(SMEM_NEEDED)) {
@@ -1383,8 +1391,10 @@ cudaError_t all_reduce_sum(const mc_model* m, float* data, int64_t n, cudaStream
 /**
  * The forward pass of T tokens whose ids and first position are already in m->a.io; logits of rows
  * [first, first + rows) into m->a.logits. Only enqueues work on m->stream (so it can be captured).
+ * short_step (T = 1): the position p has p + 1 <= MC_CUDA_ATTN_CLUSTER, so every layer's decode
+ * attention may run as one kernel of clusters (attention_gqa_window::decode_in_cluster).
  */
-cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
+cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed, bool short_step = false) {
   const cudaStream_t s = m->stream;
   Activations& a = m->a;
   const int32_t* pos0 = a.io;
@@ -1392,7 +1402,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   {  // layer 0: full attention over 32768 slots
     const Layer& l = m->layers[0];
     MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.0 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
-    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.0 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
+    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.0 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s, short_step));
     MC_KERNEL(K_WO_RESIDUAL, "layers.0 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
     MC_KERNEL(K_RMSNORM_MOE_GATE_TOPK_SOFTMAX, "layers.0 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, a.expert_offsets, a.expert_rows, a.pair_row, s));
     if (T > 1)  // one token: the gate kernel grouped it
@@ -1403,7 +1413,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   {  // layer 1: full attention over 32768 slots
     const Layer& l = m->layers[1];
     MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.1 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
-    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.1 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
+    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.1 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s, short_step));
     MC_KERNEL(K_WO_RESIDUAL, "layers.1 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
     MC_KERNEL(K_RMSNORM_MOE_GATE_TOPK_SOFTMAX, "layers.1 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, a.expert_offsets, a.expert_rows, a.pair_row, s));
     if (T > 1)  // one token: the gate kernel grouped it
@@ -1414,7 +1424,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   {  // layer 2: full attention over 32768 slots
     const Layer& l = m->layers[2];
     MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.2 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
-    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.2 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
+    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.2 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s, short_step));
     MC_KERNEL(K_WO_RESIDUAL, "layers.2 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
     MC_KERNEL(K_RMSNORM_MOE_GATE_TOPK_SOFTMAX, "layers.2 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, a.expert_offsets, a.expert_rows, a.pair_row, s));
     if (T > 1)  // one token: the gate kernel grouped it
@@ -1425,7 +1435,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   {  // layer 3: full attention over 32768 slots
     const Layer& l = m->layers[3];
     MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.3 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
-    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.3 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
+    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.3 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s, short_step));
     MC_KERNEL(K_WO_RESIDUAL, "layers.3 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
     MC_KERNEL(K_RMSNORM_MOE_GATE_TOPK_SOFTMAX, "layers.3 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, a.expert_offsets, a.expert_rows, a.pair_row, s));
     if (T > 1)  // one token: the gate kernel grouped it
@@ -1436,7 +1446,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   {  // layer 4: full attention over 32768 slots
     const Layer& l = m->layers[4];
     MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.4 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
-    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.4 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
+    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.4 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s, short_step));
     MC_KERNEL(K_WO_RESIDUAL, "layers.4 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
     MC_KERNEL(K_RMSNORM_MOE_GATE_TOPK_SOFTMAX, "layers.4 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, a.expert_offsets, a.expert_rows, a.pair_row, s));
     if (T > 1)  // one token: the gate kernel grouped it
@@ -1447,7 +1457,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   {  // layer 5: full attention over 32768 slots
     const Layer& l = m->layers[5];
     MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.5 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
-    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.5 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
+    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.5 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s, short_step));
     MC_KERNEL(K_WO_RESIDUAL, "layers.5 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
     MC_KERNEL(K_RMSNORM_MOE_GATE_TOPK_SOFTMAX, "layers.5 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, a.expert_offsets, a.expert_rows, a.pair_row, s));
     if (T > 1)  // one token: the gate kernel grouped it
@@ -1458,7 +1468,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   {  // layer 6: full attention over 32768 slots
     const Layer& l = m->layers[6];
     MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.6 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
-    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.6 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
+    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.6 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s, short_step));
     MC_KERNEL(K_WO_RESIDUAL, "layers.6 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
     MC_KERNEL(K_RMSNORM_MOE_GATE_TOPK_SOFTMAX, "layers.6 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, a.expert_offsets, a.expert_rows, a.pair_row, s));
     if (T > 1)  // one token: the gate kernel grouped it
@@ -1469,7 +1479,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   {  // layer 7: full attention over 32768 slots
     const Layer& l = m->layers[7];
     MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.7 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
-    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.7 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
+    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.7 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s, short_step));
     MC_KERNEL(K_WO_RESIDUAL, "layers.7 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
     MC_KERNEL(K_RMSNORM_MOE_GATE_TOPK_SOFTMAX, "layers.7 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, a.expert_offsets, a.expert_rows, a.pair_row, s));
     if (T > 1)  // one token: the gate kernel grouped it
@@ -1480,7 +1490,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   {  // layer 8: full attention over 32768 slots
     const Layer& l = m->layers[8];
     MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.8 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
-    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.8 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
+    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.8 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s, short_step));
     MC_KERNEL(K_WO_RESIDUAL, "layers.8 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
     MC_KERNEL(K_RMSNORM_MOE_GATE_TOPK_SOFTMAX, "layers.8 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, a.expert_offsets, a.expert_rows, a.pair_row, s));
     if (T > 1)  // one token: the gate kernel grouped it
@@ -1491,7 +1501,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   {  // layer 9: full attention over 32768 slots
     const Layer& l = m->layers[9];
     MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.9 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
-    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.9 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
+    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.9 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s, short_step));
     MC_KERNEL(K_WO_RESIDUAL, "layers.9 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
     MC_KERNEL(K_RMSNORM_MOE_GATE_TOPK_SOFTMAX, "layers.9 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, a.expert_offsets, a.expert_rows, a.pair_row, s));
     if (T > 1)  // one token: the gate kernel grouped it
@@ -1502,7 +1512,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   {  // layer 10: full attention over 32768 slots
     const Layer& l = m->layers[10];
     MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.10 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
-    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.10 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
+    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.10 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s, short_step));
     MC_KERNEL(K_WO_RESIDUAL, "layers.10 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
     MC_KERNEL(K_RMSNORM_MOE_GATE_TOPK_SOFTMAX, "layers.10 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, a.expert_offsets, a.expert_rows, a.pair_row, s));
     if (T > 1)  // one token: the gate kernel grouped it
@@ -1513,7 +1523,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   {  // layer 11: full attention over 32768 slots
     const Layer& l = m->layers[11];
     MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.11 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
-    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.11 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
+    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.11 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s, short_step));
     MC_KERNEL(K_WO_RESIDUAL, "layers.11 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
     MC_KERNEL(K_RMSNORM_MOE_GATE_TOPK_SOFTMAX, "layers.11 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, a.expert_offsets, a.expert_rows, a.pair_row, s));
     if (T > 1)  // one token: the gate kernel grouped it
@@ -1524,7 +1534,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   {  // layer 12: full attention over 32768 slots
     const Layer& l = m->layers[12];
     MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.12 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
-    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.12 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
+    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.12 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s, short_step));
     MC_KERNEL(K_WO_RESIDUAL, "layers.12 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
     MC_KERNEL(K_RMSNORM_MOE_GATE_TOPK_SOFTMAX, "layers.12 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, a.expert_offsets, a.expert_rows, a.pair_row, s));
     if (T > 1)  // one token: the gate kernel grouped it
@@ -1535,7 +1545,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   {  // layer 13: full attention over 32768 slots
     const Layer& l = m->layers[13];
     MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.13 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
-    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.13 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
+    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.13 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s, short_step));
     MC_KERNEL(K_WO_RESIDUAL, "layers.13 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
     MC_KERNEL(K_RMSNORM_MOE_GATE_TOPK_SOFTMAX, "layers.13 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, a.expert_offsets, a.expert_rows, a.pair_row, s));
     if (T > 1)  // one token: the gate kernel grouped it
@@ -1546,7 +1556,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   {  // layer 14: full attention over 32768 slots
     const Layer& l = m->layers[14];
     MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.14 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
-    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.14 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
+    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.14 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s, short_step));
     MC_KERNEL(K_WO_RESIDUAL, "layers.14 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
     MC_KERNEL(K_RMSNORM_MOE_GATE_TOPK_SOFTMAX, "layers.14 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, a.expert_offsets, a.expert_rows, a.pair_row, s));
     if (T > 1)  // one token: the gate kernel grouped it
@@ -1557,7 +1567,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   {  // layer 15: full attention over 32768 slots
     const Layer& l = m->layers[15];
     MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.15 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
-    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.15 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
+    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.15 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s, short_step));
     MC_KERNEL(K_WO_RESIDUAL, "layers.15 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
     MC_KERNEL(K_RMSNORM_MOE_GATE_TOPK_SOFTMAX, "layers.15 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, a.expert_offsets, a.expert_rows, a.pair_row, s));
     if (T > 1)  // one token: the gate kernel grouped it
@@ -1568,7 +1578,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   {  // layer 16: full attention over 32768 slots
     const Layer& l = m->layers[16];
     MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.16 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
-    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.16 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
+    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.16 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s, short_step));
     MC_KERNEL(K_WO_RESIDUAL, "layers.16 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
     MC_KERNEL(K_RMSNORM_MOE_GATE_TOPK_SOFTMAX, "layers.16 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, a.expert_offsets, a.expert_rows, a.pair_row, s));
     if (T > 1)  // one token: the gate kernel grouped it
@@ -1579,7 +1589,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   {  // layer 17: full attention over 32768 slots
     const Layer& l = m->layers[17];
     MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.17 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
-    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.17 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
+    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.17 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s, short_step));
     MC_KERNEL(K_WO_RESIDUAL, "layers.17 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
     MC_KERNEL(K_RMSNORM_MOE_GATE_TOPK_SOFTMAX, "layers.17 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, a.expert_offsets, a.expert_rows, a.pair_row, s));
     if (T > 1)  // one token: the gate kernel grouped it
@@ -1590,7 +1600,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   {  // layer 18: full attention over 32768 slots
     const Layer& l = m->layers[18];
     MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.18 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
-    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.18 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
+    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.18 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s, short_step));
     MC_KERNEL(K_WO_RESIDUAL, "layers.18 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
     MC_KERNEL(K_RMSNORM_MOE_GATE_TOPK_SOFTMAX, "layers.18 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, a.expert_offsets, a.expert_rows, a.pair_row, s));
     if (T > 1)  // one token: the gate kernel grouped it
@@ -1601,7 +1611,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   {  // layer 19: full attention over 32768 slots
     const Layer& l = m->layers[19];
     MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.19 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
-    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.19 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
+    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.19 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s, short_step));
     MC_KERNEL(K_WO_RESIDUAL, "layers.19 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
     MC_KERNEL(K_RMSNORM_MOE_GATE_TOPK_SOFTMAX, "layers.19 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, a.expert_offsets, a.expert_rows, a.pair_row, s));
     if (T > 1)  // one token: the gate kernel grouped it
@@ -1612,7 +1622,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   {  // layer 20: full attention over 32768 slots
     const Layer& l = m->layers[20];
     MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.20 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
-    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.20 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
+    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.20 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s, short_step));
     MC_KERNEL(K_WO_RESIDUAL, "layers.20 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
     MC_KERNEL(K_RMSNORM_MOE_GATE_TOPK_SOFTMAX, "layers.20 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, a.expert_offsets, a.expert_rows, a.pair_row, s));
     if (T > 1)  // one token: the gate kernel grouped it
@@ -1623,7 +1633,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   {  // layer 21: full attention over 32768 slots
     const Layer& l = m->layers[21];
     MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.21 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
-    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.21 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
+    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.21 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s, short_step));
     MC_KERNEL(K_WO_RESIDUAL, "layers.21 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
     MC_KERNEL(K_RMSNORM_MOE_GATE_TOPK_SOFTMAX, "layers.21 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, a.expert_offsets, a.expert_rows, a.pair_row, s));
     if (T > 1)  // one token: the gate kernel grouped it
@@ -1634,7 +1644,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   {  // layer 22: full attention over 32768 slots
     const Layer& l = m->layers[22];
     MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.22 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
-    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.22 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
+    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.22 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s, short_step));
     MC_KERNEL(K_WO_RESIDUAL, "layers.22 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
     MC_KERNEL(K_RMSNORM_MOE_GATE_TOPK_SOFTMAX, "layers.22 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, a.expert_offsets, a.expert_rows, a.pair_row, s));
     if (T > 1)  // one token: the gate kernel grouped it
@@ -1645,7 +1655,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   {  // layer 23: full attention over 32768 slots
     const Layer& l = m->layers[23];
     MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.23 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
-    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.23 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
+    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.23 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s, short_step));
     MC_KERNEL(K_WO_RESIDUAL, "layers.23 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
     MC_KERNEL(K_RMSNORM_MOE_GATE_TOPK_SOFTMAX, "layers.23 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, a.expert_offsets, a.expert_rows, a.pair_row, s));
     if (T > 1)  // one token: the gate kernel grouped it
@@ -1656,7 +1666,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   {  // layer 24: full attention over 32768 slots
     const Layer& l = m->layers[24];
     MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.24 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
-    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.24 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
+    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.24 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s, short_step));
     MC_KERNEL(K_WO_RESIDUAL, "layers.24 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
     MC_KERNEL(K_RMSNORM_MOE_GATE_TOPK_SOFTMAX, "layers.24 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, a.expert_offsets, a.expert_rows, a.pair_row, s));
     if (T > 1)  // one token: the gate kernel grouped it
@@ -1667,7 +1677,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   {  // layer 25: full attention over 32768 slots
     const Layer& l = m->layers[25];
     MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.25 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
-    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.25 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
+    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.25 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s, short_step));
     MC_KERNEL(K_WO_RESIDUAL, "layers.25 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
     MC_KERNEL(K_RMSNORM_MOE_GATE_TOPK_SOFTMAX, "layers.25 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, a.expert_offsets, a.expert_rows, a.pair_row, s));
     if (T > 1)  // one token: the gate kernel grouped it
@@ -1678,7 +1688,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   {  // layer 26: full attention over 32768 slots
     const Layer& l = m->layers[26];
     MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.26 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
-    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.26 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
+    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.26 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s, short_step));
     MC_KERNEL(K_WO_RESIDUAL, "layers.26 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
     MC_KERNEL(K_RMSNORM_MOE_GATE_TOPK_SOFTMAX, "layers.26 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, a.expert_offsets, a.expert_rows, a.pair_row, s));
     if (T > 1)  // one token: the gate kernel grouped it
@@ -1689,7 +1699,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   {  // layer 27: full attention over 32768 slots
     const Layer& l = m->layers[27];
     MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.27 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
-    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.27 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
+    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.27 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s, short_step));
     MC_KERNEL(K_WO_RESIDUAL, "layers.27 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
     MC_KERNEL(K_RMSNORM_MOE_GATE_TOPK_SOFTMAX, "layers.27 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, a.expert_offsets, a.expert_rows, a.pair_row, s));
     if (T > 1)  // one token: the gate kernel grouped it
@@ -1700,7 +1710,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   {  // layer 28: full attention over 32768 slots
     const Layer& l = m->layers[28];
     MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.28 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
-    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.28 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
+    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.28 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s, short_step));
     MC_KERNEL(K_WO_RESIDUAL, "layers.28 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
     MC_KERNEL(K_RMSNORM_MOE_GATE_TOPK_SOFTMAX, "layers.28 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, a.expert_offsets, a.expert_rows, a.pair_row, s));
     if (T > 1)  // one token: the gate kernel grouped it
@@ -1711,7 +1721,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   {  // layer 29: full attention over 32768 slots
     const Layer& l = m->layers[29];
     MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.29 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
-    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.29 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
+    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.29 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s, short_step));
     MC_KERNEL(K_WO_RESIDUAL, "layers.29 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
     MC_KERNEL(K_RMSNORM_MOE_GATE_TOPK_SOFTMAX, "layers.29 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, a.expert_offsets, a.expert_rows, a.pair_row, s));
     if (T > 1)  // one token: the gate kernel grouped it
@@ -1722,7 +1732,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   {  // layer 30: full attention over 32768 slots
     const Layer& l = m->layers[30];
     MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.30 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
-    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.30 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
+    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.30 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s, short_step));
     MC_KERNEL(K_WO_RESIDUAL, "layers.30 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
     MC_KERNEL(K_RMSNORM_MOE_GATE_TOPK_SOFTMAX, "layers.30 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, a.expert_offsets, a.expert_rows, a.pair_row, s));
     if (T > 1)  // one token: the gate kernel grouped it
@@ -1733,7 +1743,7 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   {  // layer 31: full attention over 32768 slots
     const Layer& l = m->layers[31];
     MC_KERNEL(K_RMSNORM_QKV_ROPE_CACHE, "layers.31 rmsnorm_qkv_rope_cache", rmsnorm_qkv_rope_cache::launch<32768>(a.residual, T, pos0, l.attention_norm, l.wqkv, a.inv_freq, a.rstd, a.a16, a.q, l.k_cache, l.v_cache, mc::l2_next(l.wo, int64_t(DIM) * Q_DIM, mc::NextIs::after_attention), s));
-    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.31 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s));
+    MC_KERNEL(K_ATTENTION_GQA_WINDOW, "layers.31 attention_gqa_window", attention_gqa_window::launch<0, 32768>(a.q, T, pos0, l.k_cache, l.v_cache, a.partial, a.attn_out, s, short_step));
     MC_KERNEL(K_WO_RESIDUAL, "layers.31 wo_residual", wo_residual::launch(a.attn_out, T, l.wo, a.residual, a.a16, mc::l2_next(l.gate, int64_t(EXPERTS) * DIM), s));
     MC_KERNEL(K_RMSNORM_MOE_GATE_TOPK_SOFTMAX, "layers.31 rmsnorm_moe_gate_topk_softmax", rmsnorm_moe_gate_topk_softmax::launch(a.residual, T, l.ffn_norm, l.gate, a.normed, a.route_expert, a.route_weight, a.expert_offsets, a.expert_rows, a.pair_row, s));
     if (T > 1)  // one token: the gate kernel grouped it
@@ -1745,20 +1755,23 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed) {
   return cudaSuccess;
 }
 
-/** Captures the one-token step once; later decode calls replay it. */
-cudaError_t capture_decode(mc_model* m, const char** failed) {
+/**
+ * Captures the one-token step once for each side of MC_CUDA_ATTN_CLUSTER's position limit (one graph
+ * where it is off); later decode calls replay the one for their position.
+ */
+cudaError_t capture_decode(mc_model* m, bool short_step, const char** failed) {
   *failed = "cudaStreamBeginCapture";
   if (cudaError_t e = cudaStreamBeginCapture(m->stream, cudaStreamCaptureModeThreadLocal)) return e;
-  cudaError_t e = run(m, 1, 0, 1, failed);
+  cudaError_t e = run(m, 1, 0, 1, failed, short_step);
   cudaGraph_t graph = nullptr;
   const cudaError_t end = cudaStreamEndCapture(m->stream, &graph);
   if (e == cudaSuccess && end != cudaSuccess) *failed = "cudaStreamEndCapture", e = end;
   if (e == cudaSuccess) {
     *failed = "cudaGraphInstantiate";
-    e = cudaGraphInstantiate(&m->decode, graph, 0);
+    e = cudaGraphInstantiate(&m->decode[short_step], graph, 0);
   }
   if (graph != nullptr) cudaGraphDestroy(graph);
-  if (e != cudaSuccess) m->decode = nullptr;
+  if (e != cudaSuccess) m->decode[short_step] = nullptr;
   return e;
 }
 }  // namespace
@@ -1824,7 +1837,7 @@ MC_EXPORT mc_model* mc_create(const mc_weight* w, int32_t n_weights, int32_t ran
     step = "cudaMallocHost";
     if ((e = cudaMallocHost(reinterpret_cast<void**>(&m->host_io), sizeof(int32_t) * (1 + MAX_TOKENS)))) break;
     if ((e = cudaMallocHost(reinterpret_cast<void**>(&m->host_logits), sizeof(float) * VOCAB_LOCAL))) break;
-    step = "setting kernel shared-memory limits";
+    step = "setting kernel shared-memory limits (and the decode attention's clusters under MC_CUDA_ATTN_CLUSTER)";
     if ((e = prepare_kernels())) break;
     // Weights: this rank's slices, copied once; a column slice (row_stride > cols) as a 2-D copy.
     step = "copying the weights to the device";
@@ -1974,8 +1987,9 @@ MC_EXPORT int32_t mc_forward(mc_model* m, const int32_t* tokens, int32_t n, int3
     e = cudaMemcpyAsync(m->a.io, m->host_io, sizeof(int32_t) * size_t(1 + n), cudaMemcpyHostToDevice, s);
   }
   if (e == cudaSuccess && n == 1) {
-    if (m->decode == nullptr) e = capture_decode(m, &failed);
-    if (e == cudaSuccess) failed = "cudaGraphLaunch", e = cudaGraphLaunch(m->decode, s);
+    const bool short_step = int64_t(start_pos) + 1 <= mc::device_info().attn_cluster_positions;
+    if (m->decode[short_step] == nullptr) e = capture_decode(m, short_step, &failed);
+    if (e == cudaSuccess) failed = "cudaGraphLaunch", e = cudaGraphLaunch(m->decode[short_step], s);
   } else if (e == cudaSuccess) {
     e = run(m, n, first, rows, &failed);
   }

@@ -51,6 +51,11 @@ struct DeviceInfo {
   // to −0.29 ms a token on an H200, short contexts within ±0.02 ms; attention_gqa_window's
   // default_splits); MC_CUDA_ATTN_BLOCKS=256 for about 256 (two an SM) everywhere, as before.
   bool attn_wide = true;
+  // MC_CUDA_ATTN_CLUSTER=N: a decode step whose attention sees at most N positions (in a layer) runs
+  // it as one kernel, each KV head's splits a thread-block cluster that merges them through
+  // distributed shared memory (attention_decode_cluster_kernel; sm_90+), instead of the split kernel
+  // and its combine. 0 (off) until timed: bench/RESULTS.md run 27.
+  int attn_cluster_positions = 0;
 };
 
 /**
@@ -80,17 +85,24 @@ inline bool parse_prefetch_mib(const char* text, int l2_bytes, int64_t& between,
   return true;
 }
 
+/** A count of plain digits from "0" to `max`; -1 for anything else, `unset` for nullptr. */
+inline int parse_count(const char* text, int max, int unset) {
+  if (text == nullptr) return unset;
+  long long v = 0;
+  const char* c = text;
+  for (; *c >= '0' && *c <= '9' && v <= max; ++c) v = v * 10 + (*c - '0');
+  return c != text && *c == '\0' && v <= max ? int(v) : -1;
+}
+
 /**
  * MC_CUDA_A16: the fewest rows of a prefill GEMM from which A is narrowed once, "0" (never) to
  * "65536", plain digits; -1 for anything else. 1 (every GEMM) when unset.
  */
-inline int parse_a16_min_rows(const char* text) {
-  if (text == nullptr) return 1;
-  long long v = 0;
-  const char* c = text;
-  for (; *c >= '0' && *c <= '9' && v <= 65536; ++c) v = v * 10 + (*c - '0');
-  return c != text && *c == '\0' && v <= 65536 ? int(v) : -1;
-}
+inline int parse_a16_min_rows(const char* text) { return parse_count(text, 65536, 1); }
+
+/** MC_CUDA_ATTN_CLUSTER: positions, "0" (off) to "1073741824", plain digits; -1 for anything else; 0 when unset. */
+constexpr int kMaxClusterPositions = 1 << 30;
+inline int parse_cluster_positions(const char* text) { return parse_count(text, kMaxClusterPositions, 0); }
 
 /** An MC_CUDA_* switch's value, or nullptr where it is unset or empty (empty is the same as unset). */
 inline const char* env_setting(const char* name) {
@@ -156,6 +168,8 @@ inline bool check_environment(char* message, size_t size) {
   }
   if (const char* v = env_setting("MC_CUDA_A16"); v != nullptr && parse_a16_min_rows(v) < 0)
     return refuse_setting(message, size, "MC_CUDA_A16", v, "a row count from 0 to 65536", "0 to read A through the Op, or N to narrow it from N rows");
+  if (const char* v = env_setting("MC_CUDA_ATTN_CLUSTER"); v != nullptr && parse_cluster_positions(v) < 0)
+    return refuse_setting(message, size, "MC_CUDA_ATTN_CLUSTER", v, "a position count from 0 to 1073741824", "0 (off, the default) or e.g. 1024");
   int64_t between = 0, across = 0;
   if (const char* v = env_setting("MC_CUDA_PREFETCH_MB"); v != nullptr && !parse_prefetch_mib(v, 1 << 30, between, across))
     return refuse_setting(message, size, "MC_CUDA_PREFETCH_MB", v, "N or N,M whole MiB", "e.g. 8 or 8,24");
@@ -189,6 +203,8 @@ inline cudaError_t init_device_info() {
   device_info().decode_layer = choice(kDecode) == 2;
   device_info().x_stream = choice(kXSource) == 0;                                     // stream, shared
   device_info().attn_wide = choice(kAttnBlocks) == 0;                                 // 512, 256
+  // Clusters exist from sm_90 (check_device refuses the setting on older GPUs before this runs).
+  device_info().attn_cluster_positions = major >= 9 ? std::max(0, parse_cluster_positions(env_setting("MC_CUDA_ATTN_CLUSTER"))) : 0;
   if (cudaError_t e = cudaMemcpyFromSymbol(&built, wgmma_built, sizeof built)) return e;
   const int engine = choice(kGemmEngine);  // wgmma, mma, wgmma-all
   device_info().wgmma_built = built == 1;
@@ -220,6 +236,28 @@ inline cudaError_t launch_pdl(bool pdl, void (*kernel)(Params...), dim3 grid, di
   attr[0].val.programmaticStreamSerializationAllowed = 1;
   config.attrs = attr;
   config.numAttrs = pdl && device_info().pdl ? 1 : 0;
+  return cudaLaunchKernelEx(&config, kernel, args...);
+}
+
+/**
+ * A launch whose blocks form clusters of `cluster_x` blocks along x (sm_90+: they run at once and
+ * reach each other's shared memory), without PDL: the emulator checks the PDL rule one block at a
+ * time, which a cluster's blocks are not.
+ */
+template <typename... Params, typename... Args>
+inline cudaError_t launch_cluster(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, unsigned cluster_x, cudaStream_t s, Args... args) {
+  cudaLaunchConfig_t config = {};
+  config.gridDim = grid;
+  config.blockDim = block;
+  config.dynamicSmemBytes = smem;
+  config.stream = s;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeClusterDimension;
+  attr[0].val.clusterDim.x = cluster_x;
+  attr[0].val.clusterDim.y = 1;
+  attr[0].val.clusterDim.z = 1;
+  config.attrs = attr;
+  config.numAttrs = 1;
   return cudaLaunchKernelEx(&config, kernel, args...);
 }
 

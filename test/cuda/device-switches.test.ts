@@ -29,12 +29,12 @@ describe.skipIf(!hasNvcc())('MC_CUDA_* switches, read by the library', () => {
     const r = await execa(probe, [], { reject: false, all: true, env, extendEnv: false });
     return { code: r.exitCode, line: String(r.all ?? '').trim() };
   };
-  const defaults = { pdl: '1', between: '0', early: '0', wgmma: '1', wgmma_all: '0', deep: '1', a16: '1', prefetch: '0,0', chain: '0', layer: '0', x: '1', attn512: '1' };
+  const defaults = { pdl: '1', between: '0', early: '0', wgmma: '1', wgmma_all: '0', deep: '1', a16: '1', prefetch: '0,0', chain: '0', layer: '0', x: '1', attn512: '1', cluster: '0' };
   const fields = (line: string) => Object.fromEntries(line.split(' ').map((kv) => kv.split('=') as [string, string]));
 
   it('unset, and set empty, mean the defaults', async () => {
     expect(fields((await read({})).line)).toEqual(defaults);
-    expect(fields((await read({ MC_CUDA_PDL: '', MC_CUDA_GEMM: '', MC_CUDA_GEMM_DEEP: '', MC_CUDA_PDL_TRIGGER: '', MC_CUDA_A16: '', MC_CUDA_PREFETCH_MB: '', MC_CUDA_DECODE: '', MC_CUDA_X: '', MC_CUDA_ATTN_BLOCKS: '' })).line)).toEqual(defaults);
+    expect(fields((await read({ MC_CUDA_PDL: '', MC_CUDA_GEMM: '', MC_CUDA_GEMM_DEEP: '', MC_CUDA_PDL_TRIGGER: '', MC_CUDA_A16: '', MC_CUDA_PREFETCH_MB: '', MC_CUDA_DECODE: '', MC_CUDA_X: '', MC_CUDA_ATTN_BLOCKS: '', MC_CUDA_ATTN_CLUSTER: '' })).line)).toEqual(defaults);
   });
 
   it('each value of each switch sets what it names, and nothing else', async () => {
@@ -62,6 +62,9 @@ describe.skipIf(!hasNvcc())('MC_CUDA_* switches, read by the library', () => {
       [{ MC_CUDA_X: 'shared' }, { x: '0' }],
       [{ MC_CUDA_ATTN_BLOCKS: '512' }, {}],
       [{ MC_CUDA_ATTN_BLOCKS: '256' }, { attn512: '0' }],
+      [{ MC_CUDA_ATTN_CLUSTER: '0' }, {}],
+      [{ MC_CUDA_ATTN_CLUSTER: '1024' }, { cluster: '1024' }],
+      [{ MC_CUDA_ATTN_CLUSTER: '1073741824' }, { cluster: '1073741824' }],
     ];
     for (const [env, changed] of cases) {
       const { code, line } = await read(env);
@@ -81,6 +84,8 @@ describe.skipIf(!hasNvcc())('MC_CUDA_* switches, read by the library', () => {
       [{ MC_CUDA_DECODE: 'persistent' }, 'MC_CUDA_DECODE="persistent" in the environment is not kernels, chain or layer; unset it, or set kernels (the default)'],
       [{ MC_CUDA_X: 'global' }, 'MC_CUDA_X="global" in the environment is not stream or shared; unset it, or set stream (the default)'],
       [{ MC_CUDA_ATTN_BLOCKS: '1024' }, 'MC_CUDA_ATTN_BLOCKS="1024" in the environment is not 512 or 256; unset it, or set 512 (the default)'],
+      [{ MC_CUDA_ATTN_CLUSTER: '1073741825' }, 'MC_CUDA_ATTN_CLUSTER="1073741825" in the environment is not a position count from 0 to 1073741824; unset it, or set 0 (off, the default) or e.g. 1024'],
+      [{ MC_CUDA_ATTN_CLUSTER: 'on' }, 'MC_CUDA_ATTN_CLUSTER="on" in the environment is not a position count from 0 to 1073741824; unset it, or set 0 (off, the default) or e.g. 1024'],
     ];
     for (const [env, message] of cases) {
       expect(await read(env), JSON.stringify(env)).toEqual({ code: 2, line: `refused: ${message}` });

@@ -16,7 +16,8 @@ int main() {
     return 1;
   }
   const mc::DeviceInfo& d = mc::device_info();
-  std::printf("pdl=%d between=%d early=%d wgmma=%d wgmma_all=%d deep=%d a16=%d prefetch=%lld,%lld chain=%d layer=%d x=%d attn512=%d\n", d.pdl, d.pdl_between, d.pdl_early_trigger, d.wgmma,
-              d.wgmma_all, d.deep_small_tile, d.a16_min_rows, (long long)(d.l2_prefetch_bytes >> 20), (long long)(d.l2_prefetch_attention_bytes >> 20), d.decode_chain, d.decode_layer, d.x_stream, d.attn_wide);
+  std::printf("pdl=%d between=%d early=%d wgmma=%d wgmma_all=%d deep=%d a16=%d prefetch=%lld,%lld chain=%d layer=%d x=%d attn512=%d cluster=%d\n", d.pdl, d.pdl_between,
+              d.pdl_early_trigger, d.wgmma, d.wgmma_all, d.deep_small_tile, d.a16_min_rows, (long long)(d.l2_prefetch_bytes >> 20), (long long)(d.l2_prefetch_attention_bytes >> 20),
+              d.decode_chain, d.decode_layer, d.x_stream, d.attn_wide, d.attn_cluster_positions);
   return 0;
 }

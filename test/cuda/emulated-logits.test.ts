@@ -30,9 +30,10 @@ afterEach(() => {
   delete process.env.MC_CUDA_PDL_TRIGGER;
   delete process.env.MC_CUDA_DECODE;
   delete process.env.MC_CUDA_X;
+  delete process.env.MC_CUDA_ATTN_CLUSTER;
 });
 
-interface Case { config: string; dtype: Dtype; snapshot?: boolean; engine?: 'wgmma-all' | 'mma'; prompt?: number; chunk?: number; prefetchMb?: string; a16?: string; pdl?: string; trigger?: string; decode?: 'chain' | 'layer'; x?: 'shared' }
+interface Case { config: string; dtype: Dtype; snapshot?: boolean; engine?: 'wgmma-all' | 'mma'; prompt?: number; chunk?: number; prefetchMb?: string; a16?: string; pdl?: string; trigger?: string; decode?: 'chain' | 'layer'; x?: 'shared'; cluster?: string }
 // Dense, windowed (int and per-layer list), MoE top-2 and top-1; each dtype at least once; the wgmma
 // engine under the whole model. Fresh weights and tokens each run, MoE too: checkLogits draws the
 // tokens again until no routing decision of the float64 reference is near a tie (ROUTING_MARGIN in
@@ -45,13 +46,15 @@ interface Case { config: string; dtype: Dtype; snapshot?: boolean; engine?: 'wgm
 // layer's decode GEMVs in one cooperative kernel a layer, whose blocks the emulator holds at once) or
 // layer (its decode attention and combine too; per-layer windows: a chain type per window and KV ring).
 // x: MC_CUDA_X=shared (wo and w2 copy their input into shared memory, where the default reads it in the stream).
+// cluster: MC_CUDA_ATTN_CLUSTER (the decode attention as one kernel of clusters up to that many positions:
+// the prompt of 32 and 10 decode steps cross it, so decode replays both graphs; a window of 6 is always under it).
 const CASES: Case[] = [
   { config: 'tiny-dense', dtype: 'bf16', prefetchMb: '8', x: 'shared' },
   // One 80-token chunk: more rows than one 64-row tile, A narrowed once into the model's a16 buffer,
   // on mma.sync alone (the default engine takes the GEMMs its launch rule judges faster on wgmma).
   { config: 'tiny-dense', dtype: 'f16', prompt: 80, chunk: 80, pdl: 'off', engine: 'mma' },
-  { config: 'tiny-dense-full', dtype: 'f32' },
-  { config: 'tiny-window-list', dtype: 'f16', a16: '0', snapshot: true },
+  { config: 'tiny-dense-full', dtype: 'f32', cluster: '37' },
+  { config: 'tiny-window-list', dtype: 'f16', a16: '0', snapshot: true, cluster: '36' },
   { config: 'tiny-moe', dtype: 'bf16', engine: 'wgmma-all', prefetchMb: '1,8', snapshot: true },
   { config: 'tiny-moe-top1', dtype: 'f16' },
   // The experts' GEMMs over more than one 64-row tile of gathered rows (narrowed once).
@@ -74,7 +77,7 @@ describe.skipIf(!hasNvcc())('a CUDA library on the emulator (no GPU)', () => {
     for (const c of CASES) library(logitsCase(c).name, logitsPlan(logitsCase(c)));
   });
   for (const c of CASES) {
-    it(`${c.config} ${c.dtype}${c.engine ? `, prefill GEMMs on ${c.engine}` : ''}${c.prefetchMb ? `, L2 prefetch ${c.prefetchMb} MiB` : ''}${c.a16 !== undefined ? `, MC_CUDA_A16=${c.a16}` : ''}${c.pdl ? `, MC_CUDA_PDL=${c.pdl}` : ''}${c.trigger ? `, MC_CUDA_PDL_TRIGGER=${c.trigger}` : ''}${c.decode ? `, MC_CUDA_DECODE=${c.decode}` : ''}${c.x ? `, MC_CUDA_X=${c.x}` : ''}, chunks of ${c.chunk ?? 12}: prefill and graph-replayed decode logits match float64 and the CPU backend`, async () => {
+    it(`${c.config} ${c.dtype}${c.engine ? `, prefill GEMMs on ${c.engine}` : ''}${c.prefetchMb ? `, L2 prefetch ${c.prefetchMb} MiB` : ''}${c.a16 !== undefined ? `, MC_CUDA_A16=${c.a16}` : ''}${c.pdl ? `, MC_CUDA_PDL=${c.pdl}` : ''}${c.trigger ? `, MC_CUDA_PDL_TRIGGER=${c.trigger}` : ''}${c.decode ? `, MC_CUDA_DECODE=${c.decode}` : ''}${c.x ? `, MC_CUDA_X=${c.x}` : ''}${c.cluster ? `, MC_CUDA_ATTN_CLUSTER=${c.cluster}` : ''}, chunks of ${c.chunk ?? 12}: prefill and graph-replayed decode logits match float64 and the CPU backend`, async () => {
       // Read by the library when it first needs them; each case loads its own library (its own copy of that state).
       if (c.engine !== undefined) process.env.MC_CUDA_GEMM = c.engine;
       if (c.prefetchMb !== undefined) process.env.MC_CUDA_PREFETCH_MB = c.prefetchMb;
@@ -83,6 +86,7 @@ describe.skipIf(!hasNvcc())('a CUDA library on the emulator (no GPU)', () => {
       if (c.trigger !== undefined) process.env.MC_CUDA_PDL_TRIGGER = c.trigger;
       if (c.decode !== undefined) process.env.MC_CUDA_DECODE = c.decode;
       if (c.x !== undefined) process.env.MC_CUDA_X = c.x;
+      if (c.cluster !== undefined) process.env.MC_CUDA_ATTN_CLUSTER = c.cluster;
       const emuSeed = String(Math.floor(Math.random() * 2 ** 31));  // the emulator's warp orders and copy timing
       process.env.MC_EMU_SEED = emuSeed;
       const lc = logitsCase(c);

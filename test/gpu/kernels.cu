@@ -455,6 +455,55 @@ void check_attention(int T, int32_t pos0) {
   cudaFree(d_q), cudaFree(d_k), cudaFree(d_v), cudaFree(d_pos), cudaFree(d_part), cudaFree(d_out);
 }
 
+/** Two device buffers hold the same bits (as int32 words, for expect_equal). */
+template <typename T> std::vector<int32_t> bits(const T* d, size_t n) {
+  const auto h = download(d, n);
+  std::vector<int32_t> words((h.size() * sizeof(T) + 3) / 4, 0);
+  std::memcpy(words.data(), h.data(), h.size() * sizeof(T));
+  return words;
+}
+
+/**
+ * MC_CUDA_ATTN_CLUSTER: the one-kernel decode attention (a cluster of blocks a KV head, merged
+ * through distributed shared memory) against the split kernel and its combine (the default's splits)
+ * on the same inputs, bit for bit where every split of both has one tile at most: both then merge
+ * the same partials in the same order, the split kernel's extra splits empty (check_attention under
+ * the setting compares it with the float64 reference everywhere).
+ */
+template <int WINDOW, int KV_SLOTS>
+void check_attention_cluster_bits(int32_t pos0) {
+  namespace A = attention_gqa_window;
+  constexpr int KV_DIM = A::N_KV_HEADS * A::HEAD_DIM, Q_DIM = A::N_HEADS * A::HEAD_DIM;
+  constexpr int ONE_TILE = 32 * std::min(A::default_splits<WINDOW, KV_SLOTS>(), A::cluster_splits<WINDOW, KV_SLOTS>());
+  const int visible = std::min(pos0 + 1, A::visible_max<WINDOW, KV_SLOTS>());
+  if (visible > ONE_TILE) {  // a call site's mistake: the two need not agree bit for bit there
+    ++g_checks, ++g_failures;
+    std::printf("FAIL  %-32s T=1   %d visible positions pass one tile a split (%d): not a case for a bit-for-bit check\n", "attention_gqa_window", visible, ONE_TILE);
+    return;
+  }
+  float* d_q = upload(rand_vec<float>(Q_DIM, 1.0));
+  KV* d_k = upload(rand_vec<KV>(size_t(KV_SLOTS) * KV_DIM, 1.0));
+  KV* d_v = upload(rand_vec<KV>(size_t(KV_SLOTS) * KV_DIM, 1.0));
+  int32_t* d_pos = upload(std::vector<int32_t>{pos0});
+  float* d_part = poisoned<float>(A::PARTIAL_FLOATS);
+  float* d_split = poisoned<float>(Q_DIM);
+  float* d_cluster = poisoned<float>(Q_DIM);
+  int& positions = mc::device_info().attn_cluster_positions;
+  const int saved = positions;
+  positions = 0;
+  CK(A::prepare<WINDOW, KV_SLOTS>());
+  CK(A::launch<WINDOW, KV_SLOTS>(d_q, 1, d_pos, d_k, d_v, d_part, d_split, 0));
+  positions = mc::kMaxClusterPositions;
+  CK(A::prepare<WINDOW, KV_SLOTS>());
+  CK(A::launch<WINDOW, KV_SLOTS>(d_q, 1, d_pos, d_k, d_v, d_part, d_cluster, 0));
+  positions = saved;
+  CK(cudaDeviceSynchronize());
+  char what[64];
+  std::snprintf(what, sizeof what, "cluster w%d/%d@%d", WINDOW, KV_SLOTS, pos0);
+  expect_equal("attention_gqa_window", 1, what, bits(d_split, Q_DIM), bits(d_cluster, Q_DIM));
+  cudaFree(d_q), cudaFree(d_k), cudaFree(d_v), cudaFree(d_pos), cudaFree(d_part), cudaFree(d_split), cudaFree(d_cluster);
+}
+
 void check_embedding(int T) {
   namespace E = embedding_lookup;
   std::vector<int32_t> tokens(T);
@@ -546,14 +595,6 @@ void check_w13(int T) {
   }
   expect_close("rmsnorm_w13_swiglu", T, "hidden", ref, widen(download(d_h, size_t(T) * F::HIDDEN)), T > 1 ? kTolW : kTolF32);
   cudaFree(d_res), cudaFree(d_norm), cudaFree(d_w), cudaFree(d_rstd), cudaFree(d_a16), cudaFree(d_h);
-}
-
-/** Two device buffers hold the same bits (as int32 words, for expect_equal). */
-template <typename T> std::vector<int32_t> bits(const T* d, size_t n) {
-  const auto h = download(d, n);
-  std::vector<int32_t> words((h.size() * sizeof(T) + 3) / 4, 0);
-  std::memcpy(words.data(), h.data(), h.size() * sizeof(T));
-  return words;
 }
 
 /**
@@ -1050,6 +1091,20 @@ int main(int argc, char** argv) {
     check_attention<0, 32768>(1, 30000);
     check_attention<4096, 4608>(1, 20000);
   });
+  // MC_CUDA_ATTN_CLUSTER: the decode attention as one kernel, a cluster of blocks a KV head merging
+  // its splits through distributed shared memory, against the float64 reference (a tile a block; a
+  // window; many tiles a block through the ring: a long cache, a window over a ring wrapped several
+  // times), and bit for bit against the split kernels where each split of both has one tile.
+  with_setting(mc::device_info().attn_cluster_positions, mc::kMaxClusterPositions, "  [MC_CUDA_ATTN_CLUSTER]", [&] {
+    check_attention<0, 256>(1, 200);
+    check_attention<16, 64>(1, 150);
+    check_attention<0, 8192>(1, 5000);
+    check_attention<4096, 4608>(1, 20000);
+  });
+  check_attention_cluster_bits<0, 8192>(3);
+  check_attention_cluster_bits<0, 8192>(200);
+  check_attention_cluster_bits<0, 8192>(std::min(511, 32 * std::min(attention_gqa_window::default_splits<0, 8192>(), attention_gqa_window::cluster_splits<0, 8192>()) - 1));
+  check_attention_cluster_bits<16, 64>(150);
   std::printf("%d checks, %d failed\n", g_checks, g_failures);
   return g_failures == 0 ? 0 : 1;
 }

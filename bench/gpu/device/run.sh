@@ -39,6 +39,13 @@
 #     the decode attention split for about 256 blocks as before run 26, with the defaults (512), and both once more:
 #     $OUT/attn.md and $OUT/attn.log; run 26 of bench/RESULTS.md; ATTN_ONLY=decode,long adds the short contexts,
 #     ATTN_CASES limits it)
+#   CLUSTER_AB=1073741824 bash bench/gpu/device/run.sh --only decode   (then decode again with MC_CUDA_ATTN_CLUSTER=N,
+#     the decode attention as one kernel of clusters at positions up to N (all of them here), with the defaults, and
+#     both once more: $OUT/cluster.md and $OUT/cluster.log; run 27 of bench/RESULTS.md; CLUSTER_ONLY=decode,long adds
+#     the long contexts, CLUSTER_CASES limits it)
+#   CLUSTER_CHECK=1 bash bench/gpu/device/run.sh --only kernels   (then the bf16 logits of every tiny model with
+#     MC_CUDA_ATTN_CLUSTER=37: decode at positions 32-41 replays both graphs, the one-kernel attention's and the
+#     split kernels'; the kernel checks check the kernel itself under the setting, always: $OUT/cluster-check.*)
 #   bash bench/gpu/device/run.sh --only boundaries   (~20 s: what a boundary between two decode GEMVs costs as
 #     kernels in a graph and as a grid barrier in one persistent kernel, bench/gpu/boundaries.cu; RESULTS run 17)
 #   DEEP_AB=1 bash bench/gpu/device/run.sh --only prefill   (then prefill again with MC_CUDA_GEMM_DEEP=0: the
@@ -170,6 +177,17 @@ if [ "${ATTN_AB:-0}" = 1 ]; then
   # The decode attention split for about 256 blocks (MC_CUDA_ATTN_BLOCKS=256, before run 26), then the defaults
   # (512), twice over; at long contexts by default (ATTN_ONLY=decode,long adds the short ones).
   SECTIONS=${ATTN_ONLY:-long} decode_ab attn "${ATTN_CASES:-}" "MC_CUDA_ATTN_BLOCKS=256" "" "MC_CUDA_ATTN_BLOCKS=256" ""
+fi
+if [ -n "${CLUSTER_AB:-}" ]; then
+  # The decode attention as one kernel, a cluster of blocks a KV head merging its splits in distributed shared
+  # memory (MC_CUDA_ATTN_CLUSTER=N: at positions up to N), then the split kernel and its combine (the
+  # default), twice over; short contexts by default (CLUSTER_ONLY=decode,long adds the long ones).
+  SECTIONS=${CLUSTER_ONLY:-decode} decode_ab cluster "${CLUSTER_CASES:-}" "MC_CUDA_ATTN_CLUSTER=$CLUSTER_AB" "" "MC_CUDA_ATTN_CLUSTER=$CLUSTER_AB" ""
+fi
+if [ "${CLUSTER_CHECK:-0}" = 1 ]; then
+  ( export MC_CUDA_ATTN_CLUSTER=37
+    variant cluster-check "MC_CUDA_ATTN_CLUSTER=37: logits" "$@" --only logits --dtypes bf16
+    exit "$status" ) || status=$?
 fi
 if [ "${PDL_AB:-0}" = 1 ]; then
   # Run 14's settings, the defaults again last.

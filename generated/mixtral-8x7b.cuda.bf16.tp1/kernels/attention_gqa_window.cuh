@@ -33,15 +33,26 @@ constexpr int default_splits() { return splits<WINDOW, KV_SLOTS, 512>() <= 64 ? 
  */
 template <int WINDOW, int KV_SLOTS>
 constexpr int chain_splits() { return splits<WINDOW, KV_SLOTS, 256>(); }
+/**
+ * The splits of a KV head in the one-kernel decode attention (MC_CUDA_ATTN_CLUSTER): one cluster of up
+ * to 16 blocks a KV head (the most an H100 or H200 runs as a cluster, with the non-portable opt-in),
+ * fewer where the visible range has fewer 32-key tiles. Up to 512 positions each block has one tile.
+ */
+template <int WINDOW, int KV_SLOTS>
+constexpr int cluster_splits() { return splits<WINDOW, KV_SLOTS, 16 * N_KV_HEADS>(); }
+/** The most positions a query of this layer sees: the window, or the whole ring. */
+template <int WINDOW, int KV_SLOTS>
+constexpr int visible_max() { return WINDOW > 0 && WINDOW < KV_SLOTS ? WINDOW : KV_SLOTS; }
 /** Floats of the decode partials: [N_HEADS, splits, HEAD_DIM + 2] (o, m, l per split), for the most splits. */
 constexpr int64_t PARTIAL_FLOATS = int64_t(N_HEADS) * max_splits<512>() * (HEAD_DIM + 2);
 
 using Decode = mc::DecodeTile<HEAD_DIM, GROUP, KV>;
+using DecodeCluster = mc::DecodeClusterTile<HEAD_DIM, GROUP, KV>;
 using Tile = mc::PrefillTile<HEAD_DIM, GROUP>;
 using Flash = mc::FlashTile<HEAD_DIM, GROUP>;
 /** Prefill on tensor cores for 16-bit caches and head dims that are whole mma steps; f32 caches stay exact. */
 constexpr bool FLASH = mc::kFlashPrefill<KV, HEAD_DIM, GROUP>;
-static_assert(Decode::bytes() <= mc::kMaxSmemBytes && (FLASH ? Flash::smem_bytes() : Tile::smem_bytes()) <= mc::kMaxSmemBytes,
+static_assert(DecodeCluster::bytes() <= mc::kMaxSmemBytes && (FLASH ? Flash::smem_bytes() : Tile::smem_bytes()) <= mc::kMaxSmemBytes,
               "attention tiles larger than a block's shared memory: compiler/plan/cuda-limits.ts should have refused this head_dim");
 
 /** The decode attention of one token in NSPLIT splits a KV head, then their combine. */
@@ -53,16 +64,38 @@ inline cudaError_t launch_decode(const float* q, const int32_t* pos0, const KV* 
   return mc::launch_between(mc::attention_combine_kernel<HEAD_DIM, NSPLIT>, dim3(N_HEADS), dim3(128), 0, s, const_cast<const float*>(partial), out);
 }
 
+/** The decode attention of one token as one kernel: a cluster of cluster_splits() blocks a KV head, merged in the cluster. */
+template <int WINDOW, int KV_SLOTS>
+inline cudaError_t launch_decode_cluster(const float* q, const int32_t* pos0, const KV* k_cache, const KV* v_cache, float* out, cudaStream_t s) {
+  constexpr int NSPLIT = cluster_splits<WINDOW, KV_SLOTS>();
+  return mc::launch_cluster(mc::attention_decode_cluster_kernel<HEAD_DIM, GROUP, N_KV_HEADS, NSPLIT, WINDOW, KV_SLOTS, KV>, dim3(NSPLIT, N_KV_HEADS),
+                            dim3(Decode::THREADS), DecodeCluster::bytes(), unsigned(NSPLIT), s, q, k_cache, v_cache, pos0, out);
+}
+
+/**
+ * Whether a decode step takes the one-kernel attention (MC_CUDA_ATTN_CLUSTER=N, N > 0): where this
+ * layer's queries never see more than N positions, or where `short_step` says that this step's
+ * position p has p + 1 <= N (the model captures a decode graph for each side of N).
+ */
+template <int WINDOW, int KV_SLOTS>
+inline bool decode_in_cluster(bool short_step) {
+  const int n = mc::device_info().attn_cluster_positions;
+  return n > 0 && (short_step || visible_max<WINDOW, KV_SLOTS>() <= n);
+}
+
 /**
  * out = softmax(q kᵀ / sqrt(HEAD_DIM)) v over the keys each query sees: positions (p - WINDOW, p]
- * (WINDOW 0: [0, p]) of the ring of KV_SLOTS slots. T = 1: split-K decode plus a combine; T > 1:
- * the tiled prefill kernel (on tensor cores where FLASH).
+ * (WINDOW 0: [0, p]) of the ring of KV_SLOTS slots. T = 1: split-K decode plus a combine, or one
+ * kernel of clusters (decode_in_cluster(short_step)); T > 1: the tiled prefill kernel (on tensor
+ * cores where FLASH).
  */
 template <int WINDOW, int KV_SLOTS>
 inline cudaError_t launch(const float* q /*[T, N_HEADS * HEAD_DIM] f32*/, int T, const int32_t* pos0 /*[1]*/,
                           const KV* k_cache /*[KV_SLOTS, KV_DIM]*/, const KV* v_cache /*[KV_SLOTS, KV_DIM]*/,
-                          float* partial /*[PARTIAL_FLOATS] scratch*/, float* out /*[T, N_HEADS * HEAD_DIM] f32*/, cudaStream_t s) {
+                          float* partial /*[PARTIAL_FLOATS] scratch*/, float* out /*[T, N_HEADS * HEAD_DIM] f32*/, cudaStream_t s,
+                          bool short_step = false) {
   if (T == 1) {
+    if (decode_in_cluster<WINDOW, KV_SLOTS>(short_step)) return launch_decode_cluster<WINDOW, KV_SLOTS>(q, pos0, k_cache, v_cache, out, s);
     return mc::device_info().attn_wide ? launch_decode<default_splits<WINDOW, KV_SLOTS>(), WINDOW, KV_SLOTS>(q, pos0, k_cache, v_cache, partial, out, s)
                                        : launch_decode<splits<WINDOW, KV_SLOTS, 256>(), WINDOW, KV_SLOTS>(q, pos0, k_cache, v_cache, partial, out, s);
   }
@@ -100,10 +133,41 @@ inline cudaError_t prepare_decode() {
                               cudaFuncAttributeMaxDynamicSharedMemorySize, int(Decode::bytes()));
 }
 
+/**
+ * The one-kernel decode attention's shared memory and cluster size (over 8 blocks needs the
+ * non-portable opt-in), and that the GPU can run such a cluster at all (else
+ * cudaErrorInvalidClusterSize). Only under MC_CUDA_ATTN_CLUSTER (sm_90+).
+ */
+template <int WINDOW, int KV_SLOTS>
+inline cudaError_t prepare_decode_cluster() {
+  constexpr int NSPLIT = cluster_splits<WINDOW, KV_SLOTS>();
+  const auto kernel = mc::attention_decode_cluster_kernel<HEAD_DIM, GROUP, N_KV_HEADS, NSPLIT, WINDOW, KV_SLOTS, KV>;
+  if (cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(DecodeCluster::bytes()))) return e;
+  if (NSPLIT > 8) {
+    if (cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1)) return e;
+  }
+  cudaLaunchConfig_t config = {};
+  config.gridDim = dim3(NSPLIT, N_KV_HEADS);
+  config.blockDim = dim3(Decode::THREADS);
+  config.dynamicSmemBytes = DecodeCluster::bytes();
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeClusterDimension;
+  attr[0].val.clusterDim.x = NSPLIT;
+  attr[0].val.clusterDim.y = attr[0].val.clusterDim.z = 1;
+  config.attrs = attr;
+  config.numAttrs = 1;
+  int clusters = 0;
+  if (cudaError_t e = cudaOccupancyMaxActiveClusters(&clusters, kernel, &config)) return e;
+  return clusters > 0 ? cudaSuccess : cudaErrorInvalidClusterSize;
+}
+
 template <int WINDOW, int KV_SLOTS>
 inline cudaError_t prepare() {
   if (cudaError_t e = prepare_decode<splits<WINDOW, KV_SLOTS, 256>(), WINDOW, KV_SLOTS>()) return e;
   if (cudaError_t e = prepare_decode<default_splits<WINDOW, KV_SLOTS>(), WINDOW, KV_SLOTS>()) return e;
+  if (mc::device_info().attn_cluster_positions > 0) {
+    if (cudaError_t e = prepare_decode_cluster<WINDOW, KV_SLOTS>()) return e;
+  }
   if constexpr (FLASH) {
     return cudaFuncSetAttribute(mc::attention_flash_prefill_kernel<HEAD_DIM, GROUP, N_KV_HEADS, WINDOW, KV_SLOTS, KV>,
                                 cudaFuncAttributeMaxDynamicSharedMemorySize, int(Flash::smem_bytes()));

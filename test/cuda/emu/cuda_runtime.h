@@ -100,6 +100,7 @@ const char* cudaGetErrorString(cudaError_t e) {
     case cudaErrorInvalidValue: return "invalid argument";
     case cudaErrorMemoryAllocation: return "out of memory";
     case cudaErrorInvalidConfiguration: return "invalid configuration argument";
+    case cudaErrorInvalidClusterSize: return "invalid cluster size";
     default: return "unknown error (emulated runtime)";
   }
 }
@@ -109,6 +110,7 @@ const char* cudaGetErrorName(cudaError_t e) {
     case cudaErrorInvalidValue: return "cudaErrorInvalidValue";
     case cudaErrorMemoryAllocation: return "cudaErrorMemoryAllocation";
     case cudaErrorInvalidConfiguration: return "cudaErrorInvalidConfiguration";
+    case cudaErrorInvalidClusterSize: return "cudaErrorInvalidClusterSize";
     default: return "cudaErrorUnknown";
   }
 }
@@ -238,6 +240,12 @@ cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t a, cudaEvent_t b) {
   return *ms = float(*reinterpret_cast<double*>(b) - *reinterpret_cast<double*>(a)), cudaSuccess;
 }
 cudaError_t cudaFuncSetAttribute(const void* func, enum cudaFuncAttribute attr, int value) {
+  if (attr == cudaFuncAttributeNonPortableClusterSizeAllowed) {
+    if (value != 0 && value != 1) return cudaErrorInvalidValue;
+    std::lock_guard<std::mutex> lock(mc_emu::global().mu);
+    mc_emu::global().non_portable_cluster[func] = value == 1;
+    return cudaSuccess;
+  }
   if (attr != cudaFuncAttributeMaxDynamicSharedMemorySize) return cudaSuccess;
   if (value < 0 || size_t(value) > mc_emu::device().smem_optin) return cudaErrorInvalidValue;
   std::lock_guard<std::mutex> lock(mc_emu::global().mu);
@@ -266,6 +274,14 @@ template <class T>
 cudaError_t cudaMemcpyFromSymbol(void* dst, const T& symbol, size_t n = sizeof(T), size_t offset = 0, enum cudaMemcpyKind kind = cudaMemcpyDeviceToHost) {
   return cudaMemcpyFromSymbol(dst, static_cast<const void*>(&symbol), n, offset, kind);
 }
+/** The cluster shape a launch configuration asks for (cudaLaunchAttributeClusterDimension), else 0 x 0 x 0 (none). */
+inline dim3 mc_emu_cluster_shape(const cudaLaunchConfig_t* config) {
+  dim3 cluster(0, 0, 0);
+  for (unsigned i = 0; i < config->numAttrs; ++i)
+    if (config->attrs[i].id == cudaLaunchAttributeClusterDimension)
+      cluster = dim3(config->attrs[i].val.clusterDim.x, config->attrs[i].val.clusterDim.y, config->attrs[i].val.clusterDim.z);
+  return cluster;
+}
 template <typename... P, typename... A>
 cudaError_t cudaLaunchKernelEx(const cudaLaunchConfig_t* config, void (*kernel)(P...), A&&... args) {
   bool pdl = false;          // cudaLaunchAttributeProgrammaticStreamSerialization: the PDL check (mc_emu.hpp)
@@ -275,5 +291,18 @@ cudaError_t cudaLaunchKernelEx(const cudaLaunchConfig_t* config, void (*kernel)(
     cooperative = cooperative || (config->attrs[i].id == cudaLaunchAttributeCooperative && config->attrs[i].val.cooperative != 0);
   }
   return mc_emu::launch(kernel, "kernel (cudaLaunchKernelEx)", config->gridDim, config->blockDim, config->dynamicSmemBytes,
-                        std::tuple<P...>(std::forward<A>(args)...), config->stream, pdl, cooperative);
+                        std::tuple<P...>(std::forward<A>(args)...), config->stream, pdl, cooperative, mc_emu_cluster_shape(config));
+}
+/**
+ * Clusters of the configuration's shape that the emulated device holds at once: its resident blocks
+ * (the occupancy rule) in whole clusters, 0 where the shape is not allowed (over 8 blocks without the
+ * non-portable opt-in, over 16, or not dividing the grid).
+ */
+template <typename... P>
+cudaError_t cudaOccupancyMaxActiveClusters(int* clusters, void (*kernel)(P...), const cudaLaunchConfig_t* config) {
+  const dim3 c = mc_emu_cluster_shape(config);
+  if (c.x == 0) return cudaErrorInvalidValue;  // the configuration names no cluster shape (and the kernel has none of its own)
+  const int threads = int(config->blockDim.x * config->blockDim.y * config->blockDim.z);
+  *clusters = mc_emu::cluster_shape_ok(reinterpret_cast<const void*>(kernel), config->gridDim, c) ? mc_emu::resident_blocks(threads, config->dynamicSmemBytes) / int(c.x * c.y * c.z) : 0;
+  return cudaSuccess;
 }

@@ -16,10 +16,15 @@
 // kernel launched with programmatic dependent launch that touches, before its griddepcontrol.wait,
 // memory the kernel before it touched (the PDL check, above launch()); blocks run in a random order,
 // static shared memory starts each block as junk, and the builds (emulate.ts) start locals as a
-// pattern and stop at a misaligned vector access (UBSan). What it
+// pattern and stop at a misaligned vector access (UBSan).
 // A cooperative launch (cudaLaunchAttributeCooperative) holds all its blocks at once, taking turns
 // between grid barriers (mc_emu::grid_sync: a block's threads all wait there; the GPU code polls a
-// counter instead, which fibers switched only at synchronization would never see move). What it
+// counter instead, which fibers switched only at synchronization would never see move). A launch
+// with a cluster shape (cudaLaunchAttributeClusterDimension, sm_90) runs cluster after cluster, the
+// blocks of each at once in the same way between cluster barriers, each reaching the others' shared
+// memory by rank (distributed shared memory); a read of a block that has exited, a block that exits
+// while its cluster waits, and a cluster over 8 blocks (16 with the non-portable opt-in) are
+// reported. What it
 // cannot see: timing, the memory model between warps inside one barrier interval (warps run in a
 // random order per round, which finds some of those), a missing fence.proxy.async (the emulator has
 // one proxy), bank conflicts, register pressure.
@@ -60,7 +65,7 @@ namespace mc_emu {
 [[noreturn]] inline void fail(const std::string& what);
 
 /** What a fiber is blocked on. */
-enum class Wait { none, block, warp, group, pdl, grid, done };
+enum class Wait { none, block, warp, group, pdl, grid, cluster, done };
 /** Collective operations; the fibers of one warp (warpgroup) must all reach the same one. */
 enum class Op { none, shfl, syncwarp, mma_bf16, mma_f16, ldmatrix_x4_trans, wg_fence, wg_mma_bf16, wg_mma_f16, wg_commit, wg_wait };
 
@@ -149,6 +154,7 @@ struct Global {
   Device device;
   std::mutex mu;
   std::map<const void*, int> max_dynamic_smem;  // cudaFuncSetAttribute(MaxDynamicSharedMemorySize)
+  std::map<const void*, bool> non_portable_cluster;  // cudaFuncSetAttribute(NonPortableClusterSizeAllowed): clusters of up to 16 blocks
   std::atomic<uint64_t> threads{0};
 };
 inline Global& global() {
@@ -194,6 +200,11 @@ struct State {
   bool pdl = false;              // the running launch has the PDL attribute
   bool pre_wait = false;         // ... after a kernel, and its running block has not passed griddepcontrol.wait
   bool cooperative = false;      // the running launch is cooperative (its blocks resident together: grid barriers allowed)
+  // Thread-block clusters (sm_90): the running launch's cluster shape, and for the running cluster each
+  // block's dynamic shared memory by its rank (distributed shared memory) and whether it has exited.
+  dim3 cluster = dim3(1, 1, 1);
+  std::vector<char*> cluster_smem;
+  std::vector<bool> cluster_exited;
 };
 inline State& state() {
   static thread_local State s;
@@ -425,7 +436,8 @@ inline void start_block(int threads, size_t stack_bytes) {
 
 /**
  * Runs the running block's fibers until every thread has exited (true) or every thread that has not
- * waits at a grid barrier (false: a cooperative launch resumes the block once the whole grid is there).
+ * waits at a grid barrier or a cluster barrier (false: a cooperative launch resumes the block once the
+ * whole grid is there, a cluster launch once its whole cluster is).
  */
 inline bool resume_block(int threads) {
   State& s = state();
@@ -524,6 +536,9 @@ inline bool resume_block(int threads) {
         if ((f.wait == Wait::warp || f.wait == Wait::group) && ops.find(op_name(f.op)) == std::string::npos) ops += std::string(" ") + op_name(f.op);
       }
       if (grid == alive) return false;  // the whole block is at a grid barrier: the launch goes on with the other blocks
+      int cluster = 0;
+      for (const Fiber& f : s.fibers) cluster += f.wait == Wait::cluster;
+      if (cluster == alive) return false;  // ... or at a cluster barrier: the cluster goes on with its other blocks
       char buf[320];
       std::snprintf(buf, sizeof buf,
                     "deadlock: %d threads at __syncthreads, %d in warp collectives, %d in warpgroup collectives (%s ), %d at griddepcontrol.wait, %d at a grid "
@@ -537,7 +552,7 @@ inline bool resume_block(int threads) {
 
 inline void run_block(int threads, size_t stack_bytes) {
   start_block(threads, stack_bytes);
-  if (!resume_block(threads)) fail("a grid barrier in a kernel not launched cooperatively");  // grid_sync() fails first
+  if (!resume_block(threads)) fail("a grid or cluster barrier in a kernel launched without one");  // grid_sync() and cluster_sync() fail first
 }
 
 /** The kernel's demangled name (the binary is linked with -rdynamic), else the launch's text. */
@@ -729,6 +744,40 @@ inline void grid_sync() {
   yield(Wait::grid);
 }
 
+/** The running block's rank in its cluster (%cluster_ctarank): x fastest, as the hardware numbers them. */
+inline unsigned cluster_rank() {
+  const dim3 c = state().cluster;
+  return blockIdx.x % c.x + c.x * (blockIdx.y % c.y + c.y * (blockIdx.z % c.z));
+}
+
+/**
+ * barrier.cluster.arrive.release + barrier.cluster.wait.acquire: every thread of every block of the
+ * cluster arrives before any goes on (a launch without a cluster shape has clusters of one block).
+ */
+inline void cluster_sync() {
+  State& s = state();
+  if (s.current == nullptr) fail("a cluster barrier outside a kernel");
+  if (s.cluster_smem.empty()) fail("a cluster barrier in a kernel launched without a cluster shape (cudaLaunchAttributeClusterDimension)");
+  yield(Wait::cluster);
+}
+
+/**
+ * Distributed shared memory (mapa + ld.shared::cluster): the `bytes` at the same offset as `p` (in this
+ * block's dynamic shared memory) in the shared memory of block `rank` of this cluster. That block must
+ * not have exited: on a GPU its shared memory may then belong to another block already.
+ */
+inline const char* cluster_smem(const void* p, unsigned rank, size_t bytes) {
+  State& s = state();
+  const uint32_t addr = smem_address(p);
+  smem_pointer(addr, bytes);  // inside this block's shared memory, so inside every block's of the launch
+  const dim3 c = s.cluster;
+  if (rank >= c.x * c.y * c.z) fail("a distributed shared-memory access to rank " + std::to_string(rank) + " of a cluster of " + std::to_string(c.x * c.y * c.z) + " blocks");
+  if (s.cluster_smem.size() <= rank || s.cluster_smem[rank] == nullptr) fail("a distributed shared-memory access in a launch without a cluster shape");
+  if (s.cluster_exited[rank])
+    fail("a distributed shared-memory access to block " + std::to_string(rank) + " of the cluster after it exited (a cluster barrier before exit keeps every block's shared memory alive until all have read it)");
+  return s.cluster_smem[rank] + (addr - kSmemBase);
+}
+
 /** One block of a cooperative launch between its turns: its fibers, their stacks, its warpgroups' wgmma state. */
 struct SuspendedBlock {
   uint3 idx;
@@ -743,19 +792,28 @@ struct SuspendedBlock {
   }
 };
 
+/**
+ * Bytes between the dynamic shared memories of blocks resident at once (slices of one region): a
+ * GPU starts every block's at an aligned address, so each slice starts on 16 bytes (the widest
+ * access, a float4 or uint4) whatever the size a launch asks for.
+ */
+inline size_t smem_slice(size_t smem) { return (smem + 15) / 16 * 16; }
+
 /** Bytes of one fiber's stack. */
 constexpr size_t kFiberStack = 256 * 1024;
 /** Written at the bottom of each stack of a cooperative block: a fiber that ran past its stack changed it. */
 constexpr uint64_t kStackCanary = 0x5ca1ab1e0ddba11ull;
 
 /**
- * A cooperative launch: every block resident at once, as a GPU guarantees it (or refuses the launch).
- * Blocks take turns, each running until it exits or waits at a grid barrier in full; once every block
- * waits there, all go on (a block that exits while others wait would hang a GPU: a failure here).
- * Each block has its own dynamic shared memory (a slice of one region); static __shared__ arrays are
- * junk again at each turn, so a kernel must not keep them across a grid barrier.
+ * A cooperative launch, or one cluster of a cluster launch (`barrier` Wait::grid or Wait::cluster):
+ * every block resident at once, as a GPU guarantees it (or refuses the launch). Blocks take turns,
+ * each running until it exits or waits at the barrier in full; once every block waits there, all go
+ * on (a block that exits while others wait would hang a GPU: a failure here). Each block has its own
+ * dynamic shared memory (a slice of one region), which a cluster's blocks reach by rank
+ * (cluster_smem); static __shared__ arrays are junk again at each turn, so a kernel must not keep
+ * them across a barrier.
  */
-inline void run_cooperative(const std::vector<uint3>& blocks, int threads, char* region, size_t smem) {
+inline void run_cooperative(const std::vector<uint3>& blocks, int threads, char* region, size_t smem, Wait barrier = Wait::grid) {
   State& s = state();
   std::vector<char*> pool;  // the thread's own fiber stacks, back in place at the end
   pool.swap(s.stacks);
@@ -783,6 +841,16 @@ inline void run_cooperative(const std::vector<uint3>& blocks, int threads, char*
   };
   std::vector<SuspendedBlock> grid(blocks.size());
   for (size_t b = 0; b < blocks.size(); ++b) grid[b].idx = blocks[b];
+  const bool cluster = barrier == Wait::cluster;
+  if (cluster) {
+    const dim3 c = s.cluster;
+    s.cluster_smem.assign(size_t(c.x) * c.y * c.z, nullptr);
+    s.cluster_exited.assign(s.cluster_smem.size(), false);
+    for (size_t b = 0; b < blocks.size(); ++b) {
+      blockIdx = blocks[b];
+      s.cluster_smem[cluster_rank()] = region != nullptr ? region + b * smem_slice(smem) : nullptr;
+    }
+  }
   std::vector<size_t> order(blocks.size());
   for (size_t b = 0; b < order.size(); ++b) order[b] = b;
   for (size_t left = blocks.size(); left > 0;) {
@@ -790,36 +858,60 @@ inline void run_cooperative(const std::vector<uint3>& blocks, int threads, char*
       SuspendedBlock& blk = grid[b];
       if (blk.done) continue;
       blockIdx = blk.idx;
-      s.smem = region != nullptr ? region + b * smem : nullptr;
+      s.smem = region != nullptr ? region + b * smem_slice(smem) : nullptr;
       ++s.blocks_run;  // static shared memory: junk at each turn
       if (!blk.started) stacks_of(blk);
       blk.swap_with(s);
       if (!blk.started) start_block(threads, kFiberStack);
       else
         for (Fiber& f : s.fibers)
-          if (f.wait == Wait::grid) f.wait = Wait::none;  // the whole grid reached the barrier
+          if (f.wait == barrier) f.wait = Wait::none;  // the whole grid (cluster) reached the barrier
       blk.started = true;
       blk.done = resume_block(threads);
+      if (!blk.done)
+        for (const Fiber& f : s.fibers)
+          if (f.wait != barrier && f.wait != Wait::done)
+            fail(cluster ? "a grid barrier in a cluster launch (not cooperative)" : "a cluster barrier in a cooperative launch (the emulator runs clusters of one block there)");
+      if (cluster && blk.done) s.cluster_exited[cluster_rank()] = true;
       blk.swap_with(s);
       check_stacks(blk);
       left -= blk.done;
     }
     // Every block either exits or waits at the barrier in one turn (all were released together).
-    if (left > 0 && left != blocks.size()) fail("a block exited while other blocks wait at a grid barrier: on a GPU the grid would never finish");
+    if (left > 0 && left != blocks.size())
+      fail(cluster ? "a block of a cluster exited while other blocks of its cluster wait at a cluster barrier: on a GPU the cluster would never finish"
+                   : "a block exited while other blocks wait at a grid barrier: on a GPU the grid would never finish");
     std::shuffle(order.begin(), order.end(), s.rng);  // blocks pass each barrier in a different order
   }
   for (const auto& [base, bytes] : slabs) munmap(base, bytes);
   s.stacks.swap(pool);
+  s.cluster_smem.clear(), s.cluster_exited.clear();
 }
 
-/** Runs kernel(args...) over the grid, block after block; returns the launch error (as cudaGetLastError would). */
+/**
+ * Whether a launch may have clusters of this shape: every grid dimension a multiple of the cluster's,
+ * at most 8 blocks (portable), or 16 where the kernel allows non-portable sizes (an H100's limit).
+ */
+inline bool cluster_shape_ok(const void* kernel, dim3 grid, dim3 cluster) {
+  const unsigned n = cluster.x * cluster.y * cluster.z;
+  if (n == 0 || grid.x % cluster.x != 0 || grid.y % cluster.y != 0 || grid.z % cluster.z != 0) return false;
+  std::lock_guard<std::mutex> lock(global().mu);
+  const auto attr = global().non_portable_cluster.find(kernel);
+  return n <= (attr != global().non_portable_cluster.end() && attr->second ? 16u : 8u);
+}
+
+/**
+ * Runs kernel(args...) over the grid, block after block (a cooperative launch: all blocks at once; a
+ * launch with a cluster shape: cluster after cluster, the blocks of each at once); returns the launch
+ * error (as cudaGetLastError would).
+ */
 template <typename... P>
 cudaError_t launch(void (*kernel)(P...), const char* name, dim3 grid, dim3 block, size_t smem, std::tuple<P...> args, cudaStream_t stream = nullptr, bool pdl = false,
-                   bool cooperative = false) {
+                   bool cooperative = false, dim3 cluster = dim3(0, 0, 0)) {
   State& s = state();
   if (s.capture != nullptr && stream == s.capture_stream) {
     // Captured: the arguments are kept by value, as a CUDA graph keeps a kernel's parameters (and its PDL edge).
-    s.capture->push_back([=]() { return launch(kernel, name, grid, block, smem, args, nullptr, pdl, cooperative); });
+    s.capture->push_back([=]() { return launch(kernel, name, grid, block, smem, args, nullptr, pdl, cooperative, cluster); });
     return cudaSuccess;
   }
   if (s.capture != nullptr && stream == nullptr) return cudaErrorStreamCaptureImplicit;  // the legacy stream while this thread captures
@@ -827,6 +919,11 @@ cudaError_t launch(void (*kernel)(P...), const char* name, dim3 grid, dim3 block
   if (grid.x == 0 || grid.y == 0 || grid.z == 0 || threads == 0 || threads > 1024 || grid.y > 65535 || grid.z > 65535) return cudaErrorInvalidConfiguration;
   if (cooperative && uint64_t(grid.x) * grid.y * grid.z > uint64_t(resident_blocks(int(threads), smem))) return cudaErrorCooperativeLaunchTooLarge;
   if (cooperative && pdl) fail("a cooperative launch with programmatic dependent launch is not emulated");
+  // cluster 0 x 0 x 0: no cluster shape (each block a cluster of its own, without cluster barriers here).
+  const bool clustered = cluster.x != 0;
+  if (clustered && (cooperative || pdl)) fail("a cluster launch that is also cooperative or has programmatic dependent launch is not emulated");
+  if (clustered && !cluster_shape_ok(reinterpret_cast<const void*>(kernel), grid, cluster)) return cudaErrorInvalidClusterSize;
+  if (!clustered) cluster = dim3(1, 1, 1);
   size_t limit = device().smem_default;
   {
     std::lock_guard<std::mutex> lock(global().mu);
@@ -841,14 +938,16 @@ cudaError_t launch(void (*kernel)(P...), const char* name, dim3 grid, dim3 block
   ++s.launches;
   s.kernel = kernel_name(reinterpret_cast<const void*>(kernel), name);
   s.smem_bytes = smem;
-  // The blocks' dynamic shared memory: one block's at a time, or a slice for each block of a cooperative launch (all resident at once).
-  const size_t region_blocks = cooperative ? size_t(grid.x) * grid.y * grid.z : 1;
-  char* region = smem > 0 ? static_cast<char*>(device_alloc(smem * region_blocks)) : nullptr;
+  // The blocks' dynamic shared memory: one block's at a time, or a slice for each block resident at
+  // once (a cooperative launch: the grid; a cluster launch: a cluster).
+  const size_t region_blocks = cooperative ? size_t(grid.x) * grid.y * grid.z : size_t(cluster.x) * cluster.y * cluster.z;
+  char* region = smem > 0 ? static_cast<char*>(device_alloc(smem_slice(smem) * region_blocks)) : nullptr;
   blockDim = block;
   gridDim = grid;
   s.body = [&]() { std::apply(kernel, args); };
   s.pdl = pdl;
   s.cooperative = cooperative;
+  s.cluster = cluster;
   const bool after_kernel = pdl && s.prev_kernel;  // may run beside the previous kernel until its wait
   track_begin(s, region);
   // Blocks in a random order (a GPU promises none): a block that reads what another block of the
@@ -861,6 +960,19 @@ cudaError_t launch(void (*kernel)(P...), const char* name, dim3 grid, dim3 block
   std::shuffle(blocks.begin(), blocks.end(), s.rng);
   if (cooperative) {
     run_cooperative(blocks, int(threads), region, smem);
+  } else if (clustered) {
+    // Clusters in a random order, the blocks of each in the order the shuffle left them.
+    std::vector<std::vector<uint3>> clusters(blocks.size() / (size_t(cluster.x) * cluster.y * cluster.z));
+    std::map<std::tuple<unsigned, unsigned, unsigned>, size_t> index;
+    for (const uint3& b : blocks) {
+      const auto key = std::make_tuple(b.x / cluster.x, b.y / cluster.y, b.z / cluster.z);
+      const auto it = index.emplace(key, index.size()).first;
+      clusters[it->second].push_back(b);
+    }
+    for (const auto& c : clusters) {
+      if (region != nullptr) std::memset(region, 0xa5, smem_slice(smem) * region_blocks);  // junk, not the previous cluster's data
+      run_cooperative(c, int(threads), region, smem, Wait::cluster);
+    }
   } else {
     for (const uint3& b : blocks) {
       blockIdx = b;
@@ -874,6 +986,7 @@ cudaError_t launch(void (*kernel)(P...), const char* name, dim3 grid, dim3 block
   }
   track_end(s, region);
   s.pdl = s.pre_wait = s.cooperative = false;
+  s.cluster = dim3(1, 1, 1);
   if (region != nullptr) device_free(region);
   s.smem = nullptr;
   s.body = nullptr;

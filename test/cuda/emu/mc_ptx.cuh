@@ -59,6 +59,19 @@ inline void grid_barrier(unsigned* arrivals) {
   __syncthreads();
 }
 
+// ---- thread-block clusters (sm_90) -------------------------------------------------------------------
+/** %cluster_ctarank: this block's rank in its cluster. */
+inline unsigned cluster_rank() { return mc_emu::cluster_rank(); }
+/** barrier.cluster.arrive.release + wait.acquire: every thread of the cluster's blocks, as mc_emu::cluster_sync holds them. */
+inline void cluster_sync() { mc_emu::cluster_sync(); }
+/** mapa + ld.shared::cluster.f32: the float at p's offset in the shared memory of block `rank` of the cluster. */
+inline float ld_shared_cluster(const float* p, unsigned rank) {
+  if ((reinterpret_cast<uintptr_t>(p) & 3u) != 0) mc_emu::fail("ld.shared::cluster.f32 at an address that is not 4-byte aligned");
+  float v;
+  std::memcpy(&v, mc_emu::cluster_smem(p, rank, sizeof v), sizeof v);
+  return v;
+}
+
 // ---- cp.async ----------------------------------------------------------------------------------------
 /** Queued in this thread's open group; the copy happens at issue or at the wait that covers it (chosen at random). */
 inline void cp_async16(void* smem, const void* gmem, int src_bytes) {

@@ -98,6 +98,53 @@ int grid_barrier(int blocks, bool cooperative, bool early_exit) {
   return 0;
 }
 
+/**
+ * Each block of a cluster keeps its rank in dynamic shared memory; after a cluster barrier it reads
+ * the next rank's through distributed shared memory. `final_sync` false: no barrier before exit (a
+ * block may then read the shared memory of one that has exited); `early_exit`: rank 0 returns before
+ * the first barrier (on a GPU the cluster would wait for ever).
+ */
+__global__ void __launch_bounds__(32) cluster_exchange(float* out, bool final_sync, bool early_exit) {
+  extern __shared__ float4 smem[];
+  float* s = reinterpret_cast<float*>(smem);
+  const unsigned rank = mc::cluster_rank();
+  if (early_exit && rank == 0) return;
+  if (threadIdx.x == 0) s[0] = float(rank) + 0.5f;
+  mc::cluster_sync();
+  const unsigned size = unsigned(out[0]);  // the cluster's blocks, as the host launched them
+  if (threadIdx.x == 0) out[1 + blockIdx.x] = mc::ld_shared_cluster(s, (rank + 1) % size);
+  if (final_sync) mc::cluster_sync();
+}
+
+/** cluster_exchange over 32 blocks in clusters of `size`: 0 if every block read its neighbour's rank; 4 if the launch was refused. */
+int cluster_run(unsigned size, bool non_portable, bool final_sync, bool early_exit) {
+  std::vector<float> host(33, 0.f);
+  host[0] = float(size);
+  float* d = nullptr;
+  cudaMalloc(&d, host.size() * sizeof(float));
+  cudaMemcpy(d, host.data(), host.size() * sizeof(float), cudaMemcpyHostToDevice);
+  if (non_portable) cudaFuncSetAttribute(cluster_exchange, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
+  cudaLaunchConfig_t config = {};
+  config.gridDim = dim3(32);
+  config.blockDim = dim3(32);
+  config.dynamicSmemBytes = 16;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeClusterDimension;
+  attr[0].val.clusterDim.x = size;
+  attr[0].val.clusterDim.y = attr[0].val.clusterDim.z = 1;
+  config.attrs = attr;
+  config.numAttrs = 1;
+  int clusters = -1;
+  cudaOccupancyMaxActiveClusters(&clusters, cluster_exchange, &config);
+  const cudaError_t e = cudaLaunchKernelEx(&config, cluster_exchange, d, final_sync, early_exit);
+  if (e == cudaErrorInvalidClusterSize) return clusters == 0 ? 4 : 2;  // refused, as the occupancy query foretold
+  if (e != cudaSuccess || clusters <= 0) return 2;
+  cudaMemcpy(host.data(), d, host.size() * sizeof(float), cudaMemcpyDeviceToHost);
+  for (unsigned b = 0; b < 32; ++b)
+    if (host[1 + b] != float((b % size + 1) % size) + 0.5f) return 1;
+  return 0;
+}
+
 std::vector<float> iota(int n) {
   std::vector<float> v(n);
   for (int i = 0; i < n; ++i) v[i] = float(i) + 0.5f;
@@ -187,6 +234,15 @@ int main(int argc, char** argv) {
   if (std::strcmp(c, "grid-barrier-early-exit") == 0) return grid_barrier(8, true, true);
   // More blocks than the emulated device holds at once (32 a multiprocessor of 8; MC_EMU_SMS unset).
   if (std::strcmp(c, "grid-too-large") == 0) return grid_barrier(8 * 32 + 1, true, false);
+  if (std::strcmp(c, "cluster") == 0) {
+    // clusters pass their barriers in a different order each time; 16 blocks with the non-portable opt-in
+    for (int run = 0; run < 4; ++run)
+      if (int r = cluster_run(run % 2 == 0 ? 8 : 4, false, true, false)) return r;
+    return cluster_run(16, true, true, false);
+  }
+  if (std::strcmp(c, "cluster-16-portable") == 0) return cluster_run(16, false, true, false);
+  if (std::strcmp(c, "cluster-no-final-sync") == 0) return cluster_run(8, false, false, false);
+  if (std::strcmp(c, "cluster-early-exit") == 0) return cluster_run(8, false, true, true);
   std::fprintf(stderr, "selftest: unknown case %s\n", c);
   return 2;
 }
