@@ -130,9 +130,10 @@ function attnWords(): string {
     : `the decode attention split for about 512 blocks where a KV head then has at most 64 splits, else 256 (MC_CUDA_ATTN_BLOCKS ${setting ? `=${setting}` : 'unset'})`;
   const cluster = Number(process.env.MC_CUDA_ATTN_CLUSTER || '0');
   const words = cluster > 0
-    ? `${split}; at positions up to ${cluster} one kernel instead, a cluster of up to 16 blocks a KV head merging its splits in distributed shared memory (MC_CUDA_ATTN_CLUSTER=${cluster})`
+    ? `${split}; where a layer's query sees at most ${cluster} positions one kernel instead, a cluster of up to 16 blocks a KV head merging its splits in distributed shared memory (MC_CUDA_ATTN_CLUSTER=${cluster})`
     : split;
-  return process.env.MC_CUDA_DECODE === 'layer' ? `${words}, the layer chain's for about 256` : words;
+  // A dense model's layer chain runs its own attention phases, whatever MC_CUDA_ATTN_CLUSTER says.
+  return process.env.MC_CUDA_DECODE === 'layer' ? `${words}; a dense model's layer chain splits for about 256 instead` : words;
 }
 /** MC_CUDA_PDL and MC_CUDA_PDL_TRIGGER (mc_device.cuh: which decode kernels launch with PDL, and when a GEMV lets the next one launch), in words. */
 function pdlWords(): string {

@@ -41,6 +41,8 @@ template <typename W> constexpr bool kTensorCores = !std::is_same<W, float>::val
  * static_assert it too, so that a drift between the two fails the build, not a launch.
  */
 constexpr size_t kMaxSmemBytes = 163 * 1024;
+/** What sm_90 allows a block after opting in: kernels that run only there (thread-block clusters) may use up to this. */
+constexpr size_t kMaxSmemBytesSm90 = 227 * 1024;
 
 /** Elements of W in one 16-byte load. */
 template <typename W> constexpr int kVec = 16 / int(sizeof(W));

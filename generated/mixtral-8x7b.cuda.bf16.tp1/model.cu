@@ -9,6 +9,7 @@
 // read from device memory, which each call overwrites first.
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -1198,7 +1199,7 @@ struct mc_model {
   int32_t vocab_start = 0;
   int32_t next_pos = 0;
   cudaStream_t stream = nullptr;
-  cudaGraphExec_t decode[2] = {};     // the captured one-token step: [short_step] (attention_gqa_window::decode_in_cluster)
+  cudaGraphExec_t decode[2] = {};     // the captured one-token step: [step_is_short] (attention_gqa_window::decode_in_cluster)
   char* weights = nullptr;            // [WEIGHT_BYTES]
   char* kv = nullptr;                 // [KV_BYTES]
   char* activations = nullptr;
@@ -1756,6 +1757,25 @@ cudaError_t run(mc_model* m, int T, int first, int rows, const char** failed, bo
 }
 
 /**
+ * The most positions any layer's decode attention sees: its window, or its whole ring. At an
+ * MC_CUDA_ATTN_CLUSTER of this or more, every layer takes the one-kernel attention at every step.
+ */
+constexpr int MAX_VISIBLE = std::max({ attention_gqa_window::visible_max<0, 32768>() });
+
+/**
+ * Whether decode has a graph for each side of MC_CUDA_ATTN_CLUSTER's N: where N is set and some layer
+ * sees more than N positions at a late enough step (else one graph serves every step), and unless
+ * the MC_CUDA_DECODE=layer chain runs the attention itself.
+ */
+bool two_decode_graphs(const mc_model* m) {
+  const int n = mc::device_info().attn_cluster_positions;
+  (void)m;
+  return n > 0 && n < MAX_VISIBLE;
+}
+/** Whether a decode step at position p takes the graph whose attention sees at most N positions in every layer (run()'s short_step). */
+bool step_is_short(const mc_model* m, int32_t p) { return two_decode_graphs(m) && int64_t(p) + 1 <= mc::device_info().attn_cluster_positions; }
+
+/**
  * Captures the one-token step once for each side of MC_CUDA_ATTN_CLUSTER's position limit (one graph
  * where it is off); later decode calls replay the one for their position.
  */
@@ -1987,9 +2007,11 @@ MC_EXPORT int32_t mc_forward(mc_model* m, const int32_t* tokens, int32_t n, int3
     e = cudaMemcpyAsync(m->a.io, m->host_io, sizeof(int32_t) * size_t(1 + n), cudaMemcpyHostToDevice, s);
   }
   if (e == cudaSuccess && n == 1) {
-    const bool short_step = int64_t(start_pos) + 1 <= mc::device_info().attn_cluster_positions;
-    if (m->decode[short_step] == nullptr) e = capture_decode(m, short_step, &failed);
-    if (e == cudaSuccess) failed = "cudaGraphLaunch", e = cudaGraphLaunch(m->decode[short_step], s);
+    const bool which = step_is_short(m, start_pos);
+    if (m->decode[which] == nullptr) e = capture_decode(m, which, &failed);
+    // The other side's graph too, at the first step: no later step (a timed one) pays for a capture.
+    if (e == cudaSuccess && two_decode_graphs(m) && m->decode[!which] == nullptr) e = capture_decode(m, !which, &failed);
+    if (e == cudaSuccess) failed = "cudaGraphLaunch", e = cudaGraphLaunch(m->decode[which], s);
   } else if (e == cudaSuccess) {
     e = run(m, n, first, rows, &failed);
   }

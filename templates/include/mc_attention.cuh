@@ -233,7 +233,8 @@ __global__ void __launch_bounds__(DecodeTile<HEAD_DIM, GROUP, KV>::THREADS) atte
  * so that a head waits for 2-3 L2 round trips a batch, not one or more per split: the first form summed l in a
  * loop unrolled by 4 and loaded each split's o behind a test of its m, ~25-49 round trips in a row by its PTX
  * (bench/RESULTS.md run 24). The sums are the first form's, term for term and in the same order; an empty
- * split (m = -inf, l = 0, o = 0) adds o_s · 0, so splits that are all empty change no bit of the result.
+ * split (m = -inf, l = 0, o = 0) adds o_s · 0, so empty splits after the others leave the sums as they
+ * were (but for the sign of a sum that is exactly zero).
  */
 template <int HEAD_DIM, int NSPLIT, int MAX_BATCH, typename Part>
 __device__ __forceinline__ void combine_splits(const Part& part, float* __restrict__ out /*[HEAD_DIM]*/, int tid, int threads) {
@@ -324,22 +325,24 @@ struct DecodeClusterTile {
  * partials through distributed shared memory with combine_splits, into out. No partials go through
  * global memory, and there is no second kernel and no boundary between the two: the launch and L2
  * round trips those cost are what the short contexts' attention loses (bench/RESULTS.md runs 24-26).
- * It sums as launch_decode<NSPLIT>'s two kernels do. Against the split kernels in the default's splits
- * (as many or more), while every split of both has one tile at most (visible <= 32 * NSPLIT), the split
- * kernel's extra splits are empty and both give the same bits (test/gpu/kernels.cu checks it). A
+ * It sums as launch_decode<NSPLIT>'s two kernels do. Against the split kernels in the default's splits,
+ * while every split of both has one tile at most (visible <= 32 * the fewer splits of the two), the
+ * kernel with more splits has only empty ones past the other's, and both give the same bits
+ * (test/gpu/kernels.cu checks it). A
  * second cluster barrier keeps every block's shared memory until all have read it.
  */
 template <int HEAD_DIM, int GROUP, int N_KV_HEADS, int NSPLIT, int WINDOW, int KV_SLOTS, typename KV>
 __global__ void __launch_bounds__(DecodeTile<HEAD_DIM, GROUP, KV>::THREADS) attention_decode_cluster_kernel(
     const float* __restrict__ q /*[N_HEADS * HEAD_DIM]*/, const KV* __restrict__ k_cache, const KV* __restrict__ v_cache,
     const int32_t* __restrict__ pos0, float* __restrict__ out /*[N_HEADS * HEAD_DIM]*/) {
-  constexpr int LD = HEAD_DIM + 2, THREADS = DecodeTile<HEAD_DIM, GROUP, KV>::THREADS;
+  constexpr int THREADS = DecodeTile<HEAD_DIM, GROUP, KV>::THREADS;
   // Each output (h, d) of the KV head's group one thread of the cluster, as far as the cluster has
   // threads (else a share of them a head, each merging several d); the rest only wait. Every thread
   // of a head's share computes that head's m and l itself: no further barrier.
   constexpr int PER_HEAD = NSPLIT * THREADS / GROUP < HEAD_DIM ? NSPLIT * THREADS / GROUP : HEAD_DIM;
   static_assert(PER_HEAD >= 1, "a cluster has at least one thread a query head of its group");
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 900  // clusters exist from sm_90: the host never launches this elsewhere
+  constexpr int LD = HEAD_DIM + 2;
   extern __shared__ float4 attn_smem[];
   float* partials = reinterpret_cast<float*>(reinterpret_cast<char*>(attn_smem) + DecodeClusterTile<HEAD_DIM, GROUP, KV>::PARTIALS_OFFSET);  // [GROUP, LD]
   const int split = int(cluster_rank()), g = int(blockIdx.y);  // launched without PDL (mc::launch_cluster): nothing to wait for

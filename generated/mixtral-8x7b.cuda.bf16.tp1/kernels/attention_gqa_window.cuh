@@ -52,7 +52,7 @@ using Tile = mc::PrefillTile<HEAD_DIM, GROUP>;
 using Flash = mc::FlashTile<HEAD_DIM, GROUP>;
 /** Prefill on tensor cores for 16-bit caches and head dims that are whole mma steps; f32 caches stay exact. */
 constexpr bool FLASH = mc::kFlashPrefill<KV, HEAD_DIM, GROUP>;
-static_assert(DecodeCluster::bytes() <= mc::kMaxSmemBytes && (FLASH ? Flash::smem_bytes() : Tile::smem_bytes()) <= mc::kMaxSmemBytes,
+static_assert(Decode::bytes() <= mc::kMaxSmemBytes && (FLASH ? Flash::smem_bytes() : Tile::smem_bytes()) <= mc::kMaxSmemBytes,
               "attention tiles larger than a block's shared memory: compiler/plan/cuda-limits.ts should have refused this head_dim");
 
 /** The decode attention of one token in NSPLIT splits a KV head, then their combine. */
@@ -64,12 +64,23 @@ inline cudaError_t launch_decode(const float* q, const int32_t* pos0, const KV* 
   return mc::launch_between(mc::attention_combine_kernel<HEAD_DIM, NSPLIT>, dim3(N_HEADS), dim3(128), 0, s, const_cast<const float*>(partial), out);
 }
 
+/**
+ * Whether the one-kernel decode attention exists for this model: its tile and partials fit what an
+ * sm_90 block may have (it runs nowhere else). A model whose decode tile is near sm_80's limit (wide
+ * f32 heads, large groups) may not have it: prepare_decode_cluster then refuses MC_CUDA_ATTN_CLUSTER.
+ */
+constexpr bool CLUSTER_FITS = DecodeCluster::bytes() <= mc::kMaxSmemBytesSm90;
+
 /** The decode attention of one token as one kernel: a cluster of cluster_splits() blocks a KV head, merged in the cluster. */
 template <int WINDOW, int KV_SLOTS>
 inline cudaError_t launch_decode_cluster(const float* q, const int32_t* pos0, const KV* k_cache, const KV* v_cache, float* out, cudaStream_t s) {
   constexpr int NSPLIT = cluster_splits<WINDOW, KV_SLOTS>();
-  return mc::launch_cluster(mc::attention_decode_cluster_kernel<HEAD_DIM, GROUP, N_KV_HEADS, NSPLIT, WINDOW, KV_SLOTS, KV>, dim3(NSPLIT, N_KV_HEADS),
-                            dim3(Decode::THREADS), DecodeCluster::bytes(), unsigned(NSPLIT), s, q, k_cache, v_cache, pos0, out);
+  if constexpr (!CLUSTER_FITS) {
+    return cudaErrorInvalidValue;  // prepare_decode_cluster refused the setting already
+  } else {
+    return mc::launch_cluster(mc::attention_decode_cluster_kernel<HEAD_DIM, GROUP, N_KV_HEADS, NSPLIT, WINDOW, KV_SLOTS, KV>, dim3(NSPLIT, N_KV_HEADS),
+                              dim3(Decode::THREADS), DecodeCluster::bytes(), unsigned(NSPLIT), s, q, k_cache, v_cache, pos0, out);
+  }
 }
 
 /**
@@ -136,29 +147,34 @@ inline cudaError_t prepare_decode() {
 /**
  * The one-kernel decode attention's shared memory and cluster size (over 8 blocks needs the
  * non-portable opt-in), and that the GPU can run such a cluster at all (else
- * cudaErrorInvalidClusterSize). Only under MC_CUDA_ATTN_CLUSTER (sm_90+).
+ * cudaErrorInvalidClusterSize; cudaErrorInvalidValue where the model's tile does not fit a block).
+ * Only under MC_CUDA_ATTN_CLUSTER (sm_90+).
  */
 template <int WINDOW, int KV_SLOTS>
 inline cudaError_t prepare_decode_cluster() {
-  constexpr int NSPLIT = cluster_splits<WINDOW, KV_SLOTS>();
-  const auto kernel = mc::attention_decode_cluster_kernel<HEAD_DIM, GROUP, N_KV_HEADS, NSPLIT, WINDOW, KV_SLOTS, KV>;
-  if (cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(DecodeCluster::bytes()))) return e;
-  if (NSPLIT > 8) {
-    if (cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1)) return e;
+  if constexpr (!CLUSTER_FITS) {
+    return cudaErrorInvalidValue;
+  } else {
+    constexpr int NSPLIT = cluster_splits<WINDOW, KV_SLOTS>();
+    const auto kernel = mc::attention_decode_cluster_kernel<HEAD_DIM, GROUP, N_KV_HEADS, NSPLIT, WINDOW, KV_SLOTS, KV>;
+    if (cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(DecodeCluster::bytes()))) return e;
+    if (NSPLIT > 8) {
+      if (cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1)) return e;
+    }
+    cudaLaunchConfig_t config = {};
+    config.gridDim = dim3(NSPLIT, N_KV_HEADS);
+    config.blockDim = dim3(Decode::THREADS);
+    config.dynamicSmemBytes = DecodeCluster::bytes();
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeClusterDimension;
+    attr[0].val.clusterDim.x = NSPLIT;
+    attr[0].val.clusterDim.y = attr[0].val.clusterDim.z = 1;
+    config.attrs = attr;
+    config.numAttrs = 1;
+    int clusters = 0;
+    if (cudaError_t e = cudaOccupancyMaxActiveClusters(&clusters, kernel, &config)) return e;
+    return clusters > 0 ? cudaSuccess : cudaErrorInvalidClusterSize;
   }
-  cudaLaunchConfig_t config = {};
-  config.gridDim = dim3(NSPLIT, N_KV_HEADS);
-  config.blockDim = dim3(Decode::THREADS);
-  config.dynamicSmemBytes = DecodeCluster::bytes();
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeClusterDimension;
-  attr[0].val.clusterDim.x = NSPLIT;
-  attr[0].val.clusterDim.y = attr[0].val.clusterDim.z = 1;
-  config.attrs = attr;
-  config.numAttrs = 1;
-  int clusters = 0;
-  if (cudaError_t e = cudaOccupancyMaxActiveClusters(&clusters, kernel, &config)) return e;
-  return clusters > 0 ? cudaSuccess : cudaErrorInvalidClusterSize;
 }
 
 template <int WINDOW, int KV_SLOTS>

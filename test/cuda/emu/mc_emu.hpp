@@ -22,9 +22,9 @@
 // counter instead, which fibers switched only at synchronization would never see move). A launch
 // with a cluster shape (cudaLaunchAttributeClusterDimension, sm_90) runs cluster after cluster, the
 // blocks of each at once in the same way between cluster barriers, each reaching the others' shared
-// memory by rank (distributed shared memory); a read of a block that has exited, a block that exits
-// while its cluster waits, and a cluster over 8 blocks (16 with the non-portable opt-in) are
-// reported. What it
+// memory by rank (distributed shared memory); a block that exits counts as arrived at the cluster's
+// barriers (barrier.cluster waits for the threads that have not exited), a read of its shared memory
+// afterwards and a cluster over 8 blocks (16 with the non-portable opt-in) are reported. What it
 // cannot see: timing, the memory model between warps inside one barrier interval (warps run in a
 // random order per round, which finds some of those), a missing fence.proxy.async (the emulator has
 // one proxy), bank conflicts, register pressure.
@@ -528,22 +528,20 @@ inline bool resume_block(int threads) {
     if (release_block(Wait::block)) progress = true;
     if (release_block(Wait::pdl)) s.pre_wait = false, progress = true;
     if (!progress && alive > 0) {
-      int bar = 0, warp = 0, group = 0, pdl = 0, grid = 0, done = 0;
+      int bar = 0, warp = 0, group = 0, pdl = 0, grid = 0, clus = 0, done = 0;
       std::string ops;
       for (const Fiber& f : s.fibers) {
         bar += f.wait == Wait::block, warp += f.wait == Wait::warp, group += f.wait == Wait::group, pdl += f.wait == Wait::pdl, grid += f.wait == Wait::grid,
-            done += f.wait == Wait::done;
+            clus += f.wait == Wait::cluster, done += f.wait == Wait::done;
         if ((f.wait == Wait::warp || f.wait == Wait::group) && ops.find(op_name(f.op)) == std::string::npos) ops += std::string(" ") + op_name(f.op);
       }
-      if (grid == alive) return false;  // the whole block is at a grid barrier: the launch goes on with the other blocks
-      int cluster = 0;
-      for (const Fiber& f : s.fibers) cluster += f.wait == Wait::cluster;
-      if (cluster == alive) return false;  // ... or at a cluster barrier: the cluster goes on with its other blocks
-      char buf[320];
+      // The whole block at a grid barrier (or a cluster barrier): the launch (cluster) goes on with its other blocks.
+      if (grid == alive || clus == alive) return false;
+      char buf[360];
       std::snprintf(buf, sizeof buf,
                     "deadlock: %d threads at __syncthreads, %d in warp collectives, %d in warpgroup collectives (%s ), %d at griddepcontrol.wait, %d at a grid "
-                    "barrier, %d exited",
-                    bar, warp, group, ops.c_str(), pdl, grid, done);
+                    "barrier, %d at a cluster barrier, %d exited",
+                    bar, warp, group, ops.c_str(), pdl, grid, clus, done);
       fail(buf);
     }
   }
@@ -751,8 +749,9 @@ inline unsigned cluster_rank() {
 }
 
 /**
- * barrier.cluster.arrive.release + barrier.cluster.wait.acquire: every thread of every block of the
- * cluster arrives before any goes on (a launch without a cluster shape has clusters of one block).
+ * barrier.cluster.arrive.release + barrier.cluster.wait.acquire: every thread of the cluster's blocks
+ * that has not exited arrives before any goes on. Only in launches with a cluster shape (a GPU would
+ * take a launch without one as clusters of one block; the kernels here always give one).
  */
 inline void cluster_sync() {
   State& s = state();
@@ -872,15 +871,15 @@ inline void run_cooperative(const std::vector<uint3>& blocks, int threads, char*
         for (const Fiber& f : s.fibers)
           if (f.wait != barrier && f.wait != Wait::done)
             fail(cluster ? "a grid barrier in a cluster launch (not cooperative)" : "a cluster barrier in a cooperative launch (the emulator runs clusters of one block there)");
-      if (cluster && blk.done) s.cluster_exited[cluster_rank()] = true;
+      if (cluster && blk.done) s.cluster_exited[cluster_rank()] = true;  // its shared memory is gone; it no longer holds a barrier
       blk.swap_with(s);
       check_stacks(blk);
       left -= blk.done;
     }
-    // Every block either exits or waits at the barrier in one turn (all were released together).
-    if (left > 0 && left != blocks.size())
-      fail(cluster ? "a block of a cluster exited while other blocks of its cluster wait at a cluster barrier: on a GPU the cluster would never finish"
-                   : "a block exited while other blocks wait at a grid barrier: on a GPU the grid would never finish");
+    // Every block either exits or waits at the barrier in one turn (all were released together). A
+    // grid barrier (a counter the GPU code polls) would never open with a block gone; a cluster
+    // barrier waits only for the threads that have not exited.
+    if (!cluster && left > 0 && left != blocks.size()) fail("a block exited while other blocks wait at a grid barrier: on a GPU the grid would never finish");
     std::shuffle(order.begin(), order.end(), s.rng);  // blocks pass each barrier in a different order
   }
   for (const auto& [base, bytes] : slabs) munmap(base, bytes);

@@ -102,7 +102,8 @@ int grid_barrier(int blocks, bool cooperative, bool early_exit) {
  * Each block of a cluster keeps its rank in dynamic shared memory; after a cluster barrier it reads
  * the next rank's through distributed shared memory. `final_sync` false: no barrier before exit (a
  * block may then read the shared memory of one that has exited); `early_exit`: rank 0 returns before
- * the first barrier (on a GPU the cluster would wait for ever).
+ * the first barrier (the others go on: a cluster barrier waits for threads that have not exited; the
+ * last rank then reads rank 0's shared memory after it exited).
  */
 __global__ void __launch_bounds__(32) cluster_exchange(float* out, bool final_sync, bool early_exit) {
   extern __shared__ float4 smem[];
