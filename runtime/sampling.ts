@@ -21,12 +21,6 @@ export function seededUniform(seed: number): Uniform {
   };
 }
 
-/** Index of the first NaN or infinite logit, or -1: no token can be chosen from such a row. */
-export function firstNonFinite(logits: Float32Array): number {
-  for (let i = 0; i < logits.length; i++) if (!Number.isFinite(logits[i]!)) return i;
-  return -1;
-}
-
 export function argmax(logits: Float32Array): number {
   let best = 0;
   for (let i = 1; i < logits.length; i++) if (logits[i]! > logits[best]!) best = i;

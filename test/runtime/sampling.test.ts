@@ -1,8 +1,10 @@
 /**
  * Token sampling (runtime/sampling.ts): the nucleus is found without sorting the whole vocabulary,
- * and must be the one a full sort finds, token for token; the draws must follow the softmax.
+ * and must be the one a full sort finds, token for token; the draws must follow the softmax. And the
+ * native scan generate() runs on every row first (finite? greedy token?), against a plain one.
  */
 import { describe, expect, it } from 'vitest';
+import { loadNativeAddon } from '../../runtime/native-loader.js';
 import { sampleToken, seededUniform, type Uniform } from '../../runtime/sampling.js';
 
 /** The definition, written plainly: every token sorted by probability (ties to the lower id), the nucleus a prefix of it. */
@@ -90,5 +92,54 @@ describe('sampleToken', () => {
 
   it('is greedy at temperature 0', () => {
     expect(sampleToken(new Float32Array([0.1, 3, 3, -2]), { temperature: 0, topP: 0.5 }, () => 0.99)).toBe(1);
+  });
+});
+
+describe('scanLogits (the runtime addon: each generated token\'s row, logits_scan.cpp)', () => {
+  const { scanLogits } = loadNativeAddon();
+  /** The definition, written plainly: the first non-finite value's -(index + 1), else the first index of the largest value. */
+  function scanPlainly(row: Float32Array): number {
+    for (let i = 0; i < row.length; i++) if (!Number.isFinite(row[i]!)) return -i - 1;
+    let best = 0;
+    for (let i = 1; i < row.length; i++) if (row[i]! > row[best]!) best = i;
+    return best;
+  }
+
+  it('gives the first largest value\'s index, or the first NaN or infinity as -(index + 1), as a plain scan does', () => {
+    const u = seededUniform(5);
+    let rows = 0, refused = 0;
+    // Every length up to past two of its 8-wide steps (tails), and vocabulary sizes.
+    for (const n of [...Array.from({ length: 40 }, (_, i) => i + 1), 32000, 32768, 131072]) {
+      for (const kind of ['normal', 'peaked', 'ties'] as const) {
+        for (let trial = 0; trial < (n > 1000 ? 4 : 12); trial++) {
+          const row = randomLogits(n, kind, u);
+          // Now and then the largest value twice (the first counts), or a NaN, +-Infinity anywhere (a tail too).
+          if (trial % 3 === 1 && n > 1) row[Math.floor(u() * n)] = row[Math.floor(u() * n)] = 1e30;
+          if (trial % 4 === 2) row[Math.floor(u() * n)] = [NaN, Infinity, -Infinity][trial % 3]!;
+          if (trial % 5 === 4) row[n - 1] = NaN;
+          const expected = scanPlainly(row);
+          expect(scanLogits(row), `n ${n} ${kind} trial ${trial}`).toBe(expected);
+          rows += 1, refused += expected < 0 ? 1 : 0;
+        }
+      }
+    }
+    expect(refused).toBeGreaterThan(20);
+    expect(rows - refused).toBeGreaterThan(200);
+  });
+
+  it('takes -0 and +0 as equal (the first of them counts), and the largest of all-negative rows', () => {
+    expect(scanLogits(Float32Array.of(-0, 0))).toBe(0);
+    expect(scanLogits(Float32Array.of(-1, -0, 0, -2))).toBe(1);
+    expect(scanLogits(new Float32Array(17).fill(-3e38))).toBe(0);
+    const row = new Float32Array(33).fill(-5);
+    row[32] = -4;
+    expect(scanLogits(row)).toBe(32);
+    expect(scanLogits(Float32Array.of(3.4028234663852886e38, Infinity))).toBe(-2);
+  });
+
+  it('refuses anything but a non-empty Float32Array', () => {
+    expect(() => scanLogits(new Float32Array(0))).toThrow(/scanLogits: row is empty/);
+    expect(() => scanLogits(new Float64Array(4) as unknown as Float32Array)).toThrow(/scanLogits: row must be a Float32Array/);
+    expect(() => (scanLogits as unknown as () => number)()).toThrow(/scanLogits: row must be a Float32Array/);
   });
 });

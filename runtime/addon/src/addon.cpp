@@ -6,6 +6,7 @@
 #include "compiled_library.hpp"
 #include "cuda_probe.hpp"
 #include "dist_group.hpp"
+#include "logits_scan.hpp"
 #include "mapped_file.hpp"
 #include "model_instance.hpp"
 #include "tp_group.hpp"
@@ -27,6 +28,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   exports.Set("TpGroup", TpGroup::define(env));
   exports.Set("DistGroup", DistGroup::define(env));
   exports.Set("probeCudaDriver", Napi::Function::New(env, probeCudaDriver, "probeCudaDriver"));
+  exports.Set("scanLogits", Napi::Function::New(env, scanLogitsJs, "scanLogits"));
   exports.Set("abiVersion", Napi::Number::New(env, MC_ABI_VERSION));
   return exports;
 }
