@@ -219,6 +219,28 @@ inline cudaError_t init_device_info() {
   return cudaSuccess;
 }
 
+/** A launch of `grid` blocks of `block` threads and `smem` bytes of dynamic shared memory on `s`, with `n` attributes from `attrs`. */
+inline cudaLaunchConfig_t launch_config(dim3 grid, dim3 block, size_t smem, cudaStream_t s, cudaLaunchAttribute* attrs = nullptr, unsigned n = 0) {
+  cudaLaunchConfig_t config = {};
+  config.gridDim = grid;
+  config.blockDim = block;
+  config.dynamicSmemBytes = smem;
+  config.stream = s;
+  config.attrs = attrs;
+  config.numAttrs = n;
+  return config;
+}
+
+/** The attribute that makes a launch's blocks clusters of `x` blocks along x (sm_90+). */
+inline cudaLaunchAttribute cluster_attribute(unsigned x) {
+  cudaLaunchAttribute attr = {};
+  attr.id = cudaLaunchAttributeClusterDimension;
+  attr.val.clusterDim.x = x;
+  attr.val.clusterDim.y = 1;
+  attr.val.clusterDim.z = 1;
+  return attr;
+}
+
 /**
  * Launches a kernel, with programmatic dependent launch where `pdl` (and the GPU has it, sm_90+): it
  * may then start while the previous kernel drains, so it must call wait_for_previous_kernel()
@@ -226,16 +248,10 @@ inline cudaError_t init_device_info() {
  */
 template <typename... Params, typename... Args>
 inline cudaError_t launch_pdl(bool pdl, void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t s, Args... args) {
-  cudaLaunchConfig_t config = {};
-  config.gridDim = grid;
-  config.blockDim = block;
-  config.dynamicSmemBytes = smem;
-  config.stream = s;
   cudaLaunchAttribute attr[1];
   attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
   attr[0].val.programmaticStreamSerializationAllowed = 1;
-  config.attrs = attr;
-  config.numAttrs = pdl && device_info().pdl ? 1 : 0;
+  const cudaLaunchConfig_t config = launch_config(grid, block, smem, s, attr, pdl && device_info().pdl ? 1 : 0);
   return cudaLaunchKernelEx(&config, kernel, args...);
 }
 
@@ -246,18 +262,8 @@ inline cudaError_t launch_pdl(bool pdl, void (*kernel)(Params...), dim3 grid, di
  */
 template <typename... Params, typename... Args>
 inline cudaError_t launch_cluster(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, unsigned cluster_x, cudaStream_t s, Args... args) {
-  cudaLaunchConfig_t config = {};
-  config.gridDim = grid;
-  config.blockDim = block;
-  config.dynamicSmemBytes = smem;
-  config.stream = s;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeClusterDimension;
-  attr[0].val.clusterDim.x = cluster_x;
-  attr[0].val.clusterDim.y = 1;
-  attr[0].val.clusterDim.z = 1;
-  config.attrs = attr;
-  config.numAttrs = 1;
+  cudaLaunchAttribute attr[1] = {cluster_attribute(cluster_x)};
+  const cudaLaunchConfig_t config = launch_config(grid, block, smem, s, attr, 1);
   return cudaLaunchKernelEx(&config, kernel, args...);
 }
 

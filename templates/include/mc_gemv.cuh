@@ -418,16 +418,10 @@ inline cudaError_t gemv_chain_prepare() {
 /** Launches the chain of one token's GEMVs and phases (cooperative: every block resident, or the launch fails). */
 template <class... Ops>
 inline cudaError_t gemv_chain(unsigned* arrivals, cudaStream_t s, const Ops&... ops) {
-  cudaLaunchConfig_t config = {};
-  config.gridDim = dim3(unsigned(gemv_chain_blocks<Ops...>()));
-  config.blockDim = dim3(256);
-  config.dynamicSmemBytes = chain_smem_bytes<Ops...>();
-  config.stream = s;
-  cudaLaunchAttribute attr[1];
+  cudaLaunchAttribute attr[1] = {};
   attr[0].id = cudaLaunchAttributeCooperative;
   attr[0].val.cooperative = 1;
-  config.attrs = attr;
-  config.numAttrs = 1;
+  const cudaLaunchConfig_t config = launch_config(dim3(unsigned(gemv_chain_blocks<Ops...>())), dim3(256), chain_smem_bytes<Ops...>(), s, attr, 1);
   return cudaLaunchKernelEx(&config, gemv_chain_kernel<Ops...>, make_chain(ops...), arrivals);
 }
 

@@ -161,16 +161,9 @@ inline cudaError_t prepare_decode_cluster() {
     if (NSPLIT > 8) {
       if (cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1)) return e;
     }
-    cudaLaunchConfig_t config = {};
-    config.gridDim = dim3(NSPLIT, N_KV_HEADS);
-    config.blockDim = dim3(Decode::THREADS);
-    config.dynamicSmemBytes = DecodeCluster::bytes();
-    cudaLaunchAttribute attr[1];
-    attr[0].id = cudaLaunchAttributeClusterDimension;
-    attr[0].val.clusterDim.x = NSPLIT;
-    attr[0].val.clusterDim.y = attr[0].val.clusterDim.z = 1;
-    config.attrs = attr;
-    config.numAttrs = 1;
+    // The launch of launch_decode_cluster (the stream aside): whether one such cluster fits the GPU.
+    cudaLaunchAttribute attr[1] = {mc::cluster_attribute(NSPLIT)};
+    const cudaLaunchConfig_t config = mc::launch_config(dim3(NSPLIT, N_KV_HEADS), dim3(Decode::THREADS), DecodeCluster::bytes(), nullptr, attr, 1);
     int clusters = 0;
     if (cudaError_t e = cudaOccupancyMaxActiveClusters(&clusters, kernel, &config)) return e;
     return clusters > 0 ? cudaSuccess : cudaErrorInvalidClusterSize;
