@@ -56,6 +56,8 @@ bundle_and_prebuild() {
 }
 
 bundle_and_prebuild . .devtools
+# Which code the bundle and the libraries are (run.sh prints it first, so that each call's log says what it measured).
+{ echo "code $(git rev-parse --short HEAD)$(git status --porcelain --untracked-files=no | grep -q . && echo ' with uncommitted changes'), prepared $(date -u +%FT%TZ)"; } > .devtools/rev.txt
 if [ -n "$BASELINE" ]; then
   git worktree remove --force .devtools/base 2>/dev/null || rm -rf .devtools/base
   git worktree prune
@@ -72,6 +74,7 @@ if [ -n "$BASELINE" ]; then
       > .devtools/base/runtime/checkpoint-files.ts
   fi
   bundle_and_prebuild .devtools/base .devtools
+  echo "baseline $(git rev-parse --short "$BASELINE")" >> .devtools/rev.txt
 else
   git worktree remove --force .devtools/base 2>/dev/null || rm -rf .devtools/base  # an old baseline must not travel
   git worktree prune

@@ -75,6 +75,7 @@ xz -dc .devtools/node.xz > /tmp/node && chmod +x /tmp/node || { echo "run.sh: ca
 tar -xJf .devtools/node_modules.tar.xz -C .devtools || { echo "run.sh: cannot unpack .devtools/node_modules.tar.xz" >&2; exit 1; }
 tar -xJf .devtools/prebuilt.tar.xz -C .devtools || { echo "run.sh: cannot unpack .devtools/prebuilt.tar.xz" >&2; exit 1; }
 nvidia-smi --query-gpu=name,driver_version,clocks.current.sm,clocks.current.memory,temperature.gpu --format=csv
+cat .devtools/rev.txt 2>/dev/null || echo "run.sh: .devtools/rev.txt is missing (prepared before it was written): the code measured is not recorded" >&2
 started=$SECONDS
 # Counted from the script's start ($SECONDS), less 20 s for the packing and a killed step's grace.
 deadline=$(( ${BUDGET_S:-86400} - 20 ))
