@@ -488,15 +488,14 @@ void check_attention_cluster_bits(int32_t pos0) {
   float* d_part = poisoned<float>(A::PARTIAL_FLOATS);
   float* d_split = poisoned<float>(Q_DIM);
   float* d_cluster = poisoned<float>(Q_DIM);
-  int& positions = mc::device_info().attn_cluster_positions;
-  const int saved = positions;
-  positions = 0;
-  CK(A::prepare<WINDOW, KV_SLOTS>());
-  CK(A::launch<WINDOW, KV_SLOTS>(d_q, 1, d_pos, d_k, d_v, d_part, d_split, 0));
-  positions = mc::kMaxClusterPositions;
-  CK(A::prepare<WINDOW, KV_SLOTS>());
-  CK(A::launch<WINDOW, KV_SLOTS>(d_q, 1, d_pos, d_k, d_v, d_part, d_cluster, 0));
-  positions = saved;
+  // The split kernels (the setting off), then the cluster kernel (on at every position).
+  for (const std::pair<int, float*>& run : {std::pair<int, float*>{0, d_split}, std::pair<int, float*>{mc::kMaxClusterPositions, d_cluster}}) {
+    float* out = run.second;
+    with_setting(mc::device_info().attn_cluster_positions, run.first, g_variant, [&] {
+      CK(A::prepare<WINDOW, KV_SLOTS>());
+      CK(A::launch<WINDOW, KV_SLOTS>(d_q, 1, d_pos, d_k, d_v, d_part, out, 0));
+    });
+  }
   CK(cudaDeviceSynchronize());
   char what[64];
   std::snprintf(what, sizeof what, "cluster w%d/%d@%d", WINDOW, KV_SLOTS, pos0);

@@ -867,10 +867,6 @@ inline void run_cooperative(const std::vector<uint3>& blocks, int threads, char*
           if (f.wait == barrier) f.wait = Wait::none;  // the whole grid (cluster) reached the barrier
       blk.started = true;
       blk.done = resume_block(threads);
-      if (!blk.done)
-        for (const Fiber& f : s.fibers)
-          if (f.wait != barrier && f.wait != Wait::done)
-            fail(cluster ? "a grid barrier in a cluster launch (not cooperative)" : "a cluster barrier in a cooperative launch (the emulator runs clusters of one block there)");
       if (cluster && blk.done) s.cluster_exited[cluster_rank()] = true;  // its shared memory is gone; it no longer holds a barrier
       blk.swap_with(s);
       check_stacks(blk);
