@@ -86,90 +86,142 @@ describe.skipIf(!hasNvcc())('the CUDA emulator reports seeded bugs', () => {
     expect(smem.all).toContain("65536 bytes of dynamic shared memory, over the kernel's limit of 49152");
   });
 
-  // The real kernels, each with one bug, on a config whose GEMMs wrap their shared-memory stages.
-  const medium = () => {
-    const dir = join(root, 'test', 'fixtures', 'emu-medium-dense');
-    return buildPlan(loadModelConfig(dir, { name: 'emu-medium-dense' }), { target: 'cuda', dtype: 'bf16', tp: 1, maxTokens: 64 });
+  // The real kernels with seeded bugs, on a config whose GEMMs wrap their shared-memory stages. One
+  // build holds them all, each written beside the code it breaks as `if (FAULT)` (::mc_emu::fault(n):
+  // MC_EMU_FAULT=n switches bug n on), and each run checks only the group the bug is in (MC_CHECKS):
+  // nine builds of the whole checker took most of this file's time. The same build with every bug
+  // off must pass, so that each failure below is its bug's.
+  interface Fault { file: string; from: string; to: string }
+  const FAULTS: Record<string, Fault> = {
+    'wgmma-wait': { file: 'mc_gemm_wgmma.cuh', from: 'wgmma::wait_group<1>();', to: 'if (FAULT) wgmma::wait_group<2>(); else wgmma::wait_group<1>();' },
+    'mma-barrier': {
+      file: 'mc_gemm.cuh',
+      from: '    __syncthreads();  // stage kt is visible to all; every warp is done with stage kt - 1, whose buffer is refilled next',
+      to: '    if (!FAULT) __syncthreads();  // stage kt is visible to all; every warp is done with stage kt - 1, whose buffer is refilled next',
+    },
+    'attention-barrier': {
+      file: 'mc_attention.cuh',
+      from: "    __syncthreads();              // ... everyone's; and every warp is done with tile t - 1's stage (and qs is written)\n",
+      to: "    if (!FAULT) __syncthreads();  // ... everyone's; and every warp is done with tile t - 1's stage (and qs is written)\n",
+    },
+    'prefetch-share': {
+      file: 'mc_gemv.cuh',
+      from: 'if (first < bytes) prefetch_l2_warp(p + first, uint32_t(bytes - first < share ? bytes - first : share), lane);',
+      to: 'if (FAULT) { if (first + share <= bytes) prefetch_l2_warp(p + first, uint32_t(share), lane); } else if (first < bytes) prefetch_l2_warp(p + first, uint32_t(bytes - first < share ? bytes - first : share), lane);',
+    },
+    // Locals start as a pattern in emulated builds (-ftrivial-auto-var-init=pattern), as registers hold garbage.
+    'uninitialized-acc': { file: 'mc_gemv.cuh', from: '  float acc[Op::ROWS] = {};', to: '  float acc[Op::ROWS];\n  if (!FAULT) for (float& a : acc) a = 0.f;' },
+    'chain-barrier': {
+      file: 'mc_gemv.cuh',
+      from: "    grid_barrier(arrivals);  // what this link wrote (the residual, the hidden state, the attention's partials) is read by the next one\n",
+      to: "    if (!FAULT) grid_barrier(arrivals);  // what this link wrote (the residual, the hidden state, the attention's partials) is read by the next one\n",
+    },
+    // The row loaders' (copy_row, rmsnorm_row) float4 loads, 8 bytes off.
+    misaligned: {
+      file: 'mc_cuda_base.cuh',
+      from: 'v[j] = load4(row + (i0 + j * step < K ? i0 + j * step : K - 4));',
+      to: 'v[j] = load4(row + (i0 + j * step < K ? i0 + j * step : K - 4) + (FAULT ? 2 : 0));',
+    },
+    // Programmatic dependent launch: before griddepcontrol.wait a kernel may run beside the previous
+    // one (kernels.cu writes each check's inputs in a kernel launched just before the checked one).
+    // These two go in at the same place, in this order.
+    'pdl-early-read': {
+      file: 'mc_gemv.cuh',
+      from: '  wait_for_previous_kernel();\n  // MC_CUDA_PDL_TRIGGER=last-rows',
+      to: '  if (FAULT) op.load_x(item, xs);  // x copied before the wait (copied again after it)\n  wait_for_previous_kernel();\n  // MC_CUDA_PDL_TRIGGER=last-rows',
+    },
+    'pdl-trigger-first': {
+      file: 'mc_gemv.cuh',
+      from: '  wait_for_previous_kernel();\n  // MC_CUDA_PDL_TRIGGER=last-rows',
+      to: '  if (FAULT && early_trigger) let_next_kernel_launch();\n  wait_for_previous_kernel();\n  // MC_CUDA_PDL_TRIGGER=last-rows',
+    },
   };
-  const mutated = (files: SourceFile[], path: string, from: string, to: string) => files.map((f) => {
-    if (f.path !== path) return f;
-    expect(f.content, `${path} holds ${from}`).toContain(from);
-    return { path: f.path, content: f.content.replace(from, to) };
-  });
-  // The seeded bugs below build and run two at a time (CI has 2 cores; each is one thread).
+  const faultNumber = (name: string) => Object.keys(FAULTS).indexOf(name) + 1;
+  const seeded = (): SourceFile[] => {
+    const dir = join(root, 'test', 'fixtures', 'emu-medium-dense');
+    const plan = buildPlan(loadModelConfig(dir, { name: 'emu-medium-dense' }), { target: 'cuda', dtype: 'bf16', tp: 1, maxTokens: 64 });
+    let files = renderCudaSources(plan).files;
+    for (const [name, f] of Object.entries(FAULTS)) {
+      files = files.map((file) => {
+        if (file.path !== f.file) return file;
+        expect(file.content, `${f.file} holds the code that ${name} breaks`).toContain(f.from);
+        return { path: file.path, content: file.content.replace(f.from, f.to.replaceAll('FAULT', `::mc_emu::fault(${faultNumber(name)})`)) };
+      });
+    }
+    return files;
+  };
+  // The build and the runs two at a time (CI has 2 cores; each is one thread).
   const slot = limiter(2);
-  const kernelChecks = (name: string, files: SourceFile[], engine: string, env?: Record<string, string>) => slot(async () => {
-    const binary = await buildEmulatedKernelChecks(files, 'bf16', join(work, name));
-    return runEmulatedKernelChecks(binary, { seed: '7', tokens: [37, 150], engine, threads: 1, env });  // one fixed schedule: the bugs must show on it
-  });
+  let binary: Promise<string> | undefined;
+  const kernelChecks = (fault: string | undefined, checks: string, engine: string, env?: Record<string, string>) => {
+    binary ??= slot(() => buildEmulatedKernelChecks(seeded(), 'bf16', join(work, 'seeded')));
+    return binary.then((b) => slot(async () => await runEmulatedKernelChecks(b, {
+      seed: '7', tokens: [37, 150], engine, threads: 1,  // one fixed schedule: the bugs must show on it
+      env: { ...env, MC_CHECKS: checks, ...(fault === undefined ? {} : { MC_EMU_FAULT: String(faultNumber(fault)) }) },
+    })));
+  };
+
+  it.concurrent('with every seeded bug off, the same build passes its checks', async () => {
+    // Every group on mma.sync, and the prefill GEMMs again on wgmma (where wgmma-wait is).
+    for (const [checks, engine] of [['decode,prefill,attention,chain', 'mma'], ['prefill', 'wgmma-all']] as const) {
+      const r = await kernelChecks(undefined, checks, engine);
+      expect(r.exitCode, `${checks} on ${engine}:\n${String(r.all)}`).toBe(0);
+      expect(r.all).toMatch(/^\d+ checks, 0 failed$/m);
+    }
+  }, 300_000);
 
   it.concurrent('a wgmma stage refilled while its group is still in flight (wait_group<2>) is reported', async () => {
-    const files = mutated(renderCudaSources(medium()).files, 'mc_gemm_wgmma.cuh', 'wgmma::wait_group<1>();', 'wgmma::wait_group<2>();');
-    const r = await kernelChecks('wgmma-wait', files, 'wgmma-all');
+    const r = await kernelChecks('wgmma-wait', 'prefill', 'wgmma-all');
     expect(r.exitCode).toBe(3);
     expect(r.all).toContain('the shared memory of a wgmma operand changed between wgmma.mma_async and the wait_group that retired it');
   }, 300_000);
 
   it.concurrent('the mma.sync GEMM without the barrier that publishes a stage fails its checks', async () => {
-    const barrier = '    __syncthreads();  // stage kt is visible to all; every warp is done with stage kt - 1, whose buffer is refilled next';
-    const files = mutated(renderCudaSources(medium()).files, 'mc_gemm.cuh', barrier, '');
-    const r = await kernelChecks('mma-barrier', files, 'mma');
+    const r = await kernelChecks('mma-barrier', 'prefill', 'mma');
     expect(r.exitCode).toBe(1);
     expect(r.all).toMatch(/^FAIL +\S+ +T=(37|150) /m);
   }, 300_000);
 
   it.concurrent('the decode attention without the barrier before it refills a stage of its cp.async ring fails its checks', async () => {
-    const barrier = "    __syncthreads();              // ... everyone's; and every warp is done with tile t - 1's stage (and qs is written)\n";
-    const files = mutated(renderCudaSources(medium()).files, 'mc_attention.cuh', barrier, '');
-    const r = await kernelChecks('decode-attention-barrier', files, 'mma');
+    const r = await kernelChecks('attention-barrier', 'attention', 'mma');
     expect(r.exitCode).toBe(1);
     expect(r.all).toMatch(/^FAIL +attention_gqa_window +T=1 /m);
   }, 300_000);
 
   it.concurrent('a decode GEMV that drops the last, shorter share of its L2 prefetch fails its prefetch checks', async () => {
-    const share = 'if (first < bytes) prefetch_l2_warp(p + first, uint32_t(bytes - first < share ? bytes - first : share), lane);';
-    const files = mutated(renderCudaSources(medium()).files, 'mc_gemv.cuh', share, 'if (first + share <= bytes) prefetch_l2_warp(p + first, uint32_t(share), lane);');
-    const r = await kernelChecks('prefetch-share', files, 'mma');
+    const r = await kernelChecks('prefetch-share', 'decode', 'mma');
     expect(r.exitCode).toBe(1);
     expect(r.all).toMatch(/^FAIL +\S+ +T=1 +L2 prefetch /m);
     expect(r.all).not.toMatch(/^FAIL .* rel L2 /m);  // a hint: every output is still right
   }, 300_000);
 
   it.concurrent('a decode GEMV whose accumulators start uninitialized fails its checks (locals start as a pattern, not zero)', async () => {
-    const r = await kernelChecks('uninitialized-acc', mutated(renderCudaSources(medium()).files, 'mc_gemv.cuh', '  float acc[Op::ROWS] = {};', '  float acc[Op::ROWS];'), 'mma');
+    const r = await kernelChecks('uninitialized-acc', 'decode', 'mma');
     expect(r.exitCode).toBe(1);
     expect(r.all).toMatch(/^FAIL +wo_residual +T=1 /m);
   }, 300_000);
 
   it.concurrent('a decode chain without the grid barrier between two links fails its checks (MC_CUDA_DECODE=chain and layer)', async () => {
-    const barrier = '    grid_barrier(arrivals);  // what this link wrote (the residual, the hidden state, the attention\'s partials) is read by the next one\n';
-    const r = await kernelChecks('chain-barrier', mutated(renderCudaSources(medium()).files, 'mc_gemv.cuh', barrier, ''), 'mma');
+    const r = await kernelChecks('chain-barrier', 'chain', 'mma');
     expect(r.exitCode).toBe(1);
     expect(r.all).toMatch(/^FAIL +gemv_chain \(wo\.\.next wqkv\) +T=1 +residual +differs/m);
     expect(r.all).toMatch(/^FAIL +gemv_chain \(attention\.\.next wqkv\) +T=1 +attention w0\/8192@\d+ +differs/m);  // the combine read partials not yet written
   }, 300_000);
 
   it.concurrent('a GEMV input row read as float4 from an address 8 bytes off fails (a GPU faults on it; x86 would not)', async () => {
-    const load = 'v[j] = load4(row + (i0 + j * step < K ? i0 + j * step : K - 4));';  // the row loaders' (copy_row, rmsnorm_row)
-    const r = await kernelChecks('misaligned', mutated(renderCudaSources(medium()).files, 'mc_cuda_base.cuh', load, load.replace('K - 4));', 'K - 4) + 2);')), 'mma');
+    const r = await kernelChecks('misaligned', 'decode', 'mma');
     expect(r.exitCode).not.toBe(0);
     expect(r.all).toMatch(/misaligned address 0x[0-9a-f]+ for type 'const struct float4', which requires 16 byte alignment/);
   }, 300_000);
 
-  // Programmatic dependent launch: before griddepcontrol.wait a kernel may run beside the previous
-  // one (kernels.cu writes each check's inputs in a kernel launched just before the checked one).
   it.concurrent('a decode GEMV that reads its input rows before griddepcontrol.wait fails the PDL check', async () => {
-    const wait = '  wait_for_previous_kernel();\n  // MC_CUDA_PDL_TRIGGER=last-rows';
-    const early = '  op.load_x(item, xs);  // x copied before the wait (copied again after it)\n  wait_for_previous_kernel();\n  // MC_CUDA_PDL_TRIGGER=last-rows';
-    const r = await kernelChecks('pdl-early-read', mutated(renderCudaSources(medium()).files, 'mc_gemv.cuh', wait, early), 'mma');
+    const r = await kernelChecks('pdl-early-read', 'decode', 'mma');
     expect(r.exitCode).toBe(3);
     expect(r.all).toMatch(/gemv_kernel.*: reads a device allocation \(\d+ bytes at \S+\) that the previous kernel \(stage_kernel\) wrote, before griddepcontrol\.wait/);
   }, 300_000);
 
   it.concurrent('a decode GEMV that lets the next kernel launch before its own wait (MC_CUDA_PDL_TRIGGER=last-rows) is reported', async () => {
-    const wait = '  wait_for_previous_kernel();\n  // MC_CUDA_PDL_TRIGGER=last-rows';
-    const trigger = '  if (early_trigger) let_next_kernel_launch();\n  wait_for_previous_kernel();\n  // MC_CUDA_PDL_TRIGGER=last-rows';
-    const r = await kernelChecks('pdl-trigger-first', mutated(renderCudaSources(medium()).files, 'mc_gemv.cuh', wait, trigger), 'mma', { MC_CUDA_PDL_TRIGGER: 'last-rows' });
+    const r = await kernelChecks('pdl-trigger-first', 'decode', 'mma', { MC_CUDA_PDL_TRIGGER: 'last-rows' });
     expect(r.exitCode).toBe(3);
     expect(r.all).toContain('griddepcontrol.launch_dependents before griddepcontrol.wait in a kernel launched with programmatic dependent launch');
   }, 300_000);

@@ -967,6 +967,80 @@ void check_prefetch_setting() {
   std::printf("%s  %-32s T=%-3d %-14s %s\n", ok ? "ok  " : "FAIL", "parse_prefetch_mib", 0, "settings", ok ? "exact" : "differs");
 }
 
+/**
+ * MC_CHECKS: which groups of checks run, a comma list of decode (the GEMVs of one token, the settings,
+ * the PDL probe), prefill (the GEMMs of many tokens), attention and chain (MC_CUDA_DECODE's chains);
+ * unset, every group. One group alone is a rerun of what failed, or a seeded bug's test on the
+ * emulator (test/cuda/emulator.test.ts), without the others' time.
+ */
+bool checks_on(const char* group) {
+  static const char* const kGroups[] = {"decode", "prefill", "attention", "chain"};
+  const char* list = std::getenv("MC_CHECKS");
+  if (list == nullptr) return true;
+  bool on = false;
+  for (const char* p = list;;) {
+    const char* end = std::strchr(p, ',');
+    const size_t n = end != nullptr ? size_t(end - p) : std::strlen(p);
+    bool known = false;
+    for (const char* g : kGroups) known = known || (std::strlen(g) == n && std::strncmp(g, p, n) == 0);
+    if (!known) {
+      std::printf("kernels.cu: MC_CHECKS=%s names \"%.*s\"; the groups are decode, prefill, attention, chain (unset: all)\n", list, int(n), p);
+      std::exit(2);
+    }
+    on = on || (std::strlen(group) == n && std::strncmp(group, p, n) == 0);
+    if (end == nullptr) return on;
+    p = end + 1;
+  }
+}
+
+/** The attention's checks (group attention): decode and prefill, its settings, the cluster kernel. */
+void check_attentions(int tp, int tl, int major) {
+  // Decode over a full cache with empty splits, a window over a wrapped ring, prefill across the wrap
+  // (positions 100 .. 100 + T - 1 cross slot 0 of the 64-slot ring at 128 for T > 28).
+  check_attention<0, 256>(1, 200);
+  check_attention<0, 256>(1, 3);
+  check_attention<16, 64>(1, 150);
+  check_attention<0, 256>(tp, 100);
+  check_attention<16, 64>(tp < 48 ? tp : 48, 100);
+  check_attention<0, 8192>(1, 5000);
+  // Decode splits of many tiles (more than the cp.async ring's stages): a long full cache, and a
+  // window over a ring that has wrapped several times.
+  check_attention<0, 32768>(1, 30000);
+  check_attention<4096, 4608>(1, 20000);
+  // Long prefills: many 64-key tiles, a window that starts to slide inside the call, rows past T.
+  check_attention<0, 1024>(tl, 50);
+  check_attention<4096, 8192>(tl < 300 ? tl : 300, 3900);
+  check_attention<16, 64>(tl, 90);
+  // MC_CUDA_ATTN_BLOCKS=256: half the decode splits a KV head of the default where it doubles them
+  // (run 26: 8 KV heads or more), so a long cache's splits take twice the tiles each; a short one
+  // has fewer empty splits.
+  with_setting(mc::device_info().attn_wide, false, "  [MC_CUDA_ATTN_BLOCKS=256]", [&] {
+    check_attention<0, 8192>(1, 3);
+    check_attention<0, 8192>(1, 5000);
+    check_attention<0, 32768>(1, 30000);
+    check_attention<4096, 4608>(1, 20000);
+  });
+  // MC_CUDA_ATTN_CLUSTER: the decode attention as one kernel, a cluster of blocks a KV head merging
+  // its splits through distributed shared memory, against the float64 reference (a tile a block; a
+  // window; many tiles a block through the ring: a long cache, a window over a ring wrapped several
+  // times), and bit for bit against the split kernels where each split of both has one tile.
+  // Clusters exist from sm_90 (the emulator's GPU is one); where the tile would not fit, not at all.
+  if (major >= 9 && attention_gqa_window::CLUSTER_FITS) {
+    with_setting(mc::device_info().attn_cluster_positions, mc::kMaxClusterPositions, "  [MC_CUDA_ATTN_CLUSTER]", [&] {
+      check_attention<0, 256>(1, 200);
+      check_attention<16, 64>(1, 150);
+      check_attention<0, 8192>(1, 5000);
+      check_attention<4096, 4608>(1, 20000);
+    });
+    check_attention_cluster_bits<0, 8192>(3);
+    check_attention_cluster_bits<0, 8192>(200);
+    check_attention_cluster_bits<0, 8192>(std::min(511, 32 * std::min(attention_gqa_window::default_splits<0, 8192>(), attention_gqa_window::cluster_splits<0, 8192>()) - 1));
+    check_attention_cluster_bits<16, 64>(150);
+  } else {
+    std::printf("MC_CUDA_ATTN_CLUSTER: not checked (%s)\n", major < 9 ? "no thread-block clusters before compute capability 9.0" : "the one-kernel tile does not fit a block");
+  }
+}
+
 /** Device-to-device copy bandwidth (bytes read + written per second), the decode ceiling's denominator. */
 void copy_bandwidth() {
   const size_t bytes = size_t(2) << 30;
@@ -1021,9 +1095,10 @@ int main(int argc, char** argv) {
     std::printf("FAIL MC_CUDA_GEMM=%s, but the code for this GPU has no wgmma engine (needs an sm_90a build on an sm_90 GPU)\n", engine);
     ++g_failures;
   }
-  check_prefetch_setting();
+  const bool decode = checks_on("decode"), prefill = checks_on("prefill"), attention = checks_on("attention"), chain = checks_on("chain");
+  if (decode) check_prefetch_setting();
   init_staging();
-  check_pdl_overlap();
+  if (decode) check_pdl_overlap();
   const auto projections = [](int T) {
     check_qkv<1024>(T);
     check_residual_projection<wo_residual::DIM, wo_residual::IN>("wo_residual", T, wo_residual::launch);
@@ -1039,76 +1114,36 @@ int main(int argc, char** argv) {
 #endif
   };
   for (int T : {1, tp, tl}) {
+    if (!(T == 1 ? decode : prefill)) continue;
     check_embedding(T);
     projections(T);
   }
 #if MC_DENSE
-  check_decode_chain<false>(true);
-  check_decode_chain<false>(false);
-  // The layer chain over a long full cache and over a window of a wrapped ring (splits of several
-  // tiles where the model has as many KV heads as the 7B), the last layer's too, and on a grid of 37
-  // blocks, each taking several attention items and combine heads in turn.
-  check_decode_chain<true, 0, 8192>(true);
-  check_decode_chain<true, 4096, 4608>(true);
-  check_decode_chain<true, 4096, 4608>(false);
-  check_decode_chain<true, 0, 8192>(true, 37);
+  if (chain) {
+    check_decode_chain<false>(true);
+    check_decode_chain<false>(false);
+    // The layer chain over a long full cache and over a window of a wrapped ring (splits of several
+    // tiles where the model has as many KV heads as the 7B), the last layer's too, and on a grid of 37
+    // blocks, each taking several attention items and combine heads in turn.
+    check_decode_chain<true, 0, 8192>(true);
+    check_decode_chain<true, 4096, 4608>(true);
+    check_decode_chain<true, 4096, 4608>(false);
+    check_decode_chain<true, 0, 8192>(true, 37);
+  }
 #endif
   // MC_CUDA_X=shared: wo (and w2 in a dense model) copy x into shared memory as the other GEMVs do
   // (where the default reads it in the stream, mc::XRow); the chain (x in shared memory) gives the
   // same bits as both.
   with_setting(mc::device_info().x_stream, false, "  [MC_CUDA_X=shared]", [&] {
-    projections(1);
-    if (!mc::kTensorCores<W>) projections(tp);  // f32 weights: a GEMV of tp tokens, x_in per token
+    if (decode) projections(1);
+    if (decode && !mc::kTensorCores<W>) projections(tp);  // f32 weights: a GEMV of tp tokens, x_in per token
 #if MC_DENSE
-    check_decode_chain<false>(true);
+    if (chain) check_decode_chain<false>(true);
 #endif
   });
   // The prefill GEMMs with A read through the Op (MC_CUDA_A16=0), the path the default no longer takes.
-  if (mc::kTensorCores<W> && mc::device_info().a16_min_rows > 0) with_setting(mc::device_info().a16_min_rows, 0, "  [A read through the Op]", [&] { projections(tp); });
-  // Decode over a full cache with empty splits, a window over a wrapped ring, prefill across the wrap
-  // (positions 100 .. 100 + T - 1 cross slot 0 of the 64-slot ring at 128 for T > 28).
-  check_attention<0, 256>(1, 200);
-  check_attention<0, 256>(1, 3);
-  check_attention<16, 64>(1, 150);
-  check_attention<0, 256>(tp, 100);
-  check_attention<16, 64>(tp < 48 ? tp : 48, 100);
-  check_attention<0, 8192>(1, 5000);
-  // Decode splits of many tiles (more than the cp.async ring's stages): a long full cache, and a
-  // window over a ring that has wrapped several times.
-  check_attention<0, 32768>(1, 30000);
-  check_attention<4096, 4608>(1, 20000);
-  // Long prefills: many 64-key tiles, a window that starts to slide inside the call, rows past T.
-  check_attention<0, 1024>(tl, 50);
-  check_attention<4096, 8192>(tl < 300 ? tl : 300, 3900);
-  check_attention<16, 64>(tl, 90);
-  // MC_CUDA_ATTN_BLOCKS=256: half the decode splits a KV head of the default where it doubles them
-  // (run 26: 8 KV heads or more), so a long cache's splits take twice the tiles each; a short one
-  // has fewer empty splits.
-  with_setting(mc::device_info().attn_wide, false, "  [MC_CUDA_ATTN_BLOCKS=256]", [&] {
-    check_attention<0, 8192>(1, 3);
-    check_attention<0, 8192>(1, 5000);
-    check_attention<0, 32768>(1, 30000);
-    check_attention<4096, 4608>(1, 20000);
-  });
-  // MC_CUDA_ATTN_CLUSTER: the decode attention as one kernel, a cluster of blocks a KV head merging
-  // its splits through distributed shared memory, against the float64 reference (a tile a block; a
-  // window; many tiles a block through the ring: a long cache, a window over a ring wrapped several
-  // times), and bit for bit against the split kernels where each split of both has one tile.
-  // Clusters exist from sm_90 (the emulator's GPU is one); where the tile would not fit, not at all.
-  if (prop.major >= 9 && attention_gqa_window::CLUSTER_FITS) {
-    with_setting(mc::device_info().attn_cluster_positions, mc::kMaxClusterPositions, "  [MC_CUDA_ATTN_CLUSTER]", [&] {
-      check_attention<0, 256>(1, 200);
-      check_attention<16, 64>(1, 150);
-      check_attention<0, 8192>(1, 5000);
-      check_attention<4096, 4608>(1, 20000);
-    });
-    check_attention_cluster_bits<0, 8192>(3);
-    check_attention_cluster_bits<0, 8192>(200);
-    check_attention_cluster_bits<0, 8192>(std::min(511, 32 * std::min(attention_gqa_window::default_splits<0, 8192>(), attention_gqa_window::cluster_splits<0, 8192>()) - 1));
-    check_attention_cluster_bits<16, 64>(150);
-  } else {
-    std::printf("MC_CUDA_ATTN_CLUSTER: not checked (%s)\n", prop.major < 9 ? "no thread-block clusters before compute capability 9.0" : "the one-kernel tile does not fit a block");
-  }
+  if (prefill && mc::kTensorCores<W> && mc::device_info().a16_min_rows > 0) with_setting(mc::device_info().a16_min_rows, 0, "  [A read through the Op]", [&] { projections(tp); });
+  if (attention) check_attentions(tp, tl, prop.major);
   std::printf("%d checks, %d failed\n", g_checks, g_failures);
   return g_failures == 0 ? 0 : 1;
 }

@@ -169,6 +169,19 @@ inline uint64_t seed_from_env() {
   return s != nullptr ? std::strtoull(s, nullptr, 10) : 1;
 }
 
+/**
+ * MC_EMU_FAULT: which of a build's seeded bugs is on (test/cuda/emulator.test.ts writes each one into
+ * the sources as `::mc_emu::fault(n)`, beside the code it breaks), 0 or unset for none: one build
+ * holds them all, and each run switches one on.
+ */
+inline bool fault(int n) {
+  static const int on = [] {
+    const char* s = std::getenv("MC_EMU_FAULT");
+    return s != nullptr ? std::atoi(s) : 0;
+  }();
+  return on == n;
+}
+
 /** One OS thread's emulation: the block it runs, its CUDA error state, its device and stream capture. */
 struct State {
   uint64_t seed = seed_from_env() + global().threads++;  // each thread its own schedule, reproducible in order
