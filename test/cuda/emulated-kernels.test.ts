@@ -39,12 +39,15 @@ interface Case { config: string; dtype: Dtype; engine: 'mma' | 'wgmma' | 'wgmma-
 // after the staged inputs' kernel then goes through the emulator's PDL check (test/gpu/kernels.cu: Staging).
 const PDL_ALL = { MC_CUDA_PDL: 'all', MC_CUDA_PDL_TRIGGER: 'last-rows' };
 const CASES: Case[] = [
-  ...(['tiny-dense', 'tiny-moe'] as const).flatMap((c) => (['bf16', 'f16', 'f32'] as const).map((dtype) => ({ config: c, dtype, engine: 'mma' as const, tokens: [37, 150] as [number, number] }))),
+  // The tiny configs (head dims of 24 and 16, a window of 8, GROUP 2 and 4) each with tensor cores and
+  // in f32: bf16 for the dense one, f16 for the MoE; the other 16-bit type of each is in the medium
+  // cases below (both configs in both) and in emulated-logits.test.ts (tiny-dense f16, tiny-moe bf16).
+  ...([['tiny-dense', 'bf16'], ['tiny-dense', 'f32'], ['tiny-moe', 'f16'], ['tiny-moe', 'f32']] as const).map(([c, dtype]) => ({ config: c, dtype, engine: 'mma' as const, tokens: [37, 150] as [number, number] })),
   ...(['medium-dense', 'medium-moe'] as const).flatMap((c) => [
     { config: c, dtype: 'bf16' as const, engine: 'mma' as const, tokens: [37, 150] as [number, number], env: c === 'medium-moe' ? PDL_ALL : undefined },
-    // medium-dense: the engine is all that differs from the case above, so its prefill GEMMs alone
-    // (MC_CHECKS); medium-moe's case above runs with PDL_ALL, this one with the default launches.
-    { config: c, dtype: 'bf16' as const, engine: 'wgmma-all' as const, tokens: [37, 150] as [number, number], checks: c === 'medium-dense' ? 'prefill' as const : undefined },
+    // The engine is what differs from the case above (and medium-moe's PDL_ALL, whose default
+    // launches its f16 and f32 cases run): its prefill GEMMs alone (MC_CHECKS).
+    { config: c, dtype: 'bf16' as const, engine: 'wgmma-all' as const, tokens: [37, 150] as [number, number], checks: 'prefill' as const },
     { config: c, dtype: 'f16' as const, engine: 'wgmma-all' as const, tokens: [21, 140] as [number, number] },
   ]),
   // f32 heads of 128: the decode attention's ring is 2 stages deep there (3 would pass 96 KB).

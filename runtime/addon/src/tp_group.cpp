@@ -2,8 +2,9 @@
 
 #include "forward_worker.hpp"
 
-#include <string>
 #include <future>
+#include <limits>
+#include <string>
 
 #include "addon_data.hpp"
 #include "js_args.hpp"
@@ -12,7 +13,19 @@
 std::string TpState::forward(const int32_t* tokens, int32_t n, int32_t startPos, float* out, bool allLogits) {
   const size_t world = ranks.size();
   const int64_t rows = allLogits ? n : 1;
-  std::vector<std::vector<float>> slices(world, std::vector<float>(static_cast<size_t>(rows * vocabLocal)));
+  // One rank's rows are the whole rows: it writes the caller's (NaN-filled) buffer itself, with no
+  // slice to allocate and copy after every decode step.
+  if (world == 1) {
+    try {
+      return ranks[0]->forward(tokens, n, startPos, out, allLogits);
+    } catch (const std::exception& e) {  // a library that let an exception out
+      return std::string("mc_forward threw: ") + e.what();
+    } catch (...) {
+      return "mc_forward threw a non-standard exception";
+    }
+  }
+  // NaN as the caller's buffer is: a logit a rank forgot to write must not pass for a real 0.
+  std::vector<std::vector<float>> slices(world, std::vector<float>(static_cast<size_t>(rows * vocabLocal), std::numeric_limits<float>::quiet_NaN()));
   // Each rank on its model's own thread (kept for the model's life: a new thread per call would
   // also start a new OpenMP team per call).
   std::vector<std::future<std::string>> running;
