@@ -14,22 +14,13 @@ std::string TpState::forward(const int32_t* tokens, int32_t n, int32_t startPos,
   const size_t world = ranks.size();
   const int64_t rows = allLogits ? n : 1;
   // One rank's rows are the whole rows: it writes the caller's (NaN-filled) buffer itself, with no
-  // slice to allocate and copy after every decode step.
-  if (world == 1) {
-    try {
-      return ranks[0]->forward(tokens, n, startPos, out, allLogits);
-    } catch (const std::exception& e) {  // a library that let an exception out
-      return std::string("mc_forward threw: ") + e.what();
-    } catch (...) {
-      return "mc_forward threw a non-standard exception";
-    }
-  }
-  // NaN as the caller's buffer is: a logit a rank forgot to write must not pass for a real 0.
-  std::vector<std::vector<float>> slices(world, std::vector<float>(static_cast<size_t>(rows * vocabLocal), std::numeric_limits<float>::quiet_NaN()));
+  // slice to allocate and copy after every decode step. Several ranks' slices start as NaN too: a
+  // logit a rank forgot to write must not pass for a real 0.
+  std::vector<std::vector<float>> slices(world == 1 ? 0 : world, std::vector<float>(static_cast<size_t>(rows * vocabLocal), std::numeric_limits<float>::quiet_NaN()));
   // Each rank on its model's own thread (kept for the model's life: a new thread per call would
   // also start a new OpenMP team per call).
   std::vector<std::future<std::string>> running;
-  for (size_t r = 0; r < world; ++r) running.push_back(ranks[r]->forwardAsync(tokens, n, startPos, slices[r].data(), allLogits));
+  for (size_t r = 0; r < world; ++r) running.push_back(ranks[r]->forwardAsync(tokens, n, startPos, world == 1 ? out : slices[r].data(), allLogits));
   // Every future is waited for before anything returns: the ranks write into slices until then.
   std::vector<std::string> errors(world);
   for (size_t r = 0; r < world; ++r) {
@@ -43,7 +34,7 @@ std::string TpState::forward(const int32_t* tokens, int32_t n, int32_t startPos,
   }
   for (size_t r = 0; r < world; ++r)
     if (!errors[r].empty()) return errors[r];  // every rank checks the same arguments before any collective
-  for (size_t r = 0; r < world; ++r)
+  for (size_t r = 0; r < slices.size(); ++r)
     for (int64_t row = 0; row < rows; ++row)
       std::copy(slices[r].begin() + row * vocabLocal, slices[r].begin() + (row + 1) * vocabLocal,
                 out + row * vocabSize + vocabStart[r]);
