@@ -39,10 +39,12 @@ interface Case { config: string; dtype: Dtype; engine: 'mma' | 'wgmma' | 'wgmma-
 // after the staged inputs' kernel then goes through the emulator's PDL check (test/gpu/kernels.cu: Staging).
 const PDL_ALL = { MC_CUDA_PDL: 'all', MC_CUDA_PDL_TRIGGER: 'last-rows' };
 const CASES: Case[] = [
-  // The tiny configs (head dims of 24 and 16, a window of 8, GROUP 2 and 4) each with tensor cores and
-  // in f32: bf16 for the dense one, f16 for the MoE; the other 16-bit type of each is in the medium
-  // cases below (both configs in both) and in emulated-logits.test.ts (tiny-dense f16, tiny-moe bf16).
-  ...([['tiny-dense', 'bf16'], ['tiny-dense', 'f32'], ['tiny-moe', 'f16'], ['tiny-moe', 'f32']] as const).map(([c, dtype]) => ({ config: c, dtype, engine: 'mma' as const, tokens: [37, 150] as [number, number] })),
+  // The tiny configs (head dims of 24 and 16, a window of 8, GROUP 2 and 4) with tensor cores: bf16 for
+  // the dense one, f16 for the MoE; the other 16-bit type of each is in the medium cases below (both
+  // configs in both) and in emulated-logits.test.ts (tiny-dense f16, tiny-moe bf16). In f32 the dense
+  // one (head dim 24, the window); the MoE kernels in f32 are checked here at medium-moe's shapes, and
+  // tiny-moe's whole f32 library in emulated-tp.test.ts (TP 2, logits against float64).
+  ...([['tiny-dense', 'bf16'], ['tiny-dense', 'f32'], ['tiny-moe', 'f16']] as const).map(([c, dtype]) => ({ config: c, dtype, engine: 'mma' as const, tokens: [37, 150] as [number, number] })),
   ...(['medium-dense', 'medium-moe'] as const).flatMap((c) => [
     { config: c, dtype: 'bf16' as const, engine: 'mma' as const, tokens: [37, 150] as [number, number], env: c === 'medium-moe' ? PDL_ALL : undefined },
     // The engine is what differs from the case above (and medium-moe's PDL_ALL, whose default

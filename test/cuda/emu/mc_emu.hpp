@@ -98,7 +98,10 @@ struct Copy {
 };
 
 struct Fiber {
-  ucontext_t ctx;
+#if !defined(__x86_64__)
+  ucontext_t ctx;  // swapcontext's; on x86-64 (switch_stack) only `sp`: a ucontext is ~1 KB, and the
+                   // scheduler reads every fiber's `wait` each round, which then missed the cache
+#endif
   void* sp = nullptr;  // the saved stack pointer (x86-64 switch)
   uint3 tid;
   int linear = 0;
