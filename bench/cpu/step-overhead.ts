@@ -3,8 +3,8 @@
  * of one small model through each layer of the runtime, in one process, arms alternating. µs a step,
  * median over the rounds:
  *   - forwardSync: the addon's ModelInstance on the JS thread (what the GPU decode benchmark times);
- *   - instance.forward: the same through the addon's worker (a libuv thread, then the model's own);
- *   - group.forward: a one-rank TpGroup (what loadModel's model holds), also through the worker;
+ *   - instance.forward: the same as a promise (the model's own thread, which settles it);
+ *   - group.forward: a one-rank TpGroup (what loadModel's model holds), also a promise;
  *   - model.forward: loadModel's model, one token a call (its queue, checks, KV bookkeeping);
  *   - model.generate: greedy tokens from loadModel's generate() (the above plus the row's scan and
  *     the async generator).
@@ -70,7 +70,7 @@ let tokens: AsyncGenerator<number, void, void> | undefined;
 const arms: Arm[] = [
   { name: 'forwardSync (addon, JS thread)', start: async () => void syncInstance.forwardSync(prompt, 0, false),
     step: async (i) => void syncInstance.forwardSync(Int32Array.of(next(i)), PROMPT + i, false) },
-  { name: 'instance.forward (addon, worker)', start: async () => void await asyncInstance.forward(prompt, 0, false),
+  { name: 'instance.forward (addon, promise)', start: async () => void await asyncInstance.forward(prompt, 0, false),
     step: async (i) => void await asyncInstance.forward(Int32Array.of(next(i)), PROMPT + i, false) },
   { name: 'group.forward (one-rank TpGroup)', start: async () => void await group.forward(prompt, 0, false),
     step: async (i) => void await group.forward(Int32Array.of(next(i)), PROMPT + i, false) },

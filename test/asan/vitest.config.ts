@@ -10,7 +10,8 @@ export default defineConfig({
     // The sharded checkpoints too: ModelInstance over several mappings, each weight in its own.
     // The KV snapshots too: their workers copy into and out of JS buffers, one thread a rank.
     // And the native scan of each generated token's logits (its 8-wide loads stop at the row's end).
-    include: ['test/runtime/addon.test.ts', 'test/runtime/sampling.test.ts', 'test/e2e/bad-input.test.ts', 'test/e2e/sharded-checkpoint.test.ts', 'test/e2e/sequences.test.ts', 'test/fuzz/mapped-file.test.ts', 'test/asan/**/*.asan-test.ts'],
+    // And worker threads terminated mid-forward (the model's thread still writing their logits).
+    include: ['test/runtime/addon.test.ts', 'test/runtime/worker-threads.test.ts', 'test/runtime/sampling.test.ts', 'test/e2e/bad-input.test.ts', 'test/e2e/sharded-checkpoint.test.ts', 'test/e2e/sequences.test.ts', 'test/fuzz/mapped-file.test.ts', 'test/asan/**/*.asan-test.ts'],
     testTimeout: 120_000,
     hookTimeout: 240_000,
   },

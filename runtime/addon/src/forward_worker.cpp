@@ -10,7 +10,7 @@ namespace {
 constexpr uint64_t kMaxOutputBytes = uint64_t{1} << 32;
 }  // namespace
 
-ForwardArgs parseForwardArgs(const Napi::CallbackInfo& info, const Library& library, int64_t rowLength) {
+ForwardArgs parseForwardArgs(const Napi::CallbackInfo& info, const Library& library, int64_t rowLength, bool native) {
   Napi::Env env = info.Env();
   if (!info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
     throw Napi::TypeError::New(env, "forward: tokens must be an Int32Array");
@@ -30,9 +30,14 @@ ForwardArgs parseForwardArgs(const Napi::CallbackInfo& info, const Library& libr
     throw Napi::RangeError::New(env, "forward: logits of " + std::to_string(rows) + " tokens × " +
                                          std::to_string(rowLength) +
                                          " exceed Node's 4 GiB ArrayBuffer limit; pass fewer tokens");
-  Napi::Float32Array logits = Napi::Float32Array::New(env, count);
   // NaN, so that a logit the library forgot to write cannot pass for a real 0.
-  std::fill(logits.Data(), logits.Data() + count, std::numeric_limits<float>::quiet_NaN());
-  return ForwardArgs{std::vector<int32_t>(tokens.Data(), tokens.Data() + n), static_cast<int32_t>(startPos), allLogits,
-                     logits};
+  constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
+  ForwardArgs args{std::vector<int32_t>(tokens.Data(), tokens.Data() + n), static_cast<int32_t>(startPos), allLogits, {}, nullptr};
+  if (native) {
+    args.native = std::make_unique<std::vector<float>>(count, kNaN);
+  } else {
+    args.logits = Napi::Float32Array::New(env, count);
+    std::fill(args.logits.Data(), args.logits.Data() + count, kNaN);
+  }
+  return args;
 }

@@ -1,7 +1,9 @@
 #pragma once
 #include <napi.h>
 
+#include <condition_variable>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -12,20 +14,27 @@ struct ForwardArgs {
   std::vector<int32_t> tokens;  // copied: JS may reuse its Int32Array while we run
   int32_t startPos;
   bool allLogits;
-  Napi::Float32Array logits;  // [n_tokens, vocab_local] or [vocab_local], NaN-filled
+  // The output, [n_tokens, vocab_local] or [vocab_local], NaN-filled: a Float32Array, or (native)
+  // memory of our own that becomes one when the forward settles.
+  Napi::Float32Array logits;
+  std::unique_ptr<std::vector<float>> native;
+
+  float* data() { return native ? native->data() : logits.Data(); }
 };
 
 /**
  * Checks forward(tokens: Int32Array, startPos, allLogits)'s arguments against `library` and
- * allocates the NaN-filled output of rows × rowLength floats (rows = tokens, or 1). Throws a
- * Napi::Error naming the argument.
+ * allocates the NaN-filled output of rows × rowLength floats (rows = tokens, or 1): a Float32Array,
+ * or with `native` memory of our own (ForwardCall). Throws a Napi::Error naming the argument.
  */
-ForwardArgs parseForwardArgs(const Napi::CallbackInfo& info, const Library& library, int64_t rowLength);
+ForwardArgs parseForwardArgs(const Napi::CallbackInfo& info, const Library& library, int64_t rowLength, bool native = false);
 
 /**
- * Runs one forward on a libuv worker thread and settles the promise back on the JS thread.
- * Runner (ModelHandle, TpState): forward(tokens, n, startPos, logits, allLogits) → "" or a message.
- * Owner (ModelInstance, TpGroup): forwardFinished() clears its busy flag, on the JS thread.
+ * Runs one forward on a libuv worker thread and settles the promise back on the JS thread: for a
+ * runner that blocks (DistState: its ranks talk over sockets); ModelHandle and TpState run on
+ * their own threads (ForwardCall).
+ * Runner: forward(tokens, n, startPos, logits, allLogits) → "" or a message.
+ * Owner (DistGroup): forwardFinished() clears its busy flag, on the JS thread.
  */
 template <typename Owner, typename Runner>
 class ForwardWorker : public Napi::AsyncWorker {
@@ -76,26 +85,134 @@ class ForwardWorker : public Napi::AsyncWorker {
   Napi::Promise::Deferred deferred_;
 };
 
+/** Between a forward's model thread and its thread-safe function's finalizer (queueForwardOnThreads). */
+struct SettleLine {
+  std::mutex mutex;
+  std::condition_variable changed;
+  bool open = true;             // the thread-safe function exists (its finalizer has not run)
+  bool finished = false;        // the model's thread is done with the call
+  void* undelivered = nullptr;  // the call, where it could not be queued: the finalizer frees it
+};
+
 /**
- * The JS forward(tokens, startPos, allLogits) of Owner, shaped like an async function: every failure,
- * even a bad argument, is a rejection, never a throw. Refuses a closed owner (null runner) and a busy
- * one (one forward at a time), then prepare(runner) checks what else it must and parses the
- * arguments (parseForwardArgs); the forward runs in a ForwardWorker, and busy is set until it settles.
+ * One forward of a Runner that runs on its own threads (ModelHandle, TpState: forwardThen), settled
+ * on the JS thread through a thread-safe function. Two thread wake-ups a call: the model's thread,
+ * then the JS thread. A ForwardWorker takes four (a libuv worker, the model's thread, the worker
+ * again, the JS thread): bench/RESULTS.md, "What the runtime adds to a decode step".
+ * Made and settled on the JS thread; the model's threads only write `logits`, fill `error` and call.
+ *
+ * The output is memory of our own, handed to JS as an external ArrayBuffer when the call settles:
+ * a worker thread that ends (worker.terminate()) frees its isolate's ArrayBuffers at once, while the
+ * model may still be writing its logits.
  */
-template <typename Owner, typename Runner, typename Prepare>
-Napi::Value queueForward(const Napi::CallbackInfo& info, Owner* owner, std::shared_ptr<Runner> runner, bool& busy,
-                         Prepare prepare) {
-  Napi::Env env = info.Env();
+template <typename Owner, typename Runner>
+struct ForwardCall {
+  Owner* owner;
+  Napi::ObjectReference ownerRef;   // keeps owner alive (and its busy flag valid) until we settle
+  std::shared_ptr<Runner> runner;   // defers mc_destroy past this forward if close() comes now
+  std::vector<int32_t> tokens;
+  std::unique_ptr<std::vector<float>> logits;
+  Napi::Promise::Deferred deferred;
+  std::string error;
+
+  /** Frees a call that will not settle (its environment is ending), on the JS thread, touching no JS. */
+  static void discard(ForwardCall* call) {
+    call->ownerRef.SuppressDestruct();
+    delete call;
+  }
+
+  static void settle(Napi::Env env, Napi::Function, void*, ForwardCall* call) {
+    if (env == nullptr) return discard(call);  // queued when the environment ended
+    std::unique_ptr<ForwardCall> owned(call);
+    owned->owner->forwardFinished();
+    if (!owned->error.empty()) {
+      owned->deferred.Reject(Napi::Error::New(env, owned->error).Value());
+      return;
+    }
+    std::vector<float>* rows = owned->logits.get();
+    Napi::ArrayBuffer buffer = Napi::ArrayBuffer::New(env, rows->data(), rows->size() * sizeof(float),
+                                                      [](Napi::Env, void*, std::vector<float>* data) { delete data; }, rows);
+    owned->logits.release();  // the ArrayBuffer's finalizer deletes it now
+    owned->deferred.Resolve(Napi::Float32Array::New(env, rows->size(), buffer, 0));
+  }
+  using Settler = Napi::TypedThreadSafeFunction<void, ForwardCall, &ForwardCall::settle>;
+};
+
+/**
+ * The shape of an async function for a forward: refuses a closed and a busy owner, then `start`
+ * (deferred) checks what else it must and queues the forward; every Napi::Error is a rejection,
+ * never a throw.
+ */
+template <typename Start>
+Napi::Value forwardPromise(Napi::Env env, bool closed, bool busy, Start start) {
   Napi::Promise::Deferred deferred = Napi::Promise::Deferred::New(env);
   try {
-    if (!runner) throw Napi::Error::New(env, "model is closed");
+    if (closed) throw Napi::Error::New(env, "model is closed");
     if (busy) throw Napi::Error::New(env, "model is busy: await the previous call");
-    ForwardArgs args = prepare(*runner);
-    auto* worker = new ForwardWorker<Owner, Runner>(env, owner, owner->Value(), std::move(runner), std::move(args), deferred);
-    worker->Queue();
-    busy = true;
+    start(deferred);
   } catch (const Napi::Error& e) {
     deferred.Reject(e.Value());
   }
   return deferred.Promise();
+}
+
+/**
+ * The JS forward(tokens, startPos, allLogits) of Owner (forwardPromise: one at a time, every failure
+ * a rejection): prepare(runner) checks what else it must and parses the arguments (parseForwardArgs,
+ * its output native); the runner's forwardThen runs the forward on the model's threads
+ * (ForwardCall), and busy is set until it settles.
+ */
+template <typename Owner, typename Runner, typename Prepare>
+Napi::Value queueForwardOnThreads(const Napi::CallbackInfo& info, Owner* owner, std::shared_ptr<Runner> runner, bool& busy,
+                                  Prepare prepare) {
+  using Call = ForwardCall<Owner, Runner>;
+  Napi::Env env = info.Env();
+  return forwardPromise(env, !runner, busy, [&](Napi::Promise::Deferred deferred) {
+    ForwardArgs args = prepare(*runner);
+    float* logits = args.data();
+    auto call = std::unique_ptr<Call>(new Call{owner, Napi::Persistent(owner->Value()), runner, std::move(args.tokens),
+                                               std::move(args.native), deferred, {}});
+    // One thread-safe function per call, released by the model's thread once it has queued the
+    // settlement: while it exists the event loop stays alive, as it does for a queued AsyncWorker.
+    // Node deletes it when its environment ends (a worker thread terminated) even while a thread
+    // still holds it; its finalizer, on the JS thread, then closes the line and waits for the
+    // forward to end: nothing calls it afterwards, and the model is let go before Node unloads
+    // this addon (a worker's addons go with it).
+    auto line = std::make_shared<SettleLine>();
+    typename Call::Settler settler = Call::Settler::New(
+        env, "mistral-compile:forward", 0, 1, static_cast<void*>(nullptr),
+        [](Napi::Env, std::shared_ptr<SettleLine>* held, void*) {
+          std::unique_ptr<std::shared_ptr<SettleLine>> owned(held);
+          SettleLine& l = **owned;
+          std::unique_lock<std::mutex> lock(l.mutex);
+          l.open = false;
+          l.changed.wait(lock, [&] { return l.finished; });
+          if (l.undelivered != nullptr) Call::discard(static_cast<Call*>(l.undelivered));
+        },
+        new std::shared_ptr<SettleLine>(line));
+    Call* raw = call.release();
+    busy = true;
+    runner->forwardThen(raw->tokens.data(), static_cast<int32_t>(raw->tokens.size()), args.startPos, logits, args.allLogits,
+                        [raw, settler, line](std::string error) mutable {
+                          raw->error = std::move(error);
+                          std::lock_guard<std::mutex> lock(line->mutex);
+                          // Closed or closing: the environment is ending; the finalizer frees the call.
+                          if (!line->open || settler.NonBlockingCall(raw) != napi_ok) line->undelivered = raw;
+                          if (line->open) settler.Release();
+                          line->finished = true;
+                          line->changed.notify_all();
+                        });
+  });
+}
+
+/** queueForwardOnThreads for a runner that blocks, through a ForwardWorker (its output a Float32Array). */
+template <typename Owner, typename Runner, typename Prepare>
+Napi::Value queueForward(const Napi::CallbackInfo& info, Owner* owner, std::shared_ptr<Runner> runner, bool& busy,
+                         Prepare prepare) {
+  return forwardPromise(info.Env(), !runner, busy, [&](Napi::Promise::Deferred deferred) {
+    ForwardArgs args = prepare(*runner);
+    auto* worker = new ForwardWorker<Owner, Runner>(info.Env(), owner, owner->Value(), std::move(runner), std::move(args), deferred);
+    worker->Queue();
+    busy = true;
+  });
 }

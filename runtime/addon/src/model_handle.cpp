@@ -29,6 +29,21 @@ std::future<std::string> ModelHandle::forwardAsync(const int32_t* tokens, int32_
   return thread_.submit([=] { return forwardHere(tokens, nTokens, startPos, logits, allLogits); });
 }
 
+void ModelHandle::forwardThen(const int32_t* tokens, int32_t nTokens, int32_t startPos, float* logits, bool allLogits,
+                              std::function<void(std::string)> done) {
+  thread_.post([=, this, done = std::move(done)] {
+    std::string error;
+    try {
+      error = forwardHere(tokens, nTokens, startPos, logits, allLogits);
+    } catch (const std::exception& e) {  // a C++ library that lets an exception cross the C ABI
+      error = std::string("mc_forward threw: ") + e.what();
+    } catch (...) {
+      error = "mc_forward threw a non-standard exception";
+    }
+    done(std::move(error));
+  });
+}
+
 std::string ModelHandle::forwardHere(const int32_t* tokens, int32_t nTokens, int32_t startPos, float* logits,
                                      bool allLogits) {
   // The weights are the mapped checkpoint: refuse a file changed since it was mapped, and report

@@ -1,5 +1,6 @@
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <future>
 #include <memory>
 #include <string>
@@ -46,6 +47,15 @@ class ModelHandle {
    * The library must have them (Library::kvBytes). `data` must stay valid until it is ready.
    */
   std::future<std::string> copyKvAsync(bool save, int32_t nPositions, void* data, int64_t bytes);
+
+  /**
+   * forwardAsync with a completion callback instead of a future: `done` gets "" or the message, on
+   * the model's thread, once mc_forward has returned; it must not let go of the last reference to
+   * this handle (~SerialThread cannot join itself). No thread waits in between: a forward from JS
+   * wakes this thread, and `done` wakes the JS thread (forward_worker.hpp).
+   */
+  void forwardThen(const int32_t* tokens, int32_t nTokens, int32_t startPos, float* logits, bool allLogits,
+                   std::function<void(std::string)> done);
 
   /** forwardAsync, waited for. */
   std::string forward(const int32_t* tokens, int32_t nTokens, int32_t startPos, float* logits, bool allLogits) {

@@ -92,16 +92,16 @@ ModelInstance::ModelInstance(const Napi::CallbackInfo& info) : Napi::ObjectWrap<
   }
 }
 
-ForwardArgs ModelInstance::prepareForward(const Napi::CallbackInfo& info) {
+ForwardArgs ModelInstance::prepareForward(const Napi::CallbackInfo& info, bool native) {
   Napi::Env env = info.Env();
   if (!handle_) throw Napi::Error::New(env, "model is closed");
   if (busy_) throw Napi::Error::New(env, "model is busy: await the previous call");
   const Library& library = handle_->library();
-  return parseForwardArgs(info, library, library.vocabLocalValue);
+  return parseForwardArgs(info, library, library.vocabLocalValue, native);
 }
 
 Napi::Value ModelInstance::forward(const Napi::CallbackInfo& info) {
-  return queueForward(info, this, handle_, busy_, [&](ModelHandle&) { return prepareForward(info); });
+  return queueForwardOnThreads(info, this, handle_, busy_, [&](ModelHandle&) { return prepareForward(info, true); });
 }
 
 Napi::Value ModelInstance::forwardSync(const Napi::CallbackInfo& info) {

@@ -19,7 +19,7 @@ class ModelInstance : public Napi::ObjectWrap<ModelInstance> {
   /** Hands the model to a TpGroup: this instance is closed from then on (null if already closed or busy). */
   std::shared_ptr<ModelHandle> takeHandle() { return busy_ ? nullptr : std::move(handle_); }
 
-  /** Called by ForwardWorker on the JS thread when its forward has finished, either way. */
+  /** Called on the JS thread when its forward has finished, either way (ForwardCall::settle). */
   void forwardFinished() { busy_ = false; }
 
  private:
@@ -29,7 +29,7 @@ class ModelInstance : public Napi::ObjectWrap<ModelInstance> {
   Napi::Value closed(const Napi::CallbackInfo& info);
 
   /** Checks state and arguments (throws a Napi::Error) and allocates the output. */
-  ForwardArgs prepareForward(const Napi::CallbackInfo& info);
+  ForwardArgs prepareForward(const Napi::CallbackInfo& info, bool native = false);
 
   std::shared_ptr<ModelHandle> handle_;  // null once closed
   bool busy_ = false;

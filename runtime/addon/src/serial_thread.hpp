@@ -44,6 +44,18 @@ class SerialThread {
     return result;
   }
 
+  /**
+   * Queues `job` with no future: it reports its own result (a forward's completion callback). It
+   * must not throw; an exception out of it would end the process (std::terminate).
+   */
+  void post(std::function<void()> job) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      jobs_.emplace_back(std::move(job));
+    }
+    cv_.notify_one();
+  }
+
   /** Runs `job` on the thread and waits for it; called from the thread itself, runs it in place. */
   template <typename F>
   std::invoke_result_t<F> run(F job) {

@@ -2,7 +2,7 @@
 
 #include "forward_worker.hpp"
 
-#include <future>
+#include <atomic>
 #include <limits>
 #include <string>
 
@@ -10,35 +10,44 @@
 #include "js_args.hpp"
 #include "model_instance.hpp"
 
-std::string TpState::forward(const int32_t* tokens, int32_t n, int32_t startPos, float* out, bool allLogits) {
+void TpState::forwardThen(const int32_t* tokens, int32_t n, int32_t startPos, float* out, bool allLogits,
+                          std::function<void(std::string)> done) {
   const size_t world = ranks.size();
   const int64_t rows = allLogits ? n : 1;
-  // One rank's rows are the whole rows: it writes the caller's (NaN-filled) buffer itself, with no
-  // slice to allocate and copy after every decode step. Several ranks' slices start as NaN too: a
-  // logit a rank forgot to write must not pass for a real 0.
-  std::vector<std::vector<float>> slices(world == 1 ? 0 : world, std::vector<float>(static_cast<size_t>(rows * vocabLocal), std::numeric_limits<float>::quiet_NaN()));
-  // Each rank on its model's own thread (kept for the model's life: a new thread per call would
-  // also start a new OpenMP team per call).
-  std::vector<std::future<std::string>> running;
-  for (size_t r = 0; r < world; ++r) running.push_back(ranks[r]->forwardAsync(tokens, n, startPos, world == 1 ? out : slices[r].data(), allLogits));
-  // Every future is waited for before anything returns: the ranks write into slices until then.
-  std::vector<std::string> errors(world);
+  // What the ranks share until the last of them finishes. It owns no handle: it is let go on the
+  // ranks' threads, where the last reference to a ModelHandle must never be (model_handle.hpp).
+  struct Gather {
+    // One rank's rows are the whole rows: it writes the caller's (NaN-filled) buffer itself, with no
+    // slice to allocate and copy after every decode step. Several ranks' slices start as NaN too: a
+    // logit a rank forgot to write must not pass for a real 0.
+    std::vector<std::vector<float>> slices;
+    std::vector<std::string> errors;
+    std::atomic<size_t> left;
+    std::function<void(std::string)> done;
+  };
+  auto gather = std::make_shared<Gather>();
+  gather->slices.assign(world == 1 ? 0 : world, std::vector<float>(static_cast<size_t>(rows * vocabLocal), std::numeric_limits<float>::quiet_NaN()));
+  gather->errors.resize(world);
+  gather->left = world;
+  gather->done = std::move(done);
+  // The last rank to finish gathers the slices (this TpState lives until `done` has run: its caller
+  // holds it) and reports. Each rank runs on its model's own thread (kept for the model's life: a new
+  // thread per call would also start a new OpenMP team per call).
   for (size_t r = 0; r < world; ++r) {
-    try {
-      errors[r] = running[r].get();
-    } catch (const std::exception& e) {  // a library that let an exception out
-      errors[r] = std::string("mc_forward threw: ") + e.what();
-    } catch (...) {
-      errors[r] = "mc_forward threw a non-standard exception";
-    }
+    ranks[r]->forwardThen(tokens, n, startPos, world == 1 ? out : gather->slices[r].data(), allLogits,
+                          [this, gather, r, rows, out](std::string error) {
+                            gather->errors[r] = std::move(error);
+                            if (--gather->left != 0) return;
+                            // every rank checks the same arguments before any collective: the first message is the one
+                            for (const std::string& e : gather->errors)
+                              if (!e.empty()) return gather->done(e);
+                            for (size_t q = 0; q < gather->slices.size(); ++q)
+                              for (int64_t row = 0; row < rows; ++row)
+                                std::copy(gather->slices[q].begin() + row * vocabLocal, gather->slices[q].begin() + (row + 1) * vocabLocal,
+                                          out + row * vocabSize + vocabStart[q]);
+                            gather->done("");
+                          });
   }
-  for (size_t r = 0; r < world; ++r)
-    if (!errors[r].empty()) return errors[r];  // every rank checks the same arguments before any collective
-  for (size_t r = 0; r < slices.size(); ++r)
-    for (int64_t row = 0; row < rows; ++row)
-      std::copy(slices[r].begin() + row * vocabLocal, slices[r].begin() + (row + 1) * vocabLocal,
-                out + row * vocabSize + vocabStart[r]);
-  return "";
 }
 
 Napi::Function TpGroup::define(Napi::Env env) {
@@ -102,8 +111,8 @@ TpGroup::TpGroup(const Napi::CallbackInfo& info) : Napi::ObjectWrap<TpGroup>(inf
 }
 
 Napi::Value TpGroup::forward(const Napi::CallbackInfo& info) {
-  return queueForward(info, this, state_, busy_,
-                      [&](TpState& state) { return parseForwardArgs(info, state.ranks[0]->library(), state.vocabSize); });
+  return queueForwardOnThreads(info, this, state_, busy_,
+                      [&](TpState& state) { return parseForwardArgs(info, state.ranks[0]->library(), state.vocabSize, true); });
 }
 
 void TpGroup::close(const Napi::CallbackInfo&) { state_.reset(); }

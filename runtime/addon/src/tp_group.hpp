@@ -1,7 +1,9 @@
 #pragma once
 #include <napi.h>
 
+#include <functional>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "communicator.hpp"
@@ -16,8 +18,13 @@ struct TpState {
   int32_t vocabSize;
   std::unique_ptr<Communicator> communicator;
 
-  /** Runs every rank on its own thread, then gathers [rows, vocab_local] slices into [rows, vocab]. */
-  std::string forward(const int32_t* tokens, int32_t n, int32_t startPos, float* out, bool allLogits);
+  /**
+   * Runs every rank on its own thread, gathers [rows, vocab_local] slices into [rows, vocab], then
+   * calls `done` with "" or the first rank's message, on the thread of the rank that finished last.
+   * The pointers and this TpState must stay valid until then (ModelHandle::forwardThen).
+   */
+  void forwardThen(const int32_t* tokens, int32_t n, int32_t startPos, float* out, bool allLogits,
+                   std::function<void(std::string)> done);
   /** KV snapshots of every rank (kv_snapshot.hpp). */
   int64_t kvBytes(int32_t nPositions) const { return kvSnapshotBytes(ranks, nPositions); }
   std::string copyKv(bool save, int32_t nPositions, uint8_t* data) { return copyKvSnapshot(ranks, save, nPositions, data); }
@@ -34,7 +41,7 @@ class TpGroup : public Napi::ObjectWrap<TpGroup> {
   static Napi::Function define(Napi::Env env);
   explicit TpGroup(const Napi::CallbackInfo& info);
 
-  /** Called by its ForwardWorker on the JS thread when a forward has finished, either way. */
+  /** Called on the JS thread when a forward has finished, either way (ForwardCall::settle). */
   void forwardFinished() { busy_ = false; }
 
  private:
