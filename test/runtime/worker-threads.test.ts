@@ -8,19 +8,27 @@
  * Each case runs in a child process of its own (a crash must fail the test, not end vitest's
  * worker): it starts workers that each load the fake model whose forward sleeps 100 ms, start a
  * forward and are terminated while it runs; then a model on the child's main thread still gives
- * the fake model's logits.
+ * the fake model's logits. A third case terminates workers that run a compiled model's forwards
+ * and KV snapshot copies in a loop, at whichever moment.
  */
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { buildPlanLibrary } from '../../compiler/build/build.js';
+import { loadModelConfig } from '../../compiler/config/load.js';
+import { buildPlan } from '../../compiler/plan/build-plan.js';
+import { rankWeightViews } from '../../runtime/checkpoint.js';
+import { readCheckpoint } from '../../runtime/checkpoint-files.js';
 import { nativeAddonPath } from '../../runtime/native-loader.js';
+import { writeModelDir } from '../e2e/helpers.js';
 import { buildFakeModel, type FakeCheckpoint, referenceLogits, VOCAB, writeFakeCheckpoint } from './fake-model.js';
 
 let dir: string;
 let checkpoint: FakeCheckpoint;
 let slowLibrary: string;
+let compiled: Record<string, unknown>;
 
 // The worker: loads the model, starts a forward (100 ms in the library) and says so; the parent then
 // terminates it mid-forward. kind "TpGroup": through a one-rank TpGroup (what loadModel's model holds).
@@ -31,7 +39,17 @@ const addon = createRequire(import.meta.url)(workerData.addon);
 const file = new addon.MappedFile(workerData.checkpoint);
 const model = new addon.ModelInstance(new addon.CompiledLibrary(workerData.library), file, workerData.weights, 0);
 file.close();
-const target = workerData.kind === 'TpGroup' ? new addon.TpGroup([model], workerData.vocab, 0) : model;
+const target = workerData.kind === 'ModelInstance' ? model : new addon.TpGroup([model], workerData.vocab, 0);
+if (workerData.kind === 'kv') {
+  // A compiled model's forwards and KV snapshots in a loop, said once one round has passed (the
+  // rejections of a round would end the worker with an error); terminated at whichever is running.
+  for (let round = 0; ; round++) {
+    const logits = await target.forward(Int32Array.of(1, 2, 3, 4), 0, false);
+    if (!logits.every(Number.isFinite)) throw new Error('logits not finite');
+    await target.loadKv(await target.saveKv(4), 4);
+    if (round === 0) parentPort.postMessage('in flight');
+  }
+}
 target.forward(Int32Array.of(1, 2, 3), 0, true).catch(() => {});
 parentPort.postMessage('in flight');
 `;
@@ -43,7 +61,7 @@ import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
 const data = JSON.parse(process.argv[2]);
 for (let i = 0; i < data.rounds; i++) {
-  const worker = new Worker(new URL('./worker.mjs', import.meta.url), { workerData: data });
+  const worker = new Worker(new URL('./worker.mjs', import.meta.url), { workerData: data.worker ?? data });
   await new Promise((resolve, reject) => { worker.once('message', resolve); worker.once('error', reject); });
   await new Promise((resolve) => setTimeout(resolve, i % 5));
   await worker.terminate();
@@ -61,6 +79,12 @@ beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'mc-worker-threads-'));
   checkpoint = writeFakeCheckpoint(dir);
   slowLibrary = await buildFakeModel(dir, ['FAKE_FORWARD_SLEEP_MS=100']);
+  // A compiled tiny model (the fake one has no KV snapshots): its library, file and weight views.
+  const model = await writeModelDir(dir, 'tiny-dense', { shipped: 'tiny-dense' }, { seed: 3, dtype: 'bf16' });
+  const plan = buildPlan(loadModelConfig(model.dir), { target: 'cpu', dtype: 'bf16', tp: 1, maxTokens: 4 });
+  const built = await buildPlanLibrary(plan, { cacheDir: join(dir, 'cache') });
+  compiled = { addon: nativeAddonPath(), library: built.library, checkpoint: model.safetensorsPath,
+    weights: rankWeightViews(await readCheckpoint(model.dir), plan, 0), kind: 'kv', vocab: model.config.vocab_size };
   writeFileSync(join(dir, 'worker.mjs'), WORKER);
   writeFileSync(join(dir, 'main.mjs'), MAIN);
 });
@@ -77,5 +101,12 @@ describe('worker threads terminated while a forward runs', () => {
     const result = JSON.parse(run.stdout.trim().split('\n').at(-1)!) as { terminated: number; logits: number[] };
     expect(result.terminated).toBe(10);
     expect(result.logits).toEqual(referenceLogits([], [1, 2, 3]).flat());
+  }, 120_000);
+
+  it('a compiled model\'s forwards and KV snapshots (saveKv, loadKv) in a loop: the process goes on', async () => {
+    const data = { addon: nativeAddonPath(), library: slowLibrary, checkpoint: checkpoint.path, weights: checkpoint.weights, rounds: 20, worker: compiled };
+    const run = await execa(process.execPath, [join(dir, 'main.mjs'), JSON.stringify(data)], { reject: false, all: true, timeout: 60_000 });
+    expect(run.exitCode, String(run.all)).toBe(0);
+    expect((JSON.parse(run.stdout.trim().split('\n').at(-1)!) as { terminated: number }).terminated).toBe(20);
   }, 120_000);
 });
