@@ -39,7 +39,7 @@ import { execa } from 'execa';
 import type { Plan } from '../../compiler/plan/types.js';
 import type { NativeModelInstance } from '../../runtime/native.js';
 import { cpuLogitsPlan, decodePlan, KERNEL_CASES, LOGITS_CASES, PREFILL_TOKENS, selectDecodeCases, type DecodeCase } from './cases.js';
-import { benchDecode, openSynthetic, writeSyntheticWeights, type DecodeResult } from './decode.js';
+import { benchDecode, benchDecodePromise, openSynthetic, writeSyntheticWeights, type DecodeResult } from './decode.js';
 import { benchVariant, breakdownTable, breakdownVariants, diagSkipValue, type BreakdownResult } from './breakdown.js';
 import { boundariesTable, buildBoundaries, prebuiltBoundaries, runBoundaries, type BoundariesResult } from './boundaries.js';
 import { gpuInfo, memoryMiB } from './device.js';
@@ -221,7 +221,7 @@ if (sections.has('prefill')) {
  * Loads case c's benchmark model (views of the synthetic pool, copied to the device) and hands it to
  * `run`, closing it after; a failure is logged as "FAIL <what> <label>" and the check goes on.
  */
-async function onSyntheticModel(c: DecodeCase, what: string, run: (plan: Plan, model: NativeModelInstance) => void): Promise<void> {
+async function onSyntheticModel(c: DecodeCase, what: string, run: (plan: Plan, model: NativeModelInstance) => void | Promise<void>): Promise<void> {
   const pool = join(work, 'synthetic-bf16.bin');
   writeSyntheticWeights(pool);
   let model: NativeModelInstance | undefined;
@@ -229,7 +229,7 @@ async function onSyntheticModel(c: DecodeCase, what: string, run: (plan: Plan, m
     const plan = decodePlan(c);
     const { library } = await libraryFor(plan, { cacheDir, archs: device.archs, prebuilt });
     model = openSynthetic(plan, library, pool);
-    run(plan, model);
+    await run(plan, model);
   } catch (err) {
     log(`FAIL ${what} ${c.label}: ${(err as Error).message}`);
   } finally {
@@ -242,11 +242,14 @@ const decodeLine = (r: DecodeResult) =>
 if (sections.has('decode') || sections.has('prefill')) {
   // One load serves both timings: each copies 14-71 GB of weights to the device.
   for (const c of decodeCases) {
-    await onSyntheticModel(c, 'decode/prefill', (plan, model) => {
+    await onSyntheticModel(c, 'decode/prefill', async (plan, model) => {
       if (sections.has('decode')) {
         const r = benchDecode(c, plan, model);
         decode.push(r);
         log(`decode ${c.label}: ${decodeLine(r)}; ${(r.weightBytesPerToken / 1e9).toFixed(2)} GB of weights per token), prefill ${c.prompt} tokens ${r.prefillMs.toFixed(1)} ms`);
+        // What the runtime's promise adds to a token (generate() awaits one a step).
+        const p = await benchDecodePromise(c, plan, model);
+        log(`decode ${c.label} through forward() (a promise): ${p.promiseMsPerToken.toFixed(3)} ms/token against forwardSync's ${p.syncMsPerToken.toFixed(3)} alternating: ${p.extraUsPerToken >= 0 ? '+' : ''}${p.extraUsPerToken.toFixed(1)} µs a token`);
       }
       if (sections.has('prefill')) {
         for (const tokens of PREFILL_TOKENS) {

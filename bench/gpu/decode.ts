@@ -114,6 +114,36 @@ export interface DecodeResult {
 /** Timed repetitions of the decode run; the median is reported (one run alone spread ~2%, bench/RESULTS.md run 4). */
 export const DECODE_REPEATS = 5;
 
+/**
+ * Decode steps through forward() (a promise the model's own thread settles: what loadModel's
+ * generate() awaits) against forwardSync (what benchDecode times), on the same model: the
+ * sequence restarted, its prompt prefilled, 8 warm-up steps, then repetitions of `c.decode` steps
+ * alternating forwardSync, forward(), forwardSync, forward() (4 ≤ DECODE_REPEATS: the positions
+ * fit the config's context). ms a token of each, the mean of its two repetitions; their difference
+ * is what the promise costs a token on this machine.
+ */
+export const PROMISE_PAIRS = 2;
+export interface PromiseDecodeResult { label: string; syncMsPerToken: number; promiseMsPerToken: number; extraUsPerToken: number }
+export async function benchDecodePromise(c: DecodeCase, plan: Plan, model: NativeModelInstance): Promise<PromiseDecodeResult> {
+  const tokens = randomTokens(mulberry32(11), c.prompt + 8 + c.decode * 2 * PROMISE_PAIRS, plan.model.vocab_size);
+  const chunk = plan.options.maxTokens;
+  for (let at = 0; at < c.prompt; at += chunk) model.forwardSync(Int32Array.from(tokens.slice(at, Math.min(c.prompt, at + chunk))), at, false);
+  let pos = c.prompt;
+  for (let i = 0; i < 8; i++, pos++) model.forwardSync(Int32Array.of(tokens[pos]!), pos, false);
+  const sync: number[] = [], promise: number[] = [];
+  for (let r = 0; r < PROMISE_PAIRS; r++) {
+    let started = performance.now();
+    for (let i = 0; i < c.decode; i++, pos++) model.forwardSync(Int32Array.of(tokens[pos]!), pos, false);
+    sync.push((performance.now() - started) / c.decode);
+    started = performance.now();
+    for (let i = 0; i < c.decode; i++, pos++) await model.forward(Int32Array.of(tokens[pos]!), pos, false);
+    promise.push((performance.now() - started) / c.decode);
+  }
+  const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+  const syncMsPerToken = mean(sync), promiseMsPerToken = mean(promise);
+  return { label: c.label, syncMsPerToken, promiseMsPerToken, extraUsPerToken: 1000 * (promiseMsPerToken - syncMsPerToken) };
+}
+
 /** A random 256-byte-aligned offset of the pool where `bytes` fit: each benchmark weight its own. */
 const randomPoolOffset = (_index: number, bytes: number): number => randomInt(0, Math.floor((SYNTHETIC_BYTES - bytes) / 256) + 1) * 256;
 

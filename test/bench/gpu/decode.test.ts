@@ -2,7 +2,8 @@
  * The decode and prefill benchmarks' mechanics without a GPU (bench/gpu/decode.ts and prefill.ts,
  * on the CPU backend, which speaks the same ABI): a prompt longer than the plan's maxTokens is
  * prefilled in chunks, the timed steps run, the KV bytes per token are those of the timed
- * positions, and the prefill timing then restarts the sequence. The long-context cases
+ * positions, and the prefill timing then restarts the sequence; forward() is timed against
+ * forwardSync on a restarted sequence. The long-context cases
  * (check.ts `long`) depend on this; a GPU lease should not be the first place it runs.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -10,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { decodeConfig, type DecodeCase } from '../../../bench/gpu/cases.js';
-import { benchDecode, DECODE_REPEATS, kvBytesPerToken, openSynthetic, writeSyntheticWeights } from '../../../bench/gpu/decode.js';
+import { benchDecode, benchDecodePromise, DECODE_REPEATS, PROMISE_PAIRS, kvBytesPerToken, openSynthetic, writeSyntheticWeights } from '../../../bench/gpu/decode.js';
 import { libraryFor } from '../../../bench/gpu/libraries.js';
 import { benchPrefill, PREFILL_REPEATS } from '../../../bench/gpu/prefill.js';
 import { buildPlan } from '../../../compiler/plan/build-plan.js';
@@ -39,6 +40,13 @@ describe('the decode benchmark', () => {
       expect(p.msRuns).toHaveLength(PREFILL_REPEATS);
       expect(p.tflops).toBeGreaterThan(0);
       expect(() => benchPrefill(c, plan, model, 9)).toThrow(/needs maxTokens >= 9/);
+      // forward() against forwardSync, alternating, on the restarted sequence: its positions fit
+      // the config's context (decodeConfig's room for DECODE_REPEATS repetitions).
+      expect(2 * PROMISE_PAIRS).toBeLessThanOrEqual(DECODE_REPEATS);
+      const q = await benchDecodePromise(c, plan, model);
+      expect(q.syncMsPerToken).toBeGreaterThan(0);
+      expect(q.promiseMsPerToken).toBeGreaterThan(0);
+      expect(q.extraUsPerToken).toBeCloseTo(1000 * (q.promiseMsPerToken - q.syncMsPerToken), 6);
     } finally {
       model.close();
     }
