@@ -112,7 +112,7 @@ TpGroup::TpGroup(const Napi::CallbackInfo& info) : Napi::ObjectWrap<TpGroup>(inf
 
 Napi::Value TpGroup::forward(const Napi::CallbackInfo& info) {
   return queueForwardOnThreads(info, this, state_, busy_,
-                      [&](TpState& state) { return parseForwardArgs(info, state.ranks[0]->library(), state.vocabSize, true); });
+                               [&](TpState& state) { return parseForwardArgs(info, state.ranks[0]->library(), state.vocabSize, true); });
 }
 
 void TpGroup::close(const Napi::CallbackInfo&) { state_.reset(); }
