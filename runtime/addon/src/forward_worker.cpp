@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <limits>
+#include <new>
 
 #include "js_args.hpp"
 
@@ -34,7 +35,12 @@ ForwardArgs parseForwardArgs(const Napi::CallbackInfo& info, const Library& libr
   constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
   ForwardArgs args{std::vector<int32_t>(tokens.Data(), tokens.Data() + n), static_cast<int32_t>(startPos), allLogits, {}, nullptr};
   if (native) {
-    args.native = std::make_unique<std::vector<float>>(count, kNaN);
+    try {
+      args.native = std::make_unique<std::vector<float>>(count, kNaN);
+    } catch (const std::bad_alloc&) {  // a rejection, as V8's own allocation failure is
+      throw Napi::RangeError::New(env, "forward: out of memory for the logits of " + std::to_string(rows) + " tokens × " +
+                                           std::to_string(rowLength) + " floats; pass fewer tokens or allLogits false");
+    }
   } else {
     args.logits = Napi::Float32Array::New(env, count);
     std::fill(args.logits.Data(), args.logits.Data() + count, kNaN);
