@@ -117,7 +117,7 @@ export const DECODE_REPEATS = 5;
 /**
  * Decode steps through forward() (a promise the model's own thread settles: what loadModel's
  * generate() awaits) against forwardSync (what benchDecode times), on the same model: the
- * sequence restarted, its prompt prefilled, 8 warm-up steps, then repetitions of `c.decode` steps
+ * sequence restarted (restartSequence), then repetitions of `c.decode` steps
  * alternating forwardSync, forward(), forwardSync, forward() (4 ≤ DECODE_REPEATS: the positions
  * fit the config's context). ms a token of each, the mean of its two repetitions; their difference
  * is what the promise costs a token on this machine.
@@ -125,11 +125,8 @@ export const DECODE_REPEATS = 5;
 export const PROMISE_PAIRS = 2;
 export interface PromiseDecodeResult { label: string; syncMsPerToken: number; promiseMsPerToken: number; extraUsPerToken: number }
 export async function benchDecodePromise(c: DecodeCase, plan: Plan, model: NativeModelInstance): Promise<PromiseDecodeResult> {
-  const tokens = randomTokens(mulberry32(11), c.prompt + 8 + c.decode * 2 * PROMISE_PAIRS, plan.model.vocab_size);
-  const chunk = plan.options.maxTokens;
-  for (let at = 0; at < c.prompt; at += chunk) model.forwardSync(Int32Array.from(tokens.slice(at, Math.min(c.prompt, at + chunk))), at, false);
-  let pos = c.prompt;
-  for (let i = 0; i < 8; i++, pos++) model.forwardSync(Int32Array.of(tokens[pos]!), pos, false);
+  const tokens = randomTokens(mulberry32(11), c.prompt + WARMUP_STEPS + c.decode * 2 * PROMISE_PAIRS, plan.model.vocab_size);
+  let { pos } = restartSequence(c, plan, model, tokens);
   const sync: number[] = [], promise: number[] = [];
   for (let r = 0; r < PROMISE_PAIRS; r++) {
     let started = performance.now();
@@ -164,21 +161,35 @@ export function openSynthetic(plan: Plan, library: string, poolPath: string, off
   return openViews(library, poolPath, views);
 }
 
-/** Decode speed of a model opened by openSynthetic (left open: the caller closes it). */
-export function benchDecode(c: DecodeCase, plan: Plan, model: NativeModelInstance): DecodeResult {
-  // The prompt, 8 warm-up steps, then the timed repetitions one after another: a token for each.
-  const tokens = randomTokens(mulberry32(7), c.prompt + 8 + c.decode * DECODE_REPEATS, plan.model.vocab_size);
-  let started = performance.now();
+/** Decode steps before any timing: the first captures the CUDA graph. */
+const WARMUP_STEPS = 8;
+
+/**
+ * Starts the model's sequence again at position 0: the first `c.prompt` of `tokens` prefilled in
+ * chunks of the library's maxTokens, then WARMUP_STEPS decode steps. The prefill's ms (the warm-up
+ * not counted), and the next position.
+ */
+function restartSequence(c: DecodeCase, plan: Plan, model: NativeModelInstance, tokens: number[]): { prefillMs: number; pos: number } {
+  const started = performance.now();
   const chunk = plan.options.maxTokens;
   for (let at = 0; at < c.prompt; at += chunk) model.forwardSync(Int32Array.from(tokens.slice(at, Math.min(c.prompt, at + chunk))), at, false);
   const prefillMs = performance.now() - started;
   let pos = c.prompt;
+  for (let i = 0; i < WARMUP_STEPS; i++, pos++) model.forwardSync(Int32Array.of(tokens[pos]!), pos, false);
+  return { prefillMs, pos };
+}
+
+/** Decode speed of a model opened by openSynthetic (left open: the caller closes it). */
+export function benchDecode(c: DecodeCase, plan: Plan, model: NativeModelInstance): DecodeResult {
+  // The prompt, the warm-up steps, then the timed repetitions one after another: a token for each.
+  const tokens = randomTokens(mulberry32(7), c.prompt + WARMUP_STEPS + c.decode * DECODE_REPEATS, plan.model.vocab_size);
+  let { prefillMs, pos } = restartSequence(c, plan, model, tokens);
+  let started: number;
   const step = () => {
     if (pos >= tokens.length) throw new Error(`decode step at position ${pos}: no token drawn for it`);
     model.forwardSync(Int32Array.of(tokens[pos]!), pos, false);
     pos += 1;
   };
-  for (let i = 0; i < 8; i++) step();  // the first captures the graph
   // The repetitions follow one another: a library only continues its sequence (or restarts at 0,
   // which would mean prefilling again), so each reads a few more keys than the one before, as the
   // median's KV bytes (kvBytesPerToken over every timed position) account.

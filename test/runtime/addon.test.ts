@@ -13,14 +13,16 @@ let dir: string;
 let checkpoint: FakeCheckpoint;
 let libraryPath: string;
 let slowLibraryPath: string;
+let throwingLibraryPath: string;
 
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'mc-addon-test-'));
   addon = loadNativeAddon();
   checkpoint = writeFakeCheckpoint(dir);
-  [libraryPath, slowLibraryPath] = await Promise.all([
+  [libraryPath, slowLibraryPath, throwingLibraryPath] = await Promise.all([
     buildFakeModel(dir),
     buildFakeModel(dir, ['FAKE_FORWARD_SLEEP_MS=100']),
+    buildFakeModel(dir, ['FAKE_FORWARD_THROWS']),
   ]);
 });
 
@@ -232,6 +234,20 @@ describe('ModelInstance', () => {
     expect(() => model.forwardSync(new Int32Array([-1]), 1, false)).toThrow('token -1 at index 0 is out of range');
     const logits = await model.forward(new Int32Array([2]), 1, false);
     expect(Array.from(logits)).toEqual(referenceLogits([1], [2])[0]);
+    model.close();
+  });
+
+  it('turns an exception that crosses the library\'s C ABI into a message, in forward and forwardSync', async () => {
+    // Unguarded, it would reach std::terminate on the model's thread (forward) or escape into Node (forwardSync).
+    const model = openModel(throwingLibraryPath);
+    const threw = 'mc_forward threw: fake_model: the last token id throws';
+    await expect(model.forward(new Int32Array([VOCAB - 1]), 0, false)).rejects.toThrow(threw);
+    expect(() => model.forwardSync(new Int32Array([VOCAB - 1]), 0, false)).toThrow(threw);
+    const group = new addon.TpGroup([model], VOCAB, 0);
+    await expect(group.forward(new Int32Array([VOCAB - 1]), 0, false)).rejects.toThrow(threw);
+    // The model's thread lives on, and the failed calls changed nothing.
+    expect(Array.from(await group.forward(new Int32Array([3, 1]), 0, false))).toEqual(referenceLogits([], [3, 1])[1]);
+    group.close();
     model.close();
   });
 

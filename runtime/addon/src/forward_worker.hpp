@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "model_call.hpp"
 #include "model_handle.hpp"
 
 /** What one forward call runs: checked and copied on the JS thread, before any thread is involved. */
@@ -54,14 +55,9 @@ class ForwardWorker : public Napi::AsyncWorker {
 
   // Worker thread: touches only runner_, tokens_ and logitsData_.
   void Execute() override {
-    std::string error;
-    try {
-      error = runner_->forward(tokens_.data(), static_cast<int32_t>(tokens_.size()), startPos_, logitsData_, allLogits_);
-    } catch (const std::exception& e) {  // a C++ library that lets an exception cross the C ABI
-      error = std::string("mc_forward threw: ") + e.what();
-    } catch (...) {
-      error = "mc_forward threw a non-standard exception";
-    }
+    std::string error = guardedCall("mc_forward", [&] {
+      return runner_->forward(tokens_.data(), static_cast<int32_t>(tokens_.size()), startPos_, logitsData_, allLogits_);
+    });
     if (!error.empty()) SetError(error);
   }
   void OnOK() override {
@@ -139,25 +135,7 @@ struct ForwardCall {
 };
 
 /**
- * The shape of an async function for a forward: refuses a closed and a busy owner, then `start`
- * (deferred) checks what else it must and queues the forward; every Napi::Error is a rejection,
- * never a throw.
- */
-template <typename Start>
-Napi::Value forwardPromise(Napi::Env env, bool closed, bool busy, Start start) {
-  Napi::Promise::Deferred deferred = Napi::Promise::Deferred::New(env);
-  try {
-    if (closed) throw Napi::Error::New(env, "model is closed");
-    if (busy) throw Napi::Error::New(env, "model is busy: await the previous call");
-    start(deferred);
-  } catch (const Napi::Error& e) {
-    deferred.Reject(e.Value());
-  }
-  return deferred.Promise();
-}
-
-/**
- * The JS forward(tokens, startPos, allLogits) of Owner (forwardPromise: one at a time, every failure
+ * The JS forward(tokens, startPos, allLogits) of Owner (modelCallPromise: one at a time, every failure
  * a rejection): prepare(runner) checks what else it must and parses the arguments (parseForwardArgs,
  * its output native); the runner's forwardThen runs the forward on the model's threads
  * (ForwardCall), and busy is set until it settles.
@@ -167,7 +145,7 @@ Napi::Value queueForwardOnThreads(const Napi::CallbackInfo& info, Owner* owner, 
                                   Prepare prepare) {
   using Call = ForwardCall<Owner, Runner>;
   Napi::Env env = info.Env();
-  return forwardPromise(env, !runner, busy, [&](Napi::Promise::Deferred deferred) {
+  return modelCallPromise(env, !runner, busy, [&](Napi::Promise::Deferred deferred) {
     ForwardArgs args = prepare(*runner);
     float* logits = args.data();
     auto call = std::unique_ptr<Call>(new Call{owner, Napi::Persistent(owner->Value()), runner, std::move(args.tokens),
@@ -209,7 +187,7 @@ Napi::Value queueForwardOnThreads(const Napi::CallbackInfo& info, Owner* owner, 
 template <typename Owner, typename Runner, typename Prepare>
 Napi::Value queueForward(const Napi::CallbackInfo& info, Owner* owner, std::shared_ptr<Runner> runner, bool& busy,
                          Prepare prepare) {
-  return forwardPromise(info.Env(), !runner, busy, [&](Napi::Promise::Deferred deferred) {
+  return modelCallPromise(info.Env(), !runner, busy, [&](Napi::Promise::Deferred deferred) {
     ForwardArgs args = prepare(*runner);
     auto* worker = new ForwardWorker<Owner, Runner>(info.Env(), owner, owner->Value(), std::move(runner), std::move(args), deferred);
     worker->Queue();

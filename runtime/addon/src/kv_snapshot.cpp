@@ -2,6 +2,8 @@
 
 #include <future>
 
+#include "model_call.hpp"
+
 int64_t kvSnapshotBytes(const std::vector<std::shared_ptr<ModelHandle>>& ranks, int32_t nPositions) {
   if (ranks.empty() || ranks[0]->library().kvBytes == nullptr) return -1;
   const int64_t perRank = ranks[0]->library().kvBytes(nPositions);  // every rank runs the same library
@@ -17,14 +19,8 @@ std::string copyKvSnapshot(const std::vector<std::shared_ptr<ModelHandle>>& rank
   // Every rank is waited for before anything returns: they copy into or out of data until then.
   std::string first;
   for (auto& f : running) {
-    std::string error;
-    try {
-      error = f.get();
-    } catch (const std::exception& e) {  // a rank that threw still lets the others finish with `data`
-      error = std::string("mc_kv_* threw: ") + e.what();
-    } catch (...) {
-      error = "mc_kv_* threw a non-standard exception";
-    }
+    // A rank that threw still lets the others finish with `data`.
+    std::string error = guardedCall("mc_kv_*", [&] { return f.get(); });
     if (first.empty()) first = error;
   }
   return first;

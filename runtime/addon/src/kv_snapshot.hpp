@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "model_call.hpp"
 #include "js_args.hpp"
 #include "model_handle.hpp"
 
@@ -44,14 +45,7 @@ class KvWorker : public Napi::AsyncWorker {
         deferred_(deferred) {}
 
   void Execute() override {
-    std::string error;
-    try {
-      error = runner_->copyKv(save_, nPositions_, data_);
-    } catch (const std::exception& e) {
-      error = std::string("mc_kv_* threw: ") + e.what();
-    } catch (...) {
-      error = "mc_kv_* threw a non-standard exception";
-    }
+    std::string error = guardedCall("mc_kv_*", [&] { return runner_->copyKv(save_, nPositions_, data_); });
     if (!error.empty()) SetError(error);
   }
   void OnOK() override {
@@ -83,10 +77,7 @@ class KvWorker : public Napi::AsyncWorker {
 template <typename Owner, typename Runner>
 Napi::Value queueKv(const Napi::CallbackInfo& info, Owner* owner, std::shared_ptr<Runner> runner, bool& busy, bool save) {
   Napi::Env env = info.Env();
-  Napi::Promise::Deferred deferred = Napi::Promise::Deferred::New(env);
-  try {
-    if (!runner) throw Napi::Error::New(env, "model is closed");
-    if (busy) throw Napi::Error::New(env, "model is busy: await the previous call");
+  return modelCallPromise(env, !runner, busy, [&](Napi::Promise::Deferred deferred) {
     const std::string what = save ? "saveKv" : "loadKv";
     const Napi::Value positionsArg = save ? info[0] : info[1];
     const int32_t nPositions = static_cast<int32_t>(toInt64(positionsArg, what + ": nPositions", 0, INT32_MAX));
@@ -109,10 +100,7 @@ Napi::Value queueKv(const Napi::CallbackInfo& info, Owner* owner, std::shared_pt
     auto* worker = new KvWorker<Owner, Runner>(env, owner, owner->Value(), std::move(runner), save, nPositions, buffer, deferred);
     worker->Queue();
     busy = true;
-  } catch (const Napi::Error& e) {
-    deferred.Reject(e.Value());
-  }
-  return deferred.Promise();
+  });
 }
 
 /** The JS kvBytes(nPositions) of Owner: a snapshot's size, or -1 where there are none (closed, no mc_kv_*, too many positions). */

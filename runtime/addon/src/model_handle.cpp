@@ -2,6 +2,8 @@
 
 #include <stdexcept>
 
+#include "model_call.hpp"
+
 namespace {
 // A one-line message; the ABI asks libraries to NUL-terminate within errlen, we enforce it anyway.
 constexpr size_t kErrLen = 1024;
@@ -32,15 +34,9 @@ std::future<std::string> ModelHandle::forwardAsync(const int32_t* tokens, int32_
 void ModelHandle::forwardThen(const int32_t* tokens, int32_t nTokens, int32_t startPos, float* logits, bool allLogits,
                               std::function<void(std::string)> done) {
   thread_.post([=, this, done = std::move(done)] {
-    std::string error;
-    try {
-      error = forwardHere(tokens, nTokens, startPos, logits, allLogits);
-    } catch (const std::exception& e) {  // a C++ library that lets an exception cross the C ABI
-      error = std::string("mc_forward threw: ") + e.what();
-    } catch (...) {
-      error = "mc_forward threw a non-standard exception";
-    }
-    done(std::move(error));
+    // forwardHere guards the library's call; this guard is for what else could throw (out of memory
+    // for a message): `done` must run whatever happens, or the promise would never settle.
+    done(guardedCall("mc_forward", [&] { return forwardHere(tokens, nTokens, startPos, logits, allLogits); }));
   });
 }
 
@@ -51,10 +47,15 @@ std::string ModelHandle::forwardHere(const int32_t* tokens, int32_t nTokens, int
   std::string changed = changedSinceMapped();
   if (!changed.empty()) return changed;
   char err[kErrLen] = {0};
-  int32_t rc = library_->forward(model_, tokens, nTokens, startPos, logits, allLogits ? 1 : 0, err, kErrLen);
+  int32_t rc = 0;
+  const std::string threw = guardedCall("mc_forward", [&] {
+    rc = library_->forward(model_, tokens, nTokens, startPos, logits, allLogits ? 1 : 0, err, kErrLen);
+    return std::string();
+  });
   err[kErrLen - 1] = '\0';
   changed = changedSinceMapped();
   if (!changed.empty()) return changed;
+  if (!threw.empty()) return threw;
   if (rc == 0) return "";
   return err[0] != '\0' ? std::string(err) : "mc_forward returned " + std::to_string(rc) + " without a message";
 }
@@ -62,11 +63,16 @@ std::string ModelHandle::forwardHere(const int32_t* tokens, int32_t nTokens, int
 std::future<std::string> ModelHandle::copyKvAsync(bool save, int32_t nPositions, void* data, int64_t bytes) {
   return thread_.submit([=, this]() -> std::string {
     char err[kErrLen] = {0};
-    int32_t rc = save ? library_->kvSave(model_, nPositions, data, bytes, err, kErrLen)
-                      : library_->kvLoad(model_, nPositions, data, bytes, err, kErrLen);
+    int32_t rc = 0;
+    const char* what = save ? "mc_kv_save" : "mc_kv_load";
+    const std::string threw = guardedCall(what, [&] {
+      rc = save ? library_->kvSave(model_, nPositions, data, bytes, err, kErrLen)
+                : library_->kvLoad(model_, nPositions, data, bytes, err, kErrLen);
+      return std::string();
+    });
+    if (!threw.empty()) return library_->path + ": " + threw;
     err[kErrLen - 1] = '\0';
     if (rc == 0) return "";
-    const char* what = save ? "mc_kv_save" : "mc_kv_load";
     return library_->path + ": " + what + " failed: " + (err[0] != '\0' ? std::string(err) : std::string("no message"));
   });
 }

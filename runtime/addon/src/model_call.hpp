@@ -1,0 +1,41 @@
+#pragma once
+#include <napi.h>
+
+#include <exception>
+#include <string>
+
+// What every call on a model (forward, saveKv, loadKv) shares, whichever thread runs it.
+
+/**
+ * Runs f() → "" or a message, and turns an exception into a message ("<what> threw: …"): a C++
+ * library may let one cross the C ABI, and on a model's or a libuv thread nothing would catch it
+ * (std::terminate). Every call into a library's mc_* that runs off the JS thread goes through here.
+ */
+template <typename F>
+std::string guardedCall(const char* what, F&& f) {
+  try {
+    return f();
+  } catch (const std::exception& e) {
+    return std::string(what) + " threw: " + e.what();
+  } catch (...) {
+    return std::string(what) + " threw a non-standard exception";
+  }
+}
+
+/**
+ * The shape of every async call on a model (forward, saveKv, loadKv): refuses a closed and a busy
+ * owner, then `start` (deferred) checks what else it must and queues the work; every Napi::Error is
+ * a rejection, never a throw.
+ */
+template <typename Start>
+Napi::Value modelCallPromise(Napi::Env env, bool closed, bool busy, Start start) {
+  Napi::Promise::Deferred deferred = Napi::Promise::Deferred::New(env);
+  try {
+    if (closed) throw Napi::Error::New(env, "model is closed");
+    if (busy) throw Napi::Error::New(env, "model is busy: await the previous call");
+    start(deferred);
+  } catch (const Napi::Error& e) {
+    deferred.Reject(e.Value());
+  }
+  return deferred.Promise();
+}
