@@ -912,20 +912,13 @@ inline bool cluster_shape_ok(const void* kernel, dim3 grid, dim3 cluster) {
 }
 
 /**
- * Runs kernel(args...) over the grid, block after block (a cooperative launch: all blocks at once; a
- * launch with a cluster shape: cluster after cluster, the blocks of each at once); returns the launch
- * error (as cudaGetLastError would).
+ * Runs body (a call of `kernel` with its arguments) over the grid, block after block (a cooperative
+ * launch: all blocks at once; a launch with a cluster shape: cluster after cluster, the blocks of
+ * each at once); returns the launch error (as cudaGetLastError would).
  */
-template <typename... P>
-cudaError_t launch(void (*kernel)(P...), const char* name, dim3 grid, dim3 block, size_t smem, std::tuple<P...> args, cudaStream_t stream = nullptr, bool pdl = false,
-                   bool cooperative = false, dim3 cluster = dim3(0, 0, 0)) {
+inline cudaError_t launch_now(const void* kernel, const char* name, dim3 grid, dim3 block, size_t smem, std::function<void()> body, bool pdl,
+                              bool cooperative, dim3 cluster) {
   State& s = state();
-  if (s.capture != nullptr && stream == s.capture_stream) {
-    // Captured: the arguments are kept by value, as a CUDA graph keeps a kernel's parameters (and its PDL edge).
-    s.capture->push_back([=]() { return launch(kernel, name, grid, block, smem, args, nullptr, pdl, cooperative, cluster); });
-    return cudaSuccess;
-  }
-  if (s.capture != nullptr && stream == nullptr) return cudaErrorStreamCaptureImplicit;  // the legacy stream while this thread captures
   const uint64_t threads = uint64_t(block.x) * block.y * block.z;
   if (grid.x == 0 || grid.y == 0 || grid.z == 0 || threads == 0 || threads > 1024 || grid.y > 65535 || grid.z > 65535) return cudaErrorInvalidConfiguration;
   if (cooperative && uint64_t(grid.x) * grid.y * grid.z > uint64_t(resident_blocks(int(threads), smem))) return cudaErrorCooperativeLaunchTooLarge;
@@ -933,21 +926,21 @@ cudaError_t launch(void (*kernel)(P...), const char* name, dim3 grid, dim3 block
   // cluster 0 x 0 x 0: no cluster shape (each block a cluster of its own, without cluster barriers here).
   const bool clustered = cluster.x != 0;
   if (clustered && (cooperative || pdl)) fail("a cluster launch that is also cooperative or has programmatic dependent launch is not emulated");
-  if (clustered && !cluster_shape_ok(reinterpret_cast<const void*>(kernel), grid, cluster)) return cudaErrorInvalidClusterSize;
+  if (clustered && !cluster_shape_ok(kernel, grid, cluster)) return cudaErrorInvalidClusterSize;
   if (!clustered) cluster = dim3(1, 1, 1);
   size_t limit = device().smem_default;
   {
     std::lock_guard<std::mutex> lock(global().mu);
-    const auto attr = global().max_dynamic_smem.find(reinterpret_cast<const void*>(kernel));
+    const auto attr = global().max_dynamic_smem.find(kernel);
     if (attr != global().max_dynamic_smem.end()) limit = size_t(attr->second);
   }
   if (smem > limit) {
     std::fprintf(stderr, "mc_emu: %s: %zu bytes of dynamic shared memory, over the kernel's limit of %zu (cudaFuncSetAttribute)\n",
-                 kernel_name(reinterpret_cast<const void*>(kernel), name).c_str(), smem, limit);
+                 kernel_name(kernel, name).c_str(), smem, limit);
     return cudaErrorInvalidValue;
   }
   ++s.launches;
-  s.kernel = kernel_name(reinterpret_cast<const void*>(kernel), name);
+  s.kernel = kernel_name(kernel, name);
   s.smem_bytes = smem;
   // The blocks' dynamic shared memory: one block's at a time, or a slice for each block resident at
   // once (a cooperative launch: the grid; a cluster launch: a cluster).
@@ -955,7 +948,7 @@ cudaError_t launch(void (*kernel)(P...), const char* name, dim3 grid, dim3 block
   char* region = smem > 0 ? static_cast<char*>(device_alloc(smem_slice(smem) * region_blocks)) : nullptr;
   blockDim = block;
   gridDim = grid;
-  s.body = [&]() { std::apply(kernel, args); };
+  s.body = std::move(body);
   s.pdl = pdl;
   s.cooperative = cooperative;
   s.cluster = cluster;
@@ -1002,6 +995,24 @@ cudaError_t launch(void (*kernel)(P...), const char* name, dim3 grid, dim3 block
   s.smem = nullptr;
   s.body = nullptr;
   return cudaSuccess;
+}
+
+/**
+ * launch() of kernel(args...): a launch while its stream is captured is recorded (the arguments by
+ * value, as a CUDA graph keeps a kernel's parameters, and its PDL edge); else launch_now. Only this
+ * part depends on the kernel's parameter types: one copy of the rest, not one per kernel (a build
+ * compiled ~30 of them).
+ */
+template <typename... P>
+cudaError_t launch(void (*kernel)(P...), const char* name, dim3 grid, dim3 block, size_t smem, std::tuple<P...> args, cudaStream_t stream = nullptr, bool pdl = false,
+                   bool cooperative = false, dim3 cluster = dim3(0, 0, 0)) {
+  State& s = state();
+  if (s.capture != nullptr && stream == s.capture_stream) {
+    s.capture->push_back([=]() { return launch(kernel, name, grid, block, smem, args, nullptr, pdl, cooperative, cluster); });
+    return cudaSuccess;
+  }
+  if (s.capture != nullptr && stream == nullptr) return cudaErrorStreamCaptureImplicit;  // the legacy stream while this thread captures
+  return launch_now(reinterpret_cast<const void*>(kernel), name, grid, block, smem, [&]() { std::apply(kernel, args); }, pdl, cooperative, cluster);
 }
 
 /** What `kernel<<<grid, block, smem, stream>>>(args)` becomes: chevron(kernel, "kernel", grid, block, smem, stream)(args). */
@@ -1064,7 +1075,8 @@ inline double elem(uint32_t reg, int half, bool bf16) {
 
 /** mma.sync.m16n8k16 of one warp, fragments as the PTX ISA lays them out (groupID = lane / 4, t = lane % 4). */
 inline void resolve_mma(Fiber* lanes, bool bf16) {
-  double A[16][16], B[16][8], C[16][8];
+  // Every element written below before it is read: no pattern to fill them with (-ftrivial-auto-var-init).
+  [[gnu::uninitialized]] double A[16][16], B[16][8], C[16][8];
   for (int l = 0; l < 32; ++l) {
     const int g = l >> 2, t = l & 3;
     const uint32_t* a = lanes[l].in;  // a0..a3, b0, b1, c0..c3
@@ -1080,15 +1092,22 @@ inline void resolve_mma(Fiber* lanes, bool bf16) {
     std::memcpy(c, a + 6, sizeof c);
     C[g][2 * t] = c[0], C[g][2 * t + 1] = c[1], C[g + 8][2 * t] = c[2], C[g + 8][2 * t + 1] = c[3];
   }
+  // C += A·B with k outermost: every output still sums C, then k = 0, 1, ..., 15 in order (the bits
+  // of a dot product per output), but eight independent sums run at once instead of one chain of 16
+  // dependent adds (this function was the emulator's largest cost, ~15% of a run).
+  for (int r = 0; r < 16; ++r) {
+    double d0 = C[r][0], d1 = C[r][1], d2 = C[r][2], d3 = C[r][3], d4 = C[r][4], d5 = C[r][5], d6 = C[r][6], d7 = C[r][7];
+    for (int k = 0; k < 16; ++k) {
+      const double a = A[r][k];
+      const double* b = B[k];
+      d0 += a * b[0], d1 += a * b[1], d2 += a * b[2], d3 += a * b[3], d4 += a * b[4], d5 += a * b[5], d6 += a * b[6], d7 += a * b[7];
+    }
+    C[r][0] = d0, C[r][1] = d1, C[r][2] = d2, C[r][3] = d3, C[r][4] = d4, C[r][5] = d5, C[r][6] = d6, C[r][7] = d7;
+  }
   for (int l = 0; l < 32; ++l) {
     const int g = l >> 2, t = l & 3;
-    const int rows[4] = {g, g, g + 8, g + 8}, cols[4] = {2 * t, 2 * t + 1, 2 * t, 2 * t + 1};
-    for (int i = 0; i < 4; ++i) {
-      double d = C[rows[i]][cols[i]];
-      for (int k = 0; k < 16; ++k) d += A[rows[i]][k] * B[k][cols[i]];
-      const float f = float(d);
-      std::memcpy(&lanes[l].out[i], &f, 4);
-    }
+    const float f[4] = {float(C[g][2 * t]), float(C[g][2 * t + 1]), float(C[g + 8][2 * t]), float(C[g + 8][2 * t + 1])};
+    std::memcpy(lanes[l].out, f, sizeof f);
   }
 }
 
@@ -1159,17 +1178,25 @@ inline void run_wgmma(const WgmmaOp& op) {
   read_wgmma_operands(op.a, op.b, op.bf16, now_a, now_b);
   if (std::memcmp(now_a, op.A, sizeof now_a) != 0 || std::memcmp(now_b, op.B, sizeof now_b) != 0)
     fail("the shared memory of a wgmma operand changed between wgmma.mma_async and the wait_group that retired it");
-  const auto& A = op.A;
-  const auto& B = op.B;
-  for (int t = 0; t < 128; ++t) {
+  // D[m][n] from the threads' accumulators, D += A·Bᵀ with k outermost (each output summed in k order,
+  // as resolve_mma), and back to the threads as the ISA lays D out.
+  static thread_local double D[64][128], Bt[16][128];
+  for (int n = 0; n < 128; ++n)
+    for (int k = 0; k < 16; ++k) Bt[k][n] = op.B[n][k];
+  const auto at = [](int t, int i, int& m, int& n) {
     const int warp = t / 32, lane = t % 32;
-    for (int i = 0; i < 64; ++i) {
-      const int m = 16 * warp + lane / 4 + 8 * ((i / 2) % 2), n = 8 * (i / 4) + 2 * (lane % 4) + (i % 2);
-      double d = op.d[t][i];
-      for (int k = 0; k < 16; ++k) d += A[m][k] * B[n][k];
-      op.d[t][i] = float(d);
+    m = 16 * warp + lane / 4 + 8 * ((i / 2) % 2), n = 8 * (i / 4) + 2 * (lane % 4) + (i % 2);
+  };
+  int m, n;
+  for (int t = 0; t < 128; ++t)
+    for (int i = 0; i < 64; ++i) at(t, i, m, n), D[m][n] = op.d[t][i];
+  for (int k = 0; k < 16; ++k)
+    for (int r = 0; r < 64; ++r) {
+      const double a = op.A[r][k];
+      for (int c = 0; c < 128; ++c) D[r][c] += a * Bt[k][c];
     }
-  }
+  for (int t = 0; t < 128; ++t)
+    for (int i = 0; i < 64; ++i) at(t, i, m, n), op.d[t][i] = float(D[m][n]);
 }
 
 inline void resolve_group(int first, int count) {
