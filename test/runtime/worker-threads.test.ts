@@ -9,7 +9,9 @@
  * worker): it starts workers that each load the fake model whose forward sleeps 100 ms, start a
  * forward and are terminated while it runs; then a model on the child's main thread still gives
  * the fake model's logits. A third case terminates workers that run a compiled model's forwards
- * and KV snapshot copies in a loop, at whichever moment.
+ * and KV snapshot copies in a loop, at whichever moment; a fourth, the two ranks of a
+ * multi-process group (DistGroup: its forward a libuv worker that waits on sockets) on two worker
+ * threads, one terminated at whichever moment, the other then failing and terminated too.
  */
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -29,6 +31,7 @@ let dir: string;
 let checkpoint: FakeCheckpoint;
 let slowLibrary: string;
 let compiled: Record<string, unknown>;
+let distributed: Record<string, unknown>;
 
 // The worker: loads the model, starts a forward (100 ms in the library) and says so; the parent then
 // terminates it mid-forward. kind "TpGroup": through a one-rank TpGroup (what loadModel's model holds).
@@ -52,6 +55,51 @@ if (workerData.kind === 'kv') {
 }
 target.forward(Int32Array.of(1, 2, 3), 0, true).catch(() => {});
 parentPort.postMessage('in flight');
+`;
+
+// One rank of a TP 2 DistGroup over loopback: joins the other, then forwards and KV snapshots in a
+// loop as the kv worker above. Once its peer is gone its calls reject and it ends with that error.
+const DIST_WORKER = `
+import { createRequire } from 'node:module';
+import { parentPort, workerData } from 'node:worker_threads';
+const addon = createRequire(import.meta.url)(workerData.addon);
+const file = new addon.MappedFile(workerData.checkpoint);
+const model = new addon.ModelInstance(new addon.CompiledLibrary(workerData.library), file, workerData.weights[workerData.rank], workerData.rank);
+file.close();
+const group = new addon.DistGroup(model, workerData.vocab, 1, workerData.rank, 2);
+await group.join('127.0.0.1', workerData.port, 10000, 'worker-threads');
+for (let round = 0; ; round++) {
+  const logits = await group.forward(Int32Array.of(1, 2, 3, 4), 0, false);
+  if (!logits.every(Number.isFinite)) throw new Error('logits not finite');
+  await group.loadKv(await group.saveKv(4), 4);
+  if (round === 0) parentPort.postMessage('in flight');
+}
+`;
+
+// ROUNDS rounds of two rank workers: both past their first forward, then one of them terminated
+// (after 0-4 ms more), then the other (by then failing, or already ended by its rejection).
+const MAIN_DIST = `
+import { createRequire } from 'node:module';
+import { createServer } from 'node:net';
+import { Worker } from 'node:worker_threads';
+const data = JSON.parse(process.argv[2]);
+const freePort = () => new Promise((resolve) => { const s = createServer().listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)); }); });
+for (let i = 0; i < data.rounds; i++) {
+  const port = await freePort();
+  const workers = [0, 1].map((rank) => new Worker(new URL('./dist-worker.mjs', import.meta.url), { workerData: { ...data.worker, rank, port } }));
+  await Promise.all(workers.map((w) => new Promise((resolve, reject) => { w.once('message', resolve); w.once('error', reject); })));
+  for (const w of workers) w.on('error', () => {});  // the survivor's rejection once its peer is gone
+  await new Promise((resolve) => setTimeout(resolve, i % 5));
+  await workers[i % 2].terminate();
+  await workers[(i + 1) % 2].terminate();
+}
+const addon = createRequire(import.meta.url)(data.addon);
+const file = new addon.MappedFile(data.checkpoint);
+const model = new addon.ModelInstance(new addon.CompiledLibrary(data.library), file, data.weights, 0);
+file.close();
+const logits = await model.forward(Int32Array.of(1, 2, 3), 0, true);
+model.close();
+console.log(JSON.stringify({ terminated: data.rounds, logits: Array.from(logits) }));
 `;
 
 // The child's main script: ROUNDS workers terminated mid-forward (after 0-4 ms more, so that some are
@@ -85,8 +133,15 @@ beforeAll(async () => {
   const built = await buildPlanLibrary(plan, { cacheDir: join(dir, 'cache') });
   compiled = { addon: nativeAddonPath(), library: built.library, checkpoint: model.safetensorsPath,
     weights: rankWeightViews(await readCheckpoint(model.dir), plan, 0), kind: 'kv', vocab: model.config.vocab_size };
+  // Its TP 2 library, and each rank's weight views, for the DistGroup case.
+  const tp2 = buildPlan(loadModelConfig(model.dir), { target: 'cpu', dtype: 'bf16', tp: 2, maxTokens: 4 });
+  const checkpointTp2 = await readCheckpoint(model.dir);
+  distributed = { addon: nativeAddonPath(), library: (await buildPlanLibrary(tp2, { cacheDir: join(dir, 'cache') })).library,
+    checkpoint: model.safetensorsPath, weights: [0, 1].map((rank) => rankWeightViews(checkpointTp2, tp2, rank)), vocab: model.config.vocab_size };
   writeFileSync(join(dir, 'worker.mjs'), WORKER);
   writeFileSync(join(dir, 'main.mjs'), MAIN);
+  writeFileSync(join(dir, 'dist-worker.mjs'), DIST_WORKER);
+  writeFileSync(join(dir, 'main-dist.mjs'), MAIN_DIST);
 });
 
 afterAll(() => {
@@ -108,5 +163,14 @@ describe('worker threads terminated while a forward runs', () => {
     const run = await execa(process.execPath, [join(dir, 'main.mjs'), JSON.stringify(data)], { reject: false, all: true, timeout: 60_000 });
     expect(run.exitCode, String(run.all)).toBe(0);
     expect((JSON.parse(run.stdout.trim().split('\n').at(-1)!) as { terminated: number }).terminated).toBe(20);
+  }, 120_000);
+
+  it('the two ranks of a DistGroup (TP 2 over loopback) on worker threads, terminated in turn: the process goes on', async () => {
+    const data = { addon: nativeAddonPath(), library: slowLibrary, checkpoint: checkpoint.path, weights: checkpoint.weights, rounds: 8, worker: distributed };
+    const run = await execa(process.execPath, [join(dir, 'main-dist.mjs'), JSON.stringify(data)], { reject: false, all: true, timeout: 90_000 });
+    expect(run.exitCode, String(run.all)).toBe(0);
+    const result = JSON.parse(run.stdout.trim().split('\n').at(-1)!) as { terminated: number; logits: number[] };
+    expect(result.terminated).toBe(data.rounds);
+    expect(result.logits).toEqual(referenceLogits([], [1, 2, 3]).flat());
   }, 120_000);
 });
