@@ -14,5 +14,8 @@ export default defineConfig({
     include: ['test/runtime/addon.test.ts', 'test/runtime/worker-threads.test.ts', 'test/runtime/sampling.test.ts', 'test/e2e/bad-input.test.ts', 'test/e2e/sharded-checkpoint.test.ts', 'test/e2e/sequences.test.ts', 'test/fuzz/mapped-file.test.ts', 'test/asan/**/*.asan-test.ts'],
     testTimeout: 120_000,
     hookTimeout: 240_000,
+    // Two files at a time, as the main run (vitest's default on CI's 2 cores is one worker: this
+    // stage then took ~94 s for ~73 s of files, each mostly one thread).
+    maxWorkers: 2,
   },
 });
