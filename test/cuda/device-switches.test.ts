@@ -23,7 +23,7 @@ describe.skipIf(!hasNvcc())('MC_CUDA_* switches, read by the library', () => {
   let probe = '';
   beforeAll(async () => {
     const plan = buildPlan(loadModelConfig(join(packageRoot(), 'configs', 'models', 'tiny-dense')), { target: 'cuda', dtype: 'bf16', tp: 1 });
-    probe = await buildEmulated(renderCudaSources(plan).files, join(packageRoot(), 'test', 'cuda', 'device_switches.cu'), work, []);
+    probe = await buildEmulated(renderCudaSources(plan).files, join(packageRoot(), 'test', 'cuda', 'device_switches.cu'), work, [], '-Og');
   }, 120_000);
   const read = async (env: Record<string, string>) => {
     const r = await execa(probe, [], { reject: false, all: true, env, extendEnv: false });

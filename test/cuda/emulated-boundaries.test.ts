@@ -30,7 +30,7 @@ const headers = () => boundariesSources().filter((f) => f.path !== 'boundaries.c
 describe.skipIf(!hasNvcc())('the boundary benchmark', () => {
   let emulated: string;
   beforeAll(async () => {
-    emulated = await buildEmulated(headers(), SOURCE, join(work, 'emu'), SMALL);
+    emulated = await buildEmulated(headers(), SOURCE, join(work, 'emu'), SMALL, '-Og');  // runs of ~1 s: build time is what counts
   }, 120_000);
 
   it('builds with nvcc for sm_90a and sm_80 at Mistral-7B\'s shapes; a prebuilt binary is taken only from today\'s sources and GPUs', async () => {
@@ -58,7 +58,7 @@ describe.skipIf(!hasNvcc())('the boundary benchmark', () => {
   }, 120_000);
 
   it('fails its checks when the persistent kernel reads a stale input (a seeded fault); refuses a grid the GPU cannot hold at once, and a run without the copy bandwidth', async () => {
-    const faulty = await buildEmulated(headers(), SOURCE, join(work, 'emu-fault'), [...SMALL, 'MC_BOUNDARIES_FAULT=1']);
+    const faulty = await buildEmulated(headers(), SOURCE, join(work, 'emu-fault'), [...SMALL, 'MC_BOUNDARIES_FAULT=1'], '-Og');
     await expect(runBoundaries(faulty, COPY_GBS, EMULATED_RUN, ONE_SM)).rejects.toThrow(/persistent differs from kernels.*persistent-dynamic differs from kernels/);
     await expect(runBoundaries(emulated, COPY_GBS, ['--blocks', '9', ...EMULATED_RUN.slice(2)], ONE_SM)).rejects.toThrow(/--blocks 9, but only 8 blocks of the persistent kernel fit this GPU at once/);
     const noCopy = await execa(emulated, EMULATED_RUN, { reject: false, all: true, env: ONE_SM });

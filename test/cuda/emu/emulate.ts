@@ -85,15 +85,16 @@ export async function buildEmulatedLibrary(files: readonly SourceFile[], dir: st
 
 /**
  * Compiles `main` (a .cu file: test/gpu/kernels.cu) against rendered sources for the emulator into
- * dir; returns the binary.
+ * dir; returns the binary. `level`: -O1, or -Og for a binary whose runs are short next to its build
+ * (as buildEmulatedLibrary's).
  */
-export async function buildEmulated(files: readonly SourceFile[], main: string, dir: string, defines: readonly string[]): Promise<string> {
+export async function buildEmulated(files: readonly SourceFile[], main: string, dir: string, defines: readonly string[], level: '-O1' | '-Og' = '-O1'): Promise<string> {
   const src = join(dir, 'src');
   mkdirSync(src, { recursive: true });
   writeSources(src, emulatorSources(files));
   writeSources(src, [{ path: 'main.cpp', content: emulatorSpelling(readFileSync(main, 'utf8')) }]);
   const binary = join(dir, 'emulated');
-  await execa('g++', [...await emulatorFlags(src, defines), '-rdynamic', join(src, 'main.cpp'), '-o', binary]);
+  await execa('g++', [...await emulatorFlags(src, defines, level), '-rdynamic', join(src, 'main.cpp'), '-o', binary]);
   return binary;
 }
 
