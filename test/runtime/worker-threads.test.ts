@@ -76,43 +76,26 @@ for (let round = 0; ; round++) {
 }
 `;
 
-// ROUNDS rounds of two rank workers: both past their first forward, then one of them terminated
-// (after 0-4 ms more), then the other (by then failing, or already ended by its rejection).
-const MAIN_DIST = `
+// The child's main script: ROUNDS rounds of a worker (or, with data.dist, the two rank workers of a
+// group on a fresh port) terminated mid-forward, after 0-4 ms more, so that some are ended while
+// the library runs and some as it returns (the ranks one after the other, the first alternating;
+// the second by then failing, or already ended by its rejection); then a forward on the main thread.
+const MAIN = `
 import { createRequire } from 'node:module';
 import { createServer } from 'node:net';
 import { Worker } from 'node:worker_threads';
 const data = JSON.parse(process.argv[2]);
 const freePort = () => new Promise((resolve) => { const s = createServer().listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)); }); });
+const inFlight = (w) => new Promise((resolve, reject) => { w.once('message', resolve); w.once('error', reject); });
 for (let i = 0; i < data.rounds; i++) {
-  const port = await freePort();
-  const workers = [0, 1].map((rank) => new Worker(new URL('./dist-worker.mjs', import.meta.url), { workerData: { ...data.worker, rank, port } }));
-  await Promise.all(workers.map((w) => new Promise((resolve, reject) => { w.once('message', resolve); w.once('error', reject); })));
-  for (const w of workers) w.on('error', () => {});  // the survivor's rejection once its peer is gone
+  const port = data.dist ? await freePort() : 0;
+  const workers = data.dist
+    ? [0, 1].map((rank) => new Worker(new URL('./dist-worker.mjs', import.meta.url), { workerData: { ...data.worker, rank, port } }))
+    : [new Worker(new URL('./worker.mjs', import.meta.url), { workerData: data.worker ?? data })];
+  await Promise.all(workers.map(inFlight));
+  for (const w of workers) w.on('error', () => {});  // a rank's rejection once its peer is gone
   await new Promise((resolve) => setTimeout(resolve, i % 5));
-  await workers[i % 2].terminate();
-  await workers[(i + 1) % 2].terminate();
-}
-const addon = createRequire(import.meta.url)(data.addon);
-const file = new addon.MappedFile(data.checkpoint);
-const model = new addon.ModelInstance(new addon.CompiledLibrary(data.library), file, data.weights, 0);
-file.close();
-const logits = await model.forward(Int32Array.of(1, 2, 3), 0, true);
-model.close();
-console.log(JSON.stringify({ terminated: data.rounds, logits: Array.from(logits) }));
-`;
-
-// The child's main script: ROUNDS workers terminated mid-forward (after 0-4 ms more, so that some are
-// ended while the library runs and some as it returns), then a forward on the main thread.
-const MAIN = `
-import { createRequire } from 'node:module';
-import { Worker } from 'node:worker_threads';
-const data = JSON.parse(process.argv[2]);
-for (let i = 0; i < data.rounds; i++) {
-  const worker = new Worker(new URL('./worker.mjs', import.meta.url), { workerData: data.worker ?? data });
-  await new Promise((resolve, reject) => { worker.once('message', resolve); worker.once('error', reject); });
-  await new Promise((resolve) => setTimeout(resolve, i % 5));
-  await worker.terminate();
+  for (let k = 0; k < workers.length; k++) await workers[(i + k) % workers.length].terminate();
 }
 const addon = createRequire(import.meta.url)(data.addon);
 const file = new addon.MappedFile(data.checkpoint);
@@ -141,7 +124,6 @@ beforeAll(async () => {
   writeFileSync(join(dir, 'worker.mjs'), WORKER);
   writeFileSync(join(dir, 'main.mjs'), MAIN);
   writeFileSync(join(dir, 'dist-worker.mjs'), DIST_WORKER);
-  writeFileSync(join(dir, 'main-dist.mjs'), MAIN_DIST);
 });
 
 afterAll(() => {
@@ -166,8 +148,8 @@ describe('worker threads terminated while a forward runs', () => {
   }, 120_000);
 
   it('the two ranks of a DistGroup (TP 2 over loopback) on worker threads, terminated in turn: the process goes on', async () => {
-    const data = { addon: nativeAddonPath(), library: slowLibrary, checkpoint: checkpoint.path, weights: checkpoint.weights, rounds: 8, worker: distributed };
-    const run = await execa(process.execPath, [join(dir, 'main-dist.mjs'), JSON.stringify(data)], { reject: false, all: true, timeout: 90_000 });
+    const data = { addon: nativeAddonPath(), library: slowLibrary, checkpoint: checkpoint.path, weights: checkpoint.weights, rounds: 8, worker: distributed, dist: true };
+    const run = await execa(process.execPath, [join(dir, 'main.mjs'), JSON.stringify(data)], { reject: false, all: true, timeout: 90_000 });
     expect(run.exitCode, String(run.all)).toBe(0);
     const result = JSON.parse(run.stdout.trim().split('\n').at(-1)!) as { terminated: number; logits: number[] };
     expect(result.terminated).toBe(data.rounds);
