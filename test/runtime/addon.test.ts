@@ -14,15 +14,17 @@ let checkpoint: FakeCheckpoint;
 let libraryPath: string;
 let slowLibraryPath: string;
 let throwingLibraryPath: string;
+let createThrowsPath: string;
 
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'mc-addon-test-'));
   addon = loadNativeAddon();
   checkpoint = writeFakeCheckpoint(dir);
-  [libraryPath, slowLibraryPath, throwingLibraryPath] = await Promise.all([
+  [libraryPath, slowLibraryPath, throwingLibraryPath, createThrowsPath] = await Promise.all([
     buildFakeModel(dir),
     buildFakeModel(dir, ['FAKE_FORWARD_SLEEP_MS=100']),
-    buildFakeModel(dir, ['FAKE_FORWARD_THROWS']),
+    buildFakeModel(dir, ['FAKE_THROWS']),
+    buildFakeModel(dir, ['FAKE_CREATE_THROWS']),
   ]);
 });
 
@@ -237,8 +239,9 @@ describe('ModelInstance', () => {
     model.close();
   });
 
-  it('turns an exception that crosses the library\'s C ABI into a message, in forward and forwardSync', async () => {
-    // Unguarded, it would reach std::terminate on the model's thread (forward) or escape into Node (forwardSync).
+  it('turns an exception that crosses the library\'s C ABI into a message: mc_create, mc_forward (forward, forwardSync), mc_destroy (dropped)', async () => {
+    // Unguarded, it would reach std::terminate on the model's thread (forward, close) or escape into Node (forwardSync).
+    expect(() => openModel(createThrowsPath)).toThrow(`${createThrowsPath}: mc_create threw: fake_model: mc_create throws`);
     const model = openModel(throwingLibraryPath);
     const threw = 'mc_forward threw: fake_model: the last token id throws';
     await expect(model.forward(new Int32Array([VOCAB - 1]), 0, false)).rejects.toThrow(threw);
@@ -247,8 +250,8 @@ describe('ModelInstance', () => {
     await expect(group.forward(new Int32Array([VOCAB - 1]), 0, false)).rejects.toThrow(threw);
     // The model's thread lives on, and the failed calls changed nothing.
     expect(Array.from(await group.forward(new Int32Array([3, 1]), 0, false))).toEqual(referenceLogits([], [3, 1])[1]);
-    group.close();
-    model.close();
+    group.close();  // mc_destroy throws: nothing to report it to, and the process goes on
+    expect(group.closed).toBe(true);
   });
 
   it('checks the token count and arguments before calling the library', async () => {

@@ -9,7 +9,8 @@
 /**
  * Runs f() → "" or a message, and turns an exception into a message ("<what> threw: …"): a C++
  * library may let one cross the C ABI, and on a model's or a libuv thread nothing would catch it
- * (std::terminate). Every call into a library's mc_* that runs off the JS thread goes through here.
+ * (std::terminate). ModelHandle calls mc_create, mc_forward, mc_kv_save/load and mc_destroy through
+ * here (mc_set_comm's exceptions reach its callers through its future, which they catch).
  */
 template <typename F>
 std::string guardedCall(const char* what, F&& f) {

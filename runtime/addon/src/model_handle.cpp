@@ -13,7 +13,16 @@ ModelHandle::ModelHandle(std::shared_ptr<const Library> library, std::vector<std
                          std::vector<mc_weight> weights, int32_t rank, int32_t device)
     : library_(std::move(library)), mappings_(std::move(mappings)), weights_(std::move(weights)) {
   char err[kErrLen] = {0};
-  model_ = thread_.run([&] { return library_->create(weights_.data(), static_cast<int32_t>(weights_.size()), rank, device, err, kErrLen); });
+  std::string threw;
+  model_ = thread_.run([&] {
+    mc_model* model = nullptr;
+    threw = guardedCall("mc_create", [&] {
+      model = library_->create(weights_.data(), static_cast<int32_t>(weights_.size()), rank, device, err, kErrLen);
+      return std::string();
+    });
+    return model;
+  });
+  if (!threw.empty()) throw std::runtime_error(library_->path + ": " + threw);
   err[kErrLen - 1] = '\0';
   if (model_ == nullptr)
     throw std::runtime_error(library_->path + ": mc_create failed: " +
@@ -22,8 +31,11 @@ ModelHandle::ModelHandle(std::shared_ptr<const Library> library, std::vector<std
 
 // Runs on the JS thread or a libuv worker, never on thread_ (jobs hold a raw `this`, and the last
 // shared_ptr is let go by JS or a ForwardWorker): ~SerialThread cannot join itself.
+// An exception from mc_destroy is dropped: nothing is left to report it to, and out of a destructor
+// it would end the process (std::terminate).
 ModelHandle::~ModelHandle() {
-  if (model_ != nullptr) thread_.run([&] { library_->destroy(model_); });
+  if (model_ != nullptr)
+    thread_.run([&] { (void)guardedCall("mc_destroy", [&] { library_->destroy(model_); return std::string(); }); });
 }
 
 std::future<std::string> ModelHandle::forwardAsync(const int32_t* tokens, int32_t nTokens, int32_t startPos,
