@@ -151,7 +151,8 @@ __global__ void stage_kernel(const StageList list, const volatile int* launched)
   }
   __syncthreads();
 #endif
-  // 16 bytes a step (both buffers come from cudaMalloc: 256-byte aligned), the last few one by one:
+  // 16 bytes a step (both buffers come from cudaMalloc: 16-byte aligned at least, also on the
+  // emulator, whose allocations end at a guard page), the last few one by one:
   // a copy a byte at a time was ~9% of an emulated run (the KV caches of the long-context checks).
   const int64_t first = int64_t(blockIdx.x) * blockDim.x + threadIdx.x, stride = int64_t(gridDim.x) * blockDim.x;
   for (int c = 0; c < list.n; ++c) {
