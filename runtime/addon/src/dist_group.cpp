@@ -83,7 +83,7 @@ std::string DistState::forward(const int32_t* tokens, int32_t n, int32_t startPo
     std::vector<float> slice(static_cast<size_t>(rows * vocabLocal));
     local = handle->forward(tokens, n, startPos, slice.data(), allLogits);
     if (local.empty()) return group->failed() || !group->gather(slice.data(), rows, vocabLocal, out) ? group->failure() : "";
-  } catch (const std::exception& e) {  // out of memory, or a library that let an exception out
+  } catch (const std::exception& e) {  // out of memory (the library's own exceptions are messages from ModelHandle)
     local = e.what();
   }
   // This rank failed on its own; the others are waiting on it in a collective: tell them. If the

@@ -53,11 +53,11 @@ class ForwardWorker : public Napi::AsyncWorker {
         logitsData_(args.logits.Data()),
         deferred_(deferred) {}
 
-  // Worker thread: touches only runner_, tokens_ and logitsData_.
+  // Worker thread: touches only runner_, tokens_ and logitsData_. The runner turns what it catches
+  // into its message (the library's own exceptions already come back as messages from ModelHandle),
+  // and Napi::AsyncWorker's OnExecute turns any other std::exception into a rejection.
   void Execute() override {
-    std::string error = guardedCall("mc_forward", [&] {
-      return runner_->forward(tokens_.data(), static_cast<int32_t>(tokens_.size()), startPos_, logitsData_, allLogits_);
-    });
+    std::string error = runner_->forward(tokens_.data(), static_cast<int32_t>(tokens_.size()), startPos_, logitsData_, allLogits_);
     if (!error.empty()) SetError(error);
   }
   void OnOK() override {

@@ -19,8 +19,10 @@ std::string copyKvSnapshot(const std::vector<std::shared_ptr<ModelHandle>>& rank
   // Every rank is waited for before anything returns: they copy into or out of data until then.
   std::string first;
   for (auto& f : running) {
-    // A rank that threw still lets the others finish with `data`.
-    std::string error = guardedCall("mc_kv_*", [&] { return f.get(); });
+    // A rank's task that threw (out of memory for its message, or a task its thread never ran:
+    // std::future_error) still lets the others finish with `data`. The library's own exceptions
+    // are messages already (ModelHandle::copyKvAsync).
+    std::string error = guardedCall("copying the KV cache", [&] { return f.get(); });
     if (first.empty()) first = error;
   }
   return first;

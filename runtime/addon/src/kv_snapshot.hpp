@@ -44,8 +44,10 @@ class KvWorker : public Napi::AsyncWorker {
         data_(static_cast<uint8_t*>(buffer.Data())),
         deferred_(deferred) {}
 
+  // copyKvSnapshot catches what its ranks throw (and ModelHandle the library's exceptions);
+  // Napi::AsyncWorker's OnExecute turns any other std::exception into a rejection.
   void Execute() override {
-    std::string error = guardedCall("mc_kv_*", [&] { return runner_->copyKv(save_, nPositions_, data_); });
+    std::string error = runner_->copyKv(save_, nPositions_, data_);
     if (!error.empty()) SetError(error);
   }
   void OnOK() override {

@@ -9,8 +9,8 @@
 /**
  * Runs f() → "" or a message, and turns an exception into a message ("<what> threw: …"): a C++
  * library may let one cross the C ABI, and on a model's or a libuv thread nothing would catch it
- * (std::terminate). ModelHandle calls mc_create, mc_forward, mc_kv_save/load and mc_destroy through
- * here (mc_set_comm's exceptions reach its callers through its future, which they catch).
+ * (std::terminate). ModelHandle calls every library function that runs model code through here:
+ * mc_create, mc_forward, mc_kv_save/load, mc_set_comm and mc_destroy.
  */
 template <typename F>
 std::string guardedCall(const char* what, F&& f) {

@@ -102,7 +102,13 @@ std::future<void> ModelHandle::setComm(const mc_comm& comm) {
     if (library_->setComm == nullptr)
       throw std::runtime_error(library_->path + ": not built for tensor parallelism (no mc_set_comm)");
     char err[kErrLen] = {0};
-    if (library_->setComm(model_, &comm, err, kErrLen) != 0) {
+    int32_t rc = 0;
+    const std::string threw = guardedCall("mc_set_comm", [&] {
+      rc = library_->setComm(model_, &comm, err, kErrLen);
+      return std::string();
+    });
+    if (!threw.empty()) throw std::runtime_error(library_->path + ": " + threw);
+    if (rc != 0) {
       err[kErrLen - 1] = '\0';
       throw std::runtime_error(library_->path + ": mc_set_comm failed: " +
                                (err[0] != '\0' ? std::string(err) : std::string("no message")));
