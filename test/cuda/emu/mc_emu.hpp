@@ -185,6 +185,9 @@ inline bool fault(int n) {
   return on == n;
 }
 
+/** Bytes of one fiber's stack. */
+constexpr size_t kFiberStack = 256 * 1024;
+
 /** One OS thread's emulation: the block it runs, its CUDA error state, its device and stream capture. */
 struct State {
   uint64_t seed = seed_from_env() + global().threads++;  // each thread its own schedule, reproducible in order
@@ -197,7 +200,8 @@ struct State {
   std::vector<std::function<cudaError_t()>>* capture = nullptr;
   // the running block
   std::vector<Fiber> fibers;
-  std::vector<char*> stacks;
+  std::vector<char*> stacks;  // the thread's fiber stacks, kept from block to block (start_block)
+  size_t stack_page = 0;      // the guard page below each (its mmap: stack_page + kFiberStack bytes)
   Fiber* current = nullptr;
   ucontext_t scheduler;
   void* scheduler_sp = nullptr;
@@ -221,10 +225,17 @@ struct State {
   dim3 cluster = dim3(1, 1, 1);
   std::vector<char*> cluster_smem;
   std::vector<bool> cluster_exited;
+  // A model's thread ends with its model, and its stacks with it (left mapped, a process that opens
+  // model after model ran into the kernel's map count: 2 mappings a stack, 256 stacks a thread).
+  ~State();
 };
 inline State& state() {
   static thread_local State s;
   return s;
+}
+inline State::~State() {
+  if (current != nullptr) return;  // exit() from inside a block (fail()): this code runs on one of them
+  for (char* stack : stacks) munmap(stack - stack_page, stack_page + kFiberStack);
 }
 inline int current_device() { return state().device; }
 
@@ -412,7 +423,7 @@ void resolve_warp(int first, int count);
 void resolve_group(int first, int count);
 
 /** Sets up the running block's fibers (their stacks from s.stacks, more mapped where it has too few). */
-inline void start_block(int threads, size_t stack_bytes) {
+inline void start_block(int threads) {
   State& s = state();
   s.fibers.assign(size_t(threads), Fiber{});
   const int groups = (threads + 127) / 128;
@@ -423,7 +434,8 @@ inline void start_block(int threads, size_t stack_bytes) {
   s.wg_fenced.assign(size_t(groups), false);
   while (s.stacks.size() < size_t(threads)) {
     const size_t page = size_t(sysconf(_SC_PAGESIZE));
-    char* base = static_cast<char*>(mmap(nullptr, stack_bytes + page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+    s.stack_page = page;
+    char* base = static_cast<char*>(mmap(nullptr, kFiberStack + page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
     if (base == MAP_FAILED) fail("out of memory for fiber stacks");
     mprotect(base, page, PROT_NONE);  // a stack overflow faults instead of corrupting the next stack
     s.stacks.push_back(base + page);
@@ -435,7 +447,7 @@ inline void start_block(int threads, size_t stack_bytes) {
 #if defined(__x86_64__)
     // A new stack as switch_stack leaves one: six zero registers, then fiber_entry as the return
     // address, above it a zero "return address" of fiber_entry's own frame (16-byte ABI alignment).
-    void** top = reinterpret_cast<void**>(s.stacks[size_t(i)] + stack_bytes);
+    void** top = reinterpret_cast<void**>(s.stacks[size_t(i)] + kFiberStack);
     top[-1] = nullptr;
     top[-2] = reinterpret_cast<void*>(&fiber_entry);
     for (int r = 3; r <= 8; ++r) top[-r] = nullptr;
@@ -443,7 +455,7 @@ inline void start_block(int threads, size_t stack_bytes) {
 #else
     getcontext(&f.ctx);
     f.ctx.uc_stack.ss_sp = s.stacks[size_t(i)];
-    f.ctx.uc_stack.ss_size = stack_bytes;
+    f.ctx.uc_stack.ss_size = kFiberStack;
     f.ctx.uc_link = &s.scheduler;
     makecontext(&f.ctx, fiber_entry, 0);
 #endif
@@ -564,8 +576,8 @@ inline bool resume_block(int threads) {
   return true;
 }
 
-inline void run_block(int threads, size_t stack_bytes) {
-  start_block(threads, stack_bytes);
+inline void run_block(int threads) {
+  start_block(threads);
   if (!resume_block(threads)) fail("a grid or cluster barrier in a kernel launched without one");  // grid_sync() and cluster_sync() fail first
 }
 
@@ -814,8 +826,6 @@ struct SuspendedBlock {
  */
 inline size_t smem_slice(size_t smem) { return (smem + 15) / 16 * 16; }
 
-/** Bytes of one fiber's stack. */
-constexpr size_t kFiberStack = 256 * 1024;
 /** Written at the bottom of each stack of a cooperative block: a fiber that ran past its stack changed it. */
 constexpr uint64_t kStackCanary = 0x5ca1ab1e0ddba11ull;
 
@@ -877,7 +887,7 @@ inline void run_cooperative(const std::vector<uint3>& blocks, int threads, char*
       ++s.blocks_run;  // static shared memory: junk at each turn
       if (!blk.started) stacks_of(blk);
       blk.swap_with(s);
-      if (!blk.started) start_block(threads, kFiberStack);
+      if (!blk.started) start_block(threads);
       else
         for (Fiber& f : s.fibers)
           if (f.wait == barrier) f.wait = Wait::none;  // the whole grid (cluster) reached the barrier
@@ -985,7 +995,7 @@ inline cudaError_t launch_now(const void* kernel, const char* name, dim3 grid, d
       s.pre_wait = after_kernel;
       if (after_kernel) track_block(s, region);
       ++s.blocks_run;
-      run_block(int(threads), kFiberStack);
+      run_block(int(threads));
     }
   }
   track_end(s, region);
