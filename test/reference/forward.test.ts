@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import {
-  attention, feedForward, matvec, moeRoute, referenceLogits, rmsnorm, rope, routingGap, softmax, type AttentionShape,
+  attention, feedForward, matvec, moeRoute, referenceLogits, rmsnorm, rope, routingGap, softmax, tieScale, type AttentionShape,
 } from './forward.js';
 import { maxAbsDiff, relativeL2 } from './metrics.js';
 import { lookup, mulberry32, randomArray, randomTokens, randomWeights, testModel } from './random.js';
@@ -138,22 +138,62 @@ describe('moeRoute', () => {
 });
 
 describe('routingGap', () => {
-  it('is the gap at the top-k boundary over the RMS of the gate logits: 0 at a tie, Infinity when all are chosen', () => {
-    const rms = Math.sqrt((9 + 1 + 4 + 0.25) / 4);
-    expect(routingGap([1, 3, 2, 0.5], 1)).toBeCloseTo(1 / rms, 15);
-    expect(routingGap([1, 3, 2, 0.5], 2)).toBeCloseTo(1 / rms, 15);
-    expect(routingGap([1, 3, 2, 0.5], 3)).toBeCloseTo(0.5 / rms, 15);
-    expect(routingGap([1, 3, 3, 0.5], 1)).toBe(0);
-    expect(routingGap([1, 3, 3, 0.5], 4)).toBe(Infinity);
+  // dim 2, x = [1, 1]: gate rows [1,0], [3,0], [2,0.5], [0,0.5] give logits 1, 3, 2.5, 0.5.
+  const x = [1, 1];
+  const gate = [1, 0, 3, 0, 2, 0.5, 0, 0.5];
+  const logits = matvec(gate, x, 4, 2);
+
+  it('is the smallest gap between a chosen and an unchosen expert over ‖x‖·‖w_i − w_j‖/√dim: 0 at a tie, Infinity when all are chosen', () => {
+    expect(Array.from(logits)).toEqual([1, 3, 2.5, 0.5]);
+    expect(tieScale(x, gate, 1, 2)).toBeCloseTo(Math.sqrt(2 * 1.25 / 2), 15);
+    // top-1 (expert 1): its nearest rival is expert 2, 0.5 below, ‖w1 − w2‖² = 1.25.
+    expect(routingGap(logits, 1, x, gate)).toBeCloseTo(0.5 / Math.sqrt(1.25), 15);
+    // top-2 (experts 1, 2): the pair (1, 3) is 2.5 apart over a scale of √9.25, closer than (2, 0), (1, 0), (2, 3).
+    expect(routingGap(logits, 2, x, gate)).toBeCloseTo(2.5 / Math.sqrt(9.25), 15);
+    expect(routingGap(logits, 4, x, gate)).toBe(Infinity);
+    const tied = [1, 0, 3, 0, 2, 1, 0, 0.5];  // expert 2's logit is now 3 as well, by another row
+    expect(routingGap(matvec(tied, x, 4, 2), 1, x, tied)).toBe(0);
   });
 
-  it('is seen by referenceLogits for every layer and position of an MoE model, on the gate logits it routes by', () => {
+  it('leaves out a pair that no input separates (identical gate rows) and does not depend on the scale of x or of the gate', () => {
+    const twins = [3, 0, 3, 0, 0, 1, 0, 0.5];  // experts 0 and 1 tie whatever x is, and both sides take expert 0
+    expect(routingGap(matvec(twins, x, 4, 2), 1, x, twins)).toBeCloseTo(2 / Math.sqrt(9 + 1), 15);
+    const big = gate.map((g) => 10 * g), far = x.map((v) => 7 * v);
+    expect(routingGap(matvec(big, far, 4, 2), 2, far, big)).toBeCloseTo(routingGap(logits, 2, x, gate), 12);
+  });
+
+  it('is in units of a relative error of x: an error of relative size e in a random direction moves a pair by e tieScales (RMS)', () => {
+    const dim = 128, rng = mulberry32(7);
+    const normal = () => Math.sqrt(-2 * Math.log(1 - rng())) * Math.cos(2 * Math.PI * rng());
+    const xs = Array.from({ length: dim }, normal), rows = Array.from({ length: 2 * dim }, normal);
+    const norm = Math.hypot(...xs), e = 1e-3;
+    let sum = 0;
+    const draws = 4000;
+    for (let n = 0; n < draws; n++) {
+      const d = Array.from({ length: dim }, normal);
+      const scale = e * norm / Math.hypot(...d);
+      const moved = d.reduce((a, v, c) => a + scale * v * (rows[c]! - rows[dim + c]!), 0);
+      sum += (moved / tieScale(xs, rows, 0, 1)) ** 2;
+    }
+    expect(Math.sqrt(sum / draws) / e).toBeGreaterThan(0.93);
+    expect(Math.sqrt(sum / draws) / e).toBeLessThan(1.07);
+  });
+
+  it('is seen by referenceLogits for every layer and position of an MoE model, with the gate input it routes by', () => {
     const model = testModel({ ...DENSE, moe: { num_experts: 4, num_experts_per_tok: 2 } });
     const w = lookup(randomWeights(model, 30));
     const tokens = randomTokens(mulberry32(31), 6, model.vocab_size);
     const seen: string[] = [];
     const plain = referenceLogits(model, w, tokens);
-    const observed = referenceLogits(model, w, tokens, { gate: (layer, p, g) => { expect(g.length).toBe(4); seen.push(`${layer}:${p}`); } });
+    const observed = referenceLogits(model, w, tokens, {
+      gate: (layer, p, d) => {
+        const gateWeight = w(`layers.${layer}.feed_forward.gate.weight`);
+        expect(d.logits.length).toBe(4);
+        expect(Array.from(d.logits)).toEqual(Array.from(matvec(gateWeight, d.input, 4, model.dim)));
+        expect(d.gap).toBe(routingGap(d.logits, 2, d.input, gateWeight));
+        seen.push(`${layer}:${p}`);
+      },
+    });
     expect(seen.sort()).toEqual([0, 1].flatMap((l) => tokens.map((_, p) => `${l}:${p}`)).sort());
     expect(observed).toEqual(plain);
   });

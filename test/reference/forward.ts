@@ -158,17 +158,58 @@ export function moeRoute(gateLogits: Vector, k: number): MoeRoute {
 }
 
 /**
- * How far a routing decision is from a tie: the gap between the k-th and (k+1)-th largest gate
- * logits over their root mean square (Infinity when every expert is chosen). Top-k is discontinuous
- * at a tie: where the gap is within the rounding of 16-bit activations, a backend may choose the
- * other expert and neither it nor this reference is wrong (bench/gpu/logits.ts draws its inputs
- * away from such ties).
+ * What an error in the gate's input moves the difference of two gate logits by: g_i − g_j =
+ * (w_i − w_j)·x, and an error δx in no particular direction moves it by about
+ * ‖δx‖·‖w_i − w_j‖/√dim, so the unit is ‖x‖·‖w_i − w_j‖/√dim (a relative error of 1 in x).
+ * gate: [experts, dim] row-major; x: [dim].
  */
-export function routingGap(gateLogits: Vector, k: number): number {
-  if (k >= gateLogits.length) return Infinity;
-  const sorted = Array.from(gateLogits).sort((a, b) => b - a);
-  const rms = Math.sqrt(sorted.reduce((s, g) => s + g * g, 0) / sorted.length);
-  return (sorted[k - 1]! - sorted[k]!) / rms;
+export function tieScale(x: Vector, gate: Vector, i: number, j: number): number {
+  const dim = x.length;
+  let xx = 0, dd = 0;
+  for (let c = 0; c < dim; c++) {
+    xx += x[c]! * x[c]!;
+    dd += (gate[i * dim + c]! - gate[j * dim + c]!) ** 2;
+  }
+  return Math.sqrt(xx * dd / dim);
+}
+
+/**
+ * How far a routing decision is from a tie: over every chosen expert i and unchosen j, the smallest
+ * (g_i − g_j) / tieScale, i.e. the relative error of the gate's input x that would typically bring
+ * the two to a tie. 0 at a tie; Infinity when every expert is chosen or no pair can be separated
+ * (identical gate rows, x = 0: both sides then break the tie by index alike). Top-k is
+ * discontinuous at a tie: where the gap is within what 16-bit activations perturb x by, a backend
+ * may choose the other expert and neither it nor this reference is wrong (bench/gpu/logits.ts draws
+ * its inputs away from such ties).
+ *
+ * Why not the gap over the logits' RMS: with 8 experts that RMS varies ~3× from token to token
+ * while the error does not follow it, so a decision whose logits happen to be small looked 2-3×
+ * safer than it was (bench/gpu/routing-drift.ts measures both).
+ */
+export function routingGap(gateLogits: Vector, k: number, x: Vector, gate: Vector): number {
+  const experts = gateLogits.length;
+  if (gate.length !== experts * x.length) throw new Error(`routingGap: gate has ${gate.length} elements, expected ${experts}×${x.length}`);
+  if (k >= experts) return Infinity;
+  const chosen = new Set(moeRoute(gateLogits, k).experts);
+  let gap = Infinity;
+  for (const i of chosen) {
+    for (let j = 0; j < experts; j++) {
+      if (chosen.has(j)) continue;
+      const scale = tieScale(x, gate, i, j);
+      if (scale > 0) gap = Math.min(gap, (gateLogits[i]! - gateLogits[j]!) / scale);
+    }
+  }
+  return gap;
+}
+
+/** What referenceLogits' observer sees of each MoE routing decision. */
+export interface GateDecision {
+  /** The gate logits, before top-k. */
+  logits: Float64Array;
+  /** The gate's input: the FFN-normed hidden state. */
+  input: Float64Array;
+  /** routingGap of this decision. */
+  gap: number;
 }
 
 export interface ExpertWeights {
@@ -179,9 +220,9 @@ export interface ExpertWeights {
 
 /** Sparse MoE feed-forward: Σ over the routed experts of weight_j · FFN_j(x). gate [num_experts, dim]. */
 export function moeFeedForward(x: Vector, gate: Vector, experts: ExpertWeights[], k: number, dim: number,
-  hidden: number, onGate?: (gateLogits: Float64Array) => void): Float64Array {
+  hidden: number, onGate?: (decision: GateDecision) => void): Float64Array {
   const gateLogits = matvec(gate, x, experts.length, dim);
-  onGate?.(gateLogits);
+  onGate?.({ logits: gateLogits, input: Float64Array.from(x), gap: routingGap(gateLogits, k, x, gate) });
   const route = moeRoute(gateLogits, k);
   const y = new Float64Array(dim);
   route.experts.forEach((e, j) => {
@@ -193,8 +234,8 @@ export function moeFeedForward(x: Vector, gate: Vector, experts: ExpertWeights[]
 }
 
 export interface ReferenceObserver {
-  /** Each MoE routing decision's gate logits (before top-k), by layer and position. */
-  gate?(layer: number, position: number, gateLogits: Float64Array): void;
+  /** Each MoE routing decision (its gate logits before top-k, their input, how near a tie), by layer and position. */
+  gate?(layer: number, position: number, decision: GateDecision): void;
 }
 
 /**
@@ -249,7 +290,7 @@ export function referenceLogits(model: ModelConfig, weight: WeightLookup, tokens
         w3: get(`${f}.experts.${j}.w3.weight`),
       }));
       return add(hp, moeFeedForward(x, get(`${f}.gate.weight`), experts, model.moe.num_experts_per_tok, dim, hidden_dim,
-        observer.gate && ((g) => observer.gate!(layer, p, g))));
+        observer.gate && ((d) => observer.gate!(layer, p, d))));
     });
   }
 

@@ -6,7 +6,7 @@
 import { describe, expect, it } from 'vitest';
 import { LOGITS_CASES, ROUTING_MARGIN, shippedConfig } from '../../../bench/gpu/cases.js';
 import { drawTokens } from '../../../bench/gpu/logits.js';
-import { referenceLogits, routingGap } from '../../reference/forward.js';
+import { referenceLogits } from '../../reference/forward.js';
 import { lookup, mulberry32, randomTokens, randomWeights } from '../../reference/random.js';
 
 const logitsCase = (name: string) => LOGITS_CASES.find((c) => c.name === name)!;
@@ -15,7 +15,7 @@ const logitsCase = (name: string) => LOGITS_CASES.find((c) => c.name === name)!;
 function gaps(name: string, seed: number, tokens: number[]): number[] {
   const config = shippedConfig(logitsCase(name).config);
   const out: number[] = [];
-  referenceLogits(config, lookup(randomWeights(config, seed)), tokens, { gate: (_l, _p, g) => out.push(routingGap(g, config.moe!.num_experts_per_tok)) });
+  referenceLogits(config, lookup(randomWeights(config, seed)), tokens, { gate: (_l, _p, d) => out.push(d.gap) });
   return out;
 }
 
