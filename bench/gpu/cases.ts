@@ -54,8 +54,8 @@ export const LOGITS_TOLERANCE: Record<Dtype, number> = { bf16: 1e-2, f16: 1e-2, 
  * 2.1e-3 (top-1), 1 in 1000 beyond 1.0e-2, the largest 1.3e-2 of ~12,000 decisions a case: 0.04
  * keeps 3 times that. f16 keeps 3 more mantissa bits: median 3.5e-4, the largest 1.3e-3 of 3360
  * (tiny-moe, 40 seeds), so 0.005. In f32 the largest was 7.6e-7 (40 seeds), far under 1e-3.
- * Redrawing from the first near-tie on (bench/gpu/logits.ts drawTokens) meets 12% of top-2
- * decisions under 0.04 and 5% of top-1: ~14 and ~5 reference passes a draw of 42 tokens
+ * Of random draws' decisions 12% (top-2) and 5% (top-1) lie under 0.04; redrawing from the first
+ * near-tie on (bench/gpu/logits.ts drawTokens) then takes ~14 and ~5 reference passes for 42 tokens
  * (bench/gpu/routing-ties.ts). Raw output: bench/gpu/runs/2026-11-28-routing.
  *
  * Until 2026-11-28 the gap was measured over the RMS of the gate logits, with a margin of 0.02. With

@@ -51,8 +51,11 @@ async function gateLoggingLibrary(c: LogitsCase): Promise<string> {
   return buildEmulatedLibrary(files, join(work, c.name));
 }
 
-/** The logged gate logits as [layer][position]: per forward call, each layer's T lines (tokens in any order). */
-function readGates(layers: number): Float64Array[][] {
+/**
+ * The logged gate logits as [layer][position]: per forward call, each layer's T lines "t T logits…"
+ * (tokens in any order); anything else is refused rather than misread.
+ */
+function readGates(layers: number, positions: number, experts: number): Float64Array[][] {
   const lines = readFileSync(log, 'utf8').split('\n').filter((s) => s !== '');
   const gates: Float64Array[][] = Array.from({ length: layers }, () => []);
   let i = 0, base = 0;
@@ -60,12 +63,16 @@ function readGates(layers: number): Float64Array[][] {
     const T = Number(lines[i]!.split(' ')[1]);
     for (let l = 0; l < layers; l++) {
       for (let j = 0; j < T; j++, i++) {
-        const [t, , ...logits] = lines[i]!.split(' ').map(Number);
+        const [t, lineT, ...logits] = (lines[i] ?? '').split(' ').map(Number);
+        if (lineT !== T || !(t! >= 0 && t! < T) || logits.length !== experts || gates[l]![base + t!] !== undefined) {
+          throw new Error(`routing-drift.ts: gate log line ${i + 1} is not the next of layer ${l}'s ${T} tokens from position ${base}: ${lines[i]}`);
+        }
         gates[l]![base + t!] = Float64Array.from(logits);
       }
     }
     base += T;
   }
+  if (base !== positions) throw new Error(`routing-drift.ts: the gate log covers ${base} positions, not ${positions}`);
   return gates;
 }
 
@@ -97,7 +104,7 @@ try {
       } finally {
         model.close();
       }
-      const lib = readGates(config.n_layers);
+      const lib = readGates(config.n_layers, tokens.length, moe.num_experts);
       let flippedAt = Infinity;  // the first position whose routing flipped in an earlier layer
       for (let l = 0; l < config.n_layers; l++) {
         let flippedHere = Infinity;

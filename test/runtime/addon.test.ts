@@ -15,16 +15,18 @@ let libraryPath: string;
 let slowLibraryPath: string;
 let throwingLibraryPath: string;
 let createThrowsPath: string;
+let ncclThrowsPath: string;
 
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'mc-addon-test-'));
   addon = loadNativeAddon();
   checkpoint = writeFakeCheckpoint(dir);
-  [libraryPath, slowLibraryPath, throwingLibraryPath, createThrowsPath] = await Promise.all([
+  [libraryPath, slowLibraryPath, throwingLibraryPath, createThrowsPath, ncclThrowsPath] = await Promise.all([
     buildFakeModel(dir),
     buildFakeModel(dir, ['FAKE_FORWARD_SLEEP_MS=100']),
     buildFakeModel(dir, ['FAKE_THROWS']),
     buildFakeModel(dir, ['FAKE_CREATE_THROWS']),
+    buildFakeModel(dir, ['FAKE_NCCL_THROWS']),
   ]);
 });
 
@@ -239,7 +241,7 @@ describe('ModelInstance', () => {
     model.close();
   });
 
-  it('turns an exception that crosses the library\'s C ABI into a message: mc_create, mc_forward (forward, forwardSync), mc_set_comm, mc_destroy (dropped)', async () => {
+  it('turns an exception that crosses the library\'s C ABI into a message: mc_create, mc_forward (forward, forwardSync), mc_nccl_unique_id, mc_set_comm, mc_destroy (dropped)', async () => {
     // Unguarded, it would reach std::terminate on the model's thread (forward, close) or escape into Node (forwardSync).
     expect(() => openModel(createThrowsPath)).toThrow(`${createThrowsPath}: mc_create threw: fake_model: mc_create throws`);
     const model = openModel(throwingLibraryPath);
@@ -252,14 +254,16 @@ describe('ModelInstance', () => {
     expect(Array.from(await group.forward(new Int32Array([3, 1]), 0, false))).toEqual(referenceLogits([], [3, 1])[1]);
     group.close();  // mc_destroy throws: nothing to report it to, and the process goes on
     expect(group.closed).toBe(true);
-    // Two ranks join through mc_set_comm, which this variant throws from: one line, the library named.
-    const ranks = [0, 1].map((rank) => {
+    // Two ranks join through mc_nccl_unique_id and mc_set_comm: one line, the library named, for a
+    // std::exception and for anything else thrown.
+    const ranksOf = (path: string) => [0, 1].map((rank) => {
       const file = new addon.MappedFile(checkpoint.path);
-      const rankModel = new addon.ModelInstance(new addon.CompiledLibrary(throwingLibraryPath), file, checkpoint.weights, rank);
+      const rankModel = new addon.ModelInstance(new addon.CompiledLibrary(path), file, checkpoint.weights, rank);
       file.close();
       return rankModel;
     });
-    expect(() => new addon.TpGroup(ranks, 2 * VOCAB, 0)).toThrow(`${throwingLibraryPath}: mc_set_comm threw: fake_model: mc_set_comm throws`);
+    expect(() => new addon.TpGroup(ranksOf(throwingLibraryPath), 2 * VOCAB, 0)).toThrow(`${throwingLibraryPath}: mc_set_comm threw: fake_model: mc_set_comm throws`);
+    expect(() => new addon.TpGroup(ranksOf(ncclThrowsPath), 2 * VOCAB, 0)).toThrow(`${ncclThrowsPath}: mc_nccl_unique_id threw a non-standard exception`);
   });
 
   it('checks the token count and arguments before calling the library', async () => {

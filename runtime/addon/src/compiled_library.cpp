@@ -9,6 +9,7 @@
 #include <stdexcept>
 
 #include "js_args.hpp"
+#include "model_call.hpp"
 
 namespace {
 
@@ -141,4 +142,16 @@ Napi::Value CompiledLibrary::checkDevice(const Napi::CallbackInfo& info) {
   if (library_->checkDevice(static_cast<int32_t>(rank), static_cast<int32_t>(device), err, sizeof err) != 0)
     throw Napi::Error::New(info.Env(), library_->path + ": mc_check_device failed: " + std::string(err));
   return Napi::Boolean::New(info.Env(), true);
+}
+
+std::string Library::makeNcclId(uint8_t* id) const {
+  char err[512] = {0};
+  int32_t rc = 0;
+  const std::string threw = guardedCall("mc_nccl_unique_id", [&] {
+    rc = ncclUniqueId(id, err, sizeof err);
+    return std::string();
+  });
+  if (!threw.empty()) return path + ": " + threw;
+  err[sizeof err - 1] = '\0';
+  return rc == 0 ? "" : path + ": mc_nccl_unique_id failed: " + std::string(err);
 }

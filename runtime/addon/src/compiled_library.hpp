@@ -27,6 +27,8 @@ struct Library {
   mc_set_comm_fn setComm = nullptr;
   /** Optional: present in GPU libraries, which all-reduce through NCCL. */
   mc_nccl_unique_id_fn ncclUniqueId = nullptr;
+  /** mc_nccl_unique_id into `id` through guardedCall: "" or the one line (the library named). */
+  std::string makeNcclId(uint8_t* id) const;
   /** Optional: present in GPU libraries (the machine checks of mc_create, before any weight is read). */
   mc_check_device_fn checkDevice = nullptr;
   /** Optional, all three or none: KV-cache snapshots (libraries built from templates/ have them). */

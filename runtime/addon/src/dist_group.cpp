@@ -35,9 +35,8 @@ class JoinWorker : public Napi::AsyncWorker {
       std::function<void(SocketGroup::NcclId&)> makeId;
       if (library.ncclUniqueId != nullptr)
         makeId = [&](SocketGroup::NcclId& id) {
-          char err[512] = {0};
-          if (library.ncclUniqueId(id.data(), err, sizeof err) != 0)
-            throw std::runtime_error(library.path + ": mc_nccl_unique_id failed: " + std::string(err));
+          const std::string failed = library.makeNcclId(id.data());
+          if (!failed.empty()) throw std::runtime_error(failed);
         };
       SocketGroup::NcclId id{};
       std::unique_ptr<SocketGroup> group = SocketGroup::join(options_, makeId, id);

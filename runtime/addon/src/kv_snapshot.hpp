@@ -44,7 +44,8 @@ class KvWorker : public Napi::AsyncWorker {
         data_(static_cast<uint8_t*>(buffer.Data())),
         deferred_(deferred) {}
 
-  // copyKvSnapshot catches what its ranks throw (and ModelHandle the library's exceptions);
+  // copyKvSnapshot catches what its ranks' copies throw (ModelHandle the library's mc_kv_save and
+  // mc_kv_load exceptions); its mc_kv_bytes gave this size on the JS thread before (queueKv), and
   // Napi::AsyncWorker's OnExecute turns any other std::exception into a rejection.
   void Execute() override {
     std::string error = runner_->copyKv(save_, nPositions_, data_);

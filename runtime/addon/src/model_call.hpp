@@ -10,7 +10,8 @@
  * Runs f() → "" or a message, and turns an exception into a message ("<what> threw: …"): a C++
  * library may let one cross the C ABI, and on a model's or a libuv thread nothing would catch it
  * (std::terminate). ModelHandle calls every library function that runs model code through here:
- * mc_create, mc_forward, mc_kv_save/load, mc_set_comm and mc_destroy.
+ * mc_create, mc_forward, mc_kv_save/load, mc_set_comm and mc_destroy; Library::makeNcclId
+ * mc_nccl_unique_id (on a libuv thread for DistGroup).
  */
 template <typename F>
 std::string guardedCall(const char* what, F&& f) {

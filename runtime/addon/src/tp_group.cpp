@@ -88,9 +88,8 @@ TpGroup::TpGroup(const Napi::CallbackInfo& info) : Napi::ObjectWrap<TpGroup>(inf
     mc_comm comm = state->communicator->comm();
     const Library& library = state->ranks[0]->library();
     if (library.ncclUniqueId != nullptr) {
-      char err[512] = {0};
-      if (library.ncclUniqueId(comm.nccl_id, err, sizeof err) != 0)
-        throw Napi::Error::New(env, library.path + ": mc_nccl_unique_id failed: " + std::string(err));
+      const std::string failed = library.makeNcclId(comm.nccl_id);
+      if (!failed.empty()) throw Napi::Error::New(env, failed);
     }
     // Every rank at once, each on its model's thread: a GPU library's NCCL initialisation waits
     // until every rank has joined.

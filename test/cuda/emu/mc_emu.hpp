@@ -200,8 +200,9 @@ struct State {
   std::vector<std::function<cudaError_t()>>* capture = nullptr;
   // the running block
   std::vector<Fiber> fibers;
-  std::vector<char*> stacks;  // the thread's fiber stacks, kept from block to block (start_block)
-  size_t stack_page = 0;      // the guard page below each (its mmap: stack_page + kFiberStack bytes)
+  std::vector<char*> stacks;  // the running block's fiber stacks: the thread's own, or a cooperative launch's
+  std::vector<char*> owned;   // the thread's own (start_block mapped each, kept from block to block)
+  size_t stack_page = 0;      // the guard page below each of those (its mmap: stack_page + kFiberStack bytes)
   Fiber* current = nullptr;
   ucontext_t scheduler;
   void* scheduler_sp = nullptr;
@@ -235,7 +236,7 @@ inline State& state() {
 }
 inline State::~State() {
   if (current != nullptr) return;  // exit() from inside a block (fail()): this code runs on one of them
-  for (char* stack : stacks) munmap(stack - stack_page, stack_page + kFiberStack);
+  for (char* stack : owned) munmap(stack - stack_page, stack_page + kFiberStack);
 }
 inline int current_device() { return state().device; }
 
@@ -433,12 +434,13 @@ inline void start_block(int threads) {
   s.wg_groups.resize(size_t(groups));
   s.wg_fenced.assign(size_t(groups), false);
   while (s.stacks.size() < size_t(threads)) {
-    const size_t page = size_t(sysconf(_SC_PAGESIZE));
+    const size_t page = page_bytes();
     s.stack_page = page;
     char* base = static_cast<char*>(mmap(nullptr, kFiberStack + page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
     if (base == MAP_FAILED) fail("out of memory for fiber stacks");
     mprotect(base, page, PROT_NONE);  // a stack overflow faults instead of corrupting the next stack
     s.stacks.push_back(base + page);
+    s.owned.push_back(base + page);
   }
   for (int i = 0; i < threads; ++i) {
     Fiber& f = s.fibers[size_t(i)];
