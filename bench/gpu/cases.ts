@@ -52,8 +52,9 @@ export const LOGITS_TOLERANCE: Record<Dtype, number> = { bf16: 1e-2, f16: 1e-2, 
  * What rounding moves a decision by in the CUDA library (bench/gpu/routing-drift.ts: the emulated
  * library's own gate logits, 150 seeds of each, 2026-11-28): in bf16, median 2.8e-3 (top-2) and
  * 2.1e-3 (top-1), 1 in 1000 beyond 1.0e-2, the largest 1.3e-2 of ~12,000 decisions a case: 0.04
- * keeps 3 times that. f16 keeps 3 more mantissa bits: median 3.5e-4, the largest 1.3e-3 of 3360
- * (tiny-moe, 40 seeds), so 0.005. In f32 the largest was 7.6e-7 (40 seeds), far under 1e-3.
+ * keeps 3 times that. f16 keeps 3 more mantissa bits: medians 3.5e-4 and 2.7e-4, the largest 1.3e-3
+ * and 1.7e-3 of 3360 (40 seeds each), so 0.005. In f32 the largest was 7.6e-7 (tiny-moe, 40 seeds),
+ * far under 1e-3.
  * Of random draws' decisions 12% (top-2) and 5% (top-1) lie under 0.04; redrawing from the first
  * near-tie on (bench/gpu/logits.ts drawTokens) then takes ~14 and ~5 reference passes for 42 tokens
  * (bench/gpu/routing-ties.ts). Raw output: bench/gpu/runs/2026-11-28-routing.
