@@ -1,9 +1,9 @@
 /**
  * How far the CUDA library's MoE routing decisions drift from the float64 reference's, measured
  * without a GPU: the library built for the emulator (test/cuda/emu) with its gate kernel also
- * appending each token's gate logits to a file, run as the GPU logits check runs it (prompt in
- * chunks, then graph-replayed decode steps) on random weights and first draws of tokens. For
- * every decision and every pair of a chosen expert i and an unchosen j:
+ * appending each token's gate logits to a file (bench/gpu/gate-log.ts), run as the GPU logits
+ * check runs it (prompt in chunks, then graph-replayed decode steps) on random weights and first
+ * draws of tokens. For every decision and every pair of a chosen expert i and an unchosen j:
  *
  *   drift = |(g_i − g_j) − (ref_i − ref_j)| / tieScale(x, gate, i, j)
  *
@@ -26,6 +26,7 @@ import { buildEmulatedLibrary } from '../../test/cuda/emu/emulate.js';
 import { moeRoute, referenceLogits, tieScale, type GateDecision } from '../../test/reference/forward.js';
 import { mulberry32, randomTokens } from '../../test/reference/random.js';
 import { LOGITS_CASES, logitsPlan, shippedConfig, type LogitsCase } from './cases.js';
+import { GATE_LOG_ENV, gateLoggingSources, parseGateLog } from './gate-log.js';
 import { openCheckpoint } from './libraries.js';
 import { readWeightsF32, runChunked } from './logits.js';
 
@@ -33,47 +34,8 @@ const { values } = parseArgs({ options: { seeds: { type: 'string', default: '20'
 const work = mkdtempSync(join(tmpdir(), 'mc-routing-drift-'));
 const log = join(work, 'gates.txt');
 
-// The gate kernel's line after its logits are summed (templates/cuda/rmsnorm_moe_gate_topk_softmax.cuh.hbs);
-// on the emulator a kernel is host code, so it can append to a file.
-const ANCHOR = '  bool taken[EXPERTS] = {};';
-const PRINT = `  { FILE* f = fopen(getenv("MC_GATE_LOG"), "a"); fprintf(f, "%d %d", t, (int)gridDim.x);
-    for (int e = 0; e < EXPERTS; ++e) fprintf(f, " %.9g", logits[e]); fprintf(f, "\\n"); fclose(f); }\n`;
-
 async function gateLoggingLibrary(c: LogitsCase): Promise<string> {
-  let patched = 0;
-  const files = renderCudaSources(logitsPlan(c)).files.map((f) => {
-    if (!f.path.includes('rmsnorm_moe_gate_topk_softmax')) return f;
-    patched++;
-    if (!f.content.includes(ANCHOR)) throw new Error(`routing-drift.ts: ${f.path} no longer has the line \`${ANCHOR.trim()}\` to log the gate logits before`);
-    return { ...f, content: `#include <cstdio>\n#include <cstdlib>\n${f.content.replace(ANCHOR, PRINT + ANCHOR)}` };
-  });
-  if (patched !== 1) throw new Error(`routing-drift.ts: ${patched} rendered files hold the gate kernel (expected 1)`);
-  return buildEmulatedLibrary(files, join(work, c.name));
-}
-
-/**
- * The logged gate logits as [layer][position]: per forward call, each layer's T lines "t T logits…"
- * (tokens in any order); anything else is refused rather than misread.
- */
-function readGates(layers: number, positions: number, experts: number): Float64Array[][] {
-  const lines = readFileSync(log, 'utf8').split('\n').filter((s) => s !== '');
-  const gates: Float64Array[][] = Array.from({ length: layers }, () => []);
-  let i = 0, base = 0;
-  while (i < lines.length) {
-    const T = Number(lines[i]!.split(' ')[1]);
-    for (let l = 0; l < layers; l++) {
-      for (let j = 0; j < T; j++, i++) {
-        const [t, lineT, ...logits] = (lines[i] ?? '').split(' ').map(Number);
-        if (lineT !== T || !(t! >= 0 && t! < T) || logits.length !== experts || gates[l]![base + t!] !== undefined) {
-          throw new Error(`routing-drift.ts: gate log line ${i + 1} is not the next of layer ${l}'s ${T} tokens from position ${base}: ${lines[i]}`);
-        }
-        gates[l]![base + t!] = Float64Array.from(logits);
-      }
-    }
-    base += T;
-  }
-  if (base !== positions) throw new Error(`routing-drift.ts: the gate log covers ${base} positions, not ${positions}`);
-  return gates;
+  return buildEmulatedLibrary(gateLoggingSources(renderCudaSources(logitsPlan(c)).files), join(work, c.name));
 }
 
 const quantile = (xs: number[], q: number) => xs[Math.min(xs.length - 1, Math.floor(q * xs.length))]!;
@@ -96,7 +58,7 @@ try {
       const ref: GateDecision[][] = Array.from({ length: config.n_layers }, () => []);
       referenceLogits(config, weight, tokens, { gate: (l, p, d) => { ref[l]![p] = d; } });
       writeFileSync(log, '');
-      process.env.MC_GATE_LOG = log;
+      process.env[GATE_LOG_ENV] = log;
       process.env.MC_EMU_SEED = String(seed);
       const model = await openCheckpoint(library, logitsPlan(c), safetensorsPath);
       try {
@@ -104,7 +66,7 @@ try {
       } finally {
         model.close();
       }
-      const lib = readGates(config.n_layers, tokens.length, moe.num_experts);
+      const lib = parseGateLog(readFileSync(log, 'utf8'), config.n_layers, tokens.length, moe.num_experts);
       let flippedAt = Infinity;  // the first position whose routing flipped in an earlier layer
       for (let l = 0; l < config.n_layers; l++) {
         let flippedHere = Infinity;
