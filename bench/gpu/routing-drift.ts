@@ -69,12 +69,11 @@ try {
       const lib = parseGateLog(readFileSync(log, 'utf8'), config.n_layers, tokens.length, moe.num_experts);
       let flippedAt = Infinity;  // the first position whose routing flipped in an earlier layer
       for (let l = 0; l < config.n_layers; l++) {
+        const gate = weight(`layers.${l}.feed_forward.gate.weight`);
         let flippedHere = Infinity;
         for (let p = 0; p < tokens.length; p++) {
-          const d = ref[l]![p]!, g = lib[l]![p];
-          if (g === undefined) throw new Error(`routing-drift.ts: ${name} seed ${seed}: no logged gate logits for layer ${l} position ${p}`);
+          const d = ref[l]![p]!, g = lib[l]![p]!;  // parseGateLog refuses a log without every position
           if (p >= flippedAt) { left++; continue; }
-          const gate = weight(`layers.${l}.feed_forward.gate.weight`);
           const chosen = moeRoute(d.logits, moe.num_experts_per_tok).experts;
           const theirs = moeRoute(g, moe.num_experts_per_tok).experts;
           if ([...chosen].sort().join() !== [...theirs].sort().join()) { flips++; flippedHere = Math.min(flippedHere, p); }

@@ -35,13 +35,13 @@ function smallestGap(c: LogitsCase, weight: WeightLookup, tokens: number[], all:
 try {
   for (const name of ['gpu-tiny-moe-bf16', 'gpu-tiny-moe-top1-bf16']) {
     const c = LOGITS_CASES.find((x) => x.name === name)!;
-    const vocab = shippedConfig(c.config).vocab_size;
+    const config = shippedConfig(c.config, { as: c.name }), vocab = config.vocab_size;
     const gaps: number[] = [], decisions: number[] = [], forwards: number[] = [];
     for (const seed of [11, 22, 33, 44]) {
       const weight = await weightsOf(c, seed);
       const rng = mulberry32(seed);
       for (let i = 0; i < 50; i++) gaps.push(smallestGap(c, weight, randomTokens(rng, c.prompt + c.decode, vocab), decisions));
-      for (let i = 0; i < 5; i++) forwards.push(drawTokens(c, shippedConfig(c.config, { as: c.name }), weight, rng).forwards);
+      for (let i = 0; i < 5; i++) forwards.push(drawTokens(c, config, weight, rng).forwards);
     }
     for (const margin of [0.005, 0.01, 0.02, 0.04]) {
       console.log(`${name}: ${(gaps.filter((g) => g >= margin).length / gaps.length).toFixed(2)} of ${gaps.length} whole draws keep every decision ${margin} from a tie; ${(decisions.filter((g) => g < margin).length / decisions.length).toFixed(3)} of their ${decisions.length} decisions are nearer`);

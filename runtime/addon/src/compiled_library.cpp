@@ -149,7 +149,6 @@ std::string Library::makeNcclId(uint8_t* id) const {
   int32_t rc = 0;
   const std::string threw = guardedCall("mc_nccl_unique_id", [&] {
     rc = ncclUniqueId(id, err, sizeof err);
-    return std::string();
   });
   if (!threw.empty()) return path + ": " + threw;
   err[sizeof err - 1] = '\0';

@@ -18,7 +18,6 @@ ModelHandle::ModelHandle(std::shared_ptr<const Library> library, std::vector<std
     mc_model* model = nullptr;
     threw = guardedCall("mc_create", [&] {
       model = library_->create(weights_.data(), static_cast<int32_t>(weights_.size()), rank, device, err, kErrLen);
-      return std::string();
     });
     return model;
   });
@@ -35,7 +34,7 @@ ModelHandle::ModelHandle(std::shared_ptr<const Library> library, std::vector<std
 // it would end the process (std::terminate).
 ModelHandle::~ModelHandle() {
   if (model_ != nullptr)
-    thread_.run([&] { (void)guardedCall("mc_destroy", [&] { library_->destroy(model_); return std::string(); }); });
+    thread_.run([&] { (void)guardedCall("mc_destroy", [&] { library_->destroy(model_); }); });
 }
 
 std::future<std::string> ModelHandle::forwardAsync(const int32_t* tokens, int32_t nTokens, int32_t startPos,
@@ -62,7 +61,6 @@ std::string ModelHandle::forwardHere(const int32_t* tokens, int32_t nTokens, int
   int32_t rc = 0;
   const std::string threw = guardedCall("mc_forward", [&] {
     rc = library_->forward(model_, tokens, nTokens, startPos, logits, allLogits ? 1 : 0, err, kErrLen);
-    return std::string();
   });
   err[kErrLen - 1] = '\0';
   changed = changedSinceMapped();
@@ -80,7 +78,6 @@ std::future<std::string> ModelHandle::copyKvAsync(bool save, int32_t nPositions,
     const std::string threw = guardedCall(what, [&] {
       rc = save ? library_->kvSave(model_, nPositions, data, bytes, err, kErrLen)
                 : library_->kvLoad(model_, nPositions, data, bytes, err, kErrLen);
-      return std::string();
     });
     if (!threw.empty()) return library_->path + ": " + threw;
     err[kErrLen - 1] = '\0';
@@ -105,7 +102,6 @@ std::future<void> ModelHandle::setComm(const mc_comm& comm) {
     int32_t rc = 0;
     const std::string threw = guardedCall("mc_set_comm", [&] {
       rc = library_->setComm(model_, &comm, err, kErrLen);
-      return std::string();
     });
     if (!threw.empty()) throw std::runtime_error(library_->path + ": " + threw);
     if (rc != 0) {

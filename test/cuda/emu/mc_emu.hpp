@@ -201,8 +201,7 @@ struct State {
   // the running block
   std::vector<Fiber> fibers;
   std::vector<char*> stacks;  // the running block's fiber stacks: the thread's own, or a cooperative launch's
-  std::vector<char*> owned;   // the thread's own (start_block mapped each, kept from block to block)
-  size_t stack_page = 0;      // the guard page below each of those (its mmap: stack_page + kFiberStack bytes)
+  std::vector<char*> owned;   // the thread's own (start_block mapped each after a guard page, kept from block to block)
   Fiber* current = nullptr;
   ucontext_t scheduler;
   void* scheduler_sp = nullptr;
@@ -233,10 +232,6 @@ struct State {
 inline State& state() {
   static thread_local State s;
   return s;
-}
-inline State::~State() {
-  if (current != nullptr) return;  // exit() from inside a block (fail()): this code runs on one of them
-  for (char* stack : owned) munmap(stack - stack_page, stack_page + kFiberStack);
 }
 inline int current_device() { return state().device; }
 
@@ -283,6 +278,10 @@ constexpr uint8_t kTouched = 1, kWritten = 2;
 inline size_t page_bytes() {
   static const size_t page = size_t(sysconf(_SC_PAGESIZE));
   return page;
+}
+inline State::~State() {
+  if (current != nullptr) return;  // exit() from inside a block (fail()): this code runs on one of them
+  for (char* stack : owned) munmap(stack - page_bytes(), page_bytes() + kFiberStack);
 }
 
 /** Every device allocation's mapping, by its first byte; ranks allocate from threads of their own. */
@@ -435,7 +434,6 @@ inline void start_block(int threads) {
   s.wg_fenced.assign(size_t(groups), false);
   while (s.stacks.size() < size_t(threads)) {
     const size_t page = page_bytes();
-    s.stack_page = page;
     char* base = static_cast<char*>(mmap(nullptr, kFiberStack + page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
     if (base == MAP_FAILED) fail("out of memory for fiber stacks");
     mprotect(base, page, PROT_NONE);  // a stack overflow faults instead of corrupting the next stack
